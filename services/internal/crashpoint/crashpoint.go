@@ -1,0 +1,42 @@
+// Package crashpoint makes a process die abruptly at a named step of the payment protocol, so
+// that tests can prove recovery from a crash at exactly that step.
+//
+// Crash points exist only in binaries built with the "crashpoints" build tag (the end-to-end
+// tests build paygate that way). In such a binary, the environment variable PAYGATE_CRASH_AT
+// names the point, optionally followed by "@N" to crash on the N-th hit instead of the first
+// (e.g. "gateway.after_decision" or "bank.prepare.after_persist@3"). At that point the process
+// sends itself SIGKILL: no deferred function runs, no buffer is flushed, no goroutine finishes,
+// exactly as if the machine had lost power after the durable writes made so far.
+//
+// In ordinary builds Hit is an empty function and PAYGATE_CRASH_AT is ignored: no production
+// configuration can enable a crash point.
+package crashpoint
+
+// The named steps. A name says which process dies and after what.
+const (
+	// GatewayAfterAdmit: the payment row (state PREPARING) is durable; no prepare was sent.
+	GatewayAfterAdmit = "gateway.after_admit"
+	// GatewayAfterPrepare: every participant voted; no decision is recorded.
+	GatewayAfterPrepare = "gateway.after_prepare"
+	// GatewayAfterDecision: the decision is durable; no commit or abort was sent.
+	GatewayAfterDecision = "gateway.after_decision"
+	// GatewayAfterFirstPhase2: one participant acknowledged commit or abort; others were not told.
+	GatewayAfterFirstPhase2 = "gateway.after_first_phase2"
+	// GatewayBeforeReply: phase two is complete and recorded; the client has no answer yet.
+	GatewayBeforeReply = "gateway.before_reply"
+
+	// BankPrepareBeforePersist: a prepare arrived; nothing is recorded.
+	BankPrepareBeforePersist = "bank.prepare.before_persist"
+	// BankPrepareAfterPersist: the hold or pending credit is durable; the vote was not sent.
+	BankPrepareAfterPersist = "bank.prepare.after_persist"
+	// BankCommitAfterPersist: the commit is applied durably; the acknowledgement was not sent.
+	BankCommitAfterPersist = "bank.commit.after_persist"
+	// BankAbortAfterPersist: the abort is applied durably; the acknowledgement was not sent.
+	BankAbortAfterPersist = "bank.abort.after_persist"
+)
+
+// All lists every crash point, for tests that cover them all.
+var All = []string{
+	GatewayAfterAdmit, GatewayAfterPrepare, GatewayAfterDecision, GatewayAfterFirstPhase2, GatewayBeforeReply,
+	BankPrepareBeforePersist, BankPrepareAfterPersist, BankCommitAfterPersist, BankAbortAfterPersist,
+}

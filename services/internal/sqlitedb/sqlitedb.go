@@ -1,0 +1,103 @@
+// Package sqlitedb opens the embedded SQLite stores of paygate's services.
+//
+// Every store is one file in WAL mode with synchronous=FULL: a transaction that has committed is
+// on stable storage, so a prepare record or a commit decision survives a crash of the process or
+// of the machine. Writes go through a single connection (SQLite allows one writer at a time, and
+// queueing in Go is cheaper than retrying on SQLITE_BUSY); reads use a pool and run beside it.
+package sqlitedb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// DB is a SQLite store: one writer connection and a pool of readers.
+type DB struct {
+	// Write has one connection; its transactions start with BEGIN IMMEDIATE.
+	Write *sql.DB
+	// Read is for queries only.
+	Read *sql.DB
+	Path string
+}
+
+// Open opens (creating if needed) the database file at path and applies migrations: each entry of
+// migrations is run once, in order, and PRAGMA user_version records how many have run.
+func Open(ctx context.Context, path string, migrations []string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlitedb: %w", err)
+	}
+	dsn := func(extra string) string {
+		q := url.Values{}
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(FULL)")
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "foreign_keys(ON)")
+		q.Set("_txlock", "immediate")
+		if extra != "" {
+			q.Add("_pragma", extra)
+		}
+		return "file:" + path + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(""))
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedb: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, w, migrations); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitedb: migrate %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn("query_only(ON)"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitedb: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	return &DB{Write: w, Read: r, Path: path}, nil
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	err := db.Read.Close()
+	if werr := db.Write.Close(); err == nil {
+		err = werr
+	}
+	return err
+}
+
+func migrate(ctx context.Context, db *sql.DB, migrations []string) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this binary's %d", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
