@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/paygate/paygate/internal/pki"
+)
+
+func init() { register(newCertsCommand) }
+
+// certsConfig is what `paygate certs` does.
+type certsConfig struct {
+	Dir  string
+	Opts pki.Options
+}
+
+// Validate reports the first problem of c.
+func (c certsConfig) Validate() error {
+	if c.Dir == "" {
+		return usageErrorf("--out is required")
+	}
+	if err := c.Opts.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	return nil
+}
+
+func newCertsCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "certs")
+	out := fs.String("out", "", "directory for the certificates and keys (required)")
+	hosts := fs.String("hosts", strings.Join(pki.DefaultHosts, ","), "comma-separated DNS names and IP addresses the servers answer on")
+	banks := fs.String("banks", strings.Join(pki.DefaultBanks, ","), "comma-separated bank names; each gets a bank certificate")
+	clients := fs.String("clients", strings.Join(pki.DefaultClients, ","), "comma-separated client names; each gets a client certificate")
+	validity := fs.Duration("validity", pki.DefaultValidity, "how long the leaf certificates are valid")
+
+	return &ffcli.Command{
+		Name:       "certs",
+		ShortUsage: "paygate certs --out DIR [flags]",
+		ShortHelp:  "make a development CA and certificates for the gateway, banks and clients",
+		LongHelp: "Makes a CA (ca.pem, ca-key.pem) and one certificate and key per party:\n" +
+			"gateway.pem, bank-<name>.pem, client-<name>.pem, each with a -key.pem twin.\n" +
+			"Each certificate names its role in a URI SAN (spiffe://paygate/gateway,\n" +
+			"spiffe://paygate/bank/<name>, spiffe://paygate/client/<name>). Running it again\n" +
+			"keeps the CA and every certificate that is still valid, and makes the missing ones.\n" +
+			"Keys are written with mode 0600; never commit them.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unexpected arguments: %s", strings.Join(args, " "))
+			}
+			cfg := certsConfig{
+				Dir: *out,
+				Opts: pki.Options{
+					Hosts:    splitList(*hosts),
+					Banks:    splitList(*banks),
+					Clients:  splitList(*clients),
+					Validity: *validity,
+				},
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return runCerts(ctx, cfg, e.stdout)
+		},
+	}
+}
+
+// runCerts makes the certificates and prints what it wrote and kept.
+func runCerts(_ context.Context, cfg certsConfig, stdout io.Writer) error {
+	if cfg.Opts.Validity < time.Minute && cfg.Opts.Validity != 0 {
+		return usageErrorf("--validity %v is too short", cfg.Opts.Validity)
+	}
+	rep, err := pki.GenerateReport(cfg.Dir, cfg.Opts)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	for _, f := range rep.Written {
+		fmt.Fprintf(stdout, "wrote %s\n", f)
+	}
+	for _, f := range rep.Kept {
+		fmt.Fprintf(stdout, "kept  %s\n", f)
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// tlsFlags are the PKI flags of a server. --certs DIR fills in the conventional file names of
+// `paygate certs` for whatever is not given explicitly.
+type tlsFlags struct {
+	certs, ca, cert, key string
+}
+
+func (t *tlsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.certs, "certs", "", "directory made by 'paygate certs'; fills in --ca, --cert and --key by their usual names")
+	fs.StringVar(&t.ca, "ca", "", "CA certificate (PEM) that signs every party's certificate")
+	fs.StringVar(&t.cert, "cert", "", "this server's certificate (PEM)")
+	fs.StringVar(&t.key, "key", "", "this server's private key (PEM)")
+}
+
+// resolve returns the CA, certificate and key paths, using base ("gateway", "bank-bank1") for
+// the names under --certs.
+func (t *tlsFlags) resolve(base string) (ca, cert, key string, err error) {
+	ca, cert, key = t.ca, t.cert, t.key
+	if t.certs != "" {
+		if ca == "" {
+			ca = filepath.Join(t.certs, "ca.pem")
+		}
+		if cert == "" {
+			cert = filepath.Join(t.certs, base+".pem")
+		}
+		if key == "" {
+			key = filepath.Join(t.certs, base+"-key.pem")
+		}
+	}
+	if ca == "" || cert == "" || key == "" {
+		return "", "", "", usageErrorf("--ca, --cert and --key are required (or --certs DIR)")
+	}
+	return ca, cert, key, nil
+}
+
+// bankAddrs is the repeatable --bank NAME=ADDR flag. ADDR is HOST:PORT or https://HOST:PORT.
+// One value may also list several banks separated by commas, which is how PAYGATE_BANK sets
+// them all.
+type bankAddrs map[string]string
+
+func (b bankAddrs) String() string {
+	names := make([]string, 0, len(b))
+	for n := range b {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + "=" + b[n]
+	}
+	return strings.Join(parts, ",")
+}
+
+func (b bankAddrs) Set(v string) error {
+	for _, item := range splitList(v) {
+		name, addr, ok := strings.Cut(item, "=")
+		if !ok || name == "" || addr == "" {
+			return fmt.Errorf("want NAME=HOST:PORT, got %q", item)
+		}
+		if _, dup := b[name]; dup {
+			return fmt.Errorf("bank %s given twice", name)
+		}
+		if !strings.HasPrefix(addr, "https://") {
+			if strings.Contains(addr, "://") {
+				return fmt.Errorf("bank %s: address %q: only https:// is supported", name, addr)
+			}
+			addr = "https://" + addr
+		}
+		b[name] = addr
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+package rpcserver
+
+import (
+	"crypto/tls"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
+)
+
+// Keepalive of the HTTP/2 client connections made by NewHTTPClient.
+const (
+	// ClientReadIdleTimeout is how long a connection may stay silent before the client pings it.
+	ClientReadIdleTimeout = 10 * time.Second
+	// ClientPingTimeout is how long the client waits for a ping's answer before it closes the
+	// connection, failing the calls on it.
+	ClientPingTimeout = 5 * time.Second
+	// clientWriteByteTimeout fails a connection whose peer stops reading.
+	clientWriteByteTimeout = 10 * time.Second
+)
+
+// NewHTTPClient returns an HTTP client for calls between paygate services: HTTP/2 only, over TLS
+// with tlsCfg (from pki.ClientTLS), on long-lived connections that are pinged when idle so that a
+// dead peer is noticed within ClientReadIdleTimeout+ClientPingTimeout rather than at the TCP
+// timeout. It sets no overall timeout: every call carries its own deadline in its context.
+func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
+	return &http.Client{
+		Transport: &http2.Transport{
+			TLSClientConfig:  tlsCfg,
+			ReadIdleTimeout:  ClientReadIdleTimeout,
+			PingTimeout:      ClientPingTimeout,
+			WriteByteTimeout: clientWriteByteTimeout,
+		},
+	}
+}
+
+// ClientOptions returns the options of Connect clients between paygate services: they speak the
+// gRPC protocol (connect.WithGRPC), the binary protocol every gRPC tool also speaks, with
+// trailers for status. Append call-specific options after them.
+func ClientOptions() []connect.ClientOption {
+	return []connect.ClientOption{connect.WithGRPC()}
+}

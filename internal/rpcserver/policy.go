@@ -1,0 +1,183 @@
+package rpcserver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/paygate/paygate/internal/identity"
+	"github.com/paygate/paygate/internal/rpcerr"
+)
+
+// Reasons of the errors the policy interceptor returns (see package rpcerr).
+const (
+	ReasonPermissionDenied = "permission_denied"
+	ReasonUnauthenticated  = "unauthenticated"
+)
+
+// Access says who may call a procedure.
+type Access int
+
+// The kinds of access. The zero value is not one of them: a Policy entry holding it denies.
+const (
+	// AccessPublic lets anyone past the TLS handshake call: health, reflection, Login.
+	AccessPublic Access = iota + 1
+	// AccessUser requires a valid user token, checked by the Config's Authenticator.
+	AccessUser
+	// AccessGateway requires a client certificate with the gateway role.
+	AccessGateway
+	// AccessBank requires a client certificate with a bank role.
+	AccessBank
+)
+
+// String returns the access's name, e.g. "gateway".
+func (a Access) String() string {
+	switch a {
+	case AccessPublic:
+		return "public"
+	case AccessUser:
+		return "user"
+	case AccessGateway:
+		return "gateway"
+	case AccessBank:
+		return "bank"
+	}
+	return fmt.Sprintf("Access(%d)", int(a))
+}
+
+// Policy says who may call each procedure, keyed by the generated procedure constants, e.g.
+// bankv1connect.BankServicePrepareTransactionProcedure. A procedure that is not in the policy
+// is denied with PermissionDenied. The health and reflection procedures are added as
+// AccessPublic by New.
+type Policy map[string]Access
+
+// Request is what an Authenticator sees of a call: a connect.AnyRequest for unary calls, an
+// adapter over the stream for streaming calls. Its message is not decoded yet for streams, so
+// authentication must rely on headers and the peer only.
+type Request interface {
+	Spec() connect.Spec
+	Peer() connect.Peer
+	Header() http.Header
+}
+
+// Authenticator checks the user credentials of an AccessUser call, typically the
+// "Authorization: Bearer <token>" header, and may consult identity.PeerFrom(ctx) to bind tokens
+// to client certificates. It returns ctx enriched with whatever handlers need to know about the
+// user, and the user's name for the call's log line. It returns a Connect error (Unauthenticated,
+// usually built with package rpcerr) to refuse the call; other errors are passed to the caller
+// as they are.
+type Authenticator func(ctx context.Context, req Request) (context.Context, string, error)
+
+// policyInterceptor enforces a Policy. It implements connect.Interceptor.
+type policyInterceptor struct {
+	policy       Policy
+	authenticate Authenticator
+}
+
+func (p *policyInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		ctx, err := p.check(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (p *policyInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (p *policyInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := p.check(ctx, streamRequest{conn})
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// check decides a call, returning the context to continue with or the error to answer.
+func (p *policyInterceptor) check(ctx context.Context, req Request) (context.Context, error) {
+	procedure := req.Spec().Procedure
+	access, ok := p.policy[procedure]
+	if !ok {
+		return ctx, rpcerr.New(connect.CodePermissionDenied, ReasonPermissionDenied,
+			fmt.Sprintf("%s is not allowed on this listener", procedure),
+			"procedure", procedure)
+	}
+	switch access {
+	case AccessPublic:
+		return ctx, nil
+	case AccessUser:
+		if p.authenticate == nil {
+			return ctx, rpcerr.New(connect.CodeUnauthenticated, ReasonUnauthenticated,
+				fmt.Sprintf("%s needs a user token, and this listener authenticates no users", procedure))
+		}
+		authed, user, err := p.authenticate(ctx, req)
+		if err != nil {
+			return ctx, err
+		}
+		if authed == nil {
+			authed = ctx
+		}
+		CallInfoFrom(ctx).SetUser(user)
+		return authed, nil
+	case AccessGateway:
+		return ctx, requireRole(ctx, procedure, identity.RoleGateway)
+	case AccessBank:
+		return ctx, requireRole(ctx, procedure, identity.RoleBank)
+	}
+	return ctx, rpcerr.New(connect.CodePermissionDenied, ReasonPermissionDenied,
+		fmt.Sprintf("%s is not allowed on this listener", procedure),
+		"procedure", procedure)
+}
+
+// requireRole checks that the verified client certificate of the call has role.
+func requireRole(ctx context.Context, procedure string, role identity.Role) error {
+	service := serviceShortName(procedure)
+	peer, ok := identity.PeerFrom(ctx)
+	if !ok {
+		return rpcerr.New(connect.CodeUnauthenticated, ReasonUnauthenticated,
+			fmt.Sprintf("%s accepts only the %s role; the caller presented no client certificate", service, role),
+			"required_role", string(role))
+	}
+	if peer.Identity.Role == role {
+		return nil
+	}
+	caller := peer.Identity.String()
+	if caller == "" {
+		caller = "a certificate without a paygate identity (sha256 " + peer.Fingerprint + ")"
+	}
+	return rpcerr.New(connect.CodePermissionDenied, ReasonPermissionDenied,
+		fmt.Sprintf("%s accepts only the %s role; caller is %s", service, role, caller),
+		"required_role", string(role), "caller", peer.Identity.String())
+}
+
+// serviceShortName returns "BankService" for "/paygate.bank.v1.BankService/PrepareTransaction".
+func serviceShortName(procedure string) string {
+	s := strings.TrimPrefix(procedure, "/")
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.LastIndexByte(s, '.'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// streamRequest adapts a streaming handler connection to Request.
+type streamRequest struct {
+	conn connect.StreamingHandlerConn
+}
+
+func (r streamRequest) Spec() connect.Spec  { return r.conn.Spec() }
+func (r streamRequest) Peer() connect.Peer  { return r.conn.Peer() }
+func (r streamRequest) Header() http.Header { return r.conn.RequestHeader() }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the tools the repository's checks and tests need, idempotently, into ./bin and
+# web/node_modules. Safe to run again: it only installs what is missing or at another version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export GOBIN="$root/bin"
+mkdir -p "$GOBIN"
+
+# Go plugins for buf generate, at the versions go.mod pins for the runtime libraries.
+protobuf_version=$(go list -m -f '{{.Version}}' google.golang.org/protobuf)
+connect_version=$(go list -m -f '{{.Version}}' connectrpc.com/connect)
+want_go_tool() { # name module version
+	local stamp="$GOBIN/.$1.version"
+	if [[ -x "$GOBIN/$1" && -f "$stamp" && "$(cat "$stamp")" == "$3" ]]; then
+		return
+	fi
+	echo "tools: installing $1 $3" >&2
+	go install "$2@$3"
+	echo "$3" >"$stamp"
+}
+want_go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$protobuf_version"
+want_go_tool protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go "$connect_version"
+# grpcurl, for the README's transcripts and their test.
+want_go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.4
+
+# buf and protoc-gen-es come from web/package-lock.json.
+if [[ ! -x web/node_modules/.bin/buf || web/package-lock.json -nt web/node_modules/.package-lock.json ]]; then
+	echo "tools: npm ci in web/" >&2
+	(cd web && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,743 @@
+package bank
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/paygate/paygate/internal/crashpoint"
+	"github.com/paygate/paygate/internal/money"
+	"github.com/paygate/paygate/internal/sqlitedb"
+)
+
+// Errors of the ledger, wrapped with the action and the transaction or account concerned.
+var (
+	ErrUnknownTransaction = errors.New("bank: unknown transaction")
+	ErrAlreadyAborted     = errors.New("bank: transaction already aborted")
+	ErrAlreadyCommitted   = errors.New("bank: transaction already committed")
+	ErrUnknownAccount     = errors.New("bank: unknown account")
+	ErrInvalidArgument    = errors.New("bank: invalid argument")
+	ErrInvalidPageToken   = errors.New("bank: invalid page token")
+	ErrLedgerNotEmpty     = errors.New("bank: ledger already has accounts")
+	ErrWrongBank          = errors.New("bank: ledger belongs to another bank")
+)
+
+// MaxLegs is the largest number of legs of one transaction at one bank: a payment within the
+// bank has a debit and a credit leg, a payment between banks one leg at each.
+const MaxLegs = 2
+
+// Account is an account and its money, in minor units of Currency.
+type Account struct {
+	ID       string
+	Holder   string
+	Currency string
+	Closed   bool
+	// Balance is the ledger balance.
+	Balance int64
+	// Held is the sum of the debits of prepared transactions.
+	Held int64
+	// PendingCredit is the sum of the credits of prepared transactions.
+	PendingCredit int64
+}
+
+// Available is what the account can pay now: Balance − Held.
+func (a Account) Available() int64 { return a.Balance - a.Held }
+
+// Direction says whether a leg takes money from its account or brings money to it.
+type Direction string
+
+// The directions of a leg, as stored.
+const (
+	Debit  Direction = "DEBIT"
+	Credit Direction = "CREDIT"
+)
+
+// Leg is one account's part in a transaction.
+type Leg struct {
+	Account   string
+	Direction Direction
+	Amount    int64 // minor units, > 0
+	Currency  string
+}
+
+// State is the state of a transaction at this bank.
+type State string
+
+// The states of a transaction, as stored.
+const (
+	Prepared  State = "PREPARED"
+	Committed State = "COMMITTED"
+	Aborted   State = "ABORTED"
+)
+
+// Reason says why the bank voted NO.
+type Reason string
+
+// The reasons of a NO vote, as stored.
+const (
+	ReasonNone              Reason = ""
+	ReasonInsufficientFunds Reason = "INSUFFICIENT_FUNDS"
+	ReasonUnknownAccount    Reason = "UNKNOWN_ACCOUNT"
+	ReasonCurrencyMismatch  Reason = "CURRENCY_MISMATCH"
+	ReasonAccountClosed     Reason = "ACCOUNT_CLOSED"
+	ReasonDeadlineExceeded  Reason = "DEADLINE_EXCEEDED"
+	ReasonAlreadyAborted    Reason = "ALREADY_ABORTED"
+	ReasonConflict          Reason = "CONFLICT"
+	ReasonBalanceOverflow   Reason = "BALANCE_OVERFLOW"
+)
+
+// Vote is the bank's answer to a prepare. Reason and Message are set when Yes is false.
+type Vote struct {
+	Yes     bool
+	Reason  Reason
+	Message string
+}
+
+// Transaction is the bank's record of a transaction. A tombstone (aborted before any prepare)
+// has no legs and a zero Deadline.
+type Transaction struct {
+	ID       string
+	State    State
+	Legs     []Leg
+	Deadline time.Time
+	// Reason and Message are set when the bank voted NO.
+	Reason    Reason
+	Message   string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// migrations is the ledger's schema; entries are applied once, in order (sqlitedb.Open). Money
+// is INTEGER minor units; times are INTEGER Unix nanoseconds (UTC).
+var migrations = []string{`
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE accounts (
+	id             TEXT PRIMARY KEY,
+	holder         TEXT NOT NULL DEFAULT '',
+	currency       TEXT NOT NULL CHECK (length(currency) = 3),
+	balance        INTEGER NOT NULL CHECK (balance >= 0),
+	held           INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0 AND held <= balance),
+	pending_credit INTEGER NOT NULL DEFAULT 0 CHECK (pending_credit >= 0),
+	closed         INTEGER NOT NULL DEFAULT 0 CHECK (closed IN (0, 1))
+) STRICT;
+
+CREATE TABLE transactions (
+	id         TEXT PRIMARY KEY,
+	state      TEXT NOT NULL CHECK (state IN ('PREPARED', 'COMMITTED', 'ABORTED')),
+	reason     TEXT NOT NULL DEFAULT '',
+	message    TEXT NOT NULL DEFAULT '',
+	deadline   INTEGER,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	CHECK (state = 'ABORTED' OR reason = '')
+) STRICT;
+
+CREATE INDEX transactions_prepared_by_deadline ON transactions (deadline) WHERE state = 'PREPARED';
+
+CREATE TABLE legs (
+	txn_id     TEXT NOT NULL REFERENCES transactions (id),
+	seq        INTEGER NOT NULL,
+	account_id TEXT NOT NULL,
+	direction  TEXT NOT NULL CHECK (direction IN ('DEBIT', 'CREDIT')),
+	amount     INTEGER NOT NULL CHECK (amount > 0),
+	currency   TEXT NOT NULL,
+	PRIMARY KEY (txn_id, seq)
+) STRICT, WITHOUT ROWID;
+`}
+
+// Ledger is a bank's durable store of accounts and transactions. Every method that changes money
+// runs as one SQLite transaction on the single writer connection (BEGIN IMMEDIATE), so concurrent
+// calls are serialised and can never overdraw an account. It is safe for concurrent use.
+type Ledger struct {
+	db   *sqlitedb.DB
+	bank string
+}
+
+// OpenLedger opens, creating if needed, the ledger of bank bankName in the SQLite file at path.
+// A ledger file remembers its bank: opening it for another bank fails with ErrWrongBank.
+func OpenLedger(ctx context.Context, path, bankName string) (*Ledger, error) {
+	if bankName == "" {
+		return nil, fmt.Errorf("open ledger: %w: empty bank name", ErrInvalidArgument)
+	}
+	db, err := sqlitedb.Open(ctx, path, migrations)
+	if err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	l := &Ledger{db: db, bank: bankName}
+	err = l.write(ctx, func(tx *sql.Tx) error {
+		var owner string
+		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'bank'`).Scan(&owner)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('bank', ?)`, bankName)
+			return err
+		case err != nil:
+			return err
+		case owner != bankName:
+			return fmt.Errorf("%w: %s is the ledger of %q, not %q", ErrWrongBank, path, owner, bankName)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	return l, nil
+}
+
+// Close closes the ledger's database.
+func (l *Ledger) Close() error { return l.db.Close() }
+
+// Bank returns the name of the bank the ledger belongs to.
+func (l *Ledger) Bank() string { return l.bank }
+
+// write runs fn in one write transaction and commits it; any error rolls it back.
+func (l *Ledger) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := l.db.Write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// CountAccounts returns the number of accounts in the ledger.
+func (l *Ledger) CountAccounts(ctx context.Context) (int, error) {
+	var n int
+	if err := l.db.Read.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count accounts: %w", err)
+	}
+	return n, nil
+}
+
+// ImportAccounts inserts the opening accounts in one transaction. It refuses with
+// ErrLedgerNotEmpty when the ledger already has accounts: the ledger, not a fixtures file, is the
+// truth once the bank has started.
+func (l *Ledger) ImportAccounts(ctx context.Context, accounts []Account) error {
+	for _, a := range accounts {
+		if err := checkAccountID(a.ID, l.bank); err != nil {
+			return fmt.Errorf("import accounts: %w: %w", ErrInvalidArgument, err)
+		}
+		if !money.Known(a.Currency) || a.Balance < 0 || a.Held != 0 || a.PendingCredit != 0 {
+			return fmt.Errorf("import accounts: %w: account %q: want a known currency, a balance >= 0 and no holds", ErrInvalidArgument, a.ID)
+		}
+	}
+	err := l.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return ErrLedgerNotEmpty
+		}
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO accounts (id, holder, currency, balance, closed) VALUES (?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, a := range accounts {
+			if _, err := stmt.ExecContext(ctx, a.ID, a.Holder, a.Currency, a.Balance, a.Closed); err != nil {
+				return fmt.Errorf("account %q: %w", a.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("import accounts: %w", err)
+	}
+	return nil
+}
+
+// checkLegs validates a prepare's arguments; the API's validation rules say the same.
+func checkLegs(txnID string, legs []Leg, deadline time.Time) error {
+	if txnID == "" || len(txnID) > 64 {
+		return fmt.Errorf("%w: transaction id must be 1 to 64 bytes", ErrInvalidArgument)
+	}
+	if len(legs) == 0 || len(legs) > MaxLegs {
+		return fmt.Errorf("%w: want 1 to %d legs, got %d", ErrInvalidArgument, MaxLegs, len(legs))
+	}
+	if deadline.IsZero() {
+		return fmt.Errorf("%w: no deadline", ErrInvalidArgument)
+	}
+	for i, g := range legs {
+		switch {
+		case g.Account == "" || len(g.Account) > maxAccountIDLen:
+			return fmt.Errorf("%w: leg %d: account id must be 1 to %d bytes", ErrInvalidArgument, i+1, maxAccountIDLen)
+		case g.Direction != Debit && g.Direction != Credit:
+			return fmt.Errorf("%w: leg %d: unknown direction %q", ErrInvalidArgument, i+1, g.Direction)
+		case g.Amount <= 0:
+			return fmt.Errorf("%w: leg %d: amount must be positive, got %d", ErrInvalidArgument, i+1, g.Amount)
+		case g.Currency == "":
+			return fmt.Errorf("%w: leg %d: no currency", ErrInvalidArgument, i+1)
+		}
+	}
+	return nil
+}
+
+// Prepare is phase one of transaction txnID: it votes YES after durably recording a hold on every
+// debited account and a pending credit on every credited account, or votes NO with a reason.
+//
+// A transaction already known with the same legs gets its recorded answer again (YES when
+// PREPARED or COMMITTED, NO with the recorded reason when ABORTED, ALREADY_ABORTED for a
+// tombstone); with different legs it gets NO (CONFLICT) and nothing is recorded. A new
+// transaction arriving after deadline (now is after deadline) is recorded ABORTED with
+// DEADLINE_EXCEEDED. Otherwise each leg is checked: the account exists here and is open, the
+// currencies match, a debit's amount is available, a credit cannot overflow the balance. If any
+// check fails nothing is held and the transaction is recorded ABORTED with the first failure's
+// reason, so that a retry gets the same NO and a Commit is refused.
+//
+// The vote is returned only once the record is durable. A NO vote is a result, not an error: the
+// error is for invalid arguments (ErrInvalidArgument) and storage failures.
+func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error) {
+	if err := checkLegs(txnID, legs, deadline); err != nil {
+		return Vote{}, fmt.Errorf("prepare %s: %w", txnID, err)
+	}
+	var vote Vote
+	recorded := false
+	err := l.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		vote, recorded, err = l.prepareTx(ctx, tx, txnID, legs, deadline, now)
+		if err == nil && recorded {
+			crashpoint.Hit(crashpoint.BankPrepareBeforePersist)
+		}
+		return err
+	})
+	if err != nil {
+		return Vote{}, fmt.Errorf("prepare %s: %w", txnID, err)
+	}
+	if recorded {
+		crashpoint.Hit(crashpoint.BankPrepareAfterPersist)
+	}
+	return vote, nil
+}
+
+// prepareTx does Prepare's work inside tx; recorded says whether it wrote anything.
+func (l *Ledger) prepareTx(ctx context.Context, tx *sql.Tx, txnID string, legs []Leg, deadline, now time.Time) (Vote, bool, error) {
+	known, err := loadTransaction(ctx, tx, txnID)
+	switch {
+	case err == nil:
+		return replayVote(known, legs), false, nil
+	case !errors.Is(err, ErrUnknownTransaction):
+		return Vote{}, false, err
+	}
+
+	record := func(state State, v Vote) (Vote, bool, error) {
+		return v, true, insertTransaction(ctx, tx, txnID, state, v, legs, deadline, now)
+	}
+	if now.After(deadline) {
+		return record(Aborted, Vote{Reason: ReasonDeadlineExceeded, Message: fmt.Sprintf(
+			"transaction %s arrived at %s, after its deadline %s", txnID, now.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))})
+	}
+
+	// Check every leg against the accounts as the earlier legs of this transaction left them, so
+	// that two legs on one account are checked together.
+	accounts := make(map[string]*Account, len(legs))
+	var order []string
+	for _, g := range legs {
+		a, ok := accounts[g.Account]
+		if !ok {
+			got, err := loadAccount(ctx, tx, g.Account)
+			if errors.Is(err, ErrUnknownAccount) {
+				return record(Aborted, Vote{Reason: ReasonUnknownAccount, Message: l.unknownAccountMessage(g.Account)})
+			}
+			if err != nil {
+				return Vote{}, false, err
+			}
+			a = &got
+			accounts[g.Account] = a
+			order = append(order, g.Account)
+		}
+		if no := checkLeg(a, g); no.Reason != ReasonNone {
+			return record(Aborted, no)
+		}
+	}
+	for _, id := range order {
+		a := accounts[id]
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET held = ?, pending_credit = ? WHERE id = ?`, a.Held, a.PendingCredit, a.ID); err != nil {
+			return Vote{}, false, fmt.Errorf("hold on %s: %w", a.ID, err)
+		}
+	}
+	return record(Prepared, Vote{Yes: true})
+}
+
+// checkLeg applies leg g to a in memory, or returns the NO vote it earns.
+func checkLeg(a *Account, g Leg) Vote {
+	switch {
+	case a.Closed:
+		return Vote{Reason: ReasonAccountClosed, Message: fmt.Sprintf("account %s is closed", a.ID)}
+	case a.Currency != g.Currency:
+		return Vote{Reason: ReasonCurrencyMismatch, Message: fmt.Sprintf(
+			"account %s holds %s, the leg is in %s", a.ID, a.Currency, g.Currency)}
+	case g.Direction == Debit:
+		if a.Available() < g.Amount {
+			return Vote{Reason: ReasonInsufficientFunds, Message: fmt.Sprintf(
+				"account %s has %s available, the debit is %s", a.ID, money.Format(a.Available(), a.Currency), money.Format(g.Amount, g.Currency))}
+		}
+		a.Held += g.Amount
+	default:
+		total, ok := money.CheckedAdd(a.Balance, a.PendingCredit)
+		if ok {
+			_, ok = money.CheckedAdd(total, g.Amount)
+		}
+		if !ok {
+			return Vote{Reason: ReasonBalanceOverflow, Message: fmt.Sprintf(
+				"a credit of %s would take account %s beyond the largest representable balance", money.Format(g.Amount, g.Currency), a.ID)}
+		}
+		a.PendingCredit += g.Amount
+	}
+	return Vote{}
+}
+
+func (l *Ledger) unknownAccountMessage(id string) string {
+	if owner, _, ok := SplitAccountID(id); ok && owner != l.bank {
+		return fmt.Sprintf("account %s belongs to bank %s, not to %s", id, owner, l.bank)
+	}
+	return fmt.Sprintf("account %s does not exist at bank %s", id, l.bank)
+}
+
+// replayVote is the answer to a prepare of an already known transaction.
+func replayVote(t Transaction, legs []Leg) Vote {
+	if len(t.Legs) == 0 {
+		return Vote{Reason: ReasonAlreadyAborted, Message: fmt.Sprintf("transaction %s was aborted before it was prepared", t.ID)}
+	}
+	if !sameLegs(t.Legs, legs) {
+		return Vote{Reason: ReasonConflict, Message: fmt.Sprintf("transaction %s is known here with different legs", t.ID)}
+	}
+	switch {
+	case t.State != Aborted:
+		return Vote{Yes: true}
+	case t.Reason != ReasonNone:
+		return Vote{Reason: t.Reason, Message: t.Message}
+	default:
+		return Vote{Reason: ReasonAlreadyAborted, Message: fmt.Sprintf("transaction %s was aborted", t.ID)}
+	}
+}
+
+// sameLegs compares two sets of legs regardless of order.
+func sameLegs(a, b []Leg) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	cmp := func(x, y Leg) int {
+		return strings.Compare(fmt.Sprint(x), fmt.Sprint(y))
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, cmp)
+	slices.SortFunc(b, cmp)
+	return slices.Equal(a, b)
+}
+
+// Commit is phase two of a prepared transaction: holds are taken from the debited balances and
+// pending credits added to the credited ones. Committing a committed transaction succeeds and
+// changes nothing. Committing an aborted transaction fails with ErrAlreadyAborted, an unknown one
+// with ErrUnknownTransaction. It returns once the commit is durable.
+func (l *Ledger) Commit(ctx context.Context, txnID string) error {
+	applied := false
+	err := l.write(ctx, func(tx *sql.Tx) error {
+		t, err := loadTransaction(ctx, tx, txnID)
+		if err != nil {
+			return err
+		}
+		switch t.State {
+		case Committed:
+			return nil
+		case Aborted:
+			return ErrAlreadyAborted
+		}
+		for _, g := range t.Legs {
+			q := `UPDATE accounts SET balance = balance - ?1, held = held - ?1 WHERE id = ?2`
+			if g.Direction == Credit {
+				q = `UPDATE accounts SET balance = balance + ?1, pending_credit = pending_credit - ?1 WHERE id = ?2`
+			}
+			if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
+				return fmt.Errorf("apply %s of %d to %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
+			}
+		}
+		applied = true
+		return setState(ctx, tx, txnID, Committed)
+	})
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", txnID, err)
+	}
+	if applied {
+		crashpoint.Hit(crashpoint.BankCommitAfterPersist)
+	}
+	return nil
+}
+
+// Abort releases a prepared transaction's holds and pending credits. Aborting an aborted
+// transaction succeeds and changes nothing; aborting an unknown one records a tombstone so that a
+// late prepare votes NO; aborting a committed one fails with ErrAlreadyCommitted. It returns once
+// the abort is durable.
+func (l *Ledger) Abort(ctx context.Context, txnID string) error {
+	if txnID == "" || len(txnID) > 64 {
+		return fmt.Errorf("abort: %w: transaction id must be 1 to 64 bytes", ErrInvalidArgument)
+	}
+	applied := false
+	err := l.write(ctx, func(tx *sql.Tx) error {
+		t, err := loadTransaction(ctx, tx, txnID)
+		if errors.Is(err, ErrUnknownTransaction) {
+			applied = true
+			return insertTransaction(ctx, tx, txnID, Aborted, Vote{}, nil, time.Time{}, time.Now())
+		}
+		if err != nil {
+			return err
+		}
+		switch t.State {
+		case Aborted:
+			return nil
+		case Committed:
+			return ErrAlreadyCommitted
+		}
+		for _, g := range t.Legs {
+			q := `UPDATE accounts SET held = held - ? WHERE id = ?`
+			if g.Direction == Credit {
+				q = `UPDATE accounts SET pending_credit = pending_credit - ? WHERE id = ?`
+			}
+			if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
+				return fmt.Errorf("release %s of %d on %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
+			}
+		}
+		applied = true
+		return setState(ctx, tx, txnID, Aborted)
+	})
+	if err != nil {
+		return fmt.Errorf("abort %s: %w", txnID, err)
+	}
+	if applied {
+		crashpoint.Hit(crashpoint.BankAbortAfterPersist)
+	}
+	return nil
+}
+
+// execOne runs an UPDATE that must change exactly one row.
+func execOne(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("%d rows changed, want 1 (%v)", n, err)
+	}
+	return nil
+}
+
+func setState(ctx context.Context, tx *sql.Tx, txnID string, s State) error {
+	return execOne(ctx, tx, `UPDATE transactions SET state = ?, updated_at = ? WHERE id = ?`, s, time.Now().UnixNano(), txnID)
+}
+
+func insertTransaction(ctx context.Context, tx *sql.Tx, txnID string, s State, v Vote, legs []Leg, deadline, now time.Time) error {
+	var dl sql.NullInt64
+	if !deadline.IsZero() {
+		dl = sql.NullInt64{Int64: deadline.UnixNano(), Valid: true}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO transactions (id, state, reason, message, deadline, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, txnID, s, v.Reason, v.Message, dl, now.UnixNano(), now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("record transaction: %w", err)
+	}
+	for i, g := range legs {
+		_, err := tx.ExecContext(ctx, `INSERT INTO legs (txn_id, seq, account_id, direction, amount, currency)
+			VALUES (?, ?, ?, ?, ?, ?)`, txnID, i, g.Account, g.Direction, g.Amount, g.Currency)
+		if err != nil {
+			return fmt.Errorf("record leg %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// querier is what reads need: a *sql.Tx or a *sql.DB.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func loadTransaction(ctx context.Context, q querier, txnID string) (Transaction, error) {
+	t := Transaction{ID: txnID}
+	var dl sql.NullInt64
+	var created, updated int64
+	err := q.QueryRowContext(ctx, `SELECT state, reason, message, deadline, created_at, updated_at FROM transactions WHERE id = ?`, txnID).
+		Scan(&t.State, &t.Reason, &t.Message, &dl, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Transaction{}, ErrUnknownTransaction
+	}
+	if err != nil {
+		return Transaction{}, fmt.Errorf("load transaction: %w", err)
+	}
+	if dl.Valid {
+		t.Deadline = time.Unix(0, dl.Int64).UTC()
+	}
+	t.CreatedAt, t.UpdatedAt = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
+	rows, err := q.QueryContext(ctx, `SELECT account_id, direction, amount, currency FROM legs WHERE txn_id = ? ORDER BY seq`, txnID)
+	if err != nil {
+		return Transaction{}, fmt.Errorf("load legs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var g Leg
+		if err := rows.Scan(&g.Account, &g.Direction, &g.Amount, &g.Currency); err != nil {
+			return Transaction{}, fmt.Errorf("load legs: %w", err)
+		}
+		t.Legs = append(t.Legs, g)
+	}
+	if err := rows.Err(); err != nil {
+		return Transaction{}, fmt.Errorf("load legs: %w", err)
+	}
+	return t, nil
+}
+
+const accountColumns = `id, holder, currency, closed, balance, held, pending_credit`
+
+func scanAccount(row interface{ Scan(...any) error }) (Account, error) {
+	var a Account
+	err := row.Scan(&a.ID, &a.Holder, &a.Currency, &a.Closed, &a.Balance, &a.Held, &a.PendingCredit)
+	return a, err
+}
+
+func loadAccount(ctx context.Context, q querier, id string) (Account, error) {
+	a, err := scanAccount(q.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Account{}, ErrUnknownAccount
+	}
+	if err != nil {
+		return Account{}, fmt.Errorf("load account %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// accountError wraps ErrUnknownAccount with the account and, for another bank's account, its bank.
+func (l *Ledger) accountError(action, id string, err error) error {
+	if errors.Is(err, ErrUnknownAccount) {
+		return fmt.Errorf("%s: %w: %s", action, ErrUnknownAccount, l.unknownAccountMessage(id))
+	}
+	return fmt.Errorf("%s: %w", action, err)
+}
+
+// Account returns one account. An account that is not at this bank is ErrUnknownAccount.
+func (l *Ledger) Account(ctx context.Context, id string) (Account, error) {
+	a, err := loadAccount(ctx, l.db.Read, id)
+	if err != nil {
+		return Account{}, l.accountError("get account", id, err)
+	}
+	return a, nil
+}
+
+// Balances returns the named accounts, in the order asked, read from one snapshot. It fails with
+// ErrUnknownAccount, naming the account, if any of them is not at this bank.
+func (l *Ledger) Balances(ctx context.Context, ids []string) ([]Account, error) {
+	tx, err := l.db.Read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("balances: %w", err)
+	}
+	defer tx.Rollback()
+	out := make([]Account, 0, len(ids))
+	for _, id := range ids {
+		a, err := loadAccount(ctx, tx, id)
+		if err != nil {
+			return nil, l.accountError("balances", id, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// ListAccounts returns up to pageSize accounts in id order, starting after the position encoded
+// in pageToken ("" for the first page), and the token of the next page ("" after the last one).
+// Tokens are opaque to callers; a malformed one is ErrInvalidPageToken.
+func (l *Ledger) ListAccounts(ctx context.Context, pageSize int, pageToken string) ([]Account, string, error) {
+	if pageSize <= 0 {
+		return nil, "", fmt.Errorf("list accounts: %w: page size %d", ErrInvalidArgument, pageSize)
+	}
+	after := ""
+	if pageToken != "" {
+		b, err := base64.RawURLEncoding.DecodeString(pageToken)
+		if err != nil || len(b) == 0 {
+			return nil, "", fmt.Errorf("list accounts: %w", ErrInvalidPageToken)
+		}
+		after = string(b)
+	}
+	rows, err := l.db.Read.QueryContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id > ? ORDER BY id LIMIT ?`, after, pageSize+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list accounts: %w", err)
+	}
+	defer rows.Close()
+	var out []Account
+	for rows.Next() {
+		a, err := scanAccount(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("list accounts: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list accounts: %w", err)
+	}
+	next := ""
+	if len(out) > pageSize {
+		out = out[:pageSize]
+		next = base64.RawURLEncoding.EncodeToString([]byte(out[pageSize-1].ID))
+	}
+	return out, next, nil
+}
+
+// Transaction returns the record of one transaction, or ErrUnknownTransaction.
+func (l *Ledger) Transaction(ctx context.Context, txnID string) (Transaction, error) {
+	tx, err := l.db.Read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return Transaction{}, fmt.Errorf("get transaction %s: %w", txnID, err)
+	}
+	defer tx.Rollback()
+	t, err := loadTransaction(ctx, tx, txnID)
+	if err != nil {
+		return Transaction{}, fmt.Errorf("get transaction %s: %w", txnID, err)
+	}
+	return t, nil
+}
+
+// PreparedBefore lists the PREPARED transactions whose deadline is before t, oldest deadline
+// first: the transactions in doubt, whose outcome the bank must ask the coordinator for.
+func (l *Ledger) PreparedBefore(ctx context.Context, t time.Time) ([]Transaction, error) {
+	tx, err := l.db.Read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("prepared before: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM transactions WHERE state = 'PREPARED' AND deadline < ? ORDER BY deadline, id`, t.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("prepared before: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("prepared before: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("prepared before: %w", err)
+	}
+	out := make([]Transaction, 0, len(ids))
+	for _, id := range ids {
+		t, err := loadTransaction(ctx, tx, id)
+		if err != nil {
+			return nil, fmt.Errorf("prepared before: %s: %w", id, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}

@@ -1,0 +1,224 @@
+package bank
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/pki"
+	"github.com/paygate/paygate/internal/rpcserver"
+)
+
+// Policy is who may call each procedure of a bank: the gateway role only.
+var Policy = rpcserver.Policy{
+	bankv1connect.BankServicePrepareTransactionProcedure: rpcserver.AccessGateway,
+	bankv1connect.BankServiceCommitTransactionProcedure:  rpcserver.AccessGateway,
+	bankv1connect.BankServiceAbortTransactionProcedure:   rpcserver.AccessGateway,
+	bankv1connect.BankServiceFetchBankBalanceProcedure:   rpcserver.AccessGateway,
+	bankv1connect.BankServiceGetAccountProcedure:         rpcserver.AccessGateway,
+	bankv1connect.BankServiceListAccountsProcedure:       rpcserver.AccessGateway,
+	bankv1connect.BankServiceGetTransactionProcedure:     rpcserver.AccessGateway,
+}
+
+// ServerConfig configures a bank server: the bank, its listener and its TLS material, and how
+// it resolves transactions left in doubt.
+type ServerConfig struct {
+	Config
+	// Listen is the address to serve on (mTLS).
+	Listen string
+	// CAFile, CertFile, KeyFile: the bank's PKI material (bank role).
+	CAFile, CertFile, KeyFile string
+	// GatewayURL is the coordinator's base URL for GetDecision, e.g. "https://127.0.0.1:8443".
+	// Empty disables the in-doubt resolver.
+	GatewayURL string
+	// ResolveAfter is the grace period past a prepared transaction's deadline after which the
+	// bank asks the gateway for the decision (default 5s).
+	ResolveAfter time.Duration
+	// ResolveInterval is how often the bank looks for transactions in doubt (default 1s).
+	ResolveInterval time.Duration
+}
+
+// Server is a running bank server.
+type Server struct {
+	cfg    ServerConfig
+	bank   *Bank
+	srv    *rpcserver.Server
+	ln     net.Listener
+	coord  gatewayv1connect.CoordinatorServiceClient
+	logger *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewServer opens the bank and prepares its server; Start serves.
+func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
+	if cfg.ResolveAfter == 0 {
+		cfg.ResolveAfter = 5 * time.Second
+	}
+	if cfg.ResolveInterval == 0 {
+		cfg.ResolveInterval = time.Second
+	}
+	if cfg.Listen == "" {
+		return nil, errors.New("bank: config: --listen: address required")
+	}
+	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
+		return nil, errors.New("bank: config: --ca, --cert and --key are required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	serverTLS, err := pki.ServerTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile, tls.RequireAndVerifyClientCert)
+	if err != nil {
+		return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
+	}
+	b, err := Open(ctx, cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := rpcserver.New(rpcserver.Config{Name: cfg.Name, Logger: logger, Policy: Policy, TLS: serverTLS})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	srv.Handle(bankv1connect.NewBankServiceHandler(b.Service, srv.HandlerOptions()...))
+	s := &Server{cfg: cfg, bank: b, srv: srv, logger: logger}
+	if cfg.GatewayURL != "" {
+		clientTLS, err := pki.ClientTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
+		}
+		s.coord = gatewayv1connect.NewCoordinatorServiceClient(rpcserver.NewHTTPClient(clientTLS), cfg.GatewayURL, rpcserver.ClientOptions()...)
+	}
+	return s, nil
+}
+
+// Start listens and serves, and starts the in-doubt resolver.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("bank %s: listen %s: %w", s.cfg.Name, s.cfg.Listen, err)
+	}
+	s.ln = ln
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("serve", "bank", s.cfg.Name, "error", err)
+		}
+	}()
+	if s.coord != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.resolveLoop(bg) }()
+	}
+	s.logger.Info("bank serving", "bank", s.cfg.Name, "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr is the listener's address once started.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops accepting calls, waits for calls in flight until ctx ends, stops the resolver
+// and closes the ledger.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.ln != nil {
+		errs = append(errs, s.srv.Shutdown(ctx))
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	errs = append(errs, s.bank.Close())
+	return errors.Join(errs...)
+}
+
+// Run serves a bank until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg ServerConfig) error {
+	s, err := NewServer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(ctx); err != nil {
+		s.bank.Close()
+		return err
+	}
+	<-ctx.Done()
+	s.logger.Info("bank shutting down", "bank", cfg.Name)
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
+
+// resolveLoop finds prepared transactions whose deadline passed more than ResolveAfter ago and
+// asks the coordinator for their decision. The bank never decides on its own: a transaction
+// stays prepared (its holds in place) until the coordinator answers.
+func (s *Server) resolveLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ResolveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		txns, err := s.bank.Ledger.PreparedBefore(ctx, time.Now().Add(-s.cfg.ResolveAfter))
+		if err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("resolver: list prepared transactions", "bank", s.cfg.Name, "error", err)
+			}
+			continue
+		}
+		for _, txn := range txns {
+			if ctx.Err() != nil {
+				return
+			}
+			s.resolve(ctx, txn.ID)
+		}
+	}
+}
+
+func (s *Server) resolve(ctx context.Context, id string) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := s.coord.GetDecision(cctx, connect.NewRequest(&gatewayv1.GetDecisionRequest{TransactionId: id}))
+	if err != nil {
+		s.logger.Warn("resolver: coordinator unreachable; transaction stays prepared", "bank", s.cfg.Name, "transaction_id", id, "error", err)
+		return
+	}
+	switch resp.Msg.GetDecision() {
+	case gatewayv1.Decision_DECISION_COMMIT:
+		err = s.bank.Ledger.Commit(ctx, id)
+	case gatewayv1.Decision_DECISION_ABORT:
+		err = s.bank.Ledger.Abort(ctx, id)
+	default:
+		s.logger.Error("resolver: coordinator answered no decision", "bank", s.cfg.Name, "transaction_id", id)
+		return
+	}
+	if err != nil {
+		s.logger.Error("resolver: apply decision", "bank", s.cfg.Name, "transaction_id", id,
+			"decision", resp.Msg.GetDecision().String(), "error", err)
+		return
+	}
+	s.logger.Info("resolver: resolved transaction in doubt", "bank", s.cfg.Name, "transaction_id", id,
+		"decision", resp.Msg.GetDecision().String(), "presumed", resp.Msg.GetPresumed())
+}

@@ -1,0 +1,495 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/crashpoint"
+)
+
+// participant is what the coordinator needs of a bank. The generated
+// bankv1connect.BankServiceClient satisfies it.
+type participant interface {
+	PrepareTransaction(context.Context, *connect.Request[bankv1.PrepareTransactionRequest]) (*connect.Response[bankv1.PrepareTransactionResponse], error)
+	CommitTransaction(context.Context, *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error)
+	AbortTransaction(context.Context, *connect.Request[bankv1.AbortTransactionRequest]) (*connect.Response[bankv1.AbortTransactionResponse], error)
+}
+
+// Coordinator errors.
+var (
+	ErrPaymentReused     = errors.New("gateway: payment_id reused with different parameters")
+	ErrPaymentInProgress = errors.New("gateway: payment in progress")
+	ErrUnknownBank       = errors.New("gateway: unknown bank")
+)
+
+// BankOf returns the bank that holds account: account ids are "<bank>-<number>", and the bank
+// name is everything before the last '-'.
+func BankOf(account string) string {
+	i := strings.LastIndexByte(account, '-')
+	if i <= 0 {
+		return ""
+	}
+	return account[:i]
+}
+
+// Coordinator runs two-phase commit for payments. See the package documentation for the
+// protocol and its states.
+type Coordinator struct {
+	store   *Store
+	banks   map[string]participant
+	health  *bankHealth
+	events  *broker
+	logger  *slog.Logger
+	now     func() time.Time
+	timeout time.Duration
+	// phase2Timeout bounds each commit or abort call; a bank that does not answer in time is left
+	// to the recovery loop.
+	phase2Timeout time.Duration
+
+	mu       sync.Mutex
+	inflight map[string]struct{} // payments this process is driving now
+	retry    map[string]retryState
+	kick     chan struct{}
+}
+
+type retryState struct {
+	next    time.Time
+	backoff time.Duration
+}
+
+// vote is one bank's answer to a prepare.
+type vote struct {
+	bank   string
+	yes    bool
+	reason bankv1.VoteReason
+	msg    string
+	err    error
+}
+
+func newCoordinator(store *Store, banks map[string]participant, health *bankHealth, events *broker, logger *slog.Logger, timeout time.Duration) *Coordinator {
+	return &Coordinator{
+		store:         store,
+		banks:         banks,
+		health:        health,
+		events:        events,
+		logger:        logger,
+		now:           time.Now,
+		timeout:       timeout,
+		phase2Timeout: 5 * time.Second,
+		inflight:      make(map[string]struct{}),
+		retry:         make(map[string]retryState),
+		kick:          make(chan struct{}, 1),
+	}
+}
+
+// participants returns the banks a payment involves, payer's bank first.
+func participantsOf(p paymentRecord) []string {
+	from, to := BankOf(p.From), BankOf(p.To)
+	if from == to {
+		return []string{from}
+	}
+	return []string{from, to}
+}
+
+// acquire marks a payment as driven by this process; false when it already is.
+func (c *Coordinator) acquire(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.inflight[id]; ok {
+		return false
+	}
+	c.inflight[id] = struct{}{}
+	return true
+}
+
+func (c *Coordinator) release(id string) {
+	c.mu.Lock()
+	delete(c.inflight, id)
+	c.mu.Unlock()
+}
+
+// Execute admits a payment and runs it to a decision, or returns the stored outcome of an
+// earlier request with the same payment_id (replayed = true).
+func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
+	now := c.now()
+	p.CreatedAt = now
+	p.Deadline = now.Add(c.timeout)
+	stored, inserted, err := c.store.AdmitPayment(ctx, p)
+	if err != nil {
+		return p, false, err
+	}
+	if !inserted {
+		if !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
+			return stored, false, ErrPaymentReused
+		}
+		out, err := c.await(ctx, stored)
+		return out, true, err
+	}
+	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
+	if !c.acquire(p.PaymentID) {
+		out, err := c.await(ctx, p)
+		return out, false, err
+	}
+	defer c.release(p.PaymentID)
+	c.events.publish(p)
+	// The protocol runs to its end even if the client goes away: it is bounded by the payment's
+	// deadline, not by the request's.
+	out, err := c.drive(context.WithoutCancel(ctx), p)
+	if err != nil {
+		return p, false, err
+	}
+	crashpoint.Hit(crashpoint.GatewayBeforeReply)
+	return out, false, nil
+}
+
+// await returns p's outcome once it is decided, waiting up to ctx's deadline for a payment that
+// another request is driving.
+func (c *Coordinator) await(ctx context.Context, p paymentRecord) (paymentRecord, error) {
+	if p.Decision != decisionNone {
+		return p, nil
+	}
+	ch, cancel := c.events.waitFor(p.PaymentID)
+	defer cancel()
+	// Read again after subscribing, so a decision made in between is not missed.
+	cur, err := c.store.Payment(ctx, p.PaymentID)
+	if err != nil {
+		return p, err
+	}
+	if cur.Decision != decisionNone {
+		return cur, nil
+	}
+	select {
+	case out := <-ch:
+		return out, nil
+	case <-ctx.Done():
+		return cur, ErrPaymentInProgress
+	}
+}
+
+// drive runs phases one and two for an admitted, undecided payment this process has acquired.
+func (c *Coordinator) drive(ctx context.Context, p paymentRecord) (paymentRecord, error) {
+	votes := c.prepare(ctx, p)
+	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
+
+	d, reason, msg := decisionNone, gatewayv1.FailureReason_FAILURE_REASON_UNSPECIFIED, ""
+	if c.now().After(p.Deadline) {
+		d, reason, msg = decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT,
+			fmt.Sprintf("no decision within the %s timeout", c.timeout)
+	} else {
+		d, reason, msg = decide(votes)
+	}
+	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now())
+	if err != nil {
+		// The decision may or may not be durable; the recovery loop finds out and finishes.
+		return p, fmt.Errorf("record decision for %s: %w", p.PaymentID, err)
+	}
+	crashpoint.Hit(crashpoint.GatewayAfterDecision)
+	c.logger.LogAttrs(ctx, slog.LevelDebug, "payment decided",
+		slog.String("payment_id", p.PaymentID), slog.String("decision", decided.Decision.String()),
+		slog.String("reason", gatewayv1.FailureReason(decided.FailureReason).String()))
+	c.events.publish(decided)
+	c.complete(ctx, decided)
+	return decided, nil
+}
+
+func (d decision) String() string {
+	switch d {
+	case decisionCommit:
+		return "commit"
+	case decisionAbort:
+		return "abort"
+	}
+	return "none"
+}
+
+// prepare asks every participant to prepare, in parallel, and collects their votes. A bank known
+// to be down is not called: its vote is an error at once.
+func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
+	ctx, cancel := context.WithDeadline(ctx, p.Deadline)
+	defer cancel()
+	banks := participantsOf(p)
+	votes := make([]vote, len(banks))
+	var wg sync.WaitGroup
+	for i, bank := range banks {
+		req := &bankv1.PrepareTransactionRequest{
+			TransactionId: p.PaymentID,
+			Deadline:      timestamppb.New(p.Deadline),
+		}
+		if BankOf(p.From) == bank {
+			req.Legs = append(req.Legs, &bankv1.Leg{AccountId: p.From, Direction: bankv1.LegDirection_LEG_DIRECTION_DEBIT, Amount: p.Amount, Currency: p.Currency})
+		}
+		if BankOf(p.To) == bank {
+			req.Legs = append(req.Legs, &bankv1.Leg{AccountId: p.To, Direction: bankv1.LegDirection_LEG_DIRECTION_CREDIT, Amount: p.Amount, Currency: p.Currency})
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			votes[i] = c.prepareOne(ctx, bank, req)
+		}()
+	}
+	wg.Wait()
+	return votes
+}
+
+func (c *Coordinator) prepareOne(ctx context.Context, bank string, req *bankv1.PrepareTransactionRequest) vote {
+	client, ok := c.banks[bank]
+	if !ok {
+		return vote{bank: bank, err: fmt.Errorf("%w %q", ErrUnknownBank, bank)}
+	}
+	if err := c.health.check(bank); err != nil {
+		return vote{bank: bank, err: err}
+	}
+	resp, err := client.PrepareTransaction(ctx, connect.NewRequest(req))
+	c.health.observe(bank, err, false)
+	if err != nil {
+		return vote{bank: bank, err: err}
+	}
+	v := vote{bank: bank, yes: resp.Msg.GetVote() == bankv1.Vote_VOTE_YES, reason: resp.Msg.GetReason(), msg: resp.Msg.GetMessage()}
+	if !v.yes && v.msg == "" {
+		v.msg = fmt.Sprintf("%s declined: %s", bank, v.reason)
+	}
+	return v
+}
+
+// decide turns votes into a decision: commit when every bank voted YES, otherwise abort with the
+// first reason in participant order (the payer's bank first).
+func decide(votes []vote) (decision, gatewayv1.FailureReason, string) {
+	for _, v := range votes {
+		if v.err != nil {
+			if errors.Is(v.err, context.DeadlineExceeded) || connect.CodeOf(v.err) == connect.CodeDeadlineExceeded {
+				return decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT,
+					fmt.Sprintf("bank %s did not answer before the payment's deadline", v.bank)
+			}
+			return decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_BANK_UNAVAILABLE,
+				fmt.Sprintf("bank %s unavailable: %v", v.bank, connectMessage(v.err))
+		}
+		if !v.yes {
+			return decisionAbort, failureReason(v.reason), v.msg
+		}
+	}
+	return decisionCommit, gatewayv1.FailureReason_FAILURE_REASON_UNSPECIFIED, ""
+}
+
+func connectMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
+}
+
+func failureReason(r bankv1.VoteReason) gatewayv1.FailureReason {
+	switch r {
+	case bankv1.VoteReason_VOTE_REASON_INSUFFICIENT_FUNDS:
+		return gatewayv1.FailureReason_FAILURE_REASON_INSUFFICIENT_FUNDS
+	case bankv1.VoteReason_VOTE_REASON_UNKNOWN_ACCOUNT:
+		return gatewayv1.FailureReason_FAILURE_REASON_UNKNOWN_ACCOUNT
+	case bankv1.VoteReason_VOTE_REASON_CURRENCY_MISMATCH:
+		return gatewayv1.FailureReason_FAILURE_REASON_CURRENCY_MISMATCH
+	case bankv1.VoteReason_VOTE_REASON_ACCOUNT_CLOSED:
+		return gatewayv1.FailureReason_FAILURE_REASON_ACCOUNT_CLOSED
+	case bankv1.VoteReason_VOTE_REASON_DEADLINE_EXCEEDED, bankv1.VoteReason_VOTE_REASON_ALREADY_ABORTED:
+		return gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT
+	case bankv1.VoteReason_VOTE_REASON_BALANCE_OVERFLOW:
+		return gatewayv1.FailureReason_FAILURE_REASON_BALANCE_OVERFLOW
+	}
+	return gatewayv1.FailureReason_FAILURE_REASON_DECLINED
+}
+
+// complete sends the decision to every participant, in parallel, and records the payment as
+// completed when all of them acknowledged. Banks that did not are retried by the recovery loop.
+func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
+	banks := participantsOf(p)
+	if p.Presumed && p.From == "" {
+		return true // a presumed abort of a payment never admitted: nothing was sent to any bank
+	}
+	errs := make([]error, len(banks))
+	var wg sync.WaitGroup
+	var once sync.Once
+	for i, bank := range banks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.phase2(ctx, bank, p)
+			if errs[i] == nil {
+				once.Do(func() { crashpoint.Hit(crashpoint.GatewayAfterFirstPhase2) })
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			c.logger.LogAttrs(ctx, slog.LevelWarn, "phase two not acknowledged; will retry",
+				slog.String("payment_id", p.PaymentID), slog.String("bank", banks[i]),
+				slog.String("decision", p.Decision.String()), slog.String("error", err.Error()))
+			c.scheduleRetry(p.PaymentID)
+			return false
+		}
+	}
+	if err := c.store.MarkCompleted(ctx, p.PaymentID, c.now()); err != nil {
+		c.logger.LogAttrs(ctx, slog.LevelWarn, "record completion", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
+		c.scheduleRetry(p.PaymentID)
+		return false
+	}
+	c.mu.Lock()
+	delete(c.retry, p.PaymentID)
+	c.mu.Unlock()
+	return true
+}
+
+func (c *Coordinator) phase2(ctx context.Context, bank string, p paymentRecord) error {
+	client, ok := c.banks[bank]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownBank, bank)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.phase2Timeout)
+	defer cancel()
+	var err error
+	switch p.Decision {
+	case decisionCommit:
+		_, err = client.CommitTransaction(ctx, connect.NewRequest(&bankv1.CommitTransactionRequest{TransactionId: p.PaymentID}))
+	case decisionAbort:
+		_, err = client.AbortTransaction(ctx, connect.NewRequest(&bankv1.AbortTransactionRequest{TransactionId: p.PaymentID}))
+	default:
+		return fmt.Errorf("gateway: phase two of undecided payment %s", p.PaymentID)
+	}
+	c.health.observe(bank, err, false)
+	if err != nil && connect.CodeOf(err) == connect.CodeFailedPrecondition {
+		// The bank holds the opposite outcome: an invariant violation that needs a person.
+		c.logger.LogAttrs(ctx, slog.LevelError, "INVARIANT VIOLATION: bank refused the decision",
+			slog.String("payment_id", p.PaymentID), slog.String("bank", bank),
+			slog.String("decision", p.Decision.String()), slog.String("error", err.Error()))
+	}
+	return err
+}
+
+func (c *Coordinator) scheduleRetry(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.retry[id]
+	if st.backoff == 0 {
+		st.backoff = 200 * time.Millisecond
+	} else {
+		st.backoff = min(st.backoff*2, 10*time.Second)
+	}
+	st.next = c.now().Add(st.backoff)
+	c.retry[id] = st
+}
+
+func (c *Coordinator) retryDue(id string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.retry[id]
+	return !ok || !now.Before(st.next)
+}
+
+// DecisionFor answers a bank's GetDecision: the recorded decision, or a presumed abort recorded
+// now for a payment without one.
+func (c *Coordinator) DecisionFor(ctx context.Context, id string) (paymentRecord, error) {
+	p, err := c.store.Payment(ctx, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return p, err
+	}
+	if err == nil && p.Decision != decisionNone {
+		return p, nil
+	}
+	p, err = c.store.Decide(ctx, id, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT),
+		"no decision before the deadline; aborted when a bank asked for the outcome", true, c.now())
+	if err != nil {
+		return p, err
+	}
+	c.logger.LogAttrs(ctx, slog.LevelInfo, "presumed abort", slog.String("payment_id", id), slog.String("decision", p.Decision.String()))
+	c.events.publish(p)
+	c.Kick()
+	return p, nil
+}
+
+// Kick asks the recovery loop to run now.
+func (c *Coordinator) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Recover runs the recovery loop until ctx ends: it aborts undecided payments whose deadline has
+// passed, resumes undecided payments nobody is driving (after a restart), and sends phase two
+// again to banks that have not acknowledged a decision. It runs once at once, then every
+// interval and whenever kicked.
+func (c *Coordinator) Recover(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		c.recoverOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+func (c *Coordinator) recoverOnce(ctx context.Context) {
+	list, err := c.store.Unfinished(ctx, 1000)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: list unfinished payments", slog.String("error", err.Error()))
+		}
+		return
+	}
+	now := c.now()
+	for _, p := range list {
+		if ctx.Err() != nil {
+			return
+		}
+		if p.Decision != decisionNone && !c.retryDue(p.PaymentID, now) {
+			continue
+		}
+		if !c.acquire(p.PaymentID) {
+			continue // being driven now
+		}
+		go func() {
+			defer c.release(p.PaymentID)
+			c.recoverPayment(ctx, p)
+		}()
+	}
+}
+
+func (c *Coordinator) recoverPayment(ctx context.Context, p paymentRecord) {
+	if p.Decision == decisionNone {
+		if c.now().After(p.Deadline) {
+			decided, err := c.store.Decide(ctx, p.PaymentID, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT),
+				fmt.Sprintf("no decision within the %s timeout", c.timeout), false, c.now())
+			if err != nil {
+				c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: abort", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
+				return
+			}
+			c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: aborted payment past its deadline", slog.String("payment_id", p.PaymentID))
+			c.events.publish(decided)
+			c.complete(ctx, decided)
+			return
+		}
+		// Admitted before a restart and never decided: resume it. Prepare is idempotent at the banks.
+		c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: resuming undecided payment", slog.String("payment_id", p.PaymentID))
+		if _, err := c.drive(ctx, p); err != nil {
+			c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: resume", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
+		}
+		return
+	}
+	if c.complete(ctx, p) {
+		c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: phase two completed", slog.String("payment_id", p.PaymentID),
+			slog.String("decision", p.Decision.String()))
+	}
+}

@@ -1,0 +1,392 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/grpchealth"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
+	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/pki"
+	"github.com/paygate/paygate/internal/rpcserver"
+)
+
+// Config configures a gateway. Zero durations take the defaults in DefaultConfig.
+type Config struct {
+	// Listen is the API listener's address (mTLS: a client certificate is required).
+	Listen string
+	// WebListen is the web listener's address (server TLS only, user-facing services); empty
+	// disables it.
+	WebListen string
+	// Banks maps each bank's name to its base URL, e.g. "bank1" → "https://127.0.0.1:9001".
+	Banks map[string]string
+	// UsersFile is user_details.json, imported on first start.
+	UsersFile string
+	// DataDir holds gateway.db.
+	DataDir string
+	// CAFile, CertFile and KeyFile are the gateway's PKI material (gateway role).
+	CAFile, CertFile, KeyFile string
+
+	// TxnTimeout bounds the time from admission to decision (default 30s).
+	TxnTimeout time.Duration
+	// TokenTTL is how long a login token is valid (default 12h).
+	TokenTTL time.Duration
+	// BankCallTimeout bounds balance and account look-ups at banks (default 5s).
+	BankCallTimeout time.Duration
+	// HealthInterval is the period of bank health probes (default 1s).
+	HealthInterval time.Duration
+	// RecoveryInterval is the period of the recovery loop (default 1s).
+	RecoveryInterval time.Duration
+	// BcryptCost is the cost of password hashes (default bcrypt.DefaultCost).
+	BcryptCost int
+	// LoginFailuresBurst failed logins are allowed per user and per address before throttling,
+	// then one every LoginFailureEvery (defaults 5 and 10s).
+	LoginFailuresBurst int
+	LoginFailureEvery  time.Duration
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:             "127.0.0.1:8443",
+		TxnTimeout:         30 * time.Second,
+		TokenTTL:           12 * time.Hour,
+		BankCallTimeout:    5 * time.Second,
+		HealthInterval:     time.Second,
+		RecoveryInterval:   time.Second,
+		BcryptCost:         bcrypt.DefaultCost,
+		LoginFailuresBurst: 5,
+		LoginFailureEvery:  10 * time.Second,
+	}
+}
+
+func (c *Config) applyDefaults() {
+	d := DefaultConfig()
+	if c.TxnTimeout == 0 {
+		c.TxnTimeout = d.TxnTimeout
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = d.TokenTTL
+	}
+	if c.BankCallTimeout == 0 {
+		c.BankCallTimeout = d.BankCallTimeout
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = d.HealthInterval
+	}
+	if c.RecoveryInterval == 0 {
+		c.RecoveryInterval = d.RecoveryInterval
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = d.BcryptCost
+	}
+	if c.LoginFailuresBurst == 0 {
+		c.LoginFailuresBurst = d.LoginFailuresBurst
+	}
+	if c.LoginFailureEvery == 0 {
+		c.LoginFailureEvery = d.LoginFailureEvery
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen: address required"))
+	}
+	if len(c.Banks) == 0 {
+		errs = append(errs, errors.New("--bank: at least one NAME=ADDR required"))
+	}
+	for name, u := range c.Banks {
+		if name == "" || strings.ContainsAny(name, "=/ ") {
+			errs = append(errs, fmt.Errorf("--bank: bad bank name %q", name))
+		}
+		if !strings.HasPrefix(u, "https://") {
+			errs = append(errs, fmt.Errorf("--bank %s: address %q must be https://HOST:PORT", name, u))
+		}
+	}
+	if c.UsersFile == "" {
+		errs = append(errs, errors.New("--users: users file required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data: data directory required"))
+	}
+	if c.CAFile == "" || c.CertFile == "" || c.KeyFile == "" {
+		errs = append(errs, errors.New("--ca, --cert and --key are required"))
+	}
+	if c.TxnTimeout < 0 || c.TokenTTL < 0 || c.BankCallTimeout < 0 {
+		errs = append(errs, errors.New("timeouts must be positive"))
+	}
+	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
+		errs = append(errs, fmt.Errorf("bcrypt cost %d out of range", c.BcryptCost))
+	}
+	return errors.Join(errs...)
+}
+
+// Gateway is a running payment gateway.
+type Gateway struct {
+	cfg      Config
+	logger   *slog.Logger
+	store    *Store
+	banks    map[string]bankv1connect.BankServiceClient
+	coord    *Coordinator
+	health   *bankHealth
+	events   *broker
+	throttle *loginThrottle
+	now      func() time.Time
+
+	healthClients map[string]*grpchealth.Client
+
+	api, web *rpcserver.Server
+	apiLn    net.Listener
+	webLn    net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Policy is who may call each procedure of the gateway.
+var Policy = rpcserver.Policy{
+	gatewayv1connect.AuthServiceLoginProcedure:              rpcserver.AccessPublic,
+	gatewayv1connect.AuthServiceRegisterProcedure:           rpcserver.AccessPublic,
+	gatewayv1connect.AuthServiceLogoutProcedure:             rpcserver.AccessUser,
+	gatewayv1connect.PaymentServiceExecutePaymentProcedure:  rpcserver.AccessUser,
+	gatewayv1connect.PaymentServiceGetPaymentProcedure:      rpcserver.AccessUser,
+	gatewayv1connect.PaymentServiceListPaymentsProcedure:    rpcserver.AccessUser,
+	gatewayv1connect.PaymentServiceWatchPaymentsProcedure:   rpcserver.AccessUser,
+	gatewayv1connect.BalanceServiceFetchBalanceProcedure:    rpcserver.AccessUser,
+	gatewayv1connect.CoordinatorServiceGetDecisionProcedure: rpcserver.AccessBank,
+}
+
+// BankHealthService is the name under which the gateway's health service reports a bank:
+// "bank/<name>".
+func BankHealthService(bank string) string { return "bank/" + bank }
+
+// New opens the store, imports users on first start and prepares the clients of the banks. It
+// serves nothing until Start.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(),
+		throttle: newLoginThrottle(cfg.LoginFailureEvery, cfg.LoginFailuresBurst)}
+	store, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"))
+	if err != nil {
+		return nil, err
+	}
+	g.store = store
+	if err := g.importUsers(ctx, cfg.UsersFile); err != nil {
+		store.Close()
+		return nil, err
+	}
+
+	clientTLS, err := pki.ClientTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	httpClient := rpcserver.NewHTTPClient(clientTLS)
+	g.banks = make(map[string]bankv1connect.BankServiceClient, len(cfg.Banks))
+	participants := make(map[string]participant, len(cfg.Banks))
+	var names []string
+	for name, url := range cfg.Banks {
+		c := bankv1connect.NewBankServiceClient(httpClient, url, rpcserver.ClientOptions()...)
+		g.banks[name] = c
+		participants[name] = c
+		names = append(names, name)
+	}
+	sort.Strings(names)
+
+	serverTLS, err := pki.ServerTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile, tls.RequireAndVerifyClientCert)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, TLS: serverTLS})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	g.health = newBankHealth(names, g.logger, func(bank string, up bool) {
+		st := grpchealth.StatusNotServing
+		if up {
+			st = grpchealth.StatusServing
+		}
+		g.api.Health().SetStatus(BankHealthService(bank), st)
+		if g.web != nil {
+			g.web.Health().SetStatus(BankHealthService(bank), st)
+		}
+	})
+	g.coord = newCoordinator(store, participants, g.health, g.events, g.logger, cfg.TxnTimeout)
+	g.mount(g.api, true)
+
+	if cfg.WebListen != "" {
+		webTLS, err := pki.ServerTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile, tls.NoClientCert)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, TLS: webTLS})
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		g.mount(g.web, false)
+	}
+	for _, name := range names {
+		g.api.Health().SetStatus(BankHealthService(name), grpchealth.StatusServing)
+		if g.web != nil {
+			g.web.Health().SetStatus(BankHealthService(name), grpchealth.StatusServing)
+		}
+	}
+	g.healthClients = make(map[string]*grpchealth.Client, len(names))
+	for name, url := range cfg.Banks {
+		g.healthClients[name] = grpchealth.NewClient(httpClient, url, rpcserver.ClientOptions()...)
+	}
+	return g, nil
+}
+
+// mount registers the gateway's services on srv; the coordinator service only on the API
+// listener (banks never call the web listener).
+func (g *Gateway) mount(srv *rpcserver.Server, withCoordinator bool) {
+	opts := srv.HandlerOptions()
+	srv.Handle(gatewayv1connect.NewAuthServiceHandler(g, opts...))
+	srv.Handle(gatewayv1connect.NewPaymentServiceHandler(g, opts...))
+	srv.Handle(gatewayv1connect.NewBalanceServiceHandler(g, opts...))
+	if withCoordinator {
+		srv.Handle(gatewayv1connect.NewCoordinatorServiceHandler(g, opts...))
+	}
+}
+
+func (g *Gateway) authenticator(ctx context.Context, req rpcserver.Request) (context.Context, string, error) {
+	ctx, p, err := g.authenticate(ctx, req.Header().Get("Authorization"))
+	return ctx, p.Username, err
+}
+
+// setCallUser names the user in the call's log line, for calls that are not AccessUser.
+func setCallUser(ctx context.Context, username string) { rpcserver.CallInfoFrom(ctx).SetUser(username) }
+
+// addCallAttrs adds attributes to the call's log line.
+func addCallAttrs(ctx context.Context, attrs ...slog.Attr) { rpcserver.CallInfoFrom(ctx).Add(attrs...) }
+
+// Start listens on the configured addresses and starts serving and the background loops.
+func (g *Gateway) Start(ctx context.Context) error {
+	var err error
+	g.apiLn, err = net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Listen, err)
+	}
+	if g.web != nil {
+		g.webLn, err = net.Listen("tcp", g.cfg.WebListen)
+		if err != nil {
+			g.apiLn.Close()
+			return fmt.Errorf("gateway: listen %s: %w", g.cfg.WebListen, err)
+		}
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g.cancel = cancel
+	g.serve(g.api, g.apiLn)
+	if g.web != nil {
+		g.serve(g.web, g.webLn)
+	}
+	g.wg.Add(3)
+	go func() { defer g.wg.Done(); g.health.probe(bg, g.healthClients, g.cfg.HealthInterval) }()
+	go func() { defer g.wg.Done(); g.coord.Recover(bg, g.cfg.RecoveryInterval) }()
+	go func() { defer g.wg.Done(); g.expireSessions(bg) }()
+	g.logger.Info("gateway serving", "api", g.apiLn.Addr().String(), "web", g.WebAddr(), "banks", len(g.banks), "txn_timeout", g.cfg.TxnTimeout)
+	return nil
+}
+
+func (g *Gateway) serve(srv *rpcserver.Server, ln net.Listener) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.logger.Error("serve", "error", err)
+		}
+	}()
+}
+
+func (g *Gateway) expireSessions(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := g.store.DeleteExpiredSessions(ctx, g.now()); err == nil && n > 0 {
+				g.logger.Debug("deleted expired sessions", "sessions", n)
+			}
+		}
+	}
+}
+
+// Addr is the API listener's address once started.
+func (g *Gateway) Addr() string {
+	if g.apiLn == nil {
+		return ""
+	}
+	return g.apiLn.Addr().String()
+}
+
+// WebAddr is the web listener's address once started, or "".
+func (g *Gateway) WebAddr() string {
+	if g.webLn == nil {
+		return ""
+	}
+	return g.webLn.Addr().String()
+}
+
+// Shutdown stops accepting calls, lets calls in flight finish until ctx ends, stops the
+// background loops and closes the store, in that order.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	var errs []error
+	if g.apiLn != nil {
+		errs = append(errs, g.api.Shutdown(ctx))
+	}
+	if g.webLn != nil {
+		errs = append(errs, g.web.Shutdown(ctx))
+	}
+	if g.cancel != nil {
+		g.cancel()
+	}
+	g.wg.Wait()
+	errs = append(errs, g.store.Close())
+	return errors.Join(errs...)
+}
+
+// Run starts a gateway and serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	g, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := g.Start(ctx); err != nil {
+		g.store.Close()
+		return err
+	}
+	<-ctx.Done()
+	g.logger.Info("gateway shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return g.Shutdown(sctx)
+}

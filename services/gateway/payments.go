@@ -1,0 +1,319 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/rpcerr"
+)
+
+func (p paymentRecord) proto() *gatewayv1.Payment {
+	out := &gatewayv1.Payment{
+		PaymentId:   p.PaymentID,
+		FromAccount: p.From,
+		ToAccount:   p.To,
+		Amount:      p.Amount,
+		Currency:    p.Currency,
+		Description: p.Description,
+		Username:    p.Username,
+		CreateTime:  timestamppb.New(p.CreatedAt),
+	}
+	switch p.Decision {
+	case decisionNone:
+		out.Status = gatewayv1.PaymentStatus_PAYMENT_STATUS_PROCESSING
+	case decisionCommit:
+		out.Status = gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED
+	case decisionAbort:
+		out.Status = gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED
+		out.FailureReason = gatewayv1.FailureReason(p.FailureReason)
+		out.FailureMessage = p.FailureMessage
+	}
+	if !p.DecidedAt.IsZero() {
+		out.DecideTime = timestamppb.New(p.DecidedAt)
+	}
+	return out
+}
+
+func mustPrincipal(ctx context.Context) (principal, error) {
+	p, ok := principalFrom(ctx)
+	if !ok {
+		return p, errNoPrincipal
+	}
+	return p, nil
+}
+
+// ExecutePayment implements PaymentService.ExecutePayment.
+func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatewayv1.ExecutePaymentRequest]) (*connect.Response[gatewayv1.ExecutePaymentResponse], error) {
+	user, err := mustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	owner, err := g.store.AccountOwner(ctx, m.GetFromAccount())
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if owner != user.Username {
+		return nil, rpcerr.New(connect.CodePermissionDenied, "not_account_owner",
+			fmt.Sprintf("from_account: %s is not an account of %s", m.GetFromAccount(), user.Username))
+	}
+	for _, f := range []struct{ field, account string }{{"from_account", m.GetFromAccount()}, {"to_account", m.GetToAccount()}} {
+		if _, ok := g.banks[BankOf(f.account)]; !ok {
+			return nil, rpcerr.New(connect.CodeNotFound, "unknown_bank",
+				fmt.Sprintf("%s: %s: no bank named %q (account ids are <bank>-<number>)", f.field, f.account, BankOf(f.account)))
+		}
+	}
+	p := paymentRecord{
+		PaymentID:   m.GetPaymentId(),
+		Username:    user.Username,
+		From:        m.GetFromAccount(),
+		To:          m.GetToAccount(),
+		Amount:      m.GetAmount(),
+		Currency:    m.GetCurrency(),
+		Description: m.GetDescription(),
+		Fingerprint: paymentFingerprint(user.Username, m.GetFromAccount(), m.GetToAccount(), m.GetAmount(), m.GetCurrency()),
+	}
+	// A new payment that needs a bank known to be down fails fast, before anything is recorded,
+	// so that a retry with the same payment_id can succeed later. A payment_id already known is
+	// answered from the store whatever the banks' state.
+	if _, err := g.store.Payment(ctx, p.PaymentID); errors.Is(err, ErrNotFound) {
+		for _, bank := range participantsOf(p) {
+			if err := g.health.check(bank); err != nil {
+				return nil, rpcerr.New(connect.CodeUnavailable, "bank_unavailable",
+					fmt.Sprintf("bank %s is unavailable; nothing was charged, retry later with the same payment_id", bank), "bank", bank)
+			}
+		}
+	}
+	out, replayed, err := g.coord.Execute(ctx, p)
+	switch {
+	case errors.Is(err, ErrPaymentReused):
+		return nil, rpcerr.New(connect.CodeAlreadyExists, "payment_id_reused",
+			fmt.Sprintf("payment_id: %s was already used for a payment with different parameters; use a new payment_id for a new payment", p.PaymentID))
+	case errors.Is(err, ErrPaymentInProgress):
+		return nil, rpcerr.New(connect.CodeAborted, "payment_in_progress",
+			fmt.Sprintf("payment %s is still in progress; retry with the same payment_id to get its outcome", p.PaymentID))
+	case err != nil:
+		return nil, err
+	}
+	if replayed {
+		addCallAttrs(ctx, slog.Bool("replayed", true))
+	}
+	addCallAttrs(ctx, slog.String("status", out.proto().GetStatus().String()))
+	return connect.NewResponse(&gatewayv1.ExecutePaymentResponse{Payment: out.proto(), Replayed: replayed}), nil
+}
+
+// GetPayment implements PaymentService.GetPayment.
+func (g *Gateway) GetPayment(ctx context.Context, req *connect.Request[gatewayv1.GetPaymentRequest]) (*connect.Response[gatewayv1.GetPaymentResponse], error) {
+	user, err := mustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := g.store.Payment(ctx, req.Msg.GetPaymentId())
+	if errors.Is(err, ErrNotFound) || (err == nil && p.Username != user.Username && user.Role != RoleAdmin) {
+		// Another user's payment is reported exactly like a missing one.
+		return nil, rpcerr.New(connect.CodeNotFound, "payment_not_found", fmt.Sprintf("payment_id: no payment %s", req.Msg.GetPaymentId()))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gatewayv1.GetPaymentResponse{Payment: p.proto()}), nil
+}
+
+type listToken struct {
+	CreatedAt int64  `json:"t"`
+	PaymentID string `json:"id"`
+	Status    int32  `json:"s"`
+}
+
+// ListPayments implements PaymentService.ListPayments.
+func (g *Gateway) ListPayments(ctx context.Context, req *connect.Request[gatewayv1.ListPaymentsRequest]) (*connect.Response[gatewayv1.ListPaymentsResponse], error) {
+	user, err := mustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	size := int(m.GetPageSize())
+	if size == 0 {
+		size = 20
+	}
+	var after *pageCursor
+	if m.GetPageToken() != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(m.GetPageToken())
+		var tok listToken
+		if err == nil {
+			err = json.Unmarshal(raw, &tok)
+		}
+		if err != nil || tok.Status != int32(m.GetStatus()) {
+			return nil, rpcerr.New(connect.CodeInvalidArgument, "invalid_page_token",
+				"page_token: not a token from the previous page of this listing")
+		}
+		after = &pageCursor{CreatedAt: tok.CreatedAt, PaymentID: tok.PaymentID}
+	}
+	var filter *decisionFilter
+	switch m.GetStatus() {
+	case gatewayv1.PaymentStatus_PAYMENT_STATUS_PROCESSING:
+		filter = &decisionFilter{decisionNone}
+	case gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED:
+		filter = &decisionFilter{decisionCommit}
+	case gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED:
+		filter = &decisionFilter{decisionAbort}
+	}
+	list, err := g.store.ListPayments(ctx, user.Username, after, filter, size+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &gatewayv1.ListPaymentsResponse{}
+	if len(list) > size {
+		list = list[:size]
+		last := list[len(list)-1]
+		raw, _ := json.Marshal(listToken{CreatedAt: last.CreatedAt.UnixNano(), PaymentID: last.PaymentID, Status: int32(m.GetStatus())})
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(raw)
+	}
+	for _, p := range list {
+		resp.Payments = append(resp.Payments, p.proto())
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// WatchPayments implements PaymentService.WatchPayments.
+func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv1.WatchPaymentsRequest], stream *connect.ServerStream[gatewayv1.WatchPaymentsResponse]) error {
+	user, err := mustPrincipal(ctx)
+	if err != nil {
+		return err
+	}
+	ch, cancel := g.events.watch(user.Username)
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case p, ok := <-ch:
+			if !ok {
+				return rpcerr.New(connect.CodeResourceExhausted, "watcher_too_slow", "the stream fell behind; watch again and list payments to catch up")
+			}
+			if err := stream.Send(&gatewayv1.WatchPaymentsResponse{Payment: p.proto()}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// FetchBalance implements BalanceService.FetchBalance.
+func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1.FetchBalanceRequest]) (*connect.Response[gatewayv1.FetchBalanceResponse], error) {
+	user, err := mustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := g.store.Accounts(ctx, user.Username)
+	if err != nil {
+		return nil, err
+	}
+	byBank := map[string][]string{}
+	var bankNames []string
+	for _, a := range accounts {
+		b := BankOf(a)
+		if _, ok := byBank[b]; !ok {
+			bankNames = append(bankNames, b)
+		}
+		byBank[b] = append(byBank[b], a)
+	}
+	sort.Strings(bankNames)
+	results := make([]*gatewayv1.BankBalances, len(bankNames))
+	var wg sync.WaitGroup
+	for i, bank := range bankNames {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = g.bankBalances(ctx, bank, byBank[bank])
+		}()
+	}
+	wg.Wait()
+	resp := &gatewayv1.FetchBalanceResponse{Banks: results}
+	totals := map[string]*gatewayv1.CurrencyTotal{}
+	var currencies []string
+	for _, b := range results {
+		for _, a := range b.GetAccounts() {
+			t, ok := totals[a.GetCurrency()]
+			if !ok {
+				t = &gatewayv1.CurrencyTotal{Currency: a.GetCurrency()}
+				totals[a.GetCurrency()] = t
+				currencies = append(currencies, a.GetCurrency())
+			}
+			t.Balance += a.GetBalance()
+			t.Available += a.GetAvailable()
+		}
+	}
+	sort.Strings(currencies)
+	partial := false
+	for _, b := range results {
+		partial = partial || b.GetStatus() != gatewayv1.BankStatus_BANK_STATUS_AVAILABLE
+	}
+	for _, c := range currencies {
+		totals[c].Partial = partial
+		resp.Totals = append(resp.Totals, totals[c])
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (g *Gateway) bankBalances(ctx context.Context, bank string, accounts []string) *gatewayv1.BankBalances {
+	out := &gatewayv1.BankBalances{Bank: bank}
+	unavailable := func(msg string) *gatewayv1.BankBalances {
+		out.Status = gatewayv1.BankStatus_BANK_STATUS_UNAVAILABLE
+		out.Error = msg
+		for _, a := range accounts {
+			out.Accounts = append(out.Accounts, &gatewayv1.AccountBalance{AccountId: a})
+		}
+		return out
+	}
+	client, ok := g.banks[bank]
+	if !ok {
+		return unavailable(fmt.Sprintf("no bank named %q is configured", bank))
+	}
+	if err := g.health.check(bank); err != nil {
+		return unavailable(fmt.Sprintf("bank %s is unavailable", bank))
+	}
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.BankCallTimeout)
+	defer cancel()
+	resp, err := client.FetchBankBalance(cctx, connect.NewRequest(&bankv1.FetchBankBalanceRequest{AccountIds: accounts}))
+	g.health.observe(bank, err, false)
+	if err != nil {
+		return unavailable(fmt.Sprintf("bank %s unavailable: %s", bank, connectMessage(err)))
+	}
+	out.Status = gatewayv1.BankStatus_BANK_STATUS_AVAILABLE
+	for _, b := range resp.Msg.GetBalances() {
+		out.Accounts = append(out.Accounts, &gatewayv1.AccountBalance{
+			AccountId:     b.GetAccountId(),
+			Currency:      b.GetCurrency(),
+			Balance:       b.GetBalance(),
+			Held:          b.GetHeld(),
+			Available:     b.GetAvailable(),
+			PendingCredit: b.GetPendingCredit(),
+		})
+	}
+	return out
+}
+
+// GetDecision implements CoordinatorService.GetDecision.
+func (g *Gateway) GetDecision(ctx context.Context, req *connect.Request[gatewayv1.GetDecisionRequest]) (*connect.Response[gatewayv1.GetDecisionResponse], error) {
+	p, err := g.coord.DecisionFor(ctx, req.Msg.GetTransactionId())
+	if err != nil {
+		return nil, err
+	}
+	d := gatewayv1.Decision_DECISION_ABORT
+	if p.Decision == decisionCommit {
+		d = gatewayv1.Decision_DECISION_COMMIT
+	}
+	addCallAttrs(ctx, slog.String("decision", p.Decision.String()), slog.Bool("presumed", p.Presumed))
+	return connect.NewResponse(&gatewayv1.GetDecisionResponse{Decision: d, Presumed: p.Presumed}), nil
+}

@@ -1,0 +1,460 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/paygate/paygate/internal/sqlitedb"
+)
+
+// The gateway's store: users and their linked accounts, sessions, and payments with the
+// coordinator's decision log. One SQLite file, WAL, synchronous=FULL (see sqlitedb).
+//
+// A payment row is the coordinator's durable record of one two-phase commit:
+//
+//	decision = 0 (none)    admitted, prepares in flight: the user sees PROCESSING
+//	decision = 1 (commit)  the commit point has passed: SUCCEEDED
+//	decision = 2 (abort)   FAILED, with failure_reason and failure_message
+//	completed = 1          every participant acknowledged phase two
+//
+// The decision is written with a compare-and-set (WHERE decision = 0), so exactly one of the
+// handler, the timeout monitor and a bank's GetDecision ever decides a payment.
+var migrations = []string{
+	`CREATE TABLE users (
+		username      TEXT PRIMARY KEY,
+		password_hash TEXT NOT NULL,
+		role          TEXT NOT NULL DEFAULT 'customer',
+		created_at    INTEGER NOT NULL
+	);
+	CREATE TABLE user_accounts (
+		account_id TEXT PRIMARY KEY,
+		username   TEXT NOT NULL REFERENCES users(username)
+	);
+	CREATE INDEX user_accounts_by_user ON user_accounts(username, account_id);
+	CREATE TABLE sessions (
+		token_hash       BLOB PRIMARY KEY,
+		username         TEXT NOT NULL REFERENCES users(username),
+		cert_fingerprint TEXT NOT NULL,
+		created_at       INTEGER NOT NULL,
+		expires_at       INTEGER NOT NULL,
+		revoked_at       INTEGER
+	);
+	CREATE TABLE payments (
+		payment_id      TEXT PRIMARY KEY,
+		username        TEXT NOT NULL,
+		from_account    TEXT NOT NULL,
+		to_account      TEXT NOT NULL,
+		amount          INTEGER NOT NULL CHECK (amount >= 0),
+		currency        TEXT NOT NULL,
+		description     TEXT NOT NULL DEFAULT '',
+		fingerprint     BLOB NOT NULL,
+		decision        INTEGER NOT NULL DEFAULT 0 CHECK (decision IN (0, 1, 2)),
+		failure_reason  INTEGER NOT NULL DEFAULT 0,
+		failure_message TEXT NOT NULL DEFAULT '',
+		presumed        INTEGER NOT NULL DEFAULT 0,
+		completed       INTEGER NOT NULL DEFAULT 0,
+		created_at      INTEGER NOT NULL,
+		deadline        INTEGER NOT NULL,
+		decided_at      INTEGER,
+		completed_at    INTEGER
+	);
+	CREATE INDEX payments_by_user ON payments(username, created_at DESC, payment_id DESC);
+	CREATE INDEX payments_unfinished ON payments(deadline) WHERE completed = 0;`,
+}
+
+// Store errors.
+var (
+	ErrNotFound      = errors.New("gateway: not found")
+	ErrUserExists    = errors.New("gateway: user already exists")
+	ErrAccountLinked = errors.New("gateway: account already linked to a user")
+)
+
+// Decision values stored in payments.decision.
+type decision int
+
+const (
+	decisionNone   decision = 0
+	decisionCommit decision = 1
+	decisionAbort  decision = 2
+)
+
+// Store is the gateway's SQLite store.
+type Store struct {
+	db *sqlitedb.DB
+}
+
+// OpenStore opens or creates the gateway store at path.
+func OpenStore(ctx context.Context, path string) (*Store, error) {
+	db, err := sqlitedb.Open(ctx, path, migrations)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: open store: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// ---- users
+
+type userRecord struct {
+	Username     string
+	PasswordHash string
+	Role         string
+	Accounts     []string
+}
+
+// CountUsers returns how many users exist.
+func (s *Store) CountUsers(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.Read.QueryRowContext(ctx, `SELECT count(*) FROM users`).Scan(&n)
+	return n, err
+}
+
+// CreateUsers inserts users and links their accounts in one transaction. It fails with
+// ErrUserExists or ErrAccountLinked and inserts nothing when any user or account is taken.
+func (s *Store) CreateUsers(ctx context.Context, users []userRecord, now time.Time) error {
+	tx, err := s.db.Write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, u := range users {
+		res, err := tx.ExecContext(ctx,
+			`INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)
+			 ON CONFLICT (username) DO NOTHING`,
+			u.Username, u.PasswordHash, u.Role, now.UnixNano())
+		if err != nil {
+			return fmt.Errorf("gateway: create user %s: %w", u.Username, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: %s", ErrUserExists, u.Username)
+		}
+		for _, a := range u.Accounts {
+			res, err := tx.ExecContext(ctx,
+				`INSERT INTO user_accounts (account_id, username) VALUES (?, ?) ON CONFLICT (account_id) DO NOTHING`,
+				a, u.Username)
+			if err != nil {
+				return fmt.Errorf("gateway: link account %s: %w", a, err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fmt.Errorf("%w: %s", ErrAccountLinked, a)
+			}
+		}
+	}
+	return tx.Commit()
+}
+
+// User returns a user with its accounts, or ErrNotFound.
+func (s *Store) User(ctx context.Context, username string) (userRecord, error) {
+	u := userRecord{Username: username}
+	err := s.db.Read.QueryRowContext(ctx,
+		`SELECT password_hash, role FROM users WHERE username = ?`, username).Scan(&u.PasswordHash, &u.Role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, ErrNotFound
+	}
+	if err != nil {
+		return u, fmt.Errorf("gateway: read user: %w", err)
+	}
+	u.Accounts, err = s.Accounts(ctx, username)
+	return u, err
+}
+
+// Accounts returns the accounts linked to username, in order.
+func (s *Store) Accounts(ctx context.Context, username string) ([]string, error) {
+	rows, err := s.db.Read.QueryContext(ctx,
+		`SELECT account_id FROM user_accounts WHERE username = ? ORDER BY account_id`, username)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: read accounts: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// AccountOwner returns the username an account is linked to, or ErrNotFound.
+func (s *Store) AccountOwner(ctx context.Context, account string) (string, error) {
+	var u string
+	err := s.db.Read.QueryRowContext(ctx,
+		`SELECT username FROM user_accounts WHERE account_id = ?`, account).Scan(&u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return u, err
+}
+
+// ---- sessions
+
+type sessionRecord struct {
+	Username        string
+	CertFingerprint string
+	ExpiresAt       time.Time
+	Revoked         bool
+}
+
+func tokenHash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// CreateSession stores a session under the hash of token.
+func (s *Store) CreateSession(ctx context.Context, token string, rec sessionRecord, now time.Time) error {
+	_, err := s.db.Write.ExecContext(ctx,
+		`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("gateway: create session: %w", err)
+	}
+	return nil
+}
+
+// Session returns the session of token, or ErrNotFound.
+func (s *Store) Session(ctx context.Context, token string) (sessionRecord, error) {
+	var rec sessionRecord
+	var expires int64
+	var revoked sql.NullInt64
+	err := s.db.Read.QueryRowContext(ctx,
+		`SELECT username, cert_fingerprint, expires_at, revoked_at FROM sessions WHERE token_hash = ?`,
+		tokenHash(token)).Scan(&rec.Username, &rec.CertFingerprint, &expires, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return rec, ErrNotFound
+	}
+	if err != nil {
+		return rec, fmt.Errorf("gateway: read session: %w", err)
+	}
+	rec.ExpiresAt = time.Unix(0, expires)
+	rec.Revoked = revoked.Valid
+	return rec, nil
+}
+
+// RevokeSession marks the session of token revoked.
+func (s *Store) RevokeSession(ctx context.Context, token string, now time.Time) error {
+	_, err := s.db.Write.ExecContext(ctx,
+		`UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL`, now.UnixNano(), tokenHash(token))
+	if err != nil {
+		return fmt.Errorf("gateway: revoke session: %w", err)
+	}
+	return nil
+}
+
+// DeleteExpiredSessions removes sessions that expired before t.
+func (s *Store) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, error) {
+	res, err := s.db.Write.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, t.UnixNano())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// ---- payments
+
+// paymentRecord is a payment row.
+type paymentRecord struct {
+	PaymentID      string
+	Username       string
+	From, To       string
+	Amount         int64
+	Currency       string
+	Description    string
+	Fingerprint    []byte
+	Decision       decision
+	FailureReason  int32
+	FailureMessage string
+	Presumed       bool
+	Completed      bool
+	CreatedAt      time.Time
+	Deadline       time.Time
+	DecidedAt      time.Time
+}
+
+// paymentFingerprint identifies a payment's parameters: the same payment_id may be sent again
+// only with the same fingerprint.
+func paymentFingerprint(username, from, to string, amount int64, currency string) []byte {
+	h := sha256.New()
+	for _, s := range []string{username, from, to, currency} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var a [8]byte
+	binary.BigEndian.PutUint64(a[:], uint64(amount))
+	h.Write(a[:])
+	return h.Sum(nil)
+}
+
+const paymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
+	fingerprint, decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at`
+
+func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
+	var p paymentRecord
+	var created, deadline int64
+	var decided sql.NullInt64
+	err := row.Scan(&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
+		&p.Fingerprint, &p.Decision, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
+		&created, &deadline, &decided)
+	if err != nil {
+		return p, err
+	}
+	p.CreatedAt = time.Unix(0, created)
+	p.Deadline = time.Unix(0, deadline)
+	if decided.Valid {
+		p.DecidedAt = time.Unix(0, decided.Int64)
+	}
+	return p, nil
+}
+
+// AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the stored
+// row and whether it was inserted now.
+func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
+	res, err := s.db.Write.ExecContext(ctx,
+		`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
+			fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		 ON CONFLICT (payment_id) DO NOTHING`,
+		p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint,
+		p.CreatedAt.UnixNano(), p.Deadline.UnixNano())
+	if err != nil {
+		return p, false, fmt.Errorf("gateway: admit payment %s: %w", p.PaymentID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return p, true, nil
+	}
+	stored, err := s.payment(ctx, s.db.Write, p.PaymentID)
+	return stored, false, err
+}
+
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *Store) payment(ctx context.Context, q queryRower, id string) (paymentRecord, error) {
+	p, err := scanPayment(q.QueryRowContext(ctx, `SELECT `+paymentColumns+` FROM payments WHERE payment_id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	if err != nil {
+		return p, fmt.Errorf("gateway: read payment %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// Payment returns a payment by id, or ErrNotFound.
+func (s *Store) Payment(ctx context.Context, id string) (paymentRecord, error) {
+	return s.payment(ctx, s.db.Read, id)
+}
+
+// Decide records d for an undecided payment (the compare-and-set that is the commit point) and
+// returns the payment as stored afterwards: with d when this call decided it, with the earlier
+// decision otherwise. A payment that does not exist is created as a presumed abort when d is
+// an abort (a bank asking about a transaction the gateway never admitted), so that it can
+// never commit later.
+func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
+	tx, err := s.db.Write.BeginTx(ctx, nil)
+	if err != nil {
+		return paymentRecord{}, fmt.Errorf("gateway: decide %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx,
+		`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
+		 WHERE payment_id = ? AND decision = 0`,
+		d, reason, message, presumed, now.UnixNano(), id)
+	if err != nil {
+		return paymentRecord{}, fmt.Errorf("gateway: decide %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 && d == decisionAbort {
+		// Unknown payment: record the presumed abort. ON CONFLICT keeps an existing decision.
+		_, err = tx.ExecContext(ctx,
+			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
+				decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at)
+			 VALUES (?, '', '', '', 0, '', X'', ?, ?, ?, 1, 1, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING`,
+			id, d, reason, message, now.UnixNano(), now.UnixNano(), now.UnixNano())
+		if err != nil {
+			return paymentRecord{}, fmt.Errorf("gateway: decide %s: %w", id, err)
+		}
+	}
+	p, err := s.payment(ctx, tx, id)
+	if err != nil {
+		return p, err
+	}
+	return p, tx.Commit()
+}
+
+// MarkCompleted records that every participant acknowledged phase two.
+func (s *Store) MarkCompleted(ctx context.Context, id string, now time.Time) error {
+	_, err := s.db.Write.ExecContext(ctx,
+		`UPDATE payments SET completed = 1, completed_at = ? WHERE payment_id = ? AND decision != 0`, now.UnixNano(), id)
+	if err != nil {
+		return fmt.Errorf("gateway: complete %s: %w", id, err)
+	}
+	return nil
+}
+
+// Unfinished returns payments that are undecided or whose phase two is not acknowledged, oldest
+// deadline first, at most limit.
+func (s *Store) Unfinished(ctx context.Context, limit int) ([]paymentRecord, error) {
+	rows, err := s.db.Read.QueryContext(ctx,
+		`SELECT `+paymentColumns+` FROM payments WHERE completed = 0 ORDER BY deadline LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: list unfinished payments: %w", err)
+	}
+	defer rows.Close()
+	var out []paymentRecord
+	for rows.Next() {
+		p, err := scanPayment(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ListPayments returns username's payments, newest first, starting after the cursor (created_at,
+// payment_id) when it is set, filtered by decision when filter is set.
+func (s *Store) ListPayments(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error) {
+	q := `SELECT ` + paymentColumns + ` FROM payments WHERE username = ?`
+	args := []any{username}
+	if after != nil {
+		q += ` AND (created_at < ? OR (created_at = ? AND payment_id < ?))`
+		args = append(args, after.CreatedAt, after.CreatedAt, after.PaymentID)
+	}
+	if filter != nil {
+		q += ` AND decision = ?`
+		args = append(args, filter.decision)
+	}
+	q += ` ORDER BY created_at DESC, payment_id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.Read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: list payments: %w", err)
+	}
+	defer rows.Close()
+	var out []paymentRecord
+	for rows.Next() {
+		p, err := scanPayment(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+type pageCursor struct {
+	CreatedAt int64
+	PaymentID string
+}
+
+type decisionFilter struct{ decision decision }
