@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/cluster"
+)
+
+// The demo users of fixtures/user_details.json.
+var passwords = map[string]string{
+	"alice": "alice-pass-123",
+	"bob":   "bob-pass-456",
+	"carol": "carol-pass-789",
+	"dave":  "dave-pass-000",
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func login(t testing.TB, c *cluster.Cluster, user string) *cluster.User {
+	t.Helper()
+	u, err := c.Login(user, passwords[user])
+	if err != nil {
+		t.Fatalf("login %s: %v", user, err)
+	}
+	return u
+}
+
+func pay(ctx context.Context, u *cluster.User, id, from, to string, amount int64) (*gatewayv1.ExecutePaymentResponse, error) {
+	resp, err := u.Payments.ExecutePayment(ctx, connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
+		PaymentId: id, FromAccount: from, ToAccount: to, Amount: amount, Currency: "USD",
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// audit returns the ledger now.
+func audit(t testing.TB, c *cluster.Cluster) cluster.Ledger {
+	t.Helper()
+	l, err := c.Audit(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// checkSettled waits until every transaction is resolved and checks the money invariants
+// against the ledger before the test moved money: the total is unchanged, no hold or pending
+// credit is left, and no account is negative. It returns the settled ledger.
+func checkSettled(t testing.TB, c *cluster.Cluster, before cluster.Ledger, within time.Duration) cluster.Ledger {
+	t.Helper()
+	after, err := c.WaitSettled(within)
+	if err != nil {
+		t.Fatalf("ledger did not settle: %v", err)
+	}
+	if after.Total != before.Total {
+		t.Errorf("conservation: total %d before, %d after (difference %d)", before.Total, after.Total, after.Total-before.Total)
+	}
+	for id, a := range after.Accounts {
+		if a.GetBalance() < 0 || a.GetAvailable() < 0 {
+			t.Errorf("overdraft: %s has balance %d, available %d", id, a.GetBalance(), a.GetAvailable())
+		}
+	}
+	if len(after.Accounts) != len(before.Accounts) {
+		t.Errorf("accounts: %d before, %d after", len(before.Accounts), len(after.Accounts))
+	}
+	return after
+}
+
+// delta returns how each account's balance changed from before to after (non-zero only).
+func delta(before, after cluster.Ledger) map[string]int64 {
+	out := map[string]int64{}
+	for id, a := range after.Accounts {
+		if d := a.GetBalance() - before.Accounts[id].GetBalance(); d != 0 {
+			out[id] = d
+		}
+	}
+	return out
+}
+
+func timestampIn(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(time.Now().Add(d)) }
