@@ -16,9 +16,9 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/fixtures"
+	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
-	"github.com/paygate/paygate/internal/pki"
 )
 
 func init() { register(newDevCommand) }
