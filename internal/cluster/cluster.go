@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -106,6 +107,9 @@ type Options struct {
 	Tags []string
 	// GatewayArgs are extra gateway flags.
 	GatewayArgs []string
+	// Env is extra environment of the first start of a process, by name ("gateway" or a bank
+	// name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
+	Env map[string][]string
 }
 
 // Cluster is a running system.
@@ -236,9 +240,9 @@ func New(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(c.stopAll)
 
 	for _, b := range opts.Banks {
-		c.StartBank(b)
+		c.StartBank(b, opts.Env[b]...)
 	}
-	c.StartGateway()
+	c.StartGateway(opts.Env["gateway"]...)
 	return c
 }
 
@@ -264,8 +268,9 @@ func (c *Cluster) BankArgs(name string) []string {
 	}
 }
 
-// GatewayArgs returns the gateway's command line.
-func (c *Cluster) GatewayArgs() []string {
+// GatewayArgs returns the gateway's command line. Banks in unreachable are given an address
+// where nothing listens: the gateway cannot reach them, though they can reach it.
+func (c *Cluster) GatewayArgs(unreachable ...string) []string {
 	args := []string{"gateway",
 		"--listen", c.GatewayAddr,
 		"--web", c.WebAddr,
@@ -280,7 +285,11 @@ func (c *Cluster) GatewayArgs() []string {
 		"--log-level", "debug",
 	}
 	for _, b := range c.opts.Banks {
-		args = append(args, "--bank", b+"=https://"+c.BankAddrs[b])
+		addr := c.BankAddrs[b]
+		if slices.Contains(unreachable, b) {
+			addr = FreePort(c.t)
+		}
+		args = append(args, "--bank", b+"=https://"+addr)
 	}
 	return append(args, c.opts.GatewayArgs...)
 }
@@ -339,6 +348,21 @@ func (c *Cluster) StartGateway(env ...string) *Proc {
 	p := c.start("gateway", c.GatewayArgs(), env)
 	c.waitServing(p, c.GatewayAddr)
 	return p
+}
+
+// StartGatewayPartitioned starts the gateway unable to reach the banks named in unreachable
+// (a one-way partition: those banks still reach the gateway).
+func (c *Cluster) StartGatewayPartitioned(unreachable []string, env ...string) *Proc {
+	c.t.Helper()
+	p := c.start("gateway", c.GatewayArgs(unreachable...), env)
+	c.waitServing(p, c.GatewayAddr)
+	return p
+}
+
+// StartGatewayNoWait starts the gateway without waiting for it to serve.
+func (c *Cluster) StartGatewayNoWait(env ...string) *Proc {
+	c.t.Helper()
+	return c.start("gateway", c.GatewayArgs(), env)
 }
 
 // Proc returns the process named name ("gateway" or a bank name).

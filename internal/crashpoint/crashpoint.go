@@ -29,6 +29,8 @@ const (
 	BankPrepareBeforePersist = "bank.prepare.before_persist"
 	// BankPrepareAfterPersist: the hold or pending credit is durable; the vote was not sent.
 	BankPrepareAfterPersist = "bank.prepare.after_persist"
+	// BankCommitBeforePersist: a commit arrived for a prepared transaction; nothing is applied.
+	BankCommitBeforePersist = "bank.commit.before_persist"
 	// BankCommitAfterPersist: the commit is applied durably; the acknowledgement was not sent.
 	BankCommitAfterPersist = "bank.commit.after_persist"
 	// BankAbortAfterPersist: the abort is applied durably; the acknowledgement was not sent.
@@ -38,5 +40,5 @@ const (
 // All lists every crash point, for tests that cover them all.
 var All = []string{
 	GatewayAfterAdmit, GatewayAfterPrepare, GatewayAfterDecision, GatewayAfterFirstPhase2, GatewayBeforeReply,
-	BankPrepareBeforePersist, BankPrepareAfterPersist, BankCommitAfterPersist, BankAbortAfterPersist,
+	BankPrepareBeforePersist, BankPrepareAfterPersist, BankCommitBeforePersist, BankCommitAfterPersist, BankAbortAfterPersist,
 }

@@ -456,6 +456,7 @@ func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 		case Aborted:
 			return ErrAlreadyAborted
 		}
+		crashpoint.Hit(crashpoint.BankCommitBeforePersist)
 		for _, g := range t.Legs {
 			q := `UPDATE accounts SET balance = balance - ?1, held = held - ?1 WHERE id = ?2`
 			if g.Direction == Credit {
