@@ -354,4 +354,3 @@ func TestBankDownFailsFast(t *testing.T) {
 		t.Errorf("balance changes %v, want %v", got, want)
 	}
 }
-
