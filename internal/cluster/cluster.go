@@ -664,3 +664,12 @@ func (c *Cluster) GrepLog(name string, subs ...string) []string {
 	}
 	return out
 }
+
+// BankOf returns the bank of an account id "<bank>-<number>".
+func BankOf(account string) string {
+	i := strings.LastIndexByte(account, '-')
+	if i <= 0 {
+		return ""
+	}
+	return account[:i]
+}
