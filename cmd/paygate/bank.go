@@ -66,7 +66,7 @@ func newBankCommand(e *env) *ffcli.Command {
 					DataDir:      *data,
 					AccountsFile: *accounts,
 					Currency:     *currency,
-					Logger:       log.With("bank", *name),
+					Logger:       log,
 				},
 				Listen:       *listen,
 				CAFile:       ca,

@@ -130,8 +130,8 @@ func TestPaymentsEndToEnd(t *testing.T) {
 		before := audit(t, c)
 		for _, amount := range []int64{0, -1, -9223372036854775808, 1_000_000_000_000_001, 9223372036854775807} {
 			_, err := pay(ctxT(t, 10*time.Second), alice, newID(), "bank1-1001", "bank2-2002", amount)
-			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "amount") {
-				t.Errorf("amount %d: got %v, want InvalidArgument naming amount", amount, err)
+			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "amount") || rpcerr.Reason(err) != "invalid_argument" {
+				t.Errorf("amount %d: got %v (reason %q), want InvalidArgument naming amount, reason invalid_argument", amount, err, rpcerr.Reason(err))
 			}
 		}
 		// An amount that does not fit in int64 never reaches the handler: the JSON decoder of a

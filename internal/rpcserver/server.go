@@ -191,6 +191,7 @@ func New(cfg Config) (*Server, error) {
 		connect.WithInterceptors(
 			&logInterceptor{log: logger, quiet: quiet},
 			&policyInterceptor{policy: policy, authenticate: cfg.Authenticate},
+			reasonInterceptor{},
 			validate.NewInterceptor(),
 		),
 		connect.WithRecover(s.recoverPanic),
