@@ -2,7 +2,11 @@ package sqlitedb
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -45,5 +49,109 @@ func TestOpenMigratesOnceAndPersists(t *testing.T) {
 	}
 	if _, err := Open(ctx, path, migrations[:1]); err == nil {
 		t.Fatal("opening with fewer migrations than applied succeeded; want an error")
+	}
+}
+
+func TestUpdateGroupCommit(t *testing.T) {
+	t.Parallel()
+	for _, opts := range []Options{{}, {NoGroupCommit: true}} {
+		t.Run(fmt.Sprintf("NoGroupCommit=%v", opts.NoGroupCommit), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db, err := OpenWith(ctx, filepath.Join(t.TempDir(), "x.db"), []string{
+				`CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0))`,
+			}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			// 200 concurrent updates; every third one fails after writing, and must leave
+			// nothing behind while the others in its batch commit.
+			const n = 200
+			errBoom := errors.New("boom")
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+						if _, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (?, ?)`, i, i); err != nil {
+							return err
+						}
+						if i%3 == 0 {
+							return errBoom
+						}
+						return nil
+					})
+				}()
+			}
+			wg.Wait()
+			want := 0
+			for i, err := range errs {
+				switch {
+				case i%3 == 0 && !errors.Is(err, errBoom):
+					t.Errorf("update %d: %v, want boom", i, err)
+				case i%3 != 0 && err != nil:
+					t.Errorf("update %d: %v", i, err)
+				case i%3 != 0:
+					want++
+				}
+			}
+			var got int
+			var bad int
+			db.Read.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE k % 3 = 0) FROM t`).Scan(&got, &bad)
+			if got != want || bad != 0 {
+				t.Errorf("rows %d (of failed updates %d), want %d and 0", got, bad, want)
+			}
+			// A constraint failure inside a batch is that update's error alone.
+			err = db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (1000, -1)`)
+				return err
+			})
+			if err == nil {
+				t.Error("CHECK violation committed")
+			}
+			// A cancelled caller writes nothing.
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if err := db.Update(cctx, func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (2000, 1)`)
+				return err
+			}); !errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled update: %v", err)
+			}
+			db.Close()
+			if err := db.Update(ctx, func(context.Context, *sql.Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+				t.Errorf("update after close: %v, want ErrClosed", err)
+			}
+		})
+	}
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	for _, opts := range []Options{{}, {NoGroupCommit: true}} {
+		b.Run(fmt.Sprintf("group=%v", !opts.NoGroupCommit), func(b *testing.B) {
+			ctx := context.Background()
+			db, err := OpenWith(ctx, filepath.Join(b.TempDir(), "x.db"), []string{
+				`CREATE TABLE t (k INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER NOT NULL)`,
+			}, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+						_, err := tx.ExecContext(ctx, `INSERT INTO t (v) VALUES (1)`)
+						return err
+					}); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+		})
 	}
 }

@@ -173,7 +173,7 @@ func OpenLedger(ctx context.Context, path, bankName string) (*Ledger, error) {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l := &Ledger{db: db, bank: bankName}
-	err = l.write(ctx, func(tx *sql.Tx) error {
+	err = l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var owner string
 		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'bank'`).Scan(&owner)
 		switch {
@@ -200,17 +200,10 @@ func (l *Ledger) Close() error { return l.db.Close() }
 // Bank returns the name of the bank the ledger belongs to.
 func (l *Ledger) Bank() string { return l.bank }
 
-// write runs fn in one write transaction and commits it; any error rolls it back.
-func (l *Ledger) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := l.db.Write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+// write runs fn in a write transaction, shared with concurrent writers (group commit, see
+// sqlitedb.DB.Update), and returns once its effects are durable; an error undoes all of fn.
+func (l *Ledger) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return l.db.Update(ctx, fn)
 }
 
 // CountAccounts returns the number of accounts in the ledger.
@@ -234,7 +227,7 @@ func (l *Ledger) ImportAccounts(ctx context.Context, accounts []Account) error {
 			return fmt.Errorf("import accounts: %w: account %q: want a known currency, a balance >= 0 and no holds", ErrInvalidArgument, a.ID)
 		}
 	}
-	err := l.write(ctx, func(tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
 			return err
@@ -306,7 +299,7 @@ func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline
 	}
 	var vote Vote
 	recorded := false
-	err := l.write(ctx, func(tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		vote, recorded, err = l.prepareTx(ctx, tx, txnID, legs, deadline, now)
 		if err == nil && recorded {
@@ -445,7 +438,7 @@ func sameLegs(a, b []Leg) bool {
 // with ErrUnknownTransaction. It returns once the commit is durable.
 func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 	applied := false
-	err := l.write(ctx, func(tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		t, err := loadTransaction(ctx, tx, txnID)
 		if err != nil {
 			return err
@@ -487,7 +480,7 @@ func (l *Ledger) Abort(ctx context.Context, txnID string) error {
 		return fmt.Errorf("abort: %w: transaction id must be 1 to 64 bytes", ErrInvalidArgument)
 	}
 	applied := false
-	err := l.write(ctx, func(tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		t, err := loadTransaction(ctx, tx, txnID)
 		if errors.Is(err, ErrUnknownTransaction) {
 			applied = true

@@ -119,11 +119,12 @@ func (s *Store) CountUsers(ctx context.Context) (int, error) {
 // CreateUsers inserts users and links their accounts in one transaction. It fails with
 // ErrUserExists or ErrAccountLinked and inserts nothing when any user or account is taken.
 func (s *Store) CreateUsers(ctx context.Context, users []userRecord, now time.Time) error {
-	tx, err := s.db.Write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
+	return s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return createUsers(ctx, tx, users, now)
+	})
+}
+
+func createUsers(ctx context.Context, tx *sql.Tx, users []userRecord, now time.Time) error {
 	for _, u := range users {
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)
@@ -147,7 +148,7 @@ func (s *Store) CreateUsers(ctx context.Context, users []userRecord, now time.Ti
 			}
 		}
 	}
-	return tx.Commit()
+	return nil
 }
 
 // User returns a user with its accounts, or ErrNotFound.
@@ -211,7 +212,7 @@ func tokenHash(token string) []byte {
 
 // CreateSession stores a session under the hash of token.
 func (s *Store) CreateSession(ctx context.Context, token string, rec sessionRecord, now time.Time) error {
-	_, err := s.db.Write.ExecContext(ctx,
+	err := s.exec(ctx,
 		`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 		tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
 	if err != nil {
@@ -241,7 +242,7 @@ func (s *Store) Session(ctx context.Context, token string) (sessionRecord, error
 
 // RevokeSession marks the session of token revoked.
 func (s *Store) RevokeSession(ctx context.Context, token string, now time.Time) error {
-	_, err := s.db.Write.ExecContext(ctx,
+	err := s.exec(ctx,
 		`UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL`, now.UnixNano(), tokenHash(token))
 	if err != nil {
 		return fmt.Errorf("gateway: revoke session: %w", err)
@@ -251,11 +252,23 @@ func (s *Store) RevokeSession(ctx context.Context, token string, now time.Time) 
 
 // DeleteExpiredSessions removes sessions that expired before t.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, error) {
-	res, err := s.db.Write.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, t.UnixNano())
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	var n int64
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, t.UnixNano())
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
+	return n, err
+}
+
+// exec runs one statement as a durable update.
+func (s *Store) exec(ctx context.Context, query string, args ...any) error {
+	return s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
 }
 
 // ---- payments
@@ -319,20 +332,28 @@ func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 // AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the stored
 // row and whether it was inserted now.
 func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
-	res, err := s.db.Write.ExecContext(ctx,
-		`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
-			fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		 ON CONFLICT (payment_id) DO NOTHING`,
-		p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint,
-		p.CreatedAt.UnixNano(), p.Deadline.UnixNano())
+	stored, inserted := p, false
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
+				fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			 ON CONFLICT (payment_id) DO NOTHING`,
+			p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint,
+			p.CreatedAt.UnixNano(), p.Deadline.UnixNano())
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			inserted = true
+			return nil
+		}
+		stored, err = s.payment(ctx, tx, p.PaymentID)
+		return err
+	})
 	if err != nil {
 		return p, false, fmt.Errorf("gateway: admit payment %s: %w", p.PaymentID, err)
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return p, true, nil
-	}
-	stored, err := s.payment(ctx, s.db.Write, p.PaymentID)
-	return stored, false, err
+	return stored, inserted, nil
 }
 
 type queryRower interface {
@@ -361,39 +382,38 @@ func (s *Store) Payment(ctx context.Context, id string) (paymentRecord, error) {
 // an abort (a bank asking about a transaction the gateway never admitted), so that it can
 // never commit later.
 func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
-	tx, err := s.db.Write.BeginTx(ctx, nil)
-	if err != nil {
-		return paymentRecord{}, fmt.Errorf("gateway: decide %s: %w", id, err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx,
-		`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
-		 WHERE payment_id = ? AND decision = 0`,
-		d, reason, message, presumed, now.UnixNano(), id)
-	if err != nil {
-		return paymentRecord{}, fmt.Errorf("gateway: decide %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 && d == decisionAbort {
-		// Unknown payment: record the presumed abort. ON CONFLICT keeps an existing decision.
-		_, err = tx.ExecContext(ctx,
-			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
-				decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at)
-			 VALUES (?, '', '', '', 0, '', X'', ?, ?, ?, 1, 1, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING`,
-			id, d, reason, message, now.UnixNano(), now.UnixNano(), now.UnixNano())
+	var p paymentRecord
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
+			 WHERE payment_id = ? AND decision = 0`,
+			d, reason, message, presumed, now.UnixNano(), id)
 		if err != nil {
-			return paymentRecord{}, fmt.Errorf("gateway: decide %s: %w", id, err)
+			return err
 		}
-	}
-	p, err := s.payment(ctx, tx, id)
+		if n, _ := res.RowsAffected(); n == 0 && d == decisionAbort {
+			// Unknown payment: record the presumed abort. ON CONFLICT keeps an existing decision.
+			_, err = tx.ExecContext(ctx,
+				`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
+					decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at)
+				 VALUES (?, '', '', '', 0, '', X'', ?, ?, ?, 1, 1, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING`,
+				id, d, reason, message, now.UnixNano(), now.UnixNano(), now.UnixNano())
+			if err != nil {
+				return err
+			}
+		}
+		p, err = s.payment(ctx, tx, id)
+		return err
+	})
 	if err != nil {
-		return p, err
+		return p, fmt.Errorf("gateway: decide %s: %w", id, err)
 	}
-	return p, tx.Commit()
+	return p, nil
 }
 
 // MarkCompleted records that every participant acknowledged phase two.
 func (s *Store) MarkCompleted(ctx context.Context, id string, now time.Time) error {
-	_, err := s.db.Write.ExecContext(ctx,
+	err := s.exec(ctx,
 		`UPDATE payments SET completed = 1, completed_at = ? WHERE payment_id = ? AND decision != 0`, now.UnixNano(), id)
 	if err != nil {
 		return fmt.Errorf("gateway: complete %s: %w", id, err)

@@ -1,0 +1,158 @@
+package sqlitedb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// ErrClosed is returned by Update after Close.
+var ErrClosed = errors.New("sqlitedb: closed")
+
+// maxBatch bounds how many updates share one transaction.
+const maxBatch = 512
+
+// update is one caller's unit of work waiting for the writer.
+type update struct {
+	ctx  context.Context
+	fn   func(context.Context, *sql.Tx) error
+	done chan error
+}
+
+// Update runs fn in a write transaction and returns once its effects are durable, or with fn's
+// error (and none of its effects), or with the commit's error.
+//
+// Updates from concurrent callers share transactions (group commit): the writer takes every
+// update queued while the previous transaction was syncing, runs each inside its own SAVEPOINT
+// (an update that fails is rolled back alone), and commits them with one sync. A lone update
+// runs at once, so batching adds no latency at low load. fn must use the tx and the ctx it is
+// given: the ctx carries the caller's values but is never cancelled, because interrupting a
+// statement would roll back the whole shared transaction. A caller whose ctx ends before its
+// update starts gets ctx.Err() and nothing is written.
+func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if !db.group {
+		select {
+		case <-db.closing:
+			return ErrClosed
+		default:
+		}
+		return db.runAlone(ctx, fn)
+	}
+	u := &update{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case db.updates <- u:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.closing:
+		return ErrClosed
+	}
+	// Wait for the outcome even if ctx ends now: the update may already be committing, and the
+	// caller must not believe it failed when it is durable. The writer fills done for every
+	// update it took before it stops.
+	select {
+	case err := <-u.done:
+		return err
+	case <-db.writerDone:
+		select {
+		case err := <-u.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// runAlone is Update without group commit: one transaction, one sync, per update.
+func (db *DB) runAlone(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	tx, err := db.Write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(ctx, tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// writer runs queued updates in shared transactions until Close.
+func (db *DB) writer() {
+	defer close(db.writerDone)
+	batch := make([]*update, 0, maxBatch)
+	for {
+		select {
+		case u := <-db.updates:
+			batch = append(batch[:0], u)
+		case <-db.closing:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case u := <-db.updates:
+				batch = append(batch, u)
+			default:
+				break drain
+			}
+		}
+		db.runBatch(batch)
+		for i := range batch {
+			batch[i] = nil
+		}
+	}
+}
+
+func (db *DB) runBatch(batch []*update) {
+	if len(batch) == 1 {
+		u := batch[0]
+		u.done <- db.runAlone(u.ctx, u.fn)
+		return
+	}
+	results := make([]error, len(batch))
+	fail := func(err error) {
+		for _, u := range batch {
+			u.done <- err
+		}
+	}
+	bg := context.Background()
+	tx, err := db.Write.BeginTx(bg, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	for i, u := range batch {
+		if err := u.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := tx.ExecContext(bg, "SAVEPOINT u"); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("sqlitedb: savepoint: %w", err))
+			return
+		}
+		if results[i] = u.fn(context.WithoutCancel(u.ctx), tx); results[i] != nil {
+			if _, err := tx.ExecContext(bg, "ROLLBACK TO u"); err != nil {
+				tx.Rollback()
+				fail(fmt.Errorf("sqlitedb: rollback to savepoint: %w (after %w)", err, results[i]))
+				return
+			}
+		}
+		if _, err := tx.ExecContext(bg, "RELEASE u"); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("sqlitedb: release savepoint: %w", err))
+			return
+		}
+	}
+	commitErr := tx.Commit()
+	for i, u := range batch {
+		if results[i] == nil {
+			results[i] = commitErr
+		}
+		u.done <- results[i]
+	}
+}
