@@ -21,6 +21,7 @@ import (
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/web"
 )
 
 // Config configures a gateway. Zero durations take the defaults in DefaultConfig.
@@ -51,6 +52,11 @@ type Config struct {
 	RecoveryInterval time.Duration
 	// BcryptCost is the cost of password hashes (default bcrypt.DefaultCost).
 	BcryptCost int
+	// NoBatching sends every prepare, commit and abort as its own call. Batching concurrent
+	// messages to the same bank is on by default; turning it off is for measuring what it buys.
+	NoBatching bool
+	// NoGroupCommit gives every write to the gateway's store its own transaction and sync.
+	NoGroupCommit bool
 	// LoginFailuresBurst failed logins are allowed per user and per address before throttling,
 	// then one every LoginFailureEvery (defaults 5 and 10s).
 	LoginFailuresBurst int
@@ -160,6 +166,8 @@ type Gateway struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// stopBatchers ends the batching participants' senders.
+	stopBatchers context.CancelFunc
 }
 
 // Policy is who may call each procedure of the gateway.
@@ -188,7 +196,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(),
 		throttle: newLoginThrottle(cfg.LoginFailureEvery, cfg.LoginFailuresBurst)}
-	store, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"))
+	store, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"), cfg.NoGroupCommit)
 	if err != nil {
 		return nil, err
 	}
@@ -207,10 +215,16 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.banks = make(map[string]bankv1connect.BankServiceClient, len(cfg.Banks))
 	participants := make(map[string]participant, len(cfg.Banks))
 	var names []string
+	batchCtx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
+	g.stopBatchers = stopBatchers
 	for name, url := range cfg.Banks {
 		c := bankv1connect.NewBankServiceClient(httpClient, url, rpcserver.ClientOptions()...)
 		g.banks[name] = c
-		participants[name] = c
+		if cfg.NoBatching {
+			participants[name] = c
+		} else {
+			participants[name] = newBatchingParticipant(batchCtx, c)
+		}
 		names = append(names, name)
 	}
 	sort.Strings(names)
@@ -250,6 +264,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 		g.mount(g.web, false)
+		g.web.HandleFallback(web.Handler(web.DistFS())) // the dashboard
 	}
 	for _, name := range names {
 		g.api.Health().SetStatus(BankHealthService(name), grpchealth.StatusServing)
@@ -370,6 +385,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.cancel()
 	}
 	g.wg.Wait()
+	g.stopBatchers()
 	errs = append(errs, g.store.Close())
 	return errors.Join(errs...)
 }

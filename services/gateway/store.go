@@ -88,9 +88,10 @@ type Store struct {
 	db *sqlitedb.DB
 }
 
-// OpenStore opens or creates the gateway store at path.
-func OpenStore(ctx context.Context, path string) (*Store, error) {
-	db, err := sqlitedb.Open(ctx, path, migrations)
+// OpenStore opens or creates the gateway store at path. noGroupCommit gives every write its
+// own transaction (see sqlitedb.Options).
+func OpenStore(ctx context.Context, path string, noGroupCommit bool) (*Store, error) {
+	db, err := sqlitedb.OpenWith(ctx, path, migrations, sqlitedb.Options{NoGroupCommit: noGroupCommit})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: open store: %w", err)
 	}

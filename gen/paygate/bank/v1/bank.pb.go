@@ -261,6 +261,56 @@ func (TransactionState) EnumDescriptor() ([]byte, []int) {
 	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{3}
 }
 
+// Outcome is what BatchComplete does to one transaction.
+type Outcome int32
+
+const (
+	Outcome_OUTCOME_UNSPECIFIED Outcome = 0
+	Outcome_OUTCOME_COMMIT      Outcome = 1
+	Outcome_OUTCOME_ABORT       Outcome = 2
+)
+
+// Enum value maps for Outcome.
+var (
+	Outcome_name = map[int32]string{
+		0: "OUTCOME_UNSPECIFIED",
+		1: "OUTCOME_COMMIT",
+		2: "OUTCOME_ABORT",
+	}
+	Outcome_value = map[string]int32{
+		"OUTCOME_UNSPECIFIED": 0,
+		"OUTCOME_COMMIT":      1,
+		"OUTCOME_ABORT":       2,
+	}
+)
+
+func (x Outcome) Enum() *Outcome {
+	p := new(Outcome)
+	*p = x
+	return p
+}
+
+func (x Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_paygate_bank_v1_bank_proto_enumTypes[4].Descriptor()
+}
+
+func (Outcome) Type() protoreflect.EnumType {
+	return &file_paygate_bank_v1_bank_proto_enumTypes[4]
+}
+
+func (x Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Outcome.Descriptor instead.
+func (Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{4}
+}
+
 // Leg is one account's part in a transaction.
 type Leg struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1248,6 +1298,404 @@ func (x *GetTransactionResponse) GetTransaction() *Transaction {
 	return nil
 }
 
+type BatchPrepareRequest struct {
+	state         protoimpl.MessageState       `protogen:"open.v1"`
+	Prepares      []*PrepareTransactionRequest `protobuf:"bytes,1,rep,name=prepares,proto3" json:"prepares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchPrepareRequest) Reset() {
+	*x = BatchPrepareRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchPrepareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchPrepareRequest) ProtoMessage() {}
+
+func (x *BatchPrepareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchPrepareRequest.ProtoReflect.Descriptor instead.
+func (*BatchPrepareRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BatchPrepareRequest) GetPrepares() []*PrepareTransactionRequest {
+	if x != nil {
+		return x.Prepares
+	}
+	return nil
+}
+
+// ItemError is the error of one item of a batch, as the single call would have returned it.
+type ItemError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Connect code, e.g. "failed_precondition".
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The ErrorInfo reason, e.g. "transaction_already_aborted".
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ItemError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *ItemError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type BatchPrepareResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set when the item was handled.
+	Response *PrepareTransactionResponse `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	// Set when the item failed as PrepareTransaction would have failed.
+	Error         *ItemError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchPrepareResult) Reset() {
+	*x = BatchPrepareResult{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchPrepareResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchPrepareResult) ProtoMessage() {}
+
+func (x *BatchPrepareResult) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchPrepareResult.ProtoReflect.Descriptor instead.
+func (*BatchPrepareResult) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BatchPrepareResult) GetResponse() *PrepareTransactionResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *BatchPrepareResult) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type BatchPrepareResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchPrepareResult  `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchPrepareResponse) Reset() {
+	*x = BatchPrepareResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchPrepareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchPrepareResponse) ProtoMessage() {}
+
+func (x *BatchPrepareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchPrepareResponse.ProtoReflect.Descriptor instead.
+func (*BatchPrepareResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BatchPrepareResponse) GetResults() []*BatchPrepareResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type Completion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TransactionId string                 `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	Outcome       Outcome                `protobuf:"varint,2,opt,name=outcome,proto3,enum=paygate.bank.v1.Outcome" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Completion) Reset() {
+	*x = Completion{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Completion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Completion) ProtoMessage() {}
+
+func (x *Completion) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Completion.ProtoReflect.Descriptor instead.
+func (*Completion) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Completion) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *Completion) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+type BatchCompleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Completions   []*Completion          `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCompleteRequest) Reset() {
+	*x = BatchCompleteRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCompleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCompleteRequest) ProtoMessage() {}
+
+func (x *BatchCompleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCompleteRequest.ProtoReflect.Descriptor instead.
+func (*BatchCompleteRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BatchCompleteRequest) GetCompletions() []*Completion {
+	if x != nil {
+		return x.Completions
+	}
+	return nil
+}
+
+type BatchCompleteResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The transaction's state after the item was handled.
+	State         TransactionState `protobuf:"varint,1,opt,name=state,proto3,enum=paygate.bank.v1.TransactionState" json:"state,omitempty"`
+	Error         *ItemError       `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCompleteResult) Reset() {
+	*x = BatchCompleteResult{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCompleteResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCompleteResult) ProtoMessage() {}
+
+func (x *BatchCompleteResult) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCompleteResult.ProtoReflect.Descriptor instead.
+func (*BatchCompleteResult) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BatchCompleteResult) GetState() TransactionState {
+	if x != nil {
+		return x.State
+	}
+	return TransactionState_TRANSACTION_STATE_UNSPECIFIED
+}
+
+func (x *BatchCompleteResult) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type BatchCompleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchCompleteResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCompleteResponse) Reset() {
+	*x = BatchCompleteResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCompleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCompleteResponse) ProtoMessage() {}
+
+func (x *BatchCompleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCompleteResponse.ProtoReflect.Descriptor instead.
+func (*BatchCompleteResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BatchCompleteResponse) GetResults() []*BatchCompleteResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_paygate_bank_v1_bank_proto protoreflect.FileDescriptor
 
 const file_paygate_bank_v1_bank_proto_rawDesc = "" +
@@ -1320,7 +1768,30 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x123\n" +
 	"\x06reason\x18\x05 \x01(\x0e2\x1b.paygate.bank.v1.VoteReasonR\x06reason\"X\n" +
 	"\x16GetTransactionResponse\x12>\n" +
-	"\vtransaction\x18\x01 \x01(\v2\x1c.paygate.bank.v1.TransactionR\vtransaction*`\n" +
+	"\vtransaction\x18\x01 \x01(\v2\x1c.paygate.bank.v1.TransactionR\vtransaction\"j\n" +
+	"\x13BatchPrepareRequest\x12S\n" +
+	"\bprepares\x18\x01 \x03(\v2*.paygate.bank.v1.PrepareTransactionRequestB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\bprepares\"Q\n" +
+	"\tItemError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x8f\x01\n" +
+	"\x12BatchPrepareResult\x12G\n" +
+	"\bresponse\x18\x01 \x01(\v2+.paygate.bank.v1.PrepareTransactionResponseR\bresponse\x120\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"U\n" +
+	"\x14BatchPrepareResponse\x12=\n" +
+	"\aresults\x18\x01 \x03(\v2#.paygate.bank.v1.BatchPrepareResultR\aresults\"~\n" +
+	"\n" +
+	"Completion\x120\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\rtransactionId\x12>\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x18.paygate.bank.v1.OutcomeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\"b\n" +
+	"\x14BatchCompleteRequest\x12J\n" +
+	"\vcompletions\x18\x01 \x03(\v2\x1b.paygate.bank.v1.CompletionB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\vcompletions\"\x80\x01\n" +
+	"\x13BatchCompleteResult\x127\n" +
+	"\x05state\x18\x01 \x01(\x0e2!.paygate.bank.v1.TransactionStateR\x05state\x120\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"W\n" +
+	"\x15BatchCompleteResponse\x12>\n" +
+	"\aresults\x18\x01 \x03(\v2$.paygate.bank.v1.BatchCompleteResultR\aresults*`\n" +
 	"\fLegDirection\x12\x1d\n" +
 	"\x19LEG_DIRECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEG_DIRECTION_DEBIT\x10\x01\x12\x18\n" +
@@ -1344,11 +1815,17 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aTRANSACTION_STATE_PREPARED\x10\x01\x12\x1f\n" +
 	"\x1bTRANSACTION_STATE_COMMITTED\x10\x02\x12\x1d\n" +
-	"\x19TRANSACTION_STATE_ABORTED\x10\x032\xe5\x05\n" +
+	"\x19TRANSACTION_STATE_ABORTED\x10\x03*I\n" +
+	"\aOutcome\x12\x17\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eOUTCOME_COMMIT\x10\x01\x12\x11\n" +
+	"\rOUTCOME_ABORT\x10\x022\xa2\a\n" +
 	"\vBankService\x12m\n" +
 	"\x12PrepareTransaction\x12*.paygate.bank.v1.PrepareTransactionRequest\x1a+.paygate.bank.v1.PrepareTransactionResponse\x12j\n" +
 	"\x11CommitTransaction\x12).paygate.bank.v1.CommitTransactionRequest\x1a*.paygate.bank.v1.CommitTransactionResponse\x12g\n" +
-	"\x10AbortTransaction\x12(.paygate.bank.v1.AbortTransactionRequest\x1a).paygate.bank.v1.AbortTransactionResponse\x12l\n" +
+	"\x10AbortTransaction\x12(.paygate.bank.v1.AbortTransactionRequest\x1a).paygate.bank.v1.AbortTransactionResponse\x12[\n" +
+	"\fBatchPrepare\x12$.paygate.bank.v1.BatchPrepareRequest\x1a%.paygate.bank.v1.BatchPrepareResponse\x12^\n" +
+	"\rBatchComplete\x12%.paygate.bank.v1.BatchCompleteRequest\x1a&.paygate.bank.v1.BatchCompleteResponse\x12l\n" +
 	"\x10FetchBankBalance\x12(.paygate.bank.v1.FetchBankBalanceRequest\x1a).paygate.bank.v1.FetchBankBalanceResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\n" +
 	"GetAccount\x12\".paygate.bank.v1.GetAccountRequest\x1a#.paygate.bank.v1.GetAccountResponse\"\x03\x90\x02\x01\x12`\n" +
@@ -1368,69 +1845,91 @@ func file_paygate_bank_v1_bank_proto_rawDescGZIP() []byte {
 	return file_paygate_bank_v1_bank_proto_rawDescData
 }
 
-var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_paygate_bank_v1_bank_proto_goTypes = []any{
 	(LegDirection)(0),                  // 0: paygate.bank.v1.LegDirection
 	(Vote)(0),                          // 1: paygate.bank.v1.Vote
 	(VoteReason)(0),                    // 2: paygate.bank.v1.VoteReason
 	(TransactionState)(0),              // 3: paygate.bank.v1.TransactionState
-	(*Leg)(nil),                        // 4: paygate.bank.v1.Leg
-	(*PrepareTransactionRequest)(nil),  // 5: paygate.bank.v1.PrepareTransactionRequest
-	(*PrepareTransactionResponse)(nil), // 6: paygate.bank.v1.PrepareTransactionResponse
-	(*CommitTransactionRequest)(nil),   // 7: paygate.bank.v1.CommitTransactionRequest
-	(*CommitTransactionResponse)(nil),  // 8: paygate.bank.v1.CommitTransactionResponse
-	(*AbortTransactionRequest)(nil),    // 9: paygate.bank.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil),   // 10: paygate.bank.v1.AbortTransactionResponse
-	(*AccountBalance)(nil),             // 11: paygate.bank.v1.AccountBalance
-	(*FetchBankBalanceRequest)(nil),    // 12: paygate.bank.v1.FetchBankBalanceRequest
-	(*FetchBankBalanceResponse)(nil),   // 13: paygate.bank.v1.FetchBankBalanceResponse
-	(*GetAccountRequest)(nil),          // 14: paygate.bank.v1.GetAccountRequest
-	(*Account)(nil),                    // 15: paygate.bank.v1.Account
-	(*GetAccountResponse)(nil),         // 16: paygate.bank.v1.GetAccountResponse
-	(*ListAccountsRequest)(nil),        // 17: paygate.bank.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),       // 18: paygate.bank.v1.ListAccountsResponse
-	(*GetTransactionRequest)(nil),      // 19: paygate.bank.v1.GetTransactionRequest
-	(*Transaction)(nil),                // 20: paygate.bank.v1.Transaction
-	(*GetTransactionResponse)(nil),     // 21: paygate.bank.v1.GetTransactionResponse
-	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
+	(Outcome)(0),                       // 4: paygate.bank.v1.Outcome
+	(*Leg)(nil),                        // 5: paygate.bank.v1.Leg
+	(*PrepareTransactionRequest)(nil),  // 6: paygate.bank.v1.PrepareTransactionRequest
+	(*PrepareTransactionResponse)(nil), // 7: paygate.bank.v1.PrepareTransactionResponse
+	(*CommitTransactionRequest)(nil),   // 8: paygate.bank.v1.CommitTransactionRequest
+	(*CommitTransactionResponse)(nil),  // 9: paygate.bank.v1.CommitTransactionResponse
+	(*AbortTransactionRequest)(nil),    // 10: paygate.bank.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil),   // 11: paygate.bank.v1.AbortTransactionResponse
+	(*AccountBalance)(nil),             // 12: paygate.bank.v1.AccountBalance
+	(*FetchBankBalanceRequest)(nil),    // 13: paygate.bank.v1.FetchBankBalanceRequest
+	(*FetchBankBalanceResponse)(nil),   // 14: paygate.bank.v1.FetchBankBalanceResponse
+	(*GetAccountRequest)(nil),          // 15: paygate.bank.v1.GetAccountRequest
+	(*Account)(nil),                    // 16: paygate.bank.v1.Account
+	(*GetAccountResponse)(nil),         // 17: paygate.bank.v1.GetAccountResponse
+	(*ListAccountsRequest)(nil),        // 18: paygate.bank.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),       // 19: paygate.bank.v1.ListAccountsResponse
+	(*GetTransactionRequest)(nil),      // 20: paygate.bank.v1.GetTransactionRequest
+	(*Transaction)(nil),                // 21: paygate.bank.v1.Transaction
+	(*GetTransactionResponse)(nil),     // 22: paygate.bank.v1.GetTransactionResponse
+	(*BatchPrepareRequest)(nil),        // 23: paygate.bank.v1.BatchPrepareRequest
+	(*ItemError)(nil),                  // 24: paygate.bank.v1.ItemError
+	(*BatchPrepareResult)(nil),         // 25: paygate.bank.v1.BatchPrepareResult
+	(*BatchPrepareResponse)(nil),       // 26: paygate.bank.v1.BatchPrepareResponse
+	(*Completion)(nil),                 // 27: paygate.bank.v1.Completion
+	(*BatchCompleteRequest)(nil),       // 28: paygate.bank.v1.BatchCompleteRequest
+	(*BatchCompleteResult)(nil),        // 29: paygate.bank.v1.BatchCompleteResult
+	(*BatchCompleteResponse)(nil),      // 30: paygate.bank.v1.BatchCompleteResponse
+	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
 }
 var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	0,  // 0: paygate.bank.v1.Leg.direction:type_name -> paygate.bank.v1.LegDirection
-	4,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
-	22, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
+	31, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 3: paygate.bank.v1.PrepareTransactionResponse.vote:type_name -> paygate.bank.v1.Vote
 	2,  // 4: paygate.bank.v1.PrepareTransactionResponse.reason:type_name -> paygate.bank.v1.VoteReason
 	3,  // 5: paygate.bank.v1.CommitTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
 	3,  // 6: paygate.bank.v1.AbortTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
-	11, // 7: paygate.bank.v1.FetchBankBalanceResponse.balances:type_name -> paygate.bank.v1.AccountBalance
-	11, // 8: paygate.bank.v1.Account.balance:type_name -> paygate.bank.v1.AccountBalance
-	15, // 9: paygate.bank.v1.GetAccountResponse.account:type_name -> paygate.bank.v1.Account
-	15, // 10: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
+	12, // 7: paygate.bank.v1.FetchBankBalanceResponse.balances:type_name -> paygate.bank.v1.AccountBalance
+	12, // 8: paygate.bank.v1.Account.balance:type_name -> paygate.bank.v1.AccountBalance
+	16, // 9: paygate.bank.v1.GetAccountResponse.account:type_name -> paygate.bank.v1.Account
+	16, // 10: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
 	3,  // 11: paygate.bank.v1.Transaction.state:type_name -> paygate.bank.v1.TransactionState
-	4,  // 12: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
-	22, // 13: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	5,  // 12: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
+	31, // 13: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 14: paygate.bank.v1.Transaction.reason:type_name -> paygate.bank.v1.VoteReason
-	20, // 15: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
-	5,  // 16: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
-	7,  // 17: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
-	9,  // 18: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
-	12, // 19: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
-	14, // 20: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
-	17, // 21: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
-	19, // 22: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
-	6,  // 23: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
-	8,  // 24: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
-	10, // 25: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
-	13, // 26: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
-	16, // 27: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
-	18, // 28: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
-	21, // 29: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 15: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
+	6,  // 16: paygate.bank.v1.BatchPrepareRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
+	7,  // 17: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
+	24, // 18: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
+	25, // 19: paygate.bank.v1.BatchPrepareResponse.results:type_name -> paygate.bank.v1.BatchPrepareResult
+	4,  // 20: paygate.bank.v1.Completion.outcome:type_name -> paygate.bank.v1.Outcome
+	27, // 21: paygate.bank.v1.BatchCompleteRequest.completions:type_name -> paygate.bank.v1.Completion
+	3,  // 22: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
+	24, // 23: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
+	29, // 24: paygate.bank.v1.BatchCompleteResponse.results:type_name -> paygate.bank.v1.BatchCompleteResult
+	6,  // 25: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
+	8,  // 26: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
+	10, // 27: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
+	23, // 28: paygate.bank.v1.BankService.BatchPrepare:input_type -> paygate.bank.v1.BatchPrepareRequest
+	28, // 29: paygate.bank.v1.BankService.BatchComplete:input_type -> paygate.bank.v1.BatchCompleteRequest
+	13, // 30: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
+	15, // 31: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
+	18, // 32: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
+	20, // 33: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
+	7,  // 34: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
+	9,  // 35: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
+	11, // 36: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
+	26, // 37: paygate.bank.v1.BankService.BatchPrepare:output_type -> paygate.bank.v1.BatchPrepareResponse
+	30, // 38: paygate.bank.v1.BankService.BatchComplete:output_type -> paygate.bank.v1.BatchCompleteResponse
+	14, // 39: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
+	17, // 40: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
+	19, // 41: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
+	22, // 42: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_paygate_bank_v1_bank_proto_init() }
@@ -1443,8 +1942,8 @@ func file_paygate_bank_v1_bank_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_bank_v1_bank_proto_rawDesc), len(file_paygate_bank_v1_bank_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   18,
+			NumEnums:      5,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

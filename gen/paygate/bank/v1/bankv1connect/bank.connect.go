@@ -45,6 +45,12 @@ const (
 	// BankServiceAbortTransactionProcedure is the fully-qualified name of the BankService's
 	// AbortTransaction RPC.
 	BankServiceAbortTransactionProcedure = "/paygate.bank.v1.BankService/AbortTransaction"
+	// BankServiceBatchPrepareProcedure is the fully-qualified name of the BankService's BatchPrepare
+	// RPC.
+	BankServiceBatchPrepareProcedure = "/paygate.bank.v1.BankService/BatchPrepare"
+	// BankServiceBatchCompleteProcedure is the fully-qualified name of the BankService's BatchComplete
+	// RPC.
+	BankServiceBatchCompleteProcedure = "/paygate.bank.v1.BankService/BatchComplete"
 	// BankServiceFetchBankBalanceProcedure is the fully-qualified name of the BankService's
 	// FetchBankBalance RPC.
 	BankServiceFetchBankBalanceProcedure = "/paygate.bank.v1.BankService/FetchBankBalance"
@@ -73,6 +79,14 @@ type BankServiceClient interface {
 	// transaction the bank has never seen records the abort, so a late prepare votes NO. Aborting a
 	// committed transaction is refused with FAILED_PRECONDITION.
 	AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error)
+	// BatchPrepare prepares several transactions in one call. Each item is handled exactly as
+	// PrepareTransaction handles it, independently of the others; results come back in request
+	// order. The gateway sends concurrent prepares bound for the same bank this way, so that they
+	// share one round trip and one sync of the bank's ledger.
+	BatchPrepare(context.Context, *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error)
+	// BatchComplete commits or aborts several transactions in one call, each exactly as
+	// CommitTransaction or AbortTransaction would; results come back in request order.
+	BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error)
 	// FetchBankBalance returns the balances of the named accounts.
 	FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error)
 	// GetAccount returns one account with its holder and currency.
@@ -113,6 +127,18 @@ func NewBankServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(bankServiceMethods.ByName("AbortTransaction")),
 			connect.WithClientOptions(opts...),
 		),
+		batchPrepare: connect.NewClient[v1.BatchPrepareRequest, v1.BatchPrepareResponse](
+			httpClient,
+			baseURL+BankServiceBatchPrepareProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("BatchPrepare")),
+			connect.WithClientOptions(opts...),
+		),
+		batchComplete: connect.NewClient[v1.BatchCompleteRequest, v1.BatchCompleteResponse](
+			httpClient,
+			baseURL+BankServiceBatchCompleteProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("BatchComplete")),
+			connect.WithClientOptions(opts...),
+		),
 		fetchBankBalance: connect.NewClient[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse](
 			httpClient,
 			baseURL+BankServiceFetchBankBalanceProcedure,
@@ -149,6 +175,8 @@ type bankServiceClient struct {
 	prepareTransaction *connect.Client[v1.PrepareTransactionRequest, v1.PrepareTransactionResponse]
 	commitTransaction  *connect.Client[v1.CommitTransactionRequest, v1.CommitTransactionResponse]
 	abortTransaction   *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
+	batchPrepare       *connect.Client[v1.BatchPrepareRequest, v1.BatchPrepareResponse]
+	batchComplete      *connect.Client[v1.BatchCompleteRequest, v1.BatchCompleteResponse]
 	fetchBankBalance   *connect.Client[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse]
 	getAccount         *connect.Client[v1.GetAccountRequest, v1.GetAccountResponse]
 	listAccounts       *connect.Client[v1.ListAccountsRequest, v1.ListAccountsResponse]
@@ -168,6 +196,16 @@ func (c *bankServiceClient) CommitTransaction(ctx context.Context, req *connect.
 // AbortTransaction calls paygate.bank.v1.BankService.AbortTransaction.
 func (c *bankServiceClient) AbortTransaction(ctx context.Context, req *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error) {
 	return c.abortTransaction.CallUnary(ctx, req)
+}
+
+// BatchPrepare calls paygate.bank.v1.BankService.BatchPrepare.
+func (c *bankServiceClient) BatchPrepare(ctx context.Context, req *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error) {
+	return c.batchPrepare.CallUnary(ctx, req)
+}
+
+// BatchComplete calls paygate.bank.v1.BankService.BatchComplete.
+func (c *bankServiceClient) BatchComplete(ctx context.Context, req *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error) {
+	return c.batchComplete.CallUnary(ctx, req)
 }
 
 // FetchBankBalance calls paygate.bank.v1.BankService.FetchBankBalance.
@@ -205,6 +243,14 @@ type BankServiceHandler interface {
 	// transaction the bank has never seen records the abort, so a late prepare votes NO. Aborting a
 	// committed transaction is refused with FAILED_PRECONDITION.
 	AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error)
+	// BatchPrepare prepares several transactions in one call. Each item is handled exactly as
+	// PrepareTransaction handles it, independently of the others; results come back in request
+	// order. The gateway sends concurrent prepares bound for the same bank this way, so that they
+	// share one round trip and one sync of the bank's ledger.
+	BatchPrepare(context.Context, *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error)
+	// BatchComplete commits or aborts several transactions in one call, each exactly as
+	// CommitTransaction or AbortTransaction would; results come back in request order.
+	BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error)
 	// FetchBankBalance returns the balances of the named accounts.
 	FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error)
 	// GetAccount returns one account with its holder and currency.
@@ -239,6 +285,18 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 		BankServiceAbortTransactionProcedure,
 		svc.AbortTransaction,
 		connect.WithSchema(bankServiceMethods.ByName("AbortTransaction")),
+		connect.WithHandlerOptions(opts...),
+	)
+	bankServiceBatchPrepareHandler := connect.NewUnaryHandler(
+		BankServiceBatchPrepareProcedure,
+		svc.BatchPrepare,
+		connect.WithSchema(bankServiceMethods.ByName("BatchPrepare")),
+		connect.WithHandlerOptions(opts...),
+	)
+	bankServiceBatchCompleteHandler := connect.NewUnaryHandler(
+		BankServiceBatchCompleteProcedure,
+		svc.BatchComplete,
+		connect.WithSchema(bankServiceMethods.ByName("BatchComplete")),
 		connect.WithHandlerOptions(opts...),
 	)
 	bankServiceFetchBankBalanceHandler := connect.NewUnaryHandler(
@@ -277,6 +335,10 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 			bankServiceCommitTransactionHandler.ServeHTTP(w, r)
 		case BankServiceAbortTransactionProcedure:
 			bankServiceAbortTransactionHandler.ServeHTTP(w, r)
+		case BankServiceBatchPrepareProcedure:
+			bankServiceBatchPrepareHandler.ServeHTTP(w, r)
+		case BankServiceBatchCompleteProcedure:
+			bankServiceBatchCompleteHandler.ServeHTTP(w, r)
 		case BankServiceFetchBankBalanceProcedure:
 			bankServiceFetchBankBalanceHandler.ServeHTTP(w, r)
 		case BankServiceGetAccountProcedure:
@@ -304,6 +366,14 @@ func (UnimplementedBankServiceHandler) CommitTransaction(context.Context, *conne
 
 func (UnimplementedBankServiceHandler) AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.AbortTransaction is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) BatchPrepare(context.Context, *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.BatchPrepare is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.BatchComplete is not implemented"))
 }
 
 func (UnimplementedBankServiceHandler) FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error) {

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paygate/bank/v1/bank.proto.
  */
 export const file_paygate_bank_v1_bank: GenFile = /*@__PURE__*/
-  fileDesc("ChpwYXlnYXRlL2JhbmsvdjEvYmFuay5wcm90bxIPcGF5Z2F0ZS5iYW5rLnYxIqABCgNMZWcSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEjwKCWRpcmVjdGlvbhgCIAEoDjIdLnBheWdhdGUuYmFuay52MS5MZWdEaXJlY3Rpb25CCrpIB4IBBBABIAASFwoGYW1vdW50GAMgASgDQge6SAQiAiAAEiMKCGN1cnJlbmN5GAQgASgJQhG6SA5yDDIKXltBLVpdezN9JCKkAQoZUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEi4KBGxlZ3MYAiADKAsyFC5wYXlnYXRlLmJhbmsudjEuTGVnQgq6SAeSAQQIARACEjQKCGRlYWRsaW5lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBIn8KGlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEiMKBHZvdGUYASABKA4yFS5wYXlnYXRlLmJhbmsudjEuVm90ZRIrCgZyZWFzb24YAiABKA4yGy5wYXlnYXRlLmJhbmsudjEuVm90ZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIj0KGENvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIk0KGUNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USMAoFc3RhdGUYASABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZSI8ChdBYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIkwKGEFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlIoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMiQgoXRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QSJwoLYWNjb3VudF9pZHMYASADKAlCErpID5IBDAgBEGQiBnIEEAEYQCJNChhGZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2USMQoIYmFsYW5jZXMYASADKAsyHy5wYXlnYXRlLmJhbmsudjEuQWNjb3VudEJhbGFuY2UiMgoRR2V0QWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIoEBCgdBY2NvdW50EhIKCmFjY291bnRfaWQYASABKAkSDgoGaG9sZGVyGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEg4KBmNsb3NlZBgEIAEoCBIwCgdiYWxhbmNlGAUgASgLMh8ucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnRCYWxhbmNlIj8KEkdldEFjY291bnRSZXNwb25zZRIpCgdhY2NvdW50GAEgASgLMhgucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnQiUgoTTGlzdEFjY291bnRzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAEiWwoUTGlzdEFjY291bnRzUmVzcG9uc2USKgoIYWNjb3VudHMYASADKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoVR2V0VHJhbnNhY3Rpb25SZXF1ZXN0EiEKDnRyYW5zYWN0aW9uX2lkGAEgASgJQgm6SAZyBBABGEAi1gEKC1RyYW5zYWN0aW9uEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEjAKBXN0YXRlGAIgASgOMiEucGF5Z2F0ZS5iYW5rLnYxLlRyYW5zYWN0aW9uU3RhdGUSIgoEbGVncxgDIAMoCzIULnBheWdhdGUuYmFuay52MS5MZWcSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKBnJlYXNvbhgFIAEoDjIbLnBheWdhdGUuYmFuay52MS5Wb3RlUmVhc29uIksKFkdldFRyYW5zYWN0aW9uUmVzcG9uc2USMQoLdHJhbnNhY3Rpb24YASABKAsyHC5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb24qYAoMTGVnRGlyZWN0aW9uEh0KGUxFR19ESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIXChNMRUdfRElSRUNUSU9OX0RFQklUEAESGAoUTEVHX0RJUkVDVElPTl9DUkVESVQQAio3CgRWb3RlEhQKEFZPVEVfVU5TUEVDSUZJRUQQABIMCghWT1RFX1lFUxABEgsKB1ZPVEVfTk8QAiqxAgoKVm90ZVJlYXNvbhIbChdWT1RFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlZPVEVfUkVBU09OX0lOU1VGRklDSUVOVF9GVU5EUxABEh8KG1ZPVEVfUkVBU09OX1VOS05PV05fQUNDT1VOVBACEiEKHVZPVEVfUkVBU09OX0NVUlJFTkNZX01JU01BVENIEAMSHgoaVk9URV9SRUFTT05fQUNDT1VOVF9DTE9TRUQQBBIhCh1WT1RFX1JFQVNPTl9ERUFETElORV9FWENFRURFRBAFEh8KG1ZPVEVfUkVBU09OX0FMUkVBRFlfQUJPUlRFRBAGEhgKFFZPVEVfUkVBU09OX0NPTkZMSUNUEAcSIAocVk9URV9SRUFTT05fQkFMQU5DRV9PVkVSRkxPVxAIKpUBChBUcmFuc2FjdGlvblN0YXRlEiEKHVRSQU5TQUNUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaVFJBTlNBQ1RJT05fU1RBVEVfUFJFUEFSRUQQARIfChtUUkFOU0FDVElPTl9TVEFURV9DT01NSVRURUQQAhIdChlUUkFOU0FDVElPTl9TVEFURV9BQk9SVEVEEAMy5QUKC0JhbmtTZXJ2aWNlEm0KElByZXBhcmVUcmFuc2FjdGlvbhIqLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXF1ZXN0GisucGF5Z2F0ZS5iYW5rLnYxLlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEmoKEUNvbW1pdFRyYW5zYWN0aW9uEikucGF5Z2F0ZS5iYW5rLnYxLkNvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBoqLnBheWdhdGUuYmFuay52MS5Db21taXRUcmFuc2FjdGlvblJlc3BvbnNlEmcKEEFib3J0VHJhbnNhY3Rpb24SKC5wYXlnYXRlLmJhbmsudjEuQWJvcnRUcmFuc2FjdGlvblJlcXVlc3QaKS5wYXlnYXRlLmJhbmsudjEuQWJvcnRUcmFuc2FjdGlvblJlc3BvbnNlEmwKEEZldGNoQmFua0JhbGFuY2USKC5wYXlnYXRlLmJhbmsudjEuRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QaKS5wYXlnYXRlLmJhbmsudjEuRmV0Y2hCYW5rQmFsYW5jZVJlc3BvbnNlIgOQAgESWgoKR2V0QWNjb3VudBIiLnBheWdhdGUuYmFuay52MS5HZXRBY2NvdW50UmVxdWVzdBojLnBheWdhdGUuYmFuay52MS5HZXRBY2NvdW50UmVzcG9uc2UiA5ACARJgCgxMaXN0QWNjb3VudHMSJC5wYXlnYXRlLmJhbmsudjEuTGlzdEFjY291bnRzUmVxdWVzdBolLnBheWdhdGUuYmFuay52MS5MaXN0QWNjb3VudHNSZXNwb25zZSIDkAIBEmYKDkdldFRyYW5zYWN0aW9uEiYucGF5Z2F0ZS5iYW5rLnYxLkdldFRyYW5zYWN0aW9uUmVxdWVzdBonLnBheWdhdGUuYmFuay52MS5HZXRUcmFuc2FjdGlvblJlc3BvbnNlIgOQAgFCtQEKE2NvbS5wYXlnYXRlLmJhbmsudjFCCUJhbmtQcm90b1ABWjVnaXRodWIuY29tL3BheWdhdGUvcGF5Z2F0ZS9nZW4vcGF5Z2F0ZS9iYW5rL3YxO2Jhbmt2MaICA1BCWKoCD1BheWdhdGUuQmFuay5WMcoCD1BheWdhdGVcQmFua1xWMeICG1BheWdhdGVcQmFua1xWMVxHUEJNZXRhZGF0YeoCEVBheWdhdGU6OkJhbms6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChpwYXlnYXRlL2JhbmsvdjEvYmFuay5wcm90bxIPcGF5Z2F0ZS5iYW5rLnYxIqABCgNMZWcSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEjwKCWRpcmVjdGlvbhgCIAEoDjIdLnBheWdhdGUuYmFuay52MS5MZWdEaXJlY3Rpb25CCrpIB4IBBBABIAASFwoGYW1vdW50GAMgASgDQge6SAQiAiAAEiMKCGN1cnJlbmN5GAQgASgJQhG6SA5yDDIKXltBLVpdezN9JCKkAQoZUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEi4KBGxlZ3MYAiADKAsyFC5wYXlnYXRlLmJhbmsudjEuTGVnQgq6SAeSAQQIARACEjQKCGRlYWRsaW5lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBIn8KGlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEiMKBHZvdGUYASABKA4yFS5wYXlnYXRlLmJhbmsudjEuVm90ZRIrCgZyZWFzb24YAiABKA4yGy5wYXlnYXRlLmJhbmsudjEuVm90ZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIj0KGENvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIk0KGUNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USMAoFc3RhdGUYASABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZSI8ChdBYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIkwKGEFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlIoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMiQgoXRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QSJwoLYWNjb3VudF9pZHMYASADKAlCErpID5IBDAgBEGQiBnIEEAEYQCJNChhGZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2USMQoIYmFsYW5jZXMYASADKAsyHy5wYXlnYXRlLmJhbmsudjEuQWNjb3VudEJhbGFuY2UiMgoRR2V0QWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIoEBCgdBY2NvdW50EhIKCmFjY291bnRfaWQYASABKAkSDgoGaG9sZGVyGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEg4KBmNsb3NlZBgEIAEoCBIwCgdiYWxhbmNlGAUgASgLMh8ucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnRCYWxhbmNlIj8KEkdldEFjY291bnRSZXNwb25zZRIpCgdhY2NvdW50GAEgASgLMhgucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnQiUgoTTGlzdEFjY291bnRzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAEiWwoUTGlzdEFjY291bnRzUmVzcG9uc2USKgoIYWNjb3VudHMYASADKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoVR2V0VHJhbnNhY3Rpb25SZXF1ZXN0EiEKDnRyYW5zYWN0aW9uX2lkGAEgASgJQgm6SAZyBBABGEAi1gEKC1RyYW5zYWN0aW9uEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEjAKBXN0YXRlGAIgASgOMiEucGF5Z2F0ZS5iYW5rLnYxLlRyYW5zYWN0aW9uU3RhdGUSIgoEbGVncxgDIAMoCzIULnBheWdhdGUuYmFuay52MS5MZWcSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKBnJlYXNvbhgFIAEoDjIbLnBheWdhdGUuYmFuay52MS5Wb3RlUmVhc29uIksKFkdldFRyYW5zYWN0aW9uUmVzcG9uc2USMQoLdHJhbnNhY3Rpb24YASABKAsyHC5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb24iYAoTQmF0Y2hQcmVwYXJlUmVxdWVzdBJJCghwcmVwYXJlcxgBIAMoCzIqLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXF1ZXN0Qgu6SAiSAQUIARDoByI6CglJdGVtRXJyb3ISDAoEY29kZRgBIAEoCRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJ+ChJCYXRjaFByZXBhcmVSZXN1bHQSPQoIcmVzcG9uc2UYASABKAsyKy5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVzcG9uc2USKQoFZXJyb3IYAiABKAsyGi5wYXlnYXRlLmJhbmsudjEuSXRlbUVycm9yIkwKFEJhdGNoUHJlcGFyZVJlc3BvbnNlEjQKB3Jlc3VsdHMYASADKAsyIy5wYXlnYXRlLmJhbmsudjEuQmF0Y2hQcmVwYXJlUmVzdWx0ImYKCkNvbXBsZXRpb24SIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBI1CgdvdXRjb21lGAIgASgOMhgucGF5Z2F0ZS5iYW5rLnYxLk91dGNvbWVCCrpIB4IBBBABIAAiVQoUQmF0Y2hDb21wbGV0ZVJlcXVlc3QSPQoLY29tcGxldGlvbnMYASADKAsyGy5wYXlnYXRlLmJhbmsudjEuQ29tcGxldGlvbkILukgIkgEFCAEQ6AcicgoTQmF0Y2hDb21wbGV0ZVJlc3VsdBIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlEikKBWVycm9yGAIgASgLMhoucGF5Z2F0ZS5iYW5rLnYxLkl0ZW1FcnJvciJOChVCYXRjaENvbXBsZXRlUmVzcG9uc2USNQoHcmVzdWx0cxgBIAMoCzIkLnBheWdhdGUuYmFuay52MS5CYXRjaENvbXBsZXRlUmVzdWx0KmAKDExlZ0RpcmVjdGlvbhIdChlMRUdfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASFwoTTEVHX0RJUkVDVElPTl9ERUJJVBABEhgKFExFR19ESVJFQ1RJT05fQ1JFRElUEAIqNwoEVm90ZRIUChBWT1RFX1VOU1BFQ0lGSUVEEAASDAoIVk9URV9ZRVMQARILCgdWT1RFX05PEAIqsQIKClZvdGVSZWFzb24SGwoXVk9URV9SRUFTT05fVU5TUEVDSUZJRUQQABIiCh5WT1RFX1JFQVNPTl9JTlNVRkZJQ0lFTlRfRlVORFMQARIfChtWT1RFX1JFQVNPTl9VTktOT1dOX0FDQ09VTlQQAhIhCh1WT1RFX1JFQVNPTl9DVVJSRU5DWV9NSVNNQVRDSBADEh4KGlZPVEVfUkVBU09OX0FDQ09VTlRfQ0xPU0VEEAQSIQodVk9URV9SRUFTT05fREVBRExJTkVfRVhDRUVERUQQBRIfChtWT1RFX1JFQVNPTl9BTFJFQURZX0FCT1JURUQQBhIYChRWT1RFX1JFQVNPTl9DT05GTElDVBAHEiAKHFZPVEVfUkVBU09OX0JBTEFOQ0VfT1ZFUkZMT1cQCCqVAQoQVHJhbnNhY3Rpb25TdGF0ZRIhCh1UUkFOU0FDVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh4KGlRSQU5TQUNUSU9OX1NUQVRFX1BSRVBBUkVEEAESHwobVFJBTlNBQ1RJT05fU1RBVEVfQ09NTUlUVEVEEAISHQoZVFJBTlNBQ1RJT05fU1RBVEVfQUJPUlRFRBADKkkKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhIKDk9VVENPTUVfQ09NTUlUEAESEQoNT1VUQ09NRV9BQk9SVBACMqIHCgtCYW5rU2VydmljZRJtChJQcmVwYXJlVHJhbnNhY3Rpb24SKi5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBorLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXNwb25zZRJqChFDb21taXRUcmFuc2FjdGlvbhIpLnBheWdhdGUuYmFuay52MS5Db21taXRUcmFuc2FjdGlvblJlcXVlc3QaKi5wYXlnYXRlLmJhbmsudjEuQ29tbWl0VHJhbnNhY3Rpb25SZXNwb25zZRJnChBBYm9ydFRyYW5zYWN0aW9uEigucGF5Z2F0ZS5iYW5rLnYxLkFib3J0VHJhbnNhY3Rpb25SZXF1ZXN0GikucGF5Z2F0ZS5iYW5rLnYxLkFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRJbCgxCYXRjaFByZXBhcmUSJC5wYXlnYXRlLmJhbmsudjEuQmF0Y2hQcmVwYXJlUmVxdWVzdBolLnBheWdhdGUuYmFuay52MS5CYXRjaFByZXBhcmVSZXNwb25zZRJeCg1CYXRjaENvbXBsZXRlEiUucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoQ29tcGxldGVSZXF1ZXN0GiYucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoQ29tcGxldGVSZXNwb25zZRJsChBGZXRjaEJhbmtCYWxhbmNlEigucGF5Z2F0ZS5iYW5rLnYxLkZldGNoQmFua0JhbGFuY2VSZXF1ZXN0GikucGF5Z2F0ZS5iYW5rLnYxLkZldGNoQmFua0JhbGFuY2VSZXNwb25zZSIDkAIBEloKCkdldEFjY291bnQSIi5wYXlnYXRlLmJhbmsudjEuR2V0QWNjb3VudFJlcXVlc3QaIy5wYXlnYXRlLmJhbmsudjEuR2V0QWNjb3VudFJlc3BvbnNlIgOQAgESYAoMTGlzdEFjY291bnRzEiQucGF5Z2F0ZS5iYW5rLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaJS5wYXlnYXRlLmJhbmsudjEuTGlzdEFjY291bnRzUmVzcG9uc2UiA5ACARJmCg5HZXRUcmFuc2FjdGlvbhImLnBheWdhdGUuYmFuay52MS5HZXRUcmFuc2FjdGlvblJlcXVlc3QaJy5wYXlnYXRlLmJhbmsudjEuR2V0VHJhbnNhY3Rpb25SZXNwb25zZSIDkAIBQrUBChNjb20ucGF5Z2F0ZS5iYW5rLnYxQglCYW5rUHJvdG9QAVo1Z2l0aHViLmNvbS9wYXlnYXRlL3BheWdhdGUvZ2VuL3BheWdhdGUvYmFuay92MTtiYW5rdjGiAgNQQliqAg9QYXlnYXRlLkJhbmsuVjHKAg9QYXlnYXRlXEJhbmtcVjHiAhtQYXlnYXRlXEJhbmtcVjFcR1BCTWV0YWRhdGHqAhFQYXlnYXRlOjpCYW5rOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Leg is one account's part in a transaction.
@@ -474,6 +474,179 @@ export const GetTransactionResponseSchema: GenMessage<GetTransactionResponse> = 
   messageDesc(file_paygate_bank_v1_bank, 17);
 
 /**
+ * @generated from message paygate.bank.v1.BatchPrepareRequest
+ */
+export type BatchPrepareRequest = Message<"paygate.bank.v1.BatchPrepareRequest"> & {
+  /**
+   * @generated from field: repeated paygate.bank.v1.PrepareTransactionRequest prepares = 1;
+   */
+  prepares: PrepareTransactionRequest[];
+};
+
+/**
+ * Describes the message paygate.bank.v1.BatchPrepareRequest.
+ * Use `create(BatchPrepareRequestSchema)` to create a new message.
+ */
+export const BatchPrepareRequestSchema: GenMessage<BatchPrepareRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 18);
+
+/**
+ * ItemError is the error of one item of a batch, as the single call would have returned it.
+ *
+ * @generated from message paygate.bank.v1.ItemError
+ */
+export type ItemError = Message<"paygate.bank.v1.ItemError"> & {
+  /**
+   * The Connect code, e.g. "failed_precondition".
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * The ErrorInfo reason, e.g. "transaction_already_aborted".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.ItemError.
+ * Use `create(ItemErrorSchema)` to create a new message.
+ */
+export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 19);
+
+/**
+ * @generated from message paygate.bank.v1.BatchPrepareResult
+ */
+export type BatchPrepareResult = Message<"paygate.bank.v1.BatchPrepareResult"> & {
+  /**
+   * Set when the item was handled.
+   *
+   * @generated from field: paygate.bank.v1.PrepareTransactionResponse response = 1;
+   */
+  response?: PrepareTransactionResponse | undefined;
+
+  /**
+   * Set when the item failed as PrepareTransaction would have failed.
+   *
+   * @generated from field: paygate.bank.v1.ItemError error = 2;
+   */
+  error?: ItemError | undefined;
+};
+
+/**
+ * Describes the message paygate.bank.v1.BatchPrepareResult.
+ * Use `create(BatchPrepareResultSchema)` to create a new message.
+ */
+export const BatchPrepareResultSchema: GenMessage<BatchPrepareResult> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 20);
+
+/**
+ * @generated from message paygate.bank.v1.BatchPrepareResponse
+ */
+export type BatchPrepareResponse = Message<"paygate.bank.v1.BatchPrepareResponse"> & {
+  /**
+   * @generated from field: repeated paygate.bank.v1.BatchPrepareResult results = 1;
+   */
+  results: BatchPrepareResult[];
+};
+
+/**
+ * Describes the message paygate.bank.v1.BatchPrepareResponse.
+ * Use `create(BatchPrepareResponseSchema)` to create a new message.
+ */
+export const BatchPrepareResponseSchema: GenMessage<BatchPrepareResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 21);
+
+/**
+ * @generated from message paygate.bank.v1.Completion
+ */
+export type Completion = Message<"paygate.bank.v1.Completion"> & {
+  /**
+   * @generated from field: string transaction_id = 1;
+   */
+  transactionId: string;
+
+  /**
+   * @generated from field: paygate.bank.v1.Outcome outcome = 2;
+   */
+  outcome: Outcome;
+};
+
+/**
+ * Describes the message paygate.bank.v1.Completion.
+ * Use `create(CompletionSchema)` to create a new message.
+ */
+export const CompletionSchema: GenMessage<Completion> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 22);
+
+/**
+ * @generated from message paygate.bank.v1.BatchCompleteRequest
+ */
+export type BatchCompleteRequest = Message<"paygate.bank.v1.BatchCompleteRequest"> & {
+  /**
+   * @generated from field: repeated paygate.bank.v1.Completion completions = 1;
+   */
+  completions: Completion[];
+};
+
+/**
+ * Describes the message paygate.bank.v1.BatchCompleteRequest.
+ * Use `create(BatchCompleteRequestSchema)` to create a new message.
+ */
+export const BatchCompleteRequestSchema: GenMessage<BatchCompleteRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 23);
+
+/**
+ * @generated from message paygate.bank.v1.BatchCompleteResult
+ */
+export type BatchCompleteResult = Message<"paygate.bank.v1.BatchCompleteResult"> & {
+  /**
+   * The transaction's state after the item was handled.
+   *
+   * @generated from field: paygate.bank.v1.TransactionState state = 1;
+   */
+  state: TransactionState;
+
+  /**
+   * @generated from field: paygate.bank.v1.ItemError error = 2;
+   */
+  error?: ItemError | undefined;
+};
+
+/**
+ * Describes the message paygate.bank.v1.BatchCompleteResult.
+ * Use `create(BatchCompleteResultSchema)` to create a new message.
+ */
+export const BatchCompleteResultSchema: GenMessage<BatchCompleteResult> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 24);
+
+/**
+ * @generated from message paygate.bank.v1.BatchCompleteResponse
+ */
+export type BatchCompleteResponse = Message<"paygate.bank.v1.BatchCompleteResponse"> & {
+  /**
+   * @generated from field: repeated paygate.bank.v1.BatchCompleteResult results = 1;
+   */
+  results: BatchCompleteResult[];
+};
+
+/**
+ * Describes the message paygate.bank.v1.BatchCompleteResponse.
+ * Use `create(BatchCompleteResponseSchema)` to create a new message.
+ */
+export const BatchCompleteResponseSchema: GenMessage<BatchCompleteResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 25);
+
+/**
  * LegDirection says whether a leg takes money from its account or brings money to it.
  *
  * @generated from enum paygate.bank.v1.LegDirection
@@ -647,6 +820,34 @@ export const TransactionStateSchema: GenEnum<TransactionState> = /*@__PURE__*/
   enumDesc(file_paygate_bank_v1_bank, 3);
 
 /**
+ * Outcome is what BatchComplete does to one transaction.
+ *
+ * @generated from enum paygate.bank.v1.Outcome
+ */
+export enum Outcome {
+  /**
+   * @generated from enum value: OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: OUTCOME_COMMIT = 1;
+   */
+  COMMIT = 1,
+
+  /**
+   * @generated from enum value: OUTCOME_ABORT = 2;
+   */
+  ABORT = 2,
+}
+
+/**
+ * Describes the enum paygate.bank.v1.Outcome.
+ */
+export const OutcomeSchema: GenEnum<Outcome> = /*@__PURE__*/
+  enumDesc(file_paygate_bank_v1_bank, 4);
+
+/**
  * BankService is what one bank offers the payment gateway.
  *
  * A transaction is identified by its transaction_id (the gateway uses the payment_id). Every
@@ -692,6 +893,30 @@ export const BankService: GenService<{
     methodKind: "unary";
     input: typeof AbortTransactionRequestSchema;
     output: typeof AbortTransactionResponseSchema;
+  },
+  /**
+   * BatchPrepare prepares several transactions in one call. Each item is handled exactly as
+   * PrepareTransaction handles it, independently of the others; results come back in request
+   * order. The gateway sends concurrent prepares bound for the same bank this way, so that they
+   * share one round trip and one sync of the bank's ledger.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.BatchPrepare
+   */
+  batchPrepare: {
+    methodKind: "unary";
+    input: typeof BatchPrepareRequestSchema;
+    output: typeof BatchPrepareResponseSchema;
+  },
+  /**
+   * BatchComplete commits or aborts several transactions in one call, each exactly as
+   * CommitTransaction or AbortTransaction would; results come back in request order.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.BatchComplete
+   */
+  batchComplete: {
+    methodKind: "unary";
+    input: typeof BatchCompleteRequestSchema;
+    output: typeof BatchCompleteResponseSchema;
   },
   /**
    * FetchBankBalance returns the balances of the named accounts.

@@ -1,0 +1,252 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
+	"github.com/paygate/paygate/internal/rpcerr"
+)
+
+// Adaptive batching of two-phase-commit messages.
+//
+// Each bank gets a batchingParticipant. A call to it queues; a sender takes the first call
+// queued and everything queued behind it (up to maxBatch) and sends them as one BatchPrepare or
+// BatchComplete, or as the plain single call when it is alone. At most maxInflight batches per
+// bank are in flight; while they are, new calls wait in the queue and form the next batch. So
+// at low load every message goes out at once, alone, with no added latency, and under load the
+// number of round trips (and of the bank's syncs) per payment falls towards 1/batch size.
+
+const (
+	maxBatch    = 256
+	maxInflight = 4
+)
+
+type pending[Req, Resp any] struct {
+	ctx  context.Context
+	req  Req
+	resp Resp
+	err  error
+	done chan struct{}
+}
+
+type batcher[Req, Resp any] struct {
+	queue    chan *pending[Req, Resp]
+	slots    chan struct{}
+	single   func(context.Context, Req) (Resp, error)
+	multiple func(context.Context, []Req) ([]Resp, []error, error)
+}
+
+func newBatcher[Req, Resp any](ctx context.Context, single func(context.Context, Req) (Resp, error), multiple func(context.Context, []Req) ([]Resp, []error, error)) *batcher[Req, Resp] {
+	b := &batcher[Req, Resp]{
+		queue:    make(chan *pending[Req, Resp], maxBatch*maxInflight),
+		slots:    make(chan struct{}, maxInflight),
+		single:   single,
+		multiple: multiple,
+	}
+	go b.run(ctx)
+	return b
+}
+
+// do queues req and waits for its answer or for ctx to end.
+func (b *batcher[Req, Resp]) do(ctx context.Context, req Req) (Resp, error) {
+	p := &pending[Req, Resp]{ctx: ctx, req: req, done: make(chan struct{})}
+	var zero Resp
+	select {
+	case b.queue <- p:
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+	select {
+	case <-p.done:
+		return p.resp, p.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+func (b *batcher[Req, Resp]) run(ctx context.Context) {
+	for {
+		var first *pending[Req, Resp]
+		select {
+		case first = <-b.queue:
+		case <-ctx.Done():
+			return
+		}
+		// Wait for a free slot before gathering: calls arriving meanwhile join this batch.
+		select {
+		case b.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		batch := []*pending[Req, Resp]{first}
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-b.queue:
+				batch = append(batch, p)
+			default:
+				break gather
+			}
+		}
+		go func() {
+			defer func() { <-b.slots }()
+			b.send(batch)
+		}()
+	}
+}
+
+func (b *batcher[Req, Resp]) send(batch []*pending[Req, Resp]) {
+	live := batch[:0:0]
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.err = err
+			close(p.done)
+			continue
+		}
+		live = append(live, p)
+	}
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		p := live[0]
+		p.resp, p.err = b.single(p.ctx, p.req)
+		close(p.done)
+		return
+	}
+	// The batch call lives as long as the longest-lived of its callers.
+	var deadline time.Time
+	reqs := make([]Req, len(live))
+	for i, p := range live {
+		reqs[i] = p.req
+		d, ok := p.ctx.Deadline()
+		if !ok {
+			d = time.Now().Add(time.Minute)
+		}
+		if d.After(deadline) {
+			deadline = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
+	defer cancel()
+	resps, errs, err := b.multiple(ctx, reqs)
+	if err == nil && (len(resps) != len(live) || len(errs) != len(live)) {
+		err = connect.NewError(connect.CodeInternal, fmt.Errorf("batch of %d answered with %d results", len(live), len(resps)))
+	}
+	for i, p := range live {
+		if err != nil {
+			p.err = err
+		} else {
+			p.resp, p.err = resps[i], errs[i]
+		}
+		close(p.done)
+	}
+}
+
+// fromItemError turns a batch item's error back into the error the single call returns.
+func fromItemError(e *bankv1.ItemError) error {
+	if e == nil {
+		return nil
+	}
+	var code connect.Code
+	if err := code.UnmarshalText([]byte(e.GetCode())); err != nil {
+		code = connect.CodeUnknown
+	}
+	ce := connect.NewError(code, errors.New(e.GetMessage()))
+	if e.GetReason() != "" {
+		if d, err := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: e.GetReason(), Domain: rpcerr.Domain}); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	return ce
+}
+
+// batchingParticipant is a participant that batches concurrent messages to one bank.
+type batchingParticipant struct {
+	client    bankv1connect.BankServiceClient
+	prepares  *batcher[*bankv1.PrepareTransactionRequest, *bankv1.PrepareTransactionResponse]
+	completes *batcher[*bankv1.Completion, bankv1.TransactionState]
+}
+
+func newBatchingParticipant(ctx context.Context, client bankv1connect.BankServiceClient) *batchingParticipant {
+	bp := &batchingParticipant{client: client}
+	bp.prepares = newBatcher(ctx,
+		func(ctx context.Context, req *bankv1.PrepareTransactionRequest) (*bankv1.PrepareTransactionResponse, error) {
+			resp, err := client.PrepareTransaction(ctx, connect.NewRequest(req))
+			if err != nil {
+				return nil, err
+			}
+			return resp.Msg, nil
+		},
+		func(ctx context.Context, reqs []*bankv1.PrepareTransactionRequest) ([]*bankv1.PrepareTransactionResponse, []error, error) {
+			resp, err := client.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: reqs}))
+			if err != nil {
+				return nil, nil, err
+			}
+			results := resp.Msg.GetResults()
+			out, errs := make([]*bankv1.PrepareTransactionResponse, len(results)), make([]error, len(results))
+			for i, r := range results {
+				out[i], errs[i] = r.GetResponse(), fromItemError(r.GetError())
+			}
+			return out, errs, nil
+		})
+	bp.completes = newBatcher(ctx,
+		func(ctx context.Context, c *bankv1.Completion) (bankv1.TransactionState, error) {
+			if c.GetOutcome() == bankv1.Outcome_OUTCOME_COMMIT {
+				resp, err := client.CommitTransaction(ctx, connect.NewRequest(&bankv1.CommitTransactionRequest{TransactionId: c.GetTransactionId()}))
+				if err != nil {
+					return 0, err
+				}
+				return resp.Msg.GetState(), nil
+			}
+			resp, err := client.AbortTransaction(ctx, connect.NewRequest(&bankv1.AbortTransactionRequest{TransactionId: c.GetTransactionId()}))
+			if err != nil {
+				return 0, err
+			}
+			return resp.Msg.GetState(), nil
+		},
+		func(ctx context.Context, cs []*bankv1.Completion) ([]bankv1.TransactionState, []error, error) {
+			resp, err := client.BatchComplete(ctx, connect.NewRequest(&bankv1.BatchCompleteRequest{Completions: cs}))
+			if err != nil {
+				return nil, nil, err
+			}
+			results := resp.Msg.GetResults()
+			out, errs := make([]bankv1.TransactionState, len(results)), make([]error, len(results))
+			for i, r := range results {
+				out[i], errs[i] = r.GetState(), fromItemError(r.GetError())
+			}
+			return out, errs, nil
+		})
+	return bp
+}
+
+func (bp *batchingParticipant) PrepareTransaction(ctx context.Context, req *connect.Request[bankv1.PrepareTransactionRequest]) (*connect.Response[bankv1.PrepareTransactionResponse], error) {
+	resp, err := bp.prepares.do(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (bp *batchingParticipant) CommitTransaction(ctx context.Context, req *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error) {
+	st, err := bp.completes.do(ctx, &bankv1.Completion{TransactionId: req.Msg.GetTransactionId(), Outcome: bankv1.Outcome_OUTCOME_COMMIT})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&bankv1.CommitTransactionResponse{State: st}), nil
+}
+
+func (bp *batchingParticipant) AbortTransaction(ctx context.Context, req *connect.Request[bankv1.AbortTransactionRequest]) (*connect.Response[bankv1.AbortTransactionResponse], error) {
+	st, err := bp.completes.do(ctx, &bankv1.Completion{TransactionId: req.Msg.GetTransactionId(), Outcome: bankv1.Outcome_OUTCOME_ABORT})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&bankv1.AbortTransactionResponse{State: st}), nil
+}

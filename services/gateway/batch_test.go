@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
+	"github.com/paygate/paygate/internal/rpcerr"
+)
+
+// countingBank answers prepares YES (NO for ids starting with "no-"), fails commits of ids
+// starting with "aborted-" as the bank does, and counts the calls it gets.
+type countingBank struct {
+	bankv1connect.BankServiceClient // nil: other methods are not used
+	singles, batches atomic.Int64
+	items            atomic.Int64
+	delay            time.Duration
+}
+
+func (b *countingBank) vote(req *bankv1.PrepareTransactionRequest) *bankv1.PrepareTransactionResponse {
+	if len(req.GetTransactionId()) > 3 && req.GetTransactionId()[:3] == "no-" {
+		return &bankv1.PrepareTransactionResponse{Vote: bankv1.Vote_VOTE_NO, Reason: bankv1.VoteReason_VOTE_REASON_INSUFFICIENT_FUNDS}
+	}
+	return &bankv1.PrepareTransactionResponse{Vote: bankv1.Vote_VOTE_YES}
+}
+
+func (b *countingBank) PrepareTransaction(ctx context.Context, req *connect.Request[bankv1.PrepareTransactionRequest]) (*connect.Response[bankv1.PrepareTransactionResponse], error) {
+	b.singles.Add(1)
+	b.items.Add(1)
+	time.Sleep(b.delay)
+	return connect.NewResponse(b.vote(req.Msg)), nil
+}
+
+func (b *countingBank) BatchPrepare(ctx context.Context, req *connect.Request[bankv1.BatchPrepareRequest]) (*connect.Response[bankv1.BatchPrepareResponse], error) {
+	b.batches.Add(1)
+	b.items.Add(int64(len(req.Msg.GetPrepares())))
+	time.Sleep(b.delay)
+	out := &bankv1.BatchPrepareResponse{}
+	for _, p := range req.Msg.GetPrepares() {
+		out.Results = append(out.Results, &bankv1.BatchPrepareResult{Response: b.vote(p)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (b *countingBank) CommitTransaction(ctx context.Context, req *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error) {
+	b.singles.Add(1)
+	b.items.Add(1)
+	if req.Msg.GetTransactionId()[:8] == "aborted-" {
+		return nil, rpcerr.New(connect.CodeFailedPrecondition, "transaction_already_aborted", "already aborted")
+	}
+	return connect.NewResponse(&bankv1.CommitTransactionResponse{State: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED}), nil
+}
+
+func (b *countingBank) BatchComplete(ctx context.Context, req *connect.Request[bankv1.BatchCompleteRequest]) (*connect.Response[bankv1.BatchCompleteResponse], error) {
+	b.batches.Add(1)
+	b.items.Add(int64(len(req.Msg.GetCompletions())))
+	time.Sleep(b.delay)
+	out := &bankv1.BatchCompleteResponse{}
+	for _, c := range req.Msg.GetCompletions() {
+		if c.GetTransactionId()[:8] == "aborted-" {
+			out.Results = append(out.Results, &bankv1.BatchCompleteResult{Error: &bankv1.ItemError{Code: "failed_precondition", Reason: "transaction_already_aborted", Message: "already aborted"}})
+			continue
+		}
+		out.Results = append(out.Results, &bankv1.BatchCompleteResult{State: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func TestBatchingParticipantBatchesUnderLoad(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bank := &countingBank{delay: 5 * time.Millisecond}
+	bp := newBatchingParticipant(ctx, bank)
+
+	// Alone, a message goes out at once as the single call.
+	resp, err := bp.PrepareTransaction(ctx, connect.NewRequest(&bankv1.PrepareTransactionRequest{TransactionId: "solo"}))
+	if err != nil || resp.Msg.GetVote() != bankv1.Vote_VOTE_YES || bank.singles.Load() != 1 || bank.batches.Load() != 0 {
+		t.Fatalf("lone prepare: %v %v, singles %d batches %d", resp, err, bank.singles.Load(), bank.batches.Load())
+	}
+
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("p-%03d", i)
+			if i%5 == 0 {
+				id = fmt.Sprintf("no-%03d", i)
+			}
+			resp, err := bp.PrepareTransaction(ctx, connect.NewRequest(&bankv1.PrepareTransactionRequest{TransactionId: id}))
+			if err != nil {
+				t.Errorf("%s: %v", id, err)
+				return
+			}
+			want := bankv1.Vote_VOTE_YES
+			if i%5 == 0 {
+				want = bankv1.Vote_VOTE_NO
+			}
+			if resp.Msg.GetVote() != want {
+				t.Errorf("%s: vote %v, want %v (answers mixed up between callers)", id, resp.Msg.GetVote(), want)
+			}
+			cid := fmt.Sprintf("commit-%03d", i)
+			if i%7 == 0 {
+				cid = fmt.Sprintf("aborted-%03d", i)
+			}
+			_, err = bp.CommitTransaction(ctx, connect.NewRequest(&bankv1.CommitTransactionRequest{TransactionId: cid}))
+			if i%7 == 0 {
+				if connect.CodeOf(err) != connect.CodeFailedPrecondition || rpcerr.Reason(err) != "transaction_already_aborted" {
+					t.Errorf("%s: %v, want the item's FailedPrecondition with its reason", cid, err)
+				}
+			} else if err != nil {
+				t.Errorf("%s: %v", cid, err)
+			}
+		}()
+	}
+	wg.Wait()
+	calls := bank.singles.Load() + bank.batches.Load()
+	if bank.items.Load() != 2*n+1 {
+		t.Errorf("bank saw %d messages, want %d", bank.items.Load(), 2*n+1)
+	}
+	if calls > n/2 {
+		t.Errorf("%d calls for %d messages: not batched", calls, 2*n+1)
+	}
+	t.Logf("%d messages in %d calls (%d batches)", 2*n+1, calls, bank.batches.Load())
+}
+
+func TestBatcherCallerDeadline(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bank := &countingBank{delay: 200 * time.Millisecond}
+	bp := newBatchingParticipant(ctx, bank)
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	_, err := bp.PrepareTransaction(short, connect.NewRequest(&bankv1.PrepareTransactionRequest{TransactionId: "slow"}))
+	if err == nil || time.Since(start) > 150*time.Millisecond {
+		t.Fatalf("got %v after %s; want the caller's deadline to end its wait", err, time.Since(start))
+	}
+}

@@ -1,0 +1,431 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+)
+
+// newTestCoordinator returns a coordinator over fake banks "bankA" and "bankB" with its own
+// store. Background work started by recoverOnce is waited for before the store closes.
+func newTestCoordinator(t *testing.T, timeout time.Duration, a, b *fakeBank) (*Coordinator, *Store) {
+	t.Helper()
+	store, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "gateway.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	c := newCoordinator(store, map[string]participant{"bankA": a, "bankB": b}, nil, newBroker(), slog.New(slog.DiscardHandler), timeout)
+	t.Cleanup(func() { waitIdle(t, c) })
+	return c, store
+}
+
+// waitIdle waits until the coordinator drives no payment.
+func waitIdle(t testing.TB, c *Coordinator) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the coordinator to be idle", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.inflight) == 0
+	})
+}
+
+func testPayment(from, to string, amount int64) paymentRecord {
+	p := paymentRecord{PaymentID: newPaymentID(), Username: "alice", From: from, To: to, Amount: amount, Currency: "USD"}
+	p.Fingerprint = paymentFingerprint(p.Username, p.From, p.To, p.Amount, p.Currency)
+	return p
+}
+
+func stored(t testing.TB, s *Store, id string) paymentRecord {
+	t.Helper()
+	p, err := s.Payment(context.Background(), id)
+	if err != nil {
+		t.Fatalf("payment %s: %v", id, err)
+	}
+	return p
+}
+
+func TestCoordinatorAllYesCommits(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{}
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	p := testPayment("bankA-1", "bankB-2", 700)
+	out, replayed, err := c.Execute(context.Background(), p)
+	if err != nil || replayed {
+		t.Fatalf("Execute = %v, %v", replayed, err)
+	}
+	if out.Decision != decisionCommit || out.proto().GetStatus() != statusSucceeded {
+		t.Fatalf("decision = %v", out.Decision)
+	}
+	for name, f := range map[string]*fakeBank{"bankA": a, "bankB": b} {
+		if f.prepares.Load() != 1 || f.commits.Load() != 1 || f.aborts.Load() != 0 {
+			t.Errorf("%s: prepares %d, commits %d, aborts %d; want 1, 1, 0", name, f.prepares.Load(), f.commits.Load(), f.aborts.Load())
+		}
+	}
+	// One leg each: the payer's bank is debited, the payee's credited, both before the deadline.
+	if legs := a.legsOf(p.PaymentID); len(legs) != 1 || legs[0].GetDirection() != bankv1.LegDirection_LEG_DIRECTION_DEBIT || legs[0].GetAccountId() != "bankA-1" || legs[0].GetAmount() != 700 {
+		t.Errorf("bankA legs = %v", legs)
+	}
+	if legs := b.legsOf(p.PaymentID); len(legs) != 1 || legs[0].GetDirection() != bankv1.LegDirection_LEG_DIRECTION_CREDIT || legs[0].GetAccountId() != "bankB-2" {
+		t.Errorf("bankB legs = %v", legs)
+	}
+	got := stored(t, s, p.PaymentID)
+	if got.Decision != decisionCommit || !got.Completed || got.DecidedAt.IsZero() {
+		t.Errorf("stored = %+v; want commit, completed", got)
+	}
+	// Same payment again: the stored outcome, nothing sent.
+	out, replayed, err = c.Execute(context.Background(), p)
+	if err != nil || !replayed || out.Decision != decisionCommit || a.prepares.Load() != 1 {
+		t.Fatalf("replay = %v, %v, %v (prepares %d)", out.Decision, replayed, err, a.prepares.Load())
+	}
+	q := p
+	q.Amount++
+	q.Fingerprint = paymentFingerprint(q.Username, q.From, q.To, q.Amount, q.Currency)
+	if _, _, err := c.Execute(context.Background(), q); !errors.Is(err, ErrPaymentReused) {
+		t.Fatalf("reuse = %v; want ErrPaymentReused", err)
+	}
+}
+
+func TestCoordinatorSameBankIsOneCall(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{}
+	c, _ := newTestCoordinator(t, 5*time.Second, a, b)
+	p := testPayment("bankA-1", "bankA-2", 5)
+	out, _, err := c.Execute(context.Background(), p)
+	if err != nil || out.Decision != decisionCommit {
+		t.Fatalf("Execute = %v, %v", out.Decision, err)
+	}
+	if a.prepares.Load() != 1 || b.prepares.Load() != 0 || len(a.legsOf(p.PaymentID)) != 2 {
+		t.Fatalf("bankA prepares %d with legs %v, bankB prepares %d; want one call with two legs",
+			a.prepares.Load(), a.legsOf(p.PaymentID), b.prepares.Load())
+	}
+}
+
+func TestCoordinatorNoVoteAborts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		vote bankv1.VoteReason
+		want gatewayv1.FailureReason
+	}{
+		{bankv1.VoteReason_VOTE_REASON_INSUFFICIENT_FUNDS, gatewayv1.FailureReason_FAILURE_REASON_INSUFFICIENT_FUNDS},
+		{bankv1.VoteReason_VOTE_REASON_UNKNOWN_ACCOUNT, gatewayv1.FailureReason_FAILURE_REASON_UNKNOWN_ACCOUNT},
+		{bankv1.VoteReason_VOTE_REASON_CURRENCY_MISMATCH, gatewayv1.FailureReason_FAILURE_REASON_CURRENCY_MISMATCH},
+		{bankv1.VoteReason_VOTE_REASON_ACCOUNT_CLOSED, gatewayv1.FailureReason_FAILURE_REASON_ACCOUNT_CLOSED},
+		{bankv1.VoteReason_VOTE_REASON_DEADLINE_EXCEEDED, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT},
+		{bankv1.VoteReason_VOTE_REASON_ALREADY_ABORTED, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT},
+		{bankv1.VoteReason_VOTE_REASON_BALANCE_OVERFLOW, gatewayv1.FailureReason_FAILURE_REASON_BALANCE_OVERFLOW},
+		{bankv1.VoteReason_VOTE_REASON_CONFLICT, gatewayv1.FailureReason_FAILURE_REASON_DECLINED},
+	}
+	for _, tt := range tests {
+		for _, noAt := range []string{"payer", "payee"} {
+			t.Run(tt.vote.String()+"/"+noAt, func(t *testing.T) {
+				t.Parallel()
+				a, b := &fakeBank{}, &fakeBank{}
+				if noAt == "payer" {
+					a.noReason = tt.vote
+				} else {
+					b.noReason = tt.vote
+				}
+				c, s := newTestCoordinator(t, 5*time.Second, a, b)
+				p := testPayment("bankA-1", "bankB-2", 9)
+				out, _, err := c.Execute(context.Background(), p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if out.Decision != decisionAbort || gatewayv1.FailureReason(out.FailureReason) != tt.want || out.FailureMessage == "" {
+					t.Fatalf("outcome = %v %v %q; want abort %v", out.Decision, gatewayv1.FailureReason(out.FailureReason), out.FailureMessage, tt.want)
+				}
+				for name, f := range map[string]*fakeBank{"bankA": a, "bankB": b} {
+					if f.commits.Load() != 0 || f.aborts.Load() != 1 {
+						t.Errorf("%s: commits %d, aborts %d; want 0, 1", name, f.commits.Load(), f.aborts.Load())
+					}
+				}
+				if !stored(t, s, p.PaymentID).Completed {
+					t.Error("abort acknowledged by both banks but payment not completed")
+				}
+			})
+		}
+	}
+}
+
+func TestCoordinatorPrepareErrorAborts(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{prepareErr: errFakeUnavailable}
+	c, _ := newTestCoordinator(t, 5*time.Second, a, b)
+	out, _, err := c.Execute(context.Background(), testPayment("bankA-1", "bankB-2", 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Decision != decisionAbort || gatewayv1.FailureReason(out.FailureReason) != gatewayv1.FailureReason_FAILURE_REASON_BANK_UNAVAILABLE ||
+		!strings.Contains(out.FailureMessage, "bankB") {
+		t.Fatalf("outcome = %v %v %q", out.Decision, gatewayv1.FailureReason(out.FailureReason), out.FailureMessage)
+	}
+	if a.aborts.Load() != 1 || b.aborts.Load() != 1 || a.commits.Load()+b.commits.Load() != 0 {
+		t.Fatalf("aborts %d/%d commits %d/%d", a.aborts.Load(), b.aborts.Load(), a.commits.Load(), b.commits.Load())
+	}
+}
+
+func TestCoordinatorTimeout(t *testing.T) {
+	t.Parallel()
+	for _, hangAt := range []string{"payer", "payee"} {
+		t.Run(hangAt, func(t *testing.T) {
+			t.Parallel()
+			a, b := &fakeBank{}, &fakeBank{}
+			if hangAt == "payer" {
+				a.hang = true
+			} else {
+				b.hang = true
+			}
+			const timeout = 300 * time.Millisecond
+			c, s := newTestCoordinator(t, timeout, a, b)
+			p := testPayment("bankA-1", "bankB-2", 9)
+			start := time.Now()
+			out, _, err := c.Execute(context.Background(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if elapsed := time.Since(start); elapsed < timeout {
+				t.Errorf("decided after %s, before the %s timeout", elapsed, timeout)
+			}
+			if out.Decision != decisionAbort || gatewayv1.FailureReason(out.FailureReason) != gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT {
+				t.Fatalf("outcome = %v %v %q; want abort TIMEOUT", out.Decision, gatewayv1.FailureReason(out.FailureReason), out.FailureMessage)
+			}
+			if a.aborts.Load() != 1 || b.aborts.Load() != 1 || a.commits.Load()+b.commits.Load() != 0 {
+				t.Fatalf("aborts %d/%d, commits %d/%d; want an abort at both banks", a.aborts.Load(), b.aborts.Load(), a.commits.Load(), b.commits.Load())
+			}
+			if got := stored(t, s, p.PaymentID); got.Decision != decisionAbort || !got.Completed {
+				t.Fatalf("stored = %+v", got)
+			}
+		})
+	}
+}
+
+func TestCoordinatorCommitRetriedUntilAcknowledged(t *testing.T) {
+	t.Parallel()
+	const failures = 2
+	a, b := &fakeBank{}, &fakeBank{}
+	b.commitFailures.Store(failures)
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	p := testPayment("bankA-1", "bankB-2", 9)
+	out, _, err := c.Execute(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The decision is durable, so the payer is told it succeeded although bankB has not applied
+	// it yet.
+	if out.Decision != decisionCommit || out.proto().GetStatus() != statusSucceeded {
+		t.Fatalf("decision = %v", out.Decision)
+	}
+	if got := stored(t, s, p.PaymentID); got.Decision != decisionCommit || got.Completed {
+		t.Fatalf("stored = %+v; want commit, not completed", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Recover(ctx, 20*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, 10*time.Second, "phase two to be acknowledged", func() bool { return stored(t, s, p.PaymentID).Completed })
+	if got := b.commits.Load(); got != failures+1 {
+		t.Errorf("bankB received %d commits; want %d", got, failures+1)
+	}
+	if a.aborts.Load()+b.aborts.Load() != 0 {
+		t.Error("an abort was sent for a committed payment")
+	}
+	if got := stored(t, s, p.PaymentID); got.Decision != decisionCommit {
+		t.Fatalf("decision changed to %v", got.Decision)
+	}
+	c.mu.Lock()
+	_, pending := c.retry[p.PaymentID]
+	c.mu.Unlock()
+	if pending {
+		t.Error("retry state kept after completion")
+	}
+}
+
+func TestCoordinatorDecisionFor(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{}
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	ctx := context.Background()
+
+	// Unknown: a presumed abort is recorded, and is the answer ever after.
+	unknown := newPaymentID()
+	for i := range 2 {
+		got, err := c.DecisionFor(ctx, unknown)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Decision != decisionAbort || !got.Presumed {
+			t.Fatalf("answer %d = %v presumed %v; want a presumed abort", i+1, got.Decision, got.Presumed)
+		}
+	}
+	if got := stored(t, s, unknown); got.Decision != decisionAbort || !got.Presumed || !got.Completed {
+		t.Fatalf("stored = %+v", got)
+	}
+	// The id can never commit now, nor be used for a payment.
+	if got, err := s.Decide(ctx, unknown, decisionCommit, 0, "", false, time.Now()); err != nil || got.Decision != decisionAbort {
+		t.Fatalf("commit after presumed abort = %v, %v", got.Decision, err)
+	}
+	p := testPayment("bankA-1", "bankB-2", 9)
+	p.PaymentID = unknown
+	if _, _, err := c.Execute(ctx, p); !errors.Is(err, ErrPaymentReused) {
+		t.Fatalf("Execute of a presumed-aborted id = %v; want ErrPaymentReused", err)
+	}
+	if a.prepares.Load()+b.prepares.Load() != 0 {
+		t.Fatal("a presumed-aborted id was prepared")
+	}
+
+	// Committed: commit.
+	q := testPayment("bankA-1", "bankB-2", 9)
+	if out, _, err := c.Execute(ctx, q); err != nil || out.Decision != decisionCommit {
+		t.Fatalf("Execute = %v, %v", out.Decision, err)
+	}
+	got, err := c.DecisionFor(ctx, q.PaymentID)
+	if err != nil || got.Decision != decisionCommit || got.Presumed {
+		t.Fatalf("DecisionFor committed = %v presumed %v, %v", got.Decision, got.Presumed, err)
+	}
+}
+
+// TestCoordinatorDecisionForWhilePreparing: a bank asks for the outcome while the coordinator
+// still waits for the other bank's vote. The presumed abort wins; the late YES cannot commit.
+func TestCoordinatorDecisionForWhilePreparing(t *testing.T) {
+	t.Parallel()
+	a := &fakeBank{}
+	b := &fakeBank{gate: make(chan struct{}), entered: make(chan string, 1)}
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	p := testPayment("bankA-1", "bankB-2", 9)
+	type result struct {
+		out paymentRecord
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, _, err := c.Execute(context.Background(), p)
+		done <- result{out, err}
+	}()
+	<-b.entered
+	got, err := c.DecisionFor(context.Background(), p.PaymentID)
+	if err != nil || got.Decision != decisionAbort || !got.Presumed {
+		t.Fatalf("DecisionFor = %v presumed %v, %v", got.Decision, got.Presumed, err)
+	}
+	close(b.gate)
+	r := <-done
+	if r.err != nil || r.out.Decision != decisionAbort {
+		t.Fatalf("Execute = %v, %v; want the presumed abort", r.out.Decision, r.err)
+	}
+	if a.commits.Load()+b.commits.Load() != 0 || a.aborts.Load() != 1 || b.aborts.Load() != 1 {
+		t.Fatalf("commits %d/%d aborts %d/%d", a.commits.Load(), b.commits.Load(), a.aborts.Load(), b.aborts.Load())
+	}
+	if got := stored(t, s, p.PaymentID); got.Decision != decisionAbort || !got.Presumed || !got.Completed {
+		t.Fatalf("stored = %+v", got)
+	}
+}
+
+func TestCoordinatorRecoverAbortsExpiredUndecided(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{}
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	ctx := context.Background()
+	// Admitted by an earlier process that died before deciding; its deadline has passed.
+	p := testPayment("bankA-1", "bankB-2", 9)
+	p.CreatedAt = time.Now().Add(-time.Minute)
+	p.Deadline = p.CreatedAt.Add(30 * time.Second)
+	if _, inserted, err := s.AdmitPayment(ctx, p); err != nil || !inserted {
+		t.Fatalf("admit = %v, %v", inserted, err)
+	}
+	// One still within its deadline is resumed instead.
+	q := testPayment("bankA-3", "bankB-4", 10)
+	q.CreatedAt = time.Now()
+	q.Deadline = q.CreatedAt.Add(time.Minute)
+	if _, _, err := s.AdmitPayment(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	ch, cancel := c.events.waitFor(p.PaymentID)
+	defer cancel()
+
+	c.recoverOnce(ctx)
+	waitIdle(t, c)
+
+	got := stored(t, s, p.PaymentID)
+	if got.Decision != decisionAbort || gatewayv1.FailureReason(got.FailureReason) != gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT || got.Presumed || !got.Completed {
+		t.Fatalf("expired payment = %+v; want a completed TIMEOUT abort", got)
+	}
+	if legs := a.legsOf(p.PaymentID); legs != nil {
+		t.Errorf("the expired payment was prepared: %v", legs)
+	}
+	select {
+	case out := <-ch:
+		if out.Decision != decisionAbort {
+			t.Errorf("published %v", out.Decision)
+		}
+	default:
+		t.Error("the abort was not published to waiters")
+	}
+	if got := stored(t, s, q.PaymentID); got.Decision != decisionCommit || !got.Completed {
+		t.Fatalf("resumed payment = %+v; want a completed commit", got)
+	}
+	// p: one abort at each bank; q: one prepare and one commit at each.
+	if a.aborts.Load() != 1 || b.aborts.Load() != 1 || a.commits.Load() != 1 || b.commits.Load() != 1 {
+		t.Errorf("aborts %d/%d, commits %d/%d; want 1/1, 1/1", a.aborts.Load(), b.aborts.Load(), a.commits.Load(), b.commits.Load())
+	}
+	// Nothing is left to do.
+	c.recoverOnce(ctx)
+	waitIdle(t, c)
+	if a.aborts.Load() != 1 || a.commits.Load() != 1 {
+		t.Error("recovery sent phase two again for completed payments")
+	}
+}
+
+func TestCoordinatorRecoverSkipsPaymentsInFlight(t *testing.T) {
+	t.Parallel()
+	a := &fakeBank{}
+	b := &fakeBank{gate: make(chan struct{}), entered: make(chan string, 4)}
+	c, _ := newTestCoordinator(t, 5*time.Second, a, b)
+	p := testPayment("bankA-1", "bankB-2", 9)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.Execute(context.Background(), p)
+		done <- err
+	}()
+	<-b.entered
+	c.recoverOnce(context.Background())
+	close(b.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, c)
+	if got := b.prepares.Load(); got != 1 {
+		t.Fatalf("bankB saw %d prepares; the recovery loop drove a payment in flight", got)
+	}
+}
+
+// TestDecide checks how votes and prepare errors turn into a decision and its reason.
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		votes []vote
+		want  decision
+		why   gatewayv1.FailureReason
+	}{
+		{"all yes", []vote{{bank: "a", yes: true}, {bank: "b", yes: true}}, decisionCommit, 0},
+		{"deadline", []vote{{bank: "a", err: context.DeadlineExceeded}, {bank: "b", yes: true}}, decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT},
+		{"connect deadline", []vote{{bank: "a", yes: true}, {bank: "b", err: connect.NewError(connect.CodeDeadlineExceeded, errors.New("slow"))}}, decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT},
+		{"unavailable", []vote{{bank: "a", err: errFakeUnavailable}}, decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_BANK_UNAVAILABLE},
+		{"payer's reason first", []vote{{bank: "a", reason: bankv1.VoteReason_VOTE_REASON_INSUFFICIENT_FUNDS, msg: "x"}, {bank: "b", reason: bankv1.VoteReason_VOTE_REASON_UNKNOWN_ACCOUNT, msg: "y"}}, decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_INSUFFICIENT_FUNDS},
+	}
+	for _, tt := range tests {
+		d, why, msg := decide(tt.votes)
+		if d != tt.want || why != tt.why || (d == decisionAbort && msg == "") {
+			t.Errorf("%s: decide = %v %v %q; want %v %v", tt.name, d, why, msg, tt.want, tt.why)
+		}
+	}
+}
