@@ -19,9 +19,9 @@ import (
 // starting with "aborted-" as the bank does, and counts the calls it gets.
 type countingBank struct {
 	bankv1connect.BankServiceClient // nil: other methods are not used
-	singles, batches atomic.Int64
-	items            atomic.Int64
-	delay            time.Duration
+	singles, batches                atomic.Int64
+	items                           atomic.Int64
+	delay                           time.Duration
 }
 
 func (b *countingBank) vote(req *bankv1.PrepareTransactionRequest) *bankv1.PrepareTransactionResponse {
@@ -52,6 +52,7 @@ func (b *countingBank) BatchPrepare(ctx context.Context, req *connect.Request[ba
 func (b *countingBank) CommitTransaction(ctx context.Context, req *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error) {
 	b.singles.Add(1)
 	b.items.Add(1)
+	time.Sleep(b.delay)
 	if req.Msg.GetTransactionId()[:8] == "aborted-" {
 		return nil, rpcerr.New(connect.CodeFailedPrecondition, "transaction_already_aborted", "already aborted")
 	}
