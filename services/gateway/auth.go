@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -178,7 +179,7 @@ func (g *Gateway) authenticate(ctx context.Context, header string) (context.Cont
 		return ctx, principal{}, rpcerr.New(connect.CodeUnauthenticated, "missing_token",
 			"missing bearer token: log in with AuthService/Login and send \"Authorization: Bearer <token>\"")
 	}
-	sess, err := g.store.Session(ctx, tok)
+	sess, role, err := g.session(ctx, tok)
 	if errors.Is(err, ErrNotFound) {
 		return ctx, principal{}, rpcerr.New(connect.CodeUnauthenticated, "invalid_token", "invalid token: log in again")
 	}
@@ -196,12 +197,61 @@ func (g *Gateway) authenticate(ctx context.Context, header string) (context.Cont
 		return ctx, principal{}, rpcerr.New(connect.CodeUnauthenticated, "token_certificate_mismatch",
 			"token was issued to a different client certificate: log in with this one")
 	}
+	p := principal{Username: sess.Username, Role: role, token: tok}
+	return context.WithValue(ctx, principalKey{}, p), p, nil
+}
+
+// sessionCacheTTL bounds how long a session read from the store is trusted without reading it
+// again. Logout through this process takes effect at once; through another process sharing the
+// store, within this time.
+const sessionCacheTTL = 5 * time.Second
+
+type cachedSession struct {
+	sess sessionRecord
+	role string
+	at   time.Time
+}
+
+// sessionCache keeps recently used sessions in memory, keyed by the token's hash, so that an
+// authenticated call costs no read of the store.
+type sessionCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]cachedSession
+}
+
+// session returns the session of tok and its user's role, from the cache when fresh.
+func (g *Gateway) session(ctx context.Context, tok string) (sessionRecord, string, error) {
+	key := sha256.Sum256([]byte(tok))
+	now := g.now()
+	g.sessions.mu.Lock()
+	c, ok := g.sessions.m[key]
+	g.sessions.mu.Unlock()
+	if ok && now.Sub(c.at) < sessionCacheTTL {
+		return c.sess, c.role, nil
+	}
+	sess, err := g.store.Session(ctx, tok)
+	if err != nil {
+		return sess, "", err
+	}
 	u, err := g.store.User(ctx, sess.Username)
 	if err != nil {
-		return ctx, principal{}, err
+		return sess, "", err
 	}
-	p := principal{Username: u.Username, Role: u.Role, token: tok}
-	return context.WithValue(ctx, principalKey{}, p), p, nil
+	g.sessions.mu.Lock()
+	if g.sessions.m == nil || len(g.sessions.m) > 100_000 {
+		g.sessions.m = make(map[[32]byte]cachedSession)
+	}
+	g.sessions.m[key] = cachedSession{sess: sess, role: u.Role, at: now}
+	g.sessions.mu.Unlock()
+	return sess, u.Role, nil
+}
+
+// forgetSession drops tok from the cache.
+func (g *Gateway) forgetSession(tok string) {
+	key := sha256.Sum256([]byte(tok))
+	g.sessions.mu.Lock()
+	delete(g.sessions.m, key)
+	g.sessions.mu.Unlock()
 }
 
 // loginThrottle limits failed logins per username and per client address.
@@ -313,6 +363,7 @@ func (g *Gateway) Logout(ctx context.Context, _ *connect.Request[gatewayv1.Logou
 	if err := g.store.RevokeSession(ctx, p.token, g.now()); err != nil {
 		return nil, err
 	}
+	g.forgetSession(p.token)
 	return connect.NewResponse(&gatewayv1.LogoutResponse{}), nil
 }
 

@@ -156,6 +156,8 @@ type Gateway struct {
 	health   *bankHealth
 	events   *broker
 	throttle *loginThrottle
+	sessions sessionCache
+	owners   ownerCache
 	now      func() time.Time
 
 	healthClients map[string]*grpchealth.Client

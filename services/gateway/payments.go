@@ -60,7 +60,7 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 		return nil, err
 	}
 	m := req.Msg
-	owner, err := g.store.AccountOwner(ctx, m.GetFromAccount())
+	owner, err := g.accountOwner(ctx, m.GetFromAccount())
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
@@ -87,13 +87,15 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 	// A new payment that needs a bank known to be down fails fast, before anything is recorded,
 	// so that a retry with the same payment_id can succeed later. A payment_id already known is
 	// answered from the store whatever the banks' state.
-	if _, err := g.store.Payment(ctx, p.PaymentID); errors.Is(err, ErrNotFound) {
-		for _, bank := range participantsOf(p) {
-			if err := g.health.check(bank); err != nil {
-				return nil, rpcerr.New(connect.CodeUnavailable, "bank_unavailable",
-					fmt.Sprintf("bank %s is unavailable; nothing was charged, retry later with the same payment_id", bank), "bank", bank)
-			}
+	for _, bank := range participantsOf(p) {
+		if g.health.check(bank) == nil {
+			continue
 		}
+		if _, err := g.store.Payment(ctx, p.PaymentID); errors.Is(err, ErrNotFound) {
+			return nil, rpcerr.New(connect.CodeUnavailable, "bank_unavailable",
+				fmt.Sprintf("bank %s is unavailable; nothing was charged, retry later with the same payment_id", bank), "bank", bank)
+		}
+		break
 	}
 	out, replayed, err := g.coord.Execute(ctx, p)
 	switch {
@@ -316,4 +318,32 @@ func (g *Gateway) GetDecision(ctx context.Context, req *connect.Request[gatewayv
 	}
 	addCallAttrs(ctx, slog.String("decision", p.Decision.String()), slog.Bool("presumed", p.Presumed))
 	return connect.NewResponse(&gatewayv1.GetDecisionResponse{Decision: d, Presumed: p.Presumed}), nil
+}
+
+// ownerCache remembers which user each account is linked to. Links are only ever added, so an
+// entry never goes stale; accounts not linked are not cached.
+type ownerCache struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+// accountOwner returns the user account is linked to, or ErrNotFound.
+func (g *Gateway) accountOwner(ctx context.Context, account string) (string, error) {
+	g.owners.mu.RLock()
+	owner, ok := g.owners.m[account]
+	g.owners.mu.RUnlock()
+	if ok {
+		return owner, nil
+	}
+	owner, err := g.store.AccountOwner(ctx, account)
+	if err != nil {
+		return owner, err
+	}
+	g.owners.mu.Lock()
+	if g.owners.m == nil {
+		g.owners.m = make(map[string]string)
+	}
+	g.owners.m[account] = owner
+	g.owners.mu.Unlock()
+	return owner, nil
 }
