@@ -39,5 +39,5 @@ func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
 // gRPC protocol (connect.WithGRPC), the binary protocol every gRPC tool also speaks, with
 // trailers for status. Append call-specific options after them.
 func ClientOptions() []connect.ClientOption {
-	return []connect.ClientOption{connect.WithGRPC()}
+	return []connect.ClientOption{connect.WithGRPC(), connect.WithCompressMinBytes(compressMinBytes)}
 }

@@ -73,6 +73,8 @@ const (
 	serverPingInterval = 30 * time.Second
 	serverPingTimeout  = 10 * time.Second
 	maxHeaderBytes     = 64 << 10
+	// compressMinBytes is the smallest message that is gzip-compressed when the peer accepts it.
+	compressMinBytes = 16 << 10
 )
 
 // Procedures of the health and reflection services, which New makes public.
@@ -196,6 +198,9 @@ func New(cfg Config) (*Server, error) {
 		),
 		connect.WithRecover(s.recoverPanic),
 		connect.WithReadMaxBytes(cfg.ReadMaxBytes),
+		// paygate's messages are small: compressing them costs more CPU than the bytes it saves
+		// on the links they travel (loopback, LAN).
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 
 	s.mux.Handle(grpchealth.NewHandler(s.health, s.options...))
