@@ -5,7 +5,8 @@
 // the environment: PAYGATE_ followed by the flag name in upper case with dashes turned into
 // underscores (--txn-timeout and PAYGATE_TXN_TIMEOUT). Flags on the command line win.
 //
-// Exit codes: 0 on success (and for --help), 2 for usage errors, 1 for failures.
+// Exit codes: 0 on success (and for --help), 2 for usage errors, 1 for failures, 3 for a
+// payment that was refused (see docs/CLIENT.md).
 package main
 
 import (
@@ -39,7 +40,9 @@ const envPrefix = "PAYGATE"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startProfile()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
 }
@@ -102,6 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := root.Run(ctx)
 	var ue *usageError
+	var coded interface{ ExitCode() int } // e.g. 3 for a refused payment (client_config.go)
 	switch {
 	case err == nil:
 		return exitOK
@@ -111,6 +115,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "paygate: %s\n", ue.msg)
 		fmt.Fprintf(stderr, "Run 'paygate %s --help' for usage.\n", selectedName(root, args))
 		return exitUsage
+	case errors.As(err, &coded):
+		if err.Error() != "" {
+			fmt.Fprintf(stderr, "paygate: %v\n", err)
+		}
+		return coded.ExitCode()
 	}
 	fmt.Fprintf(stderr, "paygate: %v\n", err)
 	return exitFailure

@@ -1,0 +1,454 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/rpcerr"
+	"github.com/paygate/paygate/internal/rpcserver"
+)
+
+// Payment is a payment as the gateway reports it.
+type Payment = gatewayv1.Payment
+
+// Balances is the user's money: every account, grouped by bank, and totals per currency.
+type Balances = gatewayv1.FetchBalanceResponse
+
+// Errors of this package. Errors from the gateway are *connect.Error values; use
+// connect.CodeOf and Reason to inspect them.
+var (
+	// ErrInvalidPayment reports a payment refused before it was sent or queued.
+	ErrInvalidPayment = errors.New("client: invalid payment")
+	// ErrNotLoggedIn reports a call that needs a token on a client that has none.
+	ErrNotLoggedIn = errors.New("client: not logged in")
+	// ErrLoginRequired reports that the gateway refused the token (expired, revoked): the
+	// queue is paused until Login or SetToken gives the client a new one.
+	ErrLoginRequired = errors.New("client: the gateway refused the token; log in again")
+	// ErrNoQueue reports a queue operation on a client made without WithQueue.
+	ErrNoQueue = errors.New("client: no queue (use WithQueue)")
+	// ErrOutcomeUnknown reports a payment, on a client without a queue, whose attempts all
+	// failed ambiguously: it may or may not have been applied. Pay again with the same ID
+	// (Result.ID) to learn its outcome; it is never applied twice.
+	ErrOutcomeUnknown = errors.New("client: payment outcome unknown")
+)
+
+// Client calls the paygate gateway for one user. It is safe for concurrent use. Close it when
+// done: that stops the queue's sender and closes connections.
+type Client struct {
+	cfg  config
+	url  string
+	http *http.Client
+
+	auth     gatewayv1connect.AuthServiceClient
+	payments gatewayv1connect.PaymentServiceClient
+	balance  gatewayv1connect.BalanceServiceClient
+	health   *grpchealth.Client
+
+	mu       sync.Mutex
+	token    string
+	username string
+
+	queue  *Queue
+	sender *sender
+}
+
+// New returns a client of the gateway at addr ("127.0.0.1:8443" or "https://127.0.0.1:8443").
+// It needs a client certificate (WithTLSFiles, WithTLSDir, WithTLSConfig or WithHTTPClient).
+// New does not connect: the first call does. With WithQueue it opens the queue and, unless
+// WithoutSender is given, starts the background sender.
+func New(addr string, opts ...Option) (*Client, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.tlsErr != nil {
+		return nil, fmt.Errorf("client: %w", cfg.tlsErr)
+	}
+	url, err := baseURL(addr)
+	if err != nil {
+		return nil, err
+	}
+	hc := cfg.httpClient
+	if hc == nil {
+		if cfg.tls == nil {
+			return nil, errors.New("client: no client certificate: use WithTLSFiles or WithTLSDir")
+		}
+		hc = rpcserver.NewHTTPClient(cfg.tls)
+	}
+	c := &Client{cfg: cfg, url: url, http: hc, token: cfg.token, username: cfg.username}
+	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(authInterceptor{c})}
+	c.auth = gatewayv1connect.NewAuthServiceClient(hc, url, copts...)
+	c.payments = gatewayv1connect.NewPaymentServiceClient(hc, url, copts...)
+	c.balance = gatewayv1connect.NewBalanceServiceClient(hc, url, copts...)
+	c.health = grpchealth.NewClient(hc, url, connect.WithGRPC())
+	if cfg.queueDir != "" {
+		q, err := OpenQueue(cfg.queueDir)
+		if err != nil {
+			return nil, err
+		}
+		c.queue = q
+		c.sender = newSender(c)
+		if !cfg.noSender {
+			c.sender.start()
+		}
+	}
+	return c, nil
+}
+
+func baseURL(addr string) (string, error) {
+	addr = strings.TrimSuffix(strings.TrimSpace(addr), "/")
+	if addr == "" {
+		return "", errors.New("client: empty gateway address")
+	}
+	if strings.HasPrefix(addr, "https://") {
+		return addr, nil
+	}
+	if strings.Contains(addr, "://") {
+		return "", fmt.Errorf("client: gateway address %q: only https:// is supported", addr)
+	}
+	return "https://" + addr, nil
+}
+
+// Close stops the background sender (a payment being sent is left in the queue and sent
+// again later, with the same id), closes the queue and the idle connections.
+func (c *Client) Close() error {
+	var err error
+	if c.sender != nil {
+		c.sender.stop()
+	}
+	if c.queue != nil {
+		err = c.queue.Close()
+	}
+	c.http.CloseIdleConnections()
+	return err
+}
+
+// Queue returns the client's queue, or nil without WithQueue.
+func (c *Client) Queue() *Queue { return c.queue }
+
+// Token returns the bearer token the client sends, "" before Login.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// Username returns the user the client acts for, "" when unknown.
+func (c *Client) Username() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.username
+}
+
+// SetToken replaces the token (and the user it belongs to) and resumes a queue paused by
+// ErrLoginRequired.
+func (c *Client) SetToken(token, username string) {
+	c.mu.Lock()
+	c.token, c.username = token, username
+	c.mu.Unlock()
+	if c.sender != nil {
+		c.sender.resume()
+	}
+}
+
+// authInterceptor adds the bearer token to every call that needs one.
+type authInterceptor struct{ c *Client }
+
+func (a authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if tok := a.c.Token(); tok != "" && req.Spec().Procedure != gatewayv1connect.AuthServiceLoginProcedure {
+			req.Header().Set("Authorization", "Bearer "+tok)
+		}
+		if n, ok := ctx.Value(attemptKey{}).(int); ok {
+			req.Header().Set(rpcserver.AttemptHeader, strconv.Itoa(n))
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if tok := a.c.Token(); tok != "" {
+			conn.RequestHeader().Set("Authorization", "Bearer "+tok)
+		}
+		return conn
+	}
+}
+
+func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+type attemptKey struct{}
+
+// withAttempt makes the call carry its attempt number in the Paygate-Attempt header, which
+// the gateway's logging interceptor records (retry=true from the second attempt).
+func withAttempt(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, attemptKey{}, n)
+}
+
+// callCtx bounds one call by the client's timeout.
+func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.timeout)
+}
+
+// Session is what Login returns.
+type Session struct {
+	Username   string
+	Token      string
+	ExpireTime time.Time
+}
+
+// Login signs in and makes the client send the new token from now on. A queue paused by
+// ErrLoginRequired resumes.
+func (c *Client) Login(ctx context.Context, username, password string) (Session, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.auth.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: username, Password: password}))
+	if err != nil {
+		return Session{}, fmt.Errorf("login: %w", err)
+	}
+	s := Session{Username: resp.Msg.GetUsername(), Token: resp.Msg.GetToken(), ExpireTime: resp.Msg.GetExpireTime().AsTime()}
+	if s.Username == "" {
+		s.Username = username
+	}
+	c.SetToken(s.Token, s.Username)
+	c.cfg.logger.Info("logged in", "user", s.Username, "expires", s.ExpireTime)
+	return s, nil
+}
+
+// Logout revokes the client's token at the gateway and forgets it.
+func (c *Client) Logout(ctx context.Context) error {
+	if c.Token() == "" {
+		return ErrNotLoggedIn
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	_, err := c.auth.Logout(ctx, connect.NewRequest(&gatewayv1.LogoutRequest{}))
+	if err != nil && connect.CodeOf(err) != connect.CodeUnauthenticated {
+		return fmt.Errorf("logout: %w", err)
+	}
+	c.mu.Lock()
+	c.token = ""
+	c.mu.Unlock()
+	return nil
+}
+
+// Register creates a user with password and links the bank accounts whose holder, as each
+// bank reports it, is username. It refuses (PermissionDenied, reason "holder_mismatch")
+// an account held by someone else. It does not log in.
+func (c *Client) Register(ctx context.Context, username, password string, accounts ...string) ([]string, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: username, Password: password, AccountIds: accounts}))
+	if err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	return resp.Msg.GetAccountIds(), nil
+}
+
+// Balance returns the user's accounts at every bank and totals per currency. A bank that
+// cannot be reached is reported as unavailable; the other banks still answer.
+func (c *Client) Balance(ctx context.Context) (*Balances, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.balance.FetchBalance(ctx, connect.NewRequest(&gatewayv1.FetchBalanceRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("balance: %w", err)
+	}
+	return resp.Msg, nil
+}
+
+// GetPayment returns one of the user's payments. Another user's payment is NotFound, like a
+// payment that does not exist.
+func (c *Client) GetPayment(ctx context.Context, id string) (*Payment, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
+	if err != nil {
+		return nil, fmt.Errorf("get payment %s: %w", id, err)
+	}
+	return resp.Msg.GetPayment(), nil
+}
+
+// HistoryQuery selects a page of the user's payments.
+type HistoryQuery struct {
+	// PageSize is the most payments per page: 0 means 20, at most 100.
+	PageSize int
+	// PageToken is the NextPageToken of the previous page; "" for the first page.
+	PageToken string
+	// Status keeps only payments with this status; unspecified keeps all.
+	Status gatewayv1.PaymentStatus
+}
+
+// HistoryPage is one page of payments, newest first.
+type HistoryPage struct {
+	Payments []*Payment
+	// NextPageToken fetches the next page; "" on the last page.
+	NextPageToken string
+}
+
+// History returns one page of the user's payments, newest first.
+func (c *Client) History(ctx context.Context, q HistoryQuery) (HistoryPage, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := c.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{
+		PageSize: int32(q.PageSize), PageToken: q.PageToken, Status: q.Status,
+	}))
+	if err != nil {
+		return HistoryPage{}, fmt.Errorf("history: %w", err)
+	}
+	return HistoryPage{Payments: resp.Msg.GetPayments(), NextPageToken: resp.Msg.GetNextPageToken()}, nil
+}
+
+// AllHistory iterates over all the user's payments, newest first, fetching pages of pageSize
+// as needed. It stops at the first error, which it yields.
+func (c *Client) AllHistory(ctx context.Context, pageSize int) iter.Seq2[*Payment, error] {
+	return func(yield func(*Payment, error) bool) {
+		q := HistoryQuery{PageSize: pageSize}
+		for {
+			page, err := c.History(ctx, q)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, p := range page.Payments {
+				if !yield(p, nil) {
+					return
+				}
+			}
+			if page.NextPageToken == "" {
+				return
+			}
+			q.PageToken = page.NextPageToken
+		}
+	}
+}
+
+// Watch streams the status changes of the user's payments as they happen, until ctx is done.
+// When the stream breaks (the gateway restarts, or the watcher fell behind) Watch connects
+// again after a backoff; changes made in between are not replayed, so use History to catch up
+// if that matters. It yields an error and stops when the gateway refuses the stream
+// (for example ErrLoginRequired).
+func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
+	return func(yield func(*Payment, error) bool) {
+		failures := 0
+		for ctx.Err() == nil {
+			stream, err := c.payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
+			if err == nil {
+				for stream.Receive() {
+					failures = 0
+					if !yield(stream.Msg().GetPayment(), nil) {
+						stream.Close()
+						return
+					}
+				}
+				err = stream.Err()
+				stream.Close()
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			switch classify(err) {
+			case classAuth:
+				yield(nil, fmt.Errorf("watch: %w: %w", ErrLoginRequired, err))
+				return
+			case classDefinitive:
+				if connect.CodeOf(err) != connect.CodeResourceExhausted {
+					yield(nil, fmt.Errorf("watch: %w", err))
+					return
+				}
+			}
+			failures++
+			c.cfg.logger.Debug("watch: reconnecting", "error", err, "attempt", failures)
+			if !sleepCtx(ctx, c.cfg.retry.Backoff(failures)) {
+				return
+			}
+		}
+	}
+}
+
+// Ping checks that the gateway answers its health service with SERVING.
+func (c *Client) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.timeout, 5*time.Second))
+	defer cancel()
+	resp, err := c.health.Check(ctx, &grpchealth.CheckRequest{})
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	if resp.Status != grpchealth.StatusServing {
+		return fmt.Errorf("ping: gateway is %s", resp.Status)
+	}
+	return nil
+}
+
+// Reason returns the machine-readable reason of a gateway error ("insufficient_funds",
+// "payment_id_reused", "invalid_token"...), or "" when it has none.
+func Reason(err error) string { return rpcerr.Reason(err) }
+
+// errClass is what a failed attempt means for its payment.
+type errClass int
+
+const (
+	// classDefinitive: the gateway refused the payment for good; retrying cannot help.
+	classDefinitive errClass = iota
+	// classRetry: the gateway answered but could not decide now; retry the same id later.
+	classRetry
+	// classOffline: the gateway could not be reached; retry after it answers its health probe.
+	classOffline
+	// classAuth: the token was refused; pause until the user logs in again.
+	classAuth
+)
+
+// classify sorts a failed call. Definitive: InvalidArgument, PermissionDenied, AlreadyExists,
+// NotFound, FailedPrecondition, OutOfRange, Unimplemented. Unauthenticated pauses. Unavailable
+// without a paygate reason is a transport failure (nothing answered); everything else
+// (DeadlineExceeded, Aborted "payment_in_progress", Canceled, Unavailable "bank_unavailable",
+// ResourceExhausted, Internal, Unknown) is ambiguous and retried with the same payment_id.
+func classify(err error) errClass {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnauthenticated:
+		return classAuth
+	case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeAlreadyExists,
+		connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeOutOfRange, connect.CodeUnimplemented:
+		return classDefinitive
+	case connect.CodeUnavailable:
+		if rpcerr.Reason(err) == "" {
+			return classOffline
+		}
+	}
+	return classRetry
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func logErr(err error) slog.Attr {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return slog.String("error", ce.Code().String()+": "+ce.Message())
+	}
+	return slog.String("error", err.Error())
+}

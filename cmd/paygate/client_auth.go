@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/paygate/paygate/client"
+)
+
+func init() {
+	register(newLoginCommand)
+	register(newLogoutCommand)
+	register(newRegisterCommand)
+}
+
+func newLoginCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "login")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	password := fs.String("password", "", "password (default: read from stdin; for a demo user of a running 'paygate dev', from dev.json)")
+	return &ffcli.Command{
+		Name:       "login",
+		ShortUsage: "paygate login [flags] USERNAME",
+		ShortHelp:  "sign in and keep the token in the config directory",
+		LongHelp: "Signs in at the gateway and keeps the token, the gateway address and the\n" +
+			"certificate paths in CONFIG/session.json (mode 0600), for the other commands.\n" +
+			"After 'paygate dev' in this directory, 'paygate login alice' needs nothing else.\n" +
+			"Queued payments that waited for a new login are sent by 'paygate queue'.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("want exactly one USERNAME")
+			}
+			user := args[0]
+			old, err := cf.loadSession()
+			if err != nil {
+				return err
+			}
+			pw := *password
+			if pw == "" {
+				if dev, ok := cf.readDevInfo(); ok {
+					for _, u := range dev.Users {
+						if u.Username == user {
+							pw = u.Password
+						}
+					}
+				}
+			}
+			if pw, err = readPassword(e, pw); err != nil {
+				return err
+			}
+			// The old token is not sent with Login; the new one replaces it.
+			old.Token, old.Username = "", ""
+			c, t, err := cf.connect(old, false, false)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			s, err := c.Login(ctx, user, pw)
+			if err != nil {
+				return err
+			}
+			if err := cf.saveSession(session{Gateway: t.gateway, CA: t.ca, Cert: t.cert, Key: t.key,
+				Username: s.Username, Token: s.Token, ExpireTime: s.ExpireTime}); err != nil {
+				return fmt.Errorf("keep the token: %w", err)
+			}
+			pending := 0
+			if dir, err := cf.statePath(); err == nil {
+				if q, err := client.OpenQueue(dir); err == nil {
+					if list, err := q.Pending(ctx); err == nil {
+						pending = len(list)
+					}
+					q.Close()
+				}
+			}
+			if cf.json {
+				return printJSON(e.stdout, map[string]any{"username": s.Username, "gateway": t.gateway, "expire_time": s.ExpireTime, "queued": pending})
+			}
+			fmt.Fprintf(e.stdout, "logged in as %s at %s (token expires %s)\n", s.Username, t.gateway, s.ExpireTime.Local().Format(time.DateTime))
+			if pending > 0 {
+				fmt.Fprintf(e.stdout, "%d queued payment(s) waiting: run 'paygate queue' to send them\n", pending)
+			}
+			return nil
+		},
+	}
+}
+
+func newLogoutCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "logout")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	return &ffcli.Command{
+		Name:       "logout",
+		ShortUsage: "paygate logout [flags]",
+		ShortHelp:  "revoke the token and forget it",
+		LongHelp: "Revokes the token at the gateway and removes it from CONFIG/session.json.\n" +
+			"Queued payments stay queued until the next login.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			s, err := cf.loggedIn()
+			if err != nil {
+				return err
+			}
+			c, _, err := cf.connect(s, false, false)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			revokeErr := c.Logout(ctx)
+			user := s.Username
+			s.Token, s.Username, s.ExpireTime = "", "", time.Time{}
+			if err := cf.saveSession(s); err != nil {
+				return err
+			}
+			if revokeErr != nil {
+				return fmt.Errorf("forgot the token, but could not revoke it at the gateway: %w", revokeErr)
+			}
+			if cf.json {
+				return printJSON(e.stdout, map[string]any{"logged_out": user})
+			}
+			fmt.Fprintf(e.stdout, "logged out %s\n", user)
+			return nil
+		},
+	}
+}
+
+// accountList is a repeatable --account flag that also takes comma-separated lists.
+type accountList []string
+
+func (a *accountList) String() string { return fmt.Sprint([]string(*a)) }
+func (a *accountList) Set(v string) error {
+	*a = append(*a, splitList(v)...)
+	return nil
+}
+
+func newRegisterCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "register")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	password := fs.String("password", "", "password, at least 10 characters (default: read from stdin)")
+	var accounts accountList
+	fs.Var(&accounts, "account", "bank account to link, <bank>-<number>; repeat or separate with commas")
+	return &ffcli.Command{
+		Name:       "register",
+		ShortUsage: "paygate register [flags] --account BANK-NUMBER [--account ...] USERNAME",
+		ShortHelp:  "create a user and link the bank accounts that the user holds",
+		LongHelp: "Creates USERNAME with a password and links the accounts. Each bank must report\n" +
+			"USERNAME as the holder of the account; otherwise nothing is created. Then run\n" +
+			"'paygate login USERNAME'.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("want exactly one USERNAME")
+			}
+			if len(accounts) == 0 {
+				return usageErrorf("--account: at least one account to link")
+			}
+			pw, err := readPassword(e, *password)
+			if err != nil {
+				return err
+			}
+			s, err := cf.loadSession()
+			if err != nil {
+				return err
+			}
+			s.Token, s.Username = "", ""
+			c, _, err := cf.connect(s, false, false)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			linked, err := c.Register(ctx, args[0], pw, accounts...)
+			if err != nil {
+				if r := client.Reason(err); r != "" {
+					return fmt.Errorf("%w (%s)", err, r)
+				}
+				return err
+			}
+			if cf.json {
+				return printJSON(e.stdout, map[string]any{"username": args[0], "accounts": linked})
+			}
+			fmt.Fprintf(e.stdout, "registered %s with account(s) %v; now run 'paygate login %s'\n", args[0], linked, args[0])
+			return nil
+		},
+	}
+}

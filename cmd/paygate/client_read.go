@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/paygate/paygate/client"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+)
+
+func init() {
+	register(newBalanceCommand)
+	register(newHistoryCommand)
+	register(newWatchCommand)
+}
+
+func newBalanceCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "balance")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	return &ffcli.Command{
+		Name:       "balance",
+		ShortUsage: "paygate balance [flags]",
+		ShortHelp:  "show your accounts at every bank and totals per currency",
+		LongHelp: "Lists each of your accounts with its balance, the amount held by payments in\n" +
+			"progress and what is available, per bank, and totals per currency. A bank that\n" +
+			"does not answer is shown as unavailable and its accounts without figures.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			s, err := cf.loggedIn()
+			if err != nil {
+				return err
+			}
+			c, _, err := cf.connect(s, false, false)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			b, err := c.Balance(ctx)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				type acct struct {
+					Bank      string `json:"bank"`
+					Status    string `json:"status"`
+					Account   string `json:"account_id"`
+					Currency  string `json:"currency,omitempty"`
+					Balance   int64  `json:"balance"`
+					Held      int64  `json:"held"`
+					Available int64  `json:"available"`
+				}
+				type tot struct {
+					Currency  string `json:"currency"`
+					Balance   int64  `json:"balance"`
+					Available int64  `json:"available"`
+					Partial   bool   `json:"partial,omitempty"`
+				}
+				out := struct {
+					Accounts []acct `json:"accounts"`
+					Totals   []tot  `json:"totals"`
+				}{Accounts: []acct{}, Totals: []tot{}}
+				for _, bank := range b.GetBanks() {
+					st := strings.ToLower(strings.TrimPrefix(bank.GetStatus().String(), "BANK_STATUS_"))
+					for _, a := range bank.GetAccounts() {
+						out.Accounts = append(out.Accounts, acct{bank.GetBank(), st, a.GetAccountId(), a.GetCurrency(), a.GetBalance(), a.GetHeld(), a.GetAvailable()})
+					}
+				}
+				for _, t := range b.GetTotals() {
+					out.Totals = append(out.Totals, tot{t.GetCurrency(), t.GetBalance(), t.GetAvailable(), t.GetPartial()})
+				}
+				return printJSON(e.stdout, out)
+			}
+			fmt.Fprintf(e.stdout, "%-8s %-14s %14s %14s %14s\n", "BANK", "ACCOUNT", "BALANCE", "HELD", "AVAILABLE")
+			for _, bank := range b.GetBanks() {
+				for _, a := range bank.GetAccounts() {
+					if bank.GetStatus() != gatewayv1.BankStatus_BANK_STATUS_AVAILABLE {
+						fmt.Fprintf(e.stdout, "%-8s %-14s %s\n", bank.GetBank(), a.GetAccountId(), "unavailable: "+bank.GetError())
+						continue
+					}
+					cur := a.GetCurrency()
+					fmt.Fprintf(e.stdout, "%-8s %-14s %14s %14s %14s %s\n", bank.GetBank(), a.GetAccountId(),
+						client.FormatAmount(a.GetBalance(), cur), client.FormatAmount(a.GetHeld(), cur), client.FormatAmount(a.GetAvailable(), cur), cur)
+				}
+			}
+			for _, t := range b.GetTotals() {
+				note := ""
+				if t.GetPartial() {
+					note = "  (partial: a bank did not answer)"
+				}
+				fmt.Fprintf(e.stdout, "%-8s %-14s %14s %14s %14s %s%s\n", "TOTAL", "", client.FormatAmount(t.GetBalance(), t.GetCurrency()), "",
+					client.FormatAmount(t.GetAvailable(), t.GetCurrency()), t.GetCurrency(), note)
+			}
+			return nil
+		},
+	}
+}
+
+func newHistoryCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "history")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	pageSize := fs.Int("page-size", 20, "payments per page, 1 to 100")
+	pageToken := fs.String("page-token", "", "the next-page token printed by the previous page")
+	all := fs.Bool("all", false, "fetch every page")
+	status := fs.String("status", "", "only payments with this status: processing, succeeded or failed")
+	return &ffcli.Command{
+		Name:       "history",
+		ShortUsage: "paygate history [flags]",
+		ShortHelp:  "list your payments, newest first, a page at a time",
+		LongHelp: "Lists your payments newest first. Each page ends with the command that fetches\n" +
+			"the next one; --all fetches them all. Only your own payments are ever listed.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			if *pageSize < 1 || *pageSize > 100 {
+				return usageErrorf("--page-size %d: want 1 to 100", *pageSize)
+			}
+			var st gatewayv1.PaymentStatus
+			switch *status {
+			case "":
+			case "processing":
+				st = gatewayv1.PaymentStatus_PAYMENT_STATUS_PROCESSING
+			case "succeeded":
+				st = gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED
+			case "failed":
+				st = gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED
+			default:
+				return usageErrorf("--status %q: want processing, succeeded or failed", *status)
+			}
+			s, err := cf.loggedIn()
+			if err != nil {
+				return err
+			}
+			c, _, err := cf.connect(s, false, false)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			q := client.HistoryQuery{PageSize: *pageSize, PageToken: *pageToken, Status: st}
+			out := struct {
+				Payments      []paymentJSON `json:"payments"`
+				NextPageToken string        `json:"next_page_token"`
+			}{Payments: []paymentJSON{}}
+			for {
+				page, err := c.History(ctx, q)
+				if err != nil {
+					return err
+				}
+				for _, p := range page.Payments {
+					out.Payments = append(out.Payments, paymentToJSON(p))
+				}
+				out.NextPageToken = page.NextPageToken
+				if !*all || page.NextPageToken == "" {
+					break
+				}
+				q.PageToken = page.NextPageToken
+			}
+			if cf.json {
+				return printJSON(e.stdout, out)
+			}
+			for _, p := range out.Payments {
+				when := ""
+				if p.CreateTime != nil {
+					when = p.CreateTime.Local().Format(time.DateTime) + "  "
+				}
+				fmt.Fprintln(e.stdout, when+paymentLine(p))
+			}
+			if len(out.Payments) == 0 {
+				fmt.Fprintln(e.stdout, "no payments")
+			}
+			if out.NextPageToken != "" {
+				fmt.Fprintf(e.stdout, "next page: paygate history --page-size %d --page-token %s\n", *pageSize, out.NextPageToken)
+			}
+			return nil
+		},
+	}
+}
+
+func newWatchCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "watch")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	duration := fs.Duration("for", 0, "stop after this long (default: until Ctrl-C)")
+	noSend := fs.Bool("no-send", false, "do not deliver queued payments while watching")
+	return &ffcli.Command{
+		Name:       "watch",
+		ShortUsage: "paygate watch [flags]",
+		ShortHelp:  "stream your payments' status changes; deliver queued payments meanwhile",
+		LongHelp: "Prints outcomes of queued payments not reported yet, then every status change\n" +
+			"of your payments as it happens, one line each (--json: one JSON object per\n" +
+			"line). Meanwhile it delivers the offline queue, so it can run in the background.\n" +
+			"It reconnects when the gateway restarts. Ctrl-C stops it (exit 0).",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			s, err := cf.loggedIn()
+			if err != nil {
+				return err
+			}
+			if *duration > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, *duration)
+				defer cancel()
+			}
+			var mu sync.Mutex
+			seen := map[string]bool{}
+			show := func(p paymentJSON, fromQueue bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				key := p.PaymentID + "/" + p.Status
+				if seen[key] {
+					return
+				}
+				seen[key] = true
+				if cf.json {
+					printJSON(e.stdout, p)
+					return
+				}
+				prefix := time.Now().Format(time.TimeOnly) + "  "
+				if fromQueue {
+					prefix += "queued payment settled: "
+				}
+				fmt.Fprintln(e.stdout, prefix+paymentLine(p))
+			}
+			c, _, err := cf.connect(s, true, *noSend, client.WithOutcomes(func(r client.Result) { show(resultToJSON(r), true) }))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if list, err := c.Queue().Unreported(ctx); err == nil {
+				var ids []string
+				for _, p := range list {
+					show(resultToJSON(p.Result), true)
+					ids = append(ids, p.Request.ID)
+				}
+				c.Queue().MarkReported(ctx, ids...)
+			}
+			if !cf.json {
+				fmt.Fprintln(e.stderr, "watching payments of "+s.Username+" (Ctrl-C to stop)")
+			}
+			for p, err := range c.Watch(ctx) {
+				if err != nil {
+					if errors.Is(err, client.ErrLoginRequired) {
+						return errors.New("the gateway refused the token: run 'paygate login USERNAME'")
+					}
+					return err
+				}
+				show(paymentToJSON(p), false)
+			}
+			return nil
+		},
+	}
+}
