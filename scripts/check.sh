@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static checks: buf lint and format, generated code up to date, gofmt, go vet.
+# Static checks: buf lint and format, generated code up to date, the built web dashboard up to
+# date (tsc type-checks it on the way), gofmt, go vet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/tools.sh
@@ -21,6 +22,19 @@ if ! diff -r "$tmp/gen.before" gen >/dev/null || ! diff -r "$tmp/web.before/gen"
 	diff -ru "$tmp/gen.before" gen | head -40 >&2 || true
 	diff -ru "$tmp/web.before/gen" web/src/gen | head -40 >&2 || true
 	echo "check: FAILED: generated code was stale; run scripts/generate.sh and commit the result" >&2
+	exit 1
+fi
+
+echo "check: web/dist is what web/src builds" >&2
+cp -r web/dist "$tmp/dist.before"
+scripts/web.sh
+if ! diff -r "$tmp/dist.before" web/dist >/dev/null; then
+	diff -r "$tmp/dist.before" web/dist | head -20 >&2 || true
+	echo "check: FAILED: the built dashboard was stale; run scripts/web.sh and commit web/dist" >&2
+	exit 1
+fi
+if [[ $(grep -c '"resolved"' web/package-lock.json || true) != 0 ]]; then
+	echo "check: FAILED: web/package-lock.json names registry URLs (\"resolved\"); regenerate it with omit-lockfile-registry-resolved" >&2
 	exit 1
 fi
 

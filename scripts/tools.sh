@@ -29,3 +29,15 @@ if [[ ! -x web/node_modules/.bin/buf || web/package-lock.json -nt web/node_modul
 	echo "tools: npm ci in web/" >&2
 	(cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# Debian's Chromium, for the dashboard's browser test (web/dashboard_test.go; it skips without
+# one). Installed only where apt-get is and we are root; otherwise say how.
+if [[ ! -x /usr/bin/chromium ]]; then
+	if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
+		echo "tools: apt-get install chromium" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	else
+		echo "tools: no /usr/bin/chromium: the browser test will be skipped (install Debian's chromium package, or set PAYGATE_CHROMIUM)" >&2
+	fi
+fi

@@ -170,6 +170,9 @@ type Gateway struct {
 	wg     sync.WaitGroup
 	// stopBatchers ends the batching participants' senders.
 	stopBatchers context.CancelFunc
+	// draining is closed when Shutdown starts; long-lived streams end on it.
+	draining     chan struct{}
+	drainingOnce sync.Once
 }
 
 // Policy is who may call each procedure of the gateway.
@@ -196,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(),
+	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(), draining: make(chan struct{}),
 		throttle: newLoginThrottle(cfg.LoginFailureEvery, cfg.LoginFailuresBurst)}
 	store, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"), cfg.NoGroupCommit)
 	if err != nil {
@@ -376,6 +379,7 @@ func (g *Gateway) WebAddr() string {
 // Shutdown stops accepting calls, lets calls in flight finish until ctx ends, stops the
 // background loops and closes the store, in that order.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.drainingOnce.Do(func() { close(g.draining) })
 	var errs []error
 	if g.apiLn != nil {
 		errs = append(errs, g.api.Shutdown(ctx))

@@ -196,10 +196,18 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 	}
 	ch, cancel := g.events.watch(user.Username)
 	defer cancel()
+	// Send the headers now, so that the client knows the stream is open before any change.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-g.draining:
+			// The gateway is shutting down: end the stream so shutdown need not wait for it;
+			// clients watch again when the gateway is back.
+			return rpcerr.New(connect.CodeUnavailable, "shutting_down", "the gateway is shutting down; watch again")
 		case p, ok := <-ch:
 			if !ok {
 				return rpcerr.New(connect.CodeResourceExhausted, "watcher_too_slow", "the stream fell behind; watch again and list payments to catch up")
@@ -245,6 +253,9 @@ func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1
 	totals := map[string]*gatewayv1.CurrencyTotal{}
 	var currencies []string
 	for _, b := range results {
+		if b.GetStatus() != gatewayv1.BankStatus_BANK_STATUS_AVAILABLE {
+			continue // no figures; the totals are marked partial below
+		}
 		for _, a := range b.GetAccounts() {
 			t, ok := totals[a.GetCurrency()]
 			if !ok {

@@ -1,0 +1,51 @@
+// paygate's web dashboard: sign in, balances, pay, history and live payment status, over the
+// gateway's own Connect API from the origin that served this page.
+
+import "./style.css";
+
+import { onUnauthenticated, setToken } from "./api";
+import { clearSession, loadSession, saveSession, type Session } from "./session";
+import { Dashboard } from "./views/dashboard";
+import { renderLogin } from "./views/login";
+
+const root = document.getElementById("app") as HTMLElement;
+let dashboard: Dashboard | undefined;
+let expiryTimer: number | undefined;
+
+function showLogin(notice?: string): void {
+  dashboard?.destroy();
+  dashboard = undefined;
+  window.clearTimeout(expiryTimer);
+  clearSession();
+  setToken(undefined);
+  document.title = "Sign in · paygate";
+  renderLogin(root, notice, (s) => {
+    saveSession(s);
+    showDashboard(s);
+  });
+}
+
+function showDashboard(s: Session): void {
+  setToken(s.token);
+  document.title = `${s.username} · paygate`;
+  dashboard = new Dashboard(root, s, () => showLogin("You have signed out."));
+  // setTimeout holds at most 2^31-1 ms; a longer session is checked again then.
+  const wait = Math.min(s.expiresAt - Date.now(), 2 ** 31 - 1);
+  expiryTimer = window.setTimeout(() => {
+    if (Date.now() >= s.expiresAt) showLogin("Your session has expired. Sign in again.");
+  }, Math.max(wait, 0));
+}
+
+onUnauthenticated((reason) => {
+  if (!dashboard) return;
+  showLogin(
+    reason === "token_revoked" ? "You were signed out. Sign in again." : "Your session has expired. Sign in again.",
+  );
+});
+
+const session = loadSession();
+if (session) {
+  showDashboard(session);
+} else {
+  showLogin();
+}
