@@ -250,7 +250,24 @@ func (c *Coordinator) prepareOne(ctx context.Context, bank string, req *bankv1.P
 	if err := c.health.check(bank); err != nil {
 		return vote{bank: bank, err: err}
 	}
-	resp, err := client.PrepareTransaction(ctx, connect.NewRequest(req))
+	// Prepare is idempotent at the bank, so a call that failed to reach it (a connection
+	// refused or reset, e.g. just after a restart) is sent again while the deadline allows,
+	// rather than aborting the payment at the first hiccup.
+	var resp *connect.Response[bankv1.PrepareTransactionResponse]
+	var err error
+	for attempt, backoff := 0, 50*time.Millisecond; ; attempt, backoff = attempt+1, backoff*3 {
+		resp, err = client.PrepareTransaction(ctx, connect.NewRequest(req))
+		if err == nil || connect.CodeOf(err) != connect.CodeUnavailable || attempt == 2 {
+			break
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < 2*backoff {
+			break
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+	}
 	c.health.observe(bank, err, false)
 	if err != nil {
 		return vote{bank: bank, err: err}
