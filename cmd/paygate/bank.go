@@ -21,6 +21,7 @@ func newBankCommand(e *env) *ffcli.Command {
 	data := fs.String("data", ".paygate/data", "directory of the bank's ledger (<name>.db)")
 	currency := fs.String("currency", bank.DefaultCurrency, "currency of accounts in the seed format ({\"bank1-1001\": 100.0})")
 	gateway := fs.String("gateway", "", "the gateway's API address, HOST:PORT or https://HOST:PORT, asked for the outcome of transactions left in doubt")
+	groupCommit := fs.Bool("group-commit", true, "share one ledger sync between concurrent writes (turn off only to measure what it buys)")
 	resolveAfter := fs.Duration("resolve-after", 5*time.Second, "how long past a prepared transaction's deadline to wait before asking the gateway for its outcome")
 	var tf tlsFlags
 	tf.register(fs)
@@ -62,11 +63,12 @@ func newBankCommand(e *env) *ffcli.Command {
 			}
 			return bank.Run(ctx, bank.ServerConfig{
 				Config: bank.Config{
-					Name:         *name,
-					DataDir:      *data,
-					AccountsFile: *accounts,
-					Currency:     *currency,
-					Logger:       log,
+					Name:          *name,
+					DataDir:       *data,
+					AccountsFile:  *accounts,
+					Currency:      *currency,
+					Logger:        log,
+					NoGroupCommit: !*groupCommit,
 				},
 				Listen:       *listen,
 				CAFile:       ca,

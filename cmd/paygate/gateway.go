@@ -22,6 +22,8 @@ func newGatewayCommand(e *env) *ffcli.Command {
 	data := fs.String("data", ".paygate/data", "directory of the gateway's store (gateway.db)")
 	txnTimeout := fs.Duration("txn-timeout", d.TxnTimeout, "longest time from accepting a payment to deciding it; undecided payments are aborted")
 	tokenTTL := fs.Duration("token-ttl", d.TokenTTL, "how long a login token is valid")
+	groupCommit := fs.Bool("group-commit", true, "share one store sync between concurrent writes (turn off only to measure what it buys)")
+	batch := fs.Bool("batch", true, "batch concurrent prepares, commits and aborts bound for the same bank into one call (turn off only to measure what it buys)")
 	bcryptCost := fs.Int("bcrypt-cost", d.BcryptCost, "bcrypt cost of password hashes (4 to 31)")
 	var tf tlsFlags
 	tf.register(fs)
@@ -57,6 +59,7 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			cfg.UsersFile, cfg.DataDir = *users, *data
 			cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key
 			cfg.TxnTimeout, cfg.TokenTTL, cfg.BcryptCost = *txnTimeout, *tokenTTL, *bcryptCost
+			cfg.NoGroupCommit, cfg.NoBatching = !*groupCommit, !*batch
 			cfg.Logger = log
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%v", err)

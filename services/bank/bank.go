@@ -9,6 +9,7 @@ import (
 	"regexp"
 
 	"github.com/paygate/paygate/internal/money"
+	"github.com/paygate/paygate/internal/sqlitedb"
 )
 
 // DefaultCurrency is the currency of seed-format accounts when Config.Currency is empty.
@@ -31,6 +32,9 @@ type Config struct {
 	Currency string
 	// Logger receives the bank's logs; nil discards them.
 	Logger *slog.Logger
+	// NoGroupCommit gives every ledger write its own transaction and sync (see
+	// sqlitedb.Options); for measuring what group commit buys.
+	NoGroupCommit bool
 }
 
 // Validate reports what is wrong with the configuration, after filling in defaults.
@@ -74,7 +78,7 @@ func Open(ctx context.Context, cfg Config) (*Bank, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	ledger, err := OpenLedger(ctx, cfg.LedgerPath(), cfg.Name)
+	ledger, err := OpenLedger(ctx, cfg.LedgerPath(), cfg.Name, sqlitedb.Options{NoGroupCommit: cfg.NoGroupCommit})
 	if err != nil {
 		return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
 	}

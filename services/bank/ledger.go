@@ -163,12 +163,17 @@ type Ledger struct {
 }
 
 // OpenLedger opens, creating if needed, the ledger of bank bankName in the SQLite file at path.
-// A ledger file remembers its bank: opening it for another bank fails with ErrWrongBank.
-func OpenLedger(ctx context.Context, path, bankName string) (*Ledger, error) {
+// A ledger file remembers its bank: opening it for another bank fails with ErrWrongBank. Options,
+// if given, tune the store (see sqlitedb.Options).
+func OpenLedger(ctx context.Context, path, bankName string, opts ...sqlitedb.Options) (*Ledger, error) {
 	if bankName == "" {
 		return nil, fmt.Errorf("open ledger: %w: empty bank name", ErrInvalidArgument)
 	}
-	db, err := sqlitedb.Open(ctx, path, migrations)
+	var o sqlitedb.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	db, err := sqlitedb.OpenWith(ctx, path, migrations, o)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
