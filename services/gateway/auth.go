@@ -57,10 +57,36 @@ var (
 // It refuses empty passwords, malformed usernames or account ids, and an account listed twice.
 func ParseUsers(r io.Reader) (map[string]UserFixture, error) {
 	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	var users map[string]UserFixture
-	if err := dec.Decode(&users); err != nil {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("gateway: users file: want a JSON object of users (%v)", err)
+	}
+	users := map[string]UserFixture{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("gateway: users file: %w", err)
+		}
+		name, _ := tok.(string)
+		if _, dup := users[name]; dup {
+			return nil, fmt.Errorf("gateway: users file: user %s is listed twice", name)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("gateway: users file: user %s: %w", name, err)
+		}
+		ud := json.NewDecoder(bytes.NewReader(raw))
+		ud.DisallowUnknownFields()
+		var u UserFixture
+		if err := ud.Decode(&u); err != nil {
+			return nil, fmt.Errorf("gateway: users file: user %s: %w", name, err)
+		}
+		users[name] = u
+	}
+	if _, err := dec.Token(); err != nil {
 		return nil, fmt.Errorf("gateway: users file: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("gateway: users file: trailing data after the users object")
 	}
 	seen := map[string]string{}
 	for name, u := range users {
@@ -217,6 +243,9 @@ type cachedSession struct {
 type sessionCache struct {
 	mu sync.Mutex
 	m  map[[32]byte]cachedSession
+	// gen counts forgetSession calls: a session read from the store while a logout happened is
+	// not cached, since it may predate the revocation.
+	gen uint64
 }
 
 // session returns the session of tok and its user's role, from the cache when fresh.
@@ -225,6 +254,7 @@ func (g *Gateway) session(ctx context.Context, tok string) (sessionRecord, strin
 	now := g.now()
 	g.sessions.mu.Lock()
 	c, ok := g.sessions.m[key]
+	gen := g.sessions.gen
 	g.sessions.mu.Unlock()
 	if ok && now.Sub(c.at) < sessionCacheTTL {
 		return c.sess, c.role, nil
@@ -241,7 +271,9 @@ func (g *Gateway) session(ctx context.Context, tok string) (sessionRecord, strin
 	if g.sessions.m == nil || len(g.sessions.m) > 100_000 {
 		g.sessions.m = make(map[[32]byte]cachedSession)
 	}
-	g.sessions.m[key] = cachedSession{sess: sess, role: u.Role, at: now}
+	if g.sessions.gen == gen {
+		g.sessions.m[key] = cachedSession{sess: sess, role: u.Role, at: now}
+	}
 	g.sessions.mu.Unlock()
 	return sess, u.Role, nil
 }
@@ -251,6 +283,7 @@ func (g *Gateway) forgetSession(tok string) {
 	key := sha256.Sum256([]byte(tok))
 	g.sessions.mu.Lock()
 	delete(g.sessions.m, key)
+	g.sessions.gen++
 	g.sessions.mu.Unlock()
 }
 
@@ -316,8 +349,22 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// dummyHash makes a failed lookup of an unknown user cost as much as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("paygate-timing-equaliser"), bcrypt.MinCost)
+// dummyHashes hold, per bcrypt cost, a hash that a login of an unknown user is checked against,
+// so that it costs as much as a wrong password and response times do not tell which usernames
+// exist.
+var dummyHashes sync.Map // int → []byte
+
+func dummyHashFor(cost int) []byte {
+	if h, ok := dummyHashes.Load(cost); ok {
+		return h.([]byte)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte("paygate-timing-equaliser"), cost)
+	if err != nil {
+		h, _ = bcrypt.GenerateFromPassword([]byte("paygate-timing-equaliser"), bcrypt.DefaultCost)
+	}
+	dummyHashes.Store(cost, h)
+	return h
+}
 
 // Login implements AuthService.Login.
 func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.LoginRequest]) (*connect.Response[gatewayv1.LoginResponse], error) {
@@ -336,7 +383,7 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	}
 	hash := []byte(u.PasswordHash)
 	if errors.Is(err, ErrNotFound) {
-		hash = dummyHash
+		hash = dummyHashFor(g.cfg.BcryptCost)
 	}
 	if cmpErr := bcrypt.CompareHashAndPassword(hash, []byte(req.Msg.GetPassword())); cmpErr != nil || errors.Is(err, ErrNotFound) {
 		g.throttle.fail(now, keys...)
@@ -372,7 +419,23 @@ var errNoPrincipal = rpcerr.New(connect.CodeUnauthenticated, "missing_token", "t
 // Register implements AuthService.Register. Every account must exist at its bank with the new
 // username as holder and must not be linked to another user; otherwise nothing is created.
 func (g *Gateway) Register(ctx context.Context, req *connect.Request[gatewayv1.RegisterRequest]) (*connect.Response[gatewayv1.RegisterResponse], error) {
-	m := req.Msg
+	// Refused registrations are throttled per address: their answers say which accounts exist
+	// and which are linked, so they must not be a free oracle.
+	keys := []string{"register:" + hostOf(req.Peer().Addr)}
+	now := g.now()
+	if wait := g.registerThrottle.blocked(now, keys...); wait > 0 {
+		return nil, rpcerr.New(connect.CodeResourceExhausted, "register_throttled",
+			fmt.Sprintf("too many refused registrations: try again in %s", wait.Round(time.Second)),
+			"retry_after_seconds", fmt.Sprint(int(wait.Seconds()+0.999)))
+	}
+	resp, err := g.register(ctx, req.Msg)
+	if err != nil && connect.CodeOf(err) != connect.CodeUnavailable && connect.CodeOf(err) != connect.CodeInternal {
+		g.registerThrottle.fail(now, keys...)
+	}
+	return resp, err
+}
+
+func (g *Gateway) register(ctx context.Context, m *gatewayv1.RegisterRequest) (*connect.Response[gatewayv1.RegisterResponse], error) {
 	setCallUser(ctx, m.GetUsername())
 	if _, err := g.store.User(ctx, m.GetUsername()); err == nil {
 		return nil, rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", m.GetUsername()))

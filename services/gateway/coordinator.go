@@ -57,6 +57,9 @@ type Coordinator struct {
 	// to the recovery loop.
 	phase2Timeout time.Duration
 
+	// work tracks the recovery loop's goroutines, so that Recover returns only when they end.
+	work sync.WaitGroup
+
 	mu       sync.Mutex
 	inflight map[string]struct{} // payments this process is driving now
 	retry    map[string]retryState
@@ -169,10 +172,18 @@ func (c *Coordinator) await(ctx context.Context, p paymentRecord) (paymentRecord
 	if cur.Decision != decisionNone {
 		return cur, nil
 	}
+	// Answer "in progress" a little before the caller's deadline, so that the answer reaches
+	// the client before its own deadline ends the call.
+	wctx := ctx
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Second, time.Until(d)/10)))
+		defer cancel()
+	}
 	select {
 	case out := <-ch:
 		return out, nil
-	case <-ctx.Done():
+	case <-wctx.Done():
 		return cur, ErrPaymentInProgress
 	}
 }
@@ -447,6 +458,7 @@ func (c *Coordinator) Kick() {
 func (c *Coordinator) Recover(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	defer c.work.Wait()
 	for {
 		c.recoverOnce(ctx)
 		select {
@@ -459,13 +471,28 @@ func (c *Coordinator) Recover(ctx context.Context, interval time.Duration) {
 }
 
 func (c *Coordinator) recoverOnce(ctx context.Context) {
-	list, err := c.store.Unfinished(ctx, 1000)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: list unfinished payments", slog.String("error", err.Error()))
+	// Page through every unfinished payment: payments stuck at a bank that is down must not
+	// keep newer ones from being looked at.
+	const page = 1000
+	var after *unfinishedCursor
+	for {
+		list, err := c.store.Unfinished(ctx, after, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: list unfinished payments", slog.String("error", err.Error()))
+			}
+			return
 		}
-		return
+		c.recoverList(ctx, list)
+		if len(list) < page {
+			return
+		}
+		last := list[len(list)-1]
+		after = &unfinishedCursor{Deadline: last.Deadline.UnixNano(), PaymentID: last.PaymentID}
 	}
+}
+
+func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 	now := c.now()
 	for _, p := range list {
 		if ctx.Err() != nil {
@@ -477,7 +504,9 @@ func (c *Coordinator) recoverOnce(ctx context.Context) {
 		if !c.acquire(p.PaymentID) {
 			continue // being driven now
 		}
+		c.work.Add(1)
 		go func() {
+			defer c.work.Done()
 			defer c.release(p.PaymentID)
 			c.recoverPayment(ctx, p)
 		}()

@@ -311,13 +311,13 @@ func TestCoordinatorDecisionForWhilePreparing(t *testing.T) {
 		out, _, err := c.Execute(context.Background(), p)
 		done <- result{out, err}
 	}()
-	<-b.entered
+	recv(t, b.entered, "the prepare at bankB")
 	got, err := c.DecisionFor(context.Background(), p.PaymentID)
 	if err != nil || got.Decision != decisionAbort || !got.Presumed {
 		t.Fatalf("DecisionFor = %v presumed %v, %v", got.Decision, got.Presumed, err)
 	}
 	close(b.gate)
-	r := <-done
+	r := recv(t, done, "Execute")
 	if r.err != nil || r.out.Decision != decisionAbort {
 		t.Fatalf("Execute = %v, %v; want the presumed abort", r.out.Decision, r.err)
 	}
@@ -395,10 +395,10 @@ func TestCoordinatorRecoverSkipsPaymentsInFlight(t *testing.T) {
 		_, _, err := c.Execute(context.Background(), p)
 		done <- err
 	}()
-	<-b.entered
+	recv(t, b.entered, "the prepare at bankB")
 	c.recoverOnce(context.Background())
 	close(b.gate)
-	if err := <-done; err != nil {
+	if err := recv(t, done, "Execute"); err != nil {
 		t.Fatal(err)
 	}
 	waitIdle(t, c)

@@ -156,9 +156,11 @@ type Gateway struct {
 	health   *bankHealth
 	events   *broker
 	throttle *loginThrottle
-	sessions sessionCache
-	owners   ownerCache
-	now      func() time.Time
+	// registerThrottle limits refused registrations per address.
+	registerThrottle *loginThrottle
+	sessions         sessionCache
+	owners           ownerCache
+	now              func() time.Time
 
 	healthClients map[string]*grpchealth.Client
 
@@ -200,7 +202,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(), draining: make(chan struct{}),
-		throttle: newLoginThrottle(cfg.LoginFailureEvery, cfg.LoginFailuresBurst)}
+		throttle:         newLoginThrottle(cfg.LoginFailureEvery, cfg.LoginFailuresBurst),
+		registerThrottle: newLoginThrottle(cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)}
 	store, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"), cfg.NoGroupCommit)
 	if err != nil {
 		return nil, err

@@ -127,7 +127,9 @@ func (h *bankHealth) probe(ctx context.Context, clients map[string]*grpchealth.C
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, interval)
+				// A probe may take longer than the interval: a short interval must not turn a
+				// slow but healthy bank into a down one.
+				cctx, cancel := context.WithTimeout(ctx, max(interval, 2*time.Second))
 				defer cancel()
 				resp, err := client.Check(cctx, &grpchealth.CheckRequest{})
 				if err == nil && resp.Status != grpchealth.StatusServing {

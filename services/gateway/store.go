@@ -64,7 +64,7 @@ var migrations = []string{
 		completed_at    INTEGER
 	);
 	CREATE INDEX payments_by_user ON payments(username, created_at DESC, payment_id DESC);
-	CREATE INDEX payments_unfinished ON payments(deadline) WHERE completed = 0;`,
+	CREATE INDEX payments_unfinished ON payments(deadline, payment_id) WHERE completed = 0;`,
 }
 
 // Store errors.
@@ -422,11 +422,23 @@ func (s *Store) MarkCompleted(ctx context.Context, id string, now time.Time) err
 	return nil
 }
 
+// unfinishedCursor is where a page of Unfinished ends.
+type unfinishedCursor struct {
+	Deadline  int64
+	PaymentID string
+}
+
 // Unfinished returns payments that are undecided or whose phase two is not acknowledged, oldest
-// deadline first, at most limit.
-func (s *Store) Unfinished(ctx context.Context, limit int) ([]paymentRecord, error) {
-	rows, err := s.db.Read.QueryContext(ctx,
-		`SELECT `+paymentColumns+` FROM payments WHERE completed = 0 ORDER BY deadline LIMIT ?`, limit)
+// deadline first, after the cursor when it is set, at most limit.
+func (s *Store) Unfinished(ctx context.Context, after *unfinishedCursor, limit int) ([]paymentRecord, error) {
+	q := `SELECT ` + paymentColumns + ` FROM payments WHERE completed = 0`
+	args := []any{}
+	if after != nil {
+		q += ` AND (deadline > ? OR (deadline = ? AND payment_id > ?))`
+		args = append(args, after.Deadline, after.Deadline, after.PaymentID)
+	}
+	q += ` ORDER BY deadline, payment_id LIMIT ?`
+	rows, err := s.db.Read.QueryContext(ctx, q, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: list unfinished payments: %w", err)
 	}
