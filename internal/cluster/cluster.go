@@ -20,7 +20,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"connectrpc.com/connect"
@@ -33,6 +32,18 @@ import (
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
+
+// TB is the part of TB the cluster uses. *testing.T and *testing.B satisfy it; a
+// program that runs a cluster outside a test (`paygate chaos`) supplies its own.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
 
 // ModuleRoot returns the directory of this module's go.mod.
 func ModuleRoot() (string, error) {
@@ -59,7 +70,7 @@ var (
 
 // Binary builds the paygate command once per test process (per set of build tags) and returns
 // its path. The crash-point tests build with the "crashpoints" tag.
-func Binary(t testing.TB, tags ...string) string {
+func Binary(t TB, tags ...string) string {
 	t.Helper()
 	key := strings.Join(tags, ",")
 	buildMu.Lock()
@@ -107,6 +118,13 @@ type Options struct {
 	Tags []string
 	// GatewayArgs are extra gateway flags.
 	GatewayArgs []string
+	// Bin is the paygate binary to run; default: built from this module by Binary.
+	Bin string
+	// BankAddrs are the banks' listen addresses ("127.0.0.1:port"); default: free ports.
+	BankAddrs map[string]string
+	// GatewayBankAddrs overrides, per bank, the address ("host:port") the gateway dials for it,
+	// e.g. a faultproxy in front of the bank. Banks not in it are dialled directly.
+	GatewayBankAddrs map[string]string
 	// Env is extra environment of the first start of a process, by name ("gateway" or a bank
 	// name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
 	Env map[string][]string
@@ -114,7 +132,7 @@ type Options struct {
 
 // Cluster is a running system.
 type Cluster struct {
-	t       testing.TB
+	t       TB
 	opts    Options
 	Bin     string
 	Dir     string
@@ -162,7 +180,7 @@ func (p *Proc) Wait(d time.Duration) bool {
 }
 
 // FreePort returns a loopback address with a port that was free a moment ago.
-func FreePort(t testing.TB) string {
+func FreePort(t TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -174,7 +192,7 @@ func FreePort(t testing.TB) string {
 
 // New makes certificates and fixtures in a temporary directory, starts every bank and the
 // gateway, and waits until all are serving. Everything is stopped when the test ends.
-func New(t testing.TB, opts Options) *Cluster {
+func New(t TB, opts Options) *Cluster {
 	t.Helper()
 	if len(opts.Banks) == 0 {
 		opts.Banks = []string{"bank1", "bank2", "bank3"}
@@ -185,12 +203,22 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.ResolveAfter == 0 {
 		opts.ResolveAfter = time.Second
 	}
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
+	// The module root is needed for the default binary and fixtures only.
+	root, rootErr := ModuleRoot()
+	needRoot := opts.Bin == "" || opts.Users == ""
+	for _, b := range opts.Banks {
+		if _, ok := opts.Accounts[b]; !ok {
+			needRoot = true
+		}
+	}
+	if rootErr != nil && needRoot {
+		t.Fatal(rootErr)
 	}
 	c := &Cluster{t: t, opts: opts, Root: root, Dir: t.TempDir(), procs: map[string]*Proc{}, BankAddrs: map[string]string{}}
-	c.Bin = Binary(t, opts.Tags...)
+	c.Bin = opts.Bin
+	if c.Bin == "" {
+		c.Bin = Binary(t, opts.Tags...)
+	}
 	c.CertDir = filepath.Join(c.Dir, "certs")
 	if err := pki.Generate(c.CertDir, pki.Options{Banks: opts.Banks, Clients: []string{"cli", "other"}}); err != nil {
 		t.Fatal(err)
@@ -211,7 +239,11 @@ func New(t testing.TB, opts Options) *Cluster {
 		if err := os.WriteFile(filepath.Join(fix, b+"_server_accounts.json"), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c.BankAddrs[b] = FreePort(t)
+		if a, ok := opts.BankAddrs[b]; ok {
+			c.BankAddrs[b] = a
+		} else {
+			c.BankAddrs[b] = FreePort(t)
+		}
 	}
 	users := opts.Users
 	if users == "" {
@@ -286,6 +318,9 @@ func (c *Cluster) GatewayArgs(unreachable ...string) []string {
 	}
 	for _, b := range c.opts.Banks {
 		addr := c.BankAddrs[b]
+		if a, ok := c.opts.GatewayBankAddrs[b]; ok {
+			addr = a
+		}
 		if slices.Contains(unreachable, b) {
 			addr = FreePort(c.t)
 		}
