@@ -31,8 +31,9 @@
 //
 // A payment_id with the same parameters returns the stored outcome marked replayed; with other
 // parameters it is refused with ALREADY_EXISTS (reason payment_id_reused). A duplicate that
-// arrives while the first request is still deciding waits for the outcome until shortly before its own deadline
-// and then gets ABORTED (reason payment_in_progress), which is safe to retry. Outcomes are kept
+// arrives while the first request is still deciding waits for the outcome until shortly before
+// its own deadline and then gets ABORTED (reason payment_in_progress), which is safe to retry.
+// Outcomes are kept
 // for as long as the store is: payment rows are never deleted, so a payment_id can never be
 // applied twice, however late the retry.
 package gateway
