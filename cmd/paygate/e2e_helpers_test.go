@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,8 @@ import (
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/cluster"
+	"github.com/paygate/paygate/internal/pki"
+	"github.com/paygate/paygate/internal/rpcserver"
 )
 
 // The demo users of fixtures/user_details.json.
@@ -100,3 +105,27 @@ func delta(before, after cluster.Ledger) map[string]int64 {
 }
 
 func timestampIn(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(time.Now().Add(d)) }
+
+// postJSON sends body to procedure with the Connect protocol's JSON encoding (what a browser or
+// curl would send) and returns the error code and message of the answer ("" for success).
+func postJSON(t testing.TB, c *cluster.Cluster, token, procedure, body string) (code, msg string) {
+	t.Helper()
+	tlsCfg, err := pki.ClientTLS(c.CertPath("ca.pem"), c.CertPath("client-cli.pem"), c.CertPath("client-cli-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost, "https://"+c.GatewayAddr+procedure, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := rpcserver.NewHTTPClient(tlsCfg).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct{ Code, Message string }
+	json.NewDecoder(resp.Body).Decode(&e)
+	return e.Code, e.Message
+}

@@ -134,8 +134,15 @@ func TestPaymentsEndToEnd(t *testing.T) {
 				t.Errorf("amount %d: got %v (reason %q), want InvalidArgument naming amount, reason invalid_argument", amount, err, rpcerr.Reason(err))
 			}
 		}
-		// An amount that does not fit in int64 never reaches the handler: the JSON decoder of a
-		// Connect client refuses it as InvalidArgument, which the README's grpcurl session shows.
+		// An amount that does not fit in int64 never reaches the handler: the server's JSON
+		// decoder refuses it as InvalidArgument.
+		for _, amount := range []string{`"99999999999999999999"`, `1e400`, `"12.5"`} {
+			body := `{"paymentId":"` + newID() + `","fromAccount":"bank1-1001","toAccount":"bank2-2002","amount":` + amount + `,"currency":"USD"}`
+			code, msg := postJSON(t, c, alice.Token, "/paygate.gateway.v1.PaymentService/ExecutePayment", body)
+			if code != "invalid_argument" || !strings.Contains(msg, "amount") {
+				t.Errorf("amount %s: code %q message %q, want invalid_argument naming amount", amount, code, msg)
+			}
+		}
 		checkSettled(t, c, before, 10*time.Second)
 		if d := delta(before, audit(t, c)); len(d) != 0 {
 			t.Errorf("balances changed: %v", d)
