@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/paygate/paygate/internal/bench"
+)
+
+func init() { register(newBenchCommand) }
+
+func newBenchCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "bench")
+	concurrency := fs.Int("concurrency", 64, "workers, each with one request in flight")
+	duration := fs.Duration("duration", 10*time.Second, "how long to measure, after the warmup")
+	count := fs.Int("count", 0, "measure this many requests instead of a duration")
+	warmup := fs.Duration("warmup", 2*time.Second, "how long to send requests before measuring")
+	mix := fs.String("mix", bench.DefaultMix.String(), "payment mix as KIND=WEIGHT: cross (between banks), same (within a bank), fail (declined: amount above the balance, or unknown payee)")
+	conns := fs.Int("conns", 1, "HTTP/2 connections the workers share")
+	dev := fs.String("dev", "", "bench a running 'paygate dev' whose --dir is DIR (reads DIR/dev.json) instead of starting a system")
+	dir := fs.String("dir", "", "directory for the system the bench starts (certificates, fixtures, data, logs); default a temporary one")
+	keep := fs.Bool("keep", false, "keep the system's directory (data and logs) after the run")
+	out := fs.String("out", "", "directory for bench.json and latency.svg (default the system's directory)")
+	banks := fs.Int("banks", 3, "banks of the system the bench starts")
+	users := fs.Int("users", 64, "users of the system the bench starts, each with an account at every bank holding 1,000,000.00 USD")
+	txnTimeout := fs.Duration("txn-timeout", 30*time.Second, "the gateway's --txn-timeout")
+	serverArgs := fs.String("server-args", "", "extra flags for every server the bench starts, space-separated")
+	bankArgs := fs.String("bank-args", "", "extra flags for each bank the bench starts, space-separated")
+	gatewayArgs := fs.String("gateway-args", "", "extra flags for the gateway the bench starts, space-separated")
+	noGroup := fs.Bool("no-group-commit", false, "start the servers with group commit turned off (to measure what it buys)")
+	ceiling := fs.Bool("ceiling", false, "measure only the ceiling: empty unary calls per second over the same mTLS transport")
+	ceilingCalls := fs.Float64("ceiling-calls", 0, "ceiling measured earlier, in calls/s, instead of measuring it before the run; -1 skips it")
+	ceilingDuration := fs.Duration("ceiling-duration", 3*time.Second, "how long the payment bench measures the ceiling first")
+	profile := fs.String("profile", "", "write CPU profiles of every process to DIR (<name>.cpu.pprof; see "+bench.ProfileEnv+")")
+	settle := fs.Duration("settle-timeout", 60*time.Second, "how long to wait for every hold to resolve before the conservation check")
+
+	return &ffcli.Command{
+		Name:       "bench",
+		ShortUsage: "paygate bench [--concurrency 64] [--duration 10s | --count N] [--mix cross=80,same=10,fail=10] [--dev DIR] [flags]",
+		ShortHelp:  "load generator: payments/s, latency percentiles, memory, and the transport ceiling",
+		LongHelp: "Starts three banks and a gateway as separate processes of this binary (SQLite\n" +
+			"stores, generated certificates, 64 generated users), or uses a running 'paygate dev'\n" +
+			"(--dev DIR), and sends payments from concurrent workers: each a random user, a fresh\n" +
+			"UUIDv4 payment_id and a kind drawn from --mix. After --warmup it measures for\n" +
+			"--duration (or --count payments) with a progress line every second on stderr, then\n" +
+			"prints throughput, latency p50/p90/p99/p99.9/max, errors by Connect code, RPCs per\n" +
+			"payment, and the RSS and CPU of each process; it writes bench.json and latency.svg to\n" +
+			"--out. Before the run it measures the ceiling, empty unary calls per second over the\n" +
+			"same mTLS transport (--ceiling measures only that), and compares: payments/s against\n" +
+			"ceiling / RPCs-per-payment. Every run ends with the conservation check: once no hold is\n" +
+			"left, the sum of all balances must equal the sum before; otherwise the exit code is 1.\n\n" +
+			"Profiling: " + bench.ProfileEnv + "=FILE makes any paygate command write a CPU profile of\n" +
+			"its run to FILE; --profile DIR sets it for each server the bench starts and profiles\n" +
+			"the bench itself, for 'go tool pprof'.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unexpected arguments: %s", strings.Join(args, " "))
+			}
+			m, err := bench.ParseMix(*mix)
+			if err != nil {
+				return usageErrorf("--mix: %v", err)
+			}
+			switch {
+			case *concurrency < 1:
+				return usageErrorf("--concurrency %d: want at least 1", *concurrency)
+			case *count < 0:
+				return usageErrorf("--count %d: want 0 (use --duration) or more", *count)
+			case *count == 0 && *duration <= 0:
+				return usageErrorf("--duration %s: want a positive duration (or --count)", *duration)
+			case *warmup < 0:
+				return usageErrorf("--warmup %s: negative", *warmup)
+			case *conns < 1:
+				return usageErrorf("--conns %d: want at least 1", *conns)
+			case *banks < 2 || *banks > 26:
+				return usageErrorf("--banks %d: want 2 to 26", *banks)
+			case *users < 1 || *users > 10000:
+				return usageErrorf("--users %d: want 1 to 10000", *users)
+			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != ""):
+				return usageErrorf("--dev benches a running system: --no-group-commit and --*-args only apply to a system the bench starts")
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg := bench.Config{
+				Concurrency: *concurrency, Duration: *duration, Count: *count, Warmup: *warmup, Mix: m, Conns: *conns,
+				Ceiling: *ceiling, CeilingCalls: *ceilingCalls, CeilingDuration: *ceilingDuration,
+				DevDir: *dev, Binary: bin, Dir: *dir, Keep: *keep, Out: *out,
+				Banks: *banks, Users: *users, TxnTimeout: *txnTimeout,
+				ServerArgs: strings.Fields(*serverArgs), BankArgs: strings.Fields(*bankArgs), GatewayArgs: strings.Fields(*gatewayArgs),
+				NoGroupCommit: *noGroup, ProfileDir: *profile, SettleTimeout: *settle,
+				Command: append([]string{"paygate"}, os.Args[1:]...),
+				Stdout:  e.stdout, Stderr: e.stderr,
+			}
+			_, err = bench.Run(ctx, cfg)
+			if errors.Is(err, bench.ErrConservation) {
+				return errors.New("the balances do not add up after the run (see above)")
+			}
+			return err
+		},
+	}
+}
