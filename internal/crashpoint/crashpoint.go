@@ -22,7 +22,7 @@ const (
 	GatewayAfterDecision = "gateway.after_decision"
 	// GatewayAfterFirstPhase2: one participant acknowledged commit or abort; others were not told.
 	GatewayAfterFirstPhase2 = "gateway.after_first_phase2"
-	// GatewayBeforeReply: phase two is complete and recorded; the client has no answer yet.
+	// GatewayBeforeReply: every bank acknowledged phase two; the client has no answer yet.
 	GatewayBeforeReply = "gateway.before_reply"
 
 	// BankPrepareBeforePersist: a prepare arrived; nothing is recorded.

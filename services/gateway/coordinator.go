@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -60,10 +61,16 @@ type Coordinator struct {
 	// work tracks the recovery loop's goroutines, so that Recover returns only when they end.
 	work sync.WaitGroup
 
-	mu       sync.Mutex
-	inflight map[string]struct{} // payments this process is driving now
-	retry    map[string]retryState
-	kick     chan struct{}
+	// completions queues payments whose phase two every bank acknowledged, for runCompleter to
+	// record in batches; completing holds them until recorded, so recovery leaves them alone.
+	completions      chan string
+	completerRunning atomic.Bool
+
+	mu         sync.Mutex
+	inflight   map[string]struct{} // payments this process is driving now
+	retry      map[string]retryState
+	completing map[string]struct{}
+	kick       chan struct{}
 }
 
 type retryState struct {
@@ -92,6 +99,8 @@ func newCoordinator(store *Store, banks map[string]participant, health *bankHeal
 		phase2Timeout: 5 * time.Second,
 		inflight:      make(map[string]struct{}),
 		retry:         make(map[string]retryState),
+		completing:    make(map[string]struct{}),
+		completions:   make(chan string, 4*maxBatch),
 		kick:          make(chan struct{}, 1),
 	}
 }
@@ -114,6 +123,13 @@ func (c *Coordinator) acquire(id string) bool {
 	}
 	c.inflight[id] = struct{}{}
 	return true
+}
+
+func (c *Coordinator) isCompleting(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.completing[id]
+	return ok
 }
 
 func (c *Coordinator) release(id string) {
@@ -365,15 +381,87 @@ func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
 			return false
 		}
 	}
-	if err := c.store.MarkCompleted(ctx, p.PaymentID, c.now()); err != nil {
-		c.logger.LogAttrs(ctx, slog.LevelWarn, "record completion", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
-		c.scheduleRetry(p.PaymentID)
-		return false
+	c.markCompleted(ctx, p.PaymentID)
+	return true
+}
+
+// markCompleted records that every participant acknowledged phase two. Nobody waits for that
+// record: while the recovery loop runs, completions are written in batches in the background
+// (a completion lost in a crash only means phase two is sent again, which the banks answer
+// idempotently); without it, at once.
+func (c *Coordinator) markCompleted(ctx context.Context, id string) {
+	c.mu.Lock()
+	delete(c.retry, id)
+	c.mu.Unlock()
+	if c.completerRunning.Load() {
+		c.mu.Lock()
+		c.completing[id] = struct{}{}
+		c.mu.Unlock()
+		select {
+		case c.completions <- id:
+			return
+		default: // the queue is full: write this one now
+		}
+	}
+	c.flushCompleted(ctx, []string{id})
+}
+
+// flushCompleted writes completions; on failure the payments are left to the recovery loop.
+func (c *Coordinator) flushCompleted(ctx context.Context, ids []string) {
+	if err := c.store.MarkCompleted(context.WithoutCancel(ctx), ids, c.now()); err != nil {
+		c.logger.LogAttrs(ctx, slog.LevelWarn, "record completion", slog.Int("payments", len(ids)), slog.String("error", err.Error()))
 	}
 	c.mu.Lock()
-	delete(c.retry, p.PaymentID)
+	for _, id := range ids {
+		delete(c.completing, id)
+	}
 	c.mu.Unlock()
-	return true
+}
+
+// runCompleter writes queued completions in batches until ctx ends, then writes the rest.
+func (c *Coordinator) runCompleter(ctx context.Context) {
+	c.completerRunning.Store(true)
+	batch := make([]string, 0, maxBatch)
+	for {
+		var stop bool
+		select {
+		case id := <-c.completions:
+			batch = append(batch[:0], id)
+		case <-ctx.Done():
+			stop = true
+			batch = batch[:0]
+		}
+	drain:
+		for len(batch) < maxBatch || stop {
+			select {
+			case id := <-c.completions:
+				batch = append(batch, id)
+				if len(batch) == maxBatch {
+					c.flushCompleted(ctx, batch)
+					batch = batch[:0]
+				}
+			default:
+				break drain
+			}
+		}
+		if len(batch) > 0 {
+			c.flushCompleted(ctx, batch)
+		}
+		if stop {
+			c.completerRunning.Store(false)
+			// A completion queued after the last drain is written by its sender's fallback
+			// only if it saw the flag down; drain once more for one that raced the flag.
+			for {
+				select {
+				case id := <-c.completions:
+					c.flushCompleted(ctx, []string{id})
+					continue
+				default:
+				}
+				return
+			}
+		}
+	}
 }
 
 func (c *Coordinator) phase2(ctx context.Context, bank string, p paymentRecord) error {
@@ -459,6 +547,11 @@ func (c *Coordinator) Recover(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	defer c.work.Wait()
+	c.work.Add(1)
+	go func() {
+		defer c.work.Done()
+		c.runCompleter(ctx)
+	}()
 	for {
 		c.recoverOnce(ctx)
 		select {
@@ -501,8 +594,8 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 		if p.Decision != decisionNone && !c.retryDue(p.PaymentID, now) {
 			continue
 		}
-		if !c.acquire(p.PaymentID) {
-			continue // being driven now
+		if c.isCompleting(p.PaymentID) || !c.acquire(p.PaymentID) {
+			continue // being driven now, or done and being recorded
 		}
 		c.work.Add(1)
 		go func() {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/paygate/paygate/internal/sqlitedb"
@@ -412,12 +413,20 @@ func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32,
 	return p, nil
 }
 
-// MarkCompleted records that every participant acknowledged phase two.
-func (s *Store) MarkCompleted(ctx context.Context, id string, now time.Time) error {
-	err := s.exec(ctx,
-		`UPDATE payments SET completed = 1, completed_at = ? WHERE payment_id = ? AND decision != 0`, now.UnixNano(), id)
-	if err != nil {
-		return fmt.Errorf("gateway: complete %s: %w", id, err)
+// MarkCompleted records that every participant acknowledged phase two of the payments ids.
+func (s *Store) MarkCompleted(ctx context.Context, ids []string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	q := `UPDATE payments SET completed = 1, completed_at = ? WHERE decision != 0 AND payment_id IN (?` +
+		strings.Repeat(", ?", len(ids)-1) + `)`
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, now.UnixNano())
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	if err := s.exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("gateway: record completion of %d payments: %w", len(ids), err)
 	}
 	return nil
 }

@@ -141,6 +141,6 @@ func BenchmarkStoreComplete(b *testing.B) {
 	runStoreBench(b,
 		func(b *testing.B, s *Store, ids []string) { admitAll(b, s, ids, true) },
 		func(s *Store, id string) error {
-			return s.MarkCompleted(context.Background(), id, benchNow)
+			return s.MarkCompleted(context.Background(), []string{id}, benchNow)
 		})
 }
