@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -21,8 +20,8 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
-	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
+	"github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
@@ -421,54 +420,27 @@ type ledger struct {
 	Pending  int64 `json:"pending_credit"`
 }
 
+// bankClients returns clients of every bank over hc (the gateway's certificate).
+func (s *system) bankClients(hc *http.Client) map[string]bankv1connect.BankServiceClient {
+	out := make(map[string]bankv1connect.BankServiceClient, len(s.banks))
+	for n, url := range s.banks {
+		out[n] = bankv1connect.NewBankServiceClient(hc, url, rpcserver.ClientOptions()...)
+	}
+	return out
+}
+
+func summarize(l audit.Ledger) ledger {
+	return ledger{Accounts: len(l.Accounts), Total: l.Total, Held: l.Held, Pending: l.Pending}
+}
+
 // audit reads every account of every bank through ListAccounts, with the gateway's certificate.
 func (s *system) audit(ctx context.Context, hc *http.Client) (ledger, error) {
-	var l ledger
-	names := make([]string, 0, len(s.banks))
-	for n := range s.banks {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, b := range names {
-		c := bankv1connect.NewBankServiceClient(hc, s.banks[b], rpcserver.ClientOptions()...)
-		token := ""
-		for {
-			resp, err := c.ListAccounts(ctx, connect.NewRequest(&bankv1.ListAccountsRequest{PageSize: 1000, PageToken: token}))
-			if err != nil {
-				return l, fmt.Errorf("audit %s: %w", b, err)
-			}
-			for _, a := range resp.Msg.GetAccounts() {
-				bal := a.GetBalance()
-				l.Accounts++
-				l.Total += bal.GetBalance()
-				l.Held += bal.GetHeld()
-				l.Pending += bal.GetPendingCredit()
-			}
-			token = resp.Msg.GetNextPageToken()
-			if token == "" {
-				break
-			}
-		}
-	}
-	return l, nil
+	l, err := audit.Take(ctx, s.bankClients(hc))
+	return summarize(l), err
 }
 
 // waitSettled audits until no bank holds a hold or a pending credit, up to d.
 func (s *system) waitSettled(ctx context.Context, hc *http.Client, d time.Duration) (ledger, error) {
-	deadline := time.Now().Add(d)
-	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		l, err := s.audit(actx, hc)
-		cancel()
-		if err == nil && l.Held == 0 && l.Pending == 0 {
-			return l, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			if err != nil {
-				return l, err
-			}
-			return l, fmt.Errorf("not settled after %s: held %d, pending credit %d", d, l.Held, l.Pending)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	l, err := audit.WaitSettled(ctx, s.bankClients(hc), d)
+	return summarize(l), err
 }

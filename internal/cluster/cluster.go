@@ -29,8 +29,10 @@ import (
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/services/gateway"
 )
 
 // TB is the part of TB the cluster uses. *testing.T and *testing.B satisfy it; a
@@ -583,60 +585,25 @@ func (c *Cluster) Bank(name string) bankv1connect.BankServiceClient {
 }
 
 // Ledger is an audit of every account of every bank.
-type Ledger struct {
-	Accounts map[string]*bankv1.AccountBalance
-	Total    int64 // sum of balances
-	Held     int64 // sum of holds
-	Pending  int64 // sum of pending credits
+type Ledger = audit.Ledger
+
+func (c *Cluster) bankClients() map[string]bankv1connect.BankServiceClient {
+	out := make(map[string]bankv1connect.BankServiceClient, len(c.opts.Banks))
+	for _, b := range c.opts.Banks {
+		out[b] = c.Bank(b)
+	}
+	return out
 }
 
 // Audit reads every account of every bank through ListAccounts.
 func (c *Cluster) Audit(ctx context.Context) (Ledger, error) {
-	l := Ledger{Accounts: map[string]*bankv1.AccountBalance{}}
-	for _, b := range c.opts.Banks {
-		token := ""
-		for {
-			resp, err := c.Bank(b).ListAccounts(ctx, connect.NewRequest(&bankv1.ListAccountsRequest{PageSize: 1000, PageToken: token}))
-			if err != nil {
-				return l, fmt.Errorf("audit %s: %w", b, err)
-			}
-			for _, a := range resp.Msg.GetAccounts() {
-				bal := a.GetBalance()
-				l.Accounts[a.GetAccountId()] = bal
-				l.Total += bal.GetBalance()
-				l.Held += bal.GetHeld()
-				l.Pending += bal.GetPendingCredit()
-			}
-			token = resp.Msg.GetNextPageToken()
-			if token == "" {
-				break
-			}
-		}
-	}
-	return l, nil
+	return audit.Take(ctx, c.bankClients())
 }
 
 // WaitSettled waits until no bank holds a hold or a pending credit (every transaction is
 // resolved), up to d, and returns the final audit.
 func (c *Cluster) WaitSettled(d time.Duration) (Ledger, error) {
-	deadline := time.Now().Add(d)
-	var l Ledger
-	var err error
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		l, err = c.Audit(ctx)
-		cancel()
-		if err == nil && l.Held == 0 && l.Pending == 0 {
-			return l, nil
-		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return l, err
-			}
-			return l, fmt.Errorf("not settled after %s: held %d, pending credit %d", d, l.Held, l.Pending)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return audit.WaitSettled(context.Background(), c.bankClients(), d)
 }
 
 // TransactionStates returns each bank's state of transaction id (banks that never saw it are
@@ -701,10 +668,4 @@ func (c *Cluster) GrepLog(name string, subs ...string) []string {
 }
 
 // BankOf returns the bank of an account id "<bank>-<number>".
-func BankOf(account string) string {
-	i := strings.LastIndexByte(account, '-')
-	if i <= 0 {
-		return ""
-	}
-	return account[:i]
-}
+func BankOf(account string) string { return gateway.BankOf(account) }
