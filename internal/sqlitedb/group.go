@@ -2,7 +2,6 @@ package sqlitedb
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 )
@@ -16,7 +15,7 @@ const maxBatch = 512
 // update is one caller's unit of work waiting for the writer.
 type update struct {
 	ctx  context.Context
-	fn   func(context.Context, *sql.Tx) error
+	fn   func(context.Context, *Tx) error
 	done chan error
 }
 
@@ -30,7 +29,7 @@ type update struct {
 // given: the ctx carries the caller's values but is never cancelled, because interrupting a
 // statement would roll back the whole shared transaction. A caller whose ctx ends before its
 // update starts gets ctx.Err() and nothing is written.
-func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	if !db.group {
 		select {
 		case <-db.closing:
@@ -64,20 +63,24 @@ func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *sql.T
 }
 
 // runAlone is Update without group commit: one transaction, one sync, per update.
-func (db *DB) runAlone(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
+func (db *DB) runAlone(ctx context.Context, fn func(context.Context, *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)
-	tx, err := db.Write.BeginTx(ctx, nil)
+	stx, err := db.Write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(ctx, tx); err != nil {
-		tx.Rollback()
-		return err
+	tx := &Tx{Tx: stx, db: db}
+	err = fn(ctx, tx)
+	if err != nil {
+		stx.Rollback()
+	} else {
+		err = stx.Commit()
 	}
-	return tx.Commit()
+	db.learn(tx.missed)
+	return err
 }
 
 // writer runs queued updates in shared transactions until Close.
@@ -120,11 +123,13 @@ func (db *DB) runBatch(batch []*update) {
 		}
 	}
 	bg := context.Background()
-	tx, err := db.Write.BeginTx(bg, nil)
+	stx, err := db.Write.BeginTx(bg, nil)
 	if err != nil {
 		fail(err)
 		return
 	}
+	tx := &Tx{Tx: stx, db: db}
+	defer func() { db.learn(tx.missed) }()
 	for i, u := range batch {
 		if err := u.ctx.Err(); err != nil {
 			results[i] = err

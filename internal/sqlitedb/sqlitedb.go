@@ -26,6 +26,7 @@ type DB struct {
 	Read *sql.DB
 	Path string
 
+	stmts      stmtCache
 	group      bool
 	updates    chan *update
 	closing    chan struct{}
@@ -98,6 +99,12 @@ func (db *DB) Close() error {
 		close(db.closing)
 	}
 	<-db.writerDone
+	db.stmts.mu.Lock()
+	for _, st := range db.stmts.m {
+		st.Close()
+	}
+	db.stmts.m = nil
+	db.stmts.mu.Unlock()
 	err := db.Read.Close()
 	if werr := db.Write.Close(); err == nil {
 		err = werr

@@ -2,7 +2,6 @@ package sqlitedb
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -75,7 +74,7 @@ func TestUpdateGroupCommit(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs[i] = db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+					errs[i] = db.Update(ctx, func(ctx context.Context, tx *Tx) error {
 						if _, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (?, ?)`, i, i); err != nil {
 							return err
 						}
@@ -105,7 +104,7 @@ func TestUpdateGroupCommit(t *testing.T) {
 				t.Errorf("rows %d (of failed updates %d), want %d and 0", got, bad, want)
 			}
 			// A constraint failure inside a batch is that update's error alone.
-			err = db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			err = db.Update(ctx, func(ctx context.Context, tx *Tx) error {
 				_, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (1000, -1)`)
 				return err
 			})
@@ -115,14 +114,14 @@ func TestUpdateGroupCommit(t *testing.T) {
 			// A cancelled caller writes nothing.
 			cctx, cancel := context.WithCancel(ctx)
 			cancel()
-			if err := db.Update(cctx, func(ctx context.Context, tx *sql.Tx) error {
+			if err := db.Update(cctx, func(ctx context.Context, tx *Tx) error {
 				_, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (2000, 1)`)
 				return err
 			}); !errors.Is(err, context.Canceled) {
 				t.Errorf("cancelled update: %v", err)
 			}
 			db.Close()
-			if err := db.Update(ctx, func(context.Context, *sql.Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+			if err := db.Update(ctx, func(context.Context, *Tx) error { return nil }); !errors.Is(err, ErrClosed) {
 				t.Errorf("update after close: %v, want ErrClosed", err)
 			}
 		})
@@ -144,7 +143,7 @@ func BenchmarkUpdate(b *testing.B) {
 			b.SetParallelism(32)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if err := db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+					if err := db.Update(ctx, func(ctx context.Context, tx *Tx) error {
 						_, err := tx.ExecContext(ctx, `INSERT INTO t (v) VALUES (1)`)
 						return err
 					}); err != nil {

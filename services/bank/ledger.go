@@ -178,7 +178,7 @@ func OpenLedger(ctx context.Context, path, bankName string, opts ...sqlitedb.Opt
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l := &Ledger{db: db, bank: bankName}
-	err = l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		var owner string
 		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'bank'`).Scan(&owner)
 		switch {
@@ -207,7 +207,7 @@ func (l *Ledger) Bank() string { return l.bank }
 
 // write runs fn in a write transaction, shared with concurrent writers (group commit, see
 // sqlitedb.DB.Update), and returns once its effects are durable; an error undoes all of fn.
-func (l *Ledger) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+func (l *Ledger) write(ctx context.Context, fn func(ctx context.Context, tx *sqlitedb.Tx) error) error {
 	return l.db.Update(ctx, fn)
 }
 
@@ -232,7 +232,7 @@ func (l *Ledger) ImportAccounts(ctx context.Context, accounts []Account) error {
 			return fmt.Errorf("import accounts: %w: account %q: want a known currency, a balance >= 0 and no holds", ErrInvalidArgument, a.ID)
 		}
 	}
-	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
 			return err
@@ -304,7 +304,7 @@ func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline
 	}
 	var vote Vote
 	recorded := false
-	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		var err error
 		vote, recorded, err = l.prepareTx(ctx, tx, txnID, legs, deadline, now)
 		if err == nil && recorded {
@@ -322,7 +322,7 @@ func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline
 }
 
 // prepareTx does Prepare's work inside tx; recorded says whether it wrote anything.
-func (l *Ledger) prepareTx(ctx context.Context, tx *sql.Tx, txnID string, legs []Leg, deadline, now time.Time) (Vote, bool, error) {
+func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, legs []Leg, deadline, now time.Time) (Vote, bool, error) {
 	known, err := loadTransaction(ctx, tx, txnID)
 	switch {
 	case err == nil:
@@ -443,7 +443,7 @@ func sameLegs(a, b []Leg) bool {
 // with ErrUnknownTransaction. It returns once the commit is durable.
 func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 	applied := false
-	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		t, err := loadTransaction(ctx, tx, txnID)
 		if err != nil {
 			return err
@@ -485,7 +485,7 @@ func (l *Ledger) Abort(ctx context.Context, txnID string) error {
 		return fmt.Errorf("abort: %w: transaction id must be 1 to 64 bytes", ErrInvalidArgument)
 	}
 	applied := false
-	err := l.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		t, err := loadTransaction(ctx, tx, txnID)
 		if errors.Is(err, ErrUnknownTransaction) {
 			applied = true
@@ -522,7 +522,7 @@ func (l *Ledger) Abort(ctx context.Context, txnID string) error {
 }
 
 // execOne runs an UPDATE that must change exactly one row.
-func execOne(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
+func execOne(ctx context.Context, tx *sqlitedb.Tx, query string, args ...any) error {
 	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return err
@@ -533,11 +533,11 @@ func execOne(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
 	return nil
 }
 
-func setState(ctx context.Context, tx *sql.Tx, txnID string, s State) error {
+func setState(ctx context.Context, tx *sqlitedb.Tx, txnID string, s State) error {
 	return execOne(ctx, tx, `UPDATE transactions SET state = ?, updated_at = ? WHERE id = ?`, s, time.Now().UnixNano(), txnID)
 }
 
-func insertTransaction(ctx context.Context, tx *sql.Tx, txnID string, s State, v Vote, legs []Leg, deadline, now time.Time) error {
+func insertTransaction(ctx context.Context, tx *sqlitedb.Tx, txnID string, s State, v Vote, legs []Leg, deadline, now time.Time) error {
 	var dl sql.NullInt64
 	if !deadline.IsZero() {
 		dl = sql.NullInt64{Int64: deadline.UnixNano(), Valid: true}

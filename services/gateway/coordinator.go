@@ -144,24 +144,36 @@ func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentReco
 	now := c.now()
 	p.CreatedAt = now
 	p.Deadline = now.Add(c.timeout)
+	// Claim the payment before admitting it. Whoever holds the claim (a request, or the
+	// recovery loop, which resumes undecided payments nobody is driving) drives the payment;
+	// everyone else waits for its outcome.
+	owned := c.acquire(p.PaymentID)
 	stored, inserted, err := c.store.AdmitPayment(ctx, p)
-	if err != nil {
-		return p, false, err
+	if err == nil && !inserted && !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
+		err = ErrPaymentReused
 	}
-	if !inserted {
-		if !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
-			return stored, false, ErrPaymentReused
+	if err != nil || !owned {
+		if owned {
+			c.release(p.PaymentID)
+		}
+		if err != nil {
+			return stored, false, err
 		}
 		out, err := c.await(ctx, stored)
-		return out, true, err
-	}
-	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
-	if !c.acquire(p.PaymentID) {
-		out, err := c.await(ctx, p)
-		return out, false, err
+		return out, !inserted, err
 	}
 	defer c.release(p.PaymentID)
-	c.events.publish(p)
+	if !inserted {
+		if stored.Decision != decisionNone {
+			return stored, true, nil
+		}
+		// Admitted by a duplicate of this request that did not get the claim, or before a
+		// restart: undecided and nobody driving it, so this request drives it.
+		p = stored
+	} else {
+		crashpoint.Hit(crashpoint.GatewayAfterAdmit)
+		c.events.publish(p)
+	}
 	// The protocol runs to its end even if the client goes away: it is bounded by the payment's
 	// deadline, not by the request's.
 	out, err := c.drive(context.WithoutCancel(ctx), p)
@@ -169,7 +181,7 @@ func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentReco
 		return p, false, err
 	}
 	crashpoint.Hit(crashpoint.GatewayBeforeReply)
-	return out, false, nil
+	return out, !inserted, nil
 }
 
 // await returns p's outcome once it is decided, waiting up to ctx's deadline for a payment that
@@ -225,8 +237,10 @@ func (c *Coordinator) drive(ctx context.Context, p paymentRecord) (paymentRecord
 	c.logger.LogAttrs(ctx, slog.LevelDebug, "payment decided",
 		slog.String("payment_id", p.PaymentID), slog.String("decision", decided.Decision.String()),
 		slog.String("reason", gatewayv1.FailureReason(decided.FailureReason).String()))
-	c.events.publish(decided)
+	// Phase two before telling anyone (the client, duplicates waiting, watchers): whoever reads
+	// balances after the answer sees the payment applied, unless a bank is unreachable.
 	c.complete(ctx, decided)
+	c.events.publish(decided)
 	return decided, nil
 }
 

@@ -121,12 +121,12 @@ func (s *Store) CountUsers(ctx context.Context) (int, error) {
 // CreateUsers inserts users and links their accounts in one transaction. It fails with
 // ErrUserExists or ErrAccountLinked and inserts nothing when any user or account is taken.
 func (s *Store) CreateUsers(ctx context.Context, users []userRecord, now time.Time) error {
-	return s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		return createUsers(ctx, tx, users, now)
 	})
 }
 
-func createUsers(ctx context.Context, tx *sql.Tx, users []userRecord, now time.Time) error {
+func createUsers(ctx context.Context, tx *sqlitedb.Tx, users []userRecord, now time.Time) error {
 	for _, u := range users {
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)
@@ -255,7 +255,7 @@ func (s *Store) RevokeSession(ctx context.Context, token string, now time.Time) 
 // DeleteExpiredSessions removes sessions that expired before t.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, t.UnixNano())
 		if err == nil {
 			n, err = res.RowsAffected()
@@ -267,7 +267,7 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, 
 
 // exec runs one statement as a durable update.
 func (s *Store) exec(ctx context.Context, query string, args ...any) error {
-	return s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		_, err := tx.ExecContext(ctx, query, args...)
 		return err
 	})
@@ -335,7 +335,7 @@ func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 // row and whether it was inserted now.
 func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
 	stored, inserted := p, false
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
 				fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -385,7 +385,7 @@ func (s *Store) Payment(ctx context.Context, id string) (paymentRecord, error) {
 // never commit later.
 func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
 	var p paymentRecord
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		res, err := tx.ExecContext(ctx,
 			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
 			 WHERE payment_id = ? AND decision = 0`,
