@@ -35,7 +35,7 @@ import (
 	"github.com/paygate/paygate/services/gateway"
 )
 
-// TB is the part of TB the cluster uses. *testing.T and *testing.B satisfy it; a
+// TB is the part of testing.TB the cluster uses. *testing.T and *testing.B satisfy it; a
 // program that runs a cluster outside a test (`paygate chaos`) supplies its own.
 type TB interface {
 	Helper()

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/paygate/paygate/internal/chaos"
+)
+
+func init() { register(newChaosCommand) }
+
+func newChaosCommand(e *env) *ffcli.Command {
+	d := chaos.DefaultConfig()
+	fs := newFlagSet(e, "chaos")
+	duration := fs.Duration("duration", 30*time.Minute, "how long clients pay and faults are injected")
+	seed := fs.Uint64("seed", 0, "seed of every random choice (workload and faults); 0 picks one from the clock")
+	clients := fs.Int("clients", d.Clients, "concurrent clients, each logged in as its own user (2 to 8)")
+	faultMin := fs.Duration("fault-every-min", d.FaultEveryMin, "shortest interval between two faults")
+	faultMax := fs.Duration("fault-every-max", d.FaultEveryMax, "longest interval between two faults")
+	noFaults := fs.Bool("no-faults", false, "run the workload without faults (a baseline)")
+	txnTimeout := fs.Duration("txn-timeout", d.TxnTimeout, "the gateway's --txn-timeout")
+	resolveAfter := fs.Duration("resolve-after", d.ResolveAfter, "the banks' --resolve-after")
+	settle := fs.Duration("settle-timeout", d.SettleTimeout, "how long the system may take to quiesce after the faults stop")
+	progress := fs.Duration("progress", 30*time.Second, "interval of progress lines")
+	dir := fs.String("dir", "", "directory for the system (certificates, fixtures, stores, logs); default a temporary one")
+	keep := fs.Bool("keep", false, "keep the system's directory after a run without violations (it is always kept after one with violations)")
+
+	return &ffcli.Command{
+		Name:       "chaos",
+		ShortUsage: "paygate chaos [--duration 30m] [--seed N] [flags]",
+		ShortHelp:  "randomized fault run: payments under kills, pauses and network faults, then the invariants",
+		LongHelp: "Starts three banks and a gateway as separate processes of this binary, each with its\n" +
+			"own store, the gateway reaching every bank through a TCP fault proxy. Concurrent clients\n" +
+			"make random payments (same bank, across banks, overdrafts, unknown payees, retries with\n" +
+			"the same payment_id) while faults are injected at random times: SIGKILL and restart of\n" +
+			"any process, SIGSTOP/SIGCONT, and latency, dropped connections, resets and blackholes\n" +
+			"between the gateway and the banks. After --duration every fault is healed, the system\n" +
+			"quiesces, and the invariants are checked: money conserved, no overdraft, no hold left,\n" +
+			"every payment at both banks or neither and at most once, every answer a client got\n" +
+			"matches the ledgers, every accepted payment decided. Prints the seed first (replay a run\n" +
+			"with --seed), progress lines, and a report; exits 1 on any violation. See\n" +
+			"docs/RELIABILITY.md.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unexpected arguments: %s", strings.Join(args, " "))
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg := d
+			cfg.Duration, cfg.Seed, cfg.Clients = *duration, *seed, *clients
+			cfg.FaultEveryMin, cfg.FaultEveryMax, cfg.NoFaults = *faultMin, *faultMax, *noFaults
+			cfg.TxnTimeout, cfg.ResolveAfter, cfg.SettleTimeout = *txnTimeout, *resolveAfter, *settle
+			cfg.Progress, cfg.Bin, cfg.Log = *progress, bin, e.stderr
+			if cfg.Seed == 0 {
+				cfg.Seed = uint64(time.Now().UnixNano())
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("%v", err)
+			}
+			root := *dir
+			if root == "" {
+				if root, err = os.MkdirTemp("", "paygate-chaos-"); err != nil {
+					return err
+				}
+			} else if err := os.MkdirAll(root, 0o755); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "seed %d\n", cfg.Seed)
+			tb := chaos.NewProcessTB(root, e.stderr)
+			rep, err := runChaos(ctx, tb, cfg)
+			tb.Close()
+			if err != nil {
+				fmt.Fprintf(e.stderr, "chaos: the system's files are in %s\n", root)
+				return err
+			}
+			fmt.Fprint(e.stdout, rep.String())
+			if !rep.OK() {
+				fmt.Fprintf(e.stderr, "chaos: the system's files (stores and logs) are in %s\n", root)
+				return fmt.Errorf("%d invariant violations (seed %d)", len(rep.Violations), rep.Seed)
+			}
+			if *keep {
+				fmt.Fprintf(e.stderr, "chaos: the system's files are in %s\n", root)
+			} else {
+				os.RemoveAll(root)
+			}
+			return nil
+		},
+	}
+}
+
+// runChaos runs chaos.Run and turns a harness failure of the ProcessTB (a panic) into an error.
+func runChaos(ctx context.Context, tb *chaos.ProcessTB, cfg chaos.Config) (rep *chaos.Report, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tb.SetFailed()
+			err = errors.New(fmt.Sprint(r))
+		}
+	}()
+	return chaos.Run(ctx, tb, cfg)
+}

@@ -1,0 +1,180 @@
+// Package chaos runs randomized fault runs against a whole paygate system of real processes:
+// three banks and a gateway, each with its own SQLite store, the gateway reaching every bank
+// through a faultproxy. Concurrent clients make random payments (same bank, across banks,
+// overdrafts, unknown payees, retries with the same payment_id, sequential, concurrent and
+// late) while a scheduler injects faults at random times: SIGKILL and restart of any process,
+// SIGSTOP/SIGCONT pauses, and latency, dropped connections, resets and blackholes between the
+// gateway and the banks. When the run's duration is over, every fault is healed, the system
+// is left to quiesce, and the invariants of the design are checked against the ledgers.
+//
+// Every random choice (the workload of each client and the fault schedule) comes from
+// math/rand/v2 generators seeded from Config.Seed, so a run is replayed with the same seed:
+// the same payments and the same faults in the same order at the same offsets. The
+// interleaving of processes is up to the machine, so a replay reproduces the run's inputs,
+// not its exact timing.
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config is a fault run.
+type Config struct {
+	// Duration is how long clients make new payments and faults are injected.
+	Duration time.Duration
+	// Seed seeds every random choice; 0 picks one from the clock (Run reports it).
+	Seed uint64
+	// Clients is the number of concurrent clients; each logs in as its own user.
+	Clients int
+	// FaultEveryMin and FaultEveryMax bound the random interval between two faults.
+	FaultEveryMin, FaultEveryMax time.Duration
+	// NoFaults runs the workload without faults (a baseline).
+	NoFaults bool
+	// TxnTimeout is the gateway's --txn-timeout; ResolveAfter the banks' --resolve-after.
+	TxnTimeout, ResolveAfter time.Duration
+	// RetryFor bounds how long a client retries one payment on ambiguous errors during the run.
+	RetryFor time.Duration
+	// SettleTimeout bounds the quiescence after the faults stop: every payment decided and no
+	// hold left.
+	SettleTimeout time.Duration
+	// Bin is the paygate binary; required.
+	Bin string
+	// Log receives the seed, progress lines and the fault timeline; nil discards them.
+	Log io.Writer
+	// Progress is the interval of progress lines; 0 means 10s.
+	Progress time.Duration
+}
+
+// DefaultConfig returns the short profile's settings.
+func DefaultConfig() Config {
+	return Config{
+		Duration:      2 * time.Minute,
+		Clients:       6,
+		FaultEveryMin: time.Second,
+		FaultEveryMax: 5 * time.Second,
+		TxnTimeout:    3 * time.Second,
+		ResolveAfter:  time.Second,
+		RetryFor:      30 * time.Second,
+		SettleTimeout: 90 * time.Second,
+		Progress:      10 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.Duration <= 0:
+		return errors.New("chaos: duration must be positive")
+	case c.Clients < 2 || c.Clients > len(userNames):
+		return fmt.Errorf("chaos: clients must be between 2 and %d", len(userNames))
+	case c.FaultEveryMin <= 0 || c.FaultEveryMax < c.FaultEveryMin:
+		return errors.New("chaos: fault interval must be positive and min ≤ max")
+	case c.TxnTimeout <= 0 || c.ResolveAfter <= 0 || c.RetryFor <= 0 || c.SettleTimeout <= 0:
+		return errors.New("chaos: timeouts must be positive")
+	case c.Bin == "":
+		return errors.New("chaos: the paygate binary is required")
+	}
+	return nil
+}
+
+// Report is what a run did and found.
+type Report struct {
+	Seed     uint64
+	Duration time.Duration // the workload's duration
+	Elapsed  time.Duration // the whole run, quiescence and checks included
+	Settled  time.Duration // from the end of the faults until every payment was decided and settled
+
+	Payments  int // distinct payment_ids the clients sent
+	Requests  int // ExecutePayment calls, retries included
+	Answers   int // ExecutePayment calls answered with a final outcome
+	Succeeded int // payments whose final outcome is SUCCEEDED
+	Failed    int // ... FAILED
+	// Kinds counts the payments by kind (same_bank, cross_bank, overdraft, unknown_payee).
+	Kinds map[string]int
+	// Retries counts repeated sends of one payment_id by why: "sequential" (sent again after
+	// the answer), "concurrent" (twice at once), "late" (an old payment sent again later),
+	// "ambiguous" (after an ambiguous error).
+	Retries map[string]int
+	// FailureReasons counts the FAILED payments by reason.
+	FailureReasons map[string]int
+	// ClientErrors counts the errors clients got, by Connect code (and reason when there is one).
+	ClientErrors map[string]int
+	// Faults counts the injected faults by kind.
+	Faults map[string]int
+	// Violations are the invariant violations found; a correct system has none.
+	Violations []string
+}
+
+// OK reports whether the run found no violation.
+func (r *Report) OK() bool { return len(r.Violations) == 0 }
+
+// String formats the report for people.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d\n", r.Seed)
+	fmt.Fprintf(&b, "workload %s, whole run %s, quiesced %s after the faults stopped\n",
+		r.Duration.Round(time.Second), r.Elapsed.Round(time.Second), r.Settled.Round(100*time.Millisecond))
+	fmt.Fprintf(&b, "payments %d (requests %d, final answers %d): succeeded %d, failed %d\n",
+		r.Payments, r.Requests, r.Answers, r.Succeeded, r.Failed)
+	writeCounts(&b, "kinds", r.Kinds)
+	writeCounts(&b, "same-id retries", r.Retries)
+	writeCounts(&b, "failure reasons", r.FailureReasons)
+	writeCounts(&b, "client errors", r.ClientErrors)
+	total := 0
+	for _, n := range r.Faults {
+		total += n
+	}
+	fmt.Fprintf(&b, "faults %d\n", total)
+	writeCounts(&b, "faults by kind", r.Faults)
+	fmt.Fprintf(&b, "invariant violations %d\n", len(r.Violations))
+	for _, v := range r.Violations {
+		fmt.Fprintf(&b, "  VIOLATION %s\n", v)
+	}
+	return b.String()
+}
+
+func writeCounts(b *strings.Builder, title string, m map[string]int) {
+	fmt.Fprintf(b, "%s:", title)
+	if len(m) == 0 {
+		b.WriteString(" none\n")
+		return
+	}
+	for _, k := range sortedKeys(m) {
+		fmt.Fprintf(b, " %s=%d", k, m[k])
+	}
+	b.WriteString("\n")
+}
+
+// logger writes timestamped lines to a writer, safely from many goroutines.
+type logger struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+}
+
+func (l *logger) printf(format string, args ...any) {
+	if l.w == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "[%7.1fs] %s\n", time.Since(l.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// sleepCtx sleeps d or until ctx is done; it reports whether the whole d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,136 @@
+package chaos
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/cluster"
+)
+
+// check verifies the invariants of the design against the settled ledgers:
+//
+//   - conservation: the sum of all balances is what it was before the run;
+//   - no overdraft: no balance and no available amount is negative;
+//   - nothing held: no hold and no pending credit is left at any bank;
+//   - atomicity: each payment is committed at all of its banks or at none;
+//   - outcomes match the ledgers: SUCCEEDED is committed where it should be, FAILED nowhere;
+//   - exactly once: each account moved by exactly the sum of the SUCCEEDED payments touching it;
+//   - every answer a client got for a payment_id is its final outcome;
+//   - every accepted payment has a final outcome (resolveAll reports the ones without).
+func check(ctx context.Context, c *cluster.Cluster, before, after cluster.Ledger, b *book, v *violations) {
+	if after.Total != before.Total {
+		v.addf("conservation: total %d before, %d after (difference %d)", before.Total, after.Total, after.Total-before.Total)
+	}
+	if after.Held != 0 || after.Pending != 0 {
+		v.addf("holds left: held %d, pending credit %d", after.Held, after.Pending)
+	}
+	if len(after.Accounts) != len(before.Accounts) {
+		v.addf("accounts: %d before, %d after", len(before.Accounts), len(after.Accounts))
+	}
+	for _, id := range sortedKeys(after.Accounts) {
+		a := after.Accounts[id]
+		if a.GetBalance() < 0 || a.GetAvailable() < 0 {
+			v.addf("overdraft: %s has balance %d, available %d", id, a.GetBalance(), a.GetAvailable())
+		}
+		if a.GetHeld() != 0 || a.GetPendingCredit() != 0 {
+			v.addf("hold left: %s holds %d, pending credit %d", id, a.GetHeld(), a.GetPendingCredit())
+		}
+	}
+
+	all := b.all()
+	want := map[string]int64{}
+	for _, p := range all {
+		b.mu.Lock()
+		final, answers := p.final, append([]gatewayv1.PaymentStatus(nil), p.answers...)
+		b.mu.Unlock()
+		if final == nil {
+			continue // reported by resolveAll
+		}
+		if final.GetAmount() != p.amount || final.GetFromAccount() != p.from || final.GetToAccount() != p.to {
+			v.addf("payment %s: recorded as %s → %s %d, sent as %s → %s %d", p.id,
+				final.GetFromAccount(), final.GetToAccount(), final.GetAmount(), p.from, p.to, p.amount)
+		}
+		for _, s := range answers {
+			if s != final.GetStatus() {
+				v.addf("payment %s: a client was told %v, the payment ended %v", p.id, s, final.GetStatus())
+			}
+		}
+		if final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+			want[p.from] -= p.amount
+			want[p.to] += p.amount
+		}
+	}
+	for _, id := range sortedKeys(after.Accounts) {
+		got := after.Accounts[id].GetBalance() - before.Accounts[id].GetBalance()
+		if got != want[id] {
+			v.addf("exactly once: %s moved by %d; the succeeded payments add up to %d", id, got, want[id])
+		}
+	}
+
+	// Atomicity, per payment, from the banks' own transaction records.
+	work := make(chan *payment)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				checkAtomic(ctx, c, p, b, v)
+			}
+		}()
+	}
+	for _, p := range all {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+}
+
+func checkAtomic(ctx context.Context, c *cluster.Cluster, p *payment, b *book, v *violations) {
+	b.mu.Lock()
+	final := p.final
+	b.mu.Unlock()
+	var (
+		states map[string]bankv1.TransactionState
+		err    error
+	)
+	for range 5 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		states, err = c.TransactionStates(cctx, p.id)
+		cancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		v.addf("payment %s: transaction states: %v", p.id, err)
+		return
+	}
+	participants := map[string]bool{cluster.BankOf(p.from): true, cluster.BankOf(p.to): true}
+	committed := 0
+	for bank, s := range states {
+		switch s {
+		case bankv1.TransactionState_TRANSACTION_STATE_COMMITTED:
+			committed++
+			if !participants[bank] {
+				v.addf("payment %s: committed at %s, which is not one of its banks", p.id, bank)
+			}
+		case bankv1.TransactionState_TRANSACTION_STATE_ABORTED:
+		default:
+			v.addf("payment %s: %s at %s after quiescence", p.id, s, bank)
+		}
+	}
+	switch {
+	case committed != 0 && committed != len(participants):
+		v.addf("atomicity: payment %s committed at %d of its %d banks: %v", p.id, committed, len(participants), states)
+	case final == nil:
+	case final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED && committed != len(participants):
+		v.addf("payment %s SUCCEEDED but committed at %d of its %d banks: %v", p.id, committed, len(participants), states)
+	case final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED && committed != 0:
+		v.addf("payment %s FAILED but committed at %d banks: %v", p.id, committed, states)
+	}
+}
