@@ -23,14 +23,19 @@ type Access int
 
 // The kinds of access. The zero value is not one of them: a Policy entry holding it denies.
 const (
-	// AccessPublic lets anyone past the TLS handshake call: health, reflection, Login.
+	// AccessPublic lets anyone past the TLS handshake call: health, reflection.
 	AccessPublic Access = iota + 1
-	// AccessUser requires a valid user token, checked by the Config's Authenticator.
+	// AccessUser requires a valid user token, checked by the Config's Authenticator, and, on a
+	// listener where the caller presents a certificate, the client role: a bank's or the
+	// gateway's certificate cannot act as a user.
 	AccessUser
 	// AccessGateway requires a client certificate with the gateway role.
 	AccessGateway
 	// AccessBank requires a client certificate with a bank role.
 	AccessBank
+	// AccessClient is for calls users make before they have a token (Login, Register): anyone
+	// with the client role, or with no certificate at all on a listener that asks for none.
+	AccessClient
 )
 
 // String returns the access's name, e.g. "gateway".
@@ -44,6 +49,8 @@ func (a Access) String() string {
 		return "gateway"
 	case AccessBank:
 		return "bank"
+	case AccessClient:
+		return "client"
 	}
 	return fmt.Sprintf("Access(%d)", int(a))
 }
@@ -116,7 +123,12 @@ func (p *policyInterceptor) check(ctx context.Context, req Request) (context.Con
 	switch access {
 	case AccessPublic:
 		return ctx, nil
+	case AccessClient:
+		return ctx, requireClientRole(ctx, procedure)
 	case AccessUser:
+		if err := requireClientRole(ctx, procedure); err != nil {
+			return ctx, err
+		}
 		if p.authenticate == nil {
 			return ctx, rpcerr.New(connect.CodeUnauthenticated, ReasonUnauthenticated,
 				fmt.Sprintf("%s needs a user token, and this listener authenticates no users", procedure))
@@ -138,6 +150,16 @@ func (p *policyInterceptor) check(ctx context.Context, req Request) (context.Con
 	return ctx, rpcerr.New(connect.CodePermissionDenied, ReasonPermissionDenied,
 		fmt.Sprintf("%s is not allowed on this listener", procedure),
 		"procedure", procedure)
+}
+
+// requireClientRole refuses a call whose certificate has a role other than client. A call with
+// no certificate (the web listener) passes: the token is then what identifies the user.
+func requireClientRole(ctx context.Context, procedure string) error {
+	peer, ok := identity.PeerFrom(ctx)
+	if !ok || peer.Identity.Role == identity.RoleClient {
+		return nil
+	}
+	return requireRole(ctx, procedure, identity.RoleClient)
 }
 
 // requireRole checks that the verified client certificate of the call has role.

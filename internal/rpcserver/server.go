@@ -117,7 +117,7 @@ func (c Config) Validate() error {
 	}
 	for _, proc := range slices.Sorted(maps.Keys(c.Policy)) {
 		switch a := c.Policy[proc]; a {
-		case AccessPublic, AccessGateway, AccessBank:
+		case AccessPublic, AccessGateway, AccessBank, AccessClient:
 		case AccessUser:
 			if c.Authenticate == nil {
 				return fmt.Errorf("rpcserver: config: %s needs AccessUser but Authenticate is nil", proc)

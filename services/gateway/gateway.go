@@ -179,8 +179,8 @@ type Gateway struct {
 
 // Policy is who may call each procedure of the gateway.
 var Policy = rpcserver.Policy{
-	gatewayv1connect.AuthServiceLoginProcedure:              rpcserver.AccessPublic,
-	gatewayv1connect.AuthServiceRegisterProcedure:           rpcserver.AccessPublic,
+	gatewayv1connect.AuthServiceLoginProcedure:              rpcserver.AccessClient,
+	gatewayv1connect.AuthServiceRegisterProcedure:           rpcserver.AccessClient,
 	gatewayv1connect.AuthServiceLogoutProcedure:             rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceExecutePaymentProcedure:  rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceGetPaymentProcedure:      rpcserver.AccessUser,
