@@ -105,11 +105,7 @@ func newLogoutCommand(e *env) *ffcli.Command {
 			if err := noArgs(args); err != nil {
 				return err
 			}
-			s, err := cf.loggedIn()
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.connect(s, false, false)
+			s, c, err := cf.connectLoggedIn()
 			if err != nil {
 				return err
 			}

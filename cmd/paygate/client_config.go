@@ -232,6 +232,17 @@ func (f *clientFlags) logger() *slog.Logger {
 
 // connect builds a client of the resolved gateway with the session's token. With queue, the
 // client has the offline queue of the state directory (and its sender, unless noSender).
+// connectLoggedIn connects as the logged-in user, without the offline queue: what the
+// commands that only read or sign out need.
+func (f *clientFlags) connectLoggedIn() (session, *client.Client, error) {
+	s, err := f.loggedIn()
+	if err != nil {
+		return s, nil, err
+	}
+	c, _, err := f.connect(s, false, false)
+	return s, c, err
+}
+
 func (f *clientFlags) connect(s session, queue, noSender bool, extra ...client.Option) (*client.Client, target, error) {
 	t, err := f.resolve(s)
 	if err != nil {

@@ -37,11 +37,7 @@ func newBalanceCommand(e *env) *ffcli.Command {
 			if err := noArgs(args); err != nil {
 				return err
 			}
-			s, err := cf.loggedIn()
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.connect(s, false, false)
+			_, c, err := cf.connectLoggedIn()
 			if err != nil {
 				return err
 			}
@@ -141,11 +137,7 @@ func newHistoryCommand(e *env) *ffcli.Command {
 			default:
 				return usageErrorf("--status %q: want processing, succeeded or failed", *status)
 			}
-			s, err := cf.loggedIn()
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.connect(s, false, false)
+			_, c, err := cf.connectLoggedIn()
 			if err != nil {
 				return err
 			}
