@@ -3,9 +3,11 @@ package rpcserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,15 +166,28 @@ func (l *logInterceptor) emit(ctx context.Context, r callRecord) {
 }
 
 // appendMessageAttrs adds the loggable fields of a request message.
+// maxLoggedField bounds a request field copied into a log line. The line is written before
+// validation, so a field may be as long as the message size limit allows; valid ids and codes
+// are at most 64 bytes.
+const maxLoggedField = 64
+
+// clip shortens s to maxLoggedField bytes, saying how long it was.
+func clip(s string) string {
+	if len(s) <= maxLoggedField {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxLoggedField], "") + fmt.Sprintf("...(%d bytes)", len(s))
+}
+
 func appendMessageAttrs(attrs []slog.Attr, msg any) []slog.Attr {
 	if msg == nil {
 		return attrs
 	}
 	if g, ok := msg.(paymentIDGetter); ok && g.GetPaymentId() != "" {
-		attrs = append(attrs, slog.String("payment_id", g.GetPaymentId()))
+		attrs = append(attrs, slog.String("payment_id", clip(g.GetPaymentId())))
 	}
 	if g, ok := msg.(transactionIDGetter); ok && g.GetTransactionId() != "" {
-		attrs = append(attrs, slog.String("transaction_id", g.GetTransactionId()))
+		attrs = append(attrs, slog.String("transaction_id", clip(g.GetTransactionId())))
 	}
 	amount, currency := int64(0), ""
 	if g, ok := msg.(amountGetter); ok {
@@ -190,7 +205,7 @@ func appendMessageAttrs(attrs []slog.Attr, msg any) []slog.Attr {
 		attrs = append(attrs, slog.Int64("amount", amount))
 	}
 	if currency != "" {
-		attrs = append(attrs, slog.String("currency", currency))
+		attrs = append(attrs, slog.String("currency", clip(currency)))
 	}
 	return attrs
 }
