@@ -12,6 +12,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/cluster"
 )
 
@@ -209,7 +210,7 @@ func TestConcurrentPaymentsWithGatewayCrash(t *testing.T) {
 			}
 		}
 		wantCommitted := 2
-		if cluster.BankOf(p.from) == cluster.BankOf(p.to) {
+		if account.Bank(p.from) == account.Bank(p.to) {
 			wantCommitted = 1
 		}
 		switch f.GetStatus() {

@@ -7,6 +7,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/cluster"
 )
 
@@ -110,7 +111,7 @@ func checkAtomic(ctx context.Context, c *cluster.Cluster, p *payment, b *book, v
 		v.addf("payment %s: transaction states: %v", p.id, err)
 		return
 	}
-	participants := map[string]bool{cluster.BankOf(p.from): true, cluster.BankOf(p.to): true}
+	participants := map[string]bool{account.Bank(p.from): true, account.Bank(p.to): true}
 	committed := 0
 	for bank, s := range states {
 		switch s {

@@ -32,7 +32,6 @@ import (
 	"github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
-	"github.com/paygate/paygate/services/gateway"
 )
 
 // TB is the part of testing.TB the cluster uses. *testing.T and *testing.B satisfy it; a
@@ -666,6 +665,3 @@ func (c *Cluster) GrepLog(name string, subs ...string) []string {
 	}
 	return out
 }
-
-// BankOf returns the bank of an account id "<bank>-<number>".
-func BankOf(account string) string { return gateway.BankOf(account) }

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/money"
 )
 
@@ -18,16 +18,6 @@ var ErrInvalidAccounts = errors.New("bank: invalid accounts file")
 // maxAccountIDLen is the longest account id the API accepts.
 const maxAccountIDLen = 64
 
-// SplitAccountID splits an account id "<bank>-<number>" at its last '-'. ok is false when id has
-// no '-', or an empty bank name or number.
-func SplitAccountID(id string) (bankName, number string, ok bool) {
-	i := strings.LastIndexByte(id, '-')
-	if i <= 0 || i == len(id)-1 {
-		return "", "", false
-	}
-	return id[:i], id[i+1:], true
-}
-
 // checkAccountID reports why id cannot be an account of bank bankName, or nil.
 func checkAccountID(id, bankName string) error {
 	if id == "" {
@@ -36,7 +26,7 @@ func checkAccountID(id, bankName string) error {
 	if len(id) > maxAccountIDLen {
 		return fmt.Errorf("account id %.16q... is longer than %d bytes", id, maxAccountIDLen)
 	}
-	owner, number, ok := SplitAccountID(id)
+	owner, number, ok := account.Split(id)
 	if !ok {
 		return fmt.Errorf("account %q: want an id of the form %s-<number>", id, bankName)
 	}

@@ -112,27 +112,6 @@ func TestParseShippedFixtures(t *testing.T) {
 	}
 }
 
-func TestSplitAccountID(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		id, bank, number string
-		ok               bool
-	}{
-		{"bank1-1001", "bank1", "1001", true},
-		{"bank-a-7", "bank-a", "7", true},
-		{"bank1", "", "", false},
-		{"-1", "", "", false},
-		{"bank1-", "", "", false},
-		{"", "", "", false},
-	}
-	for _, tt := range tests {
-		b, n, ok := SplitAccountID(tt.id)
-		if b != tt.bank || n != tt.number || ok != tt.ok {
-			t.Errorf("SplitAccountID(%q) = %q, %q, %v; want %q, %q, %v", tt.id, b, n, ok, tt.bank, tt.number, tt.ok)
-		}
-	}
-}
-
 func FuzzParseAccounts(f *testing.F) {
 	for _, s := range []string{
 		`{"bank1-1234": 1000.0, "bank1-5678": 250.5}`,

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
 	"github.com/paygate/paygate/internal/money"
 	"github.com/paygate/paygate/internal/sqlitedb"
@@ -399,7 +400,7 @@ func checkLeg(a *Account, g Leg) Vote {
 }
 
 func (l *Ledger) unknownAccountMessage(id string) string {
-	if owner, _, ok := SplitAccountID(id); ok && owner != l.bank {
+	if owner, _, ok := account.Split(id); ok && owner != l.bank {
 		return fmt.Sprintf("account %s belongs to bank %s, not to %s", id, owner, l.bank)
 	}
 	return fmt.Sprintf("account %s does not exist at bank %s", id, l.bank)

@@ -25,6 +25,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/rpcerr"
 )
@@ -441,7 +442,7 @@ func (g *Gateway) register(ctx context.Context, m *gatewayv1.RegisterRequest) (*
 		return nil, rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", m.GetUsername()))
 	}
 	for _, a := range m.GetAccountIds() {
-		bank := BankOf(a)
+		bank := account.Bank(a)
 		client, ok := g.banks[bank]
 		if !ok {
 			return nil, rpcerr.New(connect.CodeNotFound, "unknown_bank", fmt.Sprintf("account_ids: %s: no bank named %q", a, bank))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
 )
 
@@ -33,16 +33,6 @@ var (
 	ErrPaymentInProgress = errors.New("gateway: payment in progress")
 	ErrUnknownBank       = errors.New("gateway: unknown bank")
 )
-
-// BankOf returns the bank that holds account: account ids are "<bank>-<number>", and the bank
-// name is everything before the last '-'.
-func BankOf(account string) string {
-	i := strings.LastIndexByte(account, '-')
-	if i <= 0 {
-		return ""
-	}
-	return account[:i]
-}
 
 // Coordinator runs two-phase commit for payments. See the package documentation for the
 // protocol and its states.
@@ -107,7 +97,7 @@ func newCoordinator(store *Store, banks map[string]participant, health *bankHeal
 
 // participants returns the banks a payment involves, payer's bank first.
 func participantsOf(p paymentRecord) []string {
-	from, to := BankOf(p.From), BankOf(p.To)
+	from, to := account.Bank(p.From), account.Bank(p.To)
 	if from == to {
 		return []string{from}
 	}
@@ -267,10 +257,10 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
 			TransactionId: p.PaymentID,
 			Deadline:      timestamppb.New(p.Deadline),
 		}
-		if BankOf(p.From) == bank {
+		if account.Bank(p.From) == bank {
 			req.Legs = append(req.Legs, &bankv1.Leg{AccountId: p.From, Direction: bankv1.LegDirection_LEG_DIRECTION_DEBIT, Amount: p.Amount, Currency: p.Currency})
 		}
-		if BankOf(p.To) == bank {
+		if account.Bank(p.To) == bank {
 			req.Legs = append(req.Legs, &bankv1.Leg{AccountId: p.To, Direction: bankv1.LegDirection_LEG_DIRECTION_CREDIT, Amount: p.Amount, Currency: p.Currency})
 		}
 		wg.Add(1)

@@ -24,6 +24,7 @@ import (
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcerr"
@@ -351,13 +352,13 @@ func (e *env) tryAudit(ctx context.Context) (ledger, error) {
 }
 
 // balance returns one account's balance at its bank.
-func (e *env) balance(t testing.TB, account string) int64 {
+func (e *env) balance(t testing.TB, id string) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := e.bankClient(BankOf(account)).GetAccount(ctx, connect.NewRequest(&bankv1.GetAccountRequest{AccountId: account}))
+	resp, err := e.bankClient(account.Bank(id)).GetAccount(ctx, connect.NewRequest(&bankv1.GetAccountRequest{AccountId: id}))
 	if err != nil {
-		t.Fatalf("GetAccount %s: %v", account, err)
+		t.Fatalf("GetAccount %s: %v", id, err)
 	}
 	return resp.Msg.GetAccount().GetBalance().GetBalance()
 }

@@ -15,6 +15,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/rpcerr"
 )
 
@@ -69,9 +70,9 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 			fmt.Sprintf("from_account: %s is not an account of %s", m.GetFromAccount(), user.Username))
 	}
 	for _, f := range []struct{ field, account string }{{"from_account", m.GetFromAccount()}, {"to_account", m.GetToAccount()}} {
-		if _, ok := g.banks[BankOf(f.account)]; !ok {
+		if _, ok := g.banks[account.Bank(f.account)]; !ok {
 			return nil, rpcerr.New(connect.CodeNotFound, "unknown_bank",
-				fmt.Sprintf("%s: %s: no bank named %q (account ids are <bank>-<number>)", f.field, f.account, BankOf(f.account)))
+				fmt.Sprintf("%s: %s: no bank named %q (account ids are <bank>-<number>)", f.field, f.account, account.Bank(f.account)))
 		}
 	}
 	p := paymentRecord{
@@ -232,7 +233,7 @@ func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1
 	byBank := map[string][]string{}
 	var bankNames []string
 	for _, a := range accounts {
-		b := BankOf(a)
+		b := account.Bank(a)
 		if _, ok := byBank[b]; !ok {
 			bankNames = append(bankNames, b)
 		}

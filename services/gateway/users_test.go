@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/paygate/paygate/internal/account"
 )
 
 func TestParseUsersSeedFormat(t *testing.T) {
@@ -141,7 +143,7 @@ func FuzzParseUsers(f *testing.F) {
 				t.Fatalf("accepted role %q", u.Role)
 			}
 			for _, a := range u.Accounts {
-				if len(a) > 64 || !accountPattern.MatchString(a) || BankOf(a) == "" {
+				if len(a) > 64 || !accountPattern.MatchString(a) || account.Bank(a) == "" {
 					t.Fatalf("accepted account %q", a)
 				}
 				if o, ok := owner[a]; ok {
