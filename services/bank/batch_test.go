@@ -2,6 +2,7 @@ package bank
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,4 +88,159 @@ func TestBatchCallsHandleEachItemAsTheSingleCall(t *testing.T) {
 	if a := accts[0]; a.Balance != 400 || a.Held != 0 {
 		t.Errorf("bank1-1: balance %d held %d, want 400 and 0", a.Balance, a.Held)
 	}
+}
+
+func TestBatchPrepareItemsInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, l, logs := newTestService(t, usd("bank1-1", 1000), usd("bank1-2", 0))
+	if res, err := s.PrepareTransaction(ctx, prepareRequest("old", deadline, pbLeg("bank1-1", pbDebit, 100), pbLeg("bank1-2", pbCredit, 100))); err != nil || res.Msg.GetVote() != bankv1.Vote_VOTE_YES {
+		t.Fatal(res, err)
+	}
+	req := func(txn string, legs ...*bankv1.Leg) *bankv1.PrepareTransactionRequest {
+		return prepareRequest(txn, deadline, legs...).Msg
+	}
+	resp, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{
+		req("first", pbLeg("bank1-1", pbDebit, 500), pbLeg("bank1-2", pbCredit, 500)), // 900 available
+		req("second", pbLeg("bank1-1", pbDebit, 500)),                                 // 400 left: NO
+		req("old", pbLeg("bank1-2", pbCredit, 100), pbLeg("bank1-1", pbDebit, 100)),   // replay: YES
+		req("nodir", pbLeg("bank1-1", bankv1.LegDirection_LEG_DIRECTION_UNSPECIFIED, 1)),
+		req("zero", pbLeg("bank1-1", pbDebit, 0)),
+		{TransactionId: "nodl", Legs: []*bankv1.Leg{pbLeg("bank1-1", pbDebit, 1)}},
+		req("third", pbLeg("bank1-1", pbDebit, 400)), // exactly what is left: YES
+	}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.Msg.GetResults()
+	if len(r) != 7 {
+		t.Fatalf("%d results, want 7", len(r))
+	}
+	for i, yes := range map[int]bool{0: true, 1: false, 2: true, 6: true} {
+		want := bankv1.Vote_VOTE_NO
+		if yes {
+			want = bankv1.Vote_VOTE_YES
+		}
+		if r[i].GetError() != nil || r[i].GetResponse().GetVote() != want {
+			t.Errorf("item %d: %v, want %v", i, r[i], want)
+		}
+	}
+	if r[1].GetResponse().GetReason() != bankv1.VoteReason_VOTE_REASON_INSUFFICIENT_FUNDS || !strings.Contains(r[1].GetResponse().GetMessage(), "bank1-1") {
+		t.Errorf("second debit: %v, want NO insufficient funds naming the account", r[1])
+	}
+	for _, i := range []int{3, 4, 5} {
+		if e := r[i].GetError(); e.GetCode() != connect.CodeInvalidArgument.String() || e.GetReason() != ErrorReasonInvalidArgument || r[i].GetResponse() != nil {
+			t.Errorf("item %d: %v, want an invalid_argument item error", i, r[i])
+		}
+	}
+	if !strings.Contains(logs.String(), "voted no") || !strings.Contains(logs.String(), "txn=second") {
+		t.Errorf("no 'voted no' line for txn second in:\n%s", logs)
+	}
+	wantAccount(t, l, "bank1-1", 1000, 1000, 0)
+	wantAccount(t, l, "bank1-2", 0, 0, 600)
+	for _, id := range []string{"nodir", "zero", "nodl"} {
+		wantUnknown(t, l, id)
+	}
+}
+
+func TestBatchCompleteItemsInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, l, logs := newTestService(t, usd("bank1-1", 1000), usd("bank1-2", 0))
+	for _, id := range []string{"c", "a", "done"} {
+		if v := mustPrepare(t, l, id, debit("bank1-1", 100), credit("bank1-2", 100)); !v.Yes {
+			t.Fatal(id, v)
+		}
+	}
+	if err := l.Commit(ctx, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Abort(ctx, "aborted"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.BatchComplete(ctx, connect.NewRequest(&bankv1.BatchCompleteRequest{Completions: []*bankv1.Completion{
+		{TransactionId: "c", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
+		{TransactionId: "a", Outcome: bankv1.Outcome_OUTCOME_ABORT},
+		{TransactionId: "ghost", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
+		{TransactionId: "aborted", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
+		{TransactionId: "done", Outcome: bankv1.Outcome_OUTCOME_ABORT},
+		{TransactionId: "c", Outcome: bankv1.Outcome_OUTCOME_UNSPECIFIED},
+		{TransactionId: "c", Outcome: bankv1.Outcome_OUTCOME_ABORT}, // committed by item 0
+	}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.Msg.GetResults()
+	want := []struct {
+		state  bankv1.TransactionState
+		code   connect.Code
+		reason string
+	}{
+		{state: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED},
+		{state: bankv1.TransactionState_TRANSACTION_STATE_ABORTED},
+		{code: connect.CodeNotFound, reason: ErrorReasonTransactionNotFound},
+		{code: connect.CodeFailedPrecondition, reason: ErrorReasonTransactionAlreadyAborted},
+		{code: connect.CodeFailedPrecondition, reason: ErrorReasonTransactionAlreadyCommitted},
+		{code: connect.CodeInvalidArgument, reason: ErrorReasonInvalidArgument},
+		{code: connect.CodeFailedPrecondition, reason: ErrorReasonTransactionAlreadyCommitted},
+	}
+	if len(r) != len(want) {
+		t.Fatalf("%d results, want %d", len(r), len(want))
+	}
+	for i, w := range want {
+		if w.code == 0 {
+			if r[i].GetError() != nil || r[i].GetState() != w.state {
+				t.Errorf("item %d: %v, want %v", i, r[i], w.state)
+			}
+			continue
+		}
+		if e := r[i].GetError(); e.GetCode() != w.code.String() || e.GetReason() != w.reason || r[i].GetState() != bankv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED {
+			t.Errorf("item %d: %v, want %v %s", i, r[i], w.code, w.reason)
+		}
+	}
+	for _, txn := range []string{"txn=ghost", "txn=aborted", "txn=done"} {
+		found := false
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, "level=ERROR") && strings.Contains(line, "invariant violation") && strings.Contains(line, txn) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no ERROR log line naming %s in:\n%s", txn, logs)
+		}
+	}
+	wantState(t, l, "c", Committed)
+	wantState(t, l, "a", Aborted)
+	wantAccount(t, l, "bank1-1", 800, 0, 0)
+	wantAccount(t, l, "bank1-2", 200, 0, 0)
+}
+
+func TestBatchWriteFailureFailsEveryItem(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, l, logs := newTestService(t, usd("bank1-1", 1000), usd("bank1-2", 0))
+	addTrigger(t, l, `CREATE TRIGGER boom BEFORE INSERT ON transactions WHEN NEW.id = 'boom'
+		BEGIN SELECT RAISE(ABORT, 'boom'); END`)
+	resp, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{
+		prepareRequest("ok", deadline, pbLeg("bank1-1", pbDebit, 10)).Msg,
+		prepareRequest("nodir", deadline, pbLeg("bank1-1", bankv1.LegDirection_LEG_DIRECTION_UNSPECIFIED, 1)).Msg,
+		prepareRequest("boom", deadline, pbLeg("bank1-2", pbCredit, 10)).Msg,
+	}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.Msg.GetResults()
+	for _, i := range []int{0, 2} {
+		if e := r[i].GetError(); e.GetCode() != connect.CodeInternal.String() || e.GetReason() != ErrorReasonInternal || r[i].GetResponse() != nil {
+			t.Errorf("item %d: %v, want an internal item error", i, r[i])
+		}
+	}
+	if r[1].GetError().GetCode() != connect.CodeInvalidArgument.String() {
+		t.Errorf("item 1: %v, want its own invalid_argument error", r[1])
+	}
+	if n := strings.Count(logs.String(), "ledger failure"); n != 1 {
+		t.Errorf("%d 'ledger failure' lines, want 1, in:\n%s", n, logs)
+	}
+	wantUnknown(t, l, "ok")
+	wantAccount(t, l, "bank1-1", 1000, 0, 0)
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
@@ -114,7 +116,8 @@ type Transaction struct {
 }
 
 // migrations is the ledger's schema; entries are applied once, in order (sqlitedb.Open). Money
-// is INTEGER minor units; times are INTEGER Unix nanoseconds (UTC).
+// is INTEGER minor units; times are INTEGER Unix nanoseconds (UTC). Never edit an entry: existing
+// ledgers have run it; append a new one.
 var migrations = []string{`
 CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
@@ -153,6 +156,20 @@ CREATE TABLE legs (
 	currency   TEXT NOT NULL,
 	PRIMARY KEY (txn_id, seq)
 ) STRICT, WITHOUT ROWID;
+`,
+	// A transaction's legs move into its row, as a JSON array in the order given at prepare
+	// (see encodeLegs): one row to write and to read per transaction instead of one per leg too.
+	// A tombstone has '[]'.
+	`
+ALTER TABLE transactions ADD COLUMN legs_json TEXT NOT NULL DEFAULT '[]';
+
+UPDATE transactions SET legs_json = (
+	SELECT json_group_array(json_object(
+		'account', account_id, 'direction', direction, 'amount', amount, 'currency', currency) ORDER BY seq)
+	FROM legs WHERE legs.txn_id = transactions.id
+) WHERE id IN (SELECT txn_id FROM legs);
+
+DROP TABLE legs;
 `}
 
 // Ledger is a bank's durable store of accounts and transactions. Every method that changes money
@@ -280,6 +297,9 @@ func checkLegs(txnID string, legs []Leg, deadline time.Time) error {
 			return fmt.Errorf("%w: leg %d: amount must be positive, got %d", ErrInvalidArgument, i+1, g.Amount)
 		case g.Currency == "":
 			return fmt.Errorf("%w: leg %d: no currency", ErrInvalidArgument, i+1)
+		case !utf8.ValidString(g.Account) || !utf8.ValidString(g.Currency):
+			// The legs are stored as JSON text, which cannot hold other bytes unchanged.
+			return fmt.Errorf("%w: leg %d: account id and currency must be UTF-8", ErrInvalidArgument, i+1)
 		}
 	}
 	return nil
@@ -445,28 +465,12 @@ func sameLegs(a, b []Leg) bool {
 func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 	applied := false
 	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		t, err := loadTransaction(ctx, tx, txnID)
-		if err != nil {
-			return err
+		var refused, err error
+		applied, refused, err = commitTx(ctx, tx, txnID)
+		if refused != nil {
+			return refused
 		}
-		switch t.State {
-		case Committed:
-			return nil
-		case Aborted:
-			return ErrAlreadyAborted
-		}
-		crashpoint.Hit(crashpoint.BankCommitBeforePersist)
-		for _, g := range t.Legs {
-			q := `UPDATE accounts SET balance = balance - ?1, held = held - ?1 WHERE id = ?2`
-			if g.Direction == Credit {
-				q = `UPDATE accounts SET balance = balance + ?1, pending_credit = pending_credit - ?1 WHERE id = ?2`
-			}
-			if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
-				return fmt.Errorf("apply %s of %d to %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
-			}
-		}
-		applied = true
-		return setState(ctx, tx, txnID, Committed)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("commit %s: %w", txnID, err)
@@ -477,41 +481,56 @@ func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 	return nil
 }
 
+// commitTx does Commit's work inside tx. A refusal (ErrUnknownTransaction, ErrAlreadyAborted) is
+// found before anything is written and returned as refused; err is a failure that may come after
+// some of the commit's writes, which the caller must then undo. applied says whether the commit
+// changed the ledger (false for a transaction already committed).
+func commitTx(ctx context.Context, tx *sqlitedb.Tx, txnID string) (applied bool, refused, err error) {
+	t, err := loadTransaction(ctx, tx, txnID)
+	if errors.Is(err, ErrUnknownTransaction) {
+		return false, err, nil
+	}
+	if err != nil {
+		return false, nil, err
+	}
+	switch t.State {
+	case Committed:
+		return false, nil, nil
+	case Aborted:
+		return false, ErrAlreadyAborted, nil
+	}
+	crashpoint.Hit(crashpoint.BankCommitBeforePersist)
+	for _, g := range t.Legs {
+		q := `UPDATE accounts SET balance = balance - ?1, held = held - ?1 WHERE id = ?2`
+		if g.Direction == Credit {
+			q = `UPDATE accounts SET balance = balance + ?1, pending_credit = pending_credit - ?1 WHERE id = ?2`
+		}
+		if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
+			return false, nil, fmt.Errorf("apply %s of %d to %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
+		}
+	}
+	if err := setState(ctx, tx, txnID, Committed); err != nil {
+		return false, nil, err
+	}
+	return true, nil, nil
+}
+
 // Abort releases a prepared transaction's holds and pending credits. Aborting an aborted
 // transaction succeeds and changes nothing; aborting an unknown one records a tombstone so that a
 // late prepare votes NO; aborting a committed one fails with ErrAlreadyCommitted. It returns once
 // the abort is durable.
 func (l *Ledger) Abort(ctx context.Context, txnID string) error {
-	if txnID == "" || len(txnID) > 64 {
-		return fmt.Errorf("abort: %w: transaction id must be 1 to 64 bytes", ErrInvalidArgument)
+	if err := checkAbortID(txnID); err != nil {
+		return err
 	}
 	applied := false
 	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		t, err := loadTransaction(ctx, tx, txnID)
-		if errors.Is(err, ErrUnknownTransaction) {
-			applied = true
-			return insertTransaction(ctx, tx, txnID, Aborted, Vote{}, nil, time.Time{}, time.Now())
+		var refused, err error
+		applied, refused, err = abortTx(ctx, tx, txnID)
+		if refused != nil {
+			return refused
 		}
-		if err != nil {
-			return err
-		}
-		switch t.State {
-		case Aborted:
-			return nil
-		case Committed:
-			return ErrAlreadyCommitted
-		}
-		for _, g := range t.Legs {
-			q := `UPDATE accounts SET held = held - ? WHERE id = ?`
-			if g.Direction == Credit {
-				q = `UPDATE accounts SET pending_credit = pending_credit - ? WHERE id = ?`
-			}
-			if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
-				return fmt.Errorf("release %s of %d on %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
-			}
-		}
-		applied = true
-		return setState(ctx, tx, txnID, Aborted)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("abort %s: %w", txnID, err)
@@ -520,6 +539,182 @@ func (l *Ledger) Abort(ctx context.Context, txnID string) error {
 		crashpoint.Hit(crashpoint.BankAbortAfterPersist)
 	}
 	return nil
+}
+
+// checkAbortID validates Abort's argument.
+func checkAbortID(txnID string) error {
+	if txnID == "" || len(txnID) > 64 {
+		return fmt.Errorf("abort: %w: transaction id must be 1 to 64 bytes", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// abortTx does Abort's work inside tx. Its results are as commitTx's: the refusal
+// (ErrAlreadyCommitted) is found before anything is written; applied is false for a transaction
+// already aborted.
+func abortTx(ctx context.Context, tx *sqlitedb.Tx, txnID string) (applied bool, refused, err error) {
+	t, err := loadTransaction(ctx, tx, txnID)
+	if errors.Is(err, ErrUnknownTransaction) {
+		if err := insertTransaction(ctx, tx, txnID, Aborted, Vote{}, nil, time.Time{}, time.Now()); err != nil {
+			return false, nil, err
+		}
+		return true, nil, nil
+	}
+	if err != nil {
+		return false, nil, err
+	}
+	switch t.State {
+	case Aborted:
+		return false, nil, nil
+	case Committed:
+		return false, ErrAlreadyCommitted, nil
+	}
+	for _, g := range t.Legs {
+		q := `UPDATE accounts SET held = held - ? WHERE id = ?`
+		if g.Direction == Credit {
+			q = `UPDATE accounts SET pending_credit = pending_credit - ? WHERE id = ?`
+		}
+		if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
+			return false, nil, fmt.Errorf("release %s of %d on %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
+		}
+	}
+	if err := setState(ctx, tx, txnID, Aborted); err != nil {
+		return false, nil, err
+	}
+	return true, nil, nil
+}
+
+// PrepareItem is one prepare of a batch: the arguments of Prepare.
+type PrepareItem struct {
+	TxnID    string
+	Legs     []Leg
+	Deadline time.Time
+}
+
+// PrepareMany prepares items in one ledger write, in order, each as Prepare would at now: an item
+// sees the holds of the items before it, and a transaction id repeated in the batch is a replay of
+// its first item. It returns once every item's record is durable.
+//
+// The votes and the per-item errors are what Prepare would return called for each item in turn:
+// an item with invalid arguments gets its ErrInvalidArgument error and a zero vote, and is
+// skipped. The third result is a failure of the whole batch (a storage failure, a context ended
+// before the write started): then nothing of the batch is recorded and there are no votes.
+func (l *Ledger) PrepareMany(ctx context.Context, items []PrepareItem, now time.Time) ([]Vote, []error, error) {
+	errs := make([]error, len(items))
+	valid := 0
+	for i, it := range items {
+		if err := checkLegs(it.TxnID, it.Legs, it.Deadline); err != nil {
+			errs[i] = fmt.Errorf("prepare %s: %w", it.TxnID, err)
+			continue
+		}
+		valid++
+	}
+	votes := make([]Vote, len(items))
+	if valid == 0 {
+		return votes, errs, nil
+	}
+	recorded := make([]bool, len(items))
+	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+		for i, it := range items {
+			votes[i], recorded[i] = Vote{}, false
+			if errs[i] != nil {
+				continue
+			}
+			v, rec, err := l.prepareTx(ctx, tx, it.TxnID, it.Legs, it.Deadline, now)
+			if err != nil {
+				return fmt.Errorf("prepare %s: %w", it.TxnID, err)
+			}
+			votes[i], recorded[i] = v, rec
+			if rec {
+				crashpoint.Hit(crashpoint.BankPrepareBeforePersist)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("prepare batch of %d: %w", len(items), err)
+	}
+	for _, rec := range recorded {
+		if rec {
+			crashpoint.Hit(crashpoint.BankPrepareAfterPersist)
+		}
+	}
+	return votes, errs, nil
+}
+
+// Completion is one item of CompleteMany: phase two of transaction TxnID, Outcome Committed
+// (as Commit) or Aborted (as Abort).
+type Completion struct {
+	TxnID   string
+	Outcome State
+}
+
+// CompleteMany commits or aborts items in one ledger write, in order, each as Commit or Abort
+// would. It returns once every item's effect is durable.
+//
+// The per-item errors are what Commit or Abort would return called for each item in turn:
+// ErrInvalidArgument (also for an Outcome that is neither Committed nor Aborted),
+// ErrUnknownTransaction, ErrAlreadyAborted, ErrAlreadyCommitted; such an item changes nothing and
+// the others go on. The second result is a failure of the whole batch (a storage failure, a
+// context ended before the write started): then nothing of the batch is applied.
+func (l *Ledger) CompleteMany(ctx context.Context, items []Completion) ([]error, error) {
+	errs := make([]error, len(items))
+	valid := 0
+	for i, c := range items {
+		switch c.Outcome {
+		case Committed:
+		case Aborted:
+			errs[i] = checkAbortID(c.TxnID)
+		default:
+			errs[i] = fmt.Errorf("complete %s: %w: outcome %q, want %s or %s", c.TxnID, ErrInvalidArgument, c.Outcome, Committed, Aborted)
+		}
+		if errs[i] == nil {
+			valid++
+		}
+	}
+	if valid == 0 {
+		return errs, nil
+	}
+	refusals := make([]error, len(items))
+	applied := make([]bool, len(items))
+	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+		for i, c := range items {
+			refusals[i], applied[i] = nil, false
+			if errs[i] != nil {
+				continue
+			}
+			action, do := "commit", commitTx
+			if c.Outcome == Aborted {
+				action, do = "abort", abortTx
+			}
+			ok, refused, err := do(ctx, tx, c.TxnID)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", action, c.TxnID, err)
+			}
+			if refused != nil {
+				refusals[i] = fmt.Errorf("%s %s: %w", action, c.TxnID, refused)
+			}
+			applied[i] = ok
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("complete batch of %d: %w", len(items), err)
+	}
+	for i, c := range items {
+		if refusals[i] != nil {
+			errs[i] = refusals[i]
+		}
+		if !applied[i] {
+			continue
+		}
+		if c.Outcome == Aborted {
+			crashpoint.Hit(crashpoint.BankAbortAfterPersist)
+		} else {
+			crashpoint.Hit(crashpoint.BankCommitAfterPersist)
+		}
+	}
+	return errs, nil
 }
 
 // execOne runs an UPDATE that must change exactly one row.
@@ -543,24 +738,58 @@ func insertTransaction(ctx context.Context, tx *sqlitedb.Tx, txnID string, s Sta
 	if !deadline.IsZero() {
 		dl = sql.NullInt64{Int64: deadline.UnixNano(), Valid: true}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO transactions (id, state, reason, message, deadline, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, txnID, s, v.Reason, v.Message, dl, now.UnixNano(), now.UnixNano())
+	legsJSON, err := encodeLegs(legs)
 	if err != nil {
 		return fmt.Errorf("record transaction: %w", err)
 	}
-	for i, g := range legs {
-		_, err := tx.ExecContext(ctx, `INSERT INTO legs (txn_id, seq, account_id, direction, amount, currency)
-			VALUES (?, ?, ?, ?, ?, ?)`, txnID, i, g.Account, g.Direction, g.Amount, g.Currency)
-		if err != nil {
-			return fmt.Errorf("record leg %d: %w", i+1, err)
-		}
+	_, err = tx.ExecContext(ctx, `INSERT INTO transactions (id, state, reason, message, deadline, created_at, updated_at, legs_json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, txnID, s, v.Reason, v.Message, dl, now.UnixNano(), now.UnixNano(), legsJSON)
+	if err != nil {
+		return fmt.Errorf("record transaction: %w", err)
 	}
 	return nil
 }
 
-// querier is what reads need: a *sql.Tx or a *sql.DB.
+// storedLeg is a leg as stored in the JSON array of transactions.legs_json. The keys are those
+// of the migration that filled the column from the former legs table.
+type storedLeg struct {
+	Account   string    `json:"account"`
+	Direction Direction `json:"direction"`
+	Amount    int64     `json:"amount"`
+	Currency  string    `json:"currency"`
+}
+
+// encodeLegs is the legs_json of legs, in their order: "[]" for none.
+func encodeLegs(legs []Leg) (string, error) {
+	stored := make([]storedLeg, len(legs))
+	for i, g := range legs {
+		stored[i] = storedLeg(g)
+	}
+	b, err := json.Marshal(stored)
+	if err != nil {
+		return "", fmt.Errorf("encode legs: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodeLegs reverses encodeLegs; no legs (a tombstone) is nil.
+func decodeLegs(legsJSON []byte) ([]Leg, error) {
+	var stored []storedLeg
+	if err := json.Unmarshal(legsJSON, &stored); err != nil {
+		return nil, fmt.Errorf("decode legs: %w", err)
+	}
+	if len(stored) == 0 {
+		return nil, nil
+	}
+	legs := make([]Leg, len(stored))
+	for i, g := range stored {
+		legs[i] = Leg(g)
+	}
+	return legs, nil
+}
+
+// querier is what reads need: a *sql.Tx, a *sql.DB or a *sqlitedb.Tx.
 type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
@@ -568,8 +797,9 @@ func loadTransaction(ctx context.Context, q querier, txnID string) (Transaction,
 	t := Transaction{ID: txnID}
 	var dl sql.NullInt64
 	var created, updated int64
-	err := q.QueryRowContext(ctx, `SELECT state, reason, message, deadline, created_at, updated_at FROM transactions WHERE id = ?`, txnID).
-		Scan(&t.State, &t.Reason, &t.Message, &dl, &created, &updated)
+	var legsJSON []byte
+	err := q.QueryRowContext(ctx, `SELECT state, reason, message, deadline, created_at, updated_at, legs_json FROM transactions WHERE id = ?`, txnID).
+		Scan(&t.State, &t.Reason, &t.Message, &dl, &created, &updated, &legsJSON)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Transaction{}, ErrUnknownTransaction
 	}
@@ -580,20 +810,8 @@ func loadTransaction(ctx context.Context, q querier, txnID string) (Transaction,
 		t.Deadline = time.Unix(0, dl.Int64).UTC()
 	}
 	t.CreatedAt, t.UpdatedAt = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
-	rows, err := q.QueryContext(ctx, `SELECT account_id, direction, amount, currency FROM legs WHERE txn_id = ? ORDER BY seq`, txnID)
-	if err != nil {
-		return Transaction{}, fmt.Errorf("load legs: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var g Leg
-		if err := rows.Scan(&g.Account, &g.Direction, &g.Amount, &g.Currency); err != nil {
-			return Transaction{}, fmt.Errorf("load legs: %w", err)
-		}
-		t.Legs = append(t.Legs, g)
-	}
-	if err := rows.Err(); err != nil {
-		return Transaction{}, fmt.Errorf("load legs: %w", err)
+	if t.Legs, err = decodeLegs(legsJSON); err != nil {
+		return Transaction{}, fmt.Errorf("load transaction: %w", err)
 	}
 	return t, nil
 }

@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/paygate/paygate/internal/sqlitedb"
 )
@@ -173,4 +177,109 @@ func BenchmarkLedgerPrepareCommitParallel(b *testing.B) {
 			reportRate(b)
 		})
 	}
+}
+
+// benchBatch is the number of items of a batch in the batch benchmarks.
+const benchBatch = 32
+
+// benchIDs returns n transaction ids like the gateway's: random UUIDs.
+func benchIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	return ids
+}
+
+// itemMeter reports what a batch benchmark costs per item: wall time, allocations and the CPU time
+// of the whole process (the ledger's writer goroutine and SQLite included), which is what limits
+// a bank's throughput.
+type itemMeter struct {
+	b       *testing.B
+	items   int
+	cpu     time.Duration
+	cpuOK   bool
+	mallocs uint64
+}
+
+// startItems resets the benchmark's timer and starts measuring b.N batches of items each.
+func startItems(b *testing.B, items int) *itemMeter {
+	m := &itemMeter{b: b, items: b.N * items}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.mallocs = ms.Mallocs
+	b.ReportAllocs()
+	b.ResetTimer()
+	m.cpu, m.cpuOK = processCPU()
+	return m
+}
+
+func (m *itemMeter) stop() {
+	cpu, ok := processCPU()
+	m.b.StopTimer()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	n := float64(m.items)
+	m.b.ReportMetric(float64(m.b.Elapsed().Nanoseconds())/n, "ns/item")
+	m.b.ReportMetric(float64(ms.Mallocs-m.mallocs)/n, "allocs/item")
+	if ok && m.cpuOK {
+		m.b.ReportMetric(float64((cpu-m.cpu).Nanoseconds())/n, "cpu-ns/item")
+	}
+}
+
+// prepareBatches prepares the ids in batches of benchBatch, each one PrepareMany.
+func prepareBatches(b *testing.B, l *Ledger, ids []string) {
+	b.Helper()
+	items := make([]PrepareItem, benchBatch)
+	for start := 0; start < len(ids); start += benchBatch {
+		batch := ids[start:min(start+benchBatch, len(ids))]
+		for i, id := range batch {
+			items[i] = PrepareItem{TxnID: id, Legs: benchLegs, Deadline: deadline}
+		}
+		votes, errs, err := l.PrepareMany(context.Background(), items[:len(batch)], t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range batch {
+			if errs[i] != nil || !votes[i].Yes {
+				b.Fatal(batch[i], votes[i], errs[i])
+			}
+		}
+	}
+}
+
+// BenchmarkLedgerPrepareMany is batches of 32 prepares, one PrepareMany (one write) each.
+func BenchmarkLedgerPrepareMany(b *testing.B) {
+	l := openBenchLedger(b, true)
+	ids := benchIDs(b.N * benchBatch)
+	m := startItems(b, benchBatch)
+	for n := range b.N {
+		prepareBatches(b, l, ids[n*benchBatch:(n+1)*benchBatch])
+	}
+	m.stop()
+}
+
+// BenchmarkLedgerCompleteMany is batches of 32 commits, one CompleteMany (one write) each; the
+// prepares are made before the clock starts.
+func BenchmarkLedgerCompleteMany(b *testing.B) {
+	l := openBenchLedger(b, true)
+	ids := benchIDs(b.N * benchBatch)
+	prepareBatches(b, l, ids)
+	items := make([]Completion, benchBatch)
+	m := startItems(b, benchBatch)
+	for n := range b.N {
+		for i, id := range ids[n*benchBatch : (n+1)*benchBatch] {
+			items[i] = Completion{TxnID: id, Outcome: Committed}
+		}
+		errs, err := l.CompleteMany(context.Background(), items)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i, err := range errs {
+			if err != nil {
+				b.Fatal(items[i].TxnID, err)
+			}
+		}
+	}
+	m.stop()
 }

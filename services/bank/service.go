@@ -36,6 +36,8 @@ type ledgerStore interface {
 	Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error)
 	Commit(ctx context.Context, txnID string) error
 	Abort(ctx context.Context, txnID string) error
+	PrepareMany(ctx context.Context, items []PrepareItem, now time.Time) ([]Vote, []error, error)
+	CompleteMany(ctx context.Context, items []Completion) ([]error, error)
 	Balances(ctx context.Context, ids []string) ([]Account, error)
 	Account(ctx context.Context, id string) (Account, error)
 	ListAccounts(ctx context.Context, pageSize int, pageToken string) ([]Account, string, error)
@@ -153,48 +155,71 @@ func invalidArgument(format string, args ...any) error {
 
 // PrepareTransaction implements phase one. A NO vote is an answer, not an RPC error.
 func (s *Service) PrepareTransaction(ctx context.Context, req *connect.Request[bankv1.PrepareTransactionRequest]) (*connect.Response[bankv1.PrepareTransactionResponse], error) {
-	m := req.Msg
+	item, err := prepareItemFromProto(req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	vote, err := s.ledger.Prepare(ctx, item.TxnID, item.Legs, item.Deadline, s.now())
+	if err != nil {
+		return nil, s.toConnectError(ctx, err)
+	}
+	return connect.NewResponse(s.voteResponse(ctx, item.TxnID, vote)), nil
+}
+
+// prepareItemFromProto converts a prepare request into the ledger's arguments, or returns the
+// RPC's InvalidArgument error.
+func prepareItemFromProto(m *bankv1.PrepareTransactionRequest) (PrepareItem, error) {
 	if err := m.GetDeadline().CheckValid(); err != nil {
-		return nil, invalidArgument("deadline: %v", err)
+		return PrepareItem{}, invalidArgument("deadline: %v", err)
 	}
 	legs := make([]Leg, 0, len(m.GetLegs()))
 	for i, g := range m.GetLegs() {
 		d, ok := directionFromProto[g.GetDirection()]
 		if !ok {
-			return nil, invalidArgument("leg %d: direction %v", i+1, g.GetDirection())
+			return PrepareItem{}, invalidArgument("leg %d: direction %v", i+1, g.GetDirection())
 		}
 		legs = append(legs, Leg{Account: g.GetAccountId(), Direction: d, Amount: g.GetAmount(), Currency: g.GetCurrency()})
 	}
-	vote, err := s.ledger.Prepare(ctx, m.GetTransactionId(), legs, m.GetDeadline().AsTime(), s.now())
-	if err != nil {
-		return nil, s.toConnectError(ctx, err)
+	return PrepareItem{TxnID: m.GetTransactionId(), Legs: legs, Deadline: m.GetDeadline().AsTime()}, nil
+}
+
+// voteResponse is the response carrying the ledger's vote on transaction txnID; a NO vote is
+// logged.
+func (s *Service) voteResponse(ctx context.Context, txnID string, vote Vote) *bankv1.PrepareTransactionResponse {
+	if vote.Yes {
+		return &bankv1.PrepareTransactionResponse{Vote: bankv1.Vote_VOTE_YES}
 	}
-	res := &bankv1.PrepareTransactionResponse{Vote: bankv1.Vote_VOTE_YES}
-	if !vote.Yes {
-		res = &bankv1.PrepareTransactionResponse{Vote: bankv1.Vote_VOTE_NO, Reason: reasonToProto[vote.Reason], Message: vote.Message}
-		s.logger.InfoContext(ctx, "voted no", "txn", m.GetTransactionId(), "reason", vote.Reason, "message", vote.Message)
-	}
-	return connect.NewResponse(res), nil
+	s.logger.InfoContext(ctx, "voted no", "txn", txnID, "reason", vote.Reason, "message", vote.Message)
+	return &bankv1.PrepareTransactionResponse{Vote: bankv1.Vote_VOTE_NO, Reason: reasonToProto[vote.Reason], Message: vote.Message}
 }
 
 // CommitTransaction implements phase two's commit.
 func (s *Service) CommitTransaction(ctx context.Context, req *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error) {
 	id := req.Msg.GetTransactionId()
 	if err := s.ledger.Commit(ctx, id); err != nil {
-		s.logViolation(ctx, "commit", id, err)
-		return nil, s.toConnectError(ctx, err)
+		return nil, s.completionError(ctx, Committed, id, err)
 	}
-	return connect.NewResponse(&bankv1.CommitTransactionResponse{State: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED}), nil
+	return connect.NewResponse(&bankv1.CommitTransactionResponse{State: stateToProto[Committed]}), nil
 }
 
 // AbortTransaction implements phase two's abort.
 func (s *Service) AbortTransaction(ctx context.Context, req *connect.Request[bankv1.AbortTransactionRequest]) (*connect.Response[bankv1.AbortTransactionResponse], error) {
 	id := req.Msg.GetTransactionId()
 	if err := s.ledger.Abort(ctx, id); err != nil {
-		s.logViolation(ctx, "abort", id, err)
-		return nil, s.toConnectError(ctx, err)
+		return nil, s.completionError(ctx, Aborted, id, err)
 	}
-	return connect.NewResponse(&bankv1.AbortTransactionResponse{State: bankv1.TransactionState_TRANSACTION_STATE_ABORTED}), nil
+	return connect.NewResponse(&bankv1.AbortTransactionResponse{State: stateToProto[Aborted]}), nil
+}
+
+// completionError is the RPC's error for the ledger's error err on the commit (outcome
+// Committed) or abort (Aborted) of transaction txnID; a protocol violation is logged.
+func (s *Service) completionError(ctx context.Context, outcome State, txnID string, err error) error {
+	action := "commit"
+	if outcome == Aborted {
+		action = "abort"
+	}
+	s.logViolation(ctx, action, txnID, err)
+	return s.toConnectError(ctx, err)
 }
 
 // logViolation logs at ERROR the phase-two calls that break the protocol: a commit of an aborted
