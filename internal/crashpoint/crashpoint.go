@@ -14,7 +14,8 @@ package crashpoint
 
 // The named steps. A name says which process dies and after what.
 const (
-	// GatewayAfterAdmit: the payment row (state PREPARING) is durable; no prepare was sent.
+	// GatewayAfterAdmit: the payment row (undecided) is durable; the banks have voted meanwhile
+	// (the row is synced while they prepare), nothing is decided.
 	GatewayAfterAdmit = "gateway.after_admit"
 	// GatewayAfterPrepare: every participant voted; no decision is recorded.
 	GatewayAfterPrepare = "gateway.after_prepare"

@@ -16,6 +16,7 @@ const maxBatch = 512
 type update struct {
 	ctx  context.Context
 	fn   func(context.Context, *Tx) error
+	ran  func(error) // if set, told fn's result before the transaction commits
 	done chan error
 }
 
@@ -30,15 +31,32 @@ type update struct {
 // statement would roll back the whole shared transaction. A caller whose ctx ends before its
 // update starts gets ctx.Err() and nothing is written.
 func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	return db.update(&update{ctx: ctx, fn: fn})
+}
+
+// UpdateEarly is Update that also calls ran with fn's result as soon as fn has run, before the
+// transaction commits, so that the caller can start work that does not depend on the update
+// being durable (it still waits for UpdateEarly's result before relying on that). ran is called
+// at most once, on the writer's goroutine: it must not block. It is not called when fn does not
+// run (ctx ended first, or the store closed); the result of UpdateEarly says so.
+//
+// What fn saw is what the transaction will commit unless the commit fails, in which case
+// UpdateEarly returns the error and none of fn's effects exist.
+func (db *DB) UpdateEarly(ctx context.Context, fn func(ctx context.Context, tx *Tx) error, ran func(error)) error {
+	return db.update(&update{ctx: ctx, fn: fn, ran: ran})
+}
+
+func (db *DB) update(u *update) error {
+	ctx := u.ctx
 	if !db.group {
 		select {
 		case <-db.closing:
 			return ErrClosed
 		default:
 		}
-		return db.runAlone(ctx, fn)
+		return db.runAlone(u)
 	}
-	u := &update{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	u.done = make(chan error, 1)
 	select {
 	case db.updates <- u:
 	case <-ctx.Done():
@@ -63,17 +81,20 @@ func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 }
 
 // runAlone is Update without group commit: one transaction, one sync, per update.
-func (db *DB) runAlone(ctx context.Context, fn func(context.Context, *Tx) error) error {
-	if err := ctx.Err(); err != nil {
+func (db *DB) runAlone(u *update) error {
+	if err := u.ctx.Err(); err != nil {
 		return err
 	}
-	ctx = context.WithoutCancel(ctx)
+	ctx := context.WithoutCancel(u.ctx)
 	stx, err := db.Write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	tx := &Tx{Tx: stx, db: db}
-	err = fn(ctx, tx)
+	err = u.fn(ctx, tx)
+	if u.ran != nil {
+		u.ran(err)
+	}
 	if err != nil {
 		stx.Rollback()
 	} else {
@@ -113,7 +134,7 @@ func (db *DB) writer() {
 func (db *DB) runBatch(batch []*update) {
 	if len(batch) == 1 {
 		u := batch[0]
-		u.done <- db.runAlone(u.ctx, u.fn)
+		u.done <- db.runAlone(u)
 		return
 	}
 	results := make([]error, len(batch))
@@ -151,6 +172,9 @@ func (db *DB) runBatch(batch []*update) {
 			tx.Rollback()
 			fail(fmt.Errorf("sqlitedb: release savepoint: %w", err))
 			return
+		}
+		if u.ran != nil {
+			u.ran(results[i])
 		}
 	}
 	commitErr := tx.Commit()

@@ -128,6 +128,76 @@ func TestUpdateGroupCommit(t *testing.T) {
 	}
 }
 
+// TestUpdateEarly: ran is told fn's result before the update is durable, and the final result
+// still says whether it committed.
+func TestUpdateEarly(t *testing.T) {
+	t.Parallel()
+	for _, opts := range []Options{{}, {NoGroupCommit: true}} {
+		t.Run(fmt.Sprintf("NoGroupCommit=%v", opts.NoGroupCommit), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db, err := OpenWith(ctx, filepath.Join(t.TempDir(), "x.db"), []string{
+				`CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)`,
+			}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			const n = 50
+			errBoom := errors.New("boom")
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var ranErr error
+					calls := 0
+					var committed bool
+					err := db.UpdateEarly(ctx, func(ctx context.Context, tx *Tx) error {
+						if _, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (?, ?)`, i, i); err != nil {
+							return err
+						}
+						if i%5 == 0 {
+							return errBoom
+						}
+						return nil
+					}, func(err error) {
+						calls++
+						ranErr = err
+						// Told before the commit: another connection cannot see the row yet.
+						var k int
+						committed = db.Read.QueryRowContext(ctx, `SELECT k FROM t WHERE k = ?`, i).Scan(&k) == nil
+					})
+					switch {
+					case calls != 1:
+						t.Errorf("update %d: ran called %d times", i, calls)
+					case committed:
+						t.Errorf("update %d: committed before ran was called", i)
+					case i%5 == 0 && (!errors.Is(ranErr, errBoom) || !errors.Is(err, errBoom)):
+						t.Errorf("update %d: ran %v, result %v; want boom twice", i, ranErr, err)
+					case i%5 != 0 && (ranErr != nil || err != nil):
+						t.Errorf("update %d: ran %v, result %v", i, ranErr, err)
+					}
+				}()
+			}
+			wg.Wait()
+			var got int
+			db.Read.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&got)
+			if got != n-n/5 {
+				t.Errorf("%d rows, want %d", got, n-n/5)
+			}
+			// fn does not run for a caller already gone: ran is not called.
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			called := false
+			err = db.UpdateEarly(cctx, func(context.Context, *Tx) error { return nil }, func(error) { called = true })
+			if !errors.Is(err, context.Canceled) || called {
+				t.Errorf("cancelled: %v, ran called %v", err, called)
+			}
+		})
+	}
+}
+
 func BenchmarkUpdate(b *testing.B) {
 	for _, opts := range []Options{{}, {NoGroupCommit: true}} {
 		b.Run(fmt.Sprintf("group=%v", !opts.NoGroupCommit), func(b *testing.B) {

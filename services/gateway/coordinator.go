@@ -57,7 +57,7 @@ type Coordinator struct {
 	completerRunning atomic.Bool
 
 	mu         sync.Mutex
-	inflight   map[string]struct{} // payments this process is driving now
+	inflight   map[string]*claim // payments this process is driving now
 	retry      map[string]retryState
 	completing map[string]struct{}
 	kick       chan struct{}
@@ -87,7 +87,7 @@ func newCoordinator(store *Store, banks map[string]participant, health *bankHeal
 		now:           time.Now,
 		timeout:       timeout,
 		phase2Timeout: 5 * time.Second,
-		inflight:      make(map[string]struct{}),
+		inflight:      make(map[string]*claim),
 		retry:         make(map[string]retryState),
 		completing:    make(map[string]struct{}),
 		completions:   make(chan string, 4*maxBatch),
@@ -104,15 +104,25 @@ func participantsOf(p paymentRecord) []string {
 	return []string{from, to}
 }
 
-// acquire marks a payment as driven by this process; false when it already is.
-func (c *Coordinator) acquire(id string) bool {
+// claim is a payment this process is driving now: by a request, or by the recovery loop.
+type claim struct {
+	// fingerprint is the payment's parameters as the driver has them, for a duplicate request
+	// to be compared with before the payment is stored.
+	fingerprint []byte
+	// released is closed when the driver lets go.
+	released chan struct{}
+}
+
+// acquire marks a payment as driven by this process and returns true, or returns the claim of
+// whoever already drives it and false.
+func (c *Coordinator) acquire(id string, fingerprint []byte) (*claim, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.inflight[id]; ok {
-		return false
+	if cl, ok := c.inflight[id]; ok {
+		return cl, false
 	}
-	c.inflight[id] = struct{}{}
-	return true
+	c.inflight[id] = &claim{fingerprint: fingerprint, released: make(chan struct{})}
+	return nil, true
 }
 
 func (c *Coordinator) isCompleting(id string) bool {
@@ -124,72 +134,127 @@ func (c *Coordinator) isCompleting(id string) bool {
 
 func (c *Coordinator) release(id string) {
 	c.mu.Lock()
-	delete(c.inflight, id)
+	if cl, ok := c.inflight[id]; ok {
+		close(cl.released)
+		delete(c.inflight, id)
+	}
 	c.mu.Unlock()
 }
 
-// Execute admits a payment and runs it to a decision, or returns the stored outcome of an
-// earlier request with the same payment_id (replayed = true).
+// Execute runs a payment to a decision, or returns the stored outcome of an earlier request
+// with the same payment_id (replayed = true).
+//
+// A request first claims the payment in memory. Whoever holds the claim (this request, a
+// duplicate that came first, or the recovery loop resuming an undecided payment after a
+// restart) is the only one to write the payment's row and talk to the banks; a duplicate
+// without the claim waits for the outcome.
 func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
 	now := c.now()
 	p.CreatedAt = now
 	p.Deadline = now.Add(c.timeout)
-	// Claim the payment before admitting it. Whoever holds the claim (a request, or the
-	// recovery loop, which resumes undecided payments nobody is driving) drives the payment;
-	// everyone else waits for its outcome.
-	owned := c.acquire(p.PaymentID)
-	stored, inserted, err := c.store.AdmitPayment(ctx, p)
-	if err == nil && !inserted && !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
-		err = ErrPaymentReused
-	}
-	if err != nil || !owned {
+	for {
+		cl, owned := c.acquire(p.PaymentID, p.Fingerprint)
 		if owned {
-			c.release(p.PaymentID)
+			defer c.release(p.PaymentID)
+			return c.run(ctx, p)
 		}
-		if err != nil {
-			return stored, false, err
+		out, replayed, err, again := c.follow(ctx, p, cl)
+		if !again {
+			return out, replayed, err
 		}
-		out, err := c.await(ctx, stored)
-		return out, !inserted, err
 	}
-	defer c.release(p.PaymentID)
-	if !inserted {
-		if stored.Decision != decisionNone {
-			return stored, true, nil
-		}
-		// Admitted by a duplicate of this request that did not get the claim, or before a
-		// restart: undecided and nobody driving it, so this request drives it.
-		p = stored
-	} else {
-		crashpoint.Hit(crashpoint.GatewayAfterAdmit)
-		c.events.publish(p)
-	}
+}
+
+// run executes a payment this request has claimed.
+func (c *Coordinator) run(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
 	// The protocol runs to its end even if the client goes away: it is bounded by the payment's
 	// deadline, not by the request's.
-	out, err := c.drive(context.WithoutCancel(ctx), p)
+	ctx = context.WithoutCancel(ctx)
+	// Admit the payment, and ask the banks to prepare while the admission is being synced: the
+	// decision waits for both, so the row is durable before anything is decided. Whether the
+	// row was inserted is known before it is durable (only the claim's holder inserts it), and
+	// a crash before it is durable leaves prepared transactions the gateway never heard of,
+	// which the banks resolve through GetDecision as presumed aborts (DecisionFor).
+	stored, inserted, durable, err := c.store.StartAdmitPayment(ctx, p)
+	if err != nil {
+		return p, false, err
+	}
+	if !inserted {
+		if err := durable(); err != nil {
+			return p, false, err
+		}
+		return c.rerun(ctx, stored, p)
+	}
+	votes := c.prepare(ctx, p)
+	if err := durable(); err != nil {
+		// Nothing is decided: the banks' prepared transactions end as presumed aborts.
+		return p, false, err
+	}
+	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
+	c.events.publish(p)
+	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
+	out, err := c.decideAndComplete(ctx, p, votes)
 	if err != nil {
 		return p, false, err
 	}
 	crashpoint.Hit(crashpoint.GatewayBeforeReply)
-	return out, !inserted, nil
+	return out, false, nil
 }
 
-// await returns p's outcome once it is decided, waiting up to ctx's deadline for a payment that
-// another request is driving.
-func (c *Coordinator) await(ctx context.Context, p paymentRecord) (paymentRecord, error) {
-	if p.Decision != decisionNone {
-		return p, nil
+// rerun answers a request for a payment that is already stored, holding its claim: the stored
+// outcome, or the outcome of driving it on when it is undecided (admitted before a restart, or
+// by a duplicate that gave up).
+func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (paymentRecord, bool, error) {
+	if isUnadmittedAbort(stored) {
+		return unadmittedOutcome(stored, p), true, nil
+	}
+	if !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
+		return stored, false, ErrPaymentReused
+	}
+	if stored.Decision != decisionNone {
+		return stored, true, nil
+	}
+	out, err := c.drive(context.WithoutCancel(ctx), stored)
+	if err != nil {
+		return stored, false, err
+	}
+	return out, true, nil
+}
+
+// isUnadmittedAbort says whether p is the presumed abort DecisionFor records for a payment
+// the gateway has no row for: prepared at a bank by a request whose own row was never stored
+// (the gateway stopped first). It has no parameters to compare a retry with.
+func isUnadmittedAbort(p paymentRecord) bool {
+	return p.Presumed && len(p.Fingerprint) == 0
+}
+
+// unadmittedOutcome is the answer to a retry of a payment that ended as a presumed abort
+// before its row was stored: the request's payment, failed for the recorded reason.
+func unadmittedOutcome(stored, p paymentRecord) paymentRecord {
+	out := p
+	out.CreatedAt = stored.CreatedAt
+	out.Deadline = stored.Deadline
+	out.Decision = stored.Decision
+	out.FailureReason = stored.FailureReason
+	out.FailureMessage = stored.FailureMessage
+	out.Presumed = true
+	out.DecidedAt = stored.DecidedAt
+	return out
+}
+
+// follow answers a request for a payment someone else (cl) is driving: once it is decided, its
+// outcome (replayed); a retryable ErrPaymentInProgress shortly before ctx's deadline if it is
+// not. again is true when the driver let go before storing the payment (it failed), so the
+// request should try to drive it itself.
+func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (out paymentRecord, replayed bool, err error, again bool) {
+	if !bytes.Equal(cl.fingerprint, p.Fingerprint) {
+		// The driver's fingerprint is the stored one or will be; a presumed abort has none.
+		if stored, err := c.store.Payment(ctx, p.PaymentID); err != nil || !isUnadmittedAbort(stored) {
+			return p, false, ErrPaymentReused, false
+		}
 	}
 	ch, cancel := c.events.waitFor(p.PaymentID)
 	defer cancel()
-	// Read again after subscribing, so a decision made in between is not missed.
-	cur, err := c.store.Payment(ctx, p.PaymentID)
-	if err != nil {
-		return p, err
-	}
-	if cur.Decision != decisionNone {
-		return cur, nil
-	}
 	// Answer "in progress" a little before the caller's deadline, so that the answer reaches
 	// the client before its own deadline ends the call.
 	wctx := ctx
@@ -198,19 +263,43 @@ func (c *Coordinator) await(ctx context.Context, p paymentRecord) (paymentRecord
 		wctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Second, time.Until(d)/10)))
 		defer cancel()
 	}
+	// Read after subscribing, so a decision made in between is not missed.
+	stored, err := c.store.Payment(ctx, p.PaymentID)
+	switch {
+	case err == nil && isUnadmittedAbort(stored):
+		return unadmittedOutcome(stored, p), true, nil, false
+	case err == nil && !bytes.Equal(stored.Fingerprint, p.Fingerprint):
+		return stored, false, ErrPaymentReused, false
+	case err == nil && stored.Decision != decisionNone:
+		return stored, true, nil, false
+	case err == nil:
+		p = stored
+	case !errors.Is(err, ErrNotFound):
+		return p, false, err, false
+	}
 	select {
 	case out := <-ch:
-		return out, nil
+		if isUnadmittedAbort(out) {
+			return unadmittedOutcome(out, p), true, nil, false
+		}
+		return out, true, nil, false
+	case <-cl.released:
+		// The driver is done: read its outcome, or drive the payment if it never stored it.
+		return p, false, nil, true
 	case <-wctx.Done():
-		return cur, ErrPaymentInProgress
+		return p, false, ErrPaymentInProgress, false
 	}
 }
 
-// drive runs phases one and two for an admitted, undecided payment this process has acquired.
+// drive runs phases one and two for an admitted, undecided payment this process has claimed.
 func (c *Coordinator) drive(ctx context.Context, p paymentRecord) (paymentRecord, error) {
 	votes := c.prepare(ctx, p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
+	return c.decideAndComplete(ctx, p, votes)
+}
 
+// decideAndComplete records the decision the votes make (the commit point) and runs phase two.
+func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, votes []vote) (paymentRecord, error) {
 	d, reason, msg := decisionNone, gatewayv1.FailureReason_FAILURE_REASON_UNSPECIFIED, ""
 	if c.now().After(p.Deadline) {
 		d, reason, msg = decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT,
@@ -360,7 +449,10 @@ func failureReason(r bankv1.VoteReason) gatewayv1.FailureReason {
 func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
 	banks := participantsOf(p)
 	if p.Presumed && p.From == "" {
-		return true // a presumed abort of a payment never admitted: nothing was sent to any bank
+		// A presumed abort recorded for a payment the gateway has no row for: which banks it
+		// involves is not known here. Each bank that prepared it learns the abort by asking
+		// GetDecision, as the one that caused this record did.
+		return true
 	}
 	errs := make([]error, len(banks))
 	var wg sync.WaitGroup
@@ -598,7 +690,10 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 		if p.Decision != decisionNone && !c.retryDue(p.PaymentID, now) {
 			continue
 		}
-		if c.isCompleting(p.PaymentID) || !c.acquire(p.PaymentID) {
+		if c.isCompleting(p.PaymentID) {
+			continue
+		}
+		if _, owned := c.acquire(p.PaymentID, p.Fingerprint); !owned {
 			continue // being driven now, or done and being recorded
 		}
 		c.work.Add(1)

@@ -276,8 +276,11 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 	}
 	p := testPayment("bankA-1", "bankB-2", 9)
 	p.PaymentID = unknown
-	if _, _, err := c.Execute(ctx, p); !errors.Is(err, ErrPaymentReused) {
-		t.Fatalf("Execute of a presumed-aborted id = %v; want ErrPaymentReused", err)
+	// A retry of a payment that a bank asked about before the gateway stored it (the gateway
+	// stopped between sending prepares and storing the row) is answered with the abort.
+	out, replayed, err := c.Execute(ctx, p)
+	if err != nil || out.Decision != decisionAbort || !out.Presumed || !replayed || out.From != p.From || out.Amount != p.Amount {
+		t.Fatalf("Execute of a presumed-aborted id = %+v, replayed %v, %v; want the request's payment, aborted, replayed", out, replayed, err)
 	}
 	if a.prepares.Load()+b.prepares.Load() != 0 {
 		t.Fatal("a presumed-aborted id was prepared")

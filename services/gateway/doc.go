@@ -4,9 +4,10 @@
 //
 // # Payments
 //
-// ExecutePayment admits a payment by inserting its row, keyed by the client's payment_id, in
-// one durable write. The coordinator then asks each bank involved to prepare, in parallel (one
-// call per bank; a payment within one bank is one call with two legs). When every bank voted
+// ExecutePayment admits a payment by inserting its row, keyed by the client's payment_id. The
+// coordinator then asks each bank involved to prepare, in parallel (one call per bank; a payment
+// within one bank is one call with two legs) while the row is being synced; the decision waits
+// for both, so the row is durable before anything is decided. When every bank voted
 // YES before the payment's deadline, the coordinator records COMMIT; otherwise ABORT with the
 // first reason. Recording the decision is a compare-and-set on the payment row and is the commit
 // point: once written it never changes, whoever wrote it (the request, the timeout monitor, or a

@@ -332,10 +332,60 @@ func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 }
 
 // AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the stored
-// row and whether it was inserted now.
+// row and whether it was inserted now, once that is durable.
 func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
-	stored, inserted := p, false
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+	stored, inserted, durable, err := s.StartAdmitPayment(ctx, p)
+	if err == nil {
+		err = durable()
+	}
+	if err != nil {
+		return p, false, err
+	}
+	return stored, inserted, nil
+}
+
+// StartAdmitPayment is AdmitPayment that returns as soon as the insert has run, before it is
+// durable: the stored row and whether it was inserted are what the store will hold once durable
+// returns nil. If durable returns an error, nothing was written.
+func (s *Store) StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error) {
+	ran, done := make(chan error, 1), make(chan error, 1)
+	go func() {
+		done <- s.db.UpdateEarly(ctx, s.admit(p, &stored, &inserted), func(err error) { ran <- err })
+	}()
+	wrap := func(err error) error {
+		if err != nil {
+			return fmt.Errorf("gateway: admit payment %s: %w", p.PaymentID, err)
+		}
+		return nil
+	}
+	select {
+	case err = <-ran:
+		if err != nil {
+			return p, false, nil, wrap(err)
+		}
+		return stored, inserted, func() error { return wrap(<-done) }, nil
+	case derr := <-done:
+		// Over before fn's result was taken: fn did not run (ctx ended, or the store closed),
+		// or it ran and the commit is over already.
+		select {
+		case err = <-ran:
+		default:
+			if derr == nil {
+				derr = errors.New("update ended without running")
+			}
+			return p, false, nil, wrap(derr)
+		}
+		if err != nil {
+			return p, false, nil, wrap(err)
+		}
+		return stored, inserted, func() error { return wrap(derr) }, nil
+	}
+}
+
+// admit is the write of AdmitPayment; it sets *stored and *inserted.
+func (s *Store) admit(p paymentRecord, stored *paymentRecord, inserted *bool) func(context.Context, *sqlitedb.Tx) error {
+	return func(ctx context.Context, tx *sqlitedb.Tx) error {
+		*stored, *inserted = p, false
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
 				fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -346,16 +396,12 @@ func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecor
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
-			inserted = true
+			*inserted = true
 			return nil
 		}
-		stored, err = s.payment(ctx, tx, p.PaymentID)
+		*stored, err = s.payment(ctx, tx, p.PaymentID)
 		return err
-	})
-	if err != nil {
-		return p, false, fmt.Errorf("gateway: admit payment %s: %w", p.PaymentID, err)
 	}
-	return stored, inserted, nil
 }
 
 type queryRower interface {
@@ -386,14 +432,19 @@ func (s *Store) Payment(ctx context.Context, id string) (paymentRecord, error) {
 func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
 	var p paymentRecord
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		res, err := tx.ExecContext(ctx,
+		// The usual case, an undecided payment, is one statement that returns the row.
+		var err error
+		p, err = scanPayment(tx.QueryRowContext(ctx,
 			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
-			 WHERE payment_id = ? AND decision = 0`,
-			d, reason, message, presumed, now.UnixNano(), id)
-		if err != nil {
+			 WHERE payment_id = ? AND decision = 0 RETURNING `+paymentColumns,
+			d, reason, message, presumed, now.UnixNano(), id))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 && d == decisionAbort {
+		if d == decisionAbort {
 			// Unknown payment: record the presumed abort. ON CONFLICT keeps an existing decision.
 			_, err = tx.ExecContext(ctx,
 				`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
