@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -38,7 +39,25 @@ const (
 // envPrefix is the prefix of the environment variables that stand in for flags.
 const envPrefix = "PAYGATE"
 
+// defaultGCPercent is the garbage collector's target when GOGC is not set. paygate's processes
+// keep a small live heap (10 to 20 MB) and allocate quickly while serving, so at Go's default
+// of 100 they collect very often; 400 buys about 10% more payments per second on two cores (see
+// docs/PERFORMANCE.md) for 10 to 20 MB more memory per process. GOGC in the environment wins.
+const defaultGCPercent = 400
+
+// configureGC applies defaultGCPercent unless GOGC is set, and returns the percent in effect.
+func configureGC(getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		prev := debug.SetGCPercent(-1) // read the setting: set, then put it back
+		debug.SetGCPercent(prev)
+		return prev
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return defaultGCPercent
+}
+
 func main() {
+	configureGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := startProfile()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
