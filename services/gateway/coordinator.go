@@ -50,6 +50,10 @@ type Coordinator struct {
 
 	// work tracks the recovery loop's goroutines, so that Recover returns only when they end.
 	work sync.WaitGroup
+	// background tracks the phase twos that run after the request was answered.
+	background sync.WaitGroup
+	// settle lets reads wait for those phase twos.
+	settle settleBarrier
 
 	// completions queues payments whose phase two every bank acknowledged, for runCompleter to
 	// record in batches; completing holds them until recorded, so recovery leaves them alone.
@@ -155,8 +159,11 @@ func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentReco
 	for {
 		cl, owned := c.acquire(p.PaymentID, p.Fingerprint)
 		if owned {
-			defer c.release(p.PaymentID)
-			return c.run(ctx, p)
+			out, replayed, err, handedOff := c.run(ctx, p)
+			if !handedOff {
+				c.release(p.PaymentID)
+			}
+			return out, replayed, err
 		}
 		out, replayed, err, again := c.follow(ctx, p, cl)
 		if !again {
@@ -165,8 +172,14 @@ func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentReco
 	}
 }
 
-// run executes a payment this request has claimed.
-func (c *Coordinator) run(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
+// run executes a payment this request has claimed. handedOff says that phase two goes on after
+// run returns, and releases the claim when it ends.
+func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentRecord, replayed bool, err error, handedOff bool) {
+	// Money the payer is about to receive, or to get back from an aborted payment, counts:
+	// wait for phase twos that raise the payer's available money.
+	if err := c.settle.wait(ctx, "+"+p.From); err != nil {
+		return p, false, err, false
+	}
 	// The protocol runs to its end even if the client goes away: it is bounded by the payment's
 	// deadline, not by the request's.
 	ctx = context.WithoutCancel(ctx)
@@ -177,48 +190,50 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (paymentRecord, 
 	// which the banks resolve through GetDecision as presumed aborts (DecisionFor).
 	stored, inserted, durable, err := c.store.StartAdmitPayment(ctx, p)
 	if err != nil {
-		return p, false, err
+		return p, false, err, false
 	}
 	if !inserted {
 		if err := durable(); err != nil {
-			return p, false, err
+			return p, false, err, false
 		}
 		return c.rerun(ctx, stored, p)
 	}
 	votes := c.prepare(ctx, p)
 	if err := durable(); err != nil {
 		// Nothing is decided: the banks' prepared transactions end as presumed aborts.
-		return p, false, err
+		return p, false, err, false
 	}
 	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
 	c.events.publish(p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
-	out, err := c.decideAndComplete(ctx, p, votes)
+	out, err = c.decideAndComplete(ctx, p, votes, true)
 	if err != nil {
-		return p, false, err
+		return p, false, err, false
 	}
 	crashpoint.Hit(crashpoint.GatewayBeforeReply)
-	return out, false, nil
+	return out, false, nil, true
 }
 
 // rerun answers a request for a payment that is already stored, holding its claim: the stored
 // outcome, or the outcome of driving it on when it is undecided (admitted before a restart, or
 // by a duplicate that gave up).
-func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (paymentRecord, bool, error) {
+func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (paymentRecord, bool, error, bool) {
 	if isUnadmittedAbort(stored) {
-		return unadmittedOutcome(stored, p), true, nil
+		return unadmittedOutcome(stored, p), true, nil, false
 	}
 	if !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
-		return stored, false, ErrPaymentReused
+		return stored, false, ErrPaymentReused, false
 	}
 	if stored.Decision != decisionNone {
-		return stored, true, nil
+		return stored, true, nil, false
 	}
-	out, err := c.drive(context.WithoutCancel(ctx), stored)
+	votes := c.prepare(context.WithoutCancel(ctx), stored)
+	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
+	out, err := c.decideAndComplete(context.WithoutCancel(ctx), stored, votes, true)
 	if err != nil {
-		return stored, false, err
+		return stored, false, err, false
 	}
-	return out, true, nil
+	return out, true, nil, true
 }
 
 // isUnadmittedAbort says whether p is the presumed abort DecisionFor records for a payment
@@ -295,11 +310,14 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 func (c *Coordinator) drive(ctx context.Context, p paymentRecord) (paymentRecord, error) {
 	votes := c.prepare(ctx, p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
-	return c.decideAndComplete(ctx, p, votes)
+	return c.decideAndComplete(ctx, p, votes, false)
 }
 
-// decideAndComplete records the decision the votes make (the commit point) and runs phase two.
-func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, votes []vote) (paymentRecord, error) {
+// decideAndComplete records the decision the votes make (the commit point) and runs phase two:
+// before returning, or, when async, in the background, releasing the payment's claim at its
+// end. Either way the decision is published (to duplicates waiting and to watchers) before it
+// returns.
+func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, votes []vote, async bool) (paymentRecord, error) {
 	d, reason, msg := decisionNone, gatewayv1.FailureReason_FAILURE_REASON_UNSPECIFIED, ""
 	if c.now().After(p.Deadline) {
 		d, reason, msg = decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT,
@@ -316,12 +334,27 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 	c.logger.LogAttrs(ctx, slog.LevelDebug, "payment decided",
 		slog.String("payment_id", p.PaymentID), slog.String("decision", decided.Decision.String()),
 		slog.String("reason", gatewayv1.FailureReason(decided.FailureReason).String()))
-	// Phase two before telling anyone (the client, duplicates waiting, watchers): whoever reads
-	// balances after the answer sees the payment applied, unless a bank is unreachable.
-	c.complete(ctx, decided)
+	if !async {
+		c.complete(ctx, decided)
+		c.events.publish(decided)
+		return decided, nil
+	}
+	// The answer does not wait for phase two: the decision is final once durable. Reads that
+	// must see the payment applied wait on the settle barrier instead (see settleBarrier).
+	settling := c.settle.start(settleKeys(decided)...)
+	c.background.Add(1)
+	go func() {
+		defer c.background.Done()
+		defer c.release(decided.PaymentID)
+		defer c.settle.finish(settling)
+		c.complete(ctx, decided)
+	}()
 	c.events.publish(decided)
 	return decided, nil
 }
+
+// WaitBackground waits for the phase twos running after their requests were answered.
+func (c *Coordinator) WaitBackground() { c.background.Wait() }
 
 func (d decision) String() string {
 	switch d {

@@ -29,6 +29,19 @@ func newTestCoordinator(t *testing.T, timeout time.Duration, a, b *fakeBank) (*C
 	return c, store
 }
 
+// execute is c.Execute, returning once the payment's phase two (which runs after the answer)
+// is over, so that the fake banks' counters include it.
+func execute(t testing.TB, c *Coordinator, ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
+	t.Helper()
+	out, replayed, err := c.Execute(ctx, p)
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if werr := c.settle.waitAll(wctx); werr != nil {
+		t.Fatalf("phase two still running: %v", werr)
+	}
+	return out, replayed, err
+}
+
 // waitIdle waits until the coordinator drives no payment.
 func waitIdle(t testing.TB, c *Coordinator) {
 	t.Helper()
@@ -59,7 +72,7 @@ func TestCoordinatorAllYesCommits(t *testing.T) {
 	a, b := &fakeBank{}, &fakeBank{}
 	c, s := newTestCoordinator(t, 5*time.Second, a, b)
 	p := testPayment("bankA-1", "bankB-2", 700)
-	out, replayed, err := c.Execute(context.Background(), p)
+	out, replayed, err := execute(t, c, context.Background(), p)
 	if err != nil || replayed {
 		t.Fatalf("Execute = %v, %v", replayed, err)
 	}
@@ -83,14 +96,14 @@ func TestCoordinatorAllYesCommits(t *testing.T) {
 		t.Errorf("stored = %+v; want commit, completed", got)
 	}
 	// Same payment again: the stored outcome, nothing sent.
-	out, replayed, err = c.Execute(context.Background(), p)
+	out, replayed, err = execute(t, c, context.Background(), p)
 	if err != nil || !replayed || out.Decision != decisionCommit || a.prepares.Load() != 1 {
 		t.Fatalf("replay = %v, %v, %v (prepares %d)", out.Decision, replayed, err, a.prepares.Load())
 	}
 	q := p
 	q.Amount++
 	q.Fingerprint = paymentFingerprint(q.Username, q.From, q.To, q.Amount, q.Currency)
-	if _, _, err := c.Execute(context.Background(), q); !errors.Is(err, ErrPaymentReused) {
+	if _, _, err := execute(t, c, context.Background(), q); !errors.Is(err, ErrPaymentReused) {
 		t.Fatalf("reuse = %v; want ErrPaymentReused", err)
 	}
 }
@@ -100,7 +113,7 @@ func TestCoordinatorSameBankIsOneCall(t *testing.T) {
 	a, b := &fakeBank{}, &fakeBank{}
 	c, _ := newTestCoordinator(t, 5*time.Second, a, b)
 	p := testPayment("bankA-1", "bankA-2", 5)
-	out, _, err := c.Execute(context.Background(), p)
+	out, _, err := execute(t, c, context.Background(), p)
 	if err != nil || out.Decision != decisionCommit {
 		t.Fatalf("Execute = %v, %v", out.Decision, err)
 	}
@@ -137,7 +150,7 @@ func TestCoordinatorNoVoteAborts(t *testing.T) {
 				}
 				c, s := newTestCoordinator(t, 5*time.Second, a, b)
 				p := testPayment("bankA-1", "bankB-2", 9)
-				out, _, err := c.Execute(context.Background(), p)
+				out, _, err := execute(t, c, context.Background(), p)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -161,7 +174,7 @@ func TestCoordinatorPrepareErrorAborts(t *testing.T) {
 	t.Parallel()
 	a, b := &fakeBank{}, &fakeBank{prepareErr: errFakeUnavailable}
 	c, _ := newTestCoordinator(t, 5*time.Second, a, b)
-	out, _, err := c.Execute(context.Background(), testPayment("bankA-1", "bankB-2", 9))
+	out, _, err := execute(t, c, context.Background(), testPayment("bankA-1", "bankB-2", 9))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +202,7 @@ func TestCoordinatorTimeout(t *testing.T) {
 			c, s := newTestCoordinator(t, timeout, a, b)
 			p := testPayment("bankA-1", "bankB-2", 9)
 			start := time.Now()
-			out, _, err := c.Execute(context.Background(), p)
+			out, _, err := execute(t, c, context.Background(), p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -216,7 +229,7 @@ func TestCoordinatorCommitRetriedUntilAcknowledged(t *testing.T) {
 	b.commitFailures.Store(failures)
 	c, s := newTestCoordinator(t, 5*time.Second, a, b)
 	p := testPayment("bankA-1", "bankB-2", 9)
-	out, _, err := c.Execute(context.Background(), p)
+	out, _, err := execute(t, c, context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +291,7 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 	p.PaymentID = unknown
 	// A retry of a payment that a bank asked about before the gateway stored it (the gateway
 	// stopped between sending prepares and storing the row) is answered with the abort.
-	out, replayed, err := c.Execute(ctx, p)
+	out, replayed, err := execute(t, c, ctx, p)
 	if err != nil || out.Decision != decisionAbort || !out.Presumed || !replayed || out.From != p.From || out.Amount != p.Amount {
 		t.Fatalf("Execute of a presumed-aborted id = %+v, replayed %v, %v; want the request's payment, aborted, replayed", out, replayed, err)
 	}
@@ -288,7 +301,7 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 
 	// Committed: commit.
 	q := testPayment("bankA-1", "bankB-2", 9)
-	if out, _, err := c.Execute(ctx, q); err != nil || out.Decision != decisionCommit {
+	if out, _, err := execute(t, c, ctx, q); err != nil || out.Decision != decisionCommit {
 		t.Fatalf("Execute = %v, %v", out.Decision, err)
 	}
 	got, err := c.DecisionFor(ctx, q.PaymentID)
@@ -311,7 +324,7 @@ func TestCoordinatorDecisionForWhilePreparing(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, _, err := c.Execute(context.Background(), p)
+		out, _, err := execute(t, c, context.Background(), p)
 		done <- result{out, err}
 	}()
 	recv(t, b.entered, "the prepare at bankB")
@@ -395,7 +408,7 @@ func TestCoordinatorRecoverSkipsPaymentsInFlight(t *testing.T) {
 	p := testPayment("bankA-1", "bankB-2", 9)
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := c.Execute(context.Background(), p)
+		_, _, err := execute(t, c, context.Background(), p)
 		done <- err
 	}()
 	recv(t, b.entered, "the prepare at bankB")

@@ -36,6 +36,11 @@ type fakeBank struct {
 	phase2Linger time.Duration
 	phase2Done   atomic.Int32
 
+	// phase2Gate, when set, holds every commit and abort until it is closed (or the context
+	// ends); phase2Entered receives one value per commit or abort that reaches it.
+	phase2Gate    chan struct{}
+	phase2Entered chan string
+
 	prepares, commits, aborts atomic.Int32
 
 	mu   sync.Mutex
@@ -110,6 +115,16 @@ func (f *fakeBank) AbortTransaction(ctx context.Context, req *connect.Request[ba
 }
 
 func (f *fakeBank) phase2Hooks(ctx context.Context) error {
+	if f.phase2Gate != nil {
+		if f.phase2Entered != nil {
+			f.phase2Entered <- "phase two"
+		}
+		select {
+		case <-f.phase2Gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if !f.blockPhase2.Load() {
 		return nil
 	}

@@ -394,6 +394,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.cancel()
 	}
 	g.wg.Wait()
+	g.coord.WaitBackground()
 	g.stopBatchers()
 	errs = append(errs, g.store.Close())
 	return errors.Join(errs...)

@@ -314,8 +314,14 @@ type ledger struct {
 	pending  int64
 }
 
+// The bank-side reads below see every payment answered so far applied: like FetchBalance, they
+// wait for the gateway's phase twos still running after their answers (settleBarrier).
+
 func (e *env) audit(t testing.TB, ctx context.Context) ledger {
 	t.Helper()
+	if err := e.gw.coord.settle.waitAll(ctx); err != nil {
+		t.Fatal(err)
+	}
 	l, err := e.tryAudit(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +362,9 @@ func (e *env) balance(t testing.TB, id string) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if err := e.gw.coord.settle.wait(ctx, id); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := e.bankClient(account.Bank(id)).GetAccount(ctx, connect.NewRequest(&bankv1.GetAccountRequest{AccountId: id}))
 	if err != nil {
 		t.Fatalf("GetAccount %s: %v", id, err)

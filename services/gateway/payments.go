@@ -230,6 +230,10 @@ func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1
 	if err != nil {
 		return nil, err
 	}
+	// Payments answered already show applied: wait for their phase twos on these accounts.
+	if err := g.coord.settle.wait(ctx, accounts...); err != nil {
+		return nil, err
+	}
 	byBank := map[string][]string{}
 	var bankNames []string
 	for _, a := range accounts {
