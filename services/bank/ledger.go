@@ -344,20 +344,33 @@ func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline
 
 // prepareTx does Prepare's work inside tx; recorded says whether it wrote anything.
 func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, legs []Leg, deadline, now time.Time) (Vote, bool, error) {
-	known, err := loadTransaction(ctx, tx, txnID)
-	switch {
-	case err == nil:
-		return replayVote(known, legs), false, nil
-	case !errors.Is(err, ErrUnknownTransaction):
+	// The transaction is recorded first, as if the vote were YES (or the deadline's NO), and only
+	// if it is new: a known one is answered from its record. This is one statement for the usual
+	// case, a new transaction; a leg that fails its check turns the record into the NO below.
+	state, first := Prepared, Vote{Yes: true}
+	if now.After(deadline) {
+		state, first = Aborted, Vote{Reason: ReasonDeadlineExceeded, Message: fmt.Sprintf(
+			"transaction %s arrived at %s, after its deadline %s", txnID, now.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))}
+	}
+	inserted, err := insertTransactionIfNew(ctx, tx, txnID, state, first, legs, deadline, now)
+	if err != nil {
 		return Vote{}, false, err
 	}
-
-	record := func(state State, v Vote) (Vote, bool, error) {
-		return v, true, insertTransaction(ctx, tx, txnID, state, v, legs, deadline, now)
+	if !inserted {
+		known, err := loadTransaction(ctx, tx, txnID)
+		if err != nil {
+			return Vote{}, false, err
+		}
+		return replayVote(known, legs), false, nil
 	}
-	if now.After(deadline) {
-		return record(Aborted, Vote{Reason: ReasonDeadlineExceeded, Message: fmt.Sprintf(
-			"transaction %s arrived at %s, after its deadline %s", txnID, now.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))})
+	if state == Aborted {
+		return first, true, nil
+	}
+	no := func(v Vote) (Vote, bool, error) {
+		if err := execOne(ctx, tx, `UPDATE transactions SET state = 'ABORTED', reason = ?, message = ? WHERE id = ?`, v.Reason, v.Message, txnID); err != nil {
+			return Vote{}, false, fmt.Errorf("record vote: %w", err)
+		}
+		return v, true, nil
 	}
 
 	// Check every leg against the accounts as the earlier legs of this transaction left them, so
@@ -369,7 +382,7 @@ func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, l
 		if !ok {
 			got, err := loadAccount(ctx, tx, g.Account)
 			if errors.Is(err, ErrUnknownAccount) {
-				return record(Aborted, Vote{Reason: ReasonUnknownAccount, Message: l.unknownAccountMessage(g.Account)})
+				return no(Vote{Reason: ReasonUnknownAccount, Message: l.unknownAccountMessage(g.Account)})
 			}
 			if err != nil {
 				return Vote{}, false, err
@@ -378,8 +391,8 @@ func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, l
 			accounts[g.Account] = a
 			order = append(order, g.Account)
 		}
-		if no := checkLeg(a, g); no.Reason != ReasonNone {
-			return record(Aborted, no)
+		if v := checkLeg(a, g); v.Reason != ReasonNone {
+			return no(v)
 		}
 	}
 	for _, id := range order {
@@ -388,7 +401,7 @@ func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, l
 			return Vote{}, false, fmt.Errorf("hold on %s: %w", a.ID, err)
 		}
 	}
-	return record(Prepared, Vote{Yes: true})
+	return first, true, nil
 }
 
 // checkLeg applies leg g to a in memory, or returns the NO vote it earns.
@@ -486,21 +499,34 @@ func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 // some of the commit's writes, which the caller must then undo. applied says whether the commit
 // changed the ledger (false for a transaction already committed).
 func commitTx(ctx context.Context, tx *sqlitedb.Tx, txnID string) (applied bool, refused, err error) {
-	t, err := loadTransaction(ctx, tx, txnID)
-	if errors.Is(err, ErrUnknownTransaction) {
-		return false, err, nil
+	// The usual case, a prepared transaction, is one statement that marks it committed and
+	// returns its legs; anything else is read to say why not.
+	var legsJSON []byte
+	err = tx.QueryRowContext(ctx, `UPDATE transactions SET state = 'COMMITTED', updated_at = ? WHERE id = ? AND state = 'PREPARED' RETURNING legs_json`,
+		time.Now().UnixNano(), txnID).Scan(&legsJSON)
+	if errors.Is(err, sql.ErrNoRows) {
+		t, err := loadTransaction(ctx, tx, txnID)
+		switch {
+		case errors.Is(err, ErrUnknownTransaction):
+			return false, err, nil
+		case err != nil:
+			return false, nil, err
+		case t.State == Committed:
+			return false, nil, nil
+		case t.State == Aborted:
+			return false, ErrAlreadyAborted, nil
+		}
+		return false, nil, fmt.Errorf("transaction %s is %s and was not committed", txnID, t.State)
 	}
 	if err != nil {
-		return false, nil, err
+		return false, nil, fmt.Errorf("commit: %w", err)
 	}
-	switch t.State {
-	case Committed:
-		return false, nil, nil
-	case Aborted:
-		return false, ErrAlreadyAborted, nil
+	legs, err := decodeLegs(legsJSON)
+	if err != nil {
+		return false, nil, fmt.Errorf("commit: %w", err)
 	}
 	crashpoint.Hit(crashpoint.BankCommitBeforePersist)
-	for _, g := range t.Legs {
+	for _, g := range legs {
 		q := `UPDATE accounts SET balance = balance - ?1, held = held - ?1 WHERE id = ?2`
 		if g.Direction == Credit {
 			q = `UPDATE accounts SET balance = balance + ?1, pending_credit = pending_credit - ?1 WHERE id = ?2`
@@ -508,9 +534,6 @@ func commitTx(ctx context.Context, tx *sqlitedb.Tx, txnID string) (applied bool,
 		if err := execOne(ctx, tx, q, g.Amount, g.Account); err != nil {
 			return false, nil, fmt.Errorf("apply %s of %d to %s: %w", strings.ToLower(string(g.Direction)), g.Amount, g.Account, err)
 		}
-	}
-	if err := setState(ctx, tx, txnID, Committed); err != nil {
-		return false, nil, err
 	}
 	return true, nil, nil
 }
@@ -748,6 +771,26 @@ func insertTransaction(ctx context.Context, tx *sqlitedb.Tx, txnID string, s Sta
 		return fmt.Errorf("record transaction: %w", err)
 	}
 	return nil
+}
+
+// insertTransactionIfNew is insertTransaction for a transaction id not recorded yet; inserted
+// is false, and nothing is written, when it is.
+func insertTransactionIfNew(ctx context.Context, tx *sqlitedb.Tx, txnID string, s State, v Vote, legs []Leg, deadline, now time.Time) (inserted bool, err error) {
+	legsJSON, err := encodeLegs(legs)
+	if err != nil {
+		return false, fmt.Errorf("record transaction: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO transactions (id, state, reason, message, deadline, created_at, updated_at, legs_json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		txnID, s, v.Reason, v.Message, deadline.UnixNano(), now.UnixNano(), now.UnixNano(), legsJSON)
+	if err != nil {
+		return false, fmt.Errorf("record transaction: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record transaction: %w", err)
+	}
+	return n == 1, nil
 }
 
 // storedLeg is a leg as stored in the JSON array of transactions.legs_json. The keys are those
