@@ -22,8 +22,10 @@ const (
 	// GatewayAfterDecision: the decision is durable; no commit or abort was sent.
 	GatewayAfterDecision = "gateway.after_decision"
 	// GatewayAfterFirstPhase2: one participant acknowledged commit or abort; others were not told.
+	// Phase two runs beside the answer to the client, which may have been sent already.
 	GatewayAfterFirstPhase2 = "gateway.after_first_phase2"
-	// GatewayBeforeReply: every bank acknowledged phase two; the client has no answer yet.
+	// GatewayBeforeReply: the decision is durable and phase two has started; the client has no
+	// answer yet.
 	GatewayBeforeReply = "gateway.before_reply"
 
 	// BankPrepareBeforePersist: a prepare arrived; nothing is recorded.
