@@ -26,39 +26,84 @@ func itemError(err error) *bankv1.ItemError {
 // sync, and an item sees the holds of the items before it. A failure of the write fails every item
 // that reached it with the same error.
 func (s *Service) BatchPrepare(ctx context.Context, req *connect.Request[bankv1.BatchPrepareRequest]) (*connect.Response[bankv1.BatchPrepareResponse], error) {
-	items := req.Msg.GetPrepares()
-	rpcserver.CallInfoFrom(ctx).Add(slog.Int("items", len(items)))
-	results := make([]*bankv1.BatchPrepareResult, len(items))
-	batch := make([]PrepareItem, 0, len(items))
-	index := make([]int, 0, len(items)) // index[j] is the request item of batch[j]
-	for i, m := range items {
+	rpcserver.CallInfoFrom(ctx).Add(slog.Int("items", len(req.Msg.GetPrepares())))
+	b := s.newPrepareBatch(req.Msg.GetPrepares())
+	if len(b.items) > 0 {
+		votes, errs, err := s.ledger.PrepareMany(ctx, b.items, s.now())
+		b.done(ctx, s, votes, errs, err)
+	}
+	return connect.NewResponse(&bankv1.BatchPrepareResponse{Results: b.results}), nil
+}
+
+// BatchComplete implements BankService.BatchComplete: each item exactly as CommitTransaction or
+// AbortTransaction, the items in order in one ledger write (Ledger.CompleteMany). A failure of the
+// write fails every item that reached it with the same error.
+func (s *Service) BatchComplete(ctx context.Context, req *connect.Request[bankv1.BatchCompleteRequest]) (*connect.Response[bankv1.BatchCompleteResponse], error) {
+	rpcserver.CallInfoFrom(ctx).Add(slog.Int("items", len(req.Msg.GetCompletions())))
+	b := newCompleteBatch(req.Msg.GetCompletions())
+	if len(b.items) > 0 {
+		errs, err := s.ledger.CompleteMany(ctx, b.items)
+		b.done(ctx, s, errs, err)
+	}
+	return connect.NewResponse(&bankv1.BatchCompleteResponse{Results: b.results}), nil
+}
+
+// Batch implements BankService.Batch: the completions as BatchComplete, then the prepares as
+// BatchPrepare, in one ledger write (Ledger.Batch).
+func (s *Service) Batch(ctx context.Context, req *connect.Request[bankv1.BatchRequest]) (*connect.Response[bankv1.BatchResponse], error) {
+	rpcserver.CallInfoFrom(ctx).Add(slog.Int("completions", len(req.Msg.GetCompletions())), slog.Int("prepares", len(req.Msg.GetPrepares())))
+	c := newCompleteBatch(req.Msg.GetCompletions())
+	p := s.newPrepareBatch(req.Msg.GetPrepares())
+	if len(c.items)+len(p.items) > 0 {
+		cerrs, votes, perrs, err := s.ledger.Batch(ctx, c.items, p.items, s.now())
+		if err != nil {
+			err = s.toConnectError(ctx, err) // logged once, not once per kind
+		}
+		c.done(ctx, s, cerrs, err)
+		p.done(ctx, s, votes, perrs, err)
+	}
+	return connect.NewResponse(&bankv1.BatchResponse{Completions: c.results, Prepares: p.results}), nil
+}
+
+// prepareBatch is the prepares of a batch call: the ledger's items, and the results, filled in
+// for the items that failed conversion.
+type prepareBatch struct {
+	items   []PrepareItem
+	index   []int // index[j] is the request item of items[j]
+	results []*bankv1.BatchPrepareResult
+}
+
+func (s *Service) newPrepareBatch(reqs []*bankv1.PrepareTransactionRequest) *prepareBatch {
+	b := &prepareBatch{items: make([]PrepareItem, 0, len(reqs)), index: make([]int, 0, len(reqs)),
+		results: make([]*bankv1.BatchPrepareResult, len(reqs))}
+	for i, m := range reqs {
 		item, err := prepareItemFromProto(m)
 		if err != nil {
-			results[i] = &bankv1.BatchPrepareResult{Error: itemError(err)}
+			b.results[i] = &bankv1.BatchPrepareResult{Error: itemError(err)}
 			continue
 		}
-		batch = append(batch, item)
-		index = append(index, i)
+		b.items = append(b.items, item)
+		b.index = append(b.index, i)
 	}
-	if len(batch) == 0 {
-		return connect.NewResponse(&bankv1.BatchPrepareResponse{Results: results}), nil
-	}
-	votes, errs, err := s.ledger.PrepareMany(ctx, batch, s.now())
+	return b
+}
+
+// done fills in the results of the ledger's answer; err fails every item that reached it.
+func (b *prepareBatch) done(ctx context.Context, s *Service, votes []Vote, errs []error, err error) {
 	if err != nil {
 		err = s.toConnectError(ctx, err)
-		for _, i := range index {
-			results[i] = &bankv1.BatchPrepareResult{Error: itemError(err)}
+		for _, i := range b.index {
+			b.results[i] = &bankv1.BatchPrepareResult{Error: itemError(err)}
 		}
-		return connect.NewResponse(&bankv1.BatchPrepareResponse{Results: results}), nil
+		return
 	}
-	for j, i := range index {
+	for j, i := range b.index {
 		if errs[j] != nil {
-			results[i] = &bankv1.BatchPrepareResult{Error: itemError(s.toConnectError(ctx, errs[j]))}
+			b.results[i] = &bankv1.BatchPrepareResult{Error: itemError(s.toConnectError(ctx, errs[j]))}
 			continue
 		}
-		results[i] = &bankv1.BatchPrepareResult{Response: s.voteResponse(ctx, batch[j].TxnID, votes[j])}
+		b.results[i] = &bankv1.BatchPrepareResult{Response: s.voteResponse(ctx, b.items[j].TxnID, votes[j])}
 	}
-	return connect.NewResponse(&bankv1.BatchPrepareResponse{Results: results}), nil
 }
 
 // outcomeFromProto maps a completion's outcome to the state it leads to.
@@ -67,42 +112,42 @@ var outcomeFromProto = map[bankv1.Outcome]State{
 	bankv1.Outcome_OUTCOME_ABORT:  Aborted,
 }
 
-// BatchComplete implements BankService.BatchComplete: each item exactly as CommitTransaction or
-// AbortTransaction, the items in order in one ledger write (Ledger.CompleteMany). A failure of the
-// write fails every item that reached it with the same error.
-func (s *Service) BatchComplete(ctx context.Context, req *connect.Request[bankv1.BatchCompleteRequest]) (*connect.Response[bankv1.BatchCompleteResponse], error) {
-	items := req.Msg.GetCompletions()
-	rpcserver.CallInfoFrom(ctx).Add(slog.Int("items", len(items)))
-	results := make([]*bankv1.BatchCompleteResult, len(items))
-	batch := make([]Completion, 0, len(items))
-	index := make([]int, 0, len(items)) // index[j] is the request item of batch[j]
-	for i, c := range items {
+// completeBatch is the completions of a batch call, as prepareBatch.
+type completeBatch struct {
+	items   []Completion
+	index   []int
+	results []*bankv1.BatchCompleteResult
+}
+
+func newCompleteBatch(reqs []*bankv1.Completion) *completeBatch {
+	b := &completeBatch{items: make([]Completion, 0, len(reqs)), index: make([]int, 0, len(reqs)),
+		results: make([]*bankv1.BatchCompleteResult, len(reqs))}
+	for i, c := range reqs {
 		outcome, ok := outcomeFromProto[c.GetOutcome()]
 		if !ok {
-			results[i] = &bankv1.BatchCompleteResult{Error: itemError(invalidArgument("completions[%d].outcome: %v", i, c.GetOutcome()))}
+			b.results[i] = &bankv1.BatchCompleteResult{Error: itemError(invalidArgument("completions[%d].outcome: %v", i, c.GetOutcome()))}
 			continue
 		}
-		batch = append(batch, Completion{TxnID: c.GetTransactionId(), Outcome: outcome})
-		index = append(index, i)
+		b.items = append(b.items, Completion{TxnID: c.GetTransactionId(), Outcome: outcome})
+		b.index = append(b.index, i)
 	}
-	if len(batch) == 0 {
-		return connect.NewResponse(&bankv1.BatchCompleteResponse{Results: results}), nil
-	}
-	errs, err := s.ledger.CompleteMany(ctx, batch)
+	return b
+}
+
+func (b *completeBatch) done(ctx context.Context, s *Service, errs []error, err error) {
 	if err != nil {
 		err = s.toConnectError(ctx, err)
-		for _, i := range index {
-			results[i] = &bankv1.BatchCompleteResult{Error: itemError(err)}
+		for _, i := range b.index {
+			b.results[i] = &bankv1.BatchCompleteResult{Error: itemError(err)}
 		}
-		return connect.NewResponse(&bankv1.BatchCompleteResponse{Results: results}), nil
+		return
 	}
-	for j, i := range index {
-		c := batch[j]
+	for j, i := range b.index {
+		c := b.items[j]
 		if errs[j] != nil {
-			results[i] = &bankv1.BatchCompleteResult{Error: itemError(s.completionError(ctx, c.Outcome, c.TxnID, errs[j]))}
+			b.results[i] = &bankv1.BatchCompleteResult{Error: itemError(s.completionError(ctx, c.Outcome, c.TxnID, errs[j]))}
 			continue
 		}
-		results[i] = &bankv1.BatchCompleteResult{State: stateToProto[c.Outcome]}
+		b.results[i] = &bankv1.BatchCompleteResult{State: stateToProto[c.Outcome]}
 	}
-	return connect.NewResponse(&bankv1.BatchCompleteResponse{Results: results}), nil
 }

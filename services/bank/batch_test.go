@@ -244,3 +244,62 @@ func TestBatchWriteFailureFailsEveryItem(t *testing.T) {
 	wantUnknown(t, l, "ok")
 	wantAccount(t, l, "bank1-1", 1000, 0, 0)
 }
+
+// TestBatchCompletesThenPrepares: one Batch call applies its completions before its prepares,
+// in one write, so a hold released by an abort is available to a prepare of the same call; each
+// item is answered as BatchComplete or BatchPrepare would answer it.
+func TestBatchCompletesThenPrepares(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, l, _ := newTestService(t, Account{ID: "bank1-1", Currency: "USD", Balance: 1000}, Account{ID: "bank1-2", Currency: "USD"})
+	deadline := timestamppb.New(deadline) // the service's clock reads t0
+	debit := func(id string, amount int64) *bankv1.PrepareTransactionRequest {
+		return &bankv1.PrepareTransactionRequest{TransactionId: id, Deadline: deadline, Legs: []*bankv1.Leg{
+			pbLeg("bank1-1", bankv1.LegDirection_LEG_DIRECTION_DEBIT, amount)}}
+	}
+	// Hold 800 of the 1000, and 100 more to be committed.
+	first, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{debit("held", 800), debit("paid", 100)}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range first.Msg.GetResults() {
+		if r.GetResponse().GetVote() != bankv1.Vote_VOTE_YES {
+			t.Fatalf("setup prepare: %v", r)
+		}
+	}
+	resp, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{
+		Completions: []*bankv1.Completion{
+			{TransactionId: "held", Outcome: bankv1.Outcome_OUTCOME_ABORT},
+			{TransactionId: "paid", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
+			{TransactionId: "never-prepared", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
+		},
+		// 850 fits only once the 800 are released: the completions come first.
+		Prepares: []*bankv1.PrepareTransactionRequest{debit("next", 850), debit("too-much", 100)},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, p := resp.Msg.GetCompletions(), resp.Msg.GetPrepares()
+	if len(c) != 3 || len(p) != 2 {
+		t.Fatalf("%d completion and %d prepare results, want 3 and 2", len(c), len(p))
+	}
+	if c[0].GetState() != bankv1.TransactionState_TRANSACTION_STATE_ABORTED || c[1].GetState() != bankv1.TransactionState_TRANSACTION_STATE_COMMITTED {
+		t.Errorf("completions = %v", c)
+	}
+	if c[2].GetError().GetReason() != ErrorReasonTransactionNotFound {
+		t.Errorf("commit of an unknown transaction: %v", c[2])
+	}
+	if p[0].GetResponse().GetVote() != bankv1.Vote_VOTE_YES {
+		t.Errorf("prepare of 850 after the abort released 800: %v", p[0])
+	}
+	if p[1].GetResponse().GetReason() != bankv1.VoteReason_VOTE_REASON_INSUFFICIENT_FUNDS {
+		t.Errorf("prepare of 100 more: %v, want insufficient funds", p[1])
+	}
+	a, err := l.Account(ctx, "bank1-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Balance != 900 || a.Held != 850 {
+		t.Errorf("bank1-1 balance %d held %d, want 900 and 850", a.Balance, a.Held)
+	}
+}

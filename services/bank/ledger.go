@@ -623,46 +623,68 @@ type PrepareItem struct {
 // skipped. The third result is a failure of the whole batch (a storage failure, a context ended
 // before the write started): then nothing of the batch is recorded and there are no votes.
 func (l *Ledger) PrepareMany(ctx context.Context, items []PrepareItem, now time.Time) ([]Vote, []error, error) {
-	errs := make([]error, len(items))
-	valid := 0
-	for i, it := range items {
-		if err := checkLegs(it.TxnID, it.Legs, it.Deadline); err != nil {
-			errs[i] = fmt.Errorf("prepare %s: %w", it.TxnID, err)
-			continue
-		}
-		valid++
+	r := l.newPrepareRun(items, now)
+	if r.valid == 0 {
+		return r.votes, r.errs, nil
 	}
-	votes := make([]Vote, len(items))
-	if valid == 0 {
-		return votes, errs, nil
-	}
-	recorded := make([]bool, len(items))
-	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		for i, it := range items {
-			votes[i], recorded[i] = Vote{}, false
-			if errs[i] != nil {
-				continue
-			}
-			v, rec, err := l.prepareTx(ctx, tx, it.TxnID, it.Legs, it.Deadline, now)
-			if err != nil {
-				return fmt.Errorf("prepare %s: %w", it.TxnID, err)
-			}
-			votes[i], recorded[i] = v, rec
-			if rec {
-				crashpoint.Hit(crashpoint.BankPrepareBeforePersist)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := l.write(ctx, r.apply); err != nil {
 		return nil, nil, fmt.Errorf("prepare batch of %d: %w", len(items), err)
 	}
-	for _, rec := range recorded {
+	r.finish()
+	return r.votes, r.errs, nil
+}
+
+// prepareRun is PrepareMany's work, in three steps: the checks (newPrepareRun), the write
+// (apply, inside a transaction) and what follows the write (finish).
+type prepareRun struct {
+	l        *Ledger
+	items    []PrepareItem
+	now      time.Time
+	errs     []error
+	votes    []Vote
+	recorded []bool
+	valid    int
+}
+
+func (l *Ledger) newPrepareRun(items []PrepareItem, now time.Time) *prepareRun {
+	r := &prepareRun{l: l, items: items, now: now, errs: make([]error, len(items)),
+		votes: make([]Vote, len(items)), recorded: make([]bool, len(items))}
+	for i, it := range items {
+		if err := checkLegs(it.TxnID, it.Legs, it.Deadline); err != nil {
+			r.errs[i] = fmt.Errorf("prepare %s: %w", it.TxnID, err)
+			continue
+		}
+		r.valid++
+	}
+	return r
+}
+
+// apply prepares the valid items in tx. It may run again after a failed attempt, so it sets
+// every result afresh.
+func (r *prepareRun) apply(ctx context.Context, tx *sqlitedb.Tx) error {
+	for i, it := range r.items {
+		r.votes[i], r.recorded[i] = Vote{}, false
+		if r.errs[i] != nil {
+			continue
+		}
+		v, rec, err := r.l.prepareTx(ctx, tx, it.TxnID, it.Legs, it.Deadline, r.now)
+		if err != nil {
+			return fmt.Errorf("prepare %s: %w", it.TxnID, err)
+		}
+		r.votes[i], r.recorded[i] = v, rec
+		if rec {
+			crashpoint.Hit(crashpoint.BankPrepareBeforePersist)
+		}
+	}
+	return nil
+}
+
+func (r *prepareRun) finish() {
+	for _, rec := range r.recorded {
 		if rec {
 			crashpoint.Hit(crashpoint.BankPrepareAfterPersist)
 		}
 	}
-	return votes, errs, nil
 }
 
 // Completion is one item of CompleteMany: phase two of transaction TxnID, Outcome Committed
@@ -681,54 +703,74 @@ type Completion struct {
 // the others go on. The second result is a failure of the whole batch (a storage failure, a
 // context ended before the write started): then nothing of the batch is applied.
 func (l *Ledger) CompleteMany(ctx context.Context, items []Completion) ([]error, error) {
-	errs := make([]error, len(items))
-	valid := 0
+	r := newCompleteRun(items)
+	if r.valid == 0 {
+		return r.errs, nil
+	}
+	if err := l.write(ctx, r.apply); err != nil {
+		return nil, fmt.Errorf("complete batch of %d: %w", len(items), err)
+	}
+	r.finish()
+	return r.errs, nil
+}
+
+// completeRun is CompleteMany's work in the three steps of prepareRun.
+type completeRun struct {
+	items    []Completion
+	errs     []error
+	refusals []error
+	applied  []bool
+	valid    int
+}
+
+func newCompleteRun(items []Completion) *completeRun {
+	r := &completeRun{items: items, errs: make([]error, len(items)),
+		refusals: make([]error, len(items)), applied: make([]bool, len(items))}
 	for i, c := range items {
 		switch c.Outcome {
 		case Committed:
 		case Aborted:
-			errs[i] = checkAbortID(c.TxnID)
+			r.errs[i] = checkAbortID(c.TxnID)
 		default:
-			errs[i] = fmt.Errorf("complete %s: %w: outcome %q, want %s or %s", c.TxnID, ErrInvalidArgument, c.Outcome, Committed, Aborted)
+			r.errs[i] = fmt.Errorf("complete %s: %w: outcome %q, want %s or %s", c.TxnID, ErrInvalidArgument, c.Outcome, Committed, Aborted)
 		}
-		if errs[i] == nil {
-			valid++
+		if r.errs[i] == nil {
+			r.valid++
 		}
 	}
-	if valid == 0 {
-		return errs, nil
-	}
-	refusals := make([]error, len(items))
-	applied := make([]bool, len(items))
-	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		for i, c := range items {
-			refusals[i], applied[i] = nil, false
-			if errs[i] != nil {
-				continue
-			}
-			action, do := "commit", commitTx
-			if c.Outcome == Aborted {
-				action, do = "abort", abortTx
-			}
-			ok, refused, err := do(ctx, tx, c.TxnID)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", action, c.TxnID, err)
-			}
-			if refused != nil {
-				refusals[i] = fmt.Errorf("%s %s: %w", action, c.TxnID, refused)
-			}
-			applied[i] = ok
+	return r
+}
+
+// apply completes the valid items in tx. It may run again after a failed attempt, so it sets
+// every result afresh.
+func (r *completeRun) apply(ctx context.Context, tx *sqlitedb.Tx) error {
+	for i, c := range r.items {
+		r.refusals[i], r.applied[i] = nil, false
+		if r.errs[i] != nil {
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("complete batch of %d: %w", len(items), err)
-	}
-	for i, c := range items {
-		if refusals[i] != nil {
-			errs[i] = refusals[i]
+		action, do := "commit", commitTx
+		if c.Outcome == Aborted {
+			action, do = "abort", abortTx
 		}
-		if !applied[i] {
+		ok, refused, err := do(ctx, tx, c.TxnID)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", action, c.TxnID, err)
+		}
+		if refused != nil {
+			r.refusals[i] = fmt.Errorf("%s %s: %w", action, c.TxnID, refused)
+		}
+		r.applied[i] = ok
+	}
+	return nil
+}
+
+func (r *completeRun) finish() {
+	for i, c := range r.items {
+		if r.refusals[i] != nil {
+			r.errs[i] = r.refusals[i]
+		}
+		if !r.applied[i] {
 			continue
 		}
 		if c.Outcome == Aborted {
@@ -737,7 +779,29 @@ func (l *Ledger) CompleteMany(ctx context.Context, items []Completion) ([]error,
 			crashpoint.Hit(crashpoint.BankCommitAfterPersist)
 		}
 	}
-	return errs, nil
+}
+
+// Batch completes, then prepares, in one ledger write: the completions exactly as CompleteMany
+// would, then the prepares exactly as PrepareMany would, each item seeing the effects of the
+// items before it (a hold released by an abort is available to the prepares). The results are
+// those of CompleteMany and PrepareMany; err is a failure of the whole batch, and then nothing
+// of it is applied.
+func (l *Ledger) Batch(ctx context.Context, completions []Completion, prepares []PrepareItem, now time.Time) (completeErrs []error, votes []Vote, prepareErrs []error, err error) {
+	c, p := newCompleteRun(completions), l.newPrepareRun(prepares, now)
+	if c.valid+p.valid > 0 {
+		err = l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+			if err := c.apply(ctx, tx); err != nil {
+				return err
+			}
+			return p.apply(ctx, tx)
+		})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("batch of %d completions and %d prepares: %w", len(completions), len(prepares), err)
+		}
+	}
+	c.finish()
+	p.finish()
+	return c.errs, p.votes, p.errs, nil
 }
 
 // execOne runs an UPDATE that must change exactly one row.

@@ -27,6 +27,7 @@ var Policy = rpcserver.Policy{
 	bankv1connect.BankServiceAbortTransactionProcedure:   rpcserver.AccessGateway,
 	bankv1connect.BankServiceBatchPrepareProcedure:       rpcserver.AccessGateway,
 	bankv1connect.BankServiceBatchCompleteProcedure:      rpcserver.AccessGateway,
+	bankv1connect.BankServiceBatchProcedure:              rpcserver.AccessGateway,
 	bankv1connect.BankServiceFetchBankBalanceProcedure:   rpcserver.AccessGateway,
 	bankv1connect.BankServiceGetAccountProcedure:         rpcserver.AccessGateway,
 	bankv1connect.BankServiceListAccountsProcedure:       rpcserver.AccessGateway,

@@ -38,6 +38,7 @@ type ledgerStore interface {
 	Abort(ctx context.Context, txnID string) error
 	PrepareMany(ctx context.Context, items []PrepareItem, now time.Time) ([]Vote, []error, error)
 	CompleteMany(ctx context.Context, items []Completion) ([]error, error)
+	Batch(ctx context.Context, completions []Completion, prepares []PrepareItem, now time.Time) ([]error, []Vote, []error, error)
 	Balances(ctx context.Context, ids []string) ([]Account, error)
 	Account(ctx context.Context, id string) (Account, error)
 	ListAccounts(ctx context.Context, pageSize int, pageToken string) ([]Account, string, error)

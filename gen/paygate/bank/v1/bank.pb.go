@@ -1696,6 +1696,112 @@ func (x *BatchCompleteResponse) GetResults() []*BatchCompleteResult {
 	return nil
 }
 
+type BatchRequest struct {
+	state         protoimpl.MessageState       `protogen:"open.v1"`
+	Completions   []*Completion                `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
+	Prepares      []*PrepareTransactionRequest `protobuf:"bytes,2,rep,name=prepares,proto3" json:"prepares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRequest) Reset() {
+	*x = BatchRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRequest) ProtoMessage() {}
+
+func (x *BatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
+func (*BatchRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BatchRequest) GetCompletions() []*Completion {
+	if x != nil {
+		return x.Completions
+	}
+	return nil
+}
+
+func (x *BatchRequest) GetPrepares() []*PrepareTransactionRequest {
+	if x != nil {
+		return x.Prepares
+	}
+	return nil
+}
+
+type BatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In the order of the request's completions.
+	Completions []*BatchCompleteResult `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
+	// In the order of the request's prepares.
+	Prepares      []*BatchPrepareResult `protobuf:"bytes,2,rep,name=prepares,proto3" json:"prepares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResponse) Reset() {
+	*x = BatchResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResponse) ProtoMessage() {}
+
+func (x *BatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
+func (*BatchResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *BatchResponse) GetCompletions() []*BatchCompleteResult {
+	if x != nil {
+		return x.Completions
+	}
+	return nil
+}
+
+func (x *BatchResponse) GetPrepares() []*BatchPrepareResult {
+	if x != nil {
+		return x.Prepares
+	}
+	return nil
+}
+
 var File_paygate_bank_v1_bank_proto protoreflect.FileDescriptor
 
 const file_paygate_bank_v1_bank_proto_rawDesc = "" +
@@ -1791,7 +1897,14 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\x05state\x18\x01 \x01(\x0e2!.paygate.bank.v1.TransactionStateR\x05state\x120\n" +
 	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"W\n" +
 	"\x15BatchCompleteResponse\x12>\n" +
-	"\aresults\x18\x01 \x03(\v2$.paygate.bank.v1.BatchCompleteResultR\aresults*`\n" +
+	"\aresults\x18\x01 \x03(\v2$.paygate.bank.v1.BatchCompleteResultR\aresults\"\xa7\x02\n" +
+	"\fBatchRequest\x12H\n" +
+	"\vcompletions\x18\x01 \x03(\v2\x1b.paygate.bank.v1.CompletionB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\vcompletions\x12Q\n" +
+	"\bprepares\x18\x02 \x03(\v2*.paygate.bank.v1.PrepareTransactionRequestB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\bprepares:z\xbaHw\x1au\n" +
+	"\x0fbatch.not_empty\x120a batch needs at least one completion or prepare\x1a0size(this.completions) + size(this.prepares) > 0\"\x98\x01\n" +
+	"\rBatchResponse\x12F\n" +
+	"\vcompletions\x18\x01 \x03(\v2$.paygate.bank.v1.BatchCompleteResultR\vcompletions\x12?\n" +
+	"\bprepares\x18\x02 \x03(\v2#.paygate.bank.v1.BatchPrepareResultR\bprepares*`\n" +
 	"\fLegDirection\x12\x1d\n" +
 	"\x19LEG_DIRECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEG_DIRECTION_DEBIT\x10\x01\x12\x18\n" +
@@ -1819,13 +1932,14 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eOUTCOME_COMMIT\x10\x01\x12\x11\n" +
-	"\rOUTCOME_ABORT\x10\x022\xa2\a\n" +
+	"\rOUTCOME_ABORT\x10\x022\xea\a\n" +
 	"\vBankService\x12m\n" +
 	"\x12PrepareTransaction\x12*.paygate.bank.v1.PrepareTransactionRequest\x1a+.paygate.bank.v1.PrepareTransactionResponse\x12j\n" +
 	"\x11CommitTransaction\x12).paygate.bank.v1.CommitTransactionRequest\x1a*.paygate.bank.v1.CommitTransactionResponse\x12g\n" +
 	"\x10AbortTransaction\x12(.paygate.bank.v1.AbortTransactionRequest\x1a).paygate.bank.v1.AbortTransactionResponse\x12[\n" +
 	"\fBatchPrepare\x12$.paygate.bank.v1.BatchPrepareRequest\x1a%.paygate.bank.v1.BatchPrepareResponse\x12^\n" +
-	"\rBatchComplete\x12%.paygate.bank.v1.BatchCompleteRequest\x1a&.paygate.bank.v1.BatchCompleteResponse\x12l\n" +
+	"\rBatchComplete\x12%.paygate.bank.v1.BatchCompleteRequest\x1a&.paygate.bank.v1.BatchCompleteResponse\x12F\n" +
+	"\x05Batch\x12\x1d.paygate.bank.v1.BatchRequest\x1a\x1e.paygate.bank.v1.BatchResponse\x12l\n" +
 	"\x10FetchBankBalance\x12(.paygate.bank.v1.FetchBankBalanceRequest\x1a).paygate.bank.v1.FetchBankBalanceResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\n" +
 	"GetAccount\x12\".paygate.bank.v1.GetAccountRequest\x1a#.paygate.bank.v1.GetAccountResponse\"\x03\x90\x02\x01\x12`\n" +
@@ -1846,7 +1960,7 @@ func file_paygate_bank_v1_bank_proto_rawDescGZIP() []byte {
 }
 
 var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_paygate_bank_v1_bank_proto_goTypes = []any{
 	(LegDirection)(0),                  // 0: paygate.bank.v1.LegDirection
 	(Vote)(0),                          // 1: paygate.bank.v1.Vote
@@ -1879,12 +1993,14 @@ var file_paygate_bank_v1_bank_proto_goTypes = []any{
 	(*BatchCompleteRequest)(nil),       // 28: paygate.bank.v1.BatchCompleteRequest
 	(*BatchCompleteResult)(nil),        // 29: paygate.bank.v1.BatchCompleteResult
 	(*BatchCompleteResponse)(nil),      // 30: paygate.bank.v1.BatchCompleteResponse
-	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
+	(*BatchRequest)(nil),               // 31: paygate.bank.v1.BatchRequest
+	(*BatchResponse)(nil),              // 32: paygate.bank.v1.BatchResponse
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
 }
 var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	0,  // 0: paygate.bank.v1.Leg.direction:type_name -> paygate.bank.v1.LegDirection
 	5,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
-	31, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
+	33, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 3: paygate.bank.v1.PrepareTransactionResponse.vote:type_name -> paygate.bank.v1.Vote
 	2,  // 4: paygate.bank.v1.PrepareTransactionResponse.reason:type_name -> paygate.bank.v1.VoteReason
 	3,  // 5: paygate.bank.v1.CommitTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
@@ -1895,7 +2011,7 @@ var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	16, // 10: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
 	3,  // 11: paygate.bank.v1.Transaction.state:type_name -> paygate.bank.v1.TransactionState
 	5,  // 12: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
-	31, // 13: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	33, // 13: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 14: paygate.bank.v1.Transaction.reason:type_name -> paygate.bank.v1.VoteReason
 	21, // 15: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
 	6,  // 16: paygate.bank.v1.BatchPrepareRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
@@ -1907,29 +2023,35 @@ var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	3,  // 22: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
 	24, // 23: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
 	29, // 24: paygate.bank.v1.BatchCompleteResponse.results:type_name -> paygate.bank.v1.BatchCompleteResult
-	6,  // 25: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
-	8,  // 26: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
-	10, // 27: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
-	23, // 28: paygate.bank.v1.BankService.BatchPrepare:input_type -> paygate.bank.v1.BatchPrepareRequest
-	28, // 29: paygate.bank.v1.BankService.BatchComplete:input_type -> paygate.bank.v1.BatchCompleteRequest
-	13, // 30: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
-	15, // 31: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
-	18, // 32: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
-	20, // 33: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
-	7,  // 34: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
-	9,  // 35: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
-	11, // 36: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
-	26, // 37: paygate.bank.v1.BankService.BatchPrepare:output_type -> paygate.bank.v1.BatchPrepareResponse
-	30, // 38: paygate.bank.v1.BankService.BatchComplete:output_type -> paygate.bank.v1.BatchCompleteResponse
-	14, // 39: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
-	17, // 40: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
-	19, // 41: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
-	22, // 42: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
-	34, // [34:43] is the sub-list for method output_type
-	25, // [25:34] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	27, // 25: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
+	6,  // 26: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
+	29, // 27: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
+	25, // 28: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
+	6,  // 29: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
+	8,  // 30: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
+	10, // 31: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
+	23, // 32: paygate.bank.v1.BankService.BatchPrepare:input_type -> paygate.bank.v1.BatchPrepareRequest
+	28, // 33: paygate.bank.v1.BankService.BatchComplete:input_type -> paygate.bank.v1.BatchCompleteRequest
+	31, // 34: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
+	13, // 35: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
+	15, // 36: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
+	18, // 37: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
+	20, // 38: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
+	7,  // 39: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
+	9,  // 40: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
+	11, // 41: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
+	26, // 42: paygate.bank.v1.BankService.BatchPrepare:output_type -> paygate.bank.v1.BatchPrepareResponse
+	30, // 43: paygate.bank.v1.BankService.BatchComplete:output_type -> paygate.bank.v1.BatchCompleteResponse
+	32, // 44: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
+	14, // 45: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
+	17, // 46: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
+	19, // 47: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
+	22, // 48: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
+	39, // [39:49] is the sub-list for method output_type
+	29, // [29:39] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_paygate_bank_v1_bank_proto_init() }
@@ -1943,7 +2065,7 @@ func file_paygate_bank_v1_bank_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_bank_v1_bank_proto_rawDesc), len(file_paygate_bank_v1_bank_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,6 +51,8 @@ const (
 	// BankServiceBatchCompleteProcedure is the fully-qualified name of the BankService's BatchComplete
 	// RPC.
 	BankServiceBatchCompleteProcedure = "/paygate.bank.v1.BankService/BatchComplete"
+	// BankServiceBatchProcedure is the fully-qualified name of the BankService's Batch RPC.
+	BankServiceBatchProcedure = "/paygate.bank.v1.BankService/Batch"
 	// BankServiceFetchBankBalanceProcedure is the fully-qualified name of the BankService's
 	// FetchBankBalance RPC.
 	BankServiceFetchBankBalanceProcedure = "/paygate.bank.v1.BankService/FetchBankBalance"
@@ -87,6 +89,12 @@ type BankServiceClient interface {
 	// BatchComplete commits or aborts several transactions in one call, each exactly as
 	// CommitTransaction or AbortTransaction would; results come back in request order.
 	BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error)
+	// Batch completes, then prepares, in one call and one write of the bank's ledger: each
+	// completion exactly as BatchComplete handles it, then each prepare exactly as BatchPrepare
+	// does, every item seeing the effects of the items before it. The gateway sends the phase-two
+	// and phase-one messages bound for the same bank this way, so that a round costs the bank one
+	// call and one sync.
+	Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error)
 	// FetchBankBalance returns the balances of the named accounts.
 	FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error)
 	// GetAccount returns one account with its holder and currency.
@@ -139,6 +147,12 @@ func NewBankServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(bankServiceMethods.ByName("BatchComplete")),
 			connect.WithClientOptions(opts...),
 		),
+		batch: connect.NewClient[v1.BatchRequest, v1.BatchResponse](
+			httpClient,
+			baseURL+BankServiceBatchProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("Batch")),
+			connect.WithClientOptions(opts...),
+		),
 		fetchBankBalance: connect.NewClient[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse](
 			httpClient,
 			baseURL+BankServiceFetchBankBalanceProcedure,
@@ -177,6 +191,7 @@ type bankServiceClient struct {
 	abortTransaction   *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
 	batchPrepare       *connect.Client[v1.BatchPrepareRequest, v1.BatchPrepareResponse]
 	batchComplete      *connect.Client[v1.BatchCompleteRequest, v1.BatchCompleteResponse]
+	batch              *connect.Client[v1.BatchRequest, v1.BatchResponse]
 	fetchBankBalance   *connect.Client[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse]
 	getAccount         *connect.Client[v1.GetAccountRequest, v1.GetAccountResponse]
 	listAccounts       *connect.Client[v1.ListAccountsRequest, v1.ListAccountsResponse]
@@ -206,6 +221,11 @@ func (c *bankServiceClient) BatchPrepare(ctx context.Context, req *connect.Reque
 // BatchComplete calls paygate.bank.v1.BankService.BatchComplete.
 func (c *bankServiceClient) BatchComplete(ctx context.Context, req *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error) {
 	return c.batchComplete.CallUnary(ctx, req)
+}
+
+// Batch calls paygate.bank.v1.BankService.Batch.
+func (c *bankServiceClient) Batch(ctx context.Context, req *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error) {
+	return c.batch.CallUnary(ctx, req)
 }
 
 // FetchBankBalance calls paygate.bank.v1.BankService.FetchBankBalance.
@@ -251,6 +271,12 @@ type BankServiceHandler interface {
 	// BatchComplete commits or aborts several transactions in one call, each exactly as
 	// CommitTransaction or AbortTransaction would; results come back in request order.
 	BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error)
+	// Batch completes, then prepares, in one call and one write of the bank's ledger: each
+	// completion exactly as BatchComplete handles it, then each prepare exactly as BatchPrepare
+	// does, every item seeing the effects of the items before it. The gateway sends the phase-two
+	// and phase-one messages bound for the same bank this way, so that a round costs the bank one
+	// call and one sync.
+	Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error)
 	// FetchBankBalance returns the balances of the named accounts.
 	FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error)
 	// GetAccount returns one account with its holder and currency.
@@ -299,6 +325,12 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(bankServiceMethods.ByName("BatchComplete")),
 		connect.WithHandlerOptions(opts...),
 	)
+	bankServiceBatchHandler := connect.NewUnaryHandler(
+		BankServiceBatchProcedure,
+		svc.Batch,
+		connect.WithSchema(bankServiceMethods.ByName("Batch")),
+		connect.WithHandlerOptions(opts...),
+	)
 	bankServiceFetchBankBalanceHandler := connect.NewUnaryHandler(
 		BankServiceFetchBankBalanceProcedure,
 		svc.FetchBankBalance,
@@ -339,6 +371,8 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 			bankServiceBatchPrepareHandler.ServeHTTP(w, r)
 		case BankServiceBatchCompleteProcedure:
 			bankServiceBatchCompleteHandler.ServeHTTP(w, r)
+		case BankServiceBatchProcedure:
+			bankServiceBatchHandler.ServeHTTP(w, r)
 		case BankServiceFetchBankBalanceProcedure:
 			bankServiceFetchBankBalanceHandler.ServeHTTP(w, r)
 		case BankServiceGetAccountProcedure:
@@ -374,6 +408,10 @@ func (UnimplementedBankServiceHandler) BatchPrepare(context.Context, *connect.Re
 
 func (UnimplementedBankServiceHandler) BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.BatchComplete is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.Batch is not implemented"))
 }
 
 func (UnimplementedBankServiceHandler) FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error) {
