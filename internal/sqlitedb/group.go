@@ -16,7 +16,7 @@ const maxBatch = 512
 type update struct {
 	ctx  context.Context
 	fn   func(context.Context, *Tx) error
-	ran  func(error) // if set, told fn's result before the transaction commits
+	ran  func(error) // if set, told fn's result before the transaction commits (UpdateEarly)
 	done chan error
 }
 
@@ -34,16 +34,21 @@ func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 	return db.update(&update{ctx: ctx, fn: fn})
 }
 
-// UpdateEarly is Update that also calls ran with fn's result as soon as fn has run, before the
-// transaction commits, so that the caller can start work that does not depend on the update
-// being durable (it still waits for UpdateEarly's result before relying on that). ran is called
-// at most once, on the writer's goroutine: it must not block. It is not called when fn does not
-// run (ctx ended first, or the store closed); the result of UpdateEarly says so.
+// UpdateEarly is Update that also calls ran once with fn's result as soon as fn has run,
+// before the transaction commits, so that the caller can start work that does not depend on the
+// update being durable (it still waits for UpdateEarly's result before relying on that). ran
+// runs on the writer's goroutine and must not block. When fn does not run (ctx ended first, or
+// the store closed), ran is called with the error UpdateEarly returns.
 //
 // What fn saw is what the transaction will commit unless the commit fails, in which case
 // UpdateEarly returns the error and none of fn's effects exist.
 func (db *DB) UpdateEarly(ctx context.Context, fn func(ctx context.Context, tx *Tx) error, ran func(error)) error {
-	return db.update(&update{ctx: ctx, fn: fn, ran: ran})
+	called := false // set by the writer before update returns
+	err := db.update(&update{ctx: ctx, fn: fn, ran: func(err error) { called = true; ran(err) }})
+	if !called {
+		ran(err)
+	}
+	return err
 }
 
 func (db *DB) update(u *update) error {

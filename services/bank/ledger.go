@@ -320,26 +320,15 @@ func checkLegs(txnID string, legs []Leg, deadline time.Time) error {
 // The vote is returned only once the record is durable. A NO vote is a result, not an error: the
 // error is for invalid arguments (ErrInvalidArgument) and storage failures.
 func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error) {
-	if err := checkLegs(txnID, legs, deadline); err != nil {
-		return Vote{}, fmt.Errorf("prepare %s: %w", txnID, err)
+	r := l.newPrepareRun([]PrepareItem{{TxnID: txnID, Legs: legs, Deadline: deadline}}, now)
+	if r.errs[0] != nil {
+		return Vote{}, r.errs[0]
 	}
-	var vote Vote
-	recorded := false
-	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		var err error
-		vote, recorded, err = l.prepareTx(ctx, tx, txnID, legs, deadline, now)
-		if err == nil && recorded {
-			crashpoint.Hit(crashpoint.BankPrepareBeforePersist)
-		}
-		return err
-	})
-	if err != nil {
-		return Vote{}, fmt.Errorf("prepare %s: %w", txnID, err)
+	if err := l.write(ctx, r.apply); err != nil {
+		return Vote{}, err
 	}
-	if recorded {
-		crashpoint.Hit(crashpoint.BankPrepareAfterPersist)
-	}
-	return vote, nil
+	r.finish()
+	return r.votes[0], nil
 }
 
 // prepareTx does Prepare's work inside tx; recorded says whether it wrote anything.
@@ -476,22 +465,20 @@ func sameLegs(a, b []Leg) bool {
 // changes nothing. Committing an aborted transaction fails with ErrAlreadyAborted, an unknown one
 // with ErrUnknownTransaction. It returns once the commit is durable.
 func (l *Ledger) Commit(ctx context.Context, txnID string) error {
-	applied := false
-	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		var refused, err error
-		applied, refused, err = commitTx(ctx, tx, txnID)
-		if refused != nil {
-			return refused
-		}
+	return l.completeOne(ctx, Completion{TxnID: txnID, Outcome: Committed})
+}
+
+// completeOne is CompleteMany of one item, its error as Commit or Abort returns it.
+func (l *Ledger) completeOne(ctx context.Context, c Completion) error {
+	r := newCompleteRun([]Completion{c})
+	if r.errs[0] != nil {
+		return r.errs[0]
+	}
+	if err := l.write(ctx, r.apply); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("commit %s: %w", txnID, err)
 	}
-	if applied {
-		crashpoint.Hit(crashpoint.BankCommitAfterPersist)
-	}
-	return nil
+	r.finish()
+	return r.errs[0]
 }
 
 // commitTx does Commit's work inside tx. A refusal (ErrUnknownTransaction, ErrAlreadyAborted) is
@@ -543,25 +530,7 @@ func commitTx(ctx context.Context, tx *sqlitedb.Tx, txnID string) (applied bool,
 // late prepare votes NO; aborting a committed one fails with ErrAlreadyCommitted. It returns once
 // the abort is durable.
 func (l *Ledger) Abort(ctx context.Context, txnID string) error {
-	if err := checkAbortID(txnID); err != nil {
-		return err
-	}
-	applied := false
-	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		var refused, err error
-		applied, refused, err = abortTx(ctx, tx, txnID)
-		if refused != nil {
-			return refused
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("abort %s: %w", txnID, err)
-	}
-	if applied {
-		crashpoint.Hit(crashpoint.BankAbortAfterPersist)
-	}
-	return nil
+	return l.completeOne(ctx, Completion{TxnID: txnID, Outcome: Aborted})
 }
 
 // checkAbortID validates Abort's argument.

@@ -227,9 +227,7 @@ func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (payme
 	if stored.Decision != decisionNone {
 		return stored, true, nil, false
 	}
-	votes := c.prepare(context.WithoutCancel(ctx), stored)
-	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
-	out, err := c.decideAndComplete(context.WithoutCancel(ctx), stored, votes, true)
+	out, err := c.drive(context.WithoutCancel(ctx), stored, true)
 	if err != nil {
 		return stored, false, err, false
 	}
@@ -306,11 +304,12 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 	}
 }
 
-// drive runs phases one and two for an admitted, undecided payment this process has claimed.
-func (c *Coordinator) drive(ctx context.Context, p paymentRecord) (paymentRecord, error) {
+// drive runs phases one and two for an admitted, undecided payment this process has claimed;
+// async as for decideAndComplete.
+func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool) (paymentRecord, error) {
 	votes := c.prepare(ctx, p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
-	return c.decideAndComplete(ctx, p, votes, false)
+	return c.decideAndComplete(ctx, p, votes, async)
 }
 
 // decideAndComplete records the decision the votes make (the commit point) and runs phase two:
@@ -754,7 +753,7 @@ func (c *Coordinator) recoverPayment(ctx context.Context, p paymentRecord) {
 		}
 		// Admitted before a restart and never decided: resume it. Prepare is idempotent at the banks.
 		c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: resuming undecided payment", slog.String("payment_id", p.PaymentID))
-		if _, err := c.drive(ctx, p); err != nil {
+		if _, err := c.drive(ctx, p, false); err != nil {
 			c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: resume", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
 		}
 		return

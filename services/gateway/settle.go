@@ -88,14 +88,3 @@ func (b *settleBarrier) wait(ctx context.Context, keys ...string) error {
 	}
 	return nil
 }
-
-// waitAll is wait for every phase two pending now, whatever its keys.
-func (b *settleBarrier) waitAll(ctx context.Context) error {
-	b.mu.Lock()
-	keys := make([]string, 0, len(b.m))
-	for k := range b.m {
-		keys = append(keys, k)
-	}
-	b.mu.Unlock()
-	return b.wait(ctx, keys...)
-}

@@ -70,3 +70,15 @@ func TestReadsSeeAnsweredPayments(t *testing.T) {
 	}
 	e.assertSettled(t)
 }
+
+// waitAll is wait for every phase two pending now, whatever its keys: for tests that read the
+// banks directly.
+func (b *settleBarrier) waitAll(ctx context.Context) error {
+	b.mu.Lock()
+	keys := make([]string, 0, len(b.m))
+	for k := range b.m {
+		keys = append(keys, k)
+	}
+	b.mu.Unlock()
+	return b.wait(ctx, keys...)
+}

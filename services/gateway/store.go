@@ -358,28 +358,10 @@ func (s *Store) StartAdmitPayment(ctx context.Context, p paymentRecord) (stored 
 		}
 		return nil
 	}
-	select {
-	case err = <-ran:
-		if err != nil {
-			return p, false, nil, wrap(err)
-		}
-		return stored, inserted, func() error { return wrap(<-done) }, nil
-	case derr := <-done:
-		// Over before fn's result was taken: fn did not run (ctx ended, or the store closed),
-		// or it ran and the commit is over already.
-		select {
-		case err = <-ran:
-		default:
-			if derr == nil {
-				derr = errors.New("update ended without running")
-			}
-			return p, false, nil, wrap(derr)
-		}
-		if err != nil {
-			return p, false, nil, wrap(err)
-		}
-		return stored, inserted, func() error { return wrap(derr) }, nil
+	if err := <-ran; err != nil {
+		return p, false, nil, wrap(err)
 	}
+	return stored, inserted, func() error { return wrap(<-done) }, nil
 }
 
 // admit is the write of AdmitPayment; it sets *stored and *inserted.
