@@ -32,6 +32,7 @@ func newBenchCommand(e *env) *ffcli.Command {
 	serverArgs := fs.String("server-args", "", "extra flags for every server the bench starts, space-separated")
 	bankArgs := fs.String("bank-args", "", "extra flags for each bank the bench starts, space-separated")
 	gatewayArgs := fs.String("gateway-args", "", "extra flags for the gateway the bench starts, space-separated")
+	bankProcs := fs.Int("bank-procs", 0, "GOMAXPROCS of each bank the bench starts: 0 gives each its share of this machine, CPUs/(banks+1) and at least 1 (unless GOMAXPROCS is set); -1 leaves Go's default, every CPU")
 	noGroup := fs.Bool("no-group-commit", false, "start the servers with group commit turned off (to measure what it buys)")
 	ceiling := fs.Bool("ceiling", false, "measure only the ceiling: empty unary calls per second over the same mTLS transport")
 	ceilingCalls := fs.Float64("ceiling-calls", 0, "ceiling measured earlier, in calls/s, instead of measuring it before the run; -1 skips it")
@@ -46,14 +47,17 @@ func newBenchCommand(e *env) *ffcli.Command {
 		LongHelp: "Starts three banks and a gateway as separate processes of this binary (SQLite\n" +
 			"stores, generated certificates, 64 generated users), or uses a running 'paygate dev'\n" +
 			"(--dev DIR), and sends payments from concurrent workers: each a random user, a fresh\n" +
-			"UUIDv4 payment_id and a kind drawn from --mix. After --warmup it measures for\n" +
-			"--duration (or --count payments) with a progress line every second on stderr, then\n" +
-			"prints throughput, latency p50/p90/p99/p99.9/max, errors by Connect code, RPCs per\n" +
-			"payment, and the RSS and CPU of each process; it writes bench.json and latency.svg to\n" +
-			"--out. Before the run it measures the ceiling, empty unary calls per second over the\n" +
-			"same mTLS transport (--ceiling measures only that), and compares: payments/s against\n" +
-			"ceiling / RPCs-per-payment. Every run ends with the conservation check: once no hold is\n" +
-			"left, the sum of all balances must equal the sum before; otherwise the exit code is 1.\n\n" +
+			"payment_id (a UUIDv7, as the Go client makes one) and a kind drawn from --mix. After\n" +
+			"--warmup it measures for --duration (or --count payments) with a progress line every\n" +
+			"second on stderr, then prints throughput, latency p50/p90/p99/p99.9/max, errors by\n" +
+			"Connect code, RPCs per payment, and the RSS and CPU of each process; it writes\n" +
+			"bench.json and latency.svg to --out. Before the run it measures the ceiling, empty unary\n" +
+			"calls per second over the same mTLS transport (--ceiling measures only that), and\n" +
+			"compares: payments/s against ceiling / RPCs-per-payment. Every run ends with the\n" +
+			"conservation check: once no hold is left, the sum of all balances must equal the sum\n" +
+			"before; otherwise the exit code is 1.\n\n" +
+			"All the processes share this machine, so each bank gets GOMAXPROCS of its share of the\n" +
+			"CPUs (--bank-procs); the gateway keeps Go's default.\n\n" +
 			"Profiling: " + bench.ProfileEnv + "=FILE makes any paygate command write a CPU profile of\n" +
 			"its run to FILE; --profile DIR sets it for each server the bench starts and profiles\n" +
 			"the bench itself, for 'go tool pprof'.",
@@ -82,8 +86,8 @@ func newBenchCommand(e *env) *ffcli.Command {
 				return usageErrorf("--banks %d: want 2 to 26", *banks)
 			case *users < 1 || *users > 10000:
 				return usageErrorf("--users %d: want 1 to 10000", *users)
-			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != ""):
-				return usageErrorf("--dev benches a running system: --no-group-commit and --*-args only apply to a system the bench starts")
+			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != "" || *bankProcs != 0):
+				return usageErrorf("--dev benches a running system: --no-group-commit, --bank-procs and --*-args only apply to a system the bench starts")
 			}
 			bin, err := os.Executable()
 			if err != nil {
@@ -95,7 +99,7 @@ func newBenchCommand(e *env) *ffcli.Command {
 				DevDir: *dev, Binary: bin, Dir: *dir, Keep: *keep, Out: *out,
 				Banks: *banks, Users: *users, TxnTimeout: *txnTimeout,
 				ServerArgs: strings.Fields(*serverArgs), BankArgs: strings.Fields(*bankArgs), GatewayArgs: strings.Fields(*gatewayArgs),
-				NoGroupCommit: *noGroup, ProfileDir: *profile, SettleTimeout: *settle,
+				NoGroupCommit: *noGroup, BankProcs: *bankProcs, ProfileDir: *profile, SettleTimeout: *settle,
 				Command: append([]string{"paygate"}, os.Args[1:]...),
 				Stdout:  e.stdout, Stderr: e.stderr,
 			}

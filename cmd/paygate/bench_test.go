@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -20,9 +22,10 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	t.Parallel()
 	bin := cluster.Binary(t)
-	out := t.TempDir()
+	out, sysDir := t.TempDir(), t.TempDir()
 	cmd := exec.Command(bin, "bench", "--duration", "2s", "--warmup", "500ms", "--concurrency", "8",
-		"--ceiling-duration", "500ms", "--users", "8", "--out", out)
+		"--ceiling-duration", "500ms", "--users", "8", "--out", out, "--dir", sysDir,
+		"--server-args", "--log-level info") // for the servers' startup lines
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -47,6 +50,9 @@ func TestBenchSmoke(t *testing.T) {
 	var res struct {
 		Command []string `json:"command"`
 		Kind    string   `json:"kind"`
+		Config  struct {
+			BankProcs int `json:"bank_procs"`
+		} `json:"config"`
 		Machine struct {
 			GoVersion  string `json:"go_version"`
 			GOMAXPROCS int    `json:"gomaxprocs"`
@@ -110,6 +116,23 @@ func TestBenchSmoke(t *testing.T) {
 	for _, p := range res.Processes {
 		if p.PeakMB <= 0 || p.RSSEndMB <= 0 {
 			t.Errorf("process %+v", p)
+		}
+	}
+	// Each bank runs with its share of the CPUs, the gateway with Go's default; their startup
+	// lines say so.
+	if os.Getenv("GOMAXPROCS") == "" {
+		wantBank := max(1, runtime.NumCPU()/4)
+		if res.Config.BankProcs != wantBank {
+			t.Errorf("bench.json config bank_procs %d, want %d", res.Config.BankProcs, wantBank)
+		}
+		for name, want := range map[string]int{"bank1": wantBank, "bank3": wantBank, "gateway": runtime.NumCPU()} {
+			log, err := os.ReadFile(filepath.Join(sysDir, "logs", name+".log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line := fmt.Sprintf("gomaxprocs=%d\n", want); !bytes.Contains(log, []byte(line)) {
+				t.Errorf("%s's log has no %q:\n%s", name, line, log)
+			}
 		}
 	}
 	svg, err := os.ReadFile(filepath.Join(out, "latency.svg"))

@@ -23,14 +23,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
 
+	"github.com/paygate/paygate/client"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/rpcserver"
@@ -82,6 +83,11 @@ type Config struct {
 	ServerArgs, BankArgs, GatewayArgs []string
 	// NoGroupCommit starts the servers with group commit turned off.
 	NoGroupCommit bool
+	// BankProcs is the GOMAXPROCS of each bank the bench starts. 0 gives each bank its share
+	// of the machine it shares with the gateway and the bench, CPUs/(Banks+1) and at least 1,
+	// unless GOMAXPROCS is set in the environment (then the children inherit it); a negative
+	// value leaves Go's default, every CPU.
+	BankProcs int
 	// ProfileDir, when set, receives a CPU profile of every process: the children's through
 	// PAYGATE_CPUPROFILE, the bench's own as bench.cpu.pprof.
 	ProfileDir string
@@ -228,6 +234,9 @@ type ResultConfig struct {
 	ServerArgs  []string `json:"server_args,omitempty"`
 	BankArgs    []string `json:"bank_args,omitempty"`
 	GatewayArgs []string `json:"gateway_args,omitempty"`
+	// BankProcs is the GOMAXPROCS the banks were started with; 0 when they got Go's default
+	// or the environment's GOMAXPROCS.
+	BankProcs int `json:"bank_procs,omitempty"`
 }
 
 // CeilingFigure is the transport ceiling a payment run is compared with.
@@ -382,6 +391,7 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		res.Config.GroupCommit = groupState
 		res.Config.ServerArgs = append(groupArgs, cfg.ServerArgs...)
 		res.Config.BankArgs, res.Config.GatewayArgs = cfg.BankArgs, cfg.GatewayArgs
+		res.Config.BankProcs = bankProcs(cfg.BankProcs, cfg.Banks, runtime.NumCPU(), os.Getenv("GOMAXPROCS") != "")
 		dir := cfg.Dir
 		temp := dir == ""
 		if temp {
@@ -395,7 +405,7 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		fmt.Fprintf(cfg.Stderr, "starting %d banks and a gateway in %s...\n", cfg.Banks, dir)
 		sys, err = startOwnSystem(ctx, ownSystemConfig{binary: cfg.Binary, dir: dir, banks: cfg.Banks, users: cfg.Users,
 			balance: cfg.Balance, txnTimeout: cfg.TxnTimeout, serverArgs: res.Config.ServerArgs, bankArgs: cfg.BankArgs,
-			gatewayArgs: cfg.GatewayArgs, profileDir: cfg.ProfileDir, log: cfg.Stderr})
+			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.BankProcs, profileDir: cfg.ProfileDir, log: cfg.Stderr})
 		if err != nil {
 			if temp && !cfg.Keep {
 				os.RemoveAll(dir)
@@ -519,6 +529,22 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		return res, ErrConservation
 	}
 	return res, nil
+}
+
+// bankProcs resolves Config.BankProcs to the GOMAXPROCS to give each bank, 0 for none.
+//
+// Every process of the system the bench starts shares one machine. Each Go runtime sizes
+// itself for every CPU, and on a small machine five of them waking idle threads for each other
+// cost more than they run: on 2 CPUs, banks limited to one thread each (they use about a
+// quarter of a CPU each) gave 15 to 30% more payments/s. See docs/PERFORMANCE.md.
+func bankProcs(flag, banks, cpus int, envSet bool) int {
+	switch {
+	case flag > 0:
+		return flag
+	case flag < 0 || envSet:
+		return 0
+	}
+	return max(1, cpus/(banks+1))
 }
 
 // groupCommitArgs returns the server flags that turn group commit off when cfg asks for it,
@@ -704,7 +730,7 @@ func (p *payer) pay(ctx context.Context, w *worker, c gatewayv1connect.PaymentSe
 		to = p.byBank[b][r.IntN(len(p.byBank[b]))]
 	}
 	req := connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
-		PaymentId: uuid.NewString(), FromAccount: from, ToAccount: to, Amount: amount, Currency: p.currency,
+		PaymentId: client.NewPaymentID(), FromAccount: from, ToAccount: to, Amount: amount, Currency: p.currency,
 	})
 	req.Header().Set("Authorization", "Bearer "+u.token)
 	resp, err := c.ExecutePayment(ctx, req)

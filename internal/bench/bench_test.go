@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -259,5 +260,39 @@ func TestReadProc(t *testing.T) {
 	}
 	if m := machine(); m.GOMAXPROCS < 1 || m.GoVersion == "" {
 		t.Errorf("machine() = %+v", m)
+	}
+}
+
+func TestBankProcs(t *testing.T) {
+	for _, c := range []struct {
+		flag, banks, cpus int
+		envSet            bool
+		want              int
+	}{
+		{flag: 0, banks: 3, cpus: 2, want: 1},                // a small machine: one thread per bank
+		{flag: 0, banks: 3, cpus: 16, want: 4},               // the banks' share of a larger one
+		{flag: 0, banks: 2, cpus: 1, want: 1},                // never zero
+		{flag: 0, banks: 3, cpus: 16, envSet: true, want: 0}, // GOMAXPROCS in the environment wins
+		{flag: 2, banks: 3, cpus: 2, envSet: true, want: 2},  // the flag wins over it
+		{flag: -1, banks: 3, cpus: 2, want: 0},               // Go's default
+	} {
+		if got := bankProcs(c.flag, c.banks, c.cpus, c.envSet); got != c.want {
+			t.Errorf("bankProcs(%d, %d banks, %d CPUs, env set %v) = %d, want %d", c.flag, c.banks, c.cpus, c.envSet, got, c.want)
+		}
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	parent := []string{"HOME=/root", "GOMAXPROCS=8", ProfileEnv + "=/tmp/bench.pprof"}
+	got := childEnv(parent, "bank1", "/prof", 1)
+	want := []string{"HOME=/root", ProfileEnv + "=" + filepath.Join("/prof", "bank1.cpu.pprof"), "GOMAXPROCS=1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("childEnv with procs 1 = %q, want %q", got, want)
+	}
+	if got, want := childEnv(parent, "gateway", "", 0), []string{"HOME=/root", "GOMAXPROCS=8"}; !slices.Equal(got, want) {
+		t.Errorf("childEnv with procs 0 = %q, want %q (the parent's GOMAXPROCS kept, its profile request dropped)", got, want)
+	}
+	if parent[1] != "GOMAXPROCS=8" || len(parent) != 3 {
+		t.Errorf("childEnv changed its argument: %q", parent)
 	}
 }

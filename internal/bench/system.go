@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -69,6 +70,7 @@ type ownSystemConfig struct {
 	serverArgs  []string
 	bankArgs    []string
 	gatewayArgs []string
+	bankProcs   int    // GOMAXPROCS of each bank; 0 leaves it to the environment
 	profileDir  string // when set, children write CPU profiles there (PAYGATE_CPUPROFILE)
 	log         io.Writer
 }
@@ -152,7 +154,7 @@ func startOwnSystem(ctx context.Context, cfg ownSystemConfig) (*system, error) {
 			"--data", filepath.Join(cfg.dir, "data", b),
 			"--gateway", s.gatewayURL}
 		args = append(append(append(args, common...), cfg.serverArgs...), cfg.bankArgs...)
-		if err := s.start(ctx, cfg, b, args); err != nil {
+		if err := s.start(ctx, cfg, b, args, cfg.bankProcs); err != nil {
 			s.stop()
 			return nil, err
 		}
@@ -166,7 +168,7 @@ func startOwnSystem(ctx context.Context, cfg ownSystemConfig) (*system, error) {
 		args = append(args, "--bank", b+"="+s.banks[b])
 	}
 	args = append(append(append(args, common...), cfg.serverArgs...), cfg.gatewayArgs...)
-	if err := s.start(ctx, cfg, "gateway", args); err != nil {
+	if err := s.start(ctx, cfg, "gateway", args, 0); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -216,14 +218,17 @@ func (s *system) loadTLS(ca, clientCert, clientKey, gwCert, gwKey string) error 
 	return err
 }
 
-// childEnv is the environment of the children: the bench's, without a CPU profile request
-// meant for the bench itself, plus one of their own when profiling.
-func childEnv(name, profileDir string) []string {
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, ProfileEnv+"=")
+// childEnv is the environment of a child: the bench's, without a CPU profile request meant
+// for the bench itself, plus one of its own when profiling, and GOMAXPROCS when procs > 0.
+func childEnv(environ []string, name, profileDir string, procs int) []string {
+	env := slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
+		return strings.HasPrefix(kv, ProfileEnv+"=") || (procs > 0 && strings.HasPrefix(kv, "GOMAXPROCS="))
 	})
 	if profileDir != "" {
 		env = append(env, ProfileEnv+"="+filepath.Join(profileDir, name+".cpu.pprof"))
+	}
+	if procs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(procs))
 	}
 	return env
 }
@@ -232,7 +237,8 @@ func childEnv(name, profileDir string) []string {
 // of its whole run to the file it names.
 const ProfileEnv = "PAYGATE_CPUPROFILE"
 
-func (s *system) start(ctx context.Context, cfg ownSystemConfig, name string, args []string) error {
+// start starts a child; procs > 0 sets its GOMAXPROCS.
+func (s *system) start(ctx context.Context, cfg ownSystemConfig, name string, args []string, procs int) error {
 	logDir := filepath.Join(cfg.dir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return err
@@ -244,7 +250,7 @@ func (s *system) start(ctx context.Context, cfg ownSystemConfig, name string, ar
 	}
 	cmd := exec.Command(cfg.binary, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = childEnv(name, cfg.profileDir)
+	cmd.Env = childEnv(os.Environ(), name, cfg.profileDir, procs)
 	// A child must not outlive the bench if the bench is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {

@@ -47,6 +47,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -290,7 +291,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
-	s.log.Info("serving", slog.String("addr", ln.Addr().String()))
+	s.log.Info("serving", slog.String("addr", ln.Addr().String()), slog.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
 	err := s.http.ServeTLS(ln, "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
