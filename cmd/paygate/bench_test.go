@@ -80,6 +80,10 @@ func TestBenchSmoke(t *testing.T) {
 			PeakMB   float64 `json:"peak_rss_mb"`
 			RSSEndMB float64 `json:"rss_end_mb"`
 		} `json:"processes"`
+		Series []struct {
+			CPU      map[string]float64 `json:"cpu_s"`
+			Requests int64              `json:"requests"`
+		} `json:"rss_series"`
 		Conservation struct {
 			OK          bool  `json:"ok"`
 			TotalBefore int64 `json:"total_before"`
@@ -117,6 +121,11 @@ func TestBenchSmoke(t *testing.T) {
 		if p.PeakMB <= 0 || p.RSSEndMB <= 0 {
 			t.Errorf("process %+v", p)
 		}
+	}
+	if n := len(res.Series); n == 0 {
+		t.Error("no rss_series samples")
+	} else if last := res.Series[n-1]; last.Requests <= 0 || last.Requests > int64(r.Requests) || last.CPU["gateway"] <= 0 || last.CPU["bank1"] <= 0 {
+		t.Errorf("last rss_series sample: %d requests (of %d), CPU %v", last.Requests, r.Requests, last.CPU)
 	}
 	// Each bank runs with its share of the CPUs, the gateway with Go's default; their startup
 	// lines say so.

@@ -3,13 +3,13 @@
 // Run starts a whole system as separate processes (three banks and a gateway, each re-executed
 // from the paygate binary with its own SQLite store, generated certificates and generated users)
 // or uses a running `paygate dev`, logs its users in, and sends payments from concurrent workers:
-// a mix of cross-bank, same-bank and failing ones, each with a fresh UUIDv4 payment_id. After a
-// warmup it measures for a duration or a count, with a progress line every second, and then
-// reports throughput, exact latency percentiles, errors by Connect code, the processes' memory
-// and CPU, and the transport ceiling: empty unary calls per second over the same mutual-TLS
-// HTTP/2 loopback transport, divided by the RPCs a payment takes. Every run ends with the
-// conservation check: once every hold and pending credit is resolved, the sum of all balances
-// must equal the sum before the run.
+// a mix of cross-bank, same-bank and failing ones, each with a fresh payment_id (a UUIDv7, as
+// the client makes). After a warmup it measures for a duration or a count, with a progress line
+// every second, and then reports throughput, exact latency percentiles, errors by Connect code,
+// the processes' memory and CPU, and the transport ceiling: empty unary calls per second over
+// the same mutual-TLS HTTP/2 loopback transport, divided by the RPCs a payment takes. Every run
+// ends with the conservation check: once every hold and pending credit is resolved, the sum of
+// all balances must equal the sum before the run.
 package bench
 
 import (
@@ -27,6 +27,7 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -166,16 +167,19 @@ type Result struct {
 	// CeilingPercent is payments/s as a percentage of CeilingPayments (target ≥ 40).
 	CeilingPercent float64       `json:"ceiling_percent,omitempty"`
 	Conservation   *Conservation `json:"conservation,omitempty"`
-	// RSSSeries samples every process's RSS during the measurement, about 30 times, to show
-	// whether memory stays flat.
+	// RSSSeries samples every process's RSS and CPU time during the measurement, about 30
+	// times, to show whether memory stays flat and what a payment costs as the run goes on.
 	RSSSeries []RSSSample `json:"rss_series,omitempty"`
 	Dir       string      `json:"dir,omitempty"`
 }
 
-// RSSSample is the RSS of each process, in MiB, T seconds into the measurement.
+// RSSSample is the RSS of each process, in MiB, T seconds into the measurement, with the CPU
+// time each has used since the measurement started and the requests measured so far.
 type RSSSample struct {
-	T  float64            `json:"t_s"`
-	MB map[string]float64 `json:"rss_mb"`
+	T        float64            `json:"t_s"`
+	MB       map[string]float64 `json:"rss_mb"`
+	CPU      map[string]float64 `json:"cpu_s"`
+	Requests int64              `json:"requests"`
 }
 
 // rssSeries samples the processes' RSS in the background.
@@ -185,7 +189,7 @@ type rssSeries struct {
 	samples []RSSSample
 }
 
-func (s *rssSeries) start(procs []*proc, d time.Duration) {
+func (s *rssSeries) start(procs []*proc, d time.Duration, measured *atomic.Int64) {
 	every := max(d/30, time.Second)
 	s.done, s.stopped = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -198,10 +202,12 @@ func (s *rssSeries) start(procs []*proc, d time.Duration) {
 			case <-s.done:
 				return
 			case <-tick.C:
-				smp := RSSSample{T: math.Round(time.Since(t0).Seconds()), MB: map[string]float64{}}
+				smp := RSSSample{T: math.Round(time.Since(t0).Seconds()), MB: map[string]float64{},
+					CPU: map[string]float64{}, Requests: measured.Load()}
 				for _, p := range procs {
 					if ps, err := readProc(p.pid); err == nil {
 						smp.MB[p.name] = mb(ps.RSSKB)
+						smp.CPU[p.name] = math.Round((ps.CPUSec-p.start.CPUSec)*100) / 100
 					}
 				}
 				s.samples = append(s.samples, smp)
@@ -473,9 +479,10 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 	lc := cfg.loadConfig()
 	lc.noun, lc.perKind = "payments", true
 	series := &rssSeries{}
+	lc.measured = new(atomic.Int64)
 	lc.onMeasure = func() {
 		sampleStart(procs)
-		series.start(procs, cfg.Duration)
+		series.start(procs, cfg.Duration, lc.measured)
 	}
 	load := runLoad(ctx, lc, func(ctx context.Context, w *worker) outcome {
 		return gen.pay(ctx, w, conns[w.id%len(conns)])

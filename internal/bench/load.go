@@ -43,6 +43,8 @@ type loadConfig struct {
 	onMeasure func()
 	// perKind reports figures per kind of payment.
 	perKind bool
+	// measured, when set, counts the measured requests as they end.
+	measured *atomic.Int64
 }
 
 // worker is one concurrent sender. Its figures are its own until the load ends.
@@ -123,13 +125,17 @@ type LoadResult struct {
 // cancelled ctx ends the load early; requests in flight are finished, not cancelled.
 func runLoad(ctx context.Context, cfg loadConfig, do op) *LoadResult {
 	var (
-		recording, stopping      atomic.Bool
-		tickets                  atomic.Int64
-		completed, measured, bad atomic.Int64
-		hist                     liveHist
-		measureStart             time.Time // written before recording is set
-		wg                       sync.WaitGroup
+		recording, stopping atomic.Bool
+		tickets             atomic.Int64
+		completed, bad      atomic.Int64
+		measured            = cfg.measured
+		hist                liveHist
+		measureStart        time.Time // written before recording is set
+		wg                  sync.WaitGroup
 	)
+	if measured == nil {
+		measured = new(atomic.Int64)
+	}
 	seed := uint64(time.Now().UnixNano())
 	workers := make([]*worker, cfg.concurrency)
 	begin := func() {
