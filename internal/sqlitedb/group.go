@@ -34,25 +34,57 @@ func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 	return db.update(&update{ctx: ctx, fn: fn})
 }
 
-// UpdateEarly is Update that also calls ran once with fn's result as soon as fn has run,
-// before the transaction commits, so that the caller can start work that does not depend on the
-// update being durable (it still waits for UpdateEarly's result before relying on that). ran
-// runs on the writer's goroutine and must not block. When fn does not run (ctx ended first, or
-// the store closed), ran is called with the error UpdateEarly returns.
-//
-// What fn saw is what the transaction will commit unless the commit fails, in which case
-// UpdateEarly returns the error and none of fn's effects exist.
-func (db *DB) UpdateEarly(ctx context.Context, fn func(ctx context.Context, tx *Tx) error, ran func(error)) error {
-	called := false // set by the writer before update returns
-	err := db.update(&update{ctx: ctx, fn: fn, ran: func(err error) { called = true; ran(err) }})
-	if !called {
-		ran(err)
+// UpdateEarly is Update that returns as soon as fn has run, before the transaction commits, so
+// that the caller can start work that does not depend on the update being durable. It returns
+// fn's error (and then none of fn's effects exist), or the error that kept fn from running (ctx
+// ended first, the store closed); otherwise durable, which waits for the commit and returns its
+// error. Until durable returns nil the caller must not rely on the update: what fn saw is what
+// the transaction will commit unless the commit fails, and then none of fn's effects exist.
+func (db *DB) UpdateEarly(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (durable func() error, err error) {
+	ran := make(chan error, 1) // fn's result, sent by whoever ran it before the commit
+	u := &update{ctx: ctx, fn: fn, ran: func(err error) { ran <- err }}
+	if !db.group {
+		select {
+		case <-db.closing:
+			return nil, ErrClosed
+		default:
+		}
+		commitErr := db.runAlone(u)
+		return early(ran, commitErr)
 	}
-	return err
+	if err := db.enqueue(u); err != nil {
+		return nil, err
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return db.wait(u) }, nil
+	case err := <-u.done:
+		// Done before ran was seen: fn did not run, or ran and committed while this goroutine
+		// was not looking.
+		return early(ran, err)
+	case <-db.writerDone:
+		return early(ran, db.wait(u))
+	}
+}
+
+// early is UpdateEarly's answer once the update has ended with result: fn's error if fn ran
+// and failed, durable returning result if it ran and succeeded, result if it never ran.
+func early(ran <-chan error, result error) (func() error, error) {
+	select {
+	case err := <-ran:
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return result }, nil
+	default:
+		return nil, result
+	}
 }
 
 func (db *DB) update(u *update) error {
-	ctx := u.ctx
 	if !db.group {
 		select {
 		case <-db.closing:
@@ -61,17 +93,29 @@ func (db *DB) update(u *update) error {
 		}
 		return db.runAlone(u)
 	}
+	if err := db.enqueue(u); err != nil {
+		return err
+	}
+	return db.wait(u)
+}
+
+// enqueue hands u to the writer, unless u's ctx ends or the store closes first.
+func (db *DB) enqueue(u *update) error {
 	u.done = make(chan error, 1)
 	select {
 	case db.updates <- u:
-	case <-ctx.Done():
-		return ctx.Err()
+		return nil
+	case <-u.ctx.Done():
+		return u.ctx.Err()
 	case <-db.closing:
 		return ErrClosed
 	}
-	// Wait for the outcome even if ctx ends now: the update may already be committing, and the
-	// caller must not believe it failed when it is durable. The writer fills done for every
-	// update it took before it stops.
+}
+
+// wait returns the outcome of an enqueued update. It waits even if the update's ctx ends: the
+// update may already be committing, and the caller must not believe it failed when it is
+// durable. The writer fills done for every update it took before it stops.
+func (db *DB) wait(u *update) error {
 	select {
 	case err := <-u.done:
 		return err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestOpenMigratesOnceAndPersists(t *testing.T) {
@@ -128,8 +129,8 @@ func TestUpdateGroupCommit(t *testing.T) {
 	}
 }
 
-// TestUpdateEarly: ran is told fn's result before the update is durable, and the final result
-// still says whether it committed.
+// TestUpdateEarly: UpdateEarly returns fn's result before the update is durable, and durable
+// then says whether it committed.
 func TestUpdateEarly(t *testing.T) {
 	t.Parallel()
 	for _, opts := range []Options{{}, {NoGroupCommit: true}} {
@@ -147,13 +148,10 @@ func TestUpdateEarly(t *testing.T) {
 			errBoom := errors.New("boom")
 			var wg sync.WaitGroup
 			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					var ranErr error
+				wg.Go(func() {
 					calls := 0
-					var committed bool
-					err := db.UpdateEarly(ctx, func(ctx context.Context, tx *Tx) error {
+					durable, err := db.UpdateEarly(ctx, func(ctx context.Context, tx *Tx) error {
+						calls++
 						if _, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (?, ?)`, i, i); err != nil {
 							return err
 						}
@@ -161,24 +159,29 @@ func TestUpdateEarly(t *testing.T) {
 							return errBoom
 						}
 						return nil
-					}, func(err error) {
-						calls++
-						ranErr = err
-						// Told before the commit: another connection cannot see the row yet.
-						var k int
-						committed = db.Read.QueryRowContext(ctx, `SELECT k FROM t WHERE k = ?`, i).Scan(&k) == nil
 					})
-					switch {
-					case calls != 1:
-						t.Errorf("update %d: ran called %d times", i, calls)
-					case committed:
-						t.Errorf("update %d: committed before ran was called", i)
-					case i%5 == 0 && (!errors.Is(ranErr, errBoom) || !errors.Is(err, errBoom)):
-						t.Errorf("update %d: ran %v, result %v; want boom twice", i, ranErr, err)
-					case i%5 != 0 && (ranErr != nil || err != nil):
-						t.Errorf("update %d: ran %v, result %v", i, ranErr, err)
+					if calls != 1 {
+						t.Errorf("update %d: fn ran %d times", i, calls)
 					}
-				}()
+					if i%5 == 0 {
+						if !errors.Is(err, errBoom) || durable != nil {
+							t.Errorf("update %d: %v (durable %v); want boom and no durable", i, err, durable != nil)
+						}
+						return
+					}
+					if err != nil {
+						t.Errorf("update %d: %v", i, err)
+						return
+					}
+					if err := durable(); err != nil {
+						t.Errorf("update %d: durable: %v", i, err)
+					}
+					// Once durable has returned, another connection sees the row.
+					var k int
+					if err := db.Read.QueryRowContext(ctx, `SELECT k FROM t WHERE k = ?`, i).Scan(&k); err != nil {
+						t.Errorf("update %d: row not visible after durable: %v", i, err)
+					}
+				})
 			}
 			wg.Wait()
 			var got int
@@ -186,16 +189,96 @@ func TestUpdateEarly(t *testing.T) {
 			if got != n-n/5 {
 				t.Errorf("%d rows, want %d", got, n-n/5)
 			}
-			// fn does not run for a caller already gone: ran is told why, once.
+
+			// fn does not run for a caller already gone.
 			cctx, cancel := context.WithCancel(ctx)
 			cancel()
-			var told []error
 			ranFn := false
-			err = db.UpdateEarly(cctx, func(context.Context, *Tx) error { ranFn = true; return nil }, func(err error) { told = append(told, err) })
-			if !errors.Is(err, context.Canceled) || ranFn || len(told) != 1 || !errors.Is(told[0], context.Canceled) {
-				t.Errorf("cancelled: %v, fn ran %v, ran told %v", err, ranFn, told)
+			durable, err := db.UpdateEarly(cctx, func(context.Context, *Tx) error { ranFn = true; return nil })
+			if !errors.Is(err, context.Canceled) || ranFn || durable != nil {
+				t.Errorf("cancelled: %v, fn ran %v, durable %v", err, ranFn, durable != nil)
+			}
+			db.Close()
+			if _, err := db.UpdateEarly(ctx, func(context.Context, *Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+				t.Errorf("after close: %v, want ErrClosed", err)
 			}
 		})
+	}
+}
+
+// TestUpdateEarlyReturnsBeforeCommit holds a shared transaction open behind an UpdateEarly
+// and checks that UpdateEarly has returned while its row is not yet committed, and that durable
+// waits for the commit.
+func TestUpdateEarlyReturnsBeforeCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), []string{`CREATE TABLE t (k INTEGER PRIMARY KEY)`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	queued := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); len(db.updates) != n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d updates queued, want %d", len(db.updates), n)
+			}
+		}
+	}
+	// The writer is busy with first until releaseFirst; meanwhile early and then hold queue up,
+	// so that they share the next transaction, early's fn first.
+	releaseFirst, releaseHold := make(chan struct{}), make(chan struct{})
+	firstRunning := make(chan struct{})
+	go db.Update(ctx, func(context.Context, *Tx) error { close(firstRunning); <-releaseFirst; return nil })
+	<-firstRunning
+	type result struct {
+		durable func() error
+		err     error
+	}
+	early := make(chan result, 1)
+	go func() {
+		d, err := db.UpdateEarly(ctx, func(ctx context.Context, tx *Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO t VALUES (1)`)
+			return err
+		})
+		early <- result{d, err}
+	}()
+	queued(1)
+	held := make(chan error, 1)
+	go func() { held <- db.Update(ctx, func(context.Context, *Tx) error { <-releaseHold; return nil }) }()
+	queued(2)
+	close(releaseFirst)
+
+	var r result
+	select {
+	case r = <-early:
+	case <-time.After(5 * time.Second):
+		close(releaseHold)
+		t.Fatal("UpdateEarly did not return while the transaction it shares could not commit")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var n int
+	if err := db.Read.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("when UpdateEarly returned: %d rows visible (%v), want 0: it waited for the commit", n, err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- r.durable() }()
+	select {
+	case err := <-synced:
+		t.Fatalf("durable returned %v before the transaction could commit", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(releaseHold)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Read.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after durable: %d rows (%v), want 1", n, err)
 	}
 }
 

@@ -372,7 +372,7 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
 	defer cancel()
 	banks := participantsOf(p)
 	votes := make([]vote, len(banks))
-	var wg sync.WaitGroup
+	reqs := make([]*bankv1.PrepareTransactionRequest, len(banks))
 	for i, bank := range banks {
 		req := &bankv1.PrepareTransactionRequest{
 			TransactionId: p.PaymentID,
@@ -384,14 +384,23 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
 		if account.Bank(p.To) == bank {
 			req.Legs = append(req.Legs, &bankv1.Leg{AccountId: p.To, Direction: bankv1.LegDirection_LEG_DIRECTION_CREDIT, Amount: p.Amount, Currency: p.Currency})
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			votes[i] = c.prepareOne(ctx, bank, req)
-		}()
+		reqs[i] = req
+	}
+	each(len(banks), func(i int) { votes[i] = c.prepareOne(ctx, banks[i], reqs[i]) })
+	return votes
+}
+
+// each runs f(0) to f(n-1) concurrently, f(n-1) on the calling goroutine, and returns when all
+// have returned.
+func each(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n - 1 {
+		wg.Go(func() { f(i) })
+	}
+	if n > 0 {
+		f(n - 1)
 	}
 	wg.Wait()
-	return votes
 }
 
 func (c *Coordinator) prepareOne(ctx context.Context, bank string, req *bankv1.PrepareTransactionRequest) vote {
@@ -487,19 +496,13 @@ func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
 		return true
 	}
 	errs := make([]error, len(banks))
-	var wg sync.WaitGroup
 	var once sync.Once
-	for i, bank := range banks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = c.phase2(ctx, bank, p)
-			if errs[i] == nil {
-				once.Do(func() { crashpoint.Hit(crashpoint.GatewayAfterFirstPhase2) })
-			}
-		}()
-	}
-	wg.Wait()
+	each(len(banks), func(i int) {
+		errs[i] = c.phase2(ctx, banks[i], p)
+		if errs[i] == nil {
+			once.Do(func() { crashpoint.Hit(crashpoint.GatewayAfterFirstPhase2) })
+		}
+	})
 	for i, err := range errs {
 		if err != nil {
 			c.logger.LogAttrs(ctx, slog.LevelWarn, "phase two not acknowledged; will retry",

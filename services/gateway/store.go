@@ -348,20 +348,17 @@ func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecor
 // durable: the stored row and whether it was inserted are what the store will hold once durable
 // returns nil. If durable returns an error, nothing was written.
 func (s *Store) StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error) {
-	ran, done := make(chan error, 1), make(chan error, 1)
-	go func() {
-		done <- s.db.UpdateEarly(ctx, s.admit(p, &stored, &inserted), func(err error) { ran <- err })
-	}()
 	wrap := func(err error) error {
 		if err != nil {
 			return fmt.Errorf("gateway: admit payment %s: %w", p.PaymentID, err)
 		}
 		return nil
 	}
-	if err := <-ran; err != nil {
+	synced, err := s.db.UpdateEarly(ctx, s.admit(p, &stored, &inserted))
+	if err != nil {
 		return p, false, nil, wrap(err)
 	}
-	return stored, inserted, func() error { return wrap(<-done) }, nil
+	return stored, inserted, func() error { return wrap(synced()) }, nil
 }
 
 // admit is the write of AdmitPayment; it sets *stored and *inserted.
