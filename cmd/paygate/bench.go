@@ -32,7 +32,7 @@ func newBenchCommand(e *env) *ffcli.Command {
 	serverArgs := fs.String("server-args", "", "extra flags for every server the bench starts, space-separated")
 	bankArgs := fs.String("bank-args", "", "extra flags for each bank the bench starts, space-separated")
 	gatewayArgs := fs.String("gateway-args", "", "extra flags for the gateway the bench starts, space-separated")
-	bankProcs := fs.Int("bank-procs", 0, "GOMAXPROCS of each bank the bench starts: 0 gives each its share of this machine, CPUs/(banks+1) and at least 1 (unless GOMAXPROCS is set); -1 leaves Go's default, every CPU")
+	procs := fs.Int("procs", 0, "GOMAXPROCS of each bank the bench starts and of its own workers: 0 gives each its share of this machine, CPUs/(banks+1) and at least 1 (unless GOMAXPROCS is set); -1 leaves Go's default, every CPU")
 	noGroup := fs.Bool("no-group-commit", false, "start the servers with group commit turned off (to measure what it buys)")
 	ceiling := fs.Bool("ceiling", false, "measure only the ceiling: empty unary calls per second over the same mTLS transport")
 	ceilingCalls := fs.Float64("ceiling-calls", 0, "ceiling measured earlier, in calls/s, instead of measuring it before the run; -1 skips it")
@@ -56,8 +56,8 @@ func newBenchCommand(e *env) *ffcli.Command {
 			"compares: payments/s against ceiling / RPCs-per-payment. Every run ends with the\n" +
 			"conservation check: once no hold is left, the sum of all balances must equal the sum\n" +
 			"before; otherwise the exit code is 1.\n\n" +
-			"All the processes share this machine, so each bank gets GOMAXPROCS of its share of the\n" +
-			"CPUs (--bank-procs); the gateway keeps Go's default.\n\n" +
+			"All the processes share this machine, so each bank and the bench's own workers run with\n" +
+			"GOMAXPROCS of their share of the CPUs (--procs); the gateway keeps Go's default.\n\n" +
 			"Profiling: " + bench.ProfileEnv + "=FILE makes any paygate command write a CPU profile of\n" +
 			"its run to FILE; --profile DIR sets it for each server the bench starts and profiles\n" +
 			"the bench itself, for 'go tool pprof'.",
@@ -86,8 +86,8 @@ func newBenchCommand(e *env) *ffcli.Command {
 				return usageErrorf("--banks %d: want 2 to 26", *banks)
 			case *users < 1 || *users > 10000:
 				return usageErrorf("--users %d: want 1 to 10000", *users)
-			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != "" || *bankProcs != 0):
-				return usageErrorf("--dev benches a running system: --no-group-commit, --bank-procs and --*-args only apply to a system the bench starts")
+			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != "" || *procs != 0):
+				return usageErrorf("--dev benches a running system: --no-group-commit, --procs and --*-args only apply to a system the bench starts")
 			}
 			bin, err := os.Executable()
 			if err != nil {
@@ -99,7 +99,7 @@ func newBenchCommand(e *env) *ffcli.Command {
 				DevDir: *dev, Binary: bin, Dir: *dir, Keep: *keep, Out: *out,
 				Banks: *banks, Users: *users, TxnTimeout: *txnTimeout,
 				ServerArgs: strings.Fields(*serverArgs), BankArgs: strings.Fields(*bankArgs), GatewayArgs: strings.Fields(*gatewayArgs),
-				NoGroupCommit: *noGroup, BankProcs: *bankProcs, ProfileDir: *profile, SettleTimeout: *settle,
+				NoGroupCommit: *noGroup, Procs: *procs, ProfileDir: *profile, SettleTimeout: *settle,
 				Command: append([]string{"paygate"}, os.Args[1:]...),
 				Stdout:  e.stdout, Stderr: e.stderr,
 			}

@@ -51,7 +51,8 @@ func TestBenchSmoke(t *testing.T) {
 		Command []string `json:"command"`
 		Kind    string   `json:"kind"`
 		Config  struct {
-			BankProcs int `json:"bank_procs"`
+			Procs            int `json:"procs"`
+			ClientGOMAXPROCS int `json:"client_gomaxprocs"`
 		} `json:"config"`
 		Machine struct {
 			GoVersion  string `json:"go_version"`
@@ -127,12 +128,12 @@ func TestBenchSmoke(t *testing.T) {
 	} else if last := res.Series[n-1]; last.Requests <= 0 || last.Requests > int64(r.Requests) || last.CPU["gateway"] <= 0 || last.CPU["bank1"] <= 0 {
 		t.Errorf("last rss_series sample: %d requests (of %d), CPU %v", last.Requests, r.Requests, last.CPU)
 	}
-	// Each bank runs with its share of the CPUs, the gateway with Go's default; their startup
-	// lines say so.
+	// Each bank and the bench's workers run with their share of the CPUs, the gateway with
+	// Go's default; the servers' startup lines say so.
 	if os.Getenv("GOMAXPROCS") == "" {
 		wantBank := max(1, runtime.NumCPU()/4)
-		if res.Config.BankProcs != wantBank {
-			t.Errorf("bench.json config bank_procs %d, want %d", res.Config.BankProcs, wantBank)
+		if res.Config.Procs != wantBank || res.Config.ClientGOMAXPROCS != wantBank {
+			t.Errorf("bench.json config procs %d, client_gomaxprocs %d, want %d", res.Config.Procs, res.Config.ClientGOMAXPROCS, wantBank)
 		}
 		for name, want := range map[string]int{"bank1": wantBank, "bank3": wantBank, "gateway": runtime.NumCPU()} {
 			log, err := os.ReadFile(filepath.Join(sysDir, "logs", name+".log"))

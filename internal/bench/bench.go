@@ -84,11 +84,12 @@ type Config struct {
 	ServerArgs, BankArgs, GatewayArgs []string
 	// NoGroupCommit starts the servers with group commit turned off.
 	NoGroupCommit bool
-	// BankProcs is the GOMAXPROCS of each bank the bench starts. 0 gives each bank its share
-	// of the machine it shares with the gateway and the bench, CPUs/(Banks+1) and at least 1,
-	// unless GOMAXPROCS is set in the environment (then the children inherit it); a negative
-	// value leaves Go's default, every CPU.
-	BankProcs int
+	// Procs is the GOMAXPROCS of each bank the bench starts and of the bench's own workers
+	// while they send payments to it. 0 gives each its share of the machine they share with
+	// the gateway, CPUs/(Banks+1) and at least 1, unless GOMAXPROCS is set in the environment
+	// (then everyone inherits it); a negative value leaves Go's default, every CPU. The
+	// gateway always keeps Go's default.
+	Procs int
 	// ProfileDir, when set, receives a CPU profile of every process: the children's through
 	// PAYGATE_CPUPROFILE, the bench's own as bench.cpu.pprof.
 	ProfileDir string
@@ -240,9 +241,11 @@ type ResultConfig struct {
 	ServerArgs  []string `json:"server_args,omitempty"`
 	BankArgs    []string `json:"bank_args,omitempty"`
 	GatewayArgs []string `json:"gateway_args,omitempty"`
-	// BankProcs is the GOMAXPROCS the banks were started with; 0 when they got Go's default
-	// or the environment's GOMAXPROCS.
-	BankProcs int `json:"bank_procs,omitempty"`
+	// Procs is the GOMAXPROCS the banks were started with and the bench's workers ran with;
+	// 0 when they kept Go's default or the environment's GOMAXPROCS.
+	Procs int `json:"procs,omitempty"`
+	// ClientGOMAXPROCS is the GOMAXPROCS the bench's workers ran with.
+	ClientGOMAXPROCS int `json:"client_gomaxprocs"`
 }
 
 // CeilingFigure is the transport ceiling a payment run is compared with.
@@ -397,7 +400,7 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		res.Config.GroupCommit = groupState
 		res.Config.ServerArgs = append(groupArgs, cfg.ServerArgs...)
 		res.Config.BankArgs, res.Config.GatewayArgs = cfg.BankArgs, cfg.GatewayArgs
-		res.Config.BankProcs = bankProcs(cfg.BankProcs, cfg.Banks, runtime.NumCPU(), os.Getenv("GOMAXPROCS") != "")
+		res.Config.Procs = shareProcs(cfg.Procs, cfg.Banks, runtime.NumCPU(), os.Getenv("GOMAXPROCS") != "")
 		dir := cfg.Dir
 		temp := dir == ""
 		if temp {
@@ -411,7 +414,7 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		fmt.Fprintf(cfg.Stderr, "starting %d banks and a gateway in %s...\n", cfg.Banks, dir)
 		sys, err = startOwnSystem(ctx, ownSystemConfig{binary: cfg.Binary, dir: dir, banks: cfg.Banks, users: cfg.Users,
 			balance: cfg.Balance, txnTimeout: cfg.TxnTimeout, serverArgs: res.Config.ServerArgs, bankArgs: cfg.BankArgs,
-			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.BankProcs, profileDir: cfg.ProfileDir, log: cfg.Stderr})
+			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.Procs, profileDir: cfg.ProfileDir, log: cfg.Stderr})
 		if err != nil {
 			if temp && !cfg.Keep {
 				os.RemoveAll(dir)
@@ -484,6 +487,10 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		sampleStart(procs)
 		series.start(procs, cfg.Duration, lc.measured)
 	}
+	if res.Config.Procs > 0 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(res.Config.Procs))
+	}
+	res.Config.ClientGOMAXPROCS = runtime.GOMAXPROCS(0)
 	load := runLoad(ctx, lc, func(ctx context.Context, w *worker) outcome {
 		return gen.pay(ctx, w, conns[w.id%len(conns)])
 	})
@@ -538,13 +545,15 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 	return res, nil
 }
 
-// bankProcs resolves Config.BankProcs to the GOMAXPROCS to give each bank, 0 for none.
+// shareProcs resolves Config.Procs to the GOMAXPROCS to give each bank and the bench's
+// workers, 0 for none.
 //
-// Every process of the system the bench starts shares one machine. Each Go runtime sizes
-// itself for every CPU, and on a small machine five of them waking idle threads for each other
-// cost more than they run: on 2 CPUs, banks limited to one thread each (they use about a
-// quarter of a CPU each) gave 15 to 30% more payments/s. See docs/PERFORMANCE.md.
-func bankProcs(flag, banks, cpus int, envSet bool) int {
+// Every process of the system the bench starts shares one machine with the bench. Each Go
+// runtime sizes itself for every CPU, and on a small machine five of them waking idle threads
+// for each other cost more than they run: on 2 CPUs, banks limited to one thread each (they
+// use about a quarter of a CPU each) gave 12 to 30% more payments/s, and the bench's workers
+// on one thread about 7% more again. See docs/PERFORMANCE.md.
+func shareProcs(flag, banks, cpus int, envSet bool) int {
 	switch {
 	case flag > 0:
 		return flag

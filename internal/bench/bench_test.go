@@ -263,7 +263,7 @@ func TestReadProc(t *testing.T) {
 	}
 }
 
-func TestBankProcs(t *testing.T) {
+func TestShareProcs(t *testing.T) {
 	for _, c := range []struct {
 		flag, banks, cpus int
 		envSet            bool
@@ -276,8 +276,8 @@ func TestBankProcs(t *testing.T) {
 		{flag: 2, banks: 3, cpus: 2, envSet: true, want: 2},  // the flag wins over it
 		{flag: -1, banks: 3, cpus: 2, want: 0},               // Go's default
 	} {
-		if got := bankProcs(c.flag, c.banks, c.cpus, c.envSet); got != c.want {
-			t.Errorf("bankProcs(%d, %d banks, %d CPUs, env set %v) = %d, want %d", c.flag, c.banks, c.cpus, c.envSet, got, c.want)
+		if got := shareProcs(c.flag, c.banks, c.cpus, c.envSet); got != c.want {
+			t.Errorf("shareProcs(%d, %d banks, %d CPUs, env set %v) = %d, want %d", c.flag, c.banks, c.cpus, c.envSet, got, c.want)
 		}
 	}
 }

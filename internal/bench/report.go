@@ -56,8 +56,8 @@ func printPayments(w io.Writer, cfg Config, res *Result) {
 	if res.Config.GroupCommit != "" {
 		gc = ", group commit " + res.Config.GroupCommit
 	}
-	if res.Config.BankProcs > 0 {
-		gc += fmt.Sprintf(", banks GOMAXPROCS=%d", res.Config.BankProcs)
+	if res.Config.Procs > 0 {
+		gc += fmt.Sprintf(", banks and bench at GOMAXPROCS=%d", res.Config.Procs)
 	}
 	fmt.Fprintf(w, "bench        %d workers, mix %s, %s system%s\n", cfg.Concurrency, cfg.Mix, res.System, gc)
 	fmt.Fprintf(w, "payments     %d in %.2fs: %.1f/s (succeeded %.1f/s, failed %.1f/s, errors %d)\n",
