@@ -245,7 +245,7 @@ type ResultConfig struct {
 	// 0 when they kept Go's default or the environment's GOMAXPROCS.
 	Procs int `json:"procs,omitempty"`
 	// ClientGOMAXPROCS is the GOMAXPROCS the bench's workers ran with.
-	ClientGOMAXPROCS int `json:"client_gomaxprocs"`
+	ClientGOMAXPROCS int `json:"client_gomaxprocs,omitempty"`
 }
 
 // CeilingFigure is the transport ceiling a payment run is compared with.
