@@ -245,15 +245,7 @@ func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1
 	}
 	sort.Strings(bankNames)
 	results := make([]*gatewayv1.BankBalances, len(bankNames))
-	var wg sync.WaitGroup
-	for i, bank := range bankNames {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = g.bankBalances(ctx, bank, byBank[bank])
-		}()
-	}
-	wg.Wait()
+	each(len(bankNames), func(i int) { results[i] = g.bankBalances(ctx, bankNames[i], byBank[bankNames[i]]) })
 	resp := &gatewayv1.FetchBalanceResponse{Banks: results}
 	totals := map[string]*gatewayv1.CurrencyTotal{}
 	var currencies []string
