@@ -254,11 +254,20 @@ func (c *Client) Logout(ctx context.Context) error {
 func (c *Client) Register(ctx context.Context, username, password string, accounts ...string) ([]string, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: username, Password: password, AccountIds: accounts}))
+	resp, err := c.auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: username, Password: password, Accounts: enrollments(accounts)}))
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	return resp.Msg.GetAccountIds(), nil
+}
+
+// enrollments is a placeholder until Register takes codes. TODO(enrollment): replace.
+func enrollments(accounts []string) []*gatewayv1.AccountEnrollment {
+	out := make([]*gatewayv1.AccountEnrollment, len(accounts))
+	for i, a := range accounts {
+		out[i] = &gatewayv1.AccountEnrollment{AccountId: a}
+	}
+	return out
 }
 
 // Balance returns the user's accounts at every bank and totals per currency. A bank that

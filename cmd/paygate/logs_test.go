@@ -124,7 +124,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 
 	// Registration of erin, who holds bank1-1004, and her first login.
 	anon := c.Clients()
-	if _, err := anon.Auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: "erin", Password: erinPassword, AccountIds: []string{"bank1-1004"}})); err != nil {
+	if _, err := anon.Auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: "erin", Password: erinPassword, Accounts: []*gatewayv1.AccountEnrollment{{AccountId: "bank1-1004"}}})); err != nil {
 		t.Fatalf("register erin: %v", err)
 	}
 	expect("register", map[string]any{"procedure": register, "user": "erin", "code": "ok"})

@@ -132,6 +132,25 @@ func randomToken() string {
 	return "pgt_" + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// secCase is one hostile call of TestSecurityMatrix; the ledgers are audited after it.
+type secCase struct {
+	name string
+	run  func(t *testing.T)
+}
+
+// secMatrix is what the cases of TestSecurityMatrix share: one cluster, its CA, two logged-in
+// users and a payment of alice's. Cases are grouped by what they attack, one file each
+// (security_*_test.go), and must leave the ledgers as they found them.
+type secMatrix struct {
+	e        *secEnv
+	c        *cluster.Cluster
+	ctx      func() context.Context
+	ourCA    *pki.CA
+	alice    *cluster.User
+	bob      *cluster.User
+	alicePay string
+}
+
 // TestSecurityMatrix calls the gateway and the banks with wrong certificates, wrong tokens and
 // other users' accounts. Each call must get its refusal and change nothing: the ledgers of
 // every bank are audited after each case.
@@ -180,14 +199,10 @@ func TestSecurityMatrix(t *testing.T) {
 	}
 	before := audit(t, c)
 
-	type tcase struct {
-		name string
-		run  func(t *testing.T)
-	}
 	payReq := func(from, to string) *connect.Request[gatewayv1.ExecutePaymentRequest] {
 		return connect.NewRequest(&gatewayv1.ExecutePaymentRequest{PaymentId: newID(), FromAccount: from, ToAccount: to, Amount: 100, Currency: "USD"})
 	}
-	cases := []tcase{
+	cases := []secCase{
 		// The TLS handshake of the API listener refuses certificates it cannot verify.
 		{"no client certificate", func(t *testing.T) {
 			_, p, _, _ := e.gatewayClients(credentials{token: alice.Token})
@@ -344,6 +359,10 @@ func TestSecurityMatrix(t *testing.T) {
 				t.Errorf("bob's balance shows %v, want only his accounts %v", got, want)
 			}
 		}},
+	}
+	m := &secMatrix{e: e, c: c, ctx: ctx, ourCA: ourCA, alice: alice, bob: bob, alicePay: alicePay}
+	for _, more := range []func(*testing.T, *secMatrix) []secCase{pinningCases, enrollmentCases, decisionCases, paymentIDCases, limitCases} {
+		cases = append(cases, more(t, m)...)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -170,6 +170,23 @@ UPDATE transactions SET legs_json = (
 ) WHERE id IN (SELECT txn_id FROM legs);
 
 DROP TABLE legs;
+`,
+	// Round 2's trust: the coordinator's proof that it sent a transaction to this bank, kept to
+	// present in GetDecision (empty for transactions prepared before it existed, and for
+	// tombstones); and one-time enrollment codes that prove a registering user holds an account,
+	// stored only as hashes.
+	`
+ALTER TABLE transactions ADD COLUMN decision_proof BLOB NOT NULL DEFAULT X'';
+
+CREATE TABLE enrollment_codes (
+	account_id  TEXT PRIMARY KEY REFERENCES accounts (id),
+	code_hash   BLOB NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	failures    INTEGER NOT NULL DEFAULT 0,
+	redeemed_by TEXT,
+	redeemed_at INTEGER
+) STRICT;
 `}
 
 // Ledger is a bank's durable store of accounts and transactions. Every method that changes money

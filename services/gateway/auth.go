@@ -441,7 +441,7 @@ func (g *Gateway) register(ctx context.Context, m *gatewayv1.RegisterRequest) (*
 	if _, err := g.store.User(ctx, m.GetUsername()); err == nil {
 		return nil, rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", m.GetUsername()))
 	}
-	for _, a := range m.GetAccountIds() {
+	for _, a := range registerAccountIDs(m) {
 		bank := account.Bank(a)
 		client, ok := g.banks[bank]
 		if !ok {
@@ -471,7 +471,7 @@ func (g *Gateway) register(ctx context.Context, m *gatewayv1.RegisterRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	err = g.store.CreateUsers(ctx, []userRecord{{Username: m.GetUsername(), PasswordHash: string(hash), Role: RoleCustomer, Accounts: m.GetAccountIds()}}, g.now())
+	err = g.store.CreateUsers(ctx, []userRecord{{Username: m.GetUsername(), PasswordHash: string(hash), Role: RoleCustomer, Accounts: registerAccountIDs(m)}}, g.now())
 	switch {
 	case errors.Is(err, ErrUserExists):
 		return nil, rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", m.GetUsername()))
@@ -480,5 +480,14 @@ func (g *Gateway) register(ctx context.Context, m *gatewayv1.RegisterRequest) (*
 	case err != nil:
 		return nil, err
 	}
-	return connect.NewResponse(&gatewayv1.RegisterResponse{Username: m.GetUsername(), AccountIds: m.GetAccountIds()}), nil
+	return connect.NewResponse(&gatewayv1.RegisterResponse{Username: m.GetUsername(), AccountIds: registerAccountIDs(m)}), nil
+}
+
+// registerAccountIDs is a placeholder until Register checks codes. TODO(enrollment): replace.
+func registerAccountIDs(m *gatewayv1.RegisterRequest) []string {
+	out := make([]string, len(m.GetAccounts()))
+	for i, a := range m.GetAccounts() {
+		out[i] = a.GetAccountId()
+	}
+	return out
 }

@@ -204,7 +204,7 @@ func TestAuthorizationHeader(t *testing.T) {
 }
 
 func registerReq(username, password string, accounts ...string) *connect.Request[gatewayv1.RegisterRequest] {
-	return connect.NewRequest(&gatewayv1.RegisterRequest{Username: username, Password: password, AccountIds: accounts})
+	return connect.NewRequest(&gatewayv1.RegisterRequest{Username: username, Password: password, Accounts: registerEnrollments(accounts)})
 }
 
 func TestRegister(t *testing.T) {
@@ -315,4 +315,13 @@ func TestLoginUnknownUserCostsLikeWrongPassword(t *testing.T) {
 			"a login of an unknown username answers about %dx faster than a wrong password, which "+
 			"tells an attacker which usernames exist", cost, want, 1<<(want-cost))
 	}
+}
+
+// registerEnrollments is a placeholder until Register checks codes. TODO(enrollment): replace.
+func registerEnrollments(accounts []string) []*gatewayv1.AccountEnrollment {
+	out := make([]*gatewayv1.AccountEnrollment, len(accounts))
+	for i, a := range accounts {
+		out[i] = &gatewayv1.AccountEnrollment{AccountId: a}
+	}
+	return out
 }

@@ -388,7 +388,12 @@ type PrepareTransactionRequest struct {
 	// The legs at this bank: one for a cross-bank payment, two for a payment within the bank.
 	Legs []*Leg `protobuf:"bytes,2,rep,name=legs,proto3" json:"legs,omitempty"`
 	// The coordinator's deadline for a decision. A prepare that arrives later votes NO.
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The coordinator's proof that it sent this transaction to this bank (an HMAC it keys and
+	// binds to transaction_id and the bank's name). The bank stores it with the transaction and
+	// presents it in GetDecision; the coordinator answers a bank only about transactions it can
+	// prove it sent that bank.
+	DecisionProof []byte `protobuf:"bytes,4,opt,name=decision_proof,json=decisionProof,proto3" json:"decision_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -440,6 +445,13 @@ func (x *PrepareTransactionRequest) GetLegs() []*Leg {
 func (x *PrepareTransactionRequest) GetDeadline() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Deadline
+	}
+	return nil
+}
+
+func (x *PrepareTransactionRequest) GetDecisionProof() []byte {
+	if x != nil {
+		return x.DecisionProof
 	}
 	return nil
 }
@@ -1025,6 +1037,112 @@ func (x *GetAccountResponse) GetAccount() *Account {
 	return nil
 }
 
+type RedeemEnrollmentCodeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	AccountId string                 `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The code as the holder received it; case, spaces and hyphens do not matter.
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The username the account is being linked to.
+	Username      string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeemEnrollmentCodeRequest) Reset() {
+	*x = RedeemEnrollmentCodeRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeemEnrollmentCodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeemEnrollmentCodeRequest) ProtoMessage() {}
+
+func (x *RedeemEnrollmentCodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeemEnrollmentCodeRequest.ProtoReflect.Descriptor instead.
+func (*RedeemEnrollmentCodeRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RedeemEnrollmentCodeRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *RedeemEnrollmentCodeRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *RedeemEnrollmentCodeRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+type RedeemEnrollmentCodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       *Account               `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeemEnrollmentCodeResponse) Reset() {
+	*x = RedeemEnrollmentCodeResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeemEnrollmentCodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeemEnrollmentCodeResponse) ProtoMessage() {}
+
+func (x *RedeemEnrollmentCodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeemEnrollmentCodeResponse.ProtoReflect.Descriptor instead.
+func (*RedeemEnrollmentCodeResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RedeemEnrollmentCodeResponse) GetAccount() *Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
 type ListAccountsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many accounts; 0 means 100. At most 1000.
@@ -1037,7 +1155,7 @@ type ListAccountsRequest struct {
 
 func (x *ListAccountsRequest) Reset() {
 	*x = ListAccountsRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[13]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1167,7 @@ func (x *ListAccountsRequest) String() string {
 func (*ListAccountsRequest) ProtoMessage() {}
 
 func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[13]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1180,7 @@ func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{13}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAccountsRequest) GetPageSize() int32 {
@@ -1090,7 +1208,7 @@ type ListAccountsResponse struct {
 
 func (x *ListAccountsResponse) Reset() {
 	*x = ListAccountsResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[14]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1220,7 @@ func (x *ListAccountsResponse) String() string {
 func (*ListAccountsResponse) ProtoMessage() {}
 
 func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[14]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1233,7 @@ func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{14}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListAccountsResponse) GetAccounts() []*Account {
@@ -1141,7 +1259,7 @@ type GetTransactionRequest struct {
 
 func (x *GetTransactionRequest) Reset() {
 	*x = GetTransactionRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[15]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1271,7 @@ func (x *GetTransactionRequest) String() string {
 func (*GetTransactionRequest) ProtoMessage() {}
 
 func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[15]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1284,7 @@ func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionRequest.ProtoReflect.Descriptor instead.
 func (*GetTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{15}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTransactionRequest) GetTransactionId() string {
@@ -1191,7 +1309,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[16]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1321,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[16]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1334,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{16}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Transaction) GetTransactionId() string {
@@ -1263,7 +1381,7 @@ type GetTransactionResponse struct {
 
 func (x *GetTransactionResponse) Reset() {
 	*x = GetTransactionResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[17]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1393,7 @@ func (x *GetTransactionResponse) String() string {
 func (*GetTransactionResponse) ProtoMessage() {}
 
 func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[17]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1406,7 @@ func (x *GetTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionResponse.ProtoReflect.Descriptor instead.
 func (*GetTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{17}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTransactionResponse) GetTransaction() *Transaction {
@@ -1307,7 +1425,7 @@ type BatchPrepareRequest struct {
 
 func (x *BatchPrepareRequest) Reset() {
 	*x = BatchPrepareRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[18]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1437,7 @@ func (x *BatchPrepareRequest) String() string {
 func (*BatchPrepareRequest) ProtoMessage() {}
 
 func (x *BatchPrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[18]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1450,7 @@ func (x *BatchPrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchPrepareRequest.ProtoReflect.Descriptor instead.
 func (*BatchPrepareRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{18}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchPrepareRequest) GetPrepares() []*PrepareTransactionRequest {
@@ -1356,7 +1474,7 @@ type ItemError struct {
 
 func (x *ItemError) Reset() {
 	*x = ItemError{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[19]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1486,7 @@ func (x *ItemError) String() string {
 func (*ItemError) ProtoMessage() {}
 
 func (x *ItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[19]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1499,7 @@ func (x *ItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
 func (*ItemError) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{19}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ItemError) GetCode() string {
@@ -1417,7 +1535,7 @@ type BatchPrepareResult struct {
 
 func (x *BatchPrepareResult) Reset() {
 	*x = BatchPrepareResult{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1547,7 @@ func (x *BatchPrepareResult) String() string {
 func (*BatchPrepareResult) ProtoMessage() {}
 
 func (x *BatchPrepareResult) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1560,7 @@ func (x *BatchPrepareResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchPrepareResult.ProtoReflect.Descriptor instead.
 func (*BatchPrepareResult) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{20}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchPrepareResult) GetResponse() *PrepareTransactionResponse {
@@ -1468,7 +1586,7 @@ type BatchPrepareResponse struct {
 
 func (x *BatchPrepareResponse) Reset() {
 	*x = BatchPrepareResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1598,7 @@ func (x *BatchPrepareResponse) String() string {
 func (*BatchPrepareResponse) ProtoMessage() {}
 
 func (x *BatchPrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1611,7 @@ func (x *BatchPrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchPrepareResponse.ProtoReflect.Descriptor instead.
 func (*BatchPrepareResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{21}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchPrepareResponse) GetResults() []*BatchPrepareResult {
@@ -1513,7 +1631,7 @@ type Completion struct {
 
 func (x *Completion) Reset() {
 	*x = Completion{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1643,7 @@ func (x *Completion) String() string {
 func (*Completion) ProtoMessage() {}
 
 func (x *Completion) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1656,7 @@ func (x *Completion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Completion.ProtoReflect.Descriptor instead.
 func (*Completion) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{22}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Completion) GetTransactionId() string {
@@ -1564,7 +1682,7 @@ type BatchCompleteRequest struct {
 
 func (x *BatchCompleteRequest) Reset() {
 	*x = BatchCompleteRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1694,7 @@ func (x *BatchCompleteRequest) String() string {
 func (*BatchCompleteRequest) ProtoMessage() {}
 
 func (x *BatchCompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1707,7 @@ func (x *BatchCompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCompleteRequest.ProtoReflect.Descriptor instead.
 func (*BatchCompleteRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{23}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BatchCompleteRequest) GetCompletions() []*Completion {
@@ -1610,7 +1728,7 @@ type BatchCompleteResult struct {
 
 func (x *BatchCompleteResult) Reset() {
 	*x = BatchCompleteResult{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1740,7 @@ func (x *BatchCompleteResult) String() string {
 func (*BatchCompleteResult) ProtoMessage() {}
 
 func (x *BatchCompleteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1753,7 @@ func (x *BatchCompleteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCompleteResult.ProtoReflect.Descriptor instead.
 func (*BatchCompleteResult) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{24}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BatchCompleteResult) GetState() TransactionState {
@@ -1661,7 +1779,7 @@ type BatchCompleteResponse struct {
 
 func (x *BatchCompleteResponse) Reset() {
 	*x = BatchCompleteResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1791,7 @@ func (x *BatchCompleteResponse) String() string {
 func (*BatchCompleteResponse) ProtoMessage() {}
 
 func (x *BatchCompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1804,7 @@ func (x *BatchCompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCompleteResponse.ProtoReflect.Descriptor instead.
 func (*BatchCompleteResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{25}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BatchCompleteResponse) GetResults() []*BatchCompleteResult {
@@ -1706,7 +1824,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1836,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1849,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{26}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BatchRequest) GetCompletions() []*Completion {
@@ -1760,7 +1878,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1890,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1903,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{27}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BatchResponse) GetCompletions() []*BatchCompleteResult {
@@ -1814,12 +1932,13 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\tdirection\x12\x1f\n" +
 	"\x06amount\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\x06amount\x12-\n" +
 	"\bcurrency\x18\x04 \x01(\tB\x11\xbaH\x0er\f2\n" +
-	"^[A-Z]{3}$R\bcurrency\"\xc3\x01\n" +
+	"^[A-Z]{3}$R\bcurrency\"\xf3\x01\n" +
 	"\x19PrepareTransactionRequest\x120\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\rtransactionId\x124\n" +
 	"\x04legs\x18\x02 \x03(\v2\x14.paygate.bank.v1.LegB\n" +
 	"\xbaH\a\x92\x01\x04\b\x01\x10\x02R\x04legs\x12>\n" +
-	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\bdeadline\"\x96\x01\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\bdeadline\x12.\n" +
+	"\x0edecision_proof\x18\x04 \x01(\fB\a\xbaH\x04z\x02\x18@R\rdecisionProof\"\x96\x01\n" +
 	"\x1aPrepareTransactionResponse\x12)\n" +
 	"\x04vote\x18\x01 \x01(\x0e2\x15.paygate.bank.v1.VoteR\x04vote\x123\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1b.paygate.bank.v1.VoteReasonR\x06reason\x12\x18\n" +
@@ -1856,6 +1975,13 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\x06closed\x18\x04 \x01(\bR\x06closed\x129\n" +
 	"\abalance\x18\x05 \x01(\v2\x1f.paygate.bank.v1.AccountBalanceR\abalance\"H\n" +
 	"\x12GetAccountResponse\x122\n" +
+	"\aaccount\x18\x01 \x01(\v2\x18.paygate.bank.v1.AccountR\aaccount\"\x8d\x01\n" +
+	"\x1bRedeemEnrollmentCodeRequest\x12(\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\taccountId\x12\x1d\n" +
+	"\x04code\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x04code\x12%\n" +
+	"\busername\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\"R\n" +
+	"\x1cRedeemEnrollmentCodeResponse\x122\n" +
 	"\aaccount\x18\x01 \x01(\v2\x18.paygate.bank.v1.AccountR\aaccount\"g\n" +
 	"\x13ListAccountsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
@@ -1932,7 +2058,7 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eOUTCOME_COMMIT\x10\x01\x12\x11\n" +
-	"\rOUTCOME_ABORT\x10\x022\xea\a\n" +
+	"\rOUTCOME_ABORT\x10\x022\xdf\b\n" +
 	"\vBankService\x12m\n" +
 	"\x12PrepareTransaction\x12*.paygate.bank.v1.PrepareTransactionRequest\x1a+.paygate.bank.v1.PrepareTransactionResponse\x12j\n" +
 	"\x11CommitTransaction\x12).paygate.bank.v1.CommitTransactionRequest\x1a*.paygate.bank.v1.CommitTransactionResponse\x12g\n" +
@@ -1944,7 +2070,8 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\n" +
 	"GetAccount\x12\".paygate.bank.v1.GetAccountRequest\x1a#.paygate.bank.v1.GetAccountResponse\"\x03\x90\x02\x01\x12`\n" +
 	"\fListAccounts\x12$.paygate.bank.v1.ListAccountsRequest\x1a%.paygate.bank.v1.ListAccountsResponse\"\x03\x90\x02\x01\x12f\n" +
-	"\x0eGetTransaction\x12&.paygate.bank.v1.GetTransactionRequest\x1a'.paygate.bank.v1.GetTransactionResponse\"\x03\x90\x02\x01B\xb5\x01\n" +
+	"\x0eGetTransaction\x12&.paygate.bank.v1.GetTransactionRequest\x1a'.paygate.bank.v1.GetTransactionResponse\"\x03\x90\x02\x01\x12s\n" +
+	"\x14RedeemEnrollmentCode\x12,.paygate.bank.v1.RedeemEnrollmentCodeRequest\x1a-.paygate.bank.v1.RedeemEnrollmentCodeResponseB\xb5\x01\n" +
 	"\x13com.paygate.bank.v1B\tBankProtoP\x01Z5github.com/paygate/paygate/gen/paygate/bank/v1;bankv1\xa2\x02\x03PBX\xaa\x02\x0fPaygate.Bank.V1\xca\x02\x0fPaygate\\Bank\\V1\xe2\x02\x1bPaygate\\Bank\\V1\\GPBMetadata\xea\x02\x11Paygate::Bank::V1b\x06proto3"
 
 var (
@@ -1960,47 +2087,49 @@ func file_paygate_bank_v1_bank_proto_rawDescGZIP() []byte {
 }
 
 var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_paygate_bank_v1_bank_proto_goTypes = []any{
-	(LegDirection)(0),                  // 0: paygate.bank.v1.LegDirection
-	(Vote)(0),                          // 1: paygate.bank.v1.Vote
-	(VoteReason)(0),                    // 2: paygate.bank.v1.VoteReason
-	(TransactionState)(0),              // 3: paygate.bank.v1.TransactionState
-	(Outcome)(0),                       // 4: paygate.bank.v1.Outcome
-	(*Leg)(nil),                        // 5: paygate.bank.v1.Leg
-	(*PrepareTransactionRequest)(nil),  // 6: paygate.bank.v1.PrepareTransactionRequest
-	(*PrepareTransactionResponse)(nil), // 7: paygate.bank.v1.PrepareTransactionResponse
-	(*CommitTransactionRequest)(nil),   // 8: paygate.bank.v1.CommitTransactionRequest
-	(*CommitTransactionResponse)(nil),  // 9: paygate.bank.v1.CommitTransactionResponse
-	(*AbortTransactionRequest)(nil),    // 10: paygate.bank.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil),   // 11: paygate.bank.v1.AbortTransactionResponse
-	(*AccountBalance)(nil),             // 12: paygate.bank.v1.AccountBalance
-	(*FetchBankBalanceRequest)(nil),    // 13: paygate.bank.v1.FetchBankBalanceRequest
-	(*FetchBankBalanceResponse)(nil),   // 14: paygate.bank.v1.FetchBankBalanceResponse
-	(*GetAccountRequest)(nil),          // 15: paygate.bank.v1.GetAccountRequest
-	(*Account)(nil),                    // 16: paygate.bank.v1.Account
-	(*GetAccountResponse)(nil),         // 17: paygate.bank.v1.GetAccountResponse
-	(*ListAccountsRequest)(nil),        // 18: paygate.bank.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),       // 19: paygate.bank.v1.ListAccountsResponse
-	(*GetTransactionRequest)(nil),      // 20: paygate.bank.v1.GetTransactionRequest
-	(*Transaction)(nil),                // 21: paygate.bank.v1.Transaction
-	(*GetTransactionResponse)(nil),     // 22: paygate.bank.v1.GetTransactionResponse
-	(*BatchPrepareRequest)(nil),        // 23: paygate.bank.v1.BatchPrepareRequest
-	(*ItemError)(nil),                  // 24: paygate.bank.v1.ItemError
-	(*BatchPrepareResult)(nil),         // 25: paygate.bank.v1.BatchPrepareResult
-	(*BatchPrepareResponse)(nil),       // 26: paygate.bank.v1.BatchPrepareResponse
-	(*Completion)(nil),                 // 27: paygate.bank.v1.Completion
-	(*BatchCompleteRequest)(nil),       // 28: paygate.bank.v1.BatchCompleteRequest
-	(*BatchCompleteResult)(nil),        // 29: paygate.bank.v1.BatchCompleteResult
-	(*BatchCompleteResponse)(nil),      // 30: paygate.bank.v1.BatchCompleteResponse
-	(*BatchRequest)(nil),               // 31: paygate.bank.v1.BatchRequest
-	(*BatchResponse)(nil),              // 32: paygate.bank.v1.BatchResponse
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(LegDirection)(0),                    // 0: paygate.bank.v1.LegDirection
+	(Vote)(0),                            // 1: paygate.bank.v1.Vote
+	(VoteReason)(0),                      // 2: paygate.bank.v1.VoteReason
+	(TransactionState)(0),                // 3: paygate.bank.v1.TransactionState
+	(Outcome)(0),                         // 4: paygate.bank.v1.Outcome
+	(*Leg)(nil),                          // 5: paygate.bank.v1.Leg
+	(*PrepareTransactionRequest)(nil),    // 6: paygate.bank.v1.PrepareTransactionRequest
+	(*PrepareTransactionResponse)(nil),   // 7: paygate.bank.v1.PrepareTransactionResponse
+	(*CommitTransactionRequest)(nil),     // 8: paygate.bank.v1.CommitTransactionRequest
+	(*CommitTransactionResponse)(nil),    // 9: paygate.bank.v1.CommitTransactionResponse
+	(*AbortTransactionRequest)(nil),      // 10: paygate.bank.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil),     // 11: paygate.bank.v1.AbortTransactionResponse
+	(*AccountBalance)(nil),               // 12: paygate.bank.v1.AccountBalance
+	(*FetchBankBalanceRequest)(nil),      // 13: paygate.bank.v1.FetchBankBalanceRequest
+	(*FetchBankBalanceResponse)(nil),     // 14: paygate.bank.v1.FetchBankBalanceResponse
+	(*GetAccountRequest)(nil),            // 15: paygate.bank.v1.GetAccountRequest
+	(*Account)(nil),                      // 16: paygate.bank.v1.Account
+	(*GetAccountResponse)(nil),           // 17: paygate.bank.v1.GetAccountResponse
+	(*RedeemEnrollmentCodeRequest)(nil),  // 18: paygate.bank.v1.RedeemEnrollmentCodeRequest
+	(*RedeemEnrollmentCodeResponse)(nil), // 19: paygate.bank.v1.RedeemEnrollmentCodeResponse
+	(*ListAccountsRequest)(nil),          // 20: paygate.bank.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),         // 21: paygate.bank.v1.ListAccountsResponse
+	(*GetTransactionRequest)(nil),        // 22: paygate.bank.v1.GetTransactionRequest
+	(*Transaction)(nil),                  // 23: paygate.bank.v1.Transaction
+	(*GetTransactionResponse)(nil),       // 24: paygate.bank.v1.GetTransactionResponse
+	(*BatchPrepareRequest)(nil),          // 25: paygate.bank.v1.BatchPrepareRequest
+	(*ItemError)(nil),                    // 26: paygate.bank.v1.ItemError
+	(*BatchPrepareResult)(nil),           // 27: paygate.bank.v1.BatchPrepareResult
+	(*BatchPrepareResponse)(nil),         // 28: paygate.bank.v1.BatchPrepareResponse
+	(*Completion)(nil),                   // 29: paygate.bank.v1.Completion
+	(*BatchCompleteRequest)(nil),         // 30: paygate.bank.v1.BatchCompleteRequest
+	(*BatchCompleteResult)(nil),          // 31: paygate.bank.v1.BatchCompleteResult
+	(*BatchCompleteResponse)(nil),        // 32: paygate.bank.v1.BatchCompleteResponse
+	(*BatchRequest)(nil),                 // 33: paygate.bank.v1.BatchRequest
+	(*BatchResponse)(nil),                // 34: paygate.bank.v1.BatchResponse
+	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
 }
 var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	0,  // 0: paygate.bank.v1.Leg.direction:type_name -> paygate.bank.v1.LegDirection
 	5,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
-	33, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
+	35, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 3: paygate.bank.v1.PrepareTransactionResponse.vote:type_name -> paygate.bank.v1.Vote
 	2,  // 4: paygate.bank.v1.PrepareTransactionResponse.reason:type_name -> paygate.bank.v1.VoteReason
 	3,  // 5: paygate.bank.v1.CommitTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
@@ -2008,50 +2137,53 @@ var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	12, // 7: paygate.bank.v1.FetchBankBalanceResponse.balances:type_name -> paygate.bank.v1.AccountBalance
 	12, // 8: paygate.bank.v1.Account.balance:type_name -> paygate.bank.v1.AccountBalance
 	16, // 9: paygate.bank.v1.GetAccountResponse.account:type_name -> paygate.bank.v1.Account
-	16, // 10: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
-	3,  // 11: paygate.bank.v1.Transaction.state:type_name -> paygate.bank.v1.TransactionState
-	5,  // 12: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
-	33, // 13: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
-	2,  // 14: paygate.bank.v1.Transaction.reason:type_name -> paygate.bank.v1.VoteReason
-	21, // 15: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
-	6,  // 16: paygate.bank.v1.BatchPrepareRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
-	7,  // 17: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
-	24, // 18: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
-	25, // 19: paygate.bank.v1.BatchPrepareResponse.results:type_name -> paygate.bank.v1.BatchPrepareResult
-	4,  // 20: paygate.bank.v1.Completion.outcome:type_name -> paygate.bank.v1.Outcome
-	27, // 21: paygate.bank.v1.BatchCompleteRequest.completions:type_name -> paygate.bank.v1.Completion
-	3,  // 22: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
-	24, // 23: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
-	29, // 24: paygate.bank.v1.BatchCompleteResponse.results:type_name -> paygate.bank.v1.BatchCompleteResult
-	27, // 25: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
-	6,  // 26: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
-	29, // 27: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
-	25, // 28: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
-	6,  // 29: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
-	8,  // 30: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
-	10, // 31: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
-	23, // 32: paygate.bank.v1.BankService.BatchPrepare:input_type -> paygate.bank.v1.BatchPrepareRequest
-	28, // 33: paygate.bank.v1.BankService.BatchComplete:input_type -> paygate.bank.v1.BatchCompleteRequest
-	31, // 34: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
-	13, // 35: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
-	15, // 36: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
-	18, // 37: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
-	20, // 38: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
-	7,  // 39: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
-	9,  // 40: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
-	11, // 41: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
-	26, // 42: paygate.bank.v1.BankService.BatchPrepare:output_type -> paygate.bank.v1.BatchPrepareResponse
-	30, // 43: paygate.bank.v1.BankService.BatchComplete:output_type -> paygate.bank.v1.BatchCompleteResponse
-	32, // 44: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
-	14, // 45: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
-	17, // 46: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
-	19, // 47: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
-	22, // 48: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
-	39, // [39:49] is the sub-list for method output_type
-	29, // [29:39] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	16, // 10: paygate.bank.v1.RedeemEnrollmentCodeResponse.account:type_name -> paygate.bank.v1.Account
+	16, // 11: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
+	3,  // 12: paygate.bank.v1.Transaction.state:type_name -> paygate.bank.v1.TransactionState
+	5,  // 13: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
+	35, // 14: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	2,  // 15: paygate.bank.v1.Transaction.reason:type_name -> paygate.bank.v1.VoteReason
+	23, // 16: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
+	6,  // 17: paygate.bank.v1.BatchPrepareRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
+	7,  // 18: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
+	26, // 19: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
+	27, // 20: paygate.bank.v1.BatchPrepareResponse.results:type_name -> paygate.bank.v1.BatchPrepareResult
+	4,  // 21: paygate.bank.v1.Completion.outcome:type_name -> paygate.bank.v1.Outcome
+	29, // 22: paygate.bank.v1.BatchCompleteRequest.completions:type_name -> paygate.bank.v1.Completion
+	3,  // 23: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
+	26, // 24: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
+	31, // 25: paygate.bank.v1.BatchCompleteResponse.results:type_name -> paygate.bank.v1.BatchCompleteResult
+	29, // 26: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
+	6,  // 27: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
+	31, // 28: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
+	27, // 29: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
+	6,  // 30: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
+	8,  // 31: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
+	10, // 32: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
+	25, // 33: paygate.bank.v1.BankService.BatchPrepare:input_type -> paygate.bank.v1.BatchPrepareRequest
+	30, // 34: paygate.bank.v1.BankService.BatchComplete:input_type -> paygate.bank.v1.BatchCompleteRequest
+	33, // 35: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
+	13, // 36: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
+	15, // 37: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
+	20, // 38: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
+	22, // 39: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
+	18, // 40: paygate.bank.v1.BankService.RedeemEnrollmentCode:input_type -> paygate.bank.v1.RedeemEnrollmentCodeRequest
+	7,  // 41: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
+	9,  // 42: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
+	11, // 43: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
+	28, // 44: paygate.bank.v1.BankService.BatchPrepare:output_type -> paygate.bank.v1.BatchPrepareResponse
+	32, // 45: paygate.bank.v1.BankService.BatchComplete:output_type -> paygate.bank.v1.BatchCompleteResponse
+	34, // 46: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
+	14, // 47: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
+	17, // 48: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
+	21, // 49: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
+	24, // 50: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
+	19, // 51: paygate.bank.v1.BankService.RedeemEnrollmentCode:output_type -> paygate.bank.v1.RedeemEnrollmentCodeResponse
+	41, // [41:52] is the sub-list for method output_type
+	30, // [30:41] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_paygate_bank_v1_bank_proto_init() }
@@ -2065,7 +2197,7 @@ func file_paygate_bank_v1_bank_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_bank_v1_bank_proto_rawDesc), len(file_paygate_bank_v1_bank_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -455,8 +455,8 @@ type RegisterRequest struct {
 	Username string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
 	// At least 10 characters.
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
-	// Accounts to link; each bank must report the new username as the account's holder.
-	AccountIds    []string `protobuf:"bytes,3,rep,name=account_ids,json=accountIds,proto3" json:"account_ids,omitempty"`
+	// Accounts to link, each with the enrollment code its bank issued for it.
+	Accounts      []*AccountEnrollment `protobuf:"bytes,4,rep,name=accounts,proto3" json:"accounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -505,11 +505,66 @@ func (x *RegisterRequest) GetPassword() string {
 	return ""
 }
 
-func (x *RegisterRequest) GetAccountIds() []string {
+func (x *RegisterRequest) GetAccounts() []*AccountEnrollment {
 	if x != nil {
-		return x.AccountIds
+		return x.Accounts
 	}
 	return nil
+}
+
+// AccountEnrollment is an account to link and the proof that the registering person holds it.
+type AccountEnrollment struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	AccountId string                 `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The one-time code the account's bank issued (for example "K7QX-3MZD-9TRA-WP4C"); case, spaces
+	// and hyphens do not matter.
+	EnrollmentCode string `protobuf:"bytes,2,opt,name=enrollment_code,json=enrollmentCode,proto3" json:"enrollment_code,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AccountEnrollment) Reset() {
+	*x = AccountEnrollment{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountEnrollment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountEnrollment) ProtoMessage() {}
+
+func (x *AccountEnrollment) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountEnrollment.ProtoReflect.Descriptor instead.
+func (*AccountEnrollment) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AccountEnrollment) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *AccountEnrollment) GetEnrollmentCode() string {
+	if x != nil {
+		return x.EnrollmentCode
+	}
+	return ""
 }
 
 type RegisterResponse struct {
@@ -522,7 +577,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +589,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +602,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterResponse) GetUsername() string {
@@ -590,7 +645,7 @@ type Payment struct {
 
 func (x *Payment) Reset() {
 	*x = Payment{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +657,7 @@ func (x *Payment) String() string {
 func (*Payment) ProtoMessage() {}
 
 func (x *Payment) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +670,7 @@ func (x *Payment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Payment.ProtoReflect.Descriptor instead.
 func (*Payment) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Payment) GetPaymentId() string {
@@ -721,7 +776,7 @@ type ExecutePaymentRequest struct {
 
 func (x *ExecutePaymentRequest) Reset() {
 	*x = ExecutePaymentRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +788,7 @@ func (x *ExecutePaymentRequest) String() string {
 func (*ExecutePaymentRequest) ProtoMessage() {}
 
 func (x *ExecutePaymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +801,7 @@ func (x *ExecutePaymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutePaymentRequest.ProtoReflect.Descriptor instead.
 func (*ExecutePaymentRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecutePaymentRequest) GetPaymentId() string {
@@ -802,7 +857,7 @@ type ExecutePaymentResponse struct {
 
 func (x *ExecutePaymentResponse) Reset() {
 	*x = ExecutePaymentResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +869,7 @@ func (x *ExecutePaymentResponse) String() string {
 func (*ExecutePaymentResponse) ProtoMessage() {}
 
 func (x *ExecutePaymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +882,7 @@ func (x *ExecutePaymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutePaymentResponse.ProtoReflect.Descriptor instead.
 func (*ExecutePaymentResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecutePaymentResponse) GetPayment() *Payment {
@@ -853,7 +908,7 @@ type GetPaymentRequest struct {
 
 func (x *GetPaymentRequest) Reset() {
 	*x = GetPaymentRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +920,7 @@ func (x *GetPaymentRequest) String() string {
 func (*GetPaymentRequest) ProtoMessage() {}
 
 func (x *GetPaymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +933,7 @@ func (x *GetPaymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaymentRequest.ProtoReflect.Descriptor instead.
 func (*GetPaymentRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPaymentRequest) GetPaymentId() string {
@@ -897,7 +952,7 @@ type GetPaymentResponse struct {
 
 func (x *GetPaymentResponse) Reset() {
 	*x = GetPaymentResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +964,7 @@ func (x *GetPaymentResponse) String() string {
 func (*GetPaymentResponse) ProtoMessage() {}
 
 func (x *GetPaymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +977,7 @@ func (x *GetPaymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaymentResponse.ProtoReflect.Descriptor instead.
 func (*GetPaymentResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetPaymentResponse) GetPayment() *Payment {
@@ -946,7 +1001,7 @@ type ListPaymentsRequest struct {
 
 func (x *ListPaymentsRequest) Reset() {
 	*x = ListPaymentsRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1013,7 @@ func (x *ListPaymentsRequest) String() string {
 func (*ListPaymentsRequest) ProtoMessage() {}
 
 func (x *ListPaymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1026,7 @@ func (x *ListPaymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPaymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListPaymentsRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListPaymentsRequest) GetPageSize() int32 {
@@ -1006,7 +1061,7 @@ type ListPaymentsResponse struct {
 
 func (x *ListPaymentsResponse) Reset() {
 	*x = ListPaymentsResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1073,7 @@ func (x *ListPaymentsResponse) String() string {
 func (*ListPaymentsResponse) ProtoMessage() {}
 
 func (x *ListPaymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1086,7 @@ func (x *ListPaymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPaymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListPaymentsResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListPaymentsResponse) GetPayments() []*Payment {
@@ -1056,7 +1111,7 @@ type WatchPaymentsRequest struct {
 
 func (x *WatchPaymentsRequest) Reset() {
 	*x = WatchPaymentsRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1123,7 @@ func (x *WatchPaymentsRequest) String() string {
 func (*WatchPaymentsRequest) ProtoMessage() {}
 
 func (x *WatchPaymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1136,7 @@ func (x *WatchPaymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPaymentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchPaymentsRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 type WatchPaymentsResponse struct {
@@ -1094,7 +1149,7 @@ type WatchPaymentsResponse struct {
 
 func (x *WatchPaymentsResponse) Reset() {
 	*x = WatchPaymentsResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1161,7 @@ func (x *WatchPaymentsResponse) String() string {
 func (*WatchPaymentsResponse) ProtoMessage() {}
 
 func (x *WatchPaymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1174,7 @@ func (x *WatchPaymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPaymentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchPaymentsResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchPaymentsResponse) GetPayment() *Payment {
@@ -1137,7 +1192,7 @@ type FetchBalanceRequest struct {
 
 func (x *FetchBalanceRequest) Reset() {
 	*x = FetchBalanceRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1204,7 @@ func (x *FetchBalanceRequest) String() string {
 func (*FetchBalanceRequest) ProtoMessage() {}
 
 func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1217,7 @@ func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceRequest.ProtoReflect.Descriptor instead.
 func (*FetchBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 // AccountBalance is one account's money.
@@ -1184,7 +1239,7 @@ type AccountBalance struct {
 
 func (x *AccountBalance) Reset() {
 	*x = AccountBalance{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1251,7 @@ func (x *AccountBalance) String() string {
 func (*AccountBalance) ProtoMessage() {}
 
 func (x *AccountBalance) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1264,7 @@ func (x *AccountBalance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountBalance.ProtoReflect.Descriptor instead.
 func (*AccountBalance) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AccountBalance) GetAccountId() string {
@@ -1268,7 +1323,7 @@ type BankBalances struct {
 
 func (x *BankBalances) Reset() {
 	*x = BankBalances{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1335,7 @@ func (x *BankBalances) String() string {
 func (*BankBalances) ProtoMessage() {}
 
 func (x *BankBalances) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1348,7 @@ func (x *BankBalances) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BankBalances.ProtoReflect.Descriptor instead.
 func (*BankBalances) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BankBalances) GetBank() string {
@@ -1338,7 +1393,7 @@ type CurrencyTotal struct {
 
 func (x *CurrencyTotal) Reset() {
 	*x = CurrencyTotal{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1405,7 @@ func (x *CurrencyTotal) String() string {
 func (*CurrencyTotal) ProtoMessage() {}
 
 func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1418,7 @@ func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrencyTotal.ProtoReflect.Descriptor instead.
 func (*CurrencyTotal) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CurrencyTotal) GetCurrency() string {
@@ -1404,7 +1459,7 @@ type FetchBalanceResponse struct {
 
 func (x *FetchBalanceResponse) Reset() {
 	*x = FetchBalanceResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1471,7 @@ func (x *FetchBalanceResponse) String() string {
 func (*FetchBalanceResponse) ProtoMessage() {}
 
 func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1484,7 @@ func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceResponse.ProtoReflect.Descriptor instead.
 func (*FetchBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchBalanceResponse) GetBanks() []*BankBalances {
@@ -1449,13 +1504,17 @@ func (x *FetchBalanceResponse) GetTotals() []*CurrencyTotal {
 type GetDecisionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TransactionId string                 `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// The decision_proof the coordinator sent with the transaction's prepare. A bank that cannot
+	// present it for a transaction it takes part in is refused with PERMISSION_DENIED and learns
+	// nothing.
+	Proof         []byte `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1526,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1539,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetDecisionRequest) GetTransactionId() string {
@@ -1488,6 +1547,13 @@ func (x *GetDecisionRequest) GetTransactionId() string {
 		return x.TransactionId
 	}
 	return ""
+}
+
+func (x *GetDecisionRequest) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
 }
 
 type GetDecisionResponse struct {
@@ -1501,7 +1567,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1579,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1592,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetDecisionResponse) GetDecision() Decision {
@@ -1558,14 +1624,18 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"expireTime\x12\x1a\n" +
 	"\busername\x18\x03 \x01(\tR\busername\"\x0f\n" +
 	"\rLogoutRequest\"\x10\n" +
-	"\x0eLogoutResponse\"\xb3\x01\n" +
+	"\x0eLogoutResponse\"\xde\x01\n" +
 	"\x0fRegisterRequest\x12A\n" +
 	"\busername\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^[a-zA-Z][a-zA-Z0-9._-]{2,31}$R\busername\x12&\n" +
 	"\bpassword\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\n" +
-	"\x18\x80\x02R\bpassword\x125\n" +
-	"\vaccount_ids\x18\x03 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\b\x01\x10\x14\x18\x01\"\x06r\x04\x10\x01\x18@R\n" +
-	"accountIds\"O\n" +
+	"\x18\x80\x02R\bpassword\x12M\n" +
+	"\baccounts\x18\x04 \x03(\v2%.paygate.gateway.v1.AccountEnrollmentB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10\x14R\baccountsJ\x04\b\x03\x10\x04R\vaccount_ids\"q\n" +
+	"\x11AccountEnrollment\x12(\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\taccountId\x122\n" +
+	"\x0fenrollment_code\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x0eenrollmentCode\"O\n" +
 	"\x10RegisterResponse\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1f\n" +
 	"\vaccount_ids\x18\x02 \x03(\tR\n" +
@@ -1639,9 +1709,10 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\apartial\x18\x04 \x01(\bR\apartial\"\x89\x01\n" +
 	"\x14FetchBalanceResponse\x126\n" +
 	"\x05banks\x18\x01 \x03(\v2 .paygate.gateway.v1.BankBalancesR\x05banks\x129\n" +
-	"\x06totals\x18\x02 \x03(\v2!.paygate.gateway.v1.CurrencyTotalR\x06totals\"F\n" +
+	"\x06totals\x18\x02 \x03(\v2!.paygate.gateway.v1.CurrencyTotalR\x06totals\"e\n" +
 	"\x12GetDecisionRequest\x120\n" +
-	"\x0etransaction_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\rtransactionId\"k\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\rtransactionId\x12\x1d\n" +
+	"\x05proof\x18\x02 \x01(\fB\a\xbaH\x04z\x02\x18@R\x05proof\"k\n" +
 	"\x13GetDecisionResponse\x128\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1c.paygate.gateway.v1.DecisionR\bdecision\x12\x1a\n" +
 	"\bpresumed\x18\x02 \x01(\bR\bpresumed*\x87\x01\n" +
@@ -1698,7 +1769,7 @@ func file_paygate_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_paygate_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
 	(PaymentStatus)(0),             // 0: paygate.gateway.v1.PaymentStatus
 	(FailureReason)(0),             // 1: paygate.gateway.v1.FailureReason
@@ -1709,64 +1780,66 @@ var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
 	(*LogoutRequest)(nil),          // 6: paygate.gateway.v1.LogoutRequest
 	(*LogoutResponse)(nil),         // 7: paygate.gateway.v1.LogoutResponse
 	(*RegisterRequest)(nil),        // 8: paygate.gateway.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 9: paygate.gateway.v1.RegisterResponse
-	(*Payment)(nil),                // 10: paygate.gateway.v1.Payment
-	(*ExecutePaymentRequest)(nil),  // 11: paygate.gateway.v1.ExecutePaymentRequest
-	(*ExecutePaymentResponse)(nil), // 12: paygate.gateway.v1.ExecutePaymentResponse
-	(*GetPaymentRequest)(nil),      // 13: paygate.gateway.v1.GetPaymentRequest
-	(*GetPaymentResponse)(nil),     // 14: paygate.gateway.v1.GetPaymentResponse
-	(*ListPaymentsRequest)(nil),    // 15: paygate.gateway.v1.ListPaymentsRequest
-	(*ListPaymentsResponse)(nil),   // 16: paygate.gateway.v1.ListPaymentsResponse
-	(*WatchPaymentsRequest)(nil),   // 17: paygate.gateway.v1.WatchPaymentsRequest
-	(*WatchPaymentsResponse)(nil),  // 18: paygate.gateway.v1.WatchPaymentsResponse
-	(*FetchBalanceRequest)(nil),    // 19: paygate.gateway.v1.FetchBalanceRequest
-	(*AccountBalance)(nil),         // 20: paygate.gateway.v1.AccountBalance
-	(*BankBalances)(nil),           // 21: paygate.gateway.v1.BankBalances
-	(*CurrencyTotal)(nil),          // 22: paygate.gateway.v1.CurrencyTotal
-	(*FetchBalanceResponse)(nil),   // 23: paygate.gateway.v1.FetchBalanceResponse
-	(*GetDecisionRequest)(nil),     // 24: paygate.gateway.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),    // 25: paygate.gateway.v1.GetDecisionResponse
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(*AccountEnrollment)(nil),      // 9: paygate.gateway.v1.AccountEnrollment
+	(*RegisterResponse)(nil),       // 10: paygate.gateway.v1.RegisterResponse
+	(*Payment)(nil),                // 11: paygate.gateway.v1.Payment
+	(*ExecutePaymentRequest)(nil),  // 12: paygate.gateway.v1.ExecutePaymentRequest
+	(*ExecutePaymentResponse)(nil), // 13: paygate.gateway.v1.ExecutePaymentResponse
+	(*GetPaymentRequest)(nil),      // 14: paygate.gateway.v1.GetPaymentRequest
+	(*GetPaymentResponse)(nil),     // 15: paygate.gateway.v1.GetPaymentResponse
+	(*ListPaymentsRequest)(nil),    // 16: paygate.gateway.v1.ListPaymentsRequest
+	(*ListPaymentsResponse)(nil),   // 17: paygate.gateway.v1.ListPaymentsResponse
+	(*WatchPaymentsRequest)(nil),   // 18: paygate.gateway.v1.WatchPaymentsRequest
+	(*WatchPaymentsResponse)(nil),  // 19: paygate.gateway.v1.WatchPaymentsResponse
+	(*FetchBalanceRequest)(nil),    // 20: paygate.gateway.v1.FetchBalanceRequest
+	(*AccountBalance)(nil),         // 21: paygate.gateway.v1.AccountBalance
+	(*BankBalances)(nil),           // 22: paygate.gateway.v1.BankBalances
+	(*CurrencyTotal)(nil),          // 23: paygate.gateway.v1.CurrencyTotal
+	(*FetchBalanceResponse)(nil),   // 24: paygate.gateway.v1.FetchBalanceResponse
+	(*GetDecisionRequest)(nil),     // 25: paygate.gateway.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),    // 26: paygate.gateway.v1.GetDecisionResponse
+	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
 }
 var file_paygate_gateway_v1_gateway_proto_depIdxs = []int32{
-	26, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 1: paygate.gateway.v1.Payment.status:type_name -> paygate.gateway.v1.PaymentStatus
-	1,  // 2: paygate.gateway.v1.Payment.failure_reason:type_name -> paygate.gateway.v1.FailureReason
-	26, // 3: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	26, // 4: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
-	10, // 5: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
-	10, // 6: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
-	0,  // 7: paygate.gateway.v1.ListPaymentsRequest.status:type_name -> paygate.gateway.v1.PaymentStatus
-	10, // 8: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
-	10, // 9: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
-	2,  // 10: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
-	20, // 11: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
-	21, // 12: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
-	22, // 13: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
-	3,  // 14: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
-	4,  // 15: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
-	6,  // 16: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
-	8,  // 17: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
-	11, // 18: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
-	13, // 19: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
-	15, // 20: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
-	17, // 21: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
-	19, // 22: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
-	24, // 23: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
-	5,  // 24: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
-	7,  // 25: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
-	9,  // 26: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
-	12, // 27: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
-	14, // 28: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
-	16, // 29: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
-	18, // 30: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
-	23, // 31: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
-	25, // 32: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	27, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	9,  // 1: paygate.gateway.v1.RegisterRequest.accounts:type_name -> paygate.gateway.v1.AccountEnrollment
+	0,  // 2: paygate.gateway.v1.Payment.status:type_name -> paygate.gateway.v1.PaymentStatus
+	1,  // 3: paygate.gateway.v1.Payment.failure_reason:type_name -> paygate.gateway.v1.FailureReason
+	27, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	27, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
+	11, // 6: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	11, // 7: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	0,  // 8: paygate.gateway.v1.ListPaymentsRequest.status:type_name -> paygate.gateway.v1.PaymentStatus
+	11, // 9: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
+	11, // 10: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
+	2,  // 11: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
+	21, // 12: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
+	22, // 13: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
+	23, // 14: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
+	3,  // 15: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
+	4,  // 16: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
+	6,  // 17: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
+	8,  // 18: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
+	12, // 19: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
+	14, // 20: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
+	16, // 21: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
+	18, // 22: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
+	20, // 23: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
+	25, // 24: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
+	5,  // 25: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
+	7,  // 26: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
+	10, // 27: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
+	13, // 28: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
+	15, // 29: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
+	17, // 30: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
+	19, // 31: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
+	24, // 32: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
+	26, // 33: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_paygate_gateway_v1_gateway_proto_init() }
@@ -1780,7 +1853,7 @@ func file_paygate_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_gateway_v1_gateway_proto_rawDesc), len(file_paygate_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

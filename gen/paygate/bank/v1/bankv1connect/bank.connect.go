@@ -64,6 +64,9 @@ const (
 	// BankServiceGetTransactionProcedure is the fully-qualified name of the BankService's
 	// GetTransaction RPC.
 	BankServiceGetTransactionProcedure = "/paygate.bank.v1.BankService/GetTransaction"
+	// BankServiceRedeemEnrollmentCodeProcedure is the fully-qualified name of the BankService's
+	// RedeemEnrollmentCode RPC.
+	BankServiceRedeemEnrollmentCodeProcedure = "/paygate.bank.v1.BankService/RedeemEnrollmentCode"
 )
 
 // BankServiceClient is a client for the paygate.bank.v1.BankService service.
@@ -104,6 +107,15 @@ type BankServiceClient interface {
 	ListAccounts(context.Context, *connect.Request[v1.ListAccountsRequest]) (*connect.Response[v1.ListAccountsResponse], error)
 	// GetTransaction returns the bank's record of one transaction.
 	GetTransaction(context.Context, *connect.Request[v1.GetTransactionRequest]) (*connect.Response[v1.GetTransactionResponse], error)
+	// RedeemEnrollmentCode checks a one-time enrollment code that the bank issued for an account
+	// (`paygate bank enroll`) and that reached the account's holder out of band, and binds it to the
+	// username registering with it. The bank stores only a hash of the code; a code is refused once
+	// it has expired, after too many wrong attempts, or when it is already bound to another
+	// username. Redeeming it again for the same username answers as the first time did, so that a
+	// registration interrupted after this call can be retried with the same code. Every refusal is
+	// PERMISSION_DENIED with reason "enrollment_refused", whatever its cause, so that the answer does
+	// not tell an unknown account from a wrong code.
+	RedeemEnrollmentCode(context.Context, *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error)
 }
 
 // NewBankServiceClient constructs a client for the paygate.bank.v1.BankService service. By default,
@@ -181,21 +193,28 @@ func NewBankServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		redeemEnrollmentCode: connect.NewClient[v1.RedeemEnrollmentCodeRequest, v1.RedeemEnrollmentCodeResponse](
+			httpClient,
+			baseURL+BankServiceRedeemEnrollmentCodeProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("RedeemEnrollmentCode")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // bankServiceClient implements BankServiceClient.
 type bankServiceClient struct {
-	prepareTransaction *connect.Client[v1.PrepareTransactionRequest, v1.PrepareTransactionResponse]
-	commitTransaction  *connect.Client[v1.CommitTransactionRequest, v1.CommitTransactionResponse]
-	abortTransaction   *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
-	batchPrepare       *connect.Client[v1.BatchPrepareRequest, v1.BatchPrepareResponse]
-	batchComplete      *connect.Client[v1.BatchCompleteRequest, v1.BatchCompleteResponse]
-	batch              *connect.Client[v1.BatchRequest, v1.BatchResponse]
-	fetchBankBalance   *connect.Client[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse]
-	getAccount         *connect.Client[v1.GetAccountRequest, v1.GetAccountResponse]
-	listAccounts       *connect.Client[v1.ListAccountsRequest, v1.ListAccountsResponse]
-	getTransaction     *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
+	prepareTransaction   *connect.Client[v1.PrepareTransactionRequest, v1.PrepareTransactionResponse]
+	commitTransaction    *connect.Client[v1.CommitTransactionRequest, v1.CommitTransactionResponse]
+	abortTransaction     *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
+	batchPrepare         *connect.Client[v1.BatchPrepareRequest, v1.BatchPrepareResponse]
+	batchComplete        *connect.Client[v1.BatchCompleteRequest, v1.BatchCompleteResponse]
+	batch                *connect.Client[v1.BatchRequest, v1.BatchResponse]
+	fetchBankBalance     *connect.Client[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse]
+	getAccount           *connect.Client[v1.GetAccountRequest, v1.GetAccountResponse]
+	listAccounts         *connect.Client[v1.ListAccountsRequest, v1.ListAccountsResponse]
+	getTransaction       *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
+	redeemEnrollmentCode *connect.Client[v1.RedeemEnrollmentCodeRequest, v1.RedeemEnrollmentCodeResponse]
 }
 
 // PrepareTransaction calls paygate.bank.v1.BankService.PrepareTransaction.
@@ -248,6 +267,11 @@ func (c *bankServiceClient) GetTransaction(ctx context.Context, req *connect.Req
 	return c.getTransaction.CallUnary(ctx, req)
 }
 
+// RedeemEnrollmentCode calls paygate.bank.v1.BankService.RedeemEnrollmentCode.
+func (c *bankServiceClient) RedeemEnrollmentCode(ctx context.Context, req *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error) {
+	return c.redeemEnrollmentCode.CallUnary(ctx, req)
+}
+
 // BankServiceHandler is an implementation of the paygate.bank.v1.BankService service.
 type BankServiceHandler interface {
 	// PrepareTransaction is phase one. The bank checks each leg and, if all can be applied, durably
@@ -286,6 +310,15 @@ type BankServiceHandler interface {
 	ListAccounts(context.Context, *connect.Request[v1.ListAccountsRequest]) (*connect.Response[v1.ListAccountsResponse], error)
 	// GetTransaction returns the bank's record of one transaction.
 	GetTransaction(context.Context, *connect.Request[v1.GetTransactionRequest]) (*connect.Response[v1.GetTransactionResponse], error)
+	// RedeemEnrollmentCode checks a one-time enrollment code that the bank issued for an account
+	// (`paygate bank enroll`) and that reached the account's holder out of band, and binds it to the
+	// username registering with it. The bank stores only a hash of the code; a code is refused once
+	// it has expired, after too many wrong attempts, or when it is already bound to another
+	// username. Redeeming it again for the same username answers as the first time did, so that a
+	// registration interrupted after this call can be retried with the same code. Every refusal is
+	// PERMISSION_DENIED with reason "enrollment_refused", whatever its cause, so that the answer does
+	// not tell an unknown account from a wrong code.
+	RedeemEnrollmentCode(context.Context, *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error)
 }
 
 // NewBankServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -359,6 +392,12 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	bankServiceRedeemEnrollmentCodeHandler := connect.NewUnaryHandler(
+		BankServiceRedeemEnrollmentCodeProcedure,
+		svc.RedeemEnrollmentCode,
+		connect.WithSchema(bankServiceMethods.ByName("RedeemEnrollmentCode")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paygate.bank.v1.BankService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BankServicePrepareTransactionProcedure:
@@ -381,6 +420,8 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 			bankServiceListAccountsHandler.ServeHTTP(w, r)
 		case BankServiceGetTransactionProcedure:
 			bankServiceGetTransactionHandler.ServeHTTP(w, r)
+		case BankServiceRedeemEnrollmentCodeProcedure:
+			bankServiceRedeemEnrollmentCodeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -428,4 +469,8 @@ func (UnimplementedBankServiceHandler) ListAccounts(context.Context, *connect.Re
 
 func (UnimplementedBankServiceHandler) GetTransaction(context.Context, *connect.Request[v1.GetTransactionRequest]) (*connect.Response[v1.GetTransactionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.GetTransaction is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) RedeemEnrollmentCode(context.Context, *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.RedeemEnrollmentCode is not implemented"))
 }

@@ -78,8 +78,11 @@ type AuthServiceClient interface {
 	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
 	// Logout revokes the token the call carries.
 	Logout(context.Context, *connect.Request[v1.LogoutRequest]) (*connect.Response[v1.LogoutResponse], error)
-	// Register creates a user and links bank accounts whose holder, as the bank reports it, is the
-	// new username.
+	// Register creates a user and links bank accounts to it. Each account needs the one-time
+	// enrollment code its bank issued for it and sent to the holder; the bank checks the code. A
+	// refused account (unknown, linked already, or a wrong, used or expired code) is refused with
+	// PERMISSION_DENIED and reason "enrollment_refused", whatever the cause, and nothing is created.
+	// Refusals are throttled per address and per account.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
 }
 
@@ -144,8 +147,11 @@ type AuthServiceHandler interface {
 	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
 	// Logout revokes the token the call carries.
 	Logout(context.Context, *connect.Request[v1.LogoutRequest]) (*connect.Response[v1.LogoutResponse], error)
-	// Register creates a user and links bank accounts whose holder, as the bank reports it, is the
-	// new username.
+	// Register creates a user and links bank accounts to it. Each account needs the one-time
+	// enrollment code its bank issued for it and sent to the holder; the bank checks the code. A
+	// refused account (unknown, linked already, or a wrong, used or expired code) is refused with
+	// PERMISSION_DENIED and reason "enrollment_refused", whatever the cause, and nothing is created.
+	// Refusals are throttled per address and per account.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
 }
 
@@ -449,8 +455,11 @@ func (UnimplementedBalanceServiceHandler) FetchBalance(context.Context, *connect
 
 // CoordinatorServiceClient is a client for the paygate.gateway.v1.CoordinatorService service.
 type CoordinatorServiceClient interface {
-	// GetDecision returns the coordinator's decision for a transaction. A transaction without a
-	// decision is aborted first (presumed abort), so the answer never changes afterwards.
+	// GetDecision returns the coordinator's decision for a transaction the calling bank takes part
+	// in, proven by the decision_proof the bank received with the prepare. A transaction without a
+	// decision is aborted first (presumed abort), so the answer never changes afterwards. A bank
+	// asking about a transaction it cannot prove it was sent is refused with PERMISSION_DENIED
+	// (reason "not_a_participant") and nothing is recorded.
 	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 }
 
@@ -487,8 +496,11 @@ func (c *coordinatorServiceClient) GetDecision(ctx context.Context, req *connect
 // CoordinatorServiceHandler is an implementation of the paygate.gateway.v1.CoordinatorService
 // service.
 type CoordinatorServiceHandler interface {
-	// GetDecision returns the coordinator's decision for a transaction. A transaction without a
-	// decision is aborted first (presumed abort), so the answer never changes afterwards.
+	// GetDecision returns the coordinator's decision for a transaction the calling bank takes part
+	// in, proven by the decision_proof the bank received with the prepare. A transaction without a
+	// decision is aborted first (presumed abort), so the answer never changes afterwards. A bank
+	// asking about a transaction it cannot prove it was sent is refused with PERMISSION_DENIED
+	// (reason "not_a_participant") and nothing is recorded.
 	GetDecision(context.Context, *connect.Request[v1.GetDecisionRequest]) (*connect.Response[v1.GetDecisionResponse], error)
 }
 

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paygate/bank/v1/bank.proto.
  */
 export const file_paygate_bank_v1_bank: GenFile = /*@__PURE__*/
-  fileDesc("ChpwYXlnYXRlL2JhbmsvdjEvYmFuay5wcm90bxIPcGF5Z2F0ZS5iYW5rLnYxIqABCgNMZWcSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEjwKCWRpcmVjdGlvbhgCIAEoDjIdLnBheWdhdGUuYmFuay52MS5MZWdEaXJlY3Rpb25CCrpIB4IBBBABIAASFwoGYW1vdW50GAMgASgDQge6SAQiAiAAEiMKCGN1cnJlbmN5GAQgASgJQhG6SA5yDDIKXltBLVpdezN9JCKkAQoZUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEi4KBGxlZ3MYAiADKAsyFC5wYXlnYXRlLmJhbmsudjEuTGVnQgq6SAeSAQQIARACEjQKCGRlYWRsaW5lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBIn8KGlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEiMKBHZvdGUYASABKA4yFS5wYXlnYXRlLmJhbmsudjEuVm90ZRIrCgZyZWFzb24YAiABKA4yGy5wYXlnYXRlLmJhbmsudjEuVm90ZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIj0KGENvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIk0KGUNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USMAoFc3RhdGUYASABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZSI8ChdBYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIkwKGEFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlIoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMiQgoXRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QSJwoLYWNjb3VudF9pZHMYASADKAlCErpID5IBDAgBEGQiBnIEEAEYQCJNChhGZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2USMQoIYmFsYW5jZXMYASADKAsyHy5wYXlnYXRlLmJhbmsudjEuQWNjb3VudEJhbGFuY2UiMgoRR2V0QWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIoEBCgdBY2NvdW50EhIKCmFjY291bnRfaWQYASABKAkSDgoGaG9sZGVyGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEg4KBmNsb3NlZBgEIAEoCBIwCgdiYWxhbmNlGAUgASgLMh8ucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnRCYWxhbmNlIj8KEkdldEFjY291bnRSZXNwb25zZRIpCgdhY2NvdW50GAEgASgLMhgucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnQiUgoTTGlzdEFjY291bnRzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAEiWwoUTGlzdEFjY291bnRzUmVzcG9uc2USKgoIYWNjb3VudHMYASADKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoVR2V0VHJhbnNhY3Rpb25SZXF1ZXN0EiEKDnRyYW5zYWN0aW9uX2lkGAEgASgJQgm6SAZyBBABGEAi1gEKC1RyYW5zYWN0aW9uEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEjAKBXN0YXRlGAIgASgOMiEucGF5Z2F0ZS5iYW5rLnYxLlRyYW5zYWN0aW9uU3RhdGUSIgoEbGVncxgDIAMoCzIULnBheWdhdGUuYmFuay52MS5MZWcSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKBnJlYXNvbhgFIAEoDjIbLnBheWdhdGUuYmFuay52MS5Wb3RlUmVhc29uIksKFkdldFRyYW5zYWN0aW9uUmVzcG9uc2USMQoLdHJhbnNhY3Rpb24YASABKAsyHC5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb24iYAoTQmF0Y2hQcmVwYXJlUmVxdWVzdBJJCghwcmVwYXJlcxgBIAMoCzIqLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXF1ZXN0Qgu6SAiSAQUIARDoByI6CglJdGVtRXJyb3ISDAoEY29kZRgBIAEoCRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJ+ChJCYXRjaFByZXBhcmVSZXN1bHQSPQoIcmVzcG9uc2UYASABKAsyKy5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVzcG9uc2USKQoFZXJyb3IYAiABKAsyGi5wYXlnYXRlLmJhbmsudjEuSXRlbUVycm9yIkwKFEJhdGNoUHJlcGFyZVJlc3BvbnNlEjQKB3Jlc3VsdHMYASADKAsyIy5wYXlnYXRlLmJhbmsudjEuQmF0Y2hQcmVwYXJlUmVzdWx0ImYKCkNvbXBsZXRpb24SIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBI1CgdvdXRjb21lGAIgASgOMhgucGF5Z2F0ZS5iYW5rLnYxLk91dGNvbWVCCrpIB4IBBBABIAAiVQoUQmF0Y2hDb21wbGV0ZVJlcXVlc3QSPQoLY29tcGxldGlvbnMYASADKAsyGy5wYXlnYXRlLmJhbmsudjEuQ29tcGxldGlvbkILukgIkgEFCAEQ6AcicgoTQmF0Y2hDb21wbGV0ZVJlc3VsdBIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlEikKBWVycm9yGAIgASgLMhoucGF5Z2F0ZS5iYW5rLnYxLkl0ZW1FcnJvciJOChVCYXRjaENvbXBsZXRlUmVzcG9uc2USNQoHcmVzdWx0cxgBIAMoCzIkLnBheWdhdGUuYmFuay52MS5CYXRjaENvbXBsZXRlUmVzdWx0IpACCgxCYXRjaFJlcXVlc3QSOwoLY29tcGxldGlvbnMYASADKAsyGy5wYXlnYXRlLmJhbmsudjEuQ29tcGxldGlvbkIJukgGkgEDEOgHEkcKCHByZXBhcmVzGAIgAygLMioucGF5Z2F0ZS5iYW5rLnYxLlByZXBhcmVUcmFuc2FjdGlvblJlcXVlc3RCCbpIBpIBAxDoBzp6ukh3GnUKD2JhdGNoLm5vdF9lbXB0eRIwYSBiYXRjaCBuZWVkcyBhdCBsZWFzdCBvbmUgY29tcGxldGlvbiBvciBwcmVwYXJlGjBzaXplKHRoaXMuY29tcGxldGlvbnMpICsgc2l6ZSh0aGlzLnByZXBhcmVzKSA+IDAigQEKDUJhdGNoUmVzcG9uc2USOQoLY29tcGxldGlvbnMYASADKAsyJC5wYXlnYXRlLmJhbmsudjEuQmF0Y2hDb21wbGV0ZVJlc3VsdBI1CghwcmVwYXJlcxgCIAMoCzIjLnBheWdhdGUuYmFuay52MS5CYXRjaFByZXBhcmVSZXN1bHQqYAoMTGVnRGlyZWN0aW9uEh0KGUxFR19ESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIXChNMRUdfRElSRUNUSU9OX0RFQklUEAESGAoUTEVHX0RJUkVDVElPTl9DUkVESVQQAio3CgRWb3RlEhQKEFZPVEVfVU5TUEVDSUZJRUQQABIMCghWT1RFX1lFUxABEgsKB1ZPVEVfTk8QAiqxAgoKVm90ZVJlYXNvbhIbChdWT1RFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiIKHlZPVEVfUkVBU09OX0lOU1VGRklDSUVOVF9GVU5EUxABEh8KG1ZPVEVfUkVBU09OX1VOS05PV05fQUNDT1VOVBACEiEKHVZPVEVfUkVBU09OX0NVUlJFTkNZX01JU01BVENIEAMSHgoaVk9URV9SRUFTT05fQUNDT1VOVF9DTE9TRUQQBBIhCh1WT1RFX1JFQVNPTl9ERUFETElORV9FWENFRURFRBAFEh8KG1ZPVEVfUkVBU09OX0FMUkVBRFlfQUJPUlRFRBAGEhgKFFZPVEVfUkVBU09OX0NPTkZMSUNUEAcSIAocVk9URV9SRUFTT05fQkFMQU5DRV9PVkVSRkxPVxAIKpUBChBUcmFuc2FjdGlvblN0YXRlEiEKHVRSQU5TQUNUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaVFJBTlNBQ1RJT05fU1RBVEVfUFJFUEFSRUQQARIfChtUUkFOU0FDVElPTl9TVEFURV9DT01NSVRURUQQAhIdChlUUkFOU0FDVElPTl9TVEFURV9BQk9SVEVEEAMqSQoHT3V0Y29tZRIXChNPVVRDT01FX1VOU1BFQ0lGSUVEEAASEgoOT1VUQ09NRV9DT01NSVQQARIRCg1PVVRDT01FX0FCT1JUEAIy6gcKC0JhbmtTZXJ2aWNlEm0KElByZXBhcmVUcmFuc2FjdGlvbhIqLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXF1ZXN0GisucGF5Z2F0ZS5iYW5rLnYxLlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEmoKEUNvbW1pdFRyYW5zYWN0aW9uEikucGF5Z2F0ZS5iYW5rLnYxLkNvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBoqLnBheWdhdGUuYmFuay52MS5Db21taXRUcmFuc2FjdGlvblJlc3BvbnNlEmcKEEFib3J0VHJhbnNhY3Rpb24SKC5wYXlnYXRlLmJhbmsudjEuQWJvcnRUcmFuc2FjdGlvblJlcXVlc3QaKS5wYXlnYXRlLmJhbmsudjEuQWJvcnRUcmFuc2FjdGlvblJlc3BvbnNlElsKDEJhdGNoUHJlcGFyZRIkLnBheWdhdGUuYmFuay52MS5CYXRjaFByZXBhcmVSZXF1ZXN0GiUucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoUHJlcGFyZVJlc3BvbnNlEl4KDUJhdGNoQ29tcGxldGUSJS5wYXlnYXRlLmJhbmsudjEuQmF0Y2hDb21wbGV0ZVJlcXVlc3QaJi5wYXlnYXRlLmJhbmsudjEuQmF0Y2hDb21wbGV0ZVJlc3BvbnNlEkYKBUJhdGNoEh0ucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoUmVxdWVzdBoeLnBheWdhdGUuYmFuay52MS5CYXRjaFJlc3BvbnNlEmwKEEZldGNoQmFua0JhbGFuY2USKC5wYXlnYXRlLmJhbmsudjEuRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QaKS5wYXlnYXRlLmJhbmsudjEuRmV0Y2hCYW5rQmFsYW5jZVJlc3BvbnNlIgOQAgESWgoKR2V0QWNjb3VudBIiLnBheWdhdGUuYmFuay52MS5HZXRBY2NvdW50UmVxdWVzdBojLnBheWdhdGUuYmFuay52MS5HZXRBY2NvdW50UmVzcG9uc2UiA5ACARJgCgxMaXN0QWNjb3VudHMSJC5wYXlnYXRlLmJhbmsudjEuTGlzdEFjY291bnRzUmVxdWVzdBolLnBheWdhdGUuYmFuay52MS5MaXN0QWNjb3VudHNSZXNwb25zZSIDkAIBEmYKDkdldFRyYW5zYWN0aW9uEiYucGF5Z2F0ZS5iYW5rLnYxLkdldFRyYW5zYWN0aW9uUmVxdWVzdBonLnBheWdhdGUuYmFuay52MS5HZXRUcmFuc2FjdGlvblJlc3BvbnNlIgOQAgFCtQEKE2NvbS5wYXlnYXRlLmJhbmsudjFCCUJhbmtQcm90b1ABWjVnaXRodWIuY29tL3BheWdhdGUvcGF5Z2F0ZS9nZW4vcGF5Z2F0ZS9iYW5rL3YxO2Jhbmt2MaICA1BCWKoCD1BheWdhdGUuQmFuay5WMcoCD1BheWdhdGVcQmFua1xWMeICG1BheWdhdGVcQmFua1xWMVxHUEJNZXRhZGF0YeoCEVBheWdhdGU6OkJhbms6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChpwYXlnYXRlL2JhbmsvdjEvYmFuay5wcm90bxIPcGF5Z2F0ZS5iYW5rLnYxIqABCgNMZWcSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEjwKCWRpcmVjdGlvbhgCIAEoDjIdLnBheWdhdGUuYmFuay52MS5MZWdEaXJlY3Rpb25CCrpIB4IBBBABIAASFwoGYW1vdW50GAMgASgDQge6SAQiAiAAEiMKCGN1cnJlbmN5GAQgASgJQhG6SA5yDDIKXltBLVpdezN9JCLFAQoZUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEi4KBGxlZ3MYAiADKAsyFC5wYXlnYXRlLmJhbmsudjEuTGVnQgq6SAeSAQQIARACEjQKCGRlYWRsaW5lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEh8KDmRlY2lzaW9uX3Byb29mGAQgASgMQge6SAR6AhhAIn8KGlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEiMKBHZvdGUYASABKA4yFS5wYXlnYXRlLmJhbmsudjEuVm90ZRIrCgZyZWFzb24YAiABKA4yGy5wYXlnYXRlLmJhbmsudjEuVm90ZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIj0KGENvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIk0KGUNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USMAoFc3RhdGUYASABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZSI8ChdBYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIkwKGEFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlIoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMiQgoXRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QSJwoLYWNjb3VudF9pZHMYASADKAlCErpID5IBDAgBEGQiBnIEEAEYQCJNChhGZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2USMQoIYmFsYW5jZXMYASADKAsyHy5wYXlnYXRlLmJhbmsudjEuQWNjb3VudEJhbGFuY2UiMgoRR2V0QWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIoEBCgdBY2NvdW50EhIKCmFjY291bnRfaWQYASABKAkSDgoGaG9sZGVyGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEg4KBmNsb3NlZBgEIAEoCBIwCgdiYWxhbmNlGAUgASgLMh8ucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnRCYWxhbmNlIj8KEkdldEFjY291bnRSZXNwb25zZRIpCgdhY2NvdW50GAEgASgLMhgucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnQicgobUmVkZWVtRW5yb2xsbWVudENvZGVSZXF1ZXN0Eh0KCmFjY291bnRfaWQYASABKAlCCbpIBnIEEAEYQBIXCgRjb2RlGAIgASgJQgm6SAZyBBABGEASGwoIdXNlcm5hbWUYAyABKAlCCbpIBnIEEAEYQCJJChxSZWRlZW1FbnJvbGxtZW50Q29kZVJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudCJSChNMaXN0QWNjb3VudHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAASJbChRMaXN0QWNjb3VudHNSZXNwb25zZRIqCghhY2NvdW50cxgBIAMoCzIYLnBheWdhdGUuYmFuay52MS5BY2NvdW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChVHZXRUcmFuc2FjdGlvblJlcXVlc3QSIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQCLWAQoLVHJhbnNhY3Rpb24SFgoOdHJhbnNhY3Rpb25faWQYASABKAkSMAoFc3RhdGUYAiABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZRIiCgRsZWdzGAMgAygLMhQucGF5Z2F0ZS5iYW5rLnYxLkxlZxIsCghkZWFkbGluZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoGcmVhc29uGAUgASgOMhsucGF5Z2F0ZS5iYW5rLnYxLlZvdGVSZWFzb24iSwoWR2V0VHJhbnNhY3Rpb25SZXNwb25zZRIxCgt0cmFuc2FjdGlvbhgBIAEoCzIcLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvbiJgChNCYXRjaFByZXBhcmVSZXF1ZXN0EkkKCHByZXBhcmVzGAEgAygLMioucGF5Z2F0ZS5iYW5rLnYxLlByZXBhcmVUcmFuc2FjdGlvblJlcXVlc3RCC7pICJIBBQgBEOgHIjoKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIn4KEkJhdGNoUHJlcGFyZVJlc3VsdBI9CghyZXNwb25zZRgBIAEoCzIrLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXNwb25zZRIpCgVlcnJvchgCIAEoCzIaLnBheWdhdGUuYmFuay52MS5JdGVtRXJyb3IiTAoUQmF0Y2hQcmVwYXJlUmVzcG9uc2USNAoHcmVzdWx0cxgBIAMoCzIjLnBheWdhdGUuYmFuay52MS5CYXRjaFByZXBhcmVSZXN1bHQiZgoKQ29tcGxldGlvbhIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEjUKB291dGNvbWUYAiABKA4yGC5wYXlnYXRlLmJhbmsudjEuT3V0Y29tZUIKukgHggEEEAEgACJVChRCYXRjaENvbXBsZXRlUmVxdWVzdBI9Cgtjb21wbGV0aW9ucxgBIAMoCzIbLnBheWdhdGUuYmFuay52MS5Db21wbGV0aW9uQgu6SAiSAQUIARDoByJyChNCYXRjaENvbXBsZXRlUmVzdWx0EjAKBXN0YXRlGAEgASgOMiEucGF5Z2F0ZS5iYW5rLnYxLlRyYW5zYWN0aW9uU3RhdGUSKQoFZXJyb3IYAiABKAsyGi5wYXlnYXRlLmJhbmsudjEuSXRlbUVycm9yIk4KFUJhdGNoQ29tcGxldGVSZXNwb25zZRI1CgdyZXN1bHRzGAEgAygLMiQucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoQ29tcGxldGVSZXN1bHQikAIKDEJhdGNoUmVxdWVzdBI7Cgtjb21wbGV0aW9ucxgBIAMoCzIbLnBheWdhdGUuYmFuay52MS5Db21wbGV0aW9uQgm6SAaSAQMQ6AcSRwoIcHJlcGFyZXMYAiADKAsyKi5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdEIJukgGkgEDEOgHOnq6SHcadQoPYmF0Y2gubm90X2VtcHR5EjBhIGJhdGNoIG5lZWRzIGF0IGxlYXN0IG9uZSBjb21wbGV0aW9uIG9yIHByZXBhcmUaMHNpemUodGhpcy5jb21wbGV0aW9ucykgKyBzaXplKHRoaXMucHJlcGFyZXMpID4gMCKBAQoNQmF0Y2hSZXNwb25zZRI5Cgtjb21wbGV0aW9ucxgBIAMoCzIkLnBheWdhdGUuYmFuay52MS5CYXRjaENvbXBsZXRlUmVzdWx0EjUKCHByZXBhcmVzGAIgAygLMiMucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoUHJlcGFyZVJlc3VsdCpgCgxMZWdEaXJlY3Rpb24SHQoZTEVHX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEhcKE0xFR19ESVJFQ1RJT05fREVCSVQQARIYChRMRUdfRElSRUNUSU9OX0NSRURJVBACKjcKBFZvdGUSFAoQVk9URV9VTlNQRUNJRklFRBAAEgwKCFZPVEVfWUVTEAESCwoHVk9URV9OTxACKrECCgpWb3RlUmVhc29uEhsKF1ZPVEVfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeVk9URV9SRUFTT05fSU5TVUZGSUNJRU5UX0ZVTkRTEAESHwobVk9URV9SRUFTT05fVU5LTk9XTl9BQ0NPVU5UEAISIQodVk9URV9SRUFTT05fQ1VSUkVOQ1lfTUlTTUFUQ0gQAxIeChpWT1RFX1JFQVNPTl9BQ0NPVU5UX0NMT1NFRBAEEiEKHVZPVEVfUkVBU09OX0RFQURMSU5FX0VYQ0VFREVEEAUSHwobVk9URV9SRUFTT05fQUxSRUFEWV9BQk9SVEVEEAYSGAoUVk9URV9SRUFTT05fQ09ORkxJQ1QQBxIgChxWT1RFX1JFQVNPTl9CQUxBTkNFX09WRVJGTE9XEAgqlQEKEFRyYW5zYWN0aW9uU3RhdGUSIQodVFJBTlNBQ1RJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIeChpUUkFOU0FDVElPTl9TVEFURV9QUkVQQVJFRBABEh8KG1RSQU5TQUNUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh0KGVRSQU5TQUNUSU9OX1NUQVRFX0FCT1JURUQQAypJCgdPdXRjb21lEhcKE09VVENPTUVfVU5TUEVDSUZJRUQQABISCg5PVVRDT01FX0NPTU1JVBABEhEKDU9VVENPTUVfQUJPUlQQAjLfCAoLQmFua1NlcnZpY2USbQoSUHJlcGFyZVRyYW5zYWN0aW9uEioucGF5Z2F0ZS5iYW5rLnYxLlByZXBhcmVUcmFuc2FjdGlvblJlcXVlc3QaKy5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVzcG9uc2USagoRQ29tbWl0VHJhbnNhY3Rpb24SKS5wYXlnYXRlLmJhbmsudjEuQ29tbWl0VHJhbnNhY3Rpb25SZXF1ZXN0GioucGF5Z2F0ZS5iYW5rLnYxLkNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USZwoQQWJvcnRUcmFuc2FjdGlvbhIoLnBheWdhdGUuYmFuay52MS5BYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBopLnBheWdhdGUuYmFuay52MS5BYm9ydFRyYW5zYWN0aW9uUmVzcG9uc2USWwoMQmF0Y2hQcmVwYXJlEiQucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoUHJlcGFyZVJlcXVlc3QaJS5wYXlnYXRlLmJhbmsudjEuQmF0Y2hQcmVwYXJlUmVzcG9uc2USXgoNQmF0Y2hDb21wbGV0ZRIlLnBheWdhdGUuYmFuay52MS5CYXRjaENvbXBsZXRlUmVxdWVzdBomLnBheWdhdGUuYmFuay52MS5CYXRjaENvbXBsZXRlUmVzcG9uc2USRgoFQmF0Y2gSHS5wYXlnYXRlLmJhbmsudjEuQmF0Y2hSZXF1ZXN0Gh4ucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoUmVzcG9uc2USbAoQRmV0Y2hCYW5rQmFsYW5jZRIoLnBheWdhdGUuYmFuay52MS5GZXRjaEJhbmtCYWxhbmNlUmVxdWVzdBopLnBheWdhdGUuYmFuay52MS5GZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2UiA5ACARJaCgpHZXRBY2NvdW50EiIucGF5Z2F0ZS5iYW5rLnYxLkdldEFjY291bnRSZXF1ZXN0GiMucGF5Z2F0ZS5iYW5rLnYxLkdldEFjY291bnRSZXNwb25zZSIDkAIBEmAKDExpc3RBY2NvdW50cxIkLnBheWdhdGUuYmFuay52MS5MaXN0QWNjb3VudHNSZXF1ZXN0GiUucGF5Z2F0ZS5iYW5rLnYxLkxpc3RBY2NvdW50c1Jlc3BvbnNlIgOQAgESZgoOR2V0VHJhbnNhY3Rpb24SJi5wYXlnYXRlLmJhbmsudjEuR2V0VHJhbnNhY3Rpb25SZXF1ZXN0GicucGF5Z2F0ZS5iYW5rLnYxLkdldFRyYW5zYWN0aW9uUmVzcG9uc2UiA5ACARJzChRSZWRlZW1FbnJvbGxtZW50Q29kZRIsLnBheWdhdGUuYmFuay52MS5SZWRlZW1FbnJvbGxtZW50Q29kZVJlcXVlc3QaLS5wYXlnYXRlLmJhbmsudjEuUmVkZWVtRW5yb2xsbWVudENvZGVSZXNwb25zZUK1AQoTY29tLnBheWdhdGUuYmFuay52MUIJQmFua1Byb3RvUAFaNWdpdGh1Yi5jb20vcGF5Z2F0ZS9wYXlnYXRlL2dlbi9wYXlnYXRlL2JhbmsvdjE7YmFua3YxogIDUEJYqgIPUGF5Z2F0ZS5CYW5rLlYxygIPUGF5Z2F0ZVxCYW5rXFYx4gIbUGF5Z2F0ZVxCYW5rXFYxXEdQQk1ldGFkYXRh6gIRUGF5Z2F0ZTo6QmFuazo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Leg is one account's part in a transaction.
@@ -79,6 +79,16 @@ export type PrepareTransactionRequest = Message<"paygate.bank.v1.PrepareTransact
    * @generated from field: google.protobuf.Timestamp deadline = 3;
    */
   deadline?: Timestamp | undefined;
+
+  /**
+   * The coordinator's proof that it sent this transaction to this bank (an HMAC it keys and
+   * binds to transaction_id and the bank's name). The bank stores it with the transaction and
+   * presents it in GetDecision; the coordinator answers a bank only about transactions it can
+   * prove it sent that bank.
+   *
+   * @generated from field: bytes decision_proof = 4;
+   */
+  decisionProof: Uint8Array;
 };
 
 /**
@@ -349,6 +359,54 @@ export const GetAccountResponseSchema: GenMessage<GetAccountResponse> = /*@__PUR
   messageDesc(file_paygate_bank_v1_bank, 12);
 
 /**
+ * @generated from message paygate.bank.v1.RedeemEnrollmentCodeRequest
+ */
+export type RedeemEnrollmentCodeRequest = Message<"paygate.bank.v1.RedeemEnrollmentCodeRequest"> & {
+  /**
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The code as the holder received it; case, spaces and hyphens do not matter.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * The username the account is being linked to.
+   *
+   * @generated from field: string username = 3;
+   */
+  username: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.RedeemEnrollmentCodeRequest.
+ * Use `create(RedeemEnrollmentCodeRequestSchema)` to create a new message.
+ */
+export const RedeemEnrollmentCodeRequestSchema: GenMessage<RedeemEnrollmentCodeRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 13);
+
+/**
+ * @generated from message paygate.bank.v1.RedeemEnrollmentCodeResponse
+ */
+export type RedeemEnrollmentCodeResponse = Message<"paygate.bank.v1.RedeemEnrollmentCodeResponse"> & {
+  /**
+   * @generated from field: paygate.bank.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message paygate.bank.v1.RedeemEnrollmentCodeResponse.
+ * Use `create(RedeemEnrollmentCodeResponseSchema)` to create a new message.
+ */
+export const RedeemEnrollmentCodeResponseSchema: GenMessage<RedeemEnrollmentCodeResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 14);
+
+/**
  * @generated from message paygate.bank.v1.ListAccountsRequest
  */
 export type ListAccountsRequest = Message<"paygate.bank.v1.ListAccountsRequest"> & {
@@ -372,7 +430,7 @@ export type ListAccountsRequest = Message<"paygate.bank.v1.ListAccountsRequest">
  * Use `create(ListAccountsRequestSchema)` to create a new message.
  */
 export const ListAccountsRequestSchema: GenMessage<ListAccountsRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 13);
+  messageDesc(file_paygate_bank_v1_bank, 15);
 
 /**
  * @generated from message paygate.bank.v1.ListAccountsResponse
@@ -396,7 +454,7 @@ export type ListAccountsResponse = Message<"paygate.bank.v1.ListAccountsResponse
  * Use `create(ListAccountsResponseSchema)` to create a new message.
  */
 export const ListAccountsResponseSchema: GenMessage<ListAccountsResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 14);
+  messageDesc(file_paygate_bank_v1_bank, 16);
 
 /**
  * @generated from message paygate.bank.v1.GetTransactionRequest
@@ -413,7 +471,7 @@ export type GetTransactionRequest = Message<"paygate.bank.v1.GetTransactionReque
  * Use `create(GetTransactionRequestSchema)` to create a new message.
  */
 export const GetTransactionRequestSchema: GenMessage<GetTransactionRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 15);
+  messageDesc(file_paygate_bank_v1_bank, 17);
 
 /**
  * Transaction is a bank's record of one transaction.
@@ -454,7 +512,7 @@ export type Transaction = Message<"paygate.bank.v1.Transaction"> & {
  * Use `create(TransactionSchema)` to create a new message.
  */
 export const TransactionSchema: GenMessage<Transaction> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 16);
+  messageDesc(file_paygate_bank_v1_bank, 18);
 
 /**
  * @generated from message paygate.bank.v1.GetTransactionResponse
@@ -471,7 +529,7 @@ export type GetTransactionResponse = Message<"paygate.bank.v1.GetTransactionResp
  * Use `create(GetTransactionResponseSchema)` to create a new message.
  */
 export const GetTransactionResponseSchema: GenMessage<GetTransactionResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 17);
+  messageDesc(file_paygate_bank_v1_bank, 19);
 
 /**
  * @generated from message paygate.bank.v1.BatchPrepareRequest
@@ -488,7 +546,7 @@ export type BatchPrepareRequest = Message<"paygate.bank.v1.BatchPrepareRequest">
  * Use `create(BatchPrepareRequestSchema)` to create a new message.
  */
 export const BatchPrepareRequestSchema: GenMessage<BatchPrepareRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 18);
+  messageDesc(file_paygate_bank_v1_bank, 20);
 
 /**
  * ItemError is the error of one item of a batch, as the single call would have returned it.
@@ -521,7 +579,7 @@ export type ItemError = Message<"paygate.bank.v1.ItemError"> & {
  * Use `create(ItemErrorSchema)` to create a new message.
  */
 export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 19);
+  messageDesc(file_paygate_bank_v1_bank, 21);
 
 /**
  * @generated from message paygate.bank.v1.BatchPrepareResult
@@ -547,7 +605,7 @@ export type BatchPrepareResult = Message<"paygate.bank.v1.BatchPrepareResult"> &
  * Use `create(BatchPrepareResultSchema)` to create a new message.
  */
 export const BatchPrepareResultSchema: GenMessage<BatchPrepareResult> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 20);
+  messageDesc(file_paygate_bank_v1_bank, 22);
 
 /**
  * @generated from message paygate.bank.v1.BatchPrepareResponse
@@ -564,7 +622,7 @@ export type BatchPrepareResponse = Message<"paygate.bank.v1.BatchPrepareResponse
  * Use `create(BatchPrepareResponseSchema)` to create a new message.
  */
 export const BatchPrepareResponseSchema: GenMessage<BatchPrepareResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 21);
+  messageDesc(file_paygate_bank_v1_bank, 23);
 
 /**
  * @generated from message paygate.bank.v1.Completion
@@ -586,7 +644,7 @@ export type Completion = Message<"paygate.bank.v1.Completion"> & {
  * Use `create(CompletionSchema)` to create a new message.
  */
 export const CompletionSchema: GenMessage<Completion> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 22);
+  messageDesc(file_paygate_bank_v1_bank, 24);
 
 /**
  * @generated from message paygate.bank.v1.BatchCompleteRequest
@@ -603,7 +661,7 @@ export type BatchCompleteRequest = Message<"paygate.bank.v1.BatchCompleteRequest
  * Use `create(BatchCompleteRequestSchema)` to create a new message.
  */
 export const BatchCompleteRequestSchema: GenMessage<BatchCompleteRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 23);
+  messageDesc(file_paygate_bank_v1_bank, 25);
 
 /**
  * @generated from message paygate.bank.v1.BatchCompleteResult
@@ -627,7 +685,7 @@ export type BatchCompleteResult = Message<"paygate.bank.v1.BatchCompleteResult">
  * Use `create(BatchCompleteResultSchema)` to create a new message.
  */
 export const BatchCompleteResultSchema: GenMessage<BatchCompleteResult> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 24);
+  messageDesc(file_paygate_bank_v1_bank, 26);
 
 /**
  * @generated from message paygate.bank.v1.BatchCompleteResponse
@@ -644,7 +702,7 @@ export type BatchCompleteResponse = Message<"paygate.bank.v1.BatchCompleteRespon
  * Use `create(BatchCompleteResponseSchema)` to create a new message.
  */
 export const BatchCompleteResponseSchema: GenMessage<BatchCompleteResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 25);
+  messageDesc(file_paygate_bank_v1_bank, 27);
 
 /**
  * @generated from message paygate.bank.v1.BatchRequest
@@ -666,7 +724,7 @@ export type BatchRequest = Message<"paygate.bank.v1.BatchRequest"> & {
  * Use `create(BatchRequestSchema)` to create a new message.
  */
 export const BatchRequestSchema: GenMessage<BatchRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 26);
+  messageDesc(file_paygate_bank_v1_bank, 28);
 
 /**
  * @generated from message paygate.bank.v1.BatchResponse
@@ -692,7 +750,7 @@ export type BatchResponse = Message<"paygate.bank.v1.BatchResponse"> & {
  * Use `create(BatchResponseSchema)` to create a new message.
  */
 export const BatchResponseSchema: GenMessage<BatchResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_bank_v1_bank, 27);
+  messageDesc(file_paygate_bank_v1_bank, 29);
 
 /**
  * LegDirection says whether a leg takes money from its account or brings money to it.
@@ -1020,6 +1078,23 @@ export const BankService: GenService<{
     methodKind: "unary";
     input: typeof GetTransactionRequestSchema;
     output: typeof GetTransactionResponseSchema;
+  },
+  /**
+   * RedeemEnrollmentCode checks a one-time enrollment code that the bank issued for an account
+   * (`paygate bank enroll`) and that reached the account's holder out of band, and binds it to the
+   * username registering with it. The bank stores only a hash of the code; a code is refused once
+   * it has expired, after too many wrong attempts, or when it is already bound to another
+   * username. Redeeming it again for the same username answers as the first time did, so that a
+   * registration interrupted after this call can be retried with the same code. Every refusal is
+   * PERMISSION_DENIED with reason "enrollment_refused", whatever its cause, so that the answer does
+   * not tell an unknown account from a wrong code.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.RedeemEnrollmentCode
+   */
+  redeemEnrollmentCode: {
+    methodKind: "unary";
+    input: typeof RedeemEnrollmentCodeRequestSchema;
+    output: typeof RedeemEnrollmentCodeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paygate_bank_v1_bank, 0);
