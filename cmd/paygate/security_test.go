@@ -361,7 +361,7 @@ func TestSecurityMatrix(t *testing.T) {
 		}},
 	}
 	m := &secMatrix{e: e, c: c, ctx: ctx, ourCA: ourCA, alice: alice, bob: bob, alicePay: alicePay}
-	for _, more := range []func(*testing.T, *secMatrix) []secCase{pinningCases, enrollmentCases, decisionCases, paymentIDCases, limitCases} {
+	for _, more := range []func(*testing.T, *secMatrix) []secCase{pinningCases, enrollmentCases, decisionCases, paymentIDCases, throttleCases, limitCases} {
 		cases = append(cases, more(t, m)...)
 	}
 	for _, tc := range cases {
