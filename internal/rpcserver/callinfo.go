@@ -32,11 +32,13 @@ func CallInfoFrom(ctx context.Context) *CallInfo {
 	return ci
 }
 
-// SetUser records the name of the authenticated user making the call.
+// SetUser records the name of the user making the call, clipped to a length fit for a log line
+// (the name may come from the request, before it is validated).
 func (c *CallInfo) SetUser(name string) {
 	if c == nil {
 		return
 	}
+	name = clip(name)
 	c.mu.Lock()
 	c.user = name
 	c.mu.Unlock()
@@ -52,13 +54,18 @@ func (c *CallInfo) User() string {
 	return c.user
 }
 
-// Add records attributes for the call's log line. Never add secrets.
+// Add records attributes for the call's log line, their strings clipped to a length fit for a
+// log line. Never add secrets.
 func (c *CallInfo) Add(attrs ...slog.Attr) {
 	if c == nil {
 		return
 	}
+	clipped := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		clipped[i] = clipAttr(a)
+	}
 	c.mu.Lock()
-	c.attrs = append(c.attrs, attrs...)
+	c.attrs = append(c.attrs, clipped...)
 	c.mu.Unlock()
 }
 

@@ -3,13 +3,12 @@ package rpcserver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -134,17 +133,17 @@ func (l *logInterceptor) emit(ctx context.Context, r callRecord) {
 	}
 
 	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs, slog.String("procedure", r.procedure), slog.String("peer", r.peer))
+	attrs = append(attrs, slog.String("procedure", clip(r.procedure)), slog.String("peer", clip(r.peer)))
 	if p, ok := identity.PeerFrom(ctx); ok {
 		if id := p.Identity.String(); id != "" {
-			attrs = append(attrs, slog.String("identity", id))
+			attrs = append(attrs, slog.String("identity", clip(id)))
 		} else {
-			attrs = append(attrs, slog.String("identity", "unknown"), slog.String("fingerprint", p.Fingerprint))
+			attrs = append(attrs, slog.String("identity", "unknown"), slog.String("fingerprint", clip(p.Fingerprint)))
 		}
 	}
-	user := r.info.User()
+	user := r.info.User() // clipped by SetUser
 	if g, ok := r.msg.(usernameGetter); ok && user == "" {
-		user = g.GetUsername()
+		user = clip(g.GetUsername())
 	}
 	if user != "" {
 		attrs = append(attrs, slog.String("user", user))
@@ -158,27 +157,68 @@ func (l *logInterceptor) emit(ctx context.Context, r callRecord) {
 	}
 	attrs = append(attrs, slog.String("code", code))
 	if r.err != nil {
-		attrs = append(attrs, slog.String("error", errorMessage(r.err)))
+		attrs = append(attrs, slog.String("error", clipTo(errorMessage(r.err), maxLoggedMessage)))
 	}
 	attrs = append(attrs, slog.Duration("duration", r.duration))
-	attrs = append(attrs, r.info.Attrs()...)
+	attrs = append(attrs, r.info.Attrs()...) // clipped by Add
 	l.log.LogAttrs(ctx, level, LogMessage, attrs...)
 }
 
-// appendMessageAttrs adds the loggable fields of a request message.
-// maxLoggedField bounds a request field copied into a log line. The line is written before
-// validation, so a field may be as long as the message size limit allows; valid ids and codes
-// are at most 64 bytes.
-const maxLoggedField = 64
+// Bounds of the strings copied into a log line. A request is logged before it is validated and
+// whatever the outcome, so any of its fields (and a username that names nobody) may be as long
+// as the message size limit allows; valid ids, usernames and codes are at most 64 bytes.
+const (
+	// maxLoggedField bounds identifiers: ids, usernames, peer and certificate names, and the
+	// keys and string values of attributes added by handlers.
+	maxLoggedField = 128
+	// maxLoggedMessage bounds error messages.
+	maxLoggedMessage = 512
+)
 
-// clip shortens s to maxLoggedField bytes, saying how long it was.
-func clip(s string) string {
-	if len(s) <= maxLoggedField {
+// clip shortens s to maxLoggedField bytes; see clipTo.
+func clip(s string) string { return clipTo(s, maxLoggedField) }
+
+// clipTo shortens s to at most n bytes, cut on a UTF-8 boundary, and says how many bytes were
+// cut: "abc…(+1048573 bytes)".
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return strings.ToValidUTF8(s[:maxLoggedField], "") + fmt.Sprintf("...(%d bytes)", len(s))
+	cut := n
+	for i := 0; i < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(s[cut]); i++ {
+		cut--
+	}
+	return s[:cut] + "…(+" + strconv.Itoa(len(s)-cut) + " bytes)"
 }
 
+// clipAttr clips the strings of a: its key and string values (as identifiers), recursively in
+// groups, and other values whose text is longer than a message (logged as their clipped text).
+func clipAttr(a slog.Attr) slog.Attr {
+	a.Key = clip(a.Key)
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(clip(v.String()))
+	case slog.KindGroup:
+		group := v.Group()
+		clipped := make([]slog.Attr, len(group))
+		for i, g := range group {
+			clipped[i] = clipAttr(g)
+		}
+		a.Value = slog.GroupValue(clipped...)
+	case slog.KindAny:
+		if s := v.String(); len(s) > maxLoggedMessage {
+			a.Value = slog.StringValue(clipTo(s, maxLoggedMessage))
+		} else {
+			a.Value = v
+		}
+	default:
+		a.Value = v
+	}
+	return a
+}
+
+// appendMessageAttrs adds the loggable fields of a request message, clipped.
 func appendMessageAttrs(attrs []slog.Attr, msg any) []slog.Attr {
 	if msg == nil {
 		return attrs
