@@ -2,14 +2,18 @@
 //
 // Every store is one file in WAL mode with synchronous=FULL: a transaction that has committed is
 // on stable storage, so a prepare record or a commit decision survives a crash of the process or
-// of the machine. Writes go through a single connection (SQLite allows one writer at a time, and
+// of the machine. The file is readable by its owner only (mode 0600, whatever the umask and the
+// directory's mode), and so are the -wal and -shm files, which SQLite creates with the main
+// file's mode. Writes go through a single connection (SQLite allows one writer at a time, and
 // queueing in Go is cheaper than retrying on SQLITE_BUSY); reads use a pool and run beside it.
 package sqlitedb
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -41,7 +45,9 @@ type Options struct {
 }
 
 // Open opens (creating if needed) the database file at path and applies migrations: each entry of
-// migrations is run once, in order, and PRAGMA user_version records how many have run.
+// migrations is run once, in order, and PRAGMA user_version records how many have run. A missing
+// directory is created with mode 0700; the file is created with mode 0600, and an existing one
+// (with its -wal and -shm files) is set to 0600.
 func Open(ctx context.Context, path string, migrations []string) (*DB, error) {
 	return OpenWith(ctx, path, migrations, Options{})
 }
@@ -49,6 +55,9 @@ func Open(ctx context.Context, path string, migrations []string) (*DB, error) {
 // OpenWith is Open with options.
 func OpenWith(ctx context.Context, path string, migrations []string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlitedb: %w", err)
+	}
+	if err := ownerOnly(path); err != nil {
 		return nil, fmt.Errorf("sqlitedb: %w", err)
 	}
 	dsn := func(extra string) string {
@@ -89,6 +98,32 @@ func OpenWith(ctx context.Context, path string, migrations []string, opts Option
 		close(db.writerDone)
 	}
 	return db, nil
+}
+
+// fileMode is the mode of a database file and of its -wal and -shm files.
+const fileMode os.FileMode = 0o600
+
+// ownerOnly makes the database file at path, creating it empty if it is missing, and its -wal
+// and -shm files if they exist, readable and writable by their owner only. SQLite creates the
+// -wal and -shm files with the mode of the main file, so they are 0600 from then on.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(fileMode) // an existing file keeps its mode through OpenFile
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Chmod(path+suffix, fileMode); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close stops the writer (updates not yet started fail with ErrClosed) and closes both pools.

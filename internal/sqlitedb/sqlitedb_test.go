@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -307,4 +309,99 @@ func BenchmarkUpdate(b *testing.B) {
 			})
 		})
 	}
+}
+
+// TestFileModes checks that a store is readable by its owner only whatever the umask and the
+// mode of its directory: a new file is created 0600 (and its -wal and -shm files follow it), an
+// existing world-readable one is tightened, and a missing directory is created 0700. It changes
+// the process's umask, so it does not run in parallel.
+func TestFileModes(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	ctx := context.Background()
+	migrations := []string{`CREATE TABLE t (k INTEGER PRIMARY KEY)`}
+	wantMode := func(t *testing.T, path string, want os.FileMode) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s has mode %v, want %v", filepath.Base(path), got, want)
+		}
+	}
+	write := func(t *testing.T, db *DB) {
+		t.Helper()
+		if err := db.Update(ctx, func(ctx context.Context, tx *Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO t DEFAULT VALUES`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("new file in a 0755 directory", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "x.db")
+		db, err := Open(ctx, path, migrations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		write(t, db)
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			wantMode(t, p, 0o600)
+		}
+	})
+
+	t.Run("existing world-readable files", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "x.db")
+		db, err := Open(ctx, path, migrations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, db)
+		db.Close()
+		// As an older paygate (or a copy with cp) would have left them.
+		if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, suffix := range []string{"-wal", "-shm"} {
+			if err := os.WriteFile(path+suffix, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path+suffix, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db, err = Open(ctx, path, migrations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		write(t, db)
+		var n int
+		if err := db.Read.QueryRowContext(ctx, `SELECT count(*) FROM t`).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("rows = %d, %v; want the 2 written", n, err)
+		}
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			wantMode(t, p, 0o600)
+		}
+	})
+
+	t.Run("missing directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "data")
+		path := filepath.Join(dir, "x.db")
+		db, err := Open(ctx, path, migrations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		wantMode(t, dir, 0o700)
+		wantMode(t, path, 0o600)
+	})
 }
