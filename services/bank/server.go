@@ -22,16 +22,17 @@ import (
 
 // Policy is who may call each procedure of a bank: the gateway role only.
 var Policy = rpcserver.Policy{
-	bankv1connect.BankServicePrepareTransactionProcedure: rpcserver.AccessGateway,
-	bankv1connect.BankServiceCommitTransactionProcedure:  rpcserver.AccessGateway,
-	bankv1connect.BankServiceAbortTransactionProcedure:   rpcserver.AccessGateway,
-	bankv1connect.BankServiceBatchPrepareProcedure:       rpcserver.AccessGateway,
-	bankv1connect.BankServiceBatchCompleteProcedure:      rpcserver.AccessGateway,
-	bankv1connect.BankServiceBatchProcedure:              rpcserver.AccessGateway,
-	bankv1connect.BankServiceFetchBankBalanceProcedure:   rpcserver.AccessGateway,
-	bankv1connect.BankServiceGetAccountProcedure:         rpcserver.AccessGateway,
-	bankv1connect.BankServiceListAccountsProcedure:       rpcserver.AccessGateway,
-	bankv1connect.BankServiceGetTransactionProcedure:     rpcserver.AccessGateway,
+	bankv1connect.BankServicePrepareTransactionProcedure:   rpcserver.AccessGateway,
+	bankv1connect.BankServiceCommitTransactionProcedure:    rpcserver.AccessGateway,
+	bankv1connect.BankServiceAbortTransactionProcedure:     rpcserver.AccessGateway,
+	bankv1connect.BankServiceBatchPrepareProcedure:         rpcserver.AccessGateway,
+	bankv1connect.BankServiceBatchCompleteProcedure:        rpcserver.AccessGateway,
+	bankv1connect.BankServiceBatchProcedure:                rpcserver.AccessGateway,
+	bankv1connect.BankServiceFetchBankBalanceProcedure:     rpcserver.AccessGateway,
+	bankv1connect.BankServiceGetAccountProcedure:           rpcserver.AccessGateway,
+	bankv1connect.BankServiceListAccountsProcedure:         rpcserver.AccessGateway,
+	bankv1connect.BankServiceGetTransactionProcedure:       rpcserver.AccessGateway,
+	bankv1connect.BankServiceRedeemEnrollmentCodeProcedure: rpcserver.AccessGateway,
 }
 
 // ServerConfig configures a bank server: the bank, its listener and its TLS material, and how

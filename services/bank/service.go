@@ -43,6 +43,7 @@ type ledgerStore interface {
 	Account(ctx context.Context, id string) (Account, error)
 	ListAccounts(ctx context.Context, pageSize int, pageToken string) ([]Account, string, error)
 	Transaction(ctx context.Context, txnID string) (Transaction, error)
+	RedeemEnrollmentCode(ctx context.Context, id, code, username string, now time.Time) (Account, error)
 }
 
 // Service implements paygate.bank.v1.BankService on a ledger. Authentication and request
@@ -121,6 +122,7 @@ var errorCodes = []struct {
 	{ErrUnknownAccount, connect.CodeNotFound, ErrorReasonAccountNotFound},
 	{ErrInvalidPageToken, connect.CodeInvalidArgument, ErrorReasonInvalidPageToken},
 	{ErrInvalidArgument, connect.CodeInvalidArgument, ErrorReasonInvalidArgument},
+	{ErrEnrollmentRefused, connect.CodePermissionDenied, ErrorReasonEnrollmentRefused},
 }
 
 // toConnectError turns an error of the ledger into the RPC's error. Context errors pass through
@@ -287,6 +289,22 @@ func (s *Service) GetTransaction(ctx context.Context, req *connect.Request[bankv
 		pt.Legs = append(pt.Legs, &bankv1.Leg{AccountId: g.Account, Direction: directionToProto[g.Direction], Amount: g.Amount, Currency: g.Currency})
 	}
 	return connect.NewResponse(&bankv1.GetTransactionResponse{Transaction: pt}), nil
+}
+
+// RedeemEnrollmentCode checks an account's enrollment code and binds it to the username
+// registering with it. Every refusal is PermissionDenied with reason enrollment_refused and the
+// same message, whatever the cause; the cause is logged here, the code never is.
+func (s *Service) RedeemEnrollmentCode(ctx context.Context, req *connect.Request[bankv1.RedeemEnrollmentCodeRequest]) (*connect.Response[bankv1.RedeemEnrollmentCodeResponse], error) {
+	m := req.Msg
+	a, err := s.ledger.RedeemEnrollmentCode(ctx, m.GetAccountId(), m.GetCode(), m.GetUsername(), s.now())
+	if cause := EnrollmentRefusalCause(err); cause != "" {
+		s.logger.InfoContext(ctx, "enrollment code refused", "account", m.GetAccountId(), "username", m.GetUsername(), "cause", cause)
+	}
+	if err != nil {
+		return nil, s.toConnectError(ctx, err)
+	}
+	s.logger.InfoContext(ctx, "enrollment code redeemed", "account", a.ID, "username", m.GetUsername())
+	return connect.NewResponse(&bankv1.RedeemEnrollmentCodeResponse{Account: accountToProto(a)}), nil
 }
 
 func balanceToProto(a Account) *bankv1.AccountBalance {
