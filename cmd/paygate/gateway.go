@@ -25,6 +25,8 @@ func newGatewayCommand(e *env) *ffcli.Command {
 	groupCommit := fs.Bool("group-commit", true, "share one store sync between concurrent writes (turn off only to measure what it buys)")
 	batch := fs.Bool("batch", true, "batch concurrent prepares, commits and aborts bound for the same bank into one call (turn off only to measure what it buys)")
 	bcryptCost := fs.Int("bcrypt-cost", d.BcryptCost, "bcrypt cost of password hashes (4 to 31)")
+	var limits limitFlags
+	limits.register(fs, d)
 	var tf tlsFlags
 	tf.register(fs)
 	var lf logFlags
@@ -60,6 +62,9 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key
 			cfg.TxnTimeout, cfg.TokenTTL, cfg.BcryptCost = *txnTimeout, *tokenTTL, *bcryptCost
 			cfg.NoGroupCommit, cfg.NoBatching = !*groupCommit, !*batch
+			if err := limits.apply(&cfg); err != nil {
+				return err
+			}
 			cfg.Logger = log
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%v", err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/paygate/paygate/services/gateway"
 )
 
 // tlsFlags are the PKI flags of a server. --certs DIR fills in the conventional file names of
@@ -77,5 +79,28 @@ func (b bankAddrs) Set(v string) error {
 		}
 		b[name] = addr
 	}
+	return nil
+}
+
+// limitFlags are the gateway's per-user caps, which bound what one user (or a stolen
+// password) can hold open.
+type limitFlags struct {
+	sessions, watchers int
+}
+
+func (l *limitFlags) register(fs *flag.FlagSet, d gateway.Config) {
+	fs.IntVar(&l.sessions, "max-sessions-per-user", d.MaxSessionsPerUser, "most live login sessions of one user; a login beyond it is refused (too_many_sessions) until one is logged out or expires")
+	fs.IntVar(&l.watchers, "max-watchers-per-user", d.MaxWatchersPerUser, "most WatchPayments streams one user may have open at once (too_many_watchers beyond it)")
+}
+
+// apply copies the caps into cfg.
+func (l *limitFlags) apply(cfg *gateway.Config) error {
+	if l.sessions < 1 {
+		return usageErrorf("--max-sessions-per-user %d: want at least 1", l.sessions)
+	}
+	if l.watchers < 1 {
+		return usageErrorf("--max-watchers-per-user %d: want at least 1", l.watchers)
+	}
+	cfg.MaxSessionsPerUser, cfg.MaxWatchersPerUser = l.sessions, l.watchers
 	return nil
 }

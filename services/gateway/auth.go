@@ -396,7 +396,13 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	}
 	peer, _ := identity.PeerFrom(ctx)
 	expires := now.Add(g.cfg.TokenTTL)
-	if err := g.store.CreateSession(ctx, tok, sessionRecord{Username: username, CertFingerprint: peer.Fingerprint, ExpiresAt: expires}, now); err != nil {
+	err = g.store.CreateSession(ctx, tok, sessionRecord{Username: username, CertFingerprint: peer.Fingerprint, ExpiresAt: expires}, now, g.cfg.MaxSessionsPerUser)
+	if errors.Is(err, ErrTooManySessions) {
+		return nil, rpcerr.New(connect.CodeResourceExhausted, "too_many_sessions",
+			fmt.Sprintf("this user has %d live sessions, the most allowed: log out of other sessions (or wait for them to expire) and log in again", g.cfg.MaxSessionsPerUser),
+			"max_sessions", fmt.Sprint(g.cfg.MaxSessionsPerUser))
+	}
+	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&gatewayv1.LoginResponse{Token: tok, ExpireTime: timestamppb.New(expires), Username: username}), nil

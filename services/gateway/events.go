@@ -1,6 +1,13 @@
 package gateway
 
-import "sync"
+import (
+	"errors"
+	"sync"
+)
+
+// errTooManyWatchers is returned by broker.watch when the user has as many streams open as
+// allowed.
+var errTooManyWatchers = errors.New("gateway: too many payment streams for the user")
 
 // broker fans out payment changes: to requests waiting for one payment's decision, and to
 // WatchPayments streams of the payment's user.
@@ -8,12 +15,16 @@ type broker struct {
 	mu       sync.Mutex
 	waiters  map[string]map[chan paymentRecord]struct{}
 	watchers map[string]map[chan paymentRecord]struct{}
+	// streams counts each user's watches from watch until their cancel. A watcher dropped for
+	// being too slow leaves watchers at once but holds its slot until its stream has ended.
+	streams map[string]int
 }
 
 func newBroker() *broker {
 	return &broker{
 		waiters:  make(map[string]map[chan paymentRecord]struct{}),
 		watchers: make(map[string]map[chan paymentRecord]struct{}),
+		streams:  make(map[string]int),
 	}
 }
 
@@ -36,28 +47,40 @@ func (b *broker) waitFor(id string) (<-chan paymentRecord, func()) {
 	}
 }
 
-// watch returns a channel of username's payment changes. The channel is closed when the
-// watcher falls too far behind (the stream then ends and the client reconnects) or when cancel
-// is called.
-func (b *broker) watch(username string) (<-chan paymentRecord, func()) {
-	ch := make(chan paymentRecord, 256)
+// watch returns a channel of username's payment changes, or errTooManyWatchers when username
+// has max watches that have not been cancelled yet (max <= 0: no limit). The channel is closed
+// when the watcher falls too far behind (the stream then ends and the client reconnects) or
+// when cancel is called. cancel releases the slot; calling it again does nothing.
+func (b *broker) watch(username string, max int) (<-chan paymentRecord, func(), error) {
 	b.mu.Lock()
+	if max > 0 && b.streams[username] >= max {
+		b.mu.Unlock()
+		return nil, nil, errTooManyWatchers
+	}
+	ch := make(chan paymentRecord, 256)
 	if b.watchers[username] == nil {
 		b.watchers[username] = make(map[chan paymentRecord]struct{})
 	}
 	b.watchers[username][ch] = struct{}{}
+	b.streams[username]++
 	b.mu.Unlock()
+	var once sync.Once
 	return ch, func() {
-		b.mu.Lock()
-		if _, ok := b.watchers[username][ch]; ok {
-			delete(b.watchers[username], ch)
-			close(ch)
-		}
-		if len(b.watchers[username]) == 0 {
-			delete(b.watchers, username)
-		}
-		b.mu.Unlock()
-	}
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if _, ok := b.watchers[username][ch]; ok {
+				delete(b.watchers[username], ch)
+				close(ch)
+			}
+			if len(b.watchers[username]) == 0 {
+				delete(b.watchers, username)
+			}
+			if b.streams[username]--; b.streams[username] <= 0 {
+				delete(b.streams, username)
+			}
+		})
+	}, nil
 }
 
 // publish announces a change of p.

@@ -61,6 +61,12 @@ type Config struct {
 	// then one every LoginFailureEvery (defaults 5 and 10s).
 	LoginFailuresBurst int
 	LoginFailureEvery  time.Duration
+	// MaxSessionsPerUser bounds a user's live (unexpired, not logged out) sessions; a login
+	// beyond it is refused with too_many_sessions (default 100).
+	MaxSessionsPerUser int
+	// MaxWatchersPerUser bounds a user's open WatchPayments streams; one more is refused with
+	// too_many_watchers (default 16).
+	MaxWatchersPerUser int
 
 	Logger *slog.Logger
 }
@@ -77,6 +83,8 @@ func DefaultConfig() Config {
 		BcryptCost:         bcrypt.DefaultCost,
 		LoginFailuresBurst: 5,
 		LoginFailureEvery:  10 * time.Second,
+		MaxSessionsPerUser: 100,
+		MaxWatchersPerUser: 16,
 	}
 }
 
@@ -105,6 +113,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.LoginFailureEvery == 0 {
 		c.LoginFailureEvery = d.LoginFailureEvery
+	}
+	if c.MaxSessionsPerUser == 0 {
+		c.MaxSessionsPerUser = d.MaxSessionsPerUser
+	}
+	if c.MaxWatchersPerUser == 0 {
+		c.MaxWatchersPerUser = d.MaxWatchersPerUser
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -142,6 +156,12 @@ func (c *Config) Validate() error {
 	}
 	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
 		errs = append(errs, fmt.Errorf("bcrypt cost %d out of range", c.BcryptCost))
+	}
+	if c.MaxSessionsPerUser < 0 {
+		errs = append(errs, fmt.Errorf("--max-sessions-per-user %d: want at least 1", c.MaxSessionsPerUser))
+	}
+	if c.MaxWatchersPerUser < 0 {
+		errs = append(errs, fmt.Errorf("--max-watchers-per-user %d: want at least 1", c.MaxWatchersPerUser))
 	}
 	return errors.Join(errs...)
 }

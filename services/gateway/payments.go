@@ -195,7 +195,15 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 	if err != nil {
 		return err
 	}
-	ch, cancel := g.events.watch(user.Username)
+	ch, cancel, err := g.events.watch(user.Username, g.cfg.MaxWatchersPerUser)
+	if errors.Is(err, errTooManyWatchers) {
+		return rpcerr.New(connect.CodeResourceExhausted, "too_many_watchers",
+			fmt.Sprintf("this user has %d payment streams open, the most allowed: close one and watch again", g.cfg.MaxWatchersPerUser),
+			"max_watchers", fmt.Sprint(g.cfg.MaxWatchersPerUser))
+	}
+	if err != nil {
+		return err
+	}
 	defer cancel()
 	// Send the headers now, so that the client knows the stream is open before any change.
 	if err := stream.Send(nil); err != nil {

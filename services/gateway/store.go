@@ -212,11 +212,35 @@ func tokenHash(token string) []byte {
 	return h[:]
 }
 
-// CreateSession stores a session under the hash of token.
-func (s *Store) CreateSession(ctx context.Context, token string, rec sessionRecord, now time.Time) error {
-	err := s.exec(ctx,
-		`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
+// ErrTooManySessions is returned by CreateSession when the user has as many live sessions as
+// allowed.
+var ErrTooManySessions = errors.New("gateway: too many live sessions for the user")
+
+// CreateSession stores a session under the hash of token, unless rec.Username has max live
+// sessions (not expired at now, not revoked) already: then it returns ErrTooManySessions and
+// stores nothing. max <= 0 means no limit. The count and the insert are one write
+// transaction, so concurrent logins cannot overshoot the limit.
+func (s *Store) CreateSession(ctx context.Context, token string, rec sessionRecord, now time.Time, max int) error {
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+		if max > 0 {
+			var live int
+			if err := tx.QueryRowContext(ctx,
+				`SELECT count(*) FROM sessions WHERE username = ? AND revoked_at IS NULL AND expires_at > ?`,
+				rec.Username, now.UnixNano()).Scan(&live); err != nil {
+				return err
+			}
+			if live >= max {
+				return ErrTooManySessions
+			}
+		}
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+			tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
+		return err
+	})
+	if errors.Is(err, ErrTooManySessions) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("gateway: create session: %w", err)
 	}
