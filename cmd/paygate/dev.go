@@ -195,14 +195,19 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 }
 
 // copyFixtures copies the fixture files into dir unless they are there already (the user may
-// have edited them before the first start).
+// have edited them before the first start). The users file holds passwords in plain text: dir
+// is created 0700 and every file is 0600, including files that were there already, whatever
+// the mode of a directory that existed before.
 func copyFixtures(src fs.FS, dir string, files []string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	for _, f := range files {
 		dst := filepath.Join(dir, f)
 		if _, err := os.Stat(dst); err == nil {
+			if err := os.Chmod(dst, 0o600); err != nil {
+				return err
+			}
 			continue
 		}
 		data, err := fs.ReadFile(src, f)
@@ -212,11 +217,29 @@ func copyFixtures(src fs.FS, dir string, files []string) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
+		if err := writePrivate(dst, data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writePrivate writes data to path with mode 0600, also when path exists with another mode: the
+// mode is set before anything is written.
+func writePrivate(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func writeDevInfo(dir string, g *gateway.Gateway, banks map[string]string, certDir, usersFile string) (devInfo, error) {
@@ -246,7 +269,7 @@ func writeDevInfo(dir string, g *gateway.Gateway, banks map[string]string, certD
 	if err != nil {
 		return info, err
 	}
-	return info, os.WriteFile(filepath.Join(dir, "dev.json"), append(out, '\n'), 0o600)
+	return info, writePrivate(filepath.Join(dir, "dev.json"), append(out, '\n'))
 }
 
 func sortedValues(m map[string]string) []string {
