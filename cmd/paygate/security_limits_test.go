@@ -52,6 +52,9 @@ func limitCases(t *testing.T, m *secMatrix) []secCase {
 			var mine []*cluster.User
 			defer func() {
 				for _, u := range mine {
+					if u == nil {
+						continue
+					}
 					if _, err := u.Auth.Logout(ctx(), connect.NewRequest(&gatewayv1.LogoutRequest{})); err != nil {
 						t.Errorf("logout: %v", err)
 					}
@@ -61,7 +64,7 @@ func limitCases(t *testing.T, m *secMatrix) []secCase {
 			var err error
 			for len(mine) <= limit {
 				var u *cluster.User
-				if u, err = c.Login("carol", passwords["carol"]); err != nil {
+				if u, err = loginPatiently(c, "carol"); err != nil {
 					break
 				}
 				mine = append(mine, u)
@@ -81,13 +84,18 @@ func limitCases(t *testing.T, m *secMatrix) []secCase {
 			if _, err := mine[0].Auth.Logout(ctx(), connect.NewRequest(&gatewayv1.LogoutRequest{})); err != nil {
 				t.Fatal(err)
 			}
-			mine[0] = login(t, c, "carol")
+			if mine[0], err = loginPatiently(c, "carol"); err != nil {
+				t.Fatalf("login after a logout: %v", err)
+			}
 		}},
 		// One user's WatchPayments streams are capped (default 16); a closed stream frees its
 		// slot.
 		{"over the watcher cap", func(t *testing.T) {
 			const limit = 16 // the gateway's default
-			u := login(t, c, "carol")
+			u, err := loginPatiently(c, "carol")
+			if err != nil {
+				t.Fatalf("login carol: %v", err)
+			}
 			defer u.Auth.Logout(ctx(), connect.NewRequest(&gatewayv1.LogoutRequest{}))
 			var open []*watchStream
 			defer func() {
@@ -133,6 +141,19 @@ func limitCases(t *testing.T, m *secMatrix) []secCase {
 			defer again.close()
 			wantCode(t, again.refusal(), connect.CodeResourceExhausted, "too_many_watchers")
 		}},
+	}
+}
+
+// loginPatiently logs user in, waiting out a login throttle that earlier cases' failed logins
+// from this address may have set off (successful logins do not count against it).
+func loginPatiently(c *cluster.Cluster, user string) (*cluster.User, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		u, err := c.Login(user, passwords[user])
+		if err == nil || rpcerr.Reason(err) != "login_throttled" || time.Now().After(deadline) {
+			return u, err
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
