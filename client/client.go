@@ -17,6 +17,7 @@ import (
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcerr"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
@@ -43,6 +44,10 @@ var (
 	// failed ambiguously: it may or may not have been applied. Pay again with the same ID
 	// (Result.ID) to learn its outcome; it is never applied twice.
 	ErrOutcomeUnknown = errors.New("client: payment outcome unknown")
+	// ErrNotGateway reports a server at the gateway's address whose certificate, though signed
+	// by the trusted CA, does not name the gateway: it was sent nothing. It is the same error
+	// value as the TLS layer's, so errors.Is works on every call's error.
+	ErrNotGateway = pki.ErrUnexpectedServer
 )
 
 // Client calls the paygate gateway for one user. It is safe for concurrent use. Close it when
@@ -67,6 +72,9 @@ type Client struct {
 
 // New returns a client of the gateway at addr ("127.0.0.1:8443" or "https://127.0.0.1:8443").
 // It needs a client certificate (WithTLSFiles, WithTLSDir, WithTLSConfig or WithHTTPClient).
+// With the TLS options the client talks only to a server whose certificate, signed by the
+// trusted CA, names the gateway (spiffe://paygate/gateway); any other server fails the TLS
+// handshake before it is sent anything, with an error wrapping ErrNotGateway.
 // New does not connect: the first call does. With WithQueue it opens the queue and, unless
 // WithoutSender is given, starts the background sender.
 func New(addr string, opts ...Option) (*Client, error) {
@@ -86,7 +94,9 @@ func New(addr string, opts ...Option) (*Client, error) {
 		if cfg.tls == nil {
 			return nil, errors.New("client: no client certificate: use WithTLSFiles or WithTLSDir")
 		}
-		hc = rpcserver.NewHTTPClient(cfg.tls)
+		// Only the gateway's certificate is accepted: a server that is not the gateway fails
+		// the handshake before any request (a password, a token) is sent to it.
+		hc = rpcserver.NewGatewayHTTPClient(cfg.tls)
 	}
 	c := &Client{cfg: cfg, url: url, http: hc, token: cfg.token, username: cfg.username}
 	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(authInterceptor{c})}

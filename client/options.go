@@ -50,8 +50,9 @@ const (
 )
 
 // WithTLSFiles makes the client present the certificate certFile with its key keyFile and
-// trust the gateway's certificate only if caFile's authority signed it. These are the files
-// `paygate certs` makes: ca.pem, client-cli.pem and client-cli-key.pem.
+// trust the gateway's certificate only if caFile's authority signed it and it names the gateway
+// (spiffe://paygate/gateway). These are the files `paygate certs` makes: ca.pem, client-cli.pem
+// and client-cli-key.pem.
 func WithTLSFiles(caFile, certFile, keyFile string) Option {
 	return func(c *config) {
 		c.tls, c.tlsErr = pki.ClientTLS(caFile, certFile, keyFile)
@@ -65,13 +66,16 @@ func WithTLSDir(dir string) Option {
 }
 
 // WithTLSConfig uses a TLS configuration made elsewhere. It must present a client certificate
-// signed by the gateway's authority.
+// signed by the gateway's authority. The client adds its own check that the server's
+// certificate names the gateway (spiffe://paygate/gateway).
 func WithTLSConfig(cfg *tls.Config) Option {
 	return func(c *config) { c.tls, c.tlsErr = cfg, nil }
 }
 
 // WithHTTPClient uses hc for every call instead of an HTTP/2 client built from the TLS options.
-// hc must speak HTTP/2 over TLS with a client certificate.
+// hc must speak HTTP/2 over TLS with a client certificate. The client cannot check whom hc
+// reaches: hc's TLS configuration must check that the server's certificate names the gateway
+// (spiffe://paygate/gateway) itself, or the password of Login may go to another server.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *config) { c.httpClient = hc }
 }

@@ -46,8 +46,11 @@ func newCertsCommand(e *env) *ffcli.Command {
 		LongHelp: "Makes a CA (ca.pem, ca-key.pem) and one certificate and key per party:\n" +
 			"gateway.pem, bank-<name>.pem, client-<name>.pem, each with a -key.pem twin.\n" +
 			"Each certificate names its role in a URI SAN (spiffe://paygate/gateway,\n" +
-			"spiffe://paygate/bank/<name>, spiffe://paygate/client/<name>). Running it again\n" +
-			"keeps the CA and every certificate that is still valid, and makes the missing ones.\n" +
+			"spiffe://paygate/bank/<name>, spiffe://paygate/client/<name>). Client certificates\n" +
+			"may authenticate clients only; gateway and bank certificates also serve TLS.\n" +
+			"Running it again keeps the CA and every certificate that is still valid, makes the\n" +
+			"missing ones and reissues (saying why) those that no longer fit: expired, another\n" +
+			"identity, other hosts, or other key usages than their role's.\n" +
 			"Keys are written with mode 0600; never commit them.",
 		FlagSet: fs,
 		Options: ffOptions(),
@@ -80,6 +83,9 @@ func runCerts(_ context.Context, cfg certsConfig, stdout io.Writer) error {
 	rep, err := pki.GenerateReport(cfg.Dir, cfg.Opts)
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
+	}
+	for _, r := range rep.Replaced {
+		fmt.Fprintf(stdout, "reissued %s: %s\n", r.Cert, r.Reason)
 	}
 	for _, f := range rep.Written {
 		fmt.Fprintf(stdout, "wrote %s\n", f)

@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/paygate/paygate/internal/cluster"
 	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/pki"
 )
@@ -150,4 +155,108 @@ func TestLogFlags(t *testing.T) {
 			t.Errorf("%+v: err %v, want error %v", tt.lf, err, tt.wantErr)
 		}
 	}
+}
+
+// writePair writes cert and its key where pki.LeafFiles puts id's in dir.
+func writePair(t *testing.T, dir string, id identity.Identity, cert *tls.Certificate) {
+	t.Helper()
+	f := pki.LeafFiles(dir, id)
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.Key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oldProfile replaces the client certificate cli in dir with one as paygate made them before
+// client certificates lost server authentication.
+func oldProfile(t *testing.T, dir string) {
+	t.Helper()
+	ca, err := pki.LoadCA(filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := identity.Identity{Role: identity.RoleClient, Name: "cli"}
+	writePair(t, dir, cli, servingCertAs(t, ca, cli))
+}
+
+// wantClientOnly checks that dir's client certificate cli may authenticate clients only.
+func wantClientOnly(t *testing.T, dir string) {
+	t.Helper()
+	cert, err := pki.LoadCertificate(pki.LeafFiles(dir, identity.Identity{Role: identity.RoleClient, Name: "cli"}).Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pki.HasRoleKeyUsages(cert, identity.RoleClient) {
+		t.Errorf("client-cli.pem has extended key usages %v, want client authentication only", cert.ExtKeyUsage)
+	}
+}
+
+func TestCertsReissuesLeavesOfAnOldProfile(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "certs")
+	if code, _, errOut := runCmd(t, "certs", "--out", dir); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	oldProfile(t, dir)
+	code, out, errOut := runCmd(t, "certs", "--out", dir)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	cliPEM := filepath.Join(dir, "client-cli.pem")
+	want := "reissued " + cliPEM + ": extended key usages [server client], want [client] for the client role\n"
+	if !strings.Contains(out, want) {
+		t.Errorf("output does not say %q:\n%s", want, out)
+	}
+	if !strings.Contains(out, "wrote "+cliPEM+"\n") || strings.Count(out, "wrote ") != 2 || strings.Count(out, "kept ") != 10 {
+		t.Errorf("want client-cli's two files written and the other ten kept:\n%s", out)
+	}
+	wantClientOnly(t, dir)
+}
+
+// TestDevReissuesCertificatesOfAnOldProfile: `paygate dev` reuses the certificates of an earlier
+// run, but reissues, and logs, those that do not fit the current profile.
+func TestDevReissuesCertificatesOfAnOldProfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts paygate dev")
+	}
+	t.Parallel()
+	bin := cluster.Binary(t)
+	work := t.TempDir()
+	dir := filepath.Join(work, "state")
+	certDir := filepath.Join(dir, "certs")
+	if err := pki.Generate(certDir, pki.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	oldProfile(t, certDir)
+	caBefore, err := os.ReadFile(filepath.Join(certDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwBefore, err := os.ReadFile(filepath.Join(certDir, "gateway.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d := startDevProcess(t, bin, work, dir, nil, "dev", "--dir", dir, "--listen", cluster.FreePort(t), "--web", "")
+	wantClientOnly(t, certDir)
+	if out := d.out.String(); !strings.Contains(out, "dev: reissued certificate") || !strings.Contains(out, "client-cli.pem") ||
+		!strings.Contains(out, "want [client] for the client role") {
+		t.Errorf("paygate dev does not log that it reissued client-cli.pem:\n%s", out)
+	}
+	for name, before := range map[string][]byte{"ca.pem": caBefore, "gateway.pem": gwBefore} {
+		if now, _ := os.ReadFile(filepath.Join(certDir, name)); !bytes.Equal(now, before) {
+			t.Errorf("%s was replaced; only the client certificate needed to be", name)
+		}
+	}
+	// The new client certificate works.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	devBalances(ctx, t, devLogin(ctx, t, d.info, "alice"))
+	d.interrupt()
 }

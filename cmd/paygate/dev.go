@@ -100,8 +100,14 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		names[i] = fmt.Sprintf("bank%d", i+1)
 	}
 	certDir := filepath.Join(dir, "certs")
-	if err := pki.Generate(certDir, pki.Options{Banks: names}); err != nil {
+	// Certificates of an earlier run are kept if they still fit; those that do not (expired,
+	// or made before client certificates lost server authentication) are issued again.
+	certs, err := pki.GenerateReport(certDir, pki.Options{Banks: names})
+	if err != nil {
 		return err
+	}
+	for _, r := range certs.Replaced {
+		cfg.log.Info("dev: reissued certificate", "identity", r.Identity.String(), "file", r.Cert, "reason", r.Reason)
 	}
 	var src fs.FS = fixtures.FS
 	if cfg.fixtures != "" {

@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"time"
 
 	"github.com/paygate/paygate/internal/identity"
@@ -34,8 +34,6 @@ const (
 	// backdate covers small clock differences between the machines of a deployment.
 	backdate = time.Hour
 )
-
-var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Options says what Generate makes. Zero fields take the defaults.
 type Options struct {
@@ -70,7 +68,7 @@ func (o Options) withDefaults() Options {
 // Validate reports the first invalid bank or client name.
 func (o Options) Validate() error {
 	for _, n := range append(append([]string(nil), o.Banks...), o.Clients...) {
-		if !validName.MatchString(n) {
+		if !identity.ValidName(n) {
 			return fmt.Errorf("pki: invalid name %q: use 1 to 63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit", n)
 		}
 	}
@@ -107,6 +105,16 @@ type Report struct {
 	Written []string
 	// Kept lists the files that were already valid and left alone.
 	Kept []string
+	// Replaced lists the leaves that existed but were issued again, and why.
+	Replaced []Replacement
+}
+
+// Replacement is a leaf that Generate issued again over an existing one.
+type Replacement struct {
+	Files
+	// Reason says what was wrong with the old leaf, e.g. "extended key usages [server client],
+	// want [client] for the client role".
+	Reason string
 }
 
 // Generate makes a development PKI in dir: a CA (ca.pem, ca-key.pem), a gateway certificate, one
@@ -119,9 +127,11 @@ func Generate(dir string, opts Options) error {
 // GenerateReport is Generate that also reports which files it wrote and which it kept.
 //
 // It is idempotent: an existing CA is reused, and an existing leaf is kept when its certificate
-// and key match, it verifies against the CA now, names the expected identity and covers every
-// host; otherwise the leaf is issued again. A new CA replaces every leaf. Keys are written as
-// PKCS#8 PEM with mode 0600, certificates with mode 0644, each file atomically.
+// and key match, it verifies against the CA now, names the expected identity as its only URI SAN,
+// has exactly the extended key usages of its role (ExtKeyUsages) and covers every host;
+// otherwise the leaf is issued again, and listed in Report.Replaced if it existed. A new CA
+// replaces every leaf. Keys are written as PKCS#8 PEM with mode 0600, certificates with mode
+// 0644, each file atomically.
 func GenerateReport(dir string, opts Options) (*Report, error) {
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {
@@ -153,9 +163,18 @@ func GenerateReport(dir string, opts Options) (*Report, error) {
 	}
 	for _, id := range ids {
 		f := LeafFiles(dir, id)
-		if !created && leafValid(ca, f, opts.Hosts, now) {
+		problem := "a new CA"
+		if !created {
+			problem = leafProblem(ca, f, opts.Hosts, now)
+		}
+		if problem == "" {
 			rep.Kept = append(rep.Kept, f.Key, f.Cert)
 			continue
+		}
+		if problem != problemMissing {
+			if ok, _ := exists(f.Cert); ok {
+				rep.Replaced = append(rep.Replaced, Replacement{Files: f, Reason: problem})
+			}
 		}
 		leaf, err := IssueLeaf(ca, id, opts.Hosts, now.Add(-backdate), now.Add(opts.Validity))
 		if err != nil {
@@ -215,35 +234,86 @@ func ensureCA(certFile, keyFile string, now time.Time, leafValidity time.Duratio
 	return ca, true, nil
 }
 
-// leafValid reports whether the leaf in f can be kept.
-func leafValid(ca *CA, f Files, hosts []string, now time.Time) bool {
+// problemMissing is leafProblem's answer for a leaf whose certificate file does not exist.
+const problemMissing = "missing"
+
+// leafProblem says why the leaf in f cannot be kept, or "" when it can.
+func leafProblem(ca *CA, f Files, hosts []string, now time.Time) string {
+	if ok, err := exists(f.Cert); err == nil && !ok {
+		return problemMissing
+	}
 	cert, err := LoadCertificate(f.Cert)
 	if err != nil {
-		return false
+		return err.Error()
 	}
 	key, err := loadKey(f.Key)
-	if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
-		return false
+	if err != nil {
+		return err.Error()
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return "key does not match the certificate"
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots:       ca.Pool(),
 		CurrentTime: now,
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
-		return false
+		return "does not verify against the CA: " + err.Error()
 	}
-	if len(cert.URIs) != 1 {
-		return false
+	id, err := identity.FromCertificate(cert)
+	if err != nil {
+		return err.Error()
 	}
-	if id, err := identity.FromCertificate(cert); err != nil || id != f.Identity {
-		return false
+	if id != f.Identity {
+		return fmt.Sprintf("names %s, want %s", id, f.Identity)
+	}
+	if !HasRoleKeyUsages(cert, id.Role) {
+		return fmt.Sprintf("extended key usages %s, want %s for the %s role",
+			usageNames(cert.ExtKeyUsage, len(cert.UnknownExtKeyUsage)), usageNames(ExtKeyUsages(id.Role), 0), id.Role)
 	}
 	for _, h := range hosts {
 		if cert.VerifyHostname(h) != nil {
+			return "does not cover host " + h
+		}
+	}
+	return ""
+}
+
+// HasRoleKeyUsages reports whether cert has exactly the extended key usages of role
+// (ExtKeyUsages), in any order, and no others.
+func HasRoleKeyUsages(cert *x509.Certificate, role identity.Role) bool {
+	want := ExtKeyUsages(role)
+	if want == nil || len(cert.UnknownExtKeyUsage) != 0 || len(cert.ExtKeyUsage) != len(want) {
+		return false
+	}
+	for _, u := range want {
+		if !slices.Contains(cert.ExtKeyUsage, u) {
 			return false
 		}
 	}
 	return true
+}
+
+// usageNames returns usages as "[server client]"; unknown counts usages crypto/x509 does not
+// name.
+func usageNames(usages []x509.ExtKeyUsage, unknown int) string {
+	names := make([]string, 0, len(usages)+unknown)
+	for _, u := range usages {
+		switch u {
+		case x509.ExtKeyUsageServerAuth:
+			names = append(names, "server")
+		case x509.ExtKeyUsageClientAuth:
+			names = append(names, "client")
+		case x509.ExtKeyUsageAny:
+			names = append(names, "any")
+		default:
+			names = append(names, fmt.Sprintf("usage-%d", int(u)))
+		}
+	}
+	for range unknown {
+		names = append(names, "unknown")
+	}
+	return fmt.Sprint(names)
 }
 
 func exists(path string) (bool, error) {

@@ -2,7 +2,9 @@
 //
 // A paygate deployment trusts one certificate authority. Every leaf certificate it issues carries
 // exactly one URI SAN naming its role (see package identity), DNS and IP SANs for the hosts it
-// serves, and both the server and client extended key usages, because banks and the gateway are
+// serves, and the extended key usages of its role only (see ExtKeyUsages): client certificates
+// may authenticate clients and nothing else, so they cannot serve TLS; gateway and bank
+// certificates may authenticate both servers and clients, because banks and the gateway are
 // servers and clients of each other.
 //
 // Generate writes a development PKI into a directory and is idempotent, so `paygate dev` can call
@@ -76,15 +78,29 @@ func NewCA(commonName string, notBefore, notAfter time.Time) (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
+// ExtKeyUsages returns the extended key usages a leaf of role carries, and the only ones it may
+// carry: client authentication for clients; server and client authentication for the gateway
+// and banks. Nil for an unknown role.
+func ExtKeyUsages(role identity.Role) []x509.ExtKeyUsage {
+	switch role {
+	case identity.RoleClient:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	case identity.RoleGateway, identity.RoleBank:
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
+	return nil
+}
+
 // IssueLeaf signs a leaf certificate for id with ca. The leaf carries exactly one URI SAN, id's
-// URI; every entry of hosts becomes an IP SAN when it parses as an IP address and a DNS SAN
-// otherwise. It may be used for both server and client authentication.
+// URI, and the extended key usages of id's role (ExtKeyUsages); every entry of hosts becomes an
+// IP SAN when it parses as an IP address and a DNS SAN otherwise. It refuses an identity that
+// does not validate (identity.Identity.Validate).
 func IssueLeaf(ca *CA, id identity.Identity, hosts []string, notBefore, notAfter time.Time) (*Leaf, error) {
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
 		return nil, errors.New("pki: issue leaf: CA without certificate or key")
 	}
-	if id.Role == "" {
-		return nil, errors.New("pki: issue leaf: identity without role")
+	if err := id.Validate(); err != nil {
+		return nil, fmt.Errorf("pki: issue leaf: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -104,7 +120,7 @@ func IssueLeaf(ca *CA, id identity.Identity, hosts []string, notBefore, notAfter
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  ExtKeyUsages(id.Role),
 		URIs:         []*url.URL{id.URI()},
 	}
 	for _, h := range hosts {

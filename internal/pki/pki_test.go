@@ -44,10 +44,19 @@ func TestGenerateCertificatesVerifyAndNameTheirRole(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-				if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-					t.Errorf("verify for usage %v: %v", usage, err)
-				}
+			// Clients authenticate clients only; the gateway and banks are servers and clients.
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+				t.Errorf("verify for client authentication: %v", err)
+			}
+			_, err = cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			if server := id.Role != identity.RoleClient; (err == nil) != server {
+				t.Errorf("verify for server authentication: %v; want success %v", err, server)
+			}
+			if !slices.Equal(cert.ExtKeyUsage, pki.ExtKeyUsages(id.Role)) || len(cert.UnknownExtKeyUsage) != 0 {
+				t.Errorf("extended key usages %v (unknown %v), want %v", cert.ExtKeyUsage, cert.UnknownExtKeyUsage, pki.ExtKeyUsages(id.Role))
+			}
+			if cert.KeyUsage != x509.KeyUsageDigitalSignature {
+				t.Errorf("key usage %v, want digital signature only", cert.KeyUsage)
 			}
 			if len(cert.URIs) != 1 {
 				t.Fatalf("URI SANs = %v, want exactly one", cert.URIs)

@@ -2,11 +2,15 @@ package rpcserver
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
 	"golang.org/x/net/http2"
+
+	"github.com/paygate/paygate/internal/identity"
+	"github.com/paygate/paygate/internal/pki"
 )
 
 // Keepalive of the HTTP/2 client connections made by NewHTTPClient.
@@ -24,6 +28,10 @@ const (
 // with tlsCfg (from pki.ClientTLS), on long-lived connections that are pinged when idle so that a
 // dead peer is noticed within ClientReadIdleTimeout+ClientPingTimeout rather than at the TCP
 // timeout. It sets no overall timeout: every call carries its own deadline in its context.
+//
+// It checks the server's chain and host name only; services call each other with
+// NewBankHTTPClient and NewGatewayHTTPClient, which also check whom the server's certificate
+// names.
 func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
 	return &http.Client{
 		Transport: &http2.Transport{
@@ -33,6 +41,23 @@ func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
 			WriteByteTimeout: clientWriteByteTimeout,
 		},
 	}
+}
+
+// NewBankHTTPClient is NewHTTPClient for calls to bank name only: the TLS handshake fails
+// (pki.ExpectServer), before any request is sent, unless the server's certificate names
+// exactly spiffe://paygate/bank/<name>. The gateway makes one per bank.
+func NewBankHTTPClient(tlsCfg *tls.Config, name string) (*http.Client, error) {
+	want := identity.Identity{Role: identity.RoleBank, Name: name}
+	if err := want.Validate(); err != nil {
+		return nil, fmt.Errorf("rpcserver: bank %q: %w", name, err)
+	}
+	return NewHTTPClient(pki.ExpectServer(tlsCfg, want)), nil
+}
+
+// NewGatewayHTTPClient is NewHTTPClient for calls to the gateway only: the TLS handshake fails,
+// before any request is sent, unless the server's certificate names spiffe://paygate/gateway.
+func NewGatewayHTTPClient(tlsCfg *tls.Config) *http.Client {
+	return NewHTTPClient(pki.ExpectServer(tlsCfg, identity.Identity{Role: identity.RoleGateway}))
 }
 
 // ClientOptions returns the options of Connect clients between paygate services: they speak the

@@ -104,7 +104,8 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 			b.Close()
 			return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
 		}
-		s.coord = gatewayv1connect.NewCoordinatorServiceClient(rpcserver.NewHTTPClient(clientTLS), cfg.GatewayURL, rpcserver.ClientOptions()...)
+		// Only the gateway's certificate may answer GetDecision.
+		s.coord = gatewayv1connect.NewCoordinatorServiceClient(rpcserver.NewGatewayHTTPClient(clientTLS), cfg.GatewayURL, rpcserver.ClientOptions()...)
 	}
 	return s, nil
 }

@@ -239,14 +239,24 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		store.Close()
 		return nil, err
 	}
-	httpClient := rpcserver.NewHTTPClient(clientTLS)
+	// One HTTP client per bank, each accepting only that bank's certificate: a server at a
+	// bank's address that is not that bank fails the handshake before it is sent anything.
+	bankHTTP := make(map[string]*http.Client, len(cfg.Banks))
+	for name := range cfg.Banks {
+		hc, err := rpcserver.NewBankHTTPClient(clientTLS, name)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		bankHTTP[name] = hc
+	}
 	g.banks = make(map[string]bankv1connect.BankServiceClient, len(cfg.Banks))
 	participants := make(map[string]participant, len(cfg.Banks))
 	var names []string
 	batchCtx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
 	g.stopBatchers = stopBatchers
 	for name, url := range cfg.Banks {
-		c := bankv1connect.NewBankServiceClient(httpClient, url, rpcserver.ClientOptions()...)
+		c := bankv1connect.NewBankServiceClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
 		g.banks[name] = c
 		if cfg.NoBatching {
 			participants[name] = c
@@ -302,7 +312,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.healthClients = make(map[string]*grpchealth.Client, len(names))
 	for name, url := range cfg.Banks {
-		g.healthClients[name] = grpchealth.NewClient(httpClient, url, rpcserver.ClientOptions()...)
+		g.healthClients[name] = grpchealth.NewClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
 	}
 	return g, nil
 }
