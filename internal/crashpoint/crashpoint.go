@@ -8,8 +8,14 @@
 // sends itself SIGKILL: no deferred function runs, no buffer is flushed, no goroutine finishes,
 // exactly as if the machine had lost power after the durable writes made so far.
 //
-// In ordinary builds Hit is an empty function and PAYGATE_CRASH_AT is ignored: no production
-// configuration can enable a crash point.
+// Some points need a write to be lost, not merely maybe lost: the process must die after a
+// write ran and before it is durable. Hold marks a context for such a point, on its configured
+// hit; a store commit that carries a write made under a marked context waits (Held) instead of
+// committing, and HitHeld, reached once the work that overlaps the sync is done, kills the
+// process. The write is then in no committed transaction, so a restart cannot find it.
+//
+// In ordinary builds Hit, Hold, Held and HitHeld are empty (Enabled is false and callers guard
+// on it) and PAYGATE_CRASH_AT is ignored: no production configuration can enable a crash point.
 package crashpoint
 
 // The named steps. A name says which process dies and after what.
@@ -17,6 +23,13 @@ const (
 	// GatewayAfterAdmit: the payment row (undecided) is durable; the banks have voted meanwhile
 	// (the row is synced while they prepare), nothing is decided.
 	GatewayAfterAdmit = "gateway.after_admit"
+	// GatewayAfterInsert: the payment row's insert ran, its commit is held (the row is never
+	// durable), and no bank was asked to prepare. A hold point (Hold, HitHeld).
+	GatewayAfterInsert = "gateway.after_insert"
+	// GatewayVotesBeforeAdmit: every participant voted (the banks hold prepared transactions)
+	// while the commit of the payment row is held: the row is never durable, so the restarted
+	// gateway has no record of the payment. A hold point (Hold, HitHeld).
+	GatewayVotesBeforeAdmit = "gateway.votes_before_admit"
 	// GatewayAfterPrepare: every participant voted; no decision is recorded.
 	GatewayAfterPrepare = "gateway.after_prepare"
 	// GatewayAfterDecision: the decision is durable; no commit or abort was sent.
@@ -42,6 +55,6 @@ const (
 
 // All lists every crash point, for tests that cover them all.
 var All = []string{
-	GatewayAfterAdmit, GatewayAfterPrepare, GatewayAfterDecision, GatewayAfterFirstPhase2, GatewayBeforeReply,
+	GatewayAfterInsert, GatewayVotesBeforeAdmit, GatewayAfterAdmit, GatewayAfterPrepare, GatewayAfterDecision, GatewayAfterFirstPhase2, GatewayBeforeReply,
 	BankPrepareBeforePersist, BankPrepareAfterPersist, BankCommitBeforePersist, BankCommitAfterPersist, BankAbortAfterPersist,
 }
