@@ -23,6 +23,8 @@ want_go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$protob
 want_go_tool protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go "$connect_version"
 # grpcurl, for the README's transcripts and their test.
 want_go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.4
+# staticcheck, for scripts/check.sh.
+want_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck v0.8.2
 
 # buf and protoc-gen-es come from web/package-lock.json.
 if [[ ! -x web/node_modules/.bin/buf || web/package-lock.json -nt web/node_modules/.package-lock.json ]]; then

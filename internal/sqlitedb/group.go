@@ -26,9 +26,10 @@ type update struct {
 // Updates from concurrent callers share transactions (group commit): the writer takes every
 // update queued while the previous transaction was syncing, runs each inside its own SAVEPOINT
 // (an update that fails is rolled back alone), and commits them with one sync. A lone update
-// runs at once, so batching adds no latency at low load. fn must use the tx and the ctx it is
-// given: the ctx carries the caller's values but is never cancelled, because interrupting a
-// statement would roll back the whole shared transaction. A caller whose ctx ends before its
+// runs at once, so batching adds no latency at low load. fn runs at most once: an update is
+// never retried, in a batch or alone. fn must use the tx and the ctx it is given: the ctx
+// carries the caller's values but is never cancelled, because interrupting a statement would
+// roll back the whole shared transaction. A caller whose ctx ends before its
 // update starts gets ctx.Err() and nothing is written.
 func (db *DB) Update(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	return db.update(&update{ctx: ctx, fn: fn})
@@ -139,7 +140,7 @@ func (db *DB) runAlone(u *update) error {
 	if err != nil {
 		return err
 	}
-	tx := &Tx{Tx: stx, db: db}
+	tx := &Tx{tx: stx, db: db}
 	err = u.fn(ctx, tx)
 	if u.ran != nil {
 		u.ran(err)
@@ -198,7 +199,7 @@ func (db *DB) runBatch(batch []*update) {
 		fail(err)
 		return
 	}
-	tx := &Tx{Tx: stx, db: db}
+	tx := &Tx{tx: stx, db: db}
 	defer func() { db.learn(tx.missed) }()
 	for i, u := range batch {
 		if err := u.ctx.Err(); err != nil {
@@ -206,19 +207,19 @@ func (db *DB) runBatch(batch []*update) {
 			continue
 		}
 		if _, err := tx.ExecContext(bg, "SAVEPOINT u"); err != nil {
-			tx.Rollback()
+			stx.Rollback()
 			fail(fmt.Errorf("sqlitedb: savepoint: %w", err))
 			return
 		}
 		if results[i] = u.fn(context.WithoutCancel(u.ctx), tx); results[i] != nil {
 			if _, err := tx.ExecContext(bg, "ROLLBACK TO u"); err != nil {
-				tx.Rollback()
+				stx.Rollback()
 				fail(fmt.Errorf("sqlitedb: rollback to savepoint: %w (after %w)", err, results[i]))
 				return
 			}
 		}
 		if _, err := tx.ExecContext(bg, "RELEASE u"); err != nil {
-			tx.Rollback()
+			stx.Rollback()
 			fail(fmt.Errorf("sqlitedb: release savepoint: %w", err))
 			return
 		}
@@ -226,7 +227,7 @@ func (db *DB) runBatch(batch []*update) {
 			u.ran(results[i])
 		}
 	}
-	commitErr := tx.Commit()
+	commitErr := stx.Commit()
 	for i, u := range batch {
 		if results[i] == nil {
 			results[i] = commitErr

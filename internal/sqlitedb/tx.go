@@ -9,12 +9,17 @@ import (
 // maxCachedStatements bounds the prepared-statement cache of the writer.
 const maxCachedStatements = 256
 
-// Tx is a write transaction run by Update. Its ExecContext, QueryContext and QueryRowContext
-// run statements the writer has prepared before, so that the statements a store repeats on
-// every write are parsed once, not on every call. A statement seen for the first time runs as
-// usual and is prepared for next time once the transaction has ended.
+// Tx is what an Update's fn may do in the write transaction it runs in: run statements. With
+// group commit the transaction is shared by every update of the batch, so it is the writer's to
+// end: Tx has no Commit or Rollback (and no other way to reach the *sql.Tx), and an update that
+// must undo its work returns an error: its own effects are undone, and only those.
+//
+// ExecContext, QueryContext and QueryRowContext run statements the writer has prepared before,
+// so that the statements a store repeats on every write are parsed once, not on every call. A
+// statement seen for the first time runs as usual and is prepared for next time once the
+// transaction has ended.
 type Tx struct {
-	*sql.Tx
+	tx     *sql.Tx
 	db     *DB
 	missed []string
 }
@@ -33,7 +38,7 @@ func (t *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
 		t.missed = append(t.missed, query)
 		return nil
 	}
-	return t.Tx.StmtContext(ctx, st)
+	return t.tx.StmtContext(ctx, st)
 }
 
 // ExecContext runs query in the transaction.
@@ -41,7 +46,7 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 	if st := t.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return t.Tx.ExecContext(ctx, query, args...)
+	return t.tx.ExecContext(ctx, query, args...)
 }
 
 // QueryContext runs query in the transaction.
@@ -49,7 +54,7 @@ func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return t.Tx.QueryContext(ctx, query, args...)
+	return t.tx.QueryContext(ctx, query, args...)
 }
 
 // QueryRowContext runs query in the transaction.
@@ -57,7 +62,14 @@ func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return t.Tx.QueryRowContext(ctx, query, args...)
+	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+// PrepareContext prepares query for repeated use within the transaction, e.g. an INSERT run
+// once per row of an import. The statement belongs to the transaction: it is closed when the
+// transaction ends, or earlier by its Close.
+func (t *Tx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return t.tx.PrepareContext(ctx, query)
 }
 
 // learn prepares on the writer the statements transactions ran unprepared. It runs when no

@@ -21,35 +21,11 @@ func itemError(err error) *bankv1.ItemError {
 	return &bankv1.ItemError{Code: ce.Code().String(), Reason: rpcerr.Reason(err), Message: ce.Message()}
 }
 
-// BatchPrepare implements BankService.BatchPrepare: each item exactly as PrepareTransaction, the
-// items in order in one ledger write (Ledger.PrepareMany), so that a batch costs one write and one
-// sync, and an item sees the holds of the items before it. A failure of the write fails every item
-// that reached it with the same error.
-func (s *Service) BatchPrepare(ctx context.Context, req *connect.Request[bankv1.BatchPrepareRequest]) (*connect.Response[bankv1.BatchPrepareResponse], error) {
-	rpcserver.CallInfoFrom(ctx).Add(slog.Int("items", len(req.Msg.GetPrepares())))
-	b := s.newPrepareBatch(req.Msg.GetPrepares())
-	if len(b.items) > 0 {
-		votes, errs, err := s.ledger.PrepareMany(ctx, b.items, s.now())
-		b.done(ctx, s, votes, errs, err)
-	}
-	return connect.NewResponse(&bankv1.BatchPrepareResponse{Results: b.results}), nil
-}
-
-// BatchComplete implements BankService.BatchComplete: each item exactly as CommitTransaction or
-// AbortTransaction, the items in order in one ledger write (Ledger.CompleteMany). A failure of the
-// write fails every item that reached it with the same error.
-func (s *Service) BatchComplete(ctx context.Context, req *connect.Request[bankv1.BatchCompleteRequest]) (*connect.Response[bankv1.BatchCompleteResponse], error) {
-	rpcserver.CallInfoFrom(ctx).Add(slog.Int("items", len(req.Msg.GetCompletions())))
-	b := newCompleteBatch(req.Msg.GetCompletions())
-	if len(b.items) > 0 {
-		errs, err := s.ledger.CompleteMany(ctx, b.items)
-		b.done(ctx, s, errs, err)
-	}
-	return connect.NewResponse(&bankv1.BatchCompleteResponse{Results: b.results}), nil
-}
-
-// Batch implements BankService.Batch: the completions as BatchComplete, then the prepares as
-// BatchPrepare, in one ledger write (Ledger.Batch).
+// Batch implements BankService.Batch: each completion exactly as CommitTransaction or
+// AbortTransaction, then each prepare exactly as PrepareTransaction, in order in one ledger write
+// (Ledger.Batch), so that a batch costs one write and one sync and an item sees the effects of
+// the items before it. A failure of the write fails every item that reached it with the same
+// error.
 func (s *Service) Batch(ctx context.Context, req *connect.Request[bankv1.BatchRequest]) (*connect.Response[bankv1.BatchResponse], error) {
 	rpcserver.CallInfoFrom(ctx).Add(slog.Int("completions", len(req.Msg.GetCompletions())), slog.Int("prepares", len(req.Msg.GetPrepares())))
 	c := newCompleteBatch(req.Msg.GetCompletions())
@@ -57,7 +33,7 @@ func (s *Service) Batch(ctx context.Context, req *connect.Request[bankv1.BatchRe
 	if len(c.items)+len(p.items) > 0 {
 		cerrs, votes, perrs, err := s.ledger.Batch(ctx, c.items, p.items, s.now())
 		if err != nil {
-			err = s.toConnectError(ctx, err) // logged once, not once per kind
+			err = s.toConnectError(ctx, err) // logged once, not once per item
 		}
 		c.done(ctx, s, cerrs, err)
 		p.done(ctx, s, votes, perrs, err)
@@ -88,10 +64,10 @@ func (s *Service) newPrepareBatch(reqs []*bankv1.PrepareTransactionRequest) *pre
 	return b
 }
 
-// done fills in the results of the ledger's answer; err fails every item that reached it.
+// done fills in the results of the ledger's answer; err, the batch's failure as a Connect
+// error, fails every item that reached the ledger.
 func (b *prepareBatch) done(ctx context.Context, s *Service, votes []Vote, errs []error, err error) {
 	if err != nil {
-		err = s.toConnectError(ctx, err)
 		for _, i := range b.index {
 			b.results[i] = &bankv1.BatchPrepareResult{Error: itemError(err)}
 		}
@@ -134,9 +110,9 @@ func newCompleteBatch(reqs []*bankv1.Completion) *completeBatch {
 	return b
 }
 
+// done fills in the results of the ledger's answer, as prepareBatch.done.
 func (b *completeBatch) done(ctx context.Context, s *Service, errs []error, err error) {
 	if err != nil {
-		err = s.toConnectError(ctx, err)
 		for _, i := range b.index {
 			b.results[i] = &bankv1.BatchCompleteResult{Error: itemError(err)}
 		}

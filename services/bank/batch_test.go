@@ -30,16 +30,16 @@ func TestBatchCallsHandleEachItemAsTheSingleCall(t *testing.T) {
 			{AccountId: acct, Direction: bankv1.LegDirection_LEG_DIRECTION_DEBIT, Amount: amount, Currency: "USD"}}}
 	}
 	// Two debits of 600 from an account of 1000 in one batch: exactly one can be held.
-	resp, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{
+	resp, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{Prepares: []*bankv1.PrepareTransactionRequest{
 		debit("t1", "bank1-1", 600), debit("t2", "bank1-1", 600), debit("t3", "bank1-9", 1),
 		{TransactionId: "t4", Deadline: deadline, Legs: []*bankv1.Leg{{AccountId: "bank1-1", Amount: 1, Currency: "USD"}}},
 	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.Msg.GetResults()
-	if len(r) != 4 {
-		t.Fatalf("%d results, want 4", len(r))
+	r := resp.Msg.GetPrepares()
+	if len(r) != 4 || len(resp.Msg.GetCompletions()) != 0 {
+		t.Fatalf("%d prepare and %d completion results, want 4 and 0", len(r), len(resp.Msg.GetCompletions()))
 	}
 	yes := 0
 	for _, x := range r[:2] {
@@ -63,7 +63,7 @@ func TestBatchCallsHandleEachItemAsTheSingleCall(t *testing.T) {
 		held = "t2"
 	}
 	other := map[string]string{"t1": "t2", "t2": "t1"}[held]
-	cresp, err := s.BatchComplete(ctx, connect.NewRequest(&bankv1.BatchCompleteRequest{Completions: []*bankv1.Completion{
+	cresp, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{Completions: []*bankv1.Completion{
 		{TransactionId: held, Outcome: bankv1.Outcome_OUTCOME_COMMIT},
 		{TransactionId: other, Outcome: bankv1.Outcome_OUTCOME_COMMIT}, // voted NO: refused
 		{TransactionId: "never-seen", Outcome: bankv1.Outcome_OUTCOME_ABORT},
@@ -71,7 +71,10 @@ func TestBatchCallsHandleEachItemAsTheSingleCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := cresp.Msg.GetResults()
+	c := cresp.Msg.GetCompletions()
+	if len(c) != 3 || len(cresp.Msg.GetPrepares()) != 0 {
+		t.Fatalf("%d completion and %d prepare results, want 3 and 0", len(c), len(cresp.Msg.GetPrepares()))
+	}
 	if c[0].GetState() != bankv1.TransactionState_TRANSACTION_STATE_COMMITTED || c[0].GetError() != nil {
 		t.Errorf("commit: %v", c[0])
 	}
@@ -90,7 +93,7 @@ func TestBatchCallsHandleEachItemAsTheSingleCall(t *testing.T) {
 	}
 }
 
-func TestBatchPrepareItemsInOrder(t *testing.T) {
+func TestBatchPreparesInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, l, logs := newTestService(t, usd("bank1-1", 1000), usd("bank1-2", 0))
@@ -100,7 +103,7 @@ func TestBatchPrepareItemsInOrder(t *testing.T) {
 	req := func(txn string, legs ...*bankv1.Leg) *bankv1.PrepareTransactionRequest {
 		return prepareRequest(txn, deadline, legs...).Msg
 	}
-	resp, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{
+	resp, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{Prepares: []*bankv1.PrepareTransactionRequest{
 		req("first", pbLeg("bank1-1", pbDebit, 500), pbLeg("bank1-2", pbCredit, 500)), // 900 available
 		req("second", pbLeg("bank1-1", pbDebit, 500)),                                 // 400 left: NO
 		req("old", pbLeg("bank1-2", pbCredit, 100), pbLeg("bank1-1", pbDebit, 100)),   // replay: YES
@@ -112,7 +115,7 @@ func TestBatchPrepareItemsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.Msg.GetResults()
+	r := resp.Msg.GetPrepares()
 	if len(r) != 7 {
 		t.Fatalf("%d results, want 7", len(r))
 	}
@@ -143,7 +146,7 @@ func TestBatchPrepareItemsInOrder(t *testing.T) {
 	}
 }
 
-func TestBatchCompleteItemsInOrder(t *testing.T) {
+func TestBatchCompletionsInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, l, logs := newTestService(t, usd("bank1-1", 1000), usd("bank1-2", 0))
@@ -158,7 +161,7 @@ func TestBatchCompleteItemsInOrder(t *testing.T) {
 	if err := l.Abort(ctx, "aborted"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.BatchComplete(ctx, connect.NewRequest(&bankv1.BatchCompleteRequest{Completions: []*bankv1.Completion{
+	resp, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{Completions: []*bankv1.Completion{
 		{TransactionId: "c", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
 		{TransactionId: "a", Outcome: bankv1.Outcome_OUTCOME_ABORT},
 		{TransactionId: "ghost", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
@@ -170,7 +173,7 @@ func TestBatchCompleteItemsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.Msg.GetResults()
+	r := resp.Msg.GetCompletions()
 	want := []struct {
 		state  bankv1.TransactionState
 		code   connect.Code
@@ -219,35 +222,54 @@ func TestBatchWriteFailureFailsEveryItem(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, l, logs := newTestService(t, usd("bank1-1", 1000), usd("bank1-2", 0))
+	if v := mustPrepare(t, l, "prepared", debit("bank1-1", 100)); !v.Yes {
+		t.Fatal(v)
+	}
 	addTrigger(t, l, `CREATE TRIGGER boom BEFORE INSERT ON transactions WHEN NEW.id = 'boom'
 		BEGIN SELECT RAISE(ABORT, 'boom'); END`)
-	resp, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{
-		prepareRequest("ok", deadline, pbLeg("bank1-1", pbDebit, 10)).Msg,
-		prepareRequest("nodir", deadline, pbLeg("bank1-1", bankv1.LegDirection_LEG_DIRECTION_UNSPECIFIED, 1)).Msg,
-		prepareRequest("boom", deadline, pbLeg("bank1-2", pbCredit, 10)).Msg,
-	}}))
+	resp, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{
+		Completions: []*bankv1.Completion{
+			{TransactionId: "prepared", Outcome: bankv1.Outcome_OUTCOME_COMMIT},
+			{TransactionId: "prepared", Outcome: bankv1.Outcome_OUTCOME_UNSPECIFIED},
+		},
+		Prepares: []*bankv1.PrepareTransactionRequest{
+			prepareRequest("ok", deadline, pbLeg("bank1-1", pbDebit, 10)).Msg,
+			prepareRequest("nodir", deadline, pbLeg("bank1-1", bankv1.LegDirection_LEG_DIRECTION_UNSPECIFIED, 1)).Msg,
+			prepareRequest("boom", deadline, pbLeg("bank1-2", pbCredit, 10)).Msg,
+		},
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.Msg.GetResults()
+	r, c := resp.Msg.GetPrepares(), resp.Msg.GetCompletions()
+	if len(r) != 3 || len(c) != 2 {
+		t.Fatalf("%d prepare and %d completion results, want 3 and 2", len(r), len(c))
+	}
 	for _, i := range []int{0, 2} {
 		if e := r[i].GetError(); e.GetCode() != connect.CodeInternal.String() || e.GetReason() != ErrorReasonInternal || r[i].GetResponse() != nil {
-			t.Errorf("item %d: %v, want an internal item error", i, r[i])
+			t.Errorf("prepare %d: %v, want an internal item error", i, r[i])
 		}
 	}
 	if r[1].GetError().GetCode() != connect.CodeInvalidArgument.String() {
-		t.Errorf("item 1: %v, want its own invalid_argument error", r[1])
+		t.Errorf("prepare 1: %v, want its own invalid_argument error", r[1])
+	}
+	if e := c[0].GetError(); e.GetCode() != connect.CodeInternal.String() || e.GetReason() != ErrorReasonInternal || c[0].GetState() != bankv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED {
+		t.Errorf("completion 0: %v, want an internal item error", c[0])
+	}
+	if c[1].GetError().GetCode() != connect.CodeInvalidArgument.String() {
+		t.Errorf("completion 1: %v, want its own invalid_argument error", c[1])
 	}
 	if n := strings.Count(logs.String(), "ledger failure"); n != 1 {
 		t.Errorf("%d 'ledger failure' lines, want 1, in:\n%s", n, logs)
 	}
 	wantUnknown(t, l, "ok")
-	wantAccount(t, l, "bank1-1", 1000, 0, 0)
+	wantState(t, l, "prepared", Prepared)
+	wantAccount(t, l, "bank1-1", 1000, 100, 0)
 }
 
 // TestBatchCompletesThenPrepares: one Batch call applies its completions before its prepares,
 // in one write, so a hold released by an abort is available to a prepare of the same call; each
-// item is answered as BatchComplete or BatchPrepare would answer it.
+// item is answered as its single call would answer it.
 func TestBatchCompletesThenPrepares(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -258,11 +280,11 @@ func TestBatchCompletesThenPrepares(t *testing.T) {
 			pbLeg("bank1-1", bankv1.LegDirection_LEG_DIRECTION_DEBIT, amount)}}
 	}
 	// Hold 800 of the 1000, and 100 more to be committed.
-	first, err := s.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: []*bankv1.PrepareTransactionRequest{debit("held", 800), debit("paid", 100)}}))
+	first, err := s.Batch(ctx, connect.NewRequest(&bankv1.BatchRequest{Prepares: []*bankv1.PrepareTransactionRequest{debit("held", 800), debit("paid", 100)}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range first.Msg.GetResults() {
+	for _, r := range first.Msg.GetPrepares() {
 		if r.GetResponse().GetVote() != bankv1.Vote_VOTE_YES {
 			t.Fatalf("setup prepare: %v", r)
 		}

@@ -199,14 +199,15 @@ type Ledger struct {
 
 // OpenLedger opens, creating if needed, the ledger of bank bankName in the SQLite file at path.
 // A ledger file remembers its bank: opening it for another bank fails with ErrWrongBank. Options,
-// if given, tune the store (see sqlitedb.Options).
+// if given, tune the store (see sqlitedb.Options); several are merged, a setting made in any of
+// them applying.
 func OpenLedger(ctx context.Context, path, bankName string, opts ...sqlitedb.Options) (*Ledger, error) {
 	if bankName == "" {
 		return nil, fmt.Errorf("open ledger: %w: empty bank name", ErrInvalidArgument)
 	}
 	var o sqlitedb.Options
-	if len(opts) > 0 {
-		o = opts[0]
+	for _, opt := range opts {
+		o.NoGroupCommit = o.NoGroupCommit || opt.NoGroupCommit
 	}
 	db, err := sqlitedb.OpenWith(ctx, path, migrations, o)
 	if err != nil {
@@ -485,7 +486,8 @@ func (l *Ledger) Commit(ctx context.Context, txnID string) error {
 	return l.completeOne(ctx, Completion{TxnID: txnID, Outcome: Committed})
 }
 
-// completeOne is CompleteMany of one item, its error as Commit or Abort returns it.
+// completeOne is the completion c alone in its own write, its error as Commit or Abort returns
+// it.
 func (l *Ledger) completeOne(ctx context.Context, c Completion) error {
 	r := newCompleteRun([]Completion{c})
 	if r.errs[0] != nil {
@@ -600,28 +602,9 @@ type PrepareItem struct {
 	Deadline time.Time
 }
 
-// PrepareMany prepares items in one ledger write, in order, each as Prepare would at now: an item
-// sees the holds of the items before it, and a transaction id repeated in the batch is a replay of
-// its first item. It returns once every item's record is durable.
-//
-// The votes and the per-item errors are what Prepare would return called for each item in turn:
-// an item with invalid arguments gets its ErrInvalidArgument error and a zero vote, and is
-// skipped. The third result is a failure of the whole batch (a storage failure, a context ended
-// before the write started): then nothing of the batch is recorded and there are no votes.
-func (l *Ledger) PrepareMany(ctx context.Context, items []PrepareItem, now time.Time) ([]Vote, []error, error) {
-	r := l.newPrepareRun(items, now)
-	if r.valid == 0 {
-		return r.votes, r.errs, nil
-	}
-	if err := l.write(ctx, r.apply); err != nil {
-		return nil, nil, fmt.Errorf("prepare batch of %d: %w", len(items), err)
-	}
-	r.finish()
-	return r.votes, r.errs, nil
-}
-
-// prepareRun is PrepareMany's work, in three steps: the checks (newPrepareRun), the write
-// (apply, inside a transaction) and what follows the write (finish).
+// prepareRun is the work of prepares (Prepare's one, Batch's several), in three steps: the
+// checks (newPrepareRun), the write (apply, inside a transaction) and what follows the write
+// (finish).
 type prepareRun struct {
 	l        *Ledger
 	items    []PrepareItem
@@ -645,11 +628,11 @@ func (l *Ledger) newPrepareRun(items []PrepareItem, now time.Time) *prepareRun {
 	return r
 }
 
-// apply prepares the valid items in tx. It may run again after a failed attempt, so it sets
-// every result afresh.
+// apply prepares the valid items in tx, in order, and sets their results. The write runs it once
+// (sqlitedb.DB.Update does not retry); when it returns an error, or the write fails after it,
+// nothing it wrote is kept and the caller discards the results.
 func (r *prepareRun) apply(ctx context.Context, tx *sqlitedb.Tx) error {
 	for i, it := range r.items {
-		r.votes[i], r.recorded[i] = Vote{}, false
 		if r.errs[i] != nil {
 			continue
 		}
@@ -673,34 +656,15 @@ func (r *prepareRun) finish() {
 	}
 }
 
-// Completion is one item of CompleteMany: phase two of transaction TxnID, Outcome Committed
+// Completion is one completion of a Batch: phase two of transaction TxnID, Outcome Committed
 // (as Commit) or Aborted (as Abort).
 type Completion struct {
 	TxnID   string
 	Outcome State
 }
 
-// CompleteMany commits or aborts items in one ledger write, in order, each as Commit or Abort
-// would. It returns once every item's effect is durable.
-//
-// The per-item errors are what Commit or Abort would return called for each item in turn:
-// ErrInvalidArgument (also for an Outcome that is neither Committed nor Aborted),
-// ErrUnknownTransaction, ErrAlreadyAborted, ErrAlreadyCommitted; such an item changes nothing and
-// the others go on. The second result is a failure of the whole batch (a storage failure, a
-// context ended before the write started): then nothing of the batch is applied.
-func (l *Ledger) CompleteMany(ctx context.Context, items []Completion) ([]error, error) {
-	r := newCompleteRun(items)
-	if r.valid == 0 {
-		return r.errs, nil
-	}
-	if err := l.write(ctx, r.apply); err != nil {
-		return nil, fmt.Errorf("complete batch of %d: %w", len(items), err)
-	}
-	r.finish()
-	return r.errs, nil
-}
-
-// completeRun is CompleteMany's work in the three steps of prepareRun.
+// completeRun is the work of completions (Commit's or Abort's one, Batch's several) in the
+// three steps of prepareRun.
 type completeRun struct {
 	items    []Completion
 	errs     []error
@@ -727,11 +691,9 @@ func newCompleteRun(items []Completion) *completeRun {
 	return r
 }
 
-// apply completes the valid items in tx. It may run again after a failed attempt, so it sets
-// every result afresh.
+// apply completes the valid items in tx, in order, and sets their results, as prepareRun.apply.
 func (r *completeRun) apply(ctx context.Context, tx *sqlitedb.Tx) error {
 	for i, c := range r.items {
-		r.refusals[i], r.applied[i] = nil, false
 		if r.errs[i] != nil {
 			continue
 		}
@@ -767,11 +729,19 @@ func (r *completeRun) finish() {
 	}
 }
 
-// Batch completes, then prepares, in one ledger write: the completions exactly as CompleteMany
-// would, then the prepares exactly as PrepareMany would, each item seeing the effects of the
-// items before it (a hold released by an abort is available to the prepares). The results are
-// those of CompleteMany and PrepareMany; err is a failure of the whole batch, and then nothing
-// of it is applied.
+// Batch completes, then prepares, in one ledger write, in order: each completion as Commit or
+// Abort would, then each prepare as Prepare would at now, each item seeing the effects of
+// the items before it (a hold released by an abort is available to the prepares, a prepare sees
+// the holds of the prepares before it, and a transaction id repeated among the prepares is a
+// replay of its first one). It returns once every item's effect is durable.
+//
+// The per-item results are what the single calls would return for each item in turn:
+// completeErrs[i] is Commit's or Abort's error (ErrInvalidArgument, also for an Outcome that is
+// neither Committed nor Aborted; ErrUnknownTransaction, ErrAlreadyAborted, ErrAlreadyCommitted),
+// votes[i] and prepareErrs[i] are Prepare's (an item with invalid arguments gets its
+// ErrInvalidArgument error and a zero vote). Such an item changes nothing and the others go on.
+// err is a failure of the whole batch (a storage failure, a context ended before the write
+// started): then nothing of the batch is applied and there are no per-item results.
 func (l *Ledger) Batch(ctx context.Context, completions []Completion, prepares []PrepareItem, now time.Time) (completeErrs []error, votes []Vote, prepareErrs []error, err error) {
 	c, p := newCompleteRun(completions), l.newPrepareRun(prepares, now)
 	if c.valid+p.valid > 0 {

@@ -227,7 +227,7 @@ func (m *itemMeter) stop() {
 	}
 }
 
-// prepareBatches prepares the ids in batches of benchBatch, each one PrepareMany.
+// prepareBatches prepares the ids in batches of benchBatch, each one Batch of prepares.
 func prepareBatches(b *testing.B, l *Ledger, ids []string) {
 	b.Helper()
 	items := make([]PrepareItem, benchBatch)
@@ -236,7 +236,7 @@ func prepareBatches(b *testing.B, l *Ledger, ids []string) {
 		for i, id := range batch {
 			items[i] = PrepareItem{TxnID: id, Legs: benchLegs, Deadline: deadline}
 		}
-		votes, errs, err := l.PrepareMany(context.Background(), items[:len(batch)], t0)
+		_, votes, errs, err := l.Batch(context.Background(), nil, items[:len(batch)], t0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -248,8 +248,8 @@ func prepareBatches(b *testing.B, l *Ledger, ids []string) {
 	}
 }
 
-// BenchmarkLedgerPrepareMany is batches of 32 prepares, one PrepareMany (one write) each.
-func BenchmarkLedgerPrepareMany(b *testing.B) {
+// BenchmarkLedgerBatchPrepares is batches of 32 prepares, one Batch (one write) each.
+func BenchmarkLedgerBatchPrepares(b *testing.B) {
 	l := openBenchLedger(b, true)
 	ids := benchIDs(b.N * benchBatch)
 	m := startItems(b, benchBatch)
@@ -259,9 +259,9 @@ func BenchmarkLedgerPrepareMany(b *testing.B) {
 	m.stop()
 }
 
-// BenchmarkLedgerCompleteMany is batches of 32 commits, one CompleteMany (one write) each; the
+// BenchmarkLedgerBatchCommits is batches of 32 commits, one Batch (one write) each; the
 // prepares are made before the clock starts.
-func BenchmarkLedgerCompleteMany(b *testing.B) {
+func BenchmarkLedgerBatchCommits(b *testing.B) {
 	l := openBenchLedger(b, true)
 	ids := benchIDs(b.N * benchBatch)
 	prepareBatches(b, l, ids)
@@ -271,7 +271,7 @@ func BenchmarkLedgerCompleteMany(b *testing.B) {
 		for i, id := range ids[n*benchBatch : (n+1)*benchBatch] {
 			items[i] = Completion{TxnID: id, Outcome: Committed}
 		}
-		errs, err := l.CompleteMany(context.Background(), items)
+		errs, _, _, err := l.Batch(context.Background(), items, nil, t0)
 		if err != nil {
 			b.Fatal(err)
 		}

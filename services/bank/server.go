@@ -25,8 +25,6 @@ var Policy = rpcserver.Policy{
 	bankv1connect.BankServicePrepareTransactionProcedure:   rpcserver.AccessGateway,
 	bankv1connect.BankServiceCommitTransactionProcedure:    rpcserver.AccessGateway,
 	bankv1connect.BankServiceAbortTransactionProcedure:     rpcserver.AccessGateway,
-	bankv1connect.BankServiceBatchPrepareProcedure:         rpcserver.AccessGateway,
-	bankv1connect.BankServiceBatchCompleteProcedure:        rpcserver.AccessGateway,
 	bankv1connect.BankServiceBatchProcedure:                rpcserver.AccessGateway,
 	bankv1connect.BankServiceFetchBankBalanceProcedure:     rpcserver.AccessGateway,
 	bankv1connect.BankServiceGetAccountProcedure:           rpcserver.AccessGateway,

@@ -36,8 +36,6 @@ type ledgerStore interface {
 	Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error)
 	Commit(ctx context.Context, txnID string) error
 	Abort(ctx context.Context, txnID string) error
-	PrepareMany(ctx context.Context, items []PrepareItem, now time.Time) ([]Vote, []error, error)
-	CompleteMany(ctx context.Context, items []Completion) ([]error, error)
 	Batch(ctx context.Context, completions []Completion, prepares []PrepareItem, now time.Time) ([]error, []Vote, []error, error)
 	Balances(ctx context.Context, ids []string) ([]Account, error)
 	Account(ctx context.Context, id string) (Account, error)

@@ -39,17 +39,6 @@ func (b *countingBank) PrepareTransaction(ctx context.Context, req *connect.Requ
 	return connect.NewResponse(b.vote(req.Msg)), nil
 }
 
-func (b *countingBank) BatchPrepare(ctx context.Context, req *connect.Request[bankv1.BatchPrepareRequest]) (*connect.Response[bankv1.BatchPrepareResponse], error) {
-	b.batches.Add(1)
-	b.items.Add(int64(len(req.Msg.GetPrepares())))
-	time.Sleep(b.delay)
-	out := &bankv1.BatchPrepareResponse{}
-	for _, p := range req.Msg.GetPrepares() {
-		out.Results = append(out.Results, &bankv1.BatchPrepareResult{Response: b.vote(p)})
-	}
-	return connect.NewResponse(out), nil
-}
-
 func (b *countingBank) CommitTransaction(ctx context.Context, req *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error) {
 	b.singles.Add(1)
 	b.items.Add(1)
@@ -60,36 +49,27 @@ func (b *countingBank) CommitTransaction(ctx context.Context, req *connect.Reque
 	return connect.NewResponse(&bankv1.CommitTransactionResponse{State: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED}), nil
 }
 
-func (b *countingBank) BatchComplete(ctx context.Context, req *connect.Request[bankv1.BatchCompleteRequest]) (*connect.Response[bankv1.BatchCompleteResponse], error) {
-	b.batches.Add(1)
-	b.items.Add(int64(len(req.Msg.GetCompletions())))
-	time.Sleep(b.delay)
-	out := &bankv1.BatchCompleteResponse{}
-	for _, c := range req.Msg.GetCompletions() {
-		if c.GetTransactionId()[:8] == "aborted-" {
-			out.Results = append(out.Results, &bankv1.BatchCompleteResult{Error: &bankv1.ItemError{Code: "failed_precondition", Reason: "transaction_already_aborted", Message: "already aborted"}})
-			continue
-		}
-		out.Results = append(out.Results, &bankv1.BatchCompleteResult{State: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED})
+// completion is the bank's answer to one completion: what CommitTransaction answers.
+func (b *countingBank) completion(c *bankv1.Completion) *bankv1.BatchCompleteResult {
+	if c.GetTransactionId()[:8] == "aborted-" {
+		return &bankv1.BatchCompleteResult{Error: &bankv1.ItemError{Code: "failed_precondition", Reason: "transaction_already_aborted", Message: "already aborted"}}
 	}
-	return connect.NewResponse(out), nil
+	return &bankv1.BatchCompleteResult{State: bankv1.TransactionState_TRANSACTION_STATE_COMMITTED}
 }
 
 func (b *countingBank) Batch(ctx context.Context, req *connect.Request[bankv1.BatchRequest]) (*connect.Response[bankv1.BatchResponse], error) {
 	b.batches.Add(1)
+	b.items.Add(int64(len(req.Msg.GetCompletions()) + len(req.Msg.GetPrepares())))
 	if len(req.Msg.GetCompletions()) > 0 && len(req.Msg.GetPrepares()) > 0 {
 		b.mixed.Add(1)
 	}
+	time.Sleep(b.delay)
 	out := &bankv1.BatchResponse{}
-	if len(req.Msg.GetCompletions()) > 0 {
-		resp, _ := b.BatchComplete(ctx, connect.NewRequest(&bankv1.BatchCompleteRequest{Completions: req.Msg.GetCompletions()}))
-		out.Completions = resp.Msg.GetResults()
-		b.batches.Add(-1)
+	for _, c := range req.Msg.GetCompletions() {
+		out.Completions = append(out.Completions, b.completion(c))
 	}
-	if len(req.Msg.GetPrepares()) > 0 {
-		resp, _ := b.BatchPrepare(ctx, connect.NewRequest(&bankv1.BatchPrepareRequest{Prepares: req.Msg.GetPrepares()}))
-		out.Prepares = resp.Msg.GetResults()
-		b.batches.Add(-1)
+	for _, p := range req.Msg.GetPrepares() {
+		out.Prepares = append(out.Prepares, &bankv1.BatchPrepareResult{Response: b.vote(p)})
 	}
 	return connect.NewResponse(out), nil
 }

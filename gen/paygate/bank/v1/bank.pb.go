@@ -261,7 +261,7 @@ func (TransactionState) EnumDescriptor() ([]byte, []int) {
 	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{3}
 }
 
-// Outcome is what BatchComplete does to one transaction.
+// Outcome is what a Completion does to its transaction.
 type Outcome int32
 
 const (
@@ -1416,50 +1416,6 @@ func (x *GetTransactionResponse) GetTransaction() *Transaction {
 	return nil
 }
 
-type BatchPrepareRequest struct {
-	state         protoimpl.MessageState       `protogen:"open.v1"`
-	Prepares      []*PrepareTransactionRequest `protobuf:"bytes,1,rep,name=prepares,proto3" json:"prepares,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchPrepareRequest) Reset() {
-	*x = BatchPrepareRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchPrepareRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchPrepareRequest) ProtoMessage() {}
-
-func (x *BatchPrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchPrepareRequest.ProtoReflect.Descriptor instead.
-func (*BatchPrepareRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *BatchPrepareRequest) GetPrepares() []*PrepareTransactionRequest {
-	if x != nil {
-		return x.Prepares
-	}
-	return nil
-}
-
 // ItemError is the error of one item of a batch, as the single call would have returned it.
 type ItemError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1474,7 +1430,7 @@ type ItemError struct {
 
 func (x *ItemError) Reset() {
 	*x = ItemError{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1442,7 @@ func (x *ItemError) String() string {
 func (*ItemError) ProtoMessage() {}
 
 func (x *ItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1455,7 @@ func (x *ItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
 func (*ItemError) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{21}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ItemError) GetCode() string {
@@ -1535,7 +1491,7 @@ type BatchPrepareResult struct {
 
 func (x *BatchPrepareResult) Reset() {
 	*x = BatchPrepareResult{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1503,7 @@ func (x *BatchPrepareResult) String() string {
 func (*BatchPrepareResult) ProtoMessage() {}
 
 func (x *BatchPrepareResult) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1516,7 @@ func (x *BatchPrepareResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchPrepareResult.ProtoReflect.Descriptor instead.
 func (*BatchPrepareResult) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{22}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BatchPrepareResult) GetResponse() *PrepareTransactionResponse {
@@ -1577,50 +1533,6 @@ func (x *BatchPrepareResult) GetError() *ItemError {
 	return nil
 }
 
-type BatchPrepareResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*BatchPrepareResult  `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchPrepareResponse) Reset() {
-	*x = BatchPrepareResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchPrepareResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchPrepareResponse) ProtoMessage() {}
-
-func (x *BatchPrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchPrepareResponse.ProtoReflect.Descriptor instead.
-func (*BatchPrepareResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{23}
-}
-
-func (x *BatchPrepareResponse) GetResults() []*BatchPrepareResult {
-	if x != nil {
-		return x.Results
-	}
-	return nil
-}
-
 type Completion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TransactionId string                 `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
@@ -1631,7 +1543,7 @@ type Completion struct {
 
 func (x *Completion) Reset() {
 	*x = Completion{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1555,7 @@ func (x *Completion) String() string {
 func (*Completion) ProtoMessage() {}
 
 func (x *Completion) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1568,7 @@ func (x *Completion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Completion.ProtoReflect.Descriptor instead.
 func (*Completion) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{24}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Completion) GetTransactionId() string {
@@ -1673,50 +1585,6 @@ func (x *Completion) GetOutcome() Outcome {
 	return Outcome_OUTCOME_UNSPECIFIED
 }
 
-type BatchCompleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Completions   []*Completion          `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchCompleteRequest) Reset() {
-	*x = BatchCompleteRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchCompleteRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchCompleteRequest) ProtoMessage() {}
-
-func (x *BatchCompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchCompleteRequest.ProtoReflect.Descriptor instead.
-func (*BatchCompleteRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{25}
-}
-
-func (x *BatchCompleteRequest) GetCompletions() []*Completion {
-	if x != nil {
-		return x.Completions
-	}
-	return nil
-}
-
 type BatchCompleteResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The transaction's state after the item was handled.
@@ -1728,7 +1596,7 @@ type BatchCompleteResult struct {
 
 func (x *BatchCompleteResult) Reset() {
 	*x = BatchCompleteResult{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1608,7 @@ func (x *BatchCompleteResult) String() string {
 func (*BatchCompleteResult) ProtoMessage() {}
 
 func (x *BatchCompleteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1621,7 @@ func (x *BatchCompleteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCompleteResult.ProtoReflect.Descriptor instead.
 func (*BatchCompleteResult) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{26}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchCompleteResult) GetState() TransactionState {
@@ -1770,50 +1638,6 @@ func (x *BatchCompleteResult) GetError() *ItemError {
 	return nil
 }
 
-type BatchCompleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*BatchCompleteResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchCompleteResponse) Reset() {
-	*x = BatchCompleteResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchCompleteResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchCompleteResponse) ProtoMessage() {}
-
-func (x *BatchCompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchCompleteResponse.ProtoReflect.Descriptor instead.
-func (*BatchCompleteResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{27}
-}
-
-func (x *BatchCompleteResponse) GetResults() []*BatchCompleteResult {
-	if x != nil {
-		return x.Results
-	}
-	return nil
-}
-
 type BatchRequest struct {
 	state         protoimpl.MessageState       `protogen:"open.v1"`
 	Completions   []*Completion                `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
@@ -1824,7 +1648,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[28]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1660,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[28]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1673,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{28}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BatchRequest) GetCompletions() []*Completion {
@@ -1878,7 +1702,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[29]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1714,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_bank_v1_bank_proto_msgTypes[29]
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +1727,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{29}
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BatchResponse) GetCompletions() []*BatchCompleteResult {
@@ -2000,30 +1824,22 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x123\n" +
 	"\x06reason\x18\x05 \x01(\x0e2\x1b.paygate.bank.v1.VoteReasonR\x06reason\"X\n" +
 	"\x16GetTransactionResponse\x12>\n" +
-	"\vtransaction\x18\x01 \x01(\v2\x1c.paygate.bank.v1.TransactionR\vtransaction\"j\n" +
-	"\x13BatchPrepareRequest\x12S\n" +
-	"\bprepares\x18\x01 \x03(\v2*.paygate.bank.v1.PrepareTransactionRequestB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\bprepares\"Q\n" +
+	"\vtransaction\x18\x01 \x01(\v2\x1c.paygate.bank.v1.TransactionR\vtransaction\"Q\n" +
 	"\tItemError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"\x8f\x01\n" +
 	"\x12BatchPrepareResult\x12G\n" +
 	"\bresponse\x18\x01 \x01(\v2+.paygate.bank.v1.PrepareTransactionResponseR\bresponse\x120\n" +
-	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"U\n" +
-	"\x14BatchPrepareResponse\x12=\n" +
-	"\aresults\x18\x01 \x03(\v2#.paygate.bank.v1.BatchPrepareResultR\aresults\"~\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"~\n" +
 	"\n" +
 	"Completion\x120\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\rtransactionId\x12>\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x18.paygate.bank.v1.OutcomeB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\"b\n" +
-	"\x14BatchCompleteRequest\x12J\n" +
-	"\vcompletions\x18\x01 \x03(\v2\x1b.paygate.bank.v1.CompletionB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\vcompletions\"\x80\x01\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\"\x80\x01\n" +
 	"\x13BatchCompleteResult\x127\n" +
 	"\x05state\x18\x01 \x01(\x0e2!.paygate.bank.v1.TransactionStateR\x05state\x120\n" +
-	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"W\n" +
-	"\x15BatchCompleteResponse\x12>\n" +
-	"\aresults\x18\x01 \x03(\v2$.paygate.bank.v1.BatchCompleteResultR\aresults\"\xa7\x02\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.paygate.bank.v1.ItemErrorR\x05error\"\xa7\x02\n" +
 	"\fBatchRequest\x12H\n" +
 	"\vcompletions\x18\x01 \x03(\v2\x1b.paygate.bank.v1.CompletionB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\vcompletions\x12Q\n" +
 	"\bprepares\x18\x02 \x03(\v2*.paygate.bank.v1.PrepareTransactionRequestB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\bprepares:z\xbaHw\x1au\n" +
@@ -2058,13 +1874,11 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eOUTCOME_COMMIT\x10\x01\x12\x11\n" +
-	"\rOUTCOME_ABORT\x10\x022\xdf\b\n" +
+	"\rOUTCOME_ABORT\x10\x022\xa2\a\n" +
 	"\vBankService\x12m\n" +
 	"\x12PrepareTransaction\x12*.paygate.bank.v1.PrepareTransactionRequest\x1a+.paygate.bank.v1.PrepareTransactionResponse\x12j\n" +
 	"\x11CommitTransaction\x12).paygate.bank.v1.CommitTransactionRequest\x1a*.paygate.bank.v1.CommitTransactionResponse\x12g\n" +
-	"\x10AbortTransaction\x12(.paygate.bank.v1.AbortTransactionRequest\x1a).paygate.bank.v1.AbortTransactionResponse\x12[\n" +
-	"\fBatchPrepare\x12$.paygate.bank.v1.BatchPrepareRequest\x1a%.paygate.bank.v1.BatchPrepareResponse\x12^\n" +
-	"\rBatchComplete\x12%.paygate.bank.v1.BatchCompleteRequest\x1a&.paygate.bank.v1.BatchCompleteResponse\x12F\n" +
+	"\x10AbortTransaction\x12(.paygate.bank.v1.AbortTransactionRequest\x1a).paygate.bank.v1.AbortTransactionResponse\x12F\n" +
 	"\x05Batch\x12\x1d.paygate.bank.v1.BatchRequest\x1a\x1e.paygate.bank.v1.BatchResponse\x12l\n" +
 	"\x10FetchBankBalance\x12(.paygate.bank.v1.FetchBankBalanceRequest\x1a).paygate.bank.v1.FetchBankBalanceResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\n" +
@@ -2087,7 +1901,7 @@ func file_paygate_bank_v1_bank_proto_rawDescGZIP() []byte {
 }
 
 var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_paygate_bank_v1_bank_proto_goTypes = []any{
 	(LegDirection)(0),                    // 0: paygate.bank.v1.LegDirection
 	(Vote)(0),                            // 1: paygate.bank.v1.Vote
@@ -2114,22 +1928,18 @@ var file_paygate_bank_v1_bank_proto_goTypes = []any{
 	(*GetTransactionRequest)(nil),        // 22: paygate.bank.v1.GetTransactionRequest
 	(*Transaction)(nil),                  // 23: paygate.bank.v1.Transaction
 	(*GetTransactionResponse)(nil),       // 24: paygate.bank.v1.GetTransactionResponse
-	(*BatchPrepareRequest)(nil),          // 25: paygate.bank.v1.BatchPrepareRequest
-	(*ItemError)(nil),                    // 26: paygate.bank.v1.ItemError
-	(*BatchPrepareResult)(nil),           // 27: paygate.bank.v1.BatchPrepareResult
-	(*BatchPrepareResponse)(nil),         // 28: paygate.bank.v1.BatchPrepareResponse
-	(*Completion)(nil),                   // 29: paygate.bank.v1.Completion
-	(*BatchCompleteRequest)(nil),         // 30: paygate.bank.v1.BatchCompleteRequest
-	(*BatchCompleteResult)(nil),          // 31: paygate.bank.v1.BatchCompleteResult
-	(*BatchCompleteResponse)(nil),        // 32: paygate.bank.v1.BatchCompleteResponse
-	(*BatchRequest)(nil),                 // 33: paygate.bank.v1.BatchRequest
-	(*BatchResponse)(nil),                // 34: paygate.bank.v1.BatchResponse
-	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
+	(*ItemError)(nil),                    // 25: paygate.bank.v1.ItemError
+	(*BatchPrepareResult)(nil),           // 26: paygate.bank.v1.BatchPrepareResult
+	(*Completion)(nil),                   // 27: paygate.bank.v1.Completion
+	(*BatchCompleteResult)(nil),          // 28: paygate.bank.v1.BatchCompleteResult
+	(*BatchRequest)(nil),                 // 29: paygate.bank.v1.BatchRequest
+	(*BatchResponse)(nil),                // 30: paygate.bank.v1.BatchResponse
+	(*timestamppb.Timestamp)(nil),        // 31: google.protobuf.Timestamp
 }
 var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	0,  // 0: paygate.bank.v1.Leg.direction:type_name -> paygate.bank.v1.LegDirection
 	5,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
-	35, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
+	31, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 3: paygate.bank.v1.PrepareTransactionResponse.vote:type_name -> paygate.bank.v1.Vote
 	2,  // 4: paygate.bank.v1.PrepareTransactionResponse.reason:type_name -> paygate.bank.v1.VoteReason
 	3,  // 5: paygate.bank.v1.CommitTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
@@ -2141,49 +1951,41 @@ var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	16, // 11: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
 	3,  // 12: paygate.bank.v1.Transaction.state:type_name -> paygate.bank.v1.TransactionState
 	5,  // 13: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
-	35, // 14: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	31, // 14: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 15: paygate.bank.v1.Transaction.reason:type_name -> paygate.bank.v1.VoteReason
 	23, // 16: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
-	6,  // 17: paygate.bank.v1.BatchPrepareRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
-	7,  // 18: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
-	26, // 19: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
-	27, // 20: paygate.bank.v1.BatchPrepareResponse.results:type_name -> paygate.bank.v1.BatchPrepareResult
-	4,  // 21: paygate.bank.v1.Completion.outcome:type_name -> paygate.bank.v1.Outcome
-	29, // 22: paygate.bank.v1.BatchCompleteRequest.completions:type_name -> paygate.bank.v1.Completion
-	3,  // 23: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
-	26, // 24: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
-	31, // 25: paygate.bank.v1.BatchCompleteResponse.results:type_name -> paygate.bank.v1.BatchCompleteResult
-	29, // 26: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
-	6,  // 27: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
-	31, // 28: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
-	27, // 29: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
-	6,  // 30: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
-	8,  // 31: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
-	10, // 32: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
-	25, // 33: paygate.bank.v1.BankService.BatchPrepare:input_type -> paygate.bank.v1.BatchPrepareRequest
-	30, // 34: paygate.bank.v1.BankService.BatchComplete:input_type -> paygate.bank.v1.BatchCompleteRequest
-	33, // 35: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
-	13, // 36: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
-	15, // 37: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
-	20, // 38: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
-	22, // 39: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
-	18, // 40: paygate.bank.v1.BankService.RedeemEnrollmentCode:input_type -> paygate.bank.v1.RedeemEnrollmentCodeRequest
-	7,  // 41: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
-	9,  // 42: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
-	11, // 43: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
-	28, // 44: paygate.bank.v1.BankService.BatchPrepare:output_type -> paygate.bank.v1.BatchPrepareResponse
-	32, // 45: paygate.bank.v1.BankService.BatchComplete:output_type -> paygate.bank.v1.BatchCompleteResponse
-	34, // 46: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
-	14, // 47: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
-	17, // 48: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
-	21, // 49: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
-	24, // 50: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
-	19, // 51: paygate.bank.v1.BankService.RedeemEnrollmentCode:output_type -> paygate.bank.v1.RedeemEnrollmentCodeResponse
-	41, // [41:52] is the sub-list for method output_type
-	30, // [30:41] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	7,  // 17: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
+	25, // 18: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
+	4,  // 19: paygate.bank.v1.Completion.outcome:type_name -> paygate.bank.v1.Outcome
+	3,  // 20: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
+	25, // 21: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
+	27, // 22: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
+	6,  // 23: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
+	28, // 24: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
+	26, // 25: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
+	6,  // 26: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
+	8,  // 27: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
+	10, // 28: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
+	29, // 29: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
+	13, // 30: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
+	15, // 31: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
+	20, // 32: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
+	22, // 33: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
+	18, // 34: paygate.bank.v1.BankService.RedeemEnrollmentCode:input_type -> paygate.bank.v1.RedeemEnrollmentCodeRequest
+	7,  // 35: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
+	9,  // 36: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
+	11, // 37: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
+	30, // 38: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
+	14, // 39: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
+	17, // 40: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
+	21, // 41: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
+	24, // 42: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
+	19, // 43: paygate.bank.v1.BankService.RedeemEnrollmentCode:output_type -> paygate.bank.v1.RedeemEnrollmentCodeResponse
+	35, // [35:44] is the sub-list for method output_type
+	26, // [26:35] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_paygate_bank_v1_bank_proto_init() }
@@ -2197,7 +1999,7 @@ func file_paygate_bank_v1_bank_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_bank_v1_bank_proto_rawDesc), len(file_paygate_bank_v1_bank_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   30,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,12 +45,6 @@ const (
 	// BankServiceAbortTransactionProcedure is the fully-qualified name of the BankService's
 	// AbortTransaction RPC.
 	BankServiceAbortTransactionProcedure = "/paygate.bank.v1.BankService/AbortTransaction"
-	// BankServiceBatchPrepareProcedure is the fully-qualified name of the BankService's BatchPrepare
-	// RPC.
-	BankServiceBatchPrepareProcedure = "/paygate.bank.v1.BankService/BatchPrepare"
-	// BankServiceBatchCompleteProcedure is the fully-qualified name of the BankService's BatchComplete
-	// RPC.
-	BankServiceBatchCompleteProcedure = "/paygate.bank.v1.BankService/BatchComplete"
 	// BankServiceBatchProcedure is the fully-qualified name of the BankService's Batch RPC.
 	BankServiceBatchProcedure = "/paygate.bank.v1.BankService/Batch"
 	// BankServiceFetchBankBalanceProcedure is the fully-qualified name of the BankService's
@@ -84,19 +78,12 @@ type BankServiceClient interface {
 	// transaction the bank has never seen records the abort, so a late prepare votes NO. Aborting a
 	// committed transaction is refused with FAILED_PRECONDITION.
 	AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error)
-	// BatchPrepare prepares several transactions in one call. Each item is handled exactly as
-	// PrepareTransaction handles it, independently of the others; results come back in request
-	// order. The gateway sends concurrent prepares bound for the same bank this way, so that they
-	// share one round trip and one sync of the bank's ledger.
-	BatchPrepare(context.Context, *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error)
-	// BatchComplete commits or aborts several transactions in one call, each exactly as
-	// CommitTransaction or AbortTransaction would; results come back in request order.
-	BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error)
 	// Batch completes, then prepares, in one call and one write of the bank's ledger: each
-	// completion exactly as BatchComplete handles it, then each prepare exactly as BatchPrepare
-	// does, every item seeing the effects of the items before it. The gateway sends the phase-two
-	// and phase-one messages bound for the same bank this way, so that a round costs the bank one
-	// call and one sync.
+	// completion exactly as CommitTransaction or AbortTransaction handles it, then each prepare
+	// exactly as PrepareTransaction does, every item seeing the effects of the items before it.
+	// Each item is answered on its own, in request order; one item's refusal does not affect the
+	// others. The gateway sends the phase-two and phase-one messages bound for the same bank this
+	// way, so that a round costs the bank one call and one sync.
 	Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error)
 	// FetchBankBalance returns the balances of the named accounts.
 	FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error)
@@ -147,18 +134,6 @@ func NewBankServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(bankServiceMethods.ByName("AbortTransaction")),
 			connect.WithClientOptions(opts...),
 		),
-		batchPrepare: connect.NewClient[v1.BatchPrepareRequest, v1.BatchPrepareResponse](
-			httpClient,
-			baseURL+BankServiceBatchPrepareProcedure,
-			connect.WithSchema(bankServiceMethods.ByName("BatchPrepare")),
-			connect.WithClientOptions(opts...),
-		),
-		batchComplete: connect.NewClient[v1.BatchCompleteRequest, v1.BatchCompleteResponse](
-			httpClient,
-			baseURL+BankServiceBatchCompleteProcedure,
-			connect.WithSchema(bankServiceMethods.ByName("BatchComplete")),
-			connect.WithClientOptions(opts...),
-		),
 		batch: connect.NewClient[v1.BatchRequest, v1.BatchResponse](
 			httpClient,
 			baseURL+BankServiceBatchProcedure,
@@ -207,8 +182,6 @@ type bankServiceClient struct {
 	prepareTransaction   *connect.Client[v1.PrepareTransactionRequest, v1.PrepareTransactionResponse]
 	commitTransaction    *connect.Client[v1.CommitTransactionRequest, v1.CommitTransactionResponse]
 	abortTransaction     *connect.Client[v1.AbortTransactionRequest, v1.AbortTransactionResponse]
-	batchPrepare         *connect.Client[v1.BatchPrepareRequest, v1.BatchPrepareResponse]
-	batchComplete        *connect.Client[v1.BatchCompleteRequest, v1.BatchCompleteResponse]
 	batch                *connect.Client[v1.BatchRequest, v1.BatchResponse]
 	fetchBankBalance     *connect.Client[v1.FetchBankBalanceRequest, v1.FetchBankBalanceResponse]
 	getAccount           *connect.Client[v1.GetAccountRequest, v1.GetAccountResponse]
@@ -230,16 +203,6 @@ func (c *bankServiceClient) CommitTransaction(ctx context.Context, req *connect.
 // AbortTransaction calls paygate.bank.v1.BankService.AbortTransaction.
 func (c *bankServiceClient) AbortTransaction(ctx context.Context, req *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error) {
 	return c.abortTransaction.CallUnary(ctx, req)
-}
-
-// BatchPrepare calls paygate.bank.v1.BankService.BatchPrepare.
-func (c *bankServiceClient) BatchPrepare(ctx context.Context, req *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error) {
-	return c.batchPrepare.CallUnary(ctx, req)
-}
-
-// BatchComplete calls paygate.bank.v1.BankService.BatchComplete.
-func (c *bankServiceClient) BatchComplete(ctx context.Context, req *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error) {
-	return c.batchComplete.CallUnary(ctx, req)
 }
 
 // Batch calls paygate.bank.v1.BankService.Batch.
@@ -287,19 +250,12 @@ type BankServiceHandler interface {
 	// transaction the bank has never seen records the abort, so a late prepare votes NO. Aborting a
 	// committed transaction is refused with FAILED_PRECONDITION.
 	AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error)
-	// BatchPrepare prepares several transactions in one call. Each item is handled exactly as
-	// PrepareTransaction handles it, independently of the others; results come back in request
-	// order. The gateway sends concurrent prepares bound for the same bank this way, so that they
-	// share one round trip and one sync of the bank's ledger.
-	BatchPrepare(context.Context, *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error)
-	// BatchComplete commits or aborts several transactions in one call, each exactly as
-	// CommitTransaction or AbortTransaction would; results come back in request order.
-	BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error)
 	// Batch completes, then prepares, in one call and one write of the bank's ledger: each
-	// completion exactly as BatchComplete handles it, then each prepare exactly as BatchPrepare
-	// does, every item seeing the effects of the items before it. The gateway sends the phase-two
-	// and phase-one messages bound for the same bank this way, so that a round costs the bank one
-	// call and one sync.
+	// completion exactly as CommitTransaction or AbortTransaction handles it, then each prepare
+	// exactly as PrepareTransaction does, every item seeing the effects of the items before it.
+	// Each item is answered on its own, in request order; one item's refusal does not affect the
+	// others. The gateway sends the phase-two and phase-one messages bound for the same bank this
+	// way, so that a round costs the bank one call and one sync.
 	Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error)
 	// FetchBankBalance returns the balances of the named accounts.
 	FetchBankBalance(context.Context, *connect.Request[v1.FetchBankBalanceRequest]) (*connect.Response[v1.FetchBankBalanceResponse], error)
@@ -344,18 +300,6 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 		BankServiceAbortTransactionProcedure,
 		svc.AbortTransaction,
 		connect.WithSchema(bankServiceMethods.ByName("AbortTransaction")),
-		connect.WithHandlerOptions(opts...),
-	)
-	bankServiceBatchPrepareHandler := connect.NewUnaryHandler(
-		BankServiceBatchPrepareProcedure,
-		svc.BatchPrepare,
-		connect.WithSchema(bankServiceMethods.ByName("BatchPrepare")),
-		connect.WithHandlerOptions(opts...),
-	)
-	bankServiceBatchCompleteHandler := connect.NewUnaryHandler(
-		BankServiceBatchCompleteProcedure,
-		svc.BatchComplete,
-		connect.WithSchema(bankServiceMethods.ByName("BatchComplete")),
 		connect.WithHandlerOptions(opts...),
 	)
 	bankServiceBatchHandler := connect.NewUnaryHandler(
@@ -406,10 +350,6 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 			bankServiceCommitTransactionHandler.ServeHTTP(w, r)
 		case BankServiceAbortTransactionProcedure:
 			bankServiceAbortTransactionHandler.ServeHTTP(w, r)
-		case BankServiceBatchPrepareProcedure:
-			bankServiceBatchPrepareHandler.ServeHTTP(w, r)
-		case BankServiceBatchCompleteProcedure:
-			bankServiceBatchCompleteHandler.ServeHTTP(w, r)
 		case BankServiceBatchProcedure:
 			bankServiceBatchHandler.ServeHTTP(w, r)
 		case BankServiceFetchBankBalanceProcedure:
@@ -441,14 +381,6 @@ func (UnimplementedBankServiceHandler) CommitTransaction(context.Context, *conne
 
 func (UnimplementedBankServiceHandler) AbortTransaction(context.Context, *connect.Request[v1.AbortTransactionRequest]) (*connect.Response[v1.AbortTransactionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.AbortTransaction is not implemented"))
-}
-
-func (UnimplementedBankServiceHandler) BatchPrepare(context.Context, *connect.Request[v1.BatchPrepareRequest]) (*connect.Response[v1.BatchPrepareResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.BatchPrepare is not implemented"))
-}
-
-func (UnimplementedBankServiceHandler) BatchComplete(context.Context, *connect.Request[v1.BatchCompleteRequest]) (*connect.Response[v1.BatchCompleteResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.BatchComplete is not implemented"))
 }
 
 func (UnimplementedBankServiceHandler) Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error) {

@@ -31,7 +31,9 @@ func wantUnknown(t *testing.T, l *Ledger, txn string) {
 	}
 }
 
-func TestPrepareManyEachItemAsPrepare(t *testing.T) {
+// TestBatchPreparesEachAsPrepare: the prepares of a Batch get, item by item, what Prepare would
+// answer called for each in turn, and the batch records what those calls would.
+func TestBatchPreparesEachAsPrepare(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000), usd("bank1-2", 0))
@@ -48,12 +50,12 @@ func TestPrepareManyEachItemAsPrepare(t *testing.T) {
 		{TxnID: "old", Legs: []Leg{debit("bank1-1", 99)}, Deadline: deadline},
 		{TxnID: "late", Legs: []Leg{debit("bank1-1", 1)}, Deadline: t0.Add(-time.Second)},
 	}
-	votes, errs, err := l.PrepareMany(ctx, items, t0)
+	cerrs, votes, errs, err := l.Batch(ctx, nil, items, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(votes) != len(items) || len(errs) != len(items) {
-		t.Fatalf("%d votes, %d errors; want %d of each", len(votes), len(errs), len(items))
+	if len(cerrs) != 0 || len(votes) != len(items) || len(errs) != len(items) {
+		t.Fatalf("%d completion errors, %d votes, %d errors; want none and %d of each", len(cerrs), len(votes), len(errs), len(items))
 	}
 	want := []struct {
 		yes    bool
@@ -96,11 +98,11 @@ func TestPrepareManyEachItemAsPrepare(t *testing.T) {
 	wantAccount(t, l, "bank1-1", 1000, 500, 0)
 }
 
-func TestPrepareManyItemsSeeEarlierHolds(t *testing.T) {
+func TestBatchPreparesSeeEarlierHolds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000), usd("bank1-2", 0))
-	votes, errs, err := l.PrepareMany(ctx, []PrepareItem{
+	_, votes, errs, err := l.Batch(ctx, nil, []PrepareItem{
 		{TxnID: "first", Legs: []Leg{debit("bank1-1", 600), credit("bank1-2", 600)}, Deadline: deadline},
 		{TxnID: "second", Legs: []Leg{debit("bank1-1", 600), credit("bank1-2", 600)}, Deadline: deadline},
 	}, t0)
@@ -118,39 +120,41 @@ func TestPrepareManyItemsSeeEarlierHolds(t *testing.T) {
 	wantState(t, l, "second", Aborted)
 }
 
-func TestPrepareManyAllInvalidWritesNothing(t *testing.T) {
+func TestBatchAllInvalidWritesNothing(t *testing.T) {
 	t.Parallel()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000))
-	votes, errs, err := l.PrepareMany(context.Background(), []PrepareItem{
+	cerrs, votes, errs, err := l.Batch(context.Background(), []Completion{{TxnID: "c", Outcome: Prepared}}, []PrepareItem{
 		{TxnID: "", Legs: []Leg{debit("bank1-1", 1)}, Deadline: deadline},
 		{TxnID: "t", Legs: []Leg{debit("bank1-1", 1)}},
 	}, t0)
-	if err != nil || len(votes) != 2 || !errors.Is(errs[0], ErrInvalidArgument) || !errors.Is(errs[1], ErrInvalidArgument) {
-		t.Fatalf("PrepareMany = %v, %v, %v; want two ErrInvalidArgument items", votes, errs, err)
+	if err != nil || len(votes) != 2 || !errors.Is(errs[0], ErrInvalidArgument) || !errors.Is(errs[1], ErrInvalidArgument) ||
+		len(cerrs) != 1 || !errors.Is(cerrs[0], ErrInvalidArgument) {
+		t.Fatalf("Batch = %v, %v, %v, %v; want three ErrInvalidArgument items", cerrs, votes, errs, err)
 	}
 	wantUnknown(t, l, "t")
-	if votes, errs, err := l.PrepareMany(context.Background(), nil, t0); err != nil || len(votes) != 0 || len(errs) != 0 {
-		t.Fatalf("empty batch: %v, %v, %v", votes, errs, err)
+	wantUnknown(t, l, "c")
+	if cerrs, votes, errs, err := l.Batch(context.Background(), nil, nil, t0); err != nil || len(cerrs) != 0 || len(votes) != 0 || len(errs) != 0 {
+		t.Fatalf("empty batch: %v, %v, %v, %v", cerrs, votes, errs, err)
 	}
 }
 
-func TestPrepareManyStorageFailureRecordsNothing(t *testing.T) {
+func TestBatchPreparesStorageFailureRecordsNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000), usd("bank1-2", 0))
 	addTrigger(t, l, `CREATE TRIGGER boom BEFORE INSERT ON transactions WHEN NEW.id = 'boom'
 		BEGIN SELECT RAISE(ABORT, 'boom'); END`)
-	votes, errs, err := l.PrepareMany(ctx, []PrepareItem{
+	cerrs, votes, errs, err := l.Batch(ctx, nil, []PrepareItem{
 		{TxnID: "ok", Legs: []Leg{debit("bank1-1", 10), credit("bank1-2", 10)}, Deadline: deadline},
 		{TxnID: "bad", Legs: []Leg{debit("bank1-1", 0)}, Deadline: deadline},
 		{TxnID: "boom", Legs: []Leg{debit("bank1-1", 20)}, Deadline: deadline},
 		{TxnID: "after", Legs: []Leg{debit("bank1-1", 30)}, Deadline: deadline},
 	}, t0)
 	if err == nil || !strings.Contains(err.Error(), "boom") {
-		t.Fatalf("PrepareMany = %v, %v, %v; want the batch's failure", votes, errs, err)
+		t.Fatalf("Batch = %v, %v, %v, %v; want the batch's failure", cerrs, votes, errs, err)
 	}
-	if votes != nil || errs != nil {
-		t.Errorf("a failed batch returned votes %v, errors %v", votes, errs)
+	if cerrs != nil || votes != nil || errs != nil {
+		t.Errorf("a failed batch returned completion errors %v, votes %v, errors %v", cerrs, votes, errs)
 	}
 	// Nothing of the batch is recorded, not even what the items before the failure wrote.
 	wantAccount(t, l, "bank1-1", 1000, 0, 0)
@@ -160,7 +164,9 @@ func TestPrepareManyStorageFailureRecordsNothing(t *testing.T) {
 	}
 }
 
-func TestCompleteManyEachItemAsCommitOrAbort(t *testing.T) {
+// TestBatchCompletionsEachAsCommitOrAbort: the completions of a Batch get, item by item, what
+// Commit or Abort would return called for each in turn, and apply what those calls would.
+func TestBatchCompletionsEachAsCommitOrAbort(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000), usd("bank1-2", 0))
@@ -188,13 +194,13 @@ func TestCompleteManyEachItemAsCommitOrAbort(t *testing.T) {
 		{TxnID: "", Outcome: Aborted},
 		{TxnID: "c2", Outcome: Prepared},
 	}
-	errs, err := l.CompleteMany(ctx, items)
+	errs, votes, perrs, err := l.Batch(ctx, items, nil, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []error{nil, nil, ErrUnknownTransaction, ErrAlreadyAborted, nil, ErrAlreadyCommitted, nil, nil, ErrInvalidArgument, ErrInvalidArgument}
-	if len(errs) != len(want) {
-		t.Fatalf("%d errors; want %d", len(errs), len(want))
+	if len(errs) != len(want) || len(votes) != 0 || len(perrs) != 0 {
+		t.Fatalf("%d errors, %d votes, %d prepare errors; want %d errors and no prepare results", len(errs), len(votes), len(perrs), len(want))
 	}
 	for i, w := range want {
 		if (w == nil && errs[i] != nil) || !errors.Is(errs[i], w) {
@@ -215,7 +221,7 @@ func TestCompleteManyEachItemAsCommitOrAbort(t *testing.T) {
 	}
 }
 
-func TestCompleteManyStorageFailureAppliesNothing(t *testing.T) {
+func TestBatchCompletionsStorageFailureAppliesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000), usd("bank1-2", 0))
@@ -227,17 +233,17 @@ func TestCompleteManyStorageFailureAppliesNothing(t *testing.T) {
 	// The failure comes after the item has applied its legs to the accounts.
 	addTrigger(t, l, `CREATE TRIGGER boom BEFORE UPDATE OF state ON transactions WHEN NEW.id = 'boom'
 		BEGIN SELECT RAISE(ABORT, 'boom'); END`)
-	errs, err := l.CompleteMany(ctx, []Completion{
+	errs, votes, perrs, err := l.Batch(ctx, []Completion{
 		{TxnID: "ok", Outcome: Committed},
 		{TxnID: "ghost", Outcome: Committed},
 		{TxnID: "boom", Outcome: Committed},
 		{TxnID: "after", Outcome: Aborted},
-	})
+	}, nil, t0)
 	if err == nil || !strings.Contains(err.Error(), "boom") {
-		t.Fatalf("CompleteMany = %v, %v; want the batch's failure", errs, err)
+		t.Fatalf("Batch = %v, %v, %v, %v; want the batch's failure", errs, votes, perrs, err)
 	}
-	if errs != nil {
-		t.Errorf("a failed batch returned errors %v", errs)
+	if errs != nil || votes != nil || perrs != nil {
+		t.Errorf("a failed batch returned errors %v, votes %v, prepare errors %v", errs, votes, perrs)
 	}
 	for _, id := range []string{"ok", "boom", "after"} {
 		wantState(t, l, id, Prepared)
@@ -246,7 +252,7 @@ func TestCompleteManyStorageFailureAppliesNothing(t *testing.T) {
 	wantAccount(t, l, "bank1-2", 0, 0, 300)
 }
 
-func TestCompleteManyCancelledAppliesNothing(t *testing.T) {
+func TestBatchCancelledAppliesNothing(t *testing.T) {
 	t.Parallel()
 	l, _ := openTestLedger(t, usd("bank1-1", 1000))
 	if v := mustPrepare(t, l, "t", debit("bank1-1", 100)); !v.Yes {
@@ -254,15 +260,56 @@ func TestCompleteManyCancelledAppliesNothing(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := l.CompleteMany(ctx, []Completion{{TxnID: "t", Outcome: Committed}}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("CompleteMany with a cancelled context: %v; want context.Canceled", err)
+	if _, _, _, err := l.Batch(ctx, []Completion{{TxnID: "t", Outcome: Committed}}, nil, t0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Batch of a commit with a cancelled context: %v; want context.Canceled", err)
 	}
-	if _, _, err := l.PrepareMany(ctx, []PrepareItem{{TxnID: "u", Legs: []Leg{debit("bank1-1", 1)}, Deadline: deadline}}, t0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("PrepareMany with a cancelled context: %v; want context.Canceled", err)
+	if _, _, _, err := l.Batch(ctx, nil, []PrepareItem{{TxnID: "u", Legs: []Leg{debit("bank1-1", 1)}, Deadline: deadline}}, t0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Batch of a prepare with a cancelled context: %v; want context.Canceled", err)
 	}
 	wantState(t, l, "t", Prepared)
 	wantUnknown(t, l, "u")
 	wantAccount(t, l, "bank1-1", 1000, 100, 0)
+}
+
+// TestBatchCompletesBeforePreparing: a Batch applies its completions before its prepares, in one
+// write: a hold released by an abort is available to a prepare of the same batch, and a failure
+// of a prepare undoes the batch's completions too.
+func TestBatchCompletesBeforePreparing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, _ := openTestLedger(t, usd("bank1-1", 1000), usd("bank1-2", 0))
+	for _, id := range []string{"held", "paid"} {
+		if v := mustPrepare(t, l, id, debit("bank1-1", 400), credit("bank1-2", 400)); !v.Yes {
+			t.Fatal(id, v)
+		}
+	}
+	completions := []Completion{{TxnID: "held", Outcome: Aborted}, {TxnID: "paid", Outcome: Committed}}
+
+	addTrigger(t, l, `CREATE TRIGGER boom BEFORE INSERT ON transactions WHEN NEW.id = 'boom'
+		BEGIN SELECT RAISE(ABORT, 'boom'); END`)
+	if _, _, _, err := l.Batch(ctx, completions, []PrepareItem{{TxnID: "boom", Legs: []Leg{debit("bank1-1", 1)}, Deadline: deadline}}, t0); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("Batch with a failing prepare: %v; want the batch's failure", err)
+	}
+	wantState(t, l, "held", Prepared)
+	wantState(t, l, "paid", Prepared)
+	wantAccount(t, l, "bank1-1", 1000, 800, 0)
+	wantAccount(t, l, "bank1-2", 0, 0, 800)
+
+	// 500 fits only once the abort has released its 400: 1000 - 400 paid leaves 600 available.
+	cerrs, votes, perrs, err := l.Batch(ctx, completions, []PrepareItem{
+		{TxnID: "next", Legs: []Leg{debit("bank1-1", 500)}, Deadline: deadline},
+		{TxnID: "more", Legs: []Leg{debit("bank1-1", 200)}, Deadline: deadline},
+	}, t0)
+	if err != nil || cerrs[0] != nil || cerrs[1] != nil || perrs[0] != nil || perrs[1] != nil {
+		t.Fatal(err, cerrs, perrs)
+	}
+	if !votes[0].Yes || votes[1].Yes || votes[1].Reason != ReasonInsufficientFunds {
+		t.Errorf("votes %+v; want YES, then NO insufficient funds", votes)
+	}
+	wantState(t, l, "held", Aborted)
+	wantState(t, l, "paid", Committed)
+	wantAccount(t, l, "bank1-1", 600, 500, 0)
+	wantAccount(t, l, "bank1-2", 400, 0, 0)
 }
 
 func TestTransactionLegsKeepTheirOrder(t *testing.T) {
