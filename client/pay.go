@@ -13,6 +13,7 @@ import (
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/money"
+	"github.com/paygate/paygate/internal/payid"
 )
 
 // PaymentRequest is a payment to make.
@@ -144,6 +145,9 @@ func (c *Client) Pay(ctx context.Context, req PaymentRequest) (Result, error) {
 	if req.ID == "" {
 		req.ID = NewPaymentID()
 	}
+	// One spelling per payment: the gateway treats an upper-case UUID as the same payment as
+	// its lower-case form, and so does the queue.
+	req.ID = payid.Normalize(req.ID)
 	if c.queue == nil {
 		return c.payDirect(ctx, req)
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/payid"
 	"github.com/paygate/paygate/internal/sqlitedb"
 )
 
@@ -258,7 +259,7 @@ func (q *Queue) Unreported(ctx context.Context) ([]QueuedPayment, error) {
 
 // Get returns the queued or settled payment id.
 func (q *Queue) Get(ctx context.Context, id string) (QueuedPayment, error) {
-	list, err := q.query(ctx, `WHERE payment_id = ?`, id)
+	list, err := q.query(ctx, `WHERE payment_id = ?`, payid.Normalize(id))
 	if err != nil {
 		return QueuedPayment{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/services/gateway"
+	dashboard "github.com/paygate/paygate/web"
 )
 
 func init() { register(newGatewayCommand) }
@@ -57,6 +58,7 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			}
 			cfg := gateway.DefaultConfig()
 			cfg.Listen, cfg.WebListen = *listen, *web
+			cfg.WebHandler = dashboard.Handler(dashboard.DistFS())
 			cfg.Banks = banks
 			cfg.UsersFile, cfg.DataDir = *users, *data
 			cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key

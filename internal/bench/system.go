@@ -439,12 +439,6 @@ func summarize(l audit.Ledger) ledger {
 	return ledger{Accounts: len(l.Accounts), Total: l.Total, Held: l.Held, Pending: l.Pending}
 }
 
-// audit reads every account of every bank through ListAccounts, with the gateway's certificate.
-func (s *system) audit(ctx context.Context, hc *http.Client) (ledger, error) {
-	l, err := audit.Take(ctx, s.bankClients(hc))
-	return summarize(l), err
-}
-
 // waitSettled audits until no bank holds a hold or a pending credit, up to d.
 func (s *system) waitSettled(ctx context.Context, hc *http.Client, d time.Duration) (ledger, error) {
 	l, err := audit.WaitSettled(ctx, s.bankClients(hc), d)

@@ -34,7 +34,7 @@ var ErrFormat = errors.New("logging: unknown format")
 func New(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
 	switch strings.ToLower(format) {
 	case FormatText, "":
-		return slog.New(tint.NewHandler(w, &tint.Options{
+		return slog.New(tint.NewTextHandler(w, &tint.Options{
 			Level:      level,
 			TimeFormat: TimeFormat,
 			NoColor:    !IsTerminal(w),

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"golang.org/x/net/http2"
 
 	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/pki"
@@ -33,12 +32,21 @@ const (
 // NewBankHTTPClient and NewGatewayHTTPClient, which also check whom the server's certificate
 // names.
 func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
+	// net/http's own HTTP/2 client, as the servers use net/http's HTTP/2 server: HTTP/2 only,
+	// negotiated by ALPN over TLS.
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
 	return &http.Client{
-		Transport: &http2.Transport{
-			TLSClientConfig:  tlsCfg,
-			ReadIdleTimeout:  ClientReadIdleTimeout,
-			PingTimeout:      ClientPingTimeout,
-			WriteByteTimeout: clientWriteByteTimeout,
+		Transport: &http.Transport{
+			TLSClientConfig:     tlsCfg,
+			Protocols:           &protocols,
+			TLSHandshakeTimeout: 10 * time.Second,
+			IdleConnTimeout:     idleTimeout,
+			HTTP2: &http.HTTP2Config{
+				SendPingTimeout:  ClientReadIdleTimeout,
+				PingTimeout:      ClientPingTimeout,
+				WriteByteTimeout: clientWriteByteTimeout,
+			},
 		},
 	}
 }

@@ -11,8 +11,9 @@ import (
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
-	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	"github.com/paygate/paygate/internal/identity"
 )
 
@@ -31,7 +32,6 @@ type (
 	amountGetter        interface{ GetAmount() int64 }
 	currencyGetter      interface{ GetCurrency() string }
 	usernameGetter      interface{ GetUsername() string }
-	legsGetter          interface{ GetLegs() []*bankv1.Leg }
 )
 
 // logInterceptor writes one line per call when it ends. It implements connect.Interceptor.
@@ -236,9 +236,9 @@ func appendMessageAttrs(attrs []slog.Attr, msg any) []slog.Attr {
 	if g, ok := msg.(currencyGetter); ok {
 		currency = g.GetCurrency()
 	}
-	if g, ok := msg.(legsGetter); ok && amount == 0 {
-		if legs := g.GetLegs(); len(legs) > 0 {
-			amount, currency = legs[0].GetAmount(), legs[0].GetCurrency()
+	if amount == 0 {
+		if a, c, ok := firstLeg(msg); ok {
+			amount, currency = a, c
 		}
 	}
 	if amount != 0 {
@@ -265,4 +265,34 @@ func errorMessage(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
+}
+
+// firstLeg returns the amount and currency of the first element of msg's repeated "legs" field
+// (a bank's prepare), found by reflection so that this package depends on no service's API.
+func firstLeg(msg any) (amount int64, currency string, ok bool) {
+	m, isProto := msg.(proto.Message)
+	if !isProto || m == nil {
+		return 0, "", false
+	}
+	r := m.ProtoReflect()
+	if !r.IsValid() {
+		return 0, "", false
+	}
+	fd := r.Descriptor().Fields().ByName("legs")
+	if fd == nil || !fd.IsList() || fd.Message() == nil {
+		return 0, "", false
+	}
+	legs := r.Get(fd).List()
+	if legs.Len() == 0 {
+		return 0, "", false
+	}
+	leg := legs.Get(0).Message()
+	fields := leg.Descriptor().Fields()
+	if f := fields.ByName("amount"); f != nil && f.Kind() == protoreflect.Int64Kind && !f.IsList() {
+		amount = leg.Get(f).Int()
+	}
+	if f := fields.ByName("currency"); f != nil && f.Kind() == protoreflect.StringKind && !f.IsList() {
+		currency = leg.Get(f).String()
+	}
+	return amount, currency, true
 }

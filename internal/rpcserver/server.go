@@ -13,9 +13,14 @@
 //     identity, user, payment_id, transaction_id, amount, currency, attempt (AttemptHeader),
 //     code, error and duration; inner layers add to it through CallInfoFrom(ctx). Requests and
 //     headers are never logged whole, so passwords and tokens stay out of logs.
-//  2. policy: deny by default. Each procedure's Access in the Policy says who may call it;
+//  2. error boundary: every error of the layers inside goes through the service's table
+//     (Config.MapError), then becomes a Connect error with a known code and an ErrorInfo reason,
+//     never Unknown and never internal text; what the caller does not see is logged at ERROR.
+//  3. policy: deny by default. Each procedure's Access in the Policy says who may call it;
 //     AccessUser calls go through the Config's Authenticator.
-//  3. validation: the protovalidate rules of the request message (InvalidArgument naming the
+//  4. reason: validation errors get the ErrorInfo reason "invalid_argument", with the
+//     offending fields in its metadata "fields".
+//  5. validation: the protovalidate rules of the request message (InvalidArgument naming the
 //     field).
 //
 // Wiring a bank server:
@@ -62,6 +67,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/paygate/paygate/internal/identity"
+	"github.com/paygate/paygate/internal/rpcerr"
 )
 
 // Defaults of Config.
@@ -96,6 +102,10 @@ type Config struct {
 	Policy Policy
 	// Authenticate checks AccessUser calls. Required when a procedure is AccessUser.
 	Authenticate Authenticator
+	// MapError is the service's table from its domain errors to Connect errors with reasons,
+	// applied to every error a handler or Authenticate returns, before the server's own error
+	// boundary (see boundaryInterceptor). Nil: the boundary alone.
+	MapError ErrorMapper
 	// TLS is the server's TLS configuration, e.g. from pki.ServerTLS. Required.
 	TLS *tls.Config
 	// ReadMaxBytes limits the size of a request message. Default DefaultReadMaxBytes.
@@ -193,6 +203,7 @@ func New(cfg Config) (*Server, error) {
 	s.options = []connect.HandlerOption{
 		connect.WithInterceptors(
 			&logInterceptor{log: logger, quiet: quiet},
+			&boundaryInterceptor{log: logger, mapErr: cfg.MapError},
 			&policyInterceptor{policy: policy, authenticate: cfg.Authenticate},
 			reasonInterceptor{},
 			validate.NewInterceptor(),
@@ -337,7 +348,7 @@ func (s *Server) recoverPanic(ctx context.Context, spec connect.Spec, _ http.Hea
 		slog.String("procedure", spec.Procedure),
 		slog.Any("panic", p),
 		slog.String("stack", string(debug.Stack())))
-	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	return rpcerr.New(connect.CodeInternal, ReasonInternal, "internal error; the server logged it")
 }
 
 // errorLogWriter routes net/http's error log into slog. Failed TLS handshakes are WARN (a

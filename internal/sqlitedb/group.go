@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/paygate/paygate/internal/crashpoint"
 )
 
 // ErrClosed is returned by Update after Close.
@@ -148,6 +150,9 @@ func (db *DB) runAlone(u *update) error {
 	if err != nil {
 		stx.Rollback()
 	} else {
+		if crashpoint.Enabled {
+			crashpoint.Held(u.ctx) // a crash point that needs this write lost holds its commit
+		}
 		err = stx.Commit()
 	}
 	db.learn(tx.missed)
@@ -225,6 +230,11 @@ func (db *DB) runBatch(batch []*update) {
 		}
 		if u.ran != nil {
 			u.ran(results[i])
+		}
+	}
+	if crashpoint.Enabled {
+		for _, u := range batch {
+			crashpoint.Held(u.ctx) // a crash point that needs this write lost holds its commit
 		}
 	}
 	commitErr := stx.Commit()

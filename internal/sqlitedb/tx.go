@@ -99,3 +99,12 @@ func (db *DB) learn(queries []string) {
 		db.stmts.mu.Unlock()
 	}
 }
+
+// PreparedStatements is the number of statements the writer has prepared (at most
+// maxCachedStatements): a store whose statement texts vary with their arguments fills it with
+// one-off texts, and statements it meets later run unprepared.
+func (db *DB) PreparedStatements() int {
+	db.stmts.mu.RLock()
+	defer db.stmts.mu.RUnlock()
+	return len(db.stmts.m)
+}

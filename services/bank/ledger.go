@@ -113,6 +113,9 @@ type Transaction struct {
 	Message   string
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// DecisionProof is what the coordinator sent with the prepare, to present back in
+	// GetDecision; empty for a tombstone and for transactions prepared before proofs existed.
+	DecisionProof []byte
 }
 
 // migrations is the ledger's schema; entries are applied once, in order (sqlitedb.Open). Money
@@ -338,7 +341,13 @@ func checkLegs(txnID string, legs []Leg, deadline time.Time) error {
 // The vote is returned only once the record is durable. A NO vote is a result, not an error: the
 // error is for invalid arguments (ErrInvalidArgument) and storage failures.
 func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error) {
-	r := l.newPrepareRun([]PrepareItem{{TxnID: txnID, Legs: legs, Deadline: deadline}}, now)
+	return l.PrepareItem(ctx, PrepareItem{TxnID: txnID, Legs: legs, Deadline: deadline}, now)
+}
+
+// PrepareItem is Prepare with every argument of a prepare, the coordinator's decision proof
+// included: a new transaction stores it.
+func (l *Ledger) PrepareItem(ctx context.Context, it PrepareItem, now time.Time) (Vote, error) {
+	r := l.newPrepareRun([]PrepareItem{it}, now)
 	if r.errs[0] != nil {
 		return Vote{}, r.errs[0]
 	}
@@ -350,7 +359,8 @@ func (l *Ledger) Prepare(ctx context.Context, txnID string, legs []Leg, deadline
 }
 
 // prepareTx does Prepare's work inside tx; recorded says whether it wrote anything.
-func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, legs []Leg, deadline, now time.Time) (Vote, bool, error) {
+func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, it PrepareItem, now time.Time) (Vote, bool, error) {
+	txnID, legs, deadline := it.TxnID, it.Legs, it.Deadline
 	// The transaction is recorded first, as if the vote were YES (or the deadline's NO), and only
 	// if it is new: a known one is answered from its record. This is one statement for the usual
 	// case, a new transaction; a leg that fails its check turns the record into the NO below.
@@ -359,7 +369,7 @@ func (l *Ledger) prepareTx(ctx context.Context, tx *sqlitedb.Tx, txnID string, l
 		state, first = Aborted, Vote{Reason: ReasonDeadlineExceeded, Message: fmt.Sprintf(
 			"transaction %s arrived at %s, after its deadline %s", txnID, now.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))}
 	}
-	inserted, err := insertTransactionIfNew(ctx, tx, txnID, state, first, legs, deadline, now)
+	inserted, err := insertTransactionIfNew(ctx, tx, txnID, state, first, legs, deadline, it.DecisionProof, now)
 	if err != nil {
 		return Vote{}, false, err
 	}
@@ -600,6 +610,9 @@ type PrepareItem struct {
 	TxnID    string
 	Legs     []Leg
 	Deadline time.Time
+	// DecisionProof is the coordinator's proof that it sent this transaction to this bank,
+	// stored with a new transaction and presented back in GetDecision.
+	DecisionProof []byte
 }
 
 // prepareRun is the work of prepares (Prepare's one, Batch's several), in three steps: the
@@ -636,7 +649,7 @@ func (r *prepareRun) apply(ctx context.Context, tx *sqlitedb.Tx) error {
 		if r.errs[i] != nil {
 			continue
 		}
-		v, rec, err := r.l.prepareTx(ctx, tx, it.TxnID, it.Legs, it.Deadline, r.now)
+		v, rec, err := r.l.prepareTx(ctx, tx, it, r.now)
 		if err != nil {
 			return fmt.Errorf("prepare %s: %w", it.TxnID, err)
 		}
@@ -795,14 +808,17 @@ func insertTransaction(ctx context.Context, tx *sqlitedb.Tx, txnID string, s Sta
 
 // insertTransactionIfNew is insertTransaction for a transaction id not recorded yet; inserted
 // is false, and nothing is written, when it is.
-func insertTransactionIfNew(ctx context.Context, tx *sqlitedb.Tx, txnID string, s State, v Vote, legs []Leg, deadline, now time.Time) (inserted bool, err error) {
+func insertTransactionIfNew(ctx context.Context, tx *sqlitedb.Tx, txnID string, s State, v Vote, legs []Leg, deadline time.Time, proof []byte, now time.Time) (inserted bool, err error) {
 	legsJSON, err := encodeLegs(legs)
 	if err != nil {
 		return false, fmt.Errorf("record transaction: %w", err)
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO transactions (id, state, reason, message, deadline, created_at, updated_at, legs_json)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		txnID, s, v.Reason, v.Message, deadline.UnixNano(), now.UnixNano(), now.UnixNano(), legsJSON)
+	if proof == nil {
+		proof = []byte{}
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO transactions (id, state, reason, message, deadline, created_at, updated_at, legs_json, decision_proof)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		txnID, s, v.Reason, v.Message, deadline.UnixNano(), now.UnixNano(), now.UnixNano(), legsJSON, proof)
 	if err != nil {
 		return false, fmt.Errorf("record transaction: %w", err)
 	}
@@ -861,8 +877,8 @@ func loadTransaction(ctx context.Context, q querier, txnID string) (Transaction,
 	var dl sql.NullInt64
 	var created, updated int64
 	var legsJSON []byte
-	err := q.QueryRowContext(ctx, `SELECT state, reason, message, deadline, created_at, updated_at, legs_json FROM transactions WHERE id = ?`, txnID).
-		Scan(&t.State, &t.Reason, &t.Message, &dl, &created, &updated, &legsJSON)
+	err := q.QueryRowContext(ctx, `SELECT state, reason, message, deadline, created_at, updated_at, legs_json, decision_proof FROM transactions WHERE id = ?`, txnID).
+		Scan(&t.State, &t.Reason, &t.Message, &dl, &created, &updated, &legsJSON, &t.DecisionProof)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Transaction{}, ErrUnknownTransaction
 	}

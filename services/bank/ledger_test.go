@@ -1,6 +1,7 @@
 package bank
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -455,5 +456,31 @@ func BenchmarkLedgerPrepareCommit(b *testing.B) {
 		if err := l.Commit(ctx, txn); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPrepareKeepsDecisionProof: the coordinator's proof that came with a prepare is stored with
+// the transaction, kept by a replayed prepare, and listed with the transactions in doubt, for
+// the resolver to present in GetDecision.
+func TestPrepareKeepsDecisionProof(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, _ := openTestLedger(t, usd("bank1-1", 10000))
+	now := time.Now()
+	deadline := now.Add(time.Minute)
+	proof := []byte("proof of t1, thirty-two bytes...")
+	for i, p := range [][]byte{proof, []byte("another proof sent by a replay..")} {
+		v, err := l.PrepareItem(ctx, PrepareItem{TxnID: "t1", Legs: []Leg{debit("bank1-1", 100)}, Deadline: deadline, DecisionProof: p}, now)
+		if err != nil || !v.Yes {
+			t.Fatalf("prepare %d = %+v, %v", i+1, v, err)
+		}
+	}
+	got, err := l.Transaction(ctx, "t1")
+	if err != nil || !bytes.Equal(got.DecisionProof, proof) {
+		t.Fatalf("transaction t1 = %+v, %v; want the first prepare's proof", got, err)
+	}
+	inDoubt, err := l.PreparedBefore(ctx, deadline.Add(time.Second))
+	if err != nil || len(inDoubt) != 1 || !bytes.Equal(inDoubt[0].DecisionProof, proof) {
+		t.Fatalf("PreparedBefore = %+v, %v; want t1 with its proof", inDoubt, err)
 	}
 }

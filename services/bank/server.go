@@ -195,15 +195,15 @@ func (s *Server) resolveLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.resolve(ctx, txn.ID)
+			s.resolve(ctx, txn.ID, txn.DecisionProof)
 		}
 	}
 }
 
-func (s *Server) resolve(ctx context.Context, id string) {
+func (s *Server) resolve(ctx context.Context, id string, proof []byte) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := s.coord.GetDecision(cctx, connect.NewRequest(&gatewayv1.GetDecisionRequest{TransactionId: id}))
+	resp, err := s.coord.GetDecision(cctx, connect.NewRequest(&gatewayv1.GetDecisionRequest{TransactionId: id, Proof: proof}))
 	if err != nil {
 		s.logger.Warn("resolver: coordinator unreachable; transaction stays prepared", "bank", s.cfg.Name, "transaction_id", id, "error", err)
 		return

@@ -12,6 +12,8 @@ import (
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	"github.com/paygate/paygate/internal/rpcerr"
+	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/internal/sqlitedb"
 )
 
 // The ErrorInfo reasons of the bank's errors, for callers to branch on.
@@ -33,7 +35,7 @@ const (
 
 // ledgerStore is what the service needs of a ledger; *Ledger provides it.
 type ledgerStore interface {
-	Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error)
+	PrepareItem(ctx context.Context, it PrepareItem, now time.Time) (Vote, error)
 	Commit(ctx context.Context, txnID string) error
 	Abort(ctx context.Context, txnID string) error
 	Batch(ctx context.Context, completions []Completion, prepares []PrepareItem, now time.Time) ([]error, []Vote, []error, error)
@@ -146,6 +148,11 @@ func (s *Service) toConnectError(ctx context.Context, err error) error {
 		}
 		return connect.NewError(code, cerr)
 	}
+	if sqlitedb.Unavailable(err) {
+		// A full disk, an I/O error, the ledger closing at shutdown: the caller may retry.
+		s.logger.ErrorContext(ctx, "ledger unavailable", "err", err)
+		return rpcerr.New(connect.CodeUnavailable, rpcserver.ReasonStorageUnavailable, "the bank's ledger is unavailable; retry later")
+	}
 	s.logger.ErrorContext(ctx, "ledger failure", "err", err)
 	return rpcerr.New(connect.CodeInternal, ErrorReasonInternal, "internal error in the bank's ledger")
 }
@@ -160,7 +167,7 @@ func (s *Service) PrepareTransaction(ctx context.Context, req *connect.Request[b
 	if err != nil {
 		return nil, err
 	}
-	vote, err := s.ledger.Prepare(ctx, item.TxnID, item.Legs, item.Deadline, s.now())
+	vote, err := s.ledger.PrepareItem(ctx, item, s.now())
 	if err != nil {
 		return nil, s.toConnectError(ctx, err)
 	}
@@ -181,7 +188,7 @@ func prepareItemFromProto(m *bankv1.PrepareTransactionRequest) (PrepareItem, err
 		}
 		legs = append(legs, Leg{Account: g.GetAccountId(), Direction: d, Amount: g.GetAmount(), Currency: g.GetCurrency()})
 	}
-	return PrepareItem{TxnID: m.GetTransactionId(), Legs: legs, Deadline: m.GetDeadline().AsTime()}, nil
+	return PrepareItem{TxnID: m.GetTransactionId(), Legs: legs, Deadline: m.GetDeadline().AsTime(), DecisionProof: m.GetDecisionProof()}, nil
 }
 
 // voteResponse is the response carrying the ledger's vote on transaction txnID; a NO vote is

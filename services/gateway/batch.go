@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -45,20 +46,25 @@ type pending[Req, Resp any] struct {
 }
 
 type batcher[Req, Resp any] struct {
+	// wg counts the batcher's goroutines: its run loop and the batches being sent.
+	wg       *sync.WaitGroup
 	queue    chan *pending[Req, Resp]
 	slots    chan struct{}
 	single   func(context.Context, Req) (Resp, error)
 	multiple func(context.Context, []Req) ([]Resp, []error, error)
 }
 
-func newBatcher[Req, Resp any](ctx context.Context, single func(context.Context, Req) (Resp, error), multiple func(context.Context, []Req) ([]Resp, []error, error)) *batcher[Req, Resp] {
+// newBatcher starts a batcher whose goroutines run until ctx ends; wg counts them, so that the
+// owner can wait for them after cancelling ctx.
+func newBatcher[Req, Resp any](ctx context.Context, wg *sync.WaitGroup, single func(context.Context, Req) (Resp, error), multiple func(context.Context, []Req) ([]Resp, []error, error)) *batcher[Req, Resp] {
 	b := &batcher[Req, Resp]{
+		wg:       wg,
 		queue:    make(chan *pending[Req, Resp], maxBatch*maxInflight),
 		slots:    make(chan struct{}, maxInflight),
 		single:   single,
 		multiple: multiple,
 	}
-	go b.run(ctx)
+	wg.Go(func() { b.run(ctx) })
 	return b
 }
 
@@ -103,10 +109,10 @@ func (b *batcher[Req, Resp]) run(ctx context.Context) {
 				break gather
 			}
 		}
-		go func() {
+		b.wg.Go(func() {
 			defer func() { <-b.slots }()
 			b.send(batch)
-		}()
+		})
 	}
 }
 
@@ -198,9 +204,11 @@ type batchingParticipant struct {
 	msgs   *batcher[bankMsg, bankAnswer]
 }
 
-func newBatchingParticipant(ctx context.Context, client bankv1connect.BankServiceClient) *batchingParticipant {
+// newBatchingParticipant starts a batching participant for client until ctx ends; wg counts
+// its goroutines.
+func newBatchingParticipant(ctx context.Context, wg *sync.WaitGroup, client bankv1connect.BankServiceClient) *batchingParticipant {
 	bp := &batchingParticipant{client: client}
-	bp.msgs = newBatcher(ctx, bp.single, bp.multiple)
+	bp.msgs = newBatcher(ctx, wg, bp.single, bp.multiple)
 	return bp
 }
 

@@ -79,7 +79,7 @@ func TestBatchingParticipantBatchesUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bank := &countingBank{delay: 5 * time.Millisecond}
-	bp := newBatchingParticipant(ctx, bank)
+	bp := newBatchingParticipant(ctx, new(sync.WaitGroup), bank)
 
 	// Alone, a message goes out at once as the single call.
 	resp, err := bp.PrepareTransaction(ctx, connect.NewRequest(&bankv1.PrepareTransactionRequest{TransactionId: "solo"}))
@@ -141,7 +141,7 @@ func TestBatchingParticipantMixesKinds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bank := &countingBank{delay: 200 * time.Millisecond}
-	bp := newBatchingParticipant(ctx, bank)
+	bp := newBatchingParticipant(ctx, new(sync.WaitGroup), bank)
 	first := make(chan error, 1)
 	go func() {
 		_, err := bp.PrepareTransaction(ctx, connect.NewRequest(&bankv1.PrepareTransactionRequest{TransactionId: "first"}))
@@ -176,7 +176,7 @@ func TestBatcherCallerDeadline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bank := &countingBank{delay: 200 * time.Millisecond}
-	bp := newBatchingParticipant(ctx, bank)
+	bp := newBatchingParticipant(ctx, new(sync.WaitGroup), bank)
 	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancelShort()
 	start := time.Now()

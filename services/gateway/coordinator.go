@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,8 @@ type Coordinator struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
+	// proofKey keys the decision proofs sent with prepares (see decisionProof).
+	proofKey []byte
 	// phase2Timeout bounds each commit or abort call; a bank that does not answer in time is left
 	// to the recovery loop.
 	phase2Timeout time.Duration
@@ -65,6 +68,9 @@ type Coordinator struct {
 	retry      map[string]retryState
 	completing map[string]struct{}
 	kick       chan struct{}
+	// recoverSlots holds a token for each payment the recovery loop is driving (at most
+	// maxRecoveryWorkers).
+	recoverSlots chan struct{}
 }
 
 type retryState struct {
@@ -81,8 +87,9 @@ type vote struct {
 	err    error
 }
 
-func newCoordinator(store *Store, banks map[string]participant, health *bankHealth, events *broker, logger *slog.Logger, timeout time.Duration) *Coordinator {
+func newCoordinator(store *Store, banks map[string]participant, health *bankHealth, events *broker, logger *slog.Logger, timeout time.Duration, proofKey []byte) *Coordinator {
 	return &Coordinator{
+		proofKey:      proofKey,
 		store:         store,
 		banks:         banks,
 		health:        health,
@@ -96,6 +103,7 @@ func newCoordinator(store *Store, banks map[string]participant, health *bankHeal
 		completing:    make(map[string]struct{}),
 		completions:   make(chan string, 4*maxBatch),
 		kick:          make(chan struct{}, 1),
+		recoverSlots:  make(chan struct{}, maxRecoveryWorkers),
 	}
 }
 
@@ -188,7 +196,8 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	// row was inserted is known before it is durable (only the claim's holder inserts it), and
 	// a crash before it is durable leaves prepared transactions the gateway never heard of,
 	// which the banks resolve through GetDecision as presumed aborts (DecisionFor).
-	stored, inserted, durable, err := c.store.StartAdmitPayment(ctx, p)
+	admitCtx := crashpoint.Hold(crashpoint.Hold(ctx, crashpoint.GatewayAfterInsert), crashpoint.GatewayVotesBeforeAdmit)
+	stored, inserted, durable, err := c.store.StartAdmitPayment(admitCtx, p)
 	if err != nil {
 		return p, false, err, false
 	}
@@ -198,7 +207,9 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 		}
 		return c.rerun(ctx, stored, p)
 	}
+	crashpoint.HitHeld(admitCtx, crashpoint.GatewayAfterInsert)
 	votes := c.prepare(ctx, p)
+	crashpoint.HitHeld(admitCtx, crashpoint.GatewayVotesBeforeAdmit)
 	if err := durable(); err != nil {
 		// Nothing is decided: the banks' prepared transactions end as presumed aborts.
 		return p, false, err, false
@@ -219,7 +230,8 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 // by a duplicate that gave up).
 func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (paymentRecord, bool, error, bool) {
 	if isUnadmittedAbort(stored) {
-		return unadmittedOutcome(stored, p), true, nil, false
+		out, replayed, err := c.adopt(ctx, p)
+		return out, replayed, err, false
 	}
 	if !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
 		return stored, false, ErrPaymentReused, false
@@ -241,18 +253,21 @@ func isUnadmittedAbort(p paymentRecord) bool {
 	return p.Presumed && len(p.Fingerprint) == 0
 }
 
-// unadmittedOutcome is the answer to a retry of a payment that ended as a presumed abort
-// before its row was stored: the request's payment, failed for the recorded reason.
-func unadmittedOutcome(stored, p paymentRecord) paymentRecord {
-	out := p
-	out.CreatedAt = stored.CreatedAt
-	out.Deadline = stored.Deadline
-	out.Decision = stored.Decision
-	out.FailureReason = stored.FailureReason
-	out.FailureMessage = stored.FailureMessage
-	out.Presumed = true
-	out.DecidedAt = stored.DecidedAt
-	return out
+// adopt answers a retry of a payment that ended as a presumed abort before its row was stored
+// (isUnadmittedAbort): the presumed abort takes the request's parameters, so that every API
+// shows the payment, failed, to its sender from now on, and a retry with other parameters is
+// refused as a reuse. The payment's watchers are told.
+func (c *Coordinator) adopt(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
+	stored, err := c.store.AdoptUnadmitted(ctx, p)
+	if err != nil {
+		return p, false, err
+	}
+	if !bytes.Equal(stored.Fingerprint, p.Fingerprint) {
+		return stored, false, ErrPaymentReused
+	}
+	c.logger.LogAttrs(ctx, slog.LevelInfo, "presumed abort adopted by a retry", slog.String("payment_id", p.PaymentID))
+	c.events.publish(stored)
+	return stored, true, nil
 }
 
 // follow answers a request for a payment someone else (cl) is driving: once it is decided, its
@@ -280,7 +295,8 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 	stored, err := c.store.Payment(ctx, p.PaymentID)
 	switch {
 	case err == nil && isUnadmittedAbort(stored):
-		return unadmittedOutcome(stored, p), true, nil, false
+		out, replayed, err := c.adopt(ctx, p)
+		return out, replayed, err, false
 	case err == nil && !bytes.Equal(stored.Fingerprint, p.Fingerprint):
 		return stored, false, ErrPaymentReused, false
 	case err == nil && stored.Decision != decisionNone:
@@ -293,7 +309,11 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 	select {
 	case out := <-ch:
 		if isUnadmittedAbort(out) {
-			return unadmittedOutcome(out, p), true, nil, false
+			out, replayed, err := c.adopt(ctx, p)
+			return out, replayed, err, false
+		}
+		if !bytes.Equal(out.Fingerprint, p.Fingerprint) {
+			return out, false, ErrPaymentReused, false
 		}
 		return out, true, nil, false
 	case <-cl.released:
@@ -371,12 +391,23 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
 	ctx, cancel := context.WithDeadline(ctx, p.Deadline)
 	defer cancel()
 	banks := participantsOf(p)
+	// A payment that needs a bank known to be down fails at once (BANK_UNAVAILABLE), without
+	// holding money at the other banks meanwhile.
+	for _, bank := range banks {
+		if _, ok := c.banks[bank]; !ok {
+			return []vote{{bank: bank, err: fmt.Errorf("%w %q", ErrUnknownBank, bank)}}
+		}
+		if err := c.health.check(bank); err != nil {
+			return []vote{{bank: bank, err: err}}
+		}
+	}
 	votes := make([]vote, len(banks))
 	reqs := make([]*bankv1.PrepareTransactionRequest, len(banks))
 	for i, bank := range banks {
 		req := &bankv1.PrepareTransactionRequest{
 			TransactionId: p.PaymentID,
 			Deadline:      timestamppb.New(p.Deadline),
+			DecisionProof: decisionProof(c.proofKey, p.PaymentID, bank),
 		}
 		if account.Bank(p.From) == bank {
 			req.Legs = append(req.Legs, &bankv1.Leg{AccountId: p.From, Direction: bankv1.LegDirection_LEG_DIRECTION_DEBIT, Amount: p.Amount, Currency: p.Currency})
@@ -641,12 +672,30 @@ func (c *Coordinator) retryDue(id string, now time.Time) bool {
 	return !ok || !now.Before(st.next)
 }
 
-// DecisionFor answers a bank's GetDecision: the recorded decision, or a presumed abort recorded
-// now for a payment without one.
-func (c *Coordinator) DecisionFor(ctx context.Context, id string) (paymentRecord, error) {
+// ErrNotParticipant is DecisionFor's refusal of a bank that cannot show it takes part in the
+// transaction it asks about.
+var ErrNotParticipant = errors.New("gateway: the bank is not a participant of the transaction")
+
+// DecisionFor answers GetDecision from bank about transaction id: the recorded decision, or a
+// presumed abort recorded now for a payment without one. The bank must take part in the
+// transaction: it presents the decision proof the transaction's prepare carried, which also
+// lets a presumed abort be recorded for an id whose admission was lost. Without a valid proof
+// (a transaction prepared before proofs existed) a bank is answered only about a payment the
+// store holds with that bank as a participant. Any other request gets ErrNotParticipant, the
+// same whether the id is known or not, and nothing is recorded.
+func (c *Coordinator) DecisionFor(ctx context.Context, id, bank string, proof []byte) (paymentRecord, error) {
+	proven := validProof(c.proofKey, id, bank, proof)
 	p, err := c.store.Payment(ctx, id)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return p, err
+	}
+	switch {
+	case err == nil && !isUnadmittedAbort(p) && !slices.Contains(participantsOf(p), bank):
+		return paymentRecord{}, ErrNotParticipant
+	case errors.Is(err, ErrNotFound) && !proven:
+		return paymentRecord{}, ErrNotParticipant
+	case err == nil && isUnadmittedAbort(p) && !proven:
+		return paymentRecord{}, ErrNotParticipant
 	}
 	if err == nil && p.Decision != decisionNone {
 		return p, nil
@@ -716,6 +765,10 @@ func (c *Coordinator) recoverOnce(ctx context.Context) {
 	}
 }
 
+// maxRecoveryWorkers bounds the payments the recovery loop drives at once, so that a long
+// backlog (a bank down for hours) costs a bounded number of goroutines and bank calls.
+const maxRecoveryWorkers = 32
+
 func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 	now := c.now()
 	for _, p := range list {
@@ -728,14 +781,33 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 		if c.isCompleting(p.PaymentID) {
 			continue
 		}
+		select {
+		case c.recoverSlots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		if _, owned := c.acquire(p.PaymentID, p.Fingerprint); !owned {
+			<-c.recoverSlots
 			continue // being driven now, or done and being recorded
 		}
 		c.work.Add(1)
 		go func() {
 			defer c.work.Done()
+			defer func() { <-c.recoverSlots }()
 			defer c.release(p.PaymentID)
-			c.recoverPayment(ctx, p)
+			// The list was read before the claim: a request may have finished the payment in
+			// between (decided, completed, released). Act on the row as it is now.
+			fresh, err := c.store.Payment(ctx, p.PaymentID)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: read payment", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
+				}
+				return
+			}
+			if fresh.Completed {
+				return
+			}
+			c.recoverPayment(ctx, fresh)
 		}()
 	}
 }

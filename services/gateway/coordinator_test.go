@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,20 +26,24 @@ func newTestCoordinator(t *testing.T, timeout time.Duration, a, b *fakeBank) (*C
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	c := newCoordinator(store, map[string]participant{"bankA": a, "bankB": b}, nil, newBroker(), slog.New(slog.DiscardHandler), timeout)
+	c := newCoordinator(store, map[string]participant{"bankA": a, "bankB": b}, nil, newBroker(), slog.New(slog.DiscardHandler), timeout, testProofKey)
 	t.Cleanup(func() { waitIdle(t, c) })
 	return c, store
 }
 
 // execute is c.Execute, returning once the payment's phase two (which runs after the answer)
-// is over, so that the fake banks' counters include it.
+// is over, so that the fake banks' counters include it. It may run on any goroutine: a phase two
+// that does not end is reported with t.Errorf and as the error.
 func execute(t testing.TB, c *Coordinator, ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
 	t.Helper()
 	out, replayed, err := c.Execute(ctx, p)
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if werr := c.settle.waitAll(wctx); werr != nil {
-		t.Fatalf("phase two still running: %v", werr)
+		t.Errorf("phase two still running: %v", werr)
+		if err == nil {
+			err = werr
+		}
 	}
 	return out, replayed, err
 }
@@ -263,6 +269,14 @@ func TestCoordinatorCommitRetriedUntilAcknowledged(t *testing.T) {
 	}
 }
 
+// testProofKey keys the decision proofs of test coordinators.
+var testProofKey = []byte("test decision proof key, 32 byte")
+
+// askAs is a bank's GetDecision about id, presenting the proof the coordinator sent it.
+func askAs(ctx context.Context, c *Coordinator, bank, id string) (paymentRecord, error) {
+	return c.DecisionFor(ctx, id, bank, decisionProof(testProofKey, id, bank))
+}
+
 func TestCoordinatorDecisionFor(t *testing.T) {
 	t.Parallel()
 	a, b := &fakeBank{}, &fakeBank{}
@@ -272,7 +286,7 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 	// Unknown: a presumed abort is recorded, and is the answer ever after.
 	unknown := newPaymentID()
 	for i := range 2 {
-		got, err := c.DecisionFor(ctx, unknown)
+		got, err := askAs(ctx, c, "bankA", unknown)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +304,8 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 	p := testPayment("bankA-1", "bankB-2", 9)
 	p.PaymentID = unknown
 	// A retry of a payment that a bank asked about before the gateway stored it (the gateway
-	// stopped between sending prepares and storing the row) is answered with the abort.
+	// stopped between sending prepares and storing the row) is answered with the abort, and the
+	// presumed abort becomes the sender's payment: stored with its parameters from then on.
 	out, replayed, err := execute(t, c, ctx, p)
 	if err != nil || out.Decision != decisionAbort || !out.Presumed || !replayed || out.From != p.From || out.Amount != p.Amount {
 		t.Fatalf("Execute of a presumed-aborted id = %+v, replayed %v, %v; want the request's payment, aborted, replayed", out, replayed, err)
@@ -298,15 +313,80 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 	if a.prepares.Load()+b.prepares.Load() != 0 {
 		t.Fatal("a presumed-aborted id was prepared")
 	}
+	if got := stored(t, s, unknown); got.Username != p.Username || got.From != p.From || got.To != p.To ||
+		got.Amount != p.Amount || !bytes.Equal(got.Fingerprint, p.Fingerprint) || got.Decision != decisionAbort {
+		t.Fatalf("stored after the retry = %+v; want the request's parameters, aborted", got)
+	}
+	if list, err := s.ListPayments(ctx, p.Username, nil, nil, 10); err != nil || !slices.ContainsFunc(list, func(q paymentRecord) bool { return q.PaymentID == unknown }) {
+		t.Fatalf("ListPayments of %s = %v, %v; want the adopted payment", p.Username, list, err)
+	}
+	// Then it is an ordinary stored payment: the same retry is a replay, other parameters are
+	// a reuse.
+	if out, replayed, err := execute(t, c, ctx, p); err != nil || out.Decision != decisionAbort || !replayed {
+		t.Fatalf("second retry = %v replayed %v, %v", out.Decision, replayed, err)
+	}
+	other := p
+	other.Amount++
+	other.Fingerprint = paymentFingerprint(other.Username, other.From, other.To, other.Amount, other.Currency)
+	if _, _, err := execute(t, c, ctx, other); !errors.Is(err, ErrPaymentReused) {
+		t.Fatalf("retry with another amount: %v; want ErrPaymentReused", err)
+	}
 
 	// Committed: commit.
 	q := testPayment("bankA-1", "bankB-2", 9)
 	if out, _, err := execute(t, c, ctx, q); err != nil || out.Decision != decisionCommit {
 		t.Fatalf("Execute = %v, %v", out.Decision, err)
 	}
-	got, err := c.DecisionFor(ctx, q.PaymentID)
+	got, err := askAs(ctx, c, "bankB", q.PaymentID)
 	if err != nil || got.Decision != decisionCommit || got.Presumed {
 		t.Fatalf("DecisionFor committed = %v presumed %v, %v", got.Decision, got.Presumed, err)
+	}
+	// A participant without a proof (prepared before proofs existed) is answered about a stored
+	// payment.
+	if got, err := c.DecisionFor(ctx, q.PaymentID, "bankA", nil); err != nil || got.Decision != decisionCommit {
+		t.Fatalf("DecisionFor without proof from a participant = %v, %v", got.Decision, err)
+	}
+}
+
+// TestCoordinatorDecisionForRefusesOutsiders: a bank learns and affects only the transactions
+// it was sent. Asking about another bank's payment, with that bank's proof or its own proof
+// for the id, or about an id it was never sent, is refused the same way and records nothing.
+func TestCoordinatorDecisionForRefusesOutsiders(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{}
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	ctx := context.Background()
+	q := testPayment("bankA-1", "bankA-2", 9) // within bankA: bankB takes no part
+	if out, _, err := execute(t, c, ctx, q); err != nil || out.Decision != decisionCommit {
+		t.Fatalf("Execute = %v, %v", out.Decision, err)
+	}
+	pending := testPayment("bankA-1", "bankB-2", 9)
+	pending.PaymentID = newPaymentID()
+	unknown := newPaymentID()
+	for _, tc := range []struct {
+		name, id, bank string
+		proof          []byte
+	}{
+		{"another bank's payment with its own proof for the id", q.PaymentID, "bankB", decisionProof(testProofKey, q.PaymentID, "bankB")},
+		{"another bank's payment with that bank's proof", q.PaymentID, "bankB", decisionProof(testProofKey, q.PaymentID, "bankA")},
+		{"another bank's payment without proof", q.PaymentID, "bankB", nil},
+		{"an id never sent, without proof", unknown, "bankA", nil},
+		{"an id never sent, with a forged proof", unknown, "bankA", decisionProof([]byte("another key"), unknown, "bankA")},
+		{"an id never sent, with another bank's proof", unknown, "bankA", decisionProof(testProofKey, unknown, "bankB")},
+	} {
+		got, err := c.DecisionFor(ctx, tc.id, tc.bank, tc.proof)
+		if !errors.Is(err, ErrNotParticipant) {
+			t.Errorf("%s: DecisionFor = %+v, %v; want ErrNotParticipant", tc.name, got, err)
+		}
+		if got.Decision != decisionNone || got.PaymentID != "" {
+			t.Errorf("%s: the refusal carries a payment: %+v", tc.name, got)
+		}
+	}
+	if _, err := s.Payment(ctx, unknown); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused GetDecision recorded %s: %v", unknown, err)
+	}
+	if got := stored(t, s, q.PaymentID); got.Decision != decisionCommit || got.Presumed {
+		t.Fatalf("the refused calls changed %s: %+v", q.PaymentID, got)
 	}
 }
 
@@ -328,7 +408,7 @@ func TestCoordinatorDecisionForWhilePreparing(t *testing.T) {
 		done <- result{out, err}
 	}()
 	recv(t, b.entered, "the prepare at bankB")
-	got, err := c.DecisionFor(context.Background(), p.PaymentID)
+	got, err := askAs(context.Background(), c, "bankA", p.PaymentID)
 	if err != nil || got.Decision != decisionAbort || !got.Presumed {
 		t.Fatalf("DecisionFor = %v presumed %v, %v", got.Decision, got.Presumed, err)
 	}
@@ -404,7 +484,7 @@ func TestCoordinatorRecoverSkipsPaymentsInFlight(t *testing.T) {
 	t.Parallel()
 	a := &fakeBank{}
 	b := &fakeBank{gate: make(chan struct{}), entered: make(chan string, 4)}
-	c, _ := newTestCoordinator(t, 5*time.Second, a, b)
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
 	p := testPayment("bankA-1", "bankB-2", 9)
 	done := make(chan error, 1)
 	go func() {
@@ -412,6 +492,12 @@ func TestCoordinatorRecoverSkipsPaymentsInFlight(t *testing.T) {
 		done <- err
 	}()
 	recv(t, b.entered, "the prepare at bankB")
+	// The admission is synced while the banks prepare: wait until the row is visible, so that
+	// the recovery loop lists it and only the claim keeps it away.
+	waitFor(t, 10*time.Second, "the admission to be durable", func() bool {
+		_, err := s.Payment(context.Background(), p.PaymentID)
+		return err == nil
+	})
 	c.recoverOnce(context.Background())
 	close(b.gate)
 	if err := recv(t, done, "Execute"); err != nil {
@@ -420,6 +506,39 @@ func TestCoordinatorRecoverSkipsPaymentsInFlight(t *testing.T) {
 	waitIdle(t, c)
 	if got := b.prepares.Load(); got != 1 {
 		t.Fatalf("bankB saw %d prepares; the recovery loop drove a payment in flight", got)
+	}
+}
+
+// TestCoordinatorRecoverRereadsAfterClaim: the recovery loop lists unfinished payments, then
+// claims them one by one; a payment that a request finished in between (decided, completed,
+// released) must be left alone, not driven again from the stale listing.
+func TestCoordinatorRecoverRereadsAfterClaim(t *testing.T) {
+	t.Parallel()
+	a, b := &fakeBank{}, &fakeBank{}
+	c, s := newTestCoordinator(t, 5*time.Second, a, b)
+	ctx := context.Background()
+	p := testPayment("bankA-1", "bankB-2", 9)
+	p.CreatedAt = time.Now()
+	p.Deadline = p.CreatedAt.Add(5 * time.Second)
+	// The listing as the recovery loop read it: admitted, undecided.
+	if _, _, err := s.AdmitPayment(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.Unfinished(ctx, nil, 10)
+	if err != nil || len(stale) != 1 {
+		t.Fatalf("Unfinished = %v, %v", stale, err)
+	}
+	// Meanwhile the payment is decided and completed.
+	if _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkCompleted(ctx, []string{p.PaymentID}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c.recoverList(ctx, stale)
+	waitIdle(t, c)
+	if n := a.prepares.Load() + b.prepares.Load() + a.commits.Load() + b.commits.Load() + a.aborts.Load() + b.aborts.Load(); n != 0 {
+		t.Fatalf("the recovery loop sent %d calls for a payment completed after it was listed", n)
 	}
 }
 

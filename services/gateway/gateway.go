@@ -21,7 +21,6 @@ import (
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
-	"github.com/paygate/paygate/web"
 )
 
 // Config configures a gateway. Zero durations take the defaults in DefaultConfig.
@@ -31,6 +30,9 @@ type Config struct {
 	// WebListen is the web listener's address (server TLS only, user-facing services); empty
 	// disables it.
 	WebListen string
+	// WebHandler serves the web listener's requests that no service claims: the dashboard
+	// (cmd/paygate passes web.Handler). Nil answers them 404.
+	WebHandler http.Handler
 	// Banks maps each bank's name to its base URL, e.g. "bank1" → "https://127.0.0.1:9001".
 	Banks map[string]string
 	// UsersFile is user_details.json, imported on first start.
@@ -190,8 +192,9 @@ type Gateway struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// stopBatchers ends the batching participants' senders.
-	stopBatchers context.CancelFunc
+	// stopBatchers ends the batching participants' senders and waits for them.
+	stopBatchers func()
+	batchers     sync.WaitGroup
 	// draining is closed when Shutdown starts; long-lived streams end on it.
 	draining     chan struct{}
 	drainingOnce sync.Once
@@ -229,14 +232,23 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.store = store
-	if err := g.importUsers(ctx, cfg.UsersFile); err != nil {
+	// A failure from here on undoes what New started: the batchers' goroutines and the store.
+	ok := false
+	defer func() {
+		if ok {
+			return
+		}
+		if g.stopBatchers != nil {
+			g.stopBatchers()
+		}
 		store.Close()
+	}()
+	if err := g.importUsers(ctx, cfg.UsersFile); err != nil {
 		return nil, err
 	}
 
 	clientTLS, err := pki.ClientTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	// One HTTP client per bank, each accepting only that bank's certificate: a server at a
@@ -245,7 +257,6 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	for name := range cfg.Banks {
 		hc, err := rpcserver.NewBankHTTPClient(clientTLS, name)
 		if err != nil {
-			store.Close()
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		bankHTTP[name] = hc
@@ -254,14 +265,14 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	participants := make(map[string]participant, len(cfg.Banks))
 	var names []string
 	batchCtx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
-	g.stopBatchers = stopBatchers
+	g.stopBatchers = func() { stopBatchers(); g.batchers.Wait() }
 	for name, url := range cfg.Banks {
 		c := bankv1connect.NewBankServiceClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
 		g.banks[name] = c
 		if cfg.NoBatching {
 			participants[name] = c
 		} else {
-			participants[name] = newBatchingParticipant(batchCtx, c)
+			participants[name] = newBatchingParticipant(batchCtx, &g.batchers, c)
 		}
 		names = append(names, name)
 	}
@@ -269,12 +280,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 
 	serverTLS, err := pki.ServerTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile, tls.RequireAndVerifyClientCert)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
-	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, TLS: serverTLS})
+	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, MapError: mapError, TLS: serverTLS})
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	g.health = newBankHealth(names, g.logger, func(bank string, up bool) {
@@ -287,22 +296,26 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			g.web.Health().SetStatus(BankHealthService(bank), st)
 		}
 	})
-	g.coord = newCoordinator(store, participants, g.health, g.events, g.logger, cfg.TxnTimeout)
+	proofKey, err := store.Secret(ctx, proofKeyName, 32)
+	if err != nil {
+		return nil, err
+	}
+	g.coord = newCoordinator(store, participants, g.health, g.events, g.logger, cfg.TxnTimeout, proofKey)
 	g.mount(g.api, true)
 
 	if cfg.WebListen != "" {
 		webTLS, err := pki.ServerTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile, tls.NoClientCert)
 		if err != nil {
-			store.Close()
 			return nil, err
 		}
-		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, TLS: webTLS})
+		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, MapError: mapError, TLS: webTLS})
 		if err != nil {
-			store.Close()
 			return nil, err
 		}
 		g.mount(g.web, false)
-		g.web.HandleFallback(web.Handler(web.DistFS())) // the dashboard
+		if cfg.WebHandler != nil {
+			g.web.HandleFallback(cfg.WebHandler) // the dashboard
+		}
 	}
 	for _, name := range names {
 		g.api.Health().SetStatus(BankHealthService(name), grpchealth.StatusServing)
@@ -314,6 +327,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	for name, url := range cfg.Banks {
 		g.healthClients[name] = grpchealth.NewClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
 	}
+	ok = true
 	return g, nil
 }
 
@@ -351,6 +365,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.webLn, err = net.Listen("tcp", g.cfg.WebListen)
 		if err != nil {
 			g.apiLn.Close()
+			g.apiLn = nil
 			return fmt.Errorf("gateway: listen %s: %w", g.cfg.WebListen, err)
 		}
 	}
@@ -437,7 +452,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := g.Start(ctx); err != nil {
-		g.store.Close()
+		g.Shutdown(context.Background()) // closes the store and stops the batchers
 		return err
 	}
 	<-ctx.Done()

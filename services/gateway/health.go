@@ -26,6 +26,11 @@ type bankHealth struct {
 
 	mu    sync.Mutex
 	state map[string]*bankState
+
+	// pubMu orders publications: onChange is called under it, with the state as it is at the
+	// time of the call, so the last state published is always the current one.
+	pubMu     sync.Mutex
+	published map[string]bool
 }
 
 type bankState struct {
@@ -36,10 +41,12 @@ type bankState struct {
 }
 
 func newBankHealth(banks []string, logger *slog.Logger, onChange func(string, bool)) *bankHealth {
-	h := &bankHealth{logger: logger, onChange: onChange, failuresToDown: 2, state: make(map[string]*bankState)}
+	h := &bankHealth{logger: logger, onChange: onChange, failuresToDown: 2, state: make(map[string]*bankState),
+		published: make(map[string]bool)}
 	for _, b := range banks {
 		// Banks start as up: the first probe or call corrects it within one interval.
 		h.state[b] = &bankState{up: true, since: time.Now()}
+		h.published[b] = true
 	}
 	return h
 }
@@ -58,9 +65,6 @@ func (h *bankHealth) check(bank string) error {
 	return fmt.Errorf("%w: %s is not answering (since %s: %v)", ErrBankUnavailable, bank,
 		st.since.UTC().Format(time.RFC3339), st.lastErr)
 }
-
-// up reports whether bank is believed up.
-func (h *bankHealth) up(bank string) bool { return h.check(bank) == nil }
 
 // observe records the result of a probe or a call to bank. Only transport failures count
 // against a bank; an application error means it answered.
@@ -91,21 +95,37 @@ func (h *bankHealth) observe(bank string, err error, fromProbe bool) {
 			st.up, st.since, changed = false, time.Now(), true
 		}
 	}
-	up := st.up
 	h.mu.Unlock()
 	if changed {
-		level := slog.LevelInfo
-		if !up {
-			level = slog.LevelWarn
+		h.publish(bank)
+	}
+}
+
+// publish logs and reports bank's state as it is now, unless that is what was published last.
+// Concurrent changes may each call it in any order: whichever runs last reads the latest state,
+// so the published state never stays behind the internal one.
+func (h *bankHealth) publish(bank string) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	h.mu.Lock()
+	st := h.state[bank]
+	up, lastErr := st.up, st.lastErr
+	h.mu.Unlock()
+	if h.published[bank] == up {
+		return
+	}
+	h.published[bank] = up
+	level := slog.LevelInfo
+	attrs := []slog.Attr{slog.String("bank", bank), slog.Bool("up", up)}
+	if !up {
+		level = slog.LevelWarn
+		if lastErr != nil {
+			attrs = append(attrs, slog.String("error", lastErr.Error()))
 		}
-		attrs := []slog.Attr{slog.String("bank", bank), slog.Bool("up", up)}
-		if err != nil {
-			attrs = append(attrs, slog.String("error", err.Error()))
-		}
-		h.logger.LogAttrs(context.Background(), level, "bank health changed", attrs...)
-		if h.onChange != nil {
-			h.onChange(bank, up)
-		}
+	}
+	h.logger.LogAttrs(context.Background(), level, "bank health changed", attrs...)
+	if h.onChange != nil {
+		h.onChange(bank, up)
 	}
 }
 

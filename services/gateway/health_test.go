@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,18 +71,31 @@ func TestBankDown(t *testing.T) {
 			waitBankHealth(t, e, "bank1", grpchealth.StatusServing)
 			waitBankHealth(t, e, "bank3", grpchealth.StatusServing)
 
-			// A new payment that needs bank2 fails fast, names the bank and charges nothing.
+			// A new payment that needs bank2 fails fast with BANK_UNAVAILABLE, names the bank
+			// and holds nothing at bank1 meanwhile. It is a recorded outcome, not a refusal:
+			// every later answer for the id is the same.
 			before := e.balance(t, "bank1-1001")
 			id := newPaymentID()
 			start := time.Now()
-			_, err := alice.tryPay(ctx, id, "bank1-1001", "bank2-2002", 1000)
+			resp, err := alice.tryPay(ctx, id, "bank1-1001", "bank2-2002", 1000)
 			elapsed := time.Since(start)
-			wantErr(t, err, connect.CodeUnavailable, "bank_unavailable")
-			if !strings.Contains(err.Error(), "bank2") {
-				t.Errorf("message %q does not name bank2", err)
+			if err != nil {
+				t.Fatalf("payment needing bank2: %v; want a FAILED outcome", err)
+			}
+			got := resp.Msg.GetPayment()
+			if got.GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED ||
+				got.GetFailureReason() != gatewayv1.FailureReason_FAILURE_REASON_BANK_UNAVAILABLE {
+				t.Fatalf("payment needing bank2 = %v %v; want FAILED, BANK_UNAVAILABLE", got.GetStatus(), got.GetFailureReason())
+			}
+			if !strings.Contains(got.GetFailureMessage(), "bank2") {
+				t.Errorf("failure message %q does not name bank2", got.GetFailureMessage())
 			}
 			if txnTimeout := e.gw.cfg.TxnTimeout; elapsed > txnTimeout/2 {
-				t.Errorf("refused after %s; want well under the %s transaction timeout", elapsed, txnTimeout)
+				t.Errorf("answered after %s; want well under the %s transaction timeout", elapsed, txnTimeout)
+			}
+			if g, err := alice.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id})); err != nil ||
+				g.Msg.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED {
+				t.Fatalf("GetPayment = %v, %v; want the same FAILED outcome", g, err)
 			}
 			acct, err := e.bankClient("bank1").GetAccount(ctx, connect.NewRequest(&bankv1.GetAccountRequest{AccountId: "bank1-1001"}))
 			if err != nil {
@@ -118,10 +134,14 @@ func TestBankDown(t *testing.T) {
 			// bank2 comes back on the same address with the same ledger.
 			e.banks["bank2"].start(t)
 			waitBankHealth(t, e, "bank2", grpchealth.StatusServing)
-			// The refused payment can be sent again with the same id: nothing was recorded.
-			resp, err := alice.tryPay(ctx, id, "bank1-1001", "bank2-2002", 1000)
-			if err != nil || resp.Msg.GetReplayed() || resp.Msg.GetPayment().GetStatus() != statusSucceeded {
-				t.Fatalf("retry after the bank is back = %v, %v", resp, err)
+			// The failed payment stays failed: a retry with its id is a replay of the outcome.
+			resp, err = alice.tryPay(ctx, id, "bank1-1001", "bank2-2002", 1000)
+			if err != nil || !resp.Msg.GetReplayed() || resp.Msg.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED {
+				t.Fatalf("retry after the bank is back = %v, %v; want the FAILED outcome replayed", resp, err)
+			}
+			// A new payment goes through.
+			if got := alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 1000); got.GetStatus() != statusSucceeded {
+				t.Fatalf("new payment after the bank is back = %v", got)
 			}
 			m = fetchBalance(t, alice)
 			for _, b := range m.GetBanks() {
@@ -228,5 +248,41 @@ func TestCommitRetriedAtRealBank(t *testing.T) {
 	})
 	if got := flaky.commits.Load(); got != 3 {
 		t.Errorf("bank2 received %d commits; want 3", got)
+	}
+}
+
+// TestBankHealthPublishedInOrder: changes observed concurrently are published so that the last
+// published state is the monitor's state, whatever the interleaving.
+func TestBankHealthPublishedInOrder(t *testing.T) {
+	t.Parallel()
+	down := connect.NewError(connect.CodeUnavailable, errors.New("connection refused"))
+	var mu sync.Mutex
+	var published bool
+	h := newBankHealth([]string{"bank1"}, slog.New(slog.DiscardHandler), func(_ string, up bool) {
+		mu.Lock()
+		published = up
+		mu.Unlock()
+	})
+	disagreed := 0
+	for range 2000 {
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				if i%2 == 0 {
+					h.observe("bank1", down, false)
+				} else {
+					h.observe("bank1", nil, false)
+				}
+			})
+		}
+		wg.Wait()
+		mu.Lock()
+		if published != (h.check("bank1") == nil) {
+			disagreed++
+		}
+		mu.Unlock()
+	}
+	if disagreed > 0 {
+		t.Fatalf("in %d of 2000 rounds the published health disagreed with the monitor's", disagreed)
 	}
 }

@@ -27,13 +27,19 @@ func TestShutdownEndsWatchStreams(t *testing.T) {
 	}()
 	waitFor(t, 5*time.Second, "the watcher to subscribe", func() bool { return e.gw.events.watcherCount("bob") == 1 })
 
-	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+	// The budget is well above net/http's own HTTP/2 shutdown timer (a GOAWAY, then up to 1 s
+	// for streams to end): Shutdown must end the stream, not wait for the budget to run out.
+	const budget = 5 * time.Second
+	sctx, scancel := context.WithTimeout(context.Background(), budget)
 	defer scancel()
 	start := time.Now()
 	err := e.gw.Shutdown(sctx)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("Shutdown with an open WatchPayments stream took %s and failed: %v", elapsed, err)
+	}
+	if elapsed > budget/2 {
+		t.Fatalf("Shutdown with an open WatchPayments stream took %s of its %s budget; the stream should end at once", elapsed, budget)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
+	"github.com/paygate/paygate/internal/identity"
+	"github.com/paygate/paygate/internal/payid"
 	"github.com/paygate/paygate/internal/rpcerr"
 )
 
@@ -75,8 +77,12 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 				fmt.Sprintf("%s: %s: no bank named %q (account ids are <bank>-<number>)", f.field, f.account, account.Bank(f.account)))
 		}
 	}
+	id, ok := payid.Canonical(m.GetPaymentId())
+	if !ok { // the validation interceptor refuses these first
+		return nil, rpcerr.New(connect.CodeInvalidArgument, "invalid_argument", "payment_id: want a UUID or a ULID")
+	}
 	p := paymentRecord{
-		PaymentID:   m.GetPaymentId(),
+		PaymentID:   id,
 		Username:    user.Username,
 		From:        m.GetFromAccount(),
 		To:          m.GetToAccount(),
@@ -85,19 +91,11 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 		Description: m.GetDescription(),
 		Fingerprint: paymentFingerprint(user.Username, m.GetFromAccount(), m.GetToAccount(), m.GetAmount(), m.GetCurrency()),
 	}
-	// A new payment that needs a bank known to be down fails fast, before anything is recorded,
-	// so that a retry with the same payment_id can succeed later. A payment_id already known is
-	// answered from the store whatever the banks' state.
-	for _, bank := range participantsOf(p) {
-		if g.health.check(bank) == nil {
-			continue
-		}
-		if _, err := g.store.Payment(ctx, p.PaymentID); errors.Is(err, ErrNotFound) {
-			return nil, rpcerr.New(connect.CodeUnavailable, "bank_unavailable",
-				fmt.Sprintf("bank %s is unavailable; nothing was charged, retry later with the same payment_id", bank), "bank", bank)
-		}
-		break
-	}
+	// A new payment that needs a bank known to be down is recorded and fails at once with
+	// FAILURE_REASON_BANK_UNAVAILABLE (the coordinator does not prepare it anywhere). It is not
+	// refused unrecorded for a retry to succeed later: an earlier attempt with this payment_id
+	// whose admission was lost may hold a prepare at that very bank, which would end as a
+	// presumed abort once the bank is back, and the promise of a fresh try would not hold.
 	out, replayed, err := g.coord.Execute(ctx, p)
 	switch {
 	case errors.Is(err, ErrPaymentReused):
@@ -122,7 +120,7 @@ func (g *Gateway) GetPayment(ctx context.Context, req *connect.Request[gatewayv1
 	if err != nil {
 		return nil, err
 	}
-	p, err := g.store.Payment(ctx, req.Msg.GetPaymentId())
+	p, err := g.store.Payment(ctx, payid.Normalize(req.Msg.GetPaymentId()))
 	if errors.Is(err, ErrNotFound) || (err == nil && p.Username != user.Username && user.Role != RoleAdmin) {
 		// Another user's payment is reported exactly like a missing one.
 		return nil, rpcerr.New(connect.CodeNotFound, "payment_not_found", fmt.Sprintf("payment_id: no payment %s", req.Msg.GetPaymentId()))
@@ -324,7 +322,14 @@ func (g *Gateway) bankBalances(ctx context.Context, bank string, accounts []stri
 
 // GetDecision implements CoordinatorService.GetDecision.
 func (g *Gateway) GetDecision(ctx context.Context, req *connect.Request[gatewayv1.GetDecisionRequest]) (*connect.Response[gatewayv1.GetDecisionResponse], error) {
-	p, err := g.coord.DecisionFor(ctx, req.Msg.GetTransactionId())
+	peer, _ := identity.PeerFrom(ctx)
+	id := payid.Normalize(req.Msg.GetTransactionId())
+	p, err := g.coord.DecisionFor(ctx, id, peer.Identity.Name, req.Msg.GetProof())
+	if errors.Is(err, ErrNotParticipant) {
+		// The same answer whether the transaction exists or not: the caller learns nothing.
+		return nil, rpcerr.New(connect.CodePermissionDenied, "not_a_participant",
+			fmt.Sprintf("transaction_id: bank %s cannot show that transaction %s was sent to it (proof missing or invalid)", peer.Identity.Name, id))
+	}
 	if err != nil {
 		return nil, err
 	}

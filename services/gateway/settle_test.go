@@ -52,7 +52,16 @@ func TestReadsSeeAnsweredPayments(t *testing.T) {
 	read := make(chan map[string]int64, 1)
 	go func() { read <- balances() }()
 	paid := make(chan *gatewayv1.Payment, 1)
-	go func() { paid <- alice.pay(t, newPaymentID(), "bank2-2001", "bank1-1001", 1) }()
+	go func() {
+		// Not alice.pay: t.Fatal must not be called from this goroutine.
+		resp, err := alice.tryPay(ctx, newPaymentID(), "bank2-2001", "bank1-1001", 1)
+		if err != nil {
+			t.Errorf("second payment: %v", err)
+			paid <- nil
+			return
+		}
+		paid <- resp.Msg.GetPayment()
+	}()
 	select {
 	case got := <-read:
 		t.Fatalf("FetchBalance answered before the payment was applied at bank2: %v", got)

@@ -2,12 +2,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/paygate/paygate/internal/sqlitedb"
@@ -66,6 +67,24 @@ var migrations = []string{
 	);
 	CREATE INDEX payments_by_user ON payments(username, created_at DESC, payment_id DESC);
 	CREATE INDEX payments_unfinished ON payments(deadline, payment_id) WHERE completed = 0;`,
+	// Secrets the gateway keys things with (the decision proofs' HMAC key), shared by every
+	// process on the store; an index to count a user's live sessions (CreateSession's cap);
+	// and payment ids in their one canonical spelling (see package
+	// payid): a UUID in lower case, a ULID in upper case. Rows written before ids were
+	// canonical are rewritten when that cannot clash with another row and their phase two is
+	// done (an unfinished one keeps the spelling its banks know).
+	`CREATE TABLE secrets (
+		name       TEXT PRIMARY KEY,
+		value      BLOB NOT NULL,
+		created_at INTEGER NOT NULL
+	);
+	CREATE INDEX sessions_by_user ON sessions(username, expires_at);
+	UPDATE payments SET payment_id = lower(payment_id)
+		WHERE length(payment_id) = 36 AND payment_id != lower(payment_id) AND completed = 1
+		AND NOT EXISTS (SELECT 1 FROM payments q WHERE q.payment_id = lower(payments.payment_id));
+	UPDATE payments SET payment_id = upper(payment_id)
+		WHERE length(payment_id) = 26 AND payment_id != upper(payment_id) AND completed = 1
+		AND NOT EXISTS (SELECT 1 FROM payments q WHERE q.payment_id = upper(payments.payment_id));`,
 }
 
 // Store errors.
@@ -467,19 +486,73 @@ func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32,
 	return p, nil
 }
 
+// Secret returns the store's secret name, creating it with size random bytes on first use.
+// Processes sharing the store agree on it: the first to create it wins.
+func (s *Store) Secret(ctx context.Context, name string, size int) ([]byte, error) {
+	var v []byte
+	err := s.db.Read.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("gateway: read secret %s: %w", name, err)
+	}
+	fresh := make([]byte, size)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fmt.Errorf("gateway: make secret %s: %w", name, err)
+	}
+	err = s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+			name, fresh, time.Now().UnixNano()); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: store secret %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
+// payment itself was never stored (see Decide), so that the payment is the sender's from then
+// on: GetPayment, ListPayments and WatchPayments show it, failed, with its parameters. It
+// returns the row as stored afterwards: with p's parameters when this call adopted it, with
+// those of an earlier adoption otherwise (compare fingerprints).
+func (s *Store) AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error) {
+	var out paymentRecord
+	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE payments SET username = ?, from_account = ?, to_account = ?, amount = ?, currency = ?,
+				description = ?, fingerprint = ?
+			 WHERE payment_id = ? AND presumed = 1 AND length(fingerprint) = 0`,
+			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint, p.PaymentID); err != nil {
+			return err
+		}
+		var err error
+		out, err = s.payment(ctx, tx, p.PaymentID)
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("gateway: adopt payment %s: %w", p.PaymentID, err)
+	}
+	return out, nil
+}
+
 // MarkCompleted records that every participant acknowledged phase two of the payments ids.
 func (s *Store) MarkCompleted(ctx context.Context, ids []string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	q := `UPDATE payments SET completed = 1, completed_at = ? WHERE decision != 0 AND payment_id IN (?` +
-		strings.Repeat(", ?", len(ids)-1) + `)`
-	args := make([]any, 0, len(ids)+1)
-	args = append(args, now.UnixNano())
-	for _, id := range ids {
-		args = append(args, id)
+	// One statement text whatever the number of ids (a JSON array of them), so that the writer
+	// prepares it once instead of once per batch size.
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return fmt.Errorf("gateway: record completion of %d payments: %w", len(ids), err)
 	}
-	if err := s.exec(ctx, q, args...); err != nil {
+	const q = `UPDATE payments SET completed = 1, completed_at = ?
+		WHERE decision != 0 AND payment_id IN (SELECT value FROM json_each(?))`
+	if err := s.exec(ctx, q, now.UnixNano(), string(list)); err != nil {
 		return fmt.Errorf("gateway: record completion of %d payments: %w", len(ids), err)
 	}
 	return nil
