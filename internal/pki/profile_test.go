@@ -208,9 +208,9 @@ func TestGenerateReissuesLeavesWithAnotherProfile(t *testing.T) {
 }
 
 // exchange runs one TLS connection over loopback TCP: the client sends a secret once its
-// handshake is done, the server reads what arrives. It returns the handshake errors of both
-// sides and the bytes the server received.
-func exchange(t *testing.T, server, client *tls.Config) (serverErr, clientErr error, received []byte) {
+// handshake is done, the server reads what arrives. It returns the bytes the server received
+// and the handshake errors of both sides.
+func exchange(t *testing.T, server, client *tls.Config) (received []byte, serverErr, clientErr error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -251,7 +251,7 @@ func exchange(t *testing.T, server, client *tls.Config) (serverErr, clientErr er
 	}
 	_ = c.Close()
 	r := <-done
-	return r.err, clientErr, r.data
+	return r.data, r.err, clientErr
 }
 
 func TestServerTLSRequiresClientUsageAndIdentity(t *testing.T) {
@@ -284,7 +284,7 @@ func TestServerTLSRequiresClientUsageAndIdentity(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			serr, cerr, got := exchange(t, server, presenting(tt.leaf))
+			got, serr, cerr := exchange(t, server, presenting(tt.leaf))
 			if tt.wantErr == "" {
 				if serr != nil || cerr != nil || string(got) != "password" {
 					t.Fatalf("server err %v, client err %v, received %q", serr, cerr, got)
@@ -350,7 +350,7 @@ func TestExpectServerRefusesOtherParties(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, cerr, got := exchange(t, serving(tt.server), pki.ExpectServer(client, tt.want))
+			got, _, cerr := exchange(t, serving(tt.server), pki.ExpectServer(client, tt.want))
 			if tt.wantErr == "" {
 				if cerr != nil || string(got) != "password" {
 					t.Fatalf("client err %v, server received %q", cerr, got)
