@@ -258,26 +258,34 @@ func (c *Client) Logout(ctx context.Context) error {
 	return nil
 }
 
-// Register creates a user with password and links the bank accounts whose holder, as each
-// bank reports it, is username. It refuses (PermissionDenied, reason "holder_mismatch")
-// an account held by someone else. It does not log in.
-func (c *Client) Register(ctx context.Context, username, password string, accounts ...string) ([]string, error) {
+// Enrollment is an account to link at registration and the one-time enrollment code that the
+// account's bank issued for it and sent to its holder, e.g.
+// Enrollment{Account: "bank1-1004", Code: "K7QX-3MZD-9TRA-WP4C"}. Case, spaces and hyphens in
+// the code do not matter.
+type Enrollment struct {
+	Account string
+	Code    string
+}
+
+// Register creates a user with password and links the accounts, each proven by its enrollment
+// code: the account's bank checks the code and binds it to username, so a code works for one
+// username only (trying again with the same username is fine). A refused account (unknown,
+// linked already, or a wrong, used or expired code) fails the whole registration with
+// PermissionDenied, reason "enrollment_refused", and nothing is created; a taken username is
+// AlreadyExists, reason "username_taken"; too many refused attempts are ResourceExhausted,
+// reason "register_throttled". It returns the linked account ids; it does not log in.
+func (c *Client) Register(ctx context.Context, username, password string, accounts ...Enrollment) ([]string, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: username, Password: password, Accounts: enrollments(accounts)}))
+	req := &gatewayv1.RegisterRequest{Username: username, Password: password}
+	for _, a := range accounts {
+		req.Accounts = append(req.Accounts, &gatewayv1.AccountEnrollment{AccountId: a.Account, EnrollmentCode: a.Code})
+	}
+	resp, err := c.auth.Register(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	return resp.Msg.GetAccountIds(), nil
-}
-
-// enrollments is a placeholder until Register takes codes. TODO(enrollment): replace.
-func enrollments(accounts []string) []*gatewayv1.AccountEnrollment {
-	out := make([]*gatewayv1.AccountEnrollment, len(accounts))
-	for i, a := range accounts {
-		out[i] = &gatewayv1.AccountEnrollment{AccountId: a}
-	}
-	return out
 }
 
 // Balance returns the user's accounts at every bank and totals per currency. A bank that

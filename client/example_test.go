@@ -39,6 +39,33 @@ func Example() {
 	// Output: succeeded 25.00 USD
 }
 
+// Register creates a user for the holder of bank accounts. Each account needs the one-time
+// enrollment code its bank sent to the holder (the bank makes it with `paygate bank enroll`):
+// here frankCode, for frank's account bank2-2003. Knowing the holder's name is not enough.
+func ExampleClient_Register() {
+	ctx := context.Background()
+	c, err := client.New(gatewayAddr, client.WithTLSDir(certDir))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	_, err = c.Register(ctx, "frank", "frank-password-1", client.Enrollment{Account: "bank2-2003", Code: "AAAA-BBBB-CCCC-DDDD"})
+	fmt.Println("a wrong code:", client.Reason(err))
+
+	linked, err := c.Register(ctx, "frank", "frank-password-1", client.Enrollment{Account: "bank2-2003", Code: frankCode})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("linked:", linked)
+	if _, err := c.Login(ctx, "frank", "frank-password-1"); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// a wrong code: enrollment_refused
+	// linked: [bank2-2003]
+}
+
 // A payment the bank refuses is FAILED with a machine-readable reason, and is not retried.
 func ExampleClient_Pay_refused() {
 	ctx := context.Background()

@@ -33,6 +33,8 @@ var (
 	certDir string
 	// gatewayAddr is the gateway of the system the Examples use, as after `paygate dev`.
 	gatewayAddr string
+	// frankCode is the enrollment code of frank's account bank2-2003 in that system.
+	frankCode string
 )
 
 func TestMain(m *testing.M) {
@@ -52,6 +54,12 @@ func TestMain(m *testing.M) {
 		}
 		defer sys.stop()
 		gatewayAddr = sys.addr
+		// The code frank's bank sent him, as `paygate bank enroll` makes it.
+		code, err := sys.banks["bank2"].Ledger().IssueEnrollmentCode(context.Background(), "bank2-2003", 0, time.Now())
+		if err != nil {
+			return 1, err
+		}
+		frankCode = code.Code
 		return m.Run(), nil
 	}()
 	if err != nil {

@@ -456,3 +456,66 @@ func mustAudit(t *testing.T, c *cluster.Cluster) cluster.Ledger {
 	}
 	return l
 }
+
+// TestDashboardRegisterInChromium registers erin from the sign-in page: her name is not enough,
+// the enrollment code her bank issued is.
+func TestDashboardRegisterInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a whole system and a browser")
+	}
+	chromiumPath(t)
+	c := cluster.New(t, cluster.Options{})
+	start := settle(t, c, mustAudit(t, c))
+	code, err := c.EnrollmentCode("bank1", "bank1-1004")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, c, screenshotDir(t))
+	base := "https://" + c.WebAddr
+
+	b.do("open the dashboard", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#show-register")))
+	b.do("show the registration form", chromedp.Click(chromedp.CSS("#show-register")), chromedp.WaitVisible(chromedp.CSS("#register-username")))
+	b.shot("register")
+
+	// Checked before sending: a short password, an account without its code.
+	b.fill("#register-username", "erin")
+	b.fill("#register-password", "short")
+	b.do("submit", chromedp.Click(chromedp.CSS("#register-submit")))
+	b.waitText("#register-password-error", "at least 10 characters", 5*time.Second)
+	b.fill("#register-password", "erin-password-1")
+	b.fill("#register-account-0", "bank1-1004")
+	b.do("submit", chromedp.Click(chromedp.CSS("#register-submit")))
+	b.waitText("#register-account-error-0", "Enter the account and the enrollment code", 5*time.Second)
+
+	// A second account row comes and goes.
+	b.do("add an account", chromedp.Click(chromedp.CSS("#register-add-account")), chromedp.WaitVisible(chromedp.CSS("#register-code-1")))
+	b.do("remove it", chromedp.Click(chromedp.CSS(`#register-accounts [data-index="1"] .remove-account`)))
+	b.waitFor("one account row", `document.querySelectorAll("#register-accounts .account-row").length === 1`, 5*time.Second)
+
+	// Her name and account without her code: refused, on the account's row.
+	b.fill("#register-code-0", "AAAA-BBBB-CCCC-DDDD")
+	b.do("submit", chromedp.Click(chromedp.CSS("#register-submit")))
+	b.waitText("#register-account-error-0", "This account cannot be linked with this code.", 10*time.Second)
+	b.shot("register-refused")
+	if _, err := c.Login("erin", "erin-password-1"); err == nil {
+		t.Fatal("a refused registration created erin")
+	}
+	// A taken username.
+	b.fill("#register-username", "alice")
+	b.fill("#register-code-0", code)
+	b.do("submit", chromedp.Click(chromedp.CSS("#register-submit")))
+	b.waitText("#register-username-error", "This username is taken.", 10*time.Second)
+
+	// With her code, typed in lower case: registered, then she signs in.
+	b.fill("#register-username", "erin")
+	b.fill("#register-code-0", strings.ToLower(code)+kb.Enter)
+	b.waitText("#login-notice", "Your account erin is ready. Sign in.", 15*time.Second)
+	if got := eval[string](b, `document.getElementById("login-username").value`); got != "erin" {
+		t.Errorf("the sign-in form has username %q, want erin", got)
+	}
+	b.fill("#login-password", "erin-password-1"+kb.Enter)
+	b.waitBalance("bank1-1004", "500.00 USD")
+	b.shot("registered")
+
+	checkDelta(t, "registration", start, settle(t, c, start), map[string]int64{})
+}

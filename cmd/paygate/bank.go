@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/services/bank"
+	"github.com/paygate/paygate/services/gateway"
 )
 
 func init() { register(newBankCommand) }
@@ -36,9 +40,12 @@ func newBankCommand(e *env) *ffcli.Command {
 			"SQLite ledger under --data; afterwards the ledger is the truth. Only the gateway's\n" +
 			"certificate may call it. A transaction it voted YES on stays prepared until the\n" +
 			"gateway says commit or abort; past its deadline plus --resolve-after the bank asks\n" +
-			"the gateway (--gateway) for the decision.",
-		FlagSet: fs,
-		Options: ffOptions(),
+			"the gateway (--gateway) for the decision.\n\n" +
+			"'paygate bank enroll' issues an account's enrollment code, which its holder\n" +
+			"registers at the gateway with (see 'paygate bank enroll --help').",
+		FlagSet:     fs,
+		Options:     ffOptions(),
+		Subcommands: []*ffcli.Command{newBankEnrollCommand(e)},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usageErrorf("unexpected arguments: %s", strings.Join(args, " "))
@@ -79,4 +86,122 @@ func newBankCommand(e *env) *ffcli.Command {
 			})
 		},
 	}
+}
+
+func newBankEnrollCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "bank enroll")
+	name := fs.String("name", "", "the bank, e.g. bank1 (required)")
+	acct := fs.String("account", "", "the account to issue a code for, e.g. bank1-1004 (required)")
+	data := fs.String("data", ".paygate/data", "directory of the bank's ledger (<name>.db), as given to 'paygate bank'")
+	ttl := fs.Duration("ttl", bank.DefaultEnrollmentTTL, fmt.Sprintf("how long the code is valid (at most %s)", bank.MaxEnrollmentTTL))
+	asJSON := fs.Bool("json", false, "print JSON for scripts instead of text")
+	return &ffcli.Command{
+		Name:       "enroll",
+		ShortUsage: "paygate bank enroll --name BANK --account ACCOUNT [--data DIR] [--ttl 72h] [--json]",
+		ShortHelp:  "issue a one-time enrollment code for an account, for its holder to register with",
+		LongHelp: "Issues a new enrollment code for ACCOUNT and prints it with its expiry. Send it to\n" +
+			"the account's holder by a channel the bank trusts (post, the bank's own app, a\n" +
+			"branch); the holder registers at the gateway with it:\n" +
+			"  paygate register --account ACCOUNT=CODE USERNAME\n" +
+			"The gateway links the account only if the bank redeems the code for that username.\n" +
+			"A code works once, for one username (that username may retry), expires after\n" +
+			"--ttl, and is burned by 5 wrong attempts. A new code replaces the account's previous\n" +
+			"one. The ledger keeps only a hash of the code: it is shown here once.\n\n" +
+			"It opens the bank's ledger under --data directly, so it works whether the bank is\n" +
+			"running or not. It refuses unknown and closed accounts.\n\n" +
+			"Example:\n" +
+			"  paygate bank enroll --name bank1 --account bank1-1004",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unexpected arguments: %s", strings.Join(args, " "))
+			}
+			if *name == "" || *acct == "" {
+				return usageErrorf("--name and --account are required")
+			}
+			if *ttl <= 0 || *ttl > bank.MaxEnrollmentTTL {
+				return usageErrorf("--ttl %s: want more than 0 and at most %s", *ttl, bank.MaxEnrollmentTTL)
+			}
+			cfg := bank.Config{Name: *name, DataDir: *data}
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("%v", err)
+			}
+			if _, err := os.Stat(cfg.LedgerPath()); err != nil {
+				return fmt.Errorf("no ledger of bank %s at %s: start the bank once (it imports its accounts), or give its --data directory", *name, cfg.LedgerPath())
+			}
+			ledger, err := bank.OpenLedger(ctx, cfg.LedgerPath(), *name)
+			if err != nil {
+				return fmt.Errorf("bank %s: %w", *name, err)
+			}
+			defer ledger.Close()
+			code, err := ledger.IssueEnrollmentCode(ctx, *acct, *ttl, time.Now())
+			switch {
+			case errors.Is(err, bank.ErrUnknownAccount):
+				return fmt.Errorf("no code issued: bank %s has no account %s", *name, *acct)
+			case errors.Is(err, bank.ErrAccountClosed):
+				return fmt.Errorf("no code issued: account %s is closed", *acct)
+			case err != nil:
+				return err
+			}
+			if *asJSON {
+				return printJSON(e.stdout, map[string]any{"bank": *name, "account_id": code.AccountID, "holder": code.Holder,
+					"code": code.Code, "expire_time": code.ExpiresAt, "replaced": code.Replaced})
+			}
+			fmt.Fprintf(e.stdout, "enrollment code for %s (holder %s): %s\n", code.AccountID, code.Holder, code.Code)
+			fmt.Fprintf(e.stdout, "expires %s (in %s)\n", code.ExpiresAt.Local().Format(time.DateTime+" MST"), *ttl)
+			switch {
+			case code.ReplacedRedeemer != "":
+				fmt.Fprintf(e.stdout, "it replaces the previous code, which %s had redeemed\n", code.ReplacedRedeemer)
+			case code.Replaced:
+				fmt.Fprintln(e.stdout, "it replaces the previous code, which no longer works")
+			}
+			fmt.Fprintf(e.stdout, "send it to the holder; they register with:\n  paygate register --account %s=%s USERNAME\n", code.AccountID, code.Code)
+			return nil
+		},
+	}
+}
+
+// issueDevEnrollments issues, at each start of `paygate dev`, a fresh enrollment code for every
+// open demo account whose holder has no login at the gateway and which is linked to nobody, so
+// that the holder can register (`paygate register --account ACCOUNT=CODE HOLDER`). Earlier
+// codes of those accounts stop working.
+func issueDevEnrollments(ctx context.Context, servers []*bank.Server, g *gateway.Gateway) ([]devEnrollment, error) {
+	var out []devEnrollment
+	now := time.Now()
+	for _, s := range servers {
+		ledger := s.Ledger()
+		token := ""
+		for {
+			accounts, next, err := ledger.ListAccounts(ctx, bank.MaxPageSize, token)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range accounts {
+				if a.Closed || a.Holder == "" {
+					continue
+				}
+				hasLogin, err := g.UserExists(ctx, a.Holder)
+				if err != nil {
+					return nil, err
+				}
+				linked, err := g.AccountLinked(ctx, a.ID)
+				if err != nil {
+					return nil, err
+				}
+				if hasLogin || linked {
+					continue
+				}
+				c, err := ledger.IssueEnrollmentCode(ctx, a.ID, bank.DefaultEnrollmentTTL, now)
+				if err != nil {
+					return nil, fmt.Errorf("dev: enrollment code for %s: %w", a.ID, err)
+				}
+				out = append(out, devEnrollment{Holder: c.Holder, AccountID: c.AccountID, Code: c.Code, ExpireTime: c.ExpiresAt})
+			}
+			if token = next; token == "" {
+				break
+			}
+		}
+	}
+	return out, nil
 }

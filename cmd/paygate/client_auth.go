@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -128,12 +129,27 @@ func newLogoutCommand(e *env) *ffcli.Command {
 	}
 }
 
-// accountList is a repeatable --account flag that also takes comma-separated lists.
-type accountList []string
+// enrollmentList is the repeatable --account ACCOUNT=CODE flag of register; a value may also
+// hold several, separated by commas.
+type enrollmentList []client.Enrollment
 
-func (a *accountList) String() string { return fmt.Sprint([]string(*a)) }
-func (a *accountList) Set(v string) error {
-	*a = append(*a, splitList(v)...)
+func (a *enrollmentList) String() string {
+	parts := make([]string, len(*a))
+	for i, e := range *a {
+		parts[i] = e.Account + "=…"
+	}
+	return strings.Join(parts, ",")
+}
+
+func (a *enrollmentList) Set(v string) error {
+	for _, part := range splitList(v) {
+		account, code, ok := strings.Cut(part, "=")
+		account, code = strings.TrimSpace(account), strings.TrimSpace(code)
+		if !ok || account == "" || code == "" {
+			return fmt.Errorf("%q: want ACCOUNT=CODE, the account and the enrollment code its bank sent, e.g. bank1-1004=K7QX-3MZD-9TRA-WP4C", part)
+		}
+		*a = append(*a, client.Enrollment{Account: account, Code: code})
+	}
 	return nil
 }
 
@@ -142,15 +158,22 @@ func newRegisterCommand(e *env) *ffcli.Command {
 	cf := clientFlags{e: e}
 	cf.register(fs)
 	password := fs.String("password", "", "password, at least 10 characters (default: read from stdin)")
-	var accounts accountList
-	fs.Var(&accounts, "account", "bank account to link, <bank>-<number>; repeat or separate with commas")
+	var accounts enrollmentList
+	fs.Var(&accounts, "account", "an account to link and its enrollment code, ACCOUNT=CODE (e.g. bank1-1004=K7QX-3MZD-9TRA-WP4C); repeat for more accounts")
 	return &ffcli.Command{
 		Name:       "register",
-		ShortUsage: "paygate register [flags] --account BANK-NUMBER [--account ...] USERNAME",
-		ShortHelp:  "create a user and link the bank accounts that the user holds",
-		LongHelp: "Creates USERNAME with a password and links the accounts. Each bank must report\n" +
-			"USERNAME as the holder of the account; otherwise nothing is created. Then run\n" +
-			"'paygate login USERNAME'.",
+		ShortUsage: "paygate register [flags] --account ACCOUNT=CODE [--account ...] USERNAME",
+		ShortHelp:  "create a user and link bank accounts with the enrollment codes their banks sent",
+		LongHelp: "Creates USERNAME with a password and links the accounts. Each account needs the\n" +
+			"one-time enrollment code that its bank issued for it and sent to the holder (a bank\n" +
+			"operator makes one with 'paygate bank enroll'; 'paygate dev' prints codes for its demo\n" +
+			"holders). Case, spaces and hyphens in a code do not matter. The bank binds a code to\n" +
+			"the first username that uses it: the same command may be run again, another username\n" +
+			"is refused. If any account is refused (enrollment_refused: unknown, linked already,\n" +
+			"or a wrong, used or expired code), nothing is created. Then run\n" +
+			"'paygate login USERNAME'.\n\n" +
+			"Example:\n" +
+			"  paygate register --account bank1-1004=K7QX-3MZD-9TRA-WP4C erin",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -158,7 +181,7 @@ func newRegisterCommand(e *env) *ffcli.Command {
 				return usageErrorf("want exactly one USERNAME")
 			}
 			if len(accounts) == 0 {
-				return usageErrorf("--account: at least one account to link")
+				return usageErrorf("--account: at least one ACCOUNT=CODE to link")
 			}
 			pw, err := readPassword(e, *password)
 			if err != nil {
@@ -184,7 +207,7 @@ func newRegisterCommand(e *env) *ffcli.Command {
 			if cf.json {
 				return printJSON(e.stdout, map[string]any{"username": args[0], "accounts": linked})
 			}
-			fmt.Fprintf(e.stdout, "registered %s with account(s) %v; now run 'paygate login %s'\n", args[0], linked, args[0])
+			fmt.Fprintf(e.stdout, "registered %s with account(s) %s; now run 'paygate login %s'\n", args[0], strings.Join(linked, ", "), args[0])
 			return nil
 		},
 	}

@@ -359,19 +359,32 @@ func TestCLIRegisterLoginAndPay(t *testing.T) {
 	t.Parallel()
 	c := cluster.New(t, cluster.Options{})
 	before := audit(t, c)
+	// erin's bank issues her code, as its operator would, with `paygate bank enroll`.
+	enrollCode, err := c.EnrollmentCode("bank1", "bank1-1004")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Her name without her code is refused, and no user is created; an account without a code
+	// is a usage error.
+	mallory := newCLIUser(t, c)
+	_, errOut, code := mallory.run("register", "--account", "bank1-1004=AAAA-BBBB-CCCC-DDDD", "--password", "mallory-password", "erin")
+	if code != exitFailure || !strings.Contains(errOut, "enrollment_refused") {
+		t.Fatalf("register with a wrong code: exit %d, %s", code, errOut)
+	}
+	if _, _, code := mallory.run("login", "--password", "mallory-password", "erin"); code != exitFailure {
+		t.Fatalf("login of a refused registration: exit %d, want 1", code)
+	}
+	if _, errOut, code := mallory.run("register", "--account", "bank1-1004", "--password", "mallory-password", "mallory"); code != exitUsage || !strings.Contains(errOut, "ACCOUNT=CODE") {
+		t.Fatalf("register without a code: exit %d, %s; want a usage error", code, errOut)
+	}
 	erin := newCLIUser(t, c)
-	out := erin.must(0, "register", "--account", "bank1-1004", "--password", "erin-password-1", "erin")
+	out := erin.must(0, "register", "--account", "bank1-1004="+strings.ToLower(enrollCode), "--password", "erin-password-1", "erin")
 	if !strings.Contains(out, "registered erin") {
 		t.Fatalf("register: %s", out)
 	}
-	// An account held by someone else is refused, and no user is created.
-	mallory := newCLIUser(t, c)
-	_, errOut, code := mallory.run("register", "--account", "bank2-2003", "--password", "mallory-password", "mallory")
-	if code != exitFailure || !strings.Contains(errOut, "holder_mismatch") {
-		t.Fatalf("register with frank's account: exit %d, %s", code, errOut)
-	}
-	if _, _, code := mallory.run("login", "--password", "mallory-password", "mallory"); code != exitFailure {
-		t.Fatalf("login of a refused registration: exit %d, want 1", code)
+	// The code is spent: another username cannot use it.
+	if _, errOut, code := mallory.run("register", "--account", "bank1-1004="+enrollCode, "--password", "mallory-password", "mallory"); code != exitFailure || !strings.Contains(errOut, "enrollment_refused") {
+		t.Fatalf("register with erin's spent code: exit %d, %s", code, errOut)
 	}
 
 	erin.must(0, "login", "--password", "erin-password-1", "erin")

@@ -30,6 +30,17 @@ type devInfo struct {
 	Banks map[string]string `json:"banks"`
 	Certs devCerts          `json:"certs"`
 	Users []devUser         `json:"users"`
+	// Enrollments are the codes issued at this start for the demo holders who have no login
+	// yet, to register with.
+	Enrollments []devEnrollment `json:"enrollments"`
+}
+
+// devEnrollment is an enrollment code `paygate dev` issued for a demo account.
+type devEnrollment struct {
+	Holder     string    `json:"holder"`
+	AccountID  string    `json:"account_id"`
+	Code       string    `json:"code"`
+	ExpireTime time.Time `json:"expire_time"`
 }
 
 type devCerts struct {
@@ -180,14 +191,27 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		return err
 	}
 
-	info, err := writeDevInfo(dir, g, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"))
+	enrollments, err := issueDevEnrollments(ctx, servers, g)
 	if err != nil {
 		g.Shutdown(context.Background())
 		return err
 	}
-	fmt.Fprintf(e.stderr, "\npaygate dev is running\n  API (mTLS)  %s\n  web (TLS)   https://%s\n  banks       %s\n  dev info    %s\n  try         grpcurl -cacert %s -cert %s -key %s %s list\n\n",
+	info, err := writeDevInfo(dir, g, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments)
+	if err != nil {
+		g.Shutdown(context.Background())
+		return err
+	}
+	fmt.Fprintf(e.stderr, "\npaygate dev is running\n  API (mTLS)  %s\n  web (TLS)   https://%s\n  banks       %s\n  dev info    %s\n  try         grpcurl -cacert %s -cert %s -key %s %s list\n",
 		info.API, info.Web, strings.Join(sortedValues(bankURLs), " "), filepath.Join(dir, "dev.json"),
 		rel(info.Certs.CA), rel(info.Certs.Cert), rel(info.Certs.Key), info.API)
+	for _, en := range enrollments {
+		fmt.Fprintf(e.stderr, "  enroll      %-6s %-11s %s\n", en.Holder, en.AccountID, en.Code)
+	}
+	if len(enrollments) > 0 {
+		fmt.Fprintf(e.stderr, "              (register with: paygate register --account %s=%s %s)\n",
+			enrollments[0].AccountID, enrollments[0].Code, enrollments[0].Holder)
+	}
+	fmt.Fprintln(e.stderr)
 
 	<-ctx.Done()
 	cfg.log.Info("shutting down: gateway first, then banks")
@@ -248,11 +272,12 @@ func writePrivate(path string, data []byte) error {
 	return f.Close()
 }
 
-func writeDevInfo(dir string, g *gateway.Gateway, banks map[string]string, certDir, usersFile string) (devInfo, error) {
+func writeDevInfo(dir string, g *gateway.Gateway, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment) (devInfo, error) {
 	info := devInfo{
-		API:   g.Addr(),
-		Web:   g.WebAddr(),
-		Banks: banks,
+		API:         g.Addr(),
+		Web:         g.WebAddr(),
+		Banks:       banks,
+		Enrollments: enrollments,
 		Certs: devCerts{
 			CA:   filepath.Join(certDir, "ca.pem"),
 			Cert: filepath.Join(certDir, "client-cli.pem"),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -289,6 +290,14 @@ func TestDevWritesDevJSONAndKeepsDataAcrossRestarts(t *testing.T) {
 	if after["bank1-1001"] != before["bank1-1001"]-1234 {
 		t.Fatalf("bank1-1001: %d before, %d after paying 1234", before["bank1-1001"], after["bank1-1001"])
 	}
+
+	// Enrollment codes for the demo holders without a login, in dev.json and the banner; erin
+	// registers with hers.
+	codes := devEnrollmentCodes(t, info, d.out.String(), "erin bank1-1004", "frank bank2-2003", "grace bank3-3003")
+	if _, err := newDevClients(t, info, "").auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: "erin", Password: "erin-password-1",
+		Accounts: []*gatewayv1.AccountEnrollment{{AccountId: "bank1-1004", EnrollmentCode: codes["bank1-1004"]}}})); err != nil {
+		t.Fatalf("register erin with the code of dev.json: %v", err)
+	}
 	d.interrupt()
 
 	// The second run on the same directory, configured from the environment this time, keeps
@@ -321,7 +330,37 @@ func TestDevWritesDevJSONAndKeepsDataAcrossRestarts(t *testing.T) {
 	if got := devBalances(ctx, t, alice); got["bank1-1001"] != after["bank1-1001"] {
 		t.Errorf("the replay moved money: bank1-1001 = %d, want %d", got["bank1-1001"], after["bank1-1001"])
 	}
+	// New codes at each start, none for erin now that she has a login; the old codes are gone.
+	codes2 := devEnrollmentCodes(t, d2.info, d2.out.String(), "frank bank2-2003", "grace bank3-3003")
+	if codes2["bank2-2003"] == codes["bank2-2003"] {
+		t.Errorf("the second start kept frank's code; want a fresh one")
+	}
+	if _, err := newDevClients(t, d2.info, "").auth.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: "erin", Password: "erin-password-1"})); err != nil {
+		t.Errorf("erin, registered in the first run, logs in after the restart: %v", err)
+	}
 	d2.interrupt()
+}
+
+// devEnrollmentCodes checks that dev.json and the start banner list enrollment codes for exactly
+// the holders and accounts of want ("erin bank1-1004"), and returns the codes by account.
+func devEnrollmentCodes(t *testing.T, info devInfo, banner string, want ...string) map[string]string {
+	t.Helper()
+	codes := map[string]string{}
+	var got []string
+	for _, e := range info.Enrollments {
+		got = append(got, e.Holder+" "+e.AccountID)
+		codes[e.AccountID] = e.Code
+		if len(e.Code) != 19 || strings.Count(e.Code, "-") != 3 || time.Until(e.ExpireTime) < time.Hour {
+			t.Errorf("dev.json enrollment %+v: want a code like K7QX-3MZD-9TRA-WP4C, valid for days", e)
+		}
+		if line := fmt.Sprintf("%-6s %-11s %s", e.Holder, e.AccountID, e.Code); !strings.Contains(banner, "enroll      "+line) {
+			t.Errorf("the start banner lacks the line %q:\n%s", "enroll      "+line, banner)
+		}
+	}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("dev.json enrollments for %v; want %v", got, want)
+	}
+	return codes
 }
 
 func TestDevRefusesBadArguments(t *testing.T) {

@@ -68,6 +68,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		balance  = "/paygate.gateway.v1.BalanceService/FetchBalance"
 		execute  = "/paygate.gateway.v1.PaymentService/ExecutePayment"
 		prepare  = "/paygate.bank.v1.BankService/PrepareTransaction"
+		redeem   = "/paygate.bank.v1.BankService/RedeemEnrollmentCode"
 	)
 
 	// Every demo user logs in and fetches balances.
@@ -122,12 +123,20 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	expect("insufficient funds", map[string]any{"procedure": execute, "user": "dave", "payment_id": poorID, "amount": 99_999_999.0, "code": "ok", "status": "PAYMENT_STATUS_FAILED"})
 
-	// Registration of erin, who holds bank1-1004, and her first login.
+	// Registration of erin, who holds bank1-1004, with the enrollment code her bank issued (a
+	// secret too), and her first login.
+	erinCode, err := c.EnrollmentCode("bank1", "bank1-1004")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, erinCode, strings.ReplaceAll(erinCode, "-", ""))
 	anon := c.Clients()
-	if _, err := anon.Auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: "erin", Password: erinPassword, Accounts: []*gatewayv1.AccountEnrollment{{AccountId: "bank1-1004"}}})); err != nil {
+	if _, err := anon.Auth.Register(ctx, connect.NewRequest(&gatewayv1.RegisterRequest{Username: "erin", Password: erinPassword,
+		Accounts: []*gatewayv1.AccountEnrollment{{AccountId: "bank1-1004", EnrollmentCode: erinCode}}})); err != nil {
 		t.Fatalf("register erin: %v", err)
 	}
 	expect("register", map[string]any{"procedure": register, "user": "erin", "code": "ok"})
+	expect("redeem at bank1", map[string]any{"procedure": redeem, "user": "erin", "identity": "spiffe://paygate/gateway", "code": "ok"})
 	erin, err := c.Login("erin", erinPassword)
 	if err != nil {
 		t.Fatalf("login erin: %v", err)

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -319,6 +320,30 @@ func (c *Cluster) BankArgs(name string) []string {
 		"--log-format", "json",
 		"--log-level", "debug",
 	}
+}
+
+// BankDataDir returns the --data directory of bank name (its ledger is <name>.db in it).
+func (c *Cluster) BankDataDir(name string) string { return filepath.Join(c.Dir, "data", name) }
+
+// EnrollmentCode issues a new enrollment code for account at bank, as an operator does, with
+// `paygate bank enroll` against the bank's data directory, and returns it.
+func (c *Cluster) EnrollmentCode(bank, account string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.Bin, "bank", "enroll", "--name", bank, "--account", account, "--data", c.BankDataDir(bank), "--json")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("paygate bank enroll --name %s --account %s: %v: %s", bank, account, err, stderr.String())
+	}
+	var res struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.Code == "" {
+		return "", fmt.Errorf("paygate bank enroll: unexpected output %q (%v)", out, err)
+	}
+	return res.Code, nil
 }
 
 // GatewayArgs returns the gateway's command line. Banks in unreachable are given an address

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,7 +21,6 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
@@ -288,59 +288,108 @@ func (g *Gateway) forgetSession(tok string) {
 	g.sessions.mu.Unlock()
 }
 
-// loginThrottle limits failed logins per username and per client address.
+// loginThrottle is a budget of attempts per key (a username, a client address, an account): burst
+// attempts, refilled at one every every. An attempt reserves one from each of its keys before the
+// password or code is checked, so that N concurrent attempts spend N and no more than the budget
+// is ever checked; an attempt that succeeds gives its reservation back, so that in the end only
+// failures count.
 type loginThrottle struct {
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
-	every    time.Duration
-	burst    int
+	mu      sync.Mutex
+	buckets map[string]*attemptBucket
+	every   time.Duration
+	burst   int
 }
+
+// attemptBucket is one key's budget: tokens left at time at.
+type attemptBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// maxThrottleKeys bounds the keys a throttle remembers.
+const maxThrottleKeys = 100_000
 
 func newLoginThrottle(every time.Duration, burst int) *loginThrottle {
-	return &loginThrottle{limiters: make(map[string]*rate.Limiter), every: every, burst: burst}
+	return &loginThrottle{buckets: make(map[string]*attemptBucket), every: every, burst: burst}
 }
 
-func (t *loginThrottle) limiter(key string) *rate.Limiter {
-	l, ok := t.limiters[key]
+// bucket returns key's budget brought up to now; t.mu is held.
+func (t *loginThrottle) bucket(key string, now time.Time) *attemptBucket {
+	b, ok := t.buckets[key]
 	if !ok {
-		if len(t.limiters) > 100_000 {
+		if len(t.buckets) >= maxThrottleKeys {
 			// Forget keys that are back to a full budget; an attacker cycling keys only resets
 			// keys it is not using.
-			for k, v := range t.limiters {
-				if v.Tokens() >= float64(t.burst) {
-					delete(t.limiters, k)
+			for k, v := range t.buckets {
+				if t.refill(v, now); v.tokens >= float64(t.burst) {
+					delete(t.buckets, k)
 				}
 			}
 		}
-		l = rate.NewLimiter(rate.Every(t.every), t.burst)
-		t.limiters[key] = l
+		b = &attemptBucket{tokens: float64(t.burst), at: now}
+		t.buckets[key] = b
 	}
-	return l
+	t.refill(b, now)
+	return b
 }
 
-// blocked returns how long keys must wait before another attempt, or 0.
-func (t *loginThrottle) blocked(now time.Time, keys ...string) time.Duration {
+func (t *loginThrottle) refill(b *attemptBucket, now time.Time) {
+	if now.After(b.at) {
+		b.tokens = min(float64(t.burst), b.tokens+float64(now.Sub(b.at))/float64(t.every))
+		b.at = now
+	}
+}
+
+// attemptReservation is one attempt taken from the budgets of its keys.
+type attemptReservation struct {
+	t    *loginThrottle
+	keys []string
+	done bool
+}
+
+// reserve takes one attempt from the budget of every key, or, when one of them has none left,
+// takes nothing and returns how long until all of them have one.
+func (t *loginThrottle) reserve(now time.Time, keys ...string) (*attemptReservation, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var wait time.Duration
 	for _, k := range keys {
-		l := t.limiter(k)
-		if l.TokensAt(now) < 1 {
-			r := l.ReserveN(now, 1)
-			wait = max(wait, r.DelayFrom(now))
-			r.CancelAt(now)
+		if b := t.bucket(k, now); b.tokens < 1 {
+			wait = max(wait, time.Duration((1-b.tokens)*float64(t.every)))
 		}
 	}
-	return wait
+	if wait > 0 {
+		return nil, max(wait, time.Second)
+	}
+	for _, k := range keys {
+		t.buckets[k].tokens--
+	}
+	return &attemptReservation{t: t, keys: keys}, 0
 }
 
-// fail records a failed attempt for keys.
-func (t *loginThrottle) fail(now time.Time, keys ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, k := range keys {
-		t.limiter(k).AllowN(now, 1)
+// refund gives the attempt back to its keys: it did not fail. A second refund does nothing.
+func (r *attemptReservation) refund() {
+	if r == nil {
+		return
 	}
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	if r.done {
+		return
+	}
+	r.done = true
+	for _, k := range r.keys {
+		if b, ok := r.t.buckets[k]; ok {
+			b.tokens = min(float64(r.t.burst), b.tokens+1)
+		}
+	}
+}
+
+// throttled is the refusal of an attempt that has no budget left for wait.
+func throttled(reason, what string, wait time.Duration) error {
+	return rpcerr.New(connect.CodeResourceExhausted, reason,
+		fmt.Sprintf("too many %s: try again in %s", what, wait.Round(time.Second)),
+		"retry_after_seconds", fmt.Sprint(int(wait.Seconds()+0.999)))
 }
 
 func hostOf(addr string) string {
@@ -372,14 +421,16 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	username := req.Msg.GetUsername()
 	keys := []string{"user:" + username, "addr:" + hostOf(req.Peer().Addr)}
 	now := g.now()
-	if wait := g.throttle.blocked(now, keys...); wait > 0 {
-		return nil, rpcerr.New(connect.CodeResourceExhausted, "login_throttled",
-			fmt.Sprintf("too many failed logins: try again in %s", wait.Round(time.Second)),
-			"retry_after_seconds", fmt.Sprint(int(wait.Seconds()+0.999)))
+	// The attempt is paid for before the password is checked, so that concurrent guesses cannot
+	// all be checked before the first failure is counted; a right password gets it back.
+	attempt, wait := g.throttle.reserve(now, keys...)
+	if attempt == nil {
+		return nil, throttled("login_throttled", "failed logins", wait)
 	}
 	setCallUser(ctx, username)
 	u, err := g.store.User(ctx, username)
 	if err != nil && !errors.Is(err, ErrNotFound) {
+		attempt.refund()
 		return nil, err
 	}
 	hash := []byte(u.PasswordHash)
@@ -387,9 +438,9 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 		hash = dummyHashFor(g.cfg.BcryptCost)
 	}
 	if cmpErr := bcrypt.CompareHashAndPassword(hash, []byte(req.Msg.GetPassword())); cmpErr != nil || errors.Is(err, ErrNotFound) {
-		g.throttle.fail(now, keys...)
 		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "invalid username or password")
 	}
+	attempt.refund()
 	tok, err := newToken()
 	if err != nil {
 		return nil, err
@@ -423,77 +474,145 @@ func (g *Gateway) Logout(ctx context.Context, _ *connect.Request[gatewayv1.Logou
 
 var errNoPrincipal = rpcerr.New(connect.CodeUnauthenticated, "missing_token", "this call needs a logged-in user")
 
-// Register implements AuthService.Register. Every account must exist at its bank with the new
-// username as holder and must not be linked to another user; otherwise nothing is created.
+// reasonEnrollmentRefused is the reason of every refused account of Register, and of the bank's
+// refusal of a code.
+const reasonEnrollmentRefused = "enrollment_refused"
+
+// enrollmentRefused is Register's one refusal of accounts[i], whatever the cause: unknown bank or
+// account, an account linked already or listed twice, a wrong, used or expired code. Telling
+// the causes apart would tell a stranger which accounts exist and which are taken.
+func enrollmentRefused(i int) error {
+	return rpcerr.New(connect.CodePermissionDenied, reasonEnrollmentRefused,
+		fmt.Sprintf("accounts[%d]: enrollment refused: this account cannot be linked with this code; ask the bank for a new code if it has expired or was used", i))
+}
+
+func usernameTaken(username string) error {
+	return rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", username))
+}
+
+// Register implements AuthService.Register. Each account's bank must redeem the account's
+// enrollment code for the new username, and no account may be linked already; otherwise nothing
+// is created. The bank's holder name is not compared with the username: the code is the proof
+// that the person registering holds the account (see docs/architecture.md).
+//
+// Registrations are throttled per client address and per account: an attempt is paid for before
+// anything is checked and given back when it succeeds (or fails for a reason of the gateway's or
+// a bank's, such as a bank being down), so that refusals count and N concurrent attempts spend
+// N.
 func (g *Gateway) Register(ctx context.Context, req *connect.Request[gatewayv1.RegisterRequest]) (*connect.Response[gatewayv1.RegisterResponse], error) {
-	// Refused registrations are throttled per address: their answers say which accounts exist
-	// and which are linked, so they must not be a free oracle.
+	// Per account as well as per address: many addresses must not get more guesses at one
+	// account. (Its bank also burns a code after a few wrong ones.)
 	keys := []string{"register:" + hostOf(req.Peer().Addr)}
-	now := g.now()
-	if wait := g.registerThrottle.blocked(now, keys...); wait > 0 {
-		return nil, rpcerr.New(connect.CodeResourceExhausted, "register_throttled",
-			fmt.Sprintf("too many refused registrations: try again in %s", wait.Round(time.Second)),
-			"retry_after_seconds", fmt.Sprint(int(wait.Seconds()+0.999)))
+	for _, a := range req.Msg.GetAccounts() {
+		if k := "register-account:" + a.GetAccountId(); !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	attempt, wait := g.registerThrottle.reserve(g.now(), keys...)
+	if attempt == nil {
+		return nil, throttled("register_throttled", "refused registrations", wait)
 	}
 	resp, err := g.register(ctx, req.Msg)
-	if err != nil && connect.CodeOf(err) != connect.CodeUnavailable && connect.CodeOf(err) != connect.CodeInternal {
-		g.registerThrottle.fail(now, keys...)
+	if code := connect.CodeOf(err); err == nil || (code != connect.CodePermissionDenied && code != connect.CodeAlreadyExists) {
+		attempt.refund()
 	}
 	return resp, err
 }
 
 func (g *Gateway) register(ctx context.Context, m *gatewayv1.RegisterRequest) (*connect.Response[gatewayv1.RegisterResponse], error) {
-	setCallUser(ctx, m.GetUsername())
-	if _, err := g.store.User(ctx, m.GetUsername()); err == nil {
-		return nil, rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", m.GetUsername()))
+	username := m.GetUsername()
+	setCallUser(ctx, username)
+	// The username first: a taken one must not spend anybody's enrollment code.
+	switch _, err := g.store.User(ctx, username); {
+	case err == nil:
+		return nil, usernameTaken(username)
+	case !errors.Is(err, ErrNotFound):
+		return nil, err
 	}
-	for _, a := range registerAccountIDs(m) {
-		bank := account.Bank(a)
-		client, ok := g.banks[bank]
-		if !ok {
-			return nil, rpcerr.New(connect.CodeNotFound, "unknown_bank", fmt.Sprintf("account_ids: %s: no bank named %q", a, bank))
+	enrollments := m.GetAccounts()
+	ids := make([]string, len(enrollments))
+	// What the gateway knows is checked for every account before any bank redeems a code.
+	for i, e := range enrollments {
+		id := e.GetAccountId()
+		if _, ok := g.banks[account.Bank(id)]; !ok || slices.Contains(ids[:i], id) {
+			return nil, enrollmentRefused(i)
 		}
-		if owner, err := g.store.AccountOwner(ctx, a); err == nil && owner != "" {
-			return nil, rpcerr.New(connect.CodeAlreadyExists, "account_already_linked", fmt.Sprintf("account_ids: %s is already linked to a user", a))
+		ids[i] = id
+		switch owner, err := g.store.AccountOwner(ctx, id); {
+		case err == nil && owner != "":
+			return nil, enrollmentRefused(i)
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return nil, err
 		}
-		if err := g.health.check(bank); err != nil {
-			return nil, rpcerr.New(connect.CodeUnavailable, "bank_unavailable", err.Error(), "bank", bank)
-		}
-		cctx, cancel := context.WithTimeout(ctx, g.cfg.BankCallTimeout)
-		resp, err := client.GetAccount(cctx, connect.NewRequest(&bankv1.GetAccountRequest{AccountId: a}))
-		cancel()
-		g.health.observe(bank, err, false)
-		switch {
-		case connect.CodeOf(err) == connect.CodeNotFound:
-			return nil, rpcerr.New(connect.CodeNotFound, "unknown_account", fmt.Sprintf("account_ids: %s does not exist at %s", a, bank))
-		case err != nil:
-			return nil, rpcerr.New(connect.CodeUnavailable, "bank_unavailable", fmt.Sprintf("bank %s unavailable: %s", bank, connectMessage(err)), "bank", bank)
-		case resp.Msg.GetAccount().GetHolder() != m.GetUsername():
-			return nil, rpcerr.New(connect.CodePermissionDenied, "holder_mismatch",
-				fmt.Sprintf("account_ids: %s: the bank's holder of this account is not %q", a, m.GetUsername()))
+	}
+	// Then each bank redeems its code. A code redeemed here stays bound to this username even
+	// if a later account is refused: a retry with the same username and codes succeeds.
+	for i, e := range enrollments {
+		if err := g.redeemEnrollment(ctx, i, e, username); err != nil {
+			return nil, err
 		}
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(m.GetPassword()), g.cfg.BcryptCost)
 	if err != nil {
 		return nil, err
 	}
-	err = g.store.CreateUsers(ctx, []userRecord{{Username: m.GetUsername(), PasswordHash: string(hash), Role: RoleCustomer, Accounts: registerAccountIDs(m)}}, g.now())
+	err = g.store.CreateUsers(ctx, []userRecord{{Username: username, PasswordHash: string(hash), Role: RoleCustomer, Accounts: ids}}, g.now())
 	switch {
 	case errors.Is(err, ErrUserExists):
-		return nil, rpcerr.New(connect.CodeAlreadyExists, "username_taken", fmt.Sprintf("username %q is taken", m.GetUsername()))
+		return nil, usernameTaken(username)
 	case errors.Is(err, ErrAccountLinked):
-		return nil, rpcerr.New(connect.CodeAlreadyExists, "account_already_linked", strings.TrimPrefix(err.Error(), "gateway: "))
+		// Linked by a concurrent registration since the check above.
+		for i, id := range ids {
+			if strings.HasSuffix(err.Error(), ": "+id) {
+				return nil, enrollmentRefused(i)
+			}
+		}
+		return nil, enrollmentRefused(0)
 	case err != nil:
 		return nil, err
 	}
-	return connect.NewResponse(&gatewayv1.RegisterResponse{Username: m.GetUsername(), AccountIds: registerAccountIDs(m)}), nil
+	g.logger.InfoContext(ctx, "registered user", "user", username, "accounts", ids)
+	return connect.NewResponse(&gatewayv1.RegisterResponse{Username: username, AccountIds: ids}), nil
 }
 
-// registerAccountIDs is a placeholder until Register checks codes. TODO(enrollment): replace.
-func registerAccountIDs(m *gatewayv1.RegisterRequest) []string {
-	out := make([]string, len(m.GetAccounts()))
-	for i, a := range m.GetAccounts() {
-		out[i] = a.GetAccountId()
+// redeemEnrollment has the bank of accounts[i] redeem its code for username.
+func (g *Gateway) redeemEnrollment(ctx context.Context, i int, e *gatewayv1.AccountEnrollment, username string) error {
+	id := e.GetAccountId()
+	bank := account.Bank(id)
+	if err := g.health.check(bank); err != nil {
+		return rpcerr.New(connect.CodeUnavailable, "bank_unavailable", err.Error(), "bank", bank)
 	}
-	return out
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.BankCallTimeout)
+	defer cancel()
+	_, err := g.banks[bank].RedeemEnrollmentCode(cctx, connect.NewRequest(&bankv1.RedeemEnrollmentCodeRequest{
+		AccountId: id, Code: e.GetEnrollmentCode(), Username: username}))
+	g.health.observe(bank, err, false)
+	switch {
+	case err == nil:
+		return nil
+	case rpcerr.Reason(err) == reasonEnrollmentRefused, connect.CodeOf(err) == connect.CodeInvalidArgument:
+		return enrollmentRefused(i)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		return rpcerr.New(connect.CodeUnavailable, "bank_unavailable", fmt.Sprintf("bank %s unavailable: %s", bank, connectMessage(err)), "bank", bank)
+	}
+}
+
+// UserExists reports whether username has a login at the gateway.
+func (g *Gateway) UserExists(ctx context.Context, username string) (bool, error) {
+	_, err := g.store.User(ctx, username)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// AccountLinked reports whether account id is linked to a user.
+func (g *Gateway) AccountLinked(ctx context.Context, id string) (bool, error) {
+	owner, err := g.store.AccountOwner(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && owner != "", err
 }

@@ -7,22 +7,37 @@ import { onUnauthenticated, setToken } from "./api";
 import { clearSession, loadSession, saveSession, type Session } from "./session";
 import { Dashboard } from "./views/dashboard";
 import { renderLogin } from "./views/login";
+import { renderRegister } from "./views/register";
 
 const root = document.getElementById("app") as HTMLElement;
 let dashboard: Dashboard | undefined;
 let expiryTimer: number | undefined;
 
-function showLogin(notice?: string): void {
+function showLogin(notice?: string, username?: string): void {
   dashboard?.destroy();
   dashboard = undefined;
   window.clearTimeout(expiryTimer);
   clearSession();
   setToken(undefined);
   document.title = "Sign in · paygate";
-  renderLogin(root, notice, (s) => {
-    saveSession(s);
-    showDashboard(s);
-  });
+  renderLogin(
+    root,
+    notice,
+    (s) => {
+      saveSession(s);
+      showDashboard(s);
+    },
+    { username, onRegister: showRegister },
+  );
+}
+
+function showRegister(): void {
+  document.title = "Create an account · paygate";
+  renderRegister(
+    root,
+    (username) => showLogin(`Your account ${username} is ready. Sign in.`, username),
+    () => showLogin(),
+  );
 }
 
 function showDashboard(s: Session): void {

@@ -30,9 +30,17 @@ export function loginErrorText(err: unknown): string {
   }
 }
 
+export interface LoginOptions {
+  /** Fills in the username, e.g. of a user who has just registered. */
+  username?: string;
+  /** Shows the registration page. */
+  onRegister?: () => void;
+}
+
 /** Renders the sign-in page into root; onSignedIn gets the new session. */
-export function renderLogin(root: HTMLElement, notice: string | undefined, onSignedIn: (s: Session) => void): void {
+export function renderLogin(root: HTMLElement, notice: string | undefined, onSignedIn: (s: Session) => void, opts: LoginOptions = {}): void {
   const username = h("input", { id: "login-username", name: "username", autocomplete: "username", required: true, autocapitalize: "none", spellcheck: "false" });
+  if (opts.username) username.value = opts.username;
   const password = h("input", { id: "login-password", name: "password", type: "password", autocomplete: "current-password", required: true });
   const error = h("p", { id: "login-error", class: "form-error", role: "alert" });
   const submit = h("button", { id: "login-submit", type: "submit", class: "button primary wide" }, "Sign in");
@@ -83,8 +91,13 @@ export function renderLogin(root: HTMLElement, notice: string | undefined, onSig
         h("p", { class: "muted" }, "Payments across your banks, exactly once."),
         notice ? h("p", { id: "login-notice", class: "notice", role: "status" }, notice) : null,
         form,
+        opts.onRegister
+          ? h("p", { class: "muted small register-link" }, "New here? ",
+              h("button", { id: "show-register", type: "button", class: "link", onclick: opts.onRegister }, "Create an account"),
+              " with the enrollment codes your bank sent you.")
+          : null,
       ),
     ),
   );
-  username.focus();
+  (opts.username ? password : username).focus();
 }
