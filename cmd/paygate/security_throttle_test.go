@@ -11,7 +11,6 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
-	"golang.org/x/net/http2"
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
@@ -126,11 +125,11 @@ func httpClientFrom(e *secEnv, cert *tls.Certificate, ip string) *http.Client {
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, Config: cfg}
-	return &http.Client{Transport: &http2.Transport{
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
+	return &http.Client{Transport: &http.Transport{
 		TLSClientConfig: cfg,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
-		},
+		Protocols:       &protocols,
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext,
 	}}
 }

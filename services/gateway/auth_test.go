@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +13,6 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/net/http2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
@@ -495,7 +493,9 @@ func TestRegisterThrottled(t *testing.T) {
 		beforeStart: func(g *Gateway) { g.now = clk.Now },
 	})
 	ctx := context.Background()
-	from := func(ip string) *clients { return e.clientsWith(newHTTPClientFrom(t, clientIdentity("cli"), ip), protocols[0], "") }
+	from := func(ip string) *clients {
+		return e.clientsWith(newHTTPClientFrom(t, clientIdentity("cli"), ip), protocols[0], "")
+	}
 	first, second, third := from("127.0.0.1"), from("127.0.0.2"), from("127.0.0.3")
 
 	// Concurrent wrong codes for frank's account from one address: at most the budget are
@@ -544,12 +544,12 @@ func newHTTPClientFrom(t testing.TB, id identity.Identity, ip string) *http.Clie
 	if err != nil {
 		t.Fatal(err)
 	}
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, Config: tlsCfg}
-	c := &http.Client{Transport: &http2.Transport{
+	var http2Only http.Protocols
+	http2Only.SetHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{
 		TLSClientConfig: tlsCfg,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
-		},
+		Protocols:       &http2Only,
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext,
 	}}
 	t.Cleanup(c.CloseIdleConnections)
 	return c
