@@ -19,6 +19,7 @@ import (
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
+	dashboard "github.com/paygate/paygate/web"
 )
 
 func init() { register(newDevCommand) }
@@ -175,6 +176,7 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 
 	gcfg := gateway.DefaultConfig()
 	gcfg.Listen, gcfg.WebListen = cfg.listen, cfg.web
+	gcfg.WebHandler = dashboard.Handler(dashboard.DistFS())
 	gcfg.Banks = bankURLs
 	gcfg.UsersFile = filepath.Join(fixDir, "user_details.json")
 	gcfg.DataDir = dataDir
@@ -188,6 +190,8 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		return err
 	}
 	if err := g.Start(ctx); err != nil {
+		// Nothing is served yet: close the store and stop what New started.
+		g.Shutdown(context.Background())
 		return err
 	}
 
