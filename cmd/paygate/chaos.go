@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -28,6 +27,7 @@ func newChaosCommand(e *env) *ffcli.Command {
 	resolveAfter := fs.Duration("resolve-after", d.ResolveAfter, "the banks' --resolve-after")
 	settle := fs.Duration("settle-timeout", d.SettleTimeout, "how long the system may take to quiesce after the faults stop")
 	progress := fs.Duration("progress", 30*time.Second, "interval of progress lines")
+	diskMiB := fs.Int64("disk-size-mb", d.DiskSize>>20, "size in MiB of the tmpfs under each process's data directory, which the disk-full faults fill; it must hold the run's stores")
 	dir := fs.String("dir", "", "directory for the system (certificates, fixtures, stores, logs); default a temporary one")
 	keep := fs.Bool("keep", false, "keep the system's directory after a run without violations (it is always kept after one with violations)")
 
@@ -61,6 +61,7 @@ func newChaosCommand(e *env) *ffcli.Command {
 			cfg.FaultEveryMin, cfg.FaultEveryMax, cfg.NoFaults = *faultMin, *faultMax, *noFaults
 			cfg.TxnTimeout, cfg.ResolveAfter, cfg.SettleTimeout = *txnTimeout, *resolveAfter, *settle
 			cfg.Progress, cfg.Bin, cfg.Log = *progress, bin, e.stderr
+			cfg.DiskSize = *diskMiB << 20
 			if cfg.Seed == 0 {
 				cfg.Seed = uint64(time.Now().UnixNano())
 			}
@@ -75,10 +76,9 @@ func newChaosCommand(e *env) *ffcli.Command {
 			} else if err := os.MkdirAll(root, 0o755); err != nil {
 				return err
 			}
+			cfg.Dir = root
 			fmt.Fprintf(e.stdout, "seed %d\n", cfg.Seed)
-			tb := chaos.NewProcessTB(root, e.stderr)
-			rep, err := runChaos(ctx, tb, cfg)
-			tb.Close()
+			rep, err := chaos.Run(ctx, nil, cfg)
 			if err != nil {
 				fmt.Fprintf(e.stderr, "chaos: the system's files are in %s\n", root)
 				return err
@@ -96,15 +96,4 @@ func newChaosCommand(e *env) *ffcli.Command {
 			return nil
 		},
 	}
-}
-
-// runChaos runs chaos.Run and turns a harness failure of the ProcessTB (a panic) into an error.
-func runChaos(ctx context.Context, tb *chaos.ProcessTB, cfg chaos.Config) (rep *chaos.Report, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			tb.SetFailed()
-			err = errors.New(fmt.Sprint(r))
-		}
-	}()
-	return chaos.Run(ctx, tb, cfg)
 }

@@ -31,10 +31,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 
-	"github.com/paygate/paygate/client"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
 
@@ -414,7 +415,7 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		fmt.Fprintf(cfg.Stderr, "starting %d banks and a gateway in %s...\n", cfg.Banks, dir)
 		sys, err = startOwnSystem(ctx, ownSystemConfig{binary: cfg.Binary, dir: dir, banks: cfg.Banks, users: cfg.Users,
 			balance: cfg.Balance, txnTimeout: cfg.TxnTimeout, serverArgs: res.Config.ServerArgs, bankArgs: cfg.BankArgs,
-			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.Procs, profileDir: cfg.ProfileDir, log: cfg.Stderr})
+			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.Procs, profileDir: cfg.ProfileDir})
 		if err != nil {
 			if temp && !cfg.Keep {
 				os.RemoveAll(dir)
@@ -435,8 +436,8 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 				os.RemoveAll(dir)
 			}
 		}()
-		for _, p := range sys.procs {
-			procs = append(procs, &proc{name: p.name, pid: p.cmd.Process.Pid})
+		for _, name := range sys.own.Names() {
+			procs = append(procs, &proc{name: name, pid: sys.own.Proc(name).Pid()})
 		}
 		res.Dir = dir
 	}
@@ -682,7 +683,7 @@ func newPayer(ctx context.Context, sys *system, cfg Config) (*payer, error) {
 		}
 		p.users = append(p.users, benchUser{name: u.Name, token: resp.Msg.GetToken(), accounts: u.Accounts})
 		for _, a := range u.Accounts {
-			b := bankOf(a)
+			b := account.Bank(a)
 			if _, ok := sys.banks[b]; ok {
 				p.byBank[b] = append(p.byBank[b], a)
 			}
@@ -698,12 +699,13 @@ func newPayer(ctx context.Context, sys *system, cfg Config) (*payer, error) {
 	return p, nil
 }
 
-func bankOf(account string) string {
-	i := strings.LastIndexByte(account, '-')
-	if i <= 0 {
-		return ""
+// newPaymentID returns a fresh payment_id, a UUIDv7 as the Go client makes one.
+func newPaymentID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
 	}
-	return account[:i]
+	return id.String()
 }
 
 // pay sends one payment of a kind drawn from the mix, from a random user's random account.
@@ -711,7 +713,7 @@ func (p *payer) pay(ctx context.Context, w *worker, c gatewayv1connect.PaymentSe
 	r := w.rng
 	u := &p.users[r.IntN(len(p.users))]
 	from := u.accounts[r.IntN(len(u.accounts))]
-	fromBank := bankOf(from)
+	fromBank := account.Bank(from)
 	kind := p.mix.pick(r)
 	amount := 1 + r.Int64N(p.amountMax)
 	var to string
@@ -746,7 +748,7 @@ func (p *payer) pay(ctx context.Context, w *worker, c gatewayv1connect.PaymentSe
 		to = p.byBank[b][r.IntN(len(p.byBank[b]))]
 	}
 	req := connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
-		PaymentId: client.NewPaymentID(), FromAccount: from, ToAccount: to, Amount: amount, Currency: p.currency,
+		PaymentId: newPaymentID(), FromAccount: from, ToAccount: to, Amount: amount, Currency: p.currency,
 	})
 	req.Header().Set("Authorization", "Bearer "+u.token)
 	resp, err := c.ExecutePayment(ctx, req)

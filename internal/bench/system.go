@@ -6,25 +6,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	"github.com/paygate/paygate/internal/audit"
+	"github.com/paygate/paygate/internal/launch"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/services/bank"
+	"github.com/paygate/paygate/services/gateway"
 )
 
 // user is a user the bench pays as.
@@ -48,15 +46,7 @@ type system struct {
 	clientTLS  *tls.Config // client-role certificate: calls the gateway as a user
 	gatewayTLS *tls.Config // gateway-role certificate: audits the banks
 
-	procs []*child
-}
-
-// child is a server process of the bench's own system.
-type child struct {
-	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
+	own *launch.System // the processes of a system the bench started
 }
 
 // ownSystemConfig says how to start a system.
@@ -72,7 +62,6 @@ type ownSystemConfig struct {
 	gatewayArgs []string
 	bankProcs   int    // GOMAXPROCS of each bank; 0 leaves it to the environment
 	profileDir  string // when set, children write CPU profiles there (PAYGATE_CPUPROFILE)
-	log         io.Writer
 }
 
 // startOwnSystem makes certificates and fixtures under cfg.dir and starts the banks and the
@@ -83,130 +72,89 @@ func startOwnSystem(ctx context.Context, cfg ownSystemConfig) (*system, error) {
 	for i := range names {
 		names[i] = fmt.Sprintf("bank%d", i+1)
 	}
-	certDir := filepath.Join(cfg.dir, "certs")
-	if err := pki.Generate(certDir, pki.Options{Banks: names, Hosts: []string{"127.0.0.1", "localhost"}}); err != nil {
-		return nil, err
-	}
-	if err := s.loadTLS(pki.CAFile(certDir), filepath.Join(certDir, "client-cli.pem"), filepath.Join(certDir, "client-cli-key.pem"),
-		filepath.Join(certDir, "gateway.pem"), filepath.Join(certDir, "gateway-key.pem")); err != nil {
-		return nil, err
-	}
 
 	// Fixtures: user NNN has account <bank>-<10000+NNN> at every bank.
-	fixDir := filepath.Join(cfg.dir, "fixtures")
-	if err := os.MkdirAll(fixDir, 0o755); err != nil {
-		return nil, err
-	}
-	type account struct {
-		ID      string `json:"id"`
-		Holder  string `json:"holder"`
-		Balance string `json:"balance"`
-	}
-	type userFixture struct {
-		Password string   `json:"password"`
-		Accounts []string `json:"accounts"`
-	}
-	usersFile := map[string]userFixture{}
+	usersFile := map[string]gateway.UserFixture{}
 	for i := range cfg.users {
 		u := user{Name: fmt.Sprintf("user%03d", i), Password: fmt.Sprintf("bench-password-%03d", i)}
 		for _, b := range names {
 			u.Accounts = append(u.Accounts, fmt.Sprintf("%s-%d", b, 10000+i))
 		}
 		s.users = append(s.users, u)
-		usersFile[u.Name] = userFixture{Password: u.Password, Accounts: u.Accounts}
+		usersFile[u.Name] = gateway.UserFixture{Password: u.Password, Accounts: u.Accounts}
 	}
+	accounts := map[string]string{}
 	for bi, b := range names {
-		var accounts []account
+		f := bank.AccountsFile{Currency: s.currency}
 		for _, u := range s.users {
-			accounts = append(accounts, account{ID: u.Accounts[bi], Holder: u.Name,
-				Balance: fmt.Sprintf("%d.%02d", cfg.balance/100, cfg.balance%100)})
+			f.Accounts = append(f.Accounts, bank.AccountFixture{ID: u.Accounts[bi], Holder: u.Name,
+				Balance: json.RawMessage(strconv.Quote(fmtMinor(cfg.balance)))})
 		}
-		if err := writeJSON(filepath.Join(fixDir, b+"_server_accounts.json"),
-			map[string]any{"currency": s.currency, "accounts": accounts}); err != nil {
-			return nil, err
-		}
-	}
-	if err := writeJSON(filepath.Join(fixDir, "user_details.json"), usersFile); err != nil {
-		return nil, err
-	}
-
-	// Addresses: free loopback ports, chosen now so that banks know the gateway's and the
-	// gateway the banks'.
-	gwAddr, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	s.gatewayURL = "https://" + gwAddr
-	bankAddr := map[string]string{}
-	for _, b := range names {
-		a, err := freePort()
+		data, err := marshalFixture(f)
 		if err != nil {
 			return nil, err
 		}
-		bankAddr[b] = a
-		s.banks[b] = "https://" + a
+		accounts[b] = data
 	}
-
-	common := []string{"--certs", certDir, "--log-level", "warn"}
-	for _, b := range names {
-		args := []string{"bank", "--name", b, "--listen", bankAddr[b],
-			"--accounts", filepath.Join(fixDir, b+"_server_accounts.json"),
-			"--data", filepath.Join(cfg.dir, "data", b),
-			"--gateway", s.gatewayURL}
-		args = append(append(append(args, common...), cfg.serverArgs...), cfg.bankArgs...)
-		if err := s.start(ctx, cfg, b, args, cfg.bankProcs); err != nil {
-			s.stop()
-			return nil, err
-		}
-	}
-	args := []string{"gateway", "--listen", gwAddr, "--web", "",
-		"--users", filepath.Join(fixDir, "user_details.json"),
-		"--data", filepath.Join(cfg.dir, "data", "gateway"),
-		"--txn-timeout", cfg.txnTimeout.String(),
-		"--bcrypt-cost", "4"}
-	for _, b := range names {
-		args = append(args, "--bank", b+"="+s.banks[b])
-	}
-	args = append(append(append(args, common...), cfg.serverArgs...), cfg.gatewayArgs...)
-	if err := s.start(ctx, cfg, "gateway", args, 0); err != nil {
-		s.stop()
+	users, err := marshalFixture(usersFile)
+	if err != nil {
 		return nil, err
 	}
-	// Every child must serve before the bench starts; banks first (the gateway only reports
-	// them healthy once it reaches them).
-	for _, p := range s.procs {
-		url := s.gatewayURL
-		if p.name != "gateway" {
-			url = s.banks[p.name]
+
+	procs := func(name string) int {
+		if name == launch.GatewayName {
+			return 0
 		}
-		if err := s.waitServing(ctx, p, url); err != nil {
-			s.stop()
-			return nil, err
-		}
+		return cfg.bankProcs
 	}
-	if err := s.waitBanksHealthy(ctx); err != nil {
+	own, err := launch.New(launch.Options{
+		Dir: cfg.dir, Bin: cfg.binary, Banks: names, Accounts: accounts, Users: users,
+		Hosts:      []string{"127.0.0.1", "localhost"},
+		TxnTimeout: cfg.txnTimeout, BcryptCost: 4, LogLevel: "warn",
+		ServerArgs: cfg.serverArgs, BankArgs: cfg.bankArgs, GatewayArgs: cfg.gatewayArgs,
+		Environ: func(name string) []string {
+			return childEnv(os.Environ(), name, cfg.profileDir, procs(name))
+		},
+		// A child must not outlive the bench if the bench is killed.
+		StopWithParent: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.own = own
+	s.gatewayURL = "https://" + own.GatewayAddr
+	for _, b := range names {
+		s.banks[b] = "https://" + own.BankAddrs[b]
+	}
+	certDir := own.CertDir
+	if err := s.loadTLS(pki.CAFile(certDir), filepath.Join(certDir, "client-cli.pem"), filepath.Join(certDir, "client-cli-key.pem"),
+		filepath.Join(certDir, "gateway.pem"), filepath.Join(certDir, "gateway-key.pem")); err != nil {
+		own.Close(false)
+		return nil, err
+	}
+	// Every child must serve before the bench starts, and the gateway must report every bank
+	// SERVING, so that the first payments are not refused as "bank unavailable".
+	err = own.Start(ctx)
+	for _, b := range names {
+		if err != nil {
+			break
+		}
+		err = own.WaitBankHealth(ctx, b, grpchealth.StatusServing, 30*time.Second)
+	}
+	if err != nil {
 		s.stop()
 		return nil, err
 	}
 	return s, nil
 }
 
-func writeJSON(path string, v any) error {
+// marshalFixture formats a fixtures file.
+func marshalFixture(v any) (string, error) {
 	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(data, '\n'), 0o600)
-}
-
-// freePort returns a loopback address whose port was free a moment ago.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return string(append(data, '\n')), nil
 }
 
 func (s *system) loadTLS(ca, clientCert, clientKey, gwCert, gwKey string) error {
@@ -237,126 +185,22 @@ func childEnv(environ []string, name, profileDir string, procs int) []string {
 // of its whole run to the file it names.
 const ProfileEnv = "PAYGATE_CPUPROFILE"
 
-// start starts a child; procs > 0 sets its GOMAXPROCS.
-func (s *system) start(ctx context.Context, cfg ownSystemConfig, name string, args []string, procs int) error {
-	logDir := filepath.Join(cfg.dir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return err
-	}
-	logPath := filepath.Join(logDir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(cfg.binary, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = childEnv(os.Environ(), name, cfg.profileDir, procs)
-	// A child must not outlive the bench if the bench is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &child{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	s.procs = append(s.procs, p)
-	return nil
-}
-
-func (s *system) waitServing(ctx context.Context, p *child, url string) error {
-	hc := grpchealth.NewClient(s.httpClient(s.gatewayTLS), url, connect.WithGRPC())
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited while starting (%s):\n%s", p.name, p.cmd.ProcessState, tail(p.logPath, 20))
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &grpchealth.CheckRequest{})
-		cancel()
-		if err == nil && resp.Status == grpchealth.StatusServing {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not serving at %s after 30s:\n%s", p.name, url, tail(p.logPath, 20))
-}
-
-// waitBanksHealthy waits until the gateway reports every bank SERVING, so that the first
-// payments are not refused as "bank unavailable".
-func (s *system) waitBanksHealthy(ctx context.Context) error {
-	hc := grpchealth.NewClient(s.httpClient(s.clientTLS), s.gatewayURL, connect.WithGRPC())
-	deadline := time.Now().Add(30 * time.Second)
-	for b := range s.banks {
-		for {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			resp, err := hc.Check(cctx, &grpchealth.CheckRequest{Service: "bank/" + b})
-			cancel()
-			if err == nil && resp.Status == grpchealth.StatusServing {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("the gateway does not report %s as serving after 30s", b)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // stop ends the children gracefully (SIGTERM, so that CPU profiles are written), the gateway
 // first, then the banks, killing any that take more than 15 seconds.
 func (s *system) stop() {
-	for i := len(s.procs) - 1; i >= 0; i-- { // the gateway was started last
-		p := s.procs[i]
-		select {
-		case <-p.done:
-			continue
-		default:
-		}
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
+	if s.own == nil {
+		return
 	}
+	s.own.Shutdown(launch.StopTimeout)
+	s.own.Close(false)
 }
 
 // exited returns the names of children that are no longer running.
 func (s *system) exited() []string {
-	var out []string
-	for _, p := range s.procs {
-		select {
-		case <-p.done:
-			out = append(out, p.name)
-		default:
-		}
+	if s.own == nil {
+		return nil
 	}
-	return out
+	return s.own.Exited()
 }
 
 // devInfo is the part of a `paygate dev` DIR/dev.json the bench reads.

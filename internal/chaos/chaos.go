@@ -3,8 +3,10 @@
 // through a faultproxy. Concurrent clients make random payments (same bank, across banks,
 // overdrafts, unknown payees, retries with the same payment_id, sequential, concurrent and
 // late) while a scheduler injects faults at random times: SIGKILL and restart of any process,
-// SIGSTOP/SIGCONT pauses, and latency, dropped connections, resets and blackholes between the
-// gateway and the banks. When the run's duration is over, every fault is healed, the system
+// SIGSTOP/SIGCONT pauses, latency, dropped connections, resets and blackholes between the
+// gateway and the banks, and a full disk under the gateway's or a bank's store (each process's
+// data directory is a small tmpfs, filled with a filler file and emptied again; where a tmpfs
+// cannot be mounted, that fault is skipped and the run says so). When the run's duration is over, every fault is healed, the system
 // is left to quiesce, and the invariants of the design are checked against the ledgers.
 //
 // Every random choice (the workload of each client and the fault schedule) comes from
@@ -45,10 +47,17 @@ type Config struct {
 	SettleTimeout time.Duration
 	// Bin is the paygate binary; required.
 	Bin string
+	// Dir is the directory of the system (certificates, fixtures, stores, logs); a program
+	// sets it, a test may leave it to Run's t.TempDir().
+	Dir string
 	// Log receives the seed, progress lines and the fault timeline; nil discards them.
 	Log io.Writer
 	// Progress is the interval of progress lines; 0 means 10s.
 	Progress time.Duration
+	// DiskSize is the size in bytes of the tmpfs under each process's data directory, which the
+	// disk-full faults fill. It must hold the stores of the whole run: about 256 MiB per half
+	// hour of the default workload.
+	DiskSize int64
 }
 
 // DefaultConfig returns the short profile's settings.
@@ -63,6 +72,7 @@ func DefaultConfig() Config {
 		RetryFor:      30 * time.Second,
 		SettleTimeout: 90 * time.Second,
 		Progress:      10 * time.Second,
+		DiskSize:      256 << 20,
 	}
 }
 
@@ -77,6 +87,8 @@ func (c Config) Validate() error {
 		return errors.New("chaos: fault interval must be positive and min ≤ max")
 	case c.TxnTimeout <= 0 || c.ResolveAfter <= 0 || c.RetryFor <= 0 || c.SettleTimeout <= 0:
 		return errors.New("chaos: timeouts must be positive")
+	case c.DiskSize < 16<<20:
+		return errors.New("chaos: the disk size must be at least 16 MiB")
 	case c.Bin == "":
 		return errors.New("chaos: the paygate binary is required")
 	}
@@ -107,6 +119,8 @@ type Report struct {
 	ClientErrors map[string]int
 	// Faults counts the injected faults by kind.
 	Faults map[string]int
+	// Notes say what the run could not do here, e.g. a fault kind it skipped and why.
+	Notes []string
 	// Violations are the invariant violations found; a correct system has none.
 	Violations []string
 }
@@ -132,6 +146,9 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "faults %d\n", total)
 	writeCounts(&b, "faults by kind", r.Faults)
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
 	fmt.Fprintf(&b, "invariant violations %d\n", len(r.Violations))
 	for _, v := range r.Violations {
 		fmt.Fprintf(&b, "  VIOLATION %s\n", v)

@@ -23,6 +23,7 @@ func TestConfigValidate(t *testing.T) {
 		"no txn timeout":      func(c *Config) { c.TxnTimeout = 0 },
 		"no settle timeout":   func(c *Config) { c.SettleTimeout = 0 },
 		"zero fault interval": func(c *Config) { c.FaultEveryMin = 0 },
+		"disk too small":      func(c *Config) { c.DiskSize = 1 << 20 },
 	} {
 		c := ok
 		mutate(&c)
@@ -92,14 +93,31 @@ func TestBetween(t *testing.T) {
 
 func TestReportString(t *testing.T) {
 	t.Parallel()
-	r := &Report{Seed: 42, Payments: 3, Faults: map[string]int{"kill_bank": 2, "net_drop": 1}, Violations: []string{"conservation: ..."}}
+	r := &Report{Seed: 42, Payments: 3, Faults: map[string]int{"kill_bank": 2, "net_drop": 1, "disk_full_gateway": 1},
+		Notes: []string{"disk-full faults skipped: cannot mount"}, Violations: []string{"conservation: ..."}}
 	s := r.String()
-	for _, want := range []string{"seed 42", "payments 3", "faults 3", "kill_bank=2", "invariant violations 1", "VIOLATION conservation"} {
+	for _, want := range []string{"seed 42", "payments 3", "faults 4", "kill_bank=2", "disk_full_gateway=1",
+		"note: disk-full faults skipped: cannot mount", "invariant violations 1", "VIOLATION conservation"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
 		}
 	}
 	if r.OK() {
 		t.Error("a report with a violation is OK")
+	}
+}
+
+func TestInternalText(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]string{
+		"unavailable: the server's storage is unavailable; retry later":         "",
+		"unknown: gateway: admit payment x: database or disk is full (13)":      "database or disk is full",
+		"internal: sqlite: step: disk I/O error":                                "disk I/O error",
+		"bank bank2 unavailable: internal error in the bank's ledger":           "",
+		"unavailable: write /data/gateway.db-wal: no space left on device (28)": "no space left on device",
+	} {
+		if got := internalText(s); got != want {
+			t.Errorf("internalText(%q) = %q, want %q", s, got, want)
+		}
 	}
 }

@@ -8,7 +8,8 @@ import (
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
-	"github.com/paygate/paygate/internal/cluster"
+	"github.com/paygate/paygate/internal/audit"
+	"github.com/paygate/paygate/internal/launch"
 )
 
 // check verifies the invariants of the design against the settled ledgers:
@@ -21,7 +22,7 @@ import (
 //   - exactly once: each account moved by exactly the sum of the SUCCEEDED payments touching it;
 //   - every answer a client got for a payment_id is its final outcome;
 //   - every accepted payment has a final outcome (resolveAll reports the ones without).
-func check(ctx context.Context, c *cluster.Cluster, before, after cluster.Ledger, b *book, v *violations) {
+func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b *book, v *violations) {
 	if after.Total != before.Total {
 		v.addf("conservation: total %d before, %d after (difference %d)", before.Total, after.Total, after.Total-before.Total)
 	}
@@ -53,6 +54,9 @@ func check(ctx context.Context, c *cluster.Cluster, before, after cluster.Ledger
 		if final.GetAmount() != p.amount || final.GetFromAccount() != p.from || final.GetToAccount() != p.to {
 			v.addf("payment %s: recorded as %s → %s %d, sent as %s → %s %d", p.id,
 				final.GetFromAccount(), final.GetToAccount(), final.GetAmount(), p.from, p.to, p.amount)
+		}
+		if leak := internalText(final.GetFailureMessage()); leak != "" {
+			v.addf("payment %s: its failure message shows the server's internal text %q: %s", p.id, leak, final.GetFailureMessage())
 		}
 		for _, s := range answers {
 			if s != final.GetStatus() {
@@ -90,7 +94,7 @@ func check(ctx context.Context, c *cluster.Cluster, before, after cluster.Ledger
 	wg.Wait()
 }
 
-func checkAtomic(ctx context.Context, c *cluster.Cluster, p *payment, b *book, v *violations) {
+func checkAtomic(ctx context.Context, c *launch.System, p *payment, b *book, v *violations) {
 	b.mu.Lock()
 	final := p.final
 	b.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/paygate/paygate/internal/faultproxy"
+	"github.com/paygate/paygate/internal/launch"
 )
 
 // scheduler injects faults at random times until its ctx ends. At most one fault acts on a
@@ -83,7 +84,7 @@ func (s *scheduler) run(ctx context.Context) {
 		s.watch()
 		// Draw every choice before looking at what is busy, so that a replay draws the same
 		// sequence whatever the timing.
-		kind := s.rng.IntN(3)
+		kind := s.rng.IntN(4)
 		proc := processes[s.rng.IntN(len(processes))]
 		bank := bankNames[s.rng.IntN(len(bankNames))]
 		mode := proxyModes[s.rng.IntN(len(proxyModes))]
@@ -95,6 +96,7 @@ func (s *scheduler) run(ctx context.Context) {
 		longest := max(2*s.cfg.TxnTimeout, 4*time.Second)
 		pauseFor := between(s.rng, 500*time.Millisecond, longest)
 		proxyFor := between(s.rng, 500*time.Millisecond, longest)
+		fullFor := between(s.rng, 500*time.Millisecond, longest)
 		switch kind {
 		case 0:
 			if s.claim(proc) {
@@ -107,9 +109,13 @@ func (s *scheduler) run(ctx context.Context) {
 				s.count("pause_" + role(proc))
 				s.log.printf("fault: SIGSTOP %s for %s", proc, pauseFor)
 				s.async(proc, func() {
-					s.sys.c.Pause(proc)
+					if err := s.sys.c.Pause(proc); err != nil {
+						s.v.addf("pause %s: %v", proc, err)
+					}
 					time.Sleep(pauseFor)
-					s.sys.c.Resume(proc)
+					if err := s.sys.c.Resume(proc); err != nil {
+						s.v.addf("resume %s: %v", proc, err)
+					}
 				})
 			}
 		case 2:
@@ -127,6 +133,15 @@ func (s *scheduler) run(ctx context.Context) {
 					time.Sleep(proxyFor)
 					p.SetMode(faultproxy.Pass, 0)
 				})
+			}
+		case 3:
+			// The disk fault claims the process: a process is not killed or paused while its
+			// disk is full (a restart on a full disk is a different fault: it cannot start).
+			disk := s.sys.c.Disk(proc)
+			if disk != nil && s.claim(proc) {
+				s.count("disk_full_" + role(proc))
+				s.log.printf("fault: disk of %s full for %s", proc, fullFor)
+				s.async(proc, func() { s.diskFull(proc, disk, fullFor) })
 			}
 		}
 	}
@@ -151,7 +166,7 @@ func (s *scheduler) async(target string, f func()) {
 
 // kill sends SIGKILL to proc and starts it again after d, waiting until it serves.
 func (s *scheduler) kill(proc string, d time.Duration) {
-	if err := try(func() { s.sys.c.Kill(proc) }); err != nil {
+	if err := s.sys.c.Kill(proc); err != nil {
 		s.v.addf("kill %s: %v", proc, err)
 	}
 	time.Sleep(d)
@@ -159,15 +174,25 @@ func (s *scheduler) kill(proc string, d time.Duration) {
 }
 
 func (s *scheduler) restart(proc string) {
-	err := try(func() {
-		if proc == "gateway" {
-			s.sys.c.StartGateway()
-		} else {
-			s.sys.c.StartBank(proc)
-		}
-	})
+	var err error
+	if proc == launch.GatewayName {
+		_, err = s.sys.c.StartGateway(context.Background())
+	} else {
+		_, err = s.sys.c.StartBank(context.Background(), proc)
+	}
 	if err != nil {
 		s.v.addf("restart %s: %v", proc, err)
+	}
+}
+
+// diskFull fills proc's disk, leaves it full for d, and frees it.
+func (s *scheduler) diskFull(proc string, disk *launch.Disk, d time.Duration) {
+	if err := disk.Fill(); err != nil {
+		s.v.addf("fill the disk of %s: %v", proc, err)
+	}
+	time.Sleep(d)
+	if err := disk.Free(); err != nil {
+		s.v.addf("free the disk of %s: %v", proc, err)
 	}
 }
 
@@ -192,6 +217,13 @@ func (s *scheduler) healAll() {
 	s.heals.Wait()
 	for _, p := range s.sys.proxies {
 		p.SetMode(faultproxy.Pass, 0)
+	}
+	for _, name := range append([]string{"gateway"}, bankNames...) {
+		if d := s.sys.c.Disk(name); d != nil {
+			if err := d.Free(); err != nil {
+				s.v.addf("free the disk of %s: %v", name, err)
+			}
+		}
 	}
 	s.watch()
 }

@@ -3,11 +3,14 @@ package chaos
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,10 +19,10 @@ import (
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
-	"github.com/paygate/paygate/internal/cluster"
 	"github.com/paygate/paygate/internal/faultproxy"
-	"github.com/paygate/paygate/internal/pki"
-	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/internal/launch"
+	"github.com/paygate/paygate/services/bank"
+	"github.com/paygate/paygate/services/gateway"
 )
 
 // The system under test: three banks; each user has an account at every bank.
@@ -46,85 +49,119 @@ func password(user string) string { return "chaos-" + user + "-pass-123" }
 
 // fixtures returns the banks' account files and the users file.
 func fixtures() (map[string]string, string) {
-	type account struct {
-		ID      string `json:"id"`
-		Holder  string `json:"holder"`
-		Balance string `json:"balance"`
-	}
-	type userFixture struct {
-		Password string   `json:"password"`
-		Accounts []string `json:"accounts"`
-	}
-	bal := fmt.Sprintf("%d.%02d", openingBalance/100, openingBalance%100)
+	bal := json.RawMessage(strconv.Quote(fmt.Sprintf("%d.%02d", openingBalance/100, openingBalance%100)))
 	accounts := map[string]string{}
 	for bi, b := range bankNames {
-		var list []account
+		f := bank.AccountsFile{Currency: "USD"}
 		for i, u := range userNames {
-			list = append(list, account{ID: userAccounts(i)[bi], Holder: u, Balance: bal})
+			f.Accounts = append(f.Accounts, bank.AccountFixture{ID: userAccounts(i)[bi], Holder: u, Balance: bal})
 		}
-		data, _ := json.Marshal(map[string]any{"currency": "USD", "accounts": list})
+		data, _ := json.Marshal(f)
 		accounts[b] = string(data)
 	}
-	users := map[string]userFixture{}
+	users := map[string]gateway.UserFixture{}
 	for i, u := range userNames {
-		users[u] = userFixture{Password: password(u), Accounts: userAccounts(i)}
+		users[u] = gateway.UserFixture{Password: password(u), Accounts: userAccounts(i)}
 	}
 	data, _ := json.Marshal(users)
 	return accounts, string(data)
 }
 
-// system is the running cluster with its proxies and the clients' HTTP client.
+// system is the running system with its proxies and the clients' HTTP client.
 type system struct {
-	c       *cluster.Cluster
-	g       *guard
+	c       *launch.System
 	proxies map[string]*faultproxy.Proxy
 	http    *http.Client // client-role certificate
 	url     string
+	// noDisks says why the processes' data directories are not on a tmpfs of their own (the
+	// disk-full faults are then skipped); empty when they are.
+	noDisks string
 }
 
-func startSystem(t cluster.TB, cfg Config) (*system, error) {
-	g := &guard{base: t}
-	s := &system{g: g, proxies: map[string]*faultproxy.Proxy{}}
+// startSystem starts the system in dir. The system is returned even with an error, for close.
+func startSystem(ctx context.Context, dir string, cfg Config) (*system, error) {
+	s := &system{proxies: map[string]*faultproxy.Proxy{}}
 	accounts, users := fixtures()
-	opts := cluster.Options{
+	opts := launch.Options{
+		Dir:              dir,
+		Bin:              cfg.Bin,
 		Banks:            bankNames,
 		Accounts:         accounts,
 		Users:            users,
+		Clients:          []string{"cli"},
 		TxnTimeout:       cfg.TxnTimeout,
 		ResolveAfter:     cfg.ResolveAfter,
-		Bin:              cfg.Bin,
+		BcryptCost:       4,
+		LogFormat:        "json",
+		LogLevel:         "debug",
 		BankAddrs:        map[string]string{},
 		GatewayBankAddrs: map[string]string{},
 	}
-	err := try(func() {
+	if err := launch.TmpfsAvailable(); err != nil {
+		s.noDisks = err.Error()
+	} else {
+		opts.DataDisks = map[string]int64{launch.GatewayName: cfg.DiskSize}
 		for _, b := range bankNames {
-			addr := cluster.FreePort(g)
-			p, err := faultproxy.New(addr)
-			if err != nil {
-				g.Fatal(err)
-			}
-			g.Cleanup(func() { p.Close() })
-			s.proxies[b] = p
-			opts.BankAddrs[b] = addr
-			opts.GatewayBankAddrs[b] = p.Addr()
+			opts.DataDisks[b] = cfg.DiskSize
 		}
-		s.c = cluster.New(g, opts)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("chaos: start the system: %w", err)
 	}
-	tlsCfg, err := pki.ClientTLS(s.c.CertPath("ca.pem"), s.c.CertPath("client-cli.pem"), s.c.CertPath("client-cli-key.pem"))
-	if err != nil {
-		return nil, err
+	for _, b := range bankNames {
+		addr, err := launch.FreePort()
+		if err != nil {
+			return s, err
+		}
+		p, err := faultproxy.New(addr)
+		if err != nil {
+			return s, err
+		}
+		s.proxies[b] = p
+		opts.BankAddrs[b] = addr
+		opts.GatewayBankAddrs[b] = p.Addr()
 	}
-	s.http = rpcserver.NewHTTPClient(tlsCfg)
+	var err error
+	if s.c, err = launch.New(opts); err != nil {
+		return s, err
+	}
+	if err := s.c.Start(ctx); err != nil {
+		return s, err
+	}
+	s.http = s.c.UserHTTP()
 	s.url = "https://" + s.c.GatewayAddr
 	return s, nil
 }
 
+// close stops the processes and the proxies. After a failed run (failed set) it first writes
+// the last lines of every process's log to w, and keeps a copy of the stores of the data disks.
+func (s *system) close(failed bool, w io.Writer) {
+	if s.c != nil {
+		s.c.KillAll()
+		if failed && w != nil {
+			for _, name := range s.c.Names() {
+				if p := s.c.Proc(name); p != nil {
+					fmt.Fprintf(w, "---- last lines of %s (%s)\n%s\n", p.Name, p.LogPath, p.Tail(40))
+				}
+			}
+		}
+		if err := s.c.Close(failed); err != nil && w != nil {
+			fmt.Fprintf(w, "%v\n", err)
+		}
+	}
+	for _, p := range s.proxies {
+		p.Close()
+	}
+}
+
+// TB is what Run uses of the test that runs it: the system lives in t.TempDir() unless
+// Config.Dir is set. *testing.T satisfies it; a program passes nil and sets Config.Dir.
+type TB interface {
+	TempDir() string
+}
+
 // Run runs one fault run and returns its report. The error is for a run that could not be
-// made (the system did not start); invariant violations are in the report.
-func Run(ctx context.Context, t cluster.TB, cfg Config) (*Report, error) {
+// made (the system did not start); invariant violations are in the report. The system lives in
+// cfg.Dir, or in t.TempDir() when that is empty, and its processes are stopped before Run
+// returns.
+func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano())
 	}
@@ -134,17 +171,34 @@ func Run(ctx context.Context, t cluster.TB, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	dir := cfg.Dir
+	if dir == "" {
+		if t == nil {
+			return nil, errors.New("chaos: no directory for the system (Config.Dir)")
+		}
+		dir = t.TempDir()
+	}
 	log := &logger{w: cfg.Log, start: time.Now()}
 	log.printf("chaos: seed %d (replay with the same seed), duration %s, %d clients, faults every %s-%s",
 		cfg.Seed, cfg.Duration, cfg.Clients, cfg.FaultEveryMin, cfg.FaultEveryMax)
-	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: map[string]int{}, Retries: map[string]int{},
+	rep = &Report{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: map[string]int{}, Retries: map[string]int{},
 		FailureReasons: map[string]int{}, ClientErrors: map[string]int{}, Faults: map[string]int{}}
 	start := time.Now()
-	s, err := startSystem(t, cfg)
+	s, err := startSystem(ctx, dir, cfg)
+	// The processes stop before Run returns; after a violation or an error, the last lines
+	// of their logs go to cfg.Log and the stores of the data disks are kept.
+	defer func() { s.close(err != nil || rep == nil || !rep.OK(), cfg.Log) }()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("chaos: start the system: %w", err)
 	}
 	log.printf("system up: gateway %s, banks %v behind proxies, data in %s", s.c.GatewayAddr, s.c.BankAddrs, s.c.Dir)
+	if s.noDisks != "" && !cfg.NoFaults {
+		note := "disk-full faults skipped: " + s.noDisks
+		log.printf("%s", note)
+		rep.Notes = append(rep.Notes, note)
+	} else if !cfg.NoFaults {
+		log.printf("each process's data directory is a %d MiB tmpfs of its own, for the disk-full faults", cfg.DiskSize>>20)
+	}
 	before, err := s.c.Audit(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: first audit: %w", err)
@@ -218,7 +272,7 @@ func Run(ctx context.Context, t cluster.TB, cfg Config) (*Report, error) {
 	resolveAll(settleCtx, clients, book, v, log)
 	cancel()
 	remaining := max(cfg.SettleTimeout-time.Since(healStart), 5*time.Second)
-	after, err := s.c.WaitSettled(remaining)
+	after, err := s.c.WaitSettled(ctx, remaining)
 	rep.Settled = time.Since(healStart)
 	if err != nil {
 		v.addf("not settled %s after the faults stopped: %v", cfg.SettleTimeout, err)
@@ -234,9 +288,6 @@ func Run(ctx context.Context, t cluster.TB, cfg Config) (*Report, error) {
 	book.fill(rep)
 	rep.Violations = v.list()
 	rep.Elapsed = time.Since(start)
-	if !rep.OK() {
-		s.g.failed.Store(true) // the cluster logs the processes' last lines when it stops
-	}
 	log.printf("done: %d payments, %d faults, %d violations", rep.Payments, faults.total(), len(rep.Violations))
 	return rep, nil
 }
@@ -244,7 +295,7 @@ func Run(ctx context.Context, t cluster.TB, cfg Config) (*Report, error) {
 // waitHealthy waits until every process serves and the gateway reports every bank SERVING.
 func (s *system) waitHealthy(d time.Duration) error {
 	for _, b := range bankNames {
-		if err := s.c.WaitBankHealth(b, grpchealth.StatusServing, d); err != nil {
+		if err := s.c.WaitBankHealth(context.Background(), b, grpchealth.StatusServing, d); err != nil {
 			return err
 		}
 	}
@@ -288,9 +339,14 @@ func (s *system) login(ctx context.Context, user string) (*userClients, error) {
 		return nil, err
 	}
 	tok := resp.Msg.GetToken()
+	bearer := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+tok)
+			return next(ctx, req)
+		}
+	})
 	return &userClients{
-		token: tok,
-		payments: gatewayv1connect.NewPaymentServiceClient(s.http, s.url, connect.WithGRPC(),
-			connect.WithInterceptors(cluster.Bearer(tok))),
+		token:    tok,
+		payments: gatewayv1connect.NewPaymentServiceClient(s.http, s.url, connect.WithGRPC(), connect.WithInterceptors(bearer)),
 	}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -303,6 +304,9 @@ func (c *client) execute(p *payment, attempt int) (gatewayv1.PaymentStatus, erro
 	resp, err := c.clients().payments.ExecutePayment(ctx, req)
 	if err != nil {
 		c.book.clientError(err)
+		if leak := internalText(err.Error()); leak != "" {
+			c.v.addf("payment %s: the answer shows the server's internal text %q: %v", p.id, leak, err)
+		}
 		return 0, err
 	}
 	got := resp.Msg.GetPayment()
@@ -314,6 +318,20 @@ func (c *client) execute(p *payment, attempt int) (gatewayv1.PaymentStatus, erro
 		c.book.answered(p, s)
 	}
 	return s, nil
+}
+
+// storeTexts are pieces of the stores' own error messages, which the error boundary keeps from
+// callers (they get UNAVAILABLE "storage_unavailable" or INTERNAL "internal" instead).
+var storeTexts = []string{"database or disk is full", "disk I/O error", "no space left on device", "SQLITE_", "sqlite"}
+
+// internalText returns the first store error text found in s, or "".
+func internalText(s string) string {
+	for _, t := range storeTexts {
+		if strings.Contains(s, t) {
+			return t
+		}
+	}
+	return ""
 }
 
 // resolveAll finds the final outcome of every accepted payment once the faults are over, as a

@@ -2,26 +2,22 @@
 // paygate binary built from this module, one process per bank and one gateway, each with its
 // own SQLite store, talking mTLS with certificates made for the test. Tests kill, pause and
 // restart processes and then audit the ledgers through the banks' APIs.
+//
+// The processes are run by internal/launch; this package is its layer for tests: defaults
+// for tests (the repository's fixtures, short timeouts, JSON logs at debug level), a failure
+// as t.Fatal, everything stopped when the test ends, and the last lines of every log when it
+// failed. Its helpers that fail the test must be called from the test's goroutine.
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -32,12 +28,10 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/audit"
-	"github.com/paygate/paygate/internal/pki"
-	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/internal/launch"
 )
 
-// TB is the part of testing.TB the cluster uses. *testing.T and *testing.B satisfy it; a
-// program that runs a cluster outside a test (`paygate chaos`) supplies its own.
+// TB is the part of testing.TB the cluster uses. *testing.T and *testing.B satisfy it.
 type TB interface {
 	Helper()
 	Fatal(args ...any)
@@ -49,59 +43,17 @@ type TB interface {
 }
 
 // ModuleRoot returns the directory of this module's go.mod.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("cluster: go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-var (
-	buildMu   sync.Mutex
-	buildDone = map[string]string{}
-)
+func ModuleRoot() (string, error) { return launch.ModuleRoot() }
 
 // Binary builds the paygate command once per test process (per set of build tags) and returns
 // its path. The crash-point tests build with the "crashpoints" tag.
 func Binary(t TB, tags ...string) string {
 	t.Helper()
-	key := strings.Join(tags, ",")
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if p, ok := buildDone[key]; ok {
-		return p
-	}
-	root, err := ModuleRoot()
+	bin, err := launch.Build(tags...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "paygate-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "paygate")
-	args := []string{"build", "-o", out}
-	if key != "" {
-		args = append(args, "-tags", key)
-	}
-	args = append(args, "./cmd/paygate")
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build paygate: %v\n%s", err, b)
-	}
-	buildDone[key] = out
-	return out
+	return bin
 }
 
 // Options configure a cluster.
@@ -131,12 +83,16 @@ type Options struct {
 	// Env is extra environment of the first start of a process, by name ("gateway" or a bank
 	// name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
 	Env map[string][]string
+	// DataDisks mounts, per process name, a tmpfs of that many bytes at the process's data
+	// directory before it starts, for tests that make its disk full (Cluster.Disk). Mounting
+	// needs root or CAP_SYS_ADMIN; check TmpfsAvailable first.
+	DataDisks map[string]int64
 }
 
 // Cluster is a running system.
 type Cluster struct {
 	t       TB
-	opts    Options
+	sys     *launch.System
 	Bin     string
 	Dir     string
 	CertDir string
@@ -146,41 +102,11 @@ type Cluster struct {
 	WebAddr     string
 	BankAddrs   map[string]string
 
-	mu    sync.Mutex
-	procs map[string]*Proc
-
-	httpGateway *http.Client // gateway-role certificate: audits banks
-	httpClient  *http.Client // client-role certificate: calls the gateway as a user
+	httpClient *http.Client // client-role certificate: calls the gateway as a user
 }
 
 // Proc is one running paygate process.
-type Proc struct {
-	Name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	LogPath string
-	logFile *os.File
-}
-
-// Exited reports whether the process has exited.
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Wait waits for the process to exit, up to d.
-func (p *Proc) Wait(d time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
+type Proc = launch.Proc
 
 // FreePort returns a loopback address with a port that was free a moment ago. Ports come from
 // below the kernel's ephemeral range (32768 and up by default on Linux), so that an outgoing
@@ -188,29 +114,12 @@ func (p *Proc) Wait(d time.Duration) bool {
 // process, so that two servers of one test never get the same one.
 func FreePort(t TB) string {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if portsGiven[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsGiven[port] = true
-		return ln.Addr().String()
+	addr, err := launch.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("cluster: no free port found in 20000-31999")
-	return ""
+	return addr
 }
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
 
 // New makes certificates and fixtures in a temporary directory, starts every bank and the
 // gateway, and waits until all are serving. Everything is stopped when the test ends.
@@ -227,103 +136,72 @@ func New(t TB, opts Options) *Cluster {
 	}
 	// The module root is needed for the default binary and fixtures only.
 	root, rootErr := ModuleRoot()
-	needRoot := opts.Bin == "" || opts.Users == ""
-	for _, b := range opts.Banks {
-		if _, ok := opts.Accounts[b]; !ok {
-			needRoot = true
+	fixture := func(name string) string {
+		t.Helper()
+		if rootErr != nil {
+			t.Fatal(rootErr)
 		}
-	}
-	if rootErr != nil && needRoot {
-		t.Fatal(rootErr)
-	}
-	c := &Cluster{t: t, opts: opts, Root: root, Dir: t.TempDir(), procs: map[string]*Proc{}, BankAddrs: map[string]string{}}
-	c.Bin = opts.Bin
-	if c.Bin == "" {
-		c.Bin = Binary(t, opts.Tags...)
-	}
-	c.CertDir = filepath.Join(c.Dir, "certs")
-	if err := pki.Generate(c.CertDir, pki.Options{Banks: opts.Banks, Clients: []string{"cli", "other"}}); err != nil {
-		t.Fatal(err)
-	}
-	fix := filepath.Join(c.Dir, "fixtures")
-	if err := os.MkdirAll(fix, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range opts.Banks {
-		content, ok := opts.Accounts[b]
-		if !ok {
-			data, err := os.ReadFile(filepath.Join(root, "fixtures", b+"_server_accounts.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			content = string(data)
-		}
-		if err := os.WriteFile(filepath.Join(fix, b+"_server_accounts.json"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if a, ok := opts.BankAddrs[b]; ok {
-			c.BankAddrs[b] = a
-		} else {
-			c.BankAddrs[b] = FreePort(t)
-		}
-	}
-	users := opts.Users
-	if users == "" {
-		data, err := os.ReadFile(filepath.Join(root, "fixtures", "user_details.json"))
+		data, err := os.ReadFile(filepath.Join(root, "fixtures", name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		users = string(data)
+		return string(data)
 	}
-	if err := os.WriteFile(filepath.Join(fix, "user_details.json"), []byte(users), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.GatewayAddr = FreePort(t)
-	c.WebAddr = FreePort(t)
-
-	gwTLS, err := pki.ClientTLS(c.cert("ca.pem"), c.cert("gateway.pem"), c.cert("gateway-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.httpGateway = rpcserver.NewHTTPClient(gwTLS)
-	cliTLS, err := pki.ClientTLS(c.cert("ca.pem"), c.cert("client-cli.pem"), c.cert("client-cli-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.httpClient = rpcserver.NewHTTPClient(cliTLS)
-	t.Cleanup(c.stopAll)
-
+	accounts := map[string]string{}
 	for _, b := range opts.Banks {
-		c.StartBank(b, opts.Env[b]...)
+		content, ok := opts.Accounts[b]
+		if !ok {
+			content = fixture(b + "_server_accounts.json")
+		}
+		accounts[b] = content
 	}
-	c.StartGateway(opts.Env["gateway"]...)
+	users := opts.Users
+	if users == "" {
+		users = fixture("user_details.json")
+	}
+	bin := opts.Bin
+	if bin == "" {
+		bin = Binary(t, opts.Tags...)
+	}
+	sys, err := launch.New(launch.Options{
+		Dir:              t.TempDir(),
+		Bin:              bin,
+		Banks:            opts.Banks,
+		Accounts:         accounts,
+		Users:            users,
+		Clients:          []string{"cli", "other"},
+		TxnTimeout:       opts.TxnTimeout,
+		ResolveAfter:     opts.ResolveAfter,
+		BcryptCost:       4,
+		LogFormat:        "json",
+		LogLevel:         "debug",
+		Web:              true,
+		BankAddrs:        opts.BankAddrs,
+		GatewayBankAddrs: opts.GatewayBankAddrs,
+		GatewayArgs:      opts.GatewayArgs,
+		Env:              opts.Env,
+		DataDisks:        opts.DataDisks,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, sys: sys, Bin: sys.Bin, Dir: sys.Dir, CertDir: sys.CertDir, Root: root,
+		GatewayAddr: sys.GatewayAddr, WebAddr: sys.WebAddr, BankAddrs: sys.BankAddrs, httpClient: sys.UserHTTP()}
+	t.Cleanup(c.stopAll)
+	if err := sys.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
 
-func (c *Cluster) cert(name string) string { return filepath.Join(c.CertDir, name) }
-
 // CertPath returns the path of a file made by pki.Generate, e.g. "client-cli.pem".
-func (c *Cluster) CertPath(name string) string { return c.cert(name) }
+func (c *Cluster) CertPath(name string) string { return c.sys.CertPath(name) }
 
 // BankArgs returns the command line of bank name.
-func (c *Cluster) BankArgs(name string) []string {
-	return []string{"bank",
-		"--name", name,
-		"--listen", c.BankAddrs[name],
-		"--accounts", filepath.Join(c.Dir, "fixtures", name+"_server_accounts.json"),
-		"--data", filepath.Join(c.Dir, "data", name),
-		"--ca", c.cert("ca.pem"),
-		"--cert", c.cert("bank-" + name + ".pem"),
-		"--key", c.cert("bank-" + name + "-key.pem"),
-		"--gateway", "https://" + c.GatewayAddr,
-		"--resolve-after", c.opts.ResolveAfter.String(),
-		"--log-format", "json",
-		"--log-level", "debug",
-	}
-}
+func (c *Cluster) BankArgs(name string) []string { return c.sys.BankArgs(name) }
 
 // BankDataDir returns the --data directory of bank name (its ledger is <name>.db in it).
-func (c *Cluster) BankDataDir(name string) string { return filepath.Join(c.Dir, "data", name) }
+func (c *Cluster) BankDataDir(name string) string { return c.sys.DataDir(name) }
 
 // EnrollmentCode issues a new enrollment code for account at bank, as an operator does, with
 // `paygate bank enroll` against the bank's data directory, and returns it.
@@ -349,62 +227,20 @@ func (c *Cluster) EnrollmentCode(bank, account string) (string, error) {
 // GatewayArgs returns the gateway's command line. Banks in unreachable are given an address
 // where nothing listens: the gateway cannot reach them, though they can reach it.
 func (c *Cluster) GatewayArgs(unreachable ...string) []string {
-	args := []string{"gateway",
-		"--listen", c.GatewayAddr,
-		"--web", c.WebAddr,
-		"--users", filepath.Join(c.Dir, "fixtures", "user_details.json"),
-		"--data", filepath.Join(c.Dir, "data", "gateway"),
-		"--ca", c.cert("ca.pem"),
-		"--cert", c.cert("gateway.pem"),
-		"--key", c.cert("gateway-key.pem"),
-		"--txn-timeout", c.opts.TxnTimeout.String(),
-		"--bcrypt-cost", "4",
-		"--log-format", "json",
-		"--log-level", "debug",
-	}
-	for _, b := range c.opts.Banks {
-		addr := c.BankAddrs[b]
-		if a, ok := c.opts.GatewayBankAddrs[b]; ok {
-			addr = a
-		}
-		if slices.Contains(unreachable, b) {
-			addr = FreePort(c.t)
-		}
-		args = append(args, "--bank", b+"=https://"+addr)
-	}
-	return append(args, c.opts.GatewayArgs...)
-}
-
-// start runs the binary with args and env, logging to DIR/logs/<name>.log (appending across
-// restarts).
-func (c *Cluster) start(name string, args []string, env []string) *Proc {
 	c.t.Helper()
-	logDir := filepath.Join(c.Dir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		c.t.Fatal(err)
-	}
-	logPath := filepath.Join(logDir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	args, err := c.sys.GatewayArgs(unreachable...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(c.Bin, args...)
-	cmd.Stdout = f
-	cmd.Stderr = f
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		f.Close()
+	return args
+}
+
+// must fails the test if err is set, and returns p otherwise.
+func (c *Cluster) must(p *Proc, err error) *Proc {
+	c.t.Helper()
+	if err != nil {
 		c.t.Fatal(err)
 	}
-	p := &Proc{Name: name, cmd: cmd, done: make(chan struct{}), LogPath: logPath, logFile: f}
-	go func() {
-		cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	c.mu.Lock()
-	c.procs[name] = p
-	c.mu.Unlock()
 	return p
 }
 
@@ -412,152 +248,90 @@ func (c *Cluster) start(name string, args []string, env []string) *Proc {
 // waits until it serves.
 func (c *Cluster) StartBank(name string, env ...string) *Proc {
 	c.t.Helper()
-	p := c.StartBankNoWait(name, env...)
-	c.waitServing(p, c.BankAddrs[name])
-	return p
+	return c.must(c.sys.StartBank(context.Background(), name, env...))
 }
 
 // StartBankNoWait starts bank name without waiting for it to serve.
 func (c *Cluster) StartBankNoWait(name string, env ...string) *Proc {
 	c.t.Helper()
-	return c.start(name, c.BankArgs(name), env)
+	return c.must(c.sys.StartBankNoWait(name, env...))
 }
 
 // StartGateway starts the gateway (again) with extra environment and waits until it serves.
 func (c *Cluster) StartGateway(env ...string) *Proc {
 	c.t.Helper()
-	p := c.start("gateway", c.GatewayArgs(), env)
-	c.waitServing(p, c.GatewayAddr)
-	return p
+	return c.must(c.sys.StartGateway(context.Background(), env...))
 }
 
 // StartGatewayPartitioned starts the gateway unable to reach the banks named in unreachable
 // (a one-way partition: those banks still reach the gateway).
 func (c *Cluster) StartGatewayPartitioned(unreachable []string, env ...string) *Proc {
 	c.t.Helper()
-	p := c.start("gateway", c.GatewayArgs(unreachable...), env)
-	c.waitServing(p, c.GatewayAddr)
-	return p
+	return c.must(c.sys.StartGatewayPartitioned(context.Background(), unreachable, env...))
 }
 
 // StartGatewayNoWait starts the gateway without waiting for it to serve.
 func (c *Cluster) StartGatewayNoWait(env ...string) *Proc {
 	c.t.Helper()
-	return c.start("gateway", c.GatewayArgs(), env)
+	return c.must(c.sys.StartGatewayNoWait(env...))
 }
 
 // Proc returns the process named name ("gateway" or a bank name).
-func (c *Cluster) Proc(name string) *Proc {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.procs[name]
-}
+func (c *Cluster) Proc(name string) *Proc { return c.sys.Proc(name) }
 
 // Kill sends SIGKILL to the process and waits for it to exit.
 func (c *Cluster) Kill(name string) {
 	c.t.Helper()
-	p := c.Proc(name)
-	if p == nil || p.Exited() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGCONT) // a paused process must not stay paused
-	p.cmd.Process.Kill()
-	if !p.Wait(10 * time.Second) {
-		c.t.Fatalf("%s did not exit after SIGKILL", name)
+	if err := c.sys.Kill(name); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
 // Stop sends SIGTERM (graceful shutdown) and waits for the process to exit.
 func (c *Cluster) Stop(name string) {
 	c.t.Helper()
-	p := c.Proc(name)
-	if p == nil || p.Exited() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	if !p.Wait(15 * time.Second) {
-		p.cmd.Process.Kill()
-		c.t.Fatalf("%s did not exit within 15s of SIGTERM", name)
+	if err := c.sys.Stop(name); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
 // Pause stops the process with SIGSTOP; Resume continues it.
-func (c *Cluster) Pause(name string)  { c.Proc(name).cmd.Process.Signal(syscall.SIGSTOP) }
-func (c *Cluster) Resume(name string) { c.Proc(name).cmd.Process.Signal(syscall.SIGCONT) }
-
-func (c *Cluster) stopAll() {
-	c.mu.Lock()
-	procs := make([]*Proc, 0, len(c.procs))
-	for _, p := range c.procs {
-		procs = append(procs, p)
-	}
-	c.mu.Unlock()
-	for _, p := range procs {
-		if !p.Exited() {
-			p.cmd.Process.Signal(syscall.SIGCONT)
-			p.cmd.Process.Kill()
-			p.Wait(10 * time.Second)
-		}
-	}
-	if c.t.Failed() {
-		for _, p := range procs {
-			c.t.Logf("---- last lines of %s (%s)\n%s", p.Name, p.LogPath, tail(p.LogPath, 40))
-		}
-	}
-}
-
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// waitServing waits until the health service at addr answers SERVING, failing the test if the
-// process exits first or it takes more than 30s.
-func (c *Cluster) waitServing(p *Proc, addr string) {
+func (c *Cluster) Pause(name string) {
 	c.t.Helper()
-	hc := grpchealth.NewClient(c.httpGateway, "https://"+addr, connect.WithGRPC())
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if p.Exited() {
-			c.t.Fatalf("%s exited while starting:\n%s", p.Name, tail(p.LogPath, 40))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := hc.Check(ctx, &grpchealth.CheckRequest{})
-		cancel()
-		if err == nil && resp.Status == grpchealth.StatusServing {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := c.sys.Pause(name); err != nil {
+		c.t.Fatal(err)
 	}
-	c.t.Fatalf("%s not serving at %s after 30s:\n%s", p.Name, addr, tail(p.LogPath, 40))
+}
+
+// Resume continues a process stopped by Pause.
+func (c *Cluster) Resume(name string) {
+	c.t.Helper()
+	if err := c.sys.Resume(name); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// stopAll kills every process, logs the last lines of each log when the test failed, and
+// unmounts the data disks (keeping a copy of their stores when the test failed).
+func (c *Cluster) stopAll() {
+	c.sys.KillAll()
+	failed := c.t.Failed()
+	if failed {
+		for _, name := range c.sys.Names() {
+			if p := c.sys.Proc(name); p != nil {
+				c.t.Logf("---- last lines of %s (%s)\n%s", p.Name, p.LogPath, p.Tail(40))
+			}
+		}
+	}
+	if err := c.sys.Close(failed); err != nil {
+		c.t.Logf("%v", err)
+	}
 }
 
 // WaitBankHealth waits until the gateway's health service reports bank as want (SERVING or
 // NOT_SERVING), up to d.
 func (c *Cluster) WaitBankHealth(bank string, want grpchealth.Status, d time.Duration) error {
-	hc := grpchealth.NewClient(c.httpClient, "https://"+c.GatewayAddr, connect.WithGRPC())
-	deadline := time.Now().Add(d)
-	var last grpchealth.Status
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := hc.Check(ctx, &grpchealth.CheckRequest{Service: "bank/" + bank})
-		cancel()
-		if err == nil {
-			last = resp.Status
-			if last == want {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("gateway reports %s as %s after %s, want %s", bank, last, d, want)
+	return c.sys.WaitBankHealth(context.Background(), bank, want, d)
 }
 
 // User is a logged-in user's set of gateway clients.
@@ -624,65 +398,28 @@ func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.
 func Bearer(token string) connect.Interceptor { return bearer(token) }
 
 // Bank returns a client of bank name with the gateway-role certificate.
-func (c *Cluster) Bank(name string) bankv1connect.BankServiceClient {
-	return bankv1connect.NewBankServiceClient(c.httpGateway, "https://"+c.BankAddrs[name], connect.WithGRPC())
-}
+func (c *Cluster) Bank(name string) bankv1connect.BankServiceClient { return c.sys.Bank(name) }
 
 // Ledger is an audit of every account of every bank.
 type Ledger = audit.Ledger
 
-func (c *Cluster) bankClients() map[string]bankv1connect.BankServiceClient {
-	out := make(map[string]bankv1connect.BankServiceClient, len(c.opts.Banks))
-	for _, b := range c.opts.Banks {
-		out[b] = c.Bank(b)
-	}
-	return out
-}
-
 // Audit reads every account of every bank through ListAccounts.
-func (c *Cluster) Audit(ctx context.Context) (Ledger, error) {
-	return audit.Take(ctx, c.bankClients())
-}
+func (c *Cluster) Audit(ctx context.Context) (Ledger, error) { return c.sys.Audit(ctx) }
 
 // WaitSettled waits until no bank holds a hold or a pending credit (every transaction is
 // resolved), up to d, and returns the final audit.
 func (c *Cluster) WaitSettled(d time.Duration) (Ledger, error) {
-	return audit.WaitSettled(context.Background(), c.bankClients(), d)
+	return c.sys.WaitSettled(context.Background(), d)
 }
 
 // TransactionStates returns each bank's state of transaction id (banks that never saw it are
 // left out).
 func (c *Cluster) TransactionStates(ctx context.Context, id string) (map[string]bankv1.TransactionState, error) {
-	out := map[string]bankv1.TransactionState{}
-	for _, b := range c.opts.Banks {
-		resp, err := c.Bank(b).GetTransaction(ctx, connect.NewRequest(&bankv1.GetTransactionRequest{TransactionId: id}))
-		if connect.CodeOf(err) == connect.CodeNotFound {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out[b] = resp.Msg.GetTransaction().GetState()
-	}
-	return out, nil
+	return c.sys.TransactionStates(ctx, id)
 }
 
 // Logs returns everything the processes have logged so far.
-func (c *Cluster) Logs() string {
-	c.mu.Lock()
-	var paths []string
-	for _, p := range c.procs {
-		paths = append(paths, p.LogPath)
-	}
-	c.mu.Unlock()
-	sort.Strings(paths)
-	var b bytes.Buffer
-	for _, p := range paths {
-		data, _ := os.ReadFile(p)
-		b.Write(data)
-	}
-	return b.String()
-}
+func (c *Cluster) Logs() string { return c.sys.Logs() }
 
 // GrepLog returns the log lines of process name that contain every one of subs.
 func (c *Cluster) GrepLog(name string, subs ...string) []string {
@@ -690,23 +427,5 @@ func (c *Cluster) GrepLog(name string, subs ...string) []string {
 	if p == nil {
 		return nil
 	}
-	f, err := os.Open(p.LogPath)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		ok := true
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			out = append(out, line)
-		}
-	}
-	return out
+	return p.Grep(subs...)
 }

@@ -160,20 +160,26 @@ func describe(tok json.Token) string {
 	return fmt.Sprintf("%T", tok)
 }
 
-type richFile struct {
-	Currency string        `json:"currency"`
-	Accounts []richAccount `json:"accounts"`
+// AccountsFile is the rich format of a bank's accounts file (<bank>_server_accounts.json);
+// ParseAccounts reads it.
+type AccountsFile struct {
+	// Currency is the currency of the accounts that name none.
+	Currency string           `json:"currency,omitempty"`
+	Accounts []AccountFixture `json:"accounts"`
 }
 
-type richAccount struct {
-	ID       string          `json:"id"`
-	Holder   string          `json:"holder"`
+// AccountFixture is one account of an AccountsFile.
+type AccountFixture struct {
+	ID     string `json:"id"`
+	Holder string `json:"holder,omitempty"`
+	// Balance is a decimal amount in the account's currency, as a JSON string ("1000.00") or
+	// number (1000.0).
 	Balance  json.RawMessage `json:"balance"`
-	Currency string          `json:"currency"`
+	Currency string          `json:"currency,omitempty"`
 }
 
 func parseRich(data []byte, bankName, currency string) ([]Account, error) {
-	var f richFile
+	var f AccountsFile
 	if err := decodeStrict(data, &f); err != nil {
 		return nil, err
 	}
