@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -47,8 +48,10 @@ type pending[Req, Resp any] struct {
 
 type batcher[Req, Resp any] struct {
 	// wg counts the batcher's goroutines: its run loop and the batches being sent.
-	wg       *sync.WaitGroup
-	queue    chan *pending[Req, Resp]
+	wg    *sync.WaitGroup
+	queue chan *pending[Req, Resp]
+	// queued counts the messages ever queued.
+	queued   atomic.Int64
 	slots    chan struct{}
 	single   func(context.Context, Req) (Resp, error)
 	multiple func(context.Context, []Req) ([]Resp, []error, error)
@@ -74,6 +77,7 @@ func (b *batcher[Req, Resp]) do(ctx context.Context, req Req) (Resp, error) {
 	var zero Resp
 	select {
 	case b.queue <- p:
+		b.queued.Add(1)
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}

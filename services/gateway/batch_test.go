@@ -23,6 +23,16 @@ type countingBank struct {
 	items                           atomic.Int64
 	mixed                           atomic.Int64 // Batch calls carrying prepares and completions
 	delay                           time.Duration
+	// hold, when set, keeps every call waiting until it is closed.
+	hold chan struct{}
+}
+
+// wait is a call's time at the bank: the delay, then the hold.
+func (b *countingBank) wait() {
+	time.Sleep(b.delay)
+	if b.hold != nil {
+		<-b.hold
+	}
 }
 
 func (b *countingBank) vote(req *bankv1.PrepareTransactionRequest) *bankv1.PrepareTransactionResponse {
@@ -35,14 +45,14 @@ func (b *countingBank) vote(req *bankv1.PrepareTransactionRequest) *bankv1.Prepa
 func (b *countingBank) PrepareTransaction(ctx context.Context, req *connect.Request[bankv1.PrepareTransactionRequest]) (*connect.Response[bankv1.PrepareTransactionResponse], error) {
 	b.singles.Add(1)
 	b.items.Add(1)
-	time.Sleep(b.delay)
+	b.wait()
 	return connect.NewResponse(b.vote(req.Msg)), nil
 }
 
 func (b *countingBank) CommitTransaction(ctx context.Context, req *connect.Request[bankv1.CommitTransactionRequest]) (*connect.Response[bankv1.CommitTransactionResponse], error) {
 	b.singles.Add(1)
 	b.items.Add(1)
-	time.Sleep(b.delay)
+	b.wait()
 	if req.Msg.GetTransactionId()[:8] == "aborted-" {
 		return nil, rpcerr.New(connect.CodeFailedPrecondition, "transaction_already_aborted", "already aborted")
 	}
@@ -63,7 +73,7 @@ func (b *countingBank) Batch(ctx context.Context, req *connect.Request[bankv1.Ba
 	if len(req.Msg.GetCompletions()) > 0 && len(req.Msg.GetPrepares()) > 0 {
 		b.mixed.Add(1)
 	}
-	time.Sleep(b.delay)
+	b.wait()
 	out := &bankv1.BatchResponse{}
 	for _, c := range req.Msg.GetCompletions() {
 		out.Completions = append(out.Completions, b.completion(c))
@@ -140,7 +150,7 @@ func TestBatchingParticipantMixesKinds(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bank := &countingBank{delay: 200 * time.Millisecond}
+	bank := &countingBank{hold: make(chan struct{})}
 	bp := newBatchingParticipant(ctx, new(sync.WaitGroup), bank)
 	first := make(chan error, 1)
 	go func() {
@@ -162,6 +172,10 @@ func TestBatchingParticipantMixesKinds(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	// The first call stays at the bank until both messages are queued behind it, however slow
+	// the machine.
+	waitFor(t, 5*time.Second, "both messages to be queued", func() bool { return bp.msgs.queued.Load() == 3 })
+	close(bank.hold)
 	wg.Wait()
 	if err := <-first; err != nil {
 		t.Fatal(err)
