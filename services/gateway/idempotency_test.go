@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,5 +265,37 @@ func TestDuplicateInProgressOverTheWire(t *testing.T) {
 			}
 			wantErr(t, err, connect.CodeAborted, "payment_in_progress")
 		})
+	}
+}
+
+// TestLegacySpellingOfAnUnfinishedPayment: a payment stored before ids were canonical, under an
+// upper-case UUID, whose phase two was not done (so the store's migration left its spelling, the
+// one its banks know), is found under that spelling: a retry is a replay, not a second payment.
+func TestLegacySpellingOfAnUnfinishedPayment(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	alice := e.login(t, protocols[0], "alice", "alice-pass-123")
+	ctx := context.Background()
+	legacy := strings.ToUpper(newPaymentID())
+	p := paymentRecord{PaymentID: legacy, Username: "alice", From: "bank1-1001", To: "bank2-2002", Amount: 100, Currency: "USD",
+		Fingerprint: paymentFingerprint("alice", "bank1-1001", "bank2-2002", 100, "USD"),
+		CreatedAt:   time.Now(), Deadline: time.Now().Add(time.Minute)}
+	if _, _, err := e.gw.store.AdmitPayment(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.gw.store.Decide(ctx, legacy, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_DECLINED), "declined", false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := alice.tryPay(ctx, legacy, "bank1-1001", "bank2-2002", 100)
+	if err != nil || !resp.Msg.GetReplayed() || resp.Msg.GetPayment().GetPaymentId() != legacy ||
+		resp.Msg.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED {
+		t.Fatalf("retry of the legacy payment = %v, %v; want its FAILED outcome replayed under its own spelling", resp, err)
+	}
+	g, err := alice.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: legacy}))
+	if err != nil || g.Msg.GetPayment().GetPaymentId() != legacy {
+		t.Fatalf("GetPayment(%s) = %v, %v", legacy, g, err)
+	}
+	if _, err := e.gw.store.Payment(ctx, strings.ToLower(legacy)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a second payment was stored under the canonical spelling: %v", err)
 	}
 }

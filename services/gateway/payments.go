@@ -77,9 +77,12 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 				fmt.Sprintf("%s: %s: no bank named %q (account ids are <bank>-<number>)", f.field, f.account, account.Bank(f.account)))
 		}
 	}
-	id, ok := payid.Canonical(m.GetPaymentId())
-	if !ok { // the validation interceptor refuses these first
+	if _, ok := payid.Canonical(m.GetPaymentId()); !ok { // the validation interceptor refuses these first
 		return nil, rpcerr.New(connect.CodeInvalidArgument, "invalid_argument", "payment_id: want a UUID or a ULID")
+	}
+	id, err := g.paymentID(ctx, m.GetPaymentId())
+	if err != nil {
+		return nil, err
 	}
 	p := paymentRecord{
 		PaymentID:   id,
@@ -114,13 +117,36 @@ func (g *Gateway) ExecutePayment(ctx context.Context, req *connect.Request[gatew
 	return connect.NewResponse(&gatewayv1.ExecutePaymentResponse{Payment: out.proto(), Replayed: replayed}), nil
 }
 
+// paymentID is the id under which the store keeps the payment that id names: its canonical
+// spelling (package payid), unless the store holds a row spelled exactly as id, written before
+// ids were canonical and not rewritten since because its phase two was not done (the banks know
+// that spelling). Only a spelling that is not canonical costs the extra lookup.
+func (g *Gateway) paymentID(ctx context.Context, id string) (string, error) {
+	c := payid.Normalize(id)
+	if c == id {
+		return c, nil
+	}
+	_, err := g.store.Payment(ctx, id)
+	switch {
+	case err == nil:
+		return id, nil
+	case errors.Is(err, ErrNotFound):
+		return c, nil
+	}
+	return "", err
+}
+
 // GetPayment implements PaymentService.GetPayment.
 func (g *Gateway) GetPayment(ctx context.Context, req *connect.Request[gatewayv1.GetPaymentRequest]) (*connect.Response[gatewayv1.GetPaymentResponse], error) {
 	user, err := mustPrincipal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p, err := g.store.Payment(ctx, payid.Normalize(req.Msg.GetPaymentId()))
+	id, err := g.paymentID(ctx, req.Msg.GetPaymentId())
+	if err != nil {
+		return nil, err
+	}
+	p, err := g.store.Payment(ctx, id)
 	if errors.Is(err, ErrNotFound) || (err == nil && p.Username != user.Username && user.Role != RoleAdmin) {
 		// Another user's payment is reported exactly like a missing one.
 		return nil, rpcerr.New(connect.CodeNotFound, "payment_not_found", fmt.Sprintf("payment_id: no payment %s", req.Msg.GetPaymentId()))
@@ -323,7 +349,10 @@ func (g *Gateway) bankBalances(ctx context.Context, bank string, accounts []stri
 // GetDecision implements CoordinatorService.GetDecision.
 func (g *Gateway) GetDecision(ctx context.Context, req *connect.Request[gatewayv1.GetDecisionRequest]) (*connect.Response[gatewayv1.GetDecisionResponse], error) {
 	peer, _ := identity.PeerFrom(ctx)
-	id := payid.Normalize(req.Msg.GetTransactionId())
+	id, err := g.paymentID(ctx, req.Msg.GetTransactionId())
+	if err != nil {
+		return nil, err
+	}
 	p, err := g.coord.DecisionFor(ctx, id, peer.Identity.Name, req.Msg.GetProof())
 	if errors.Is(err, ErrNotParticipant) {
 		// The same answer whether the transaction exists or not: the caller learns nothing.
