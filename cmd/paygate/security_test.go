@@ -393,7 +393,21 @@ func TestSecurityTokenExpiryAndLoginThrottle(t *testing.T) {
 		if _, err := u.Balance.FetchBalance(ctx(), connect.NewRequest(&gatewayv1.FetchBalanceRequest{})); err != nil {
 			t.Fatalf("fresh token: %v", err)
 		}
-		time.Sleep(2100 * time.Millisecond)
+		// The gateway's clock is its own process's: poll (a read, no money) until the token
+		// is refused, rather than sleeping for a guess of its TTL. The in-process tests
+		// (services/gateway TestLogin) check the exact instant with a fake clock.
+		issued := time.Now()
+		for {
+			_, err := u.Balance.FetchBalance(ctx(), connect.NewRequest(&gatewayv1.FetchBalanceRequest{}))
+			if err != nil {
+				wantCode(t, err, connect.CodeUnauthenticated, "token_expired")
+				break
+			}
+			if time.Since(issued) > 15*time.Second {
+				t.Fatal("a token with a 2 s TTL still works after 15 s")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		_, err := u.Payments.ExecutePayment(ctx(), connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
 			PaymentId: newID(), FromAccount: "bank3-3002", ToAccount: "bank1-1001", Amount: 100, Currency: "USD"}))
 		wantCode(t, err, connect.CodeUnauthenticated, "token_expired")
