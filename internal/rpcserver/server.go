@@ -240,7 +240,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // HandlerOptions returns the options every handler mounted on s must be built with: the
-// logging, policy and validation interceptors, panic recovery and the request size limit.
+// interceptors (logging, error boundary, policy, validation reasons, validation; see the
+// package documentation), panic recovery and the request size limit.
 func (s *Server) HandlerOptions() []connect.HandlerOption {
 	return slices.Clone(s.options)
 }
