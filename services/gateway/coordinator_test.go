@@ -564,3 +564,33 @@ func TestDecide(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordinatorRecoveryIsBounded: a backlog of unfinished payments (a bank that holds every
+// prepare) is driven at most maxRecoveryWorkers at a time, not with one goroutine each.
+func TestCoordinatorRecoveryIsBounded(t *testing.T) {
+	t.Parallel()
+	const backlog = 3 * maxRecoveryWorkers
+	a := &fakeBank{}
+	b := &fakeBank{gate: make(chan struct{}), entered: make(chan string, backlog)}
+	c, s := newTestCoordinator(t, 30*time.Second, a, b)
+	ctx := context.Background()
+	for range backlog {
+		p := testPayment("bankA-1", "bankB-2", 1)
+		p.CreatedAt = time.Now()
+		p.Deadline = p.CreatedAt.Add(30 * time.Second)
+		if _, _, err := s.AdmitPayment(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); c.recoverOnce(rctx) }()
+	waitFor(t, 10*time.Second, "the recovery loop to fill its workers", func() bool { return len(b.entered) >= maxRecoveryWorkers })
+	time.Sleep(100 * time.Millisecond) // room for any more to start, if they could
+	if n := len(b.entered); n != maxRecoveryWorkers {
+		t.Errorf("%d payments driven at once; want at most %d", n, maxRecoveryWorkers)
+	}
+	cancel()
+	close(b.gate)
+	<-done
+}
