@@ -25,7 +25,7 @@ func held(id, holder string) Account {
 	return a
 }
 
-func issue(t *testing.T, l *Ledger, id string, ttl time.Duration) EnrollmentCode {
+func issue(t *testing.T, l testLedger, id string, ttl time.Duration) EnrollmentCode {
 	t.Helper()
 	c, err := l.IssueEnrollmentCode(context.Background(), id, ttl, t0)
 	if err != nil {
@@ -112,95 +112,98 @@ func TestEnrollmentStoresOnlyHash(t *testing.T) {
 func TestEnrollmentRedeemOnceForOneUsername(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l, _ := openTestLedger(t, held("bank1-1", "erin"))
-	c := issue(t, l, "bank1-1", time.Hour)
+	forEachLedger(t, []Account{held("bank1-1", "erin")}, func(t *testing.T, l testLedger, _ reopenFunc) {
+		c := issue(t, l, "bank1-1", time.Hour)
 
-	// Case, spaces and hyphens do not matter.
-	typed := strings.ToLower(strings.ReplaceAll(c.Code, "-", " "))
-	a, err := l.RedeemEnrollmentCode(ctx, "bank1-1", typed, "erin2", t0.Add(time.Minute))
-	if err != nil {
-		t.Fatalf("redeem: %v", err)
-	}
-	if a.ID != "bank1-1" || a.Holder != "erin" {
-		t.Fatalf("redeem returned %+v", a)
-	}
-	st, _, _ := l.EnrollmentStatus(ctx, "bank1-1")
-	if st.RedeemedBy != "erin2" || !st.RedeemedAt.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("status after redeeming: %+v", st)
-	}
-
-	// The same username again (a retried registration) gets the same answer, even past the
-	// expiry: the code was redeemed in time.
-	for _, at := range []time.Time{t0.Add(2 * time.Minute), t0.Add(2 * time.Hour)} {
-		if a2, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "erin2", at); err != nil || a2.ID != a.ID {
-			t.Fatalf("redeem again for the same username at %s: %+v, %v", at, a2, err)
+		// Case, spaces and hyphens do not matter.
+		typed := strings.ToLower(strings.ReplaceAll(c.Code, "-", " "))
+		a, err := l.RedeemEnrollmentCode(ctx, "bank1-1", typed, "erin2", t0.Add(time.Minute))
+		if err != nil {
+			t.Fatalf("redeem: %v", err)
 		}
-	}
-	// Anyone else is refused, and the binding stays.
-	_, err = l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "mallory", t0.Add(3*time.Minute))
-	wantRefused(t, err, "another username")
-	if st, _, _ := l.EnrollmentStatus(ctx, "bank1-1"); st.RedeemedBy != "erin2" || st.Failures != 0 {
-		t.Fatalf("status after another username tried: %+v", st)
-	}
+		if a.ID != "bank1-1" || a.Holder != "erin" {
+			t.Fatalf("redeem returned %+v", a)
+		}
+		st, _, _ := l.EnrollmentStatus(ctx, "bank1-1")
+		if st.RedeemedBy != "erin2" || !st.RedeemedAt.Equal(t0.Add(time.Minute)) {
+			t.Fatalf("status after redeeming: %+v", st)
+		}
+
+		// The same username again (a retried registration) gets the same answer, even past the
+		// expiry: the code was redeemed in time.
+		for _, at := range []time.Time{t0.Add(2 * time.Minute), t0.Add(2 * time.Hour)} {
+			if a2, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "erin2", at); err != nil || a2.ID != a.ID {
+				t.Fatalf("redeem again for the same username at %s: %+v, %v", at, a2, err)
+			}
+		}
+		// Anyone else is refused, and the binding stays.
+		_, err = l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "mallory", t0.Add(3*time.Minute))
+		wantRefused(t, err, "another username")
+		if st, _, _ := l.EnrollmentStatus(ctx, "bank1-1"); st.RedeemedBy != "erin2" || st.Failures != 0 {
+			t.Fatalf("status after another username tried: %+v", st)
+		}
+	})
 }
 
 func TestEnrollmentExpiry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l, _ := openTestLedger(t, held("bank1-1", "erin"), held("bank1-2", "frank"))
-	c1 := issue(t, l, "bank1-1", time.Hour)
-	c2 := issue(t, l, "bank1-2", time.Hour)
-	_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c1.Code, "erin", t0.Add(time.Hour))
-	wantRefused(t, err, "expired")
-	if _, err := l.RedeemEnrollmentCode(ctx, "bank1-2", c2.Code, "frank", t0.Add(time.Hour-time.Nanosecond)); err != nil {
-		t.Fatalf("redeem just before the expiry: %v", err)
-	}
-	for _, ttl := range []time.Duration{-time.Second, MaxEnrollmentTTL + time.Second} {
-		if _, err := l.IssueEnrollmentCode(ctx, "bank1-1", ttl, t0); !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("issue with ttl %s: %v; want ErrInvalidArgument", ttl, err)
+	forEachLedger(t, []Account{held("bank1-1", "erin"), held("bank1-2", "frank")}, func(t *testing.T, l testLedger, _ reopenFunc) {
+		c1 := issue(t, l, "bank1-1", time.Hour)
+		c2 := issue(t, l, "bank1-2", time.Hour)
+		_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c1.Code, "erin", t0.Add(time.Hour))
+		wantRefused(t, err, "expired")
+		if _, err := l.RedeemEnrollmentCode(ctx, "bank1-2", c2.Code, "frank", t0.Add(time.Hour-time.Nanosecond)); err != nil {
+			t.Fatalf("redeem just before the expiry: %v", err)
 		}
-	}
+		for _, ttl := range []time.Duration{-time.Second, MaxEnrollmentTTL + time.Second} {
+			if _, err := l.IssueEnrollmentCode(ctx, "bank1-1", ttl, t0); !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("issue with ttl %s: %v; want ErrInvalidArgument", ttl, err)
+			}
+		}
+	})
 }
 
 func TestEnrollmentFailuresBurnTheCode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l, _ := openTestLedger(t, held("bank1-1", "erin"), held("bank1-2", "frank"))
-	at := t0.Add(time.Minute)
+	forEachLedger(t, []Account{held("bank1-1", "erin"), held("bank1-2", "frank")}, func(t *testing.T, l testLedger, _ reopenFunc) {
+		at := t0.Add(time.Minute)
 
-	// Four wrong codes, then the right one still works.
-	c := issue(t, l, "bank1-1", 0)
-	for i := range MaxEnrollmentFailures - 1 {
-		_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", "AAAA-AAAA-AAAA-AAAA", "erin", at)
-		wantRefused(t, err, "wrong code")
-		if st, _, _ := l.EnrollmentStatus(ctx, "bank1-1"); st.Failures != i+1 {
-			t.Fatalf("failures = %d after %d wrong codes", st.Failures, i+1)
+		// Four wrong codes, then the right one still works.
+		c := issue(t, l, "bank1-1", 0)
+		for i := range MaxEnrollmentFailures - 1 {
+			_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", "AAAA-AAAA-AAAA-AAAA", "erin", at)
+			wantRefused(t, err, "wrong code")
+			if st, _, _ := l.EnrollmentStatus(ctx, "bank1-1"); st.Failures != i+1 {
+				t.Fatalf("failures = %d after %d wrong codes", st.Failures, i+1)
+			}
 		}
-	}
-	if _, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "erin", at); err != nil {
-		t.Fatalf("the right code after %d wrong ones: %v", MaxEnrollmentFailures-1, err)
-	}
+		if _, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "erin", at); err != nil {
+			t.Fatalf("the right code after %d wrong ones: %v", MaxEnrollmentFailures-1, err)
+		}
 
-	// Five wrong codes burn it: the right one is refused, and is no longer even compared.
-	c = issue(t, l, "bank1-2", 0)
-	for range MaxEnrollmentFailures {
-		_, err := l.RedeemEnrollmentCode(ctx, "bank1-2", "AAAA-AAAA-AAAA-AAAA", "frank", at)
-		wantRefused(t, err, "wrong code")
-	}
-	_, err := l.RedeemEnrollmentCode(ctx, "bank1-2", c.Code, "frank", at)
-	wantRefused(t, err, "burned")
-	if st, _, _ := l.EnrollmentStatus(ctx, "bank1-2"); st.Failures != MaxEnrollmentFailures || st.RedeemedBy != "" {
-		t.Fatalf("status of a burned code: %+v", st)
-	}
+		// Five wrong codes burn it: the right one is refused, and is no longer even compared.
+		c = issue(t, l, "bank1-2", 0)
+		for range MaxEnrollmentFailures {
+			_, err := l.RedeemEnrollmentCode(ctx, "bank1-2", "AAAA-AAAA-AAAA-AAAA", "frank", at)
+			wantRefused(t, err, "wrong code")
+		}
+		_, err := l.RedeemEnrollmentCode(ctx, "bank1-2", c.Code, "frank", at)
+		wantRefused(t, err, "burned")
+		if st, _, _ := l.EnrollmentStatus(ctx, "bank1-2"); st.Failures != MaxEnrollmentFailures || st.RedeemedBy != "" {
+			t.Fatalf("status of a burned code: %+v", st)
+		}
 
-	// A new code replaces the burned one, with a fresh budget.
-	c2 := issue(t, l, "bank1-2", 0)
-	if !c2.Replaced {
-		t.Errorf("the new code does not say it replaced one")
-	}
-	if _, err := l.RedeemEnrollmentCode(ctx, "bank1-2", c2.Code, "frank", at); err != nil {
-		t.Fatalf("the new code: %v", err)
-	}
+		// A new code replaces the burned one, with a fresh budget.
+		c2 := issue(t, l, "bank1-2", 0)
+		if !c2.Replaced {
+			t.Errorf("the new code does not say it replaced one")
+		}
+		if _, err := l.RedeemEnrollmentCode(ctx, "bank1-2", c2.Code, "frank", at); err != nil {
+			t.Fatalf("the new code: %v", err)
+		}
+	})
 }
 
 // TestEnrollmentConcurrentWrongCodes checks that failures are counted under concurrency: of
@@ -208,24 +211,25 @@ func TestEnrollmentFailuresBurnTheCode(t *testing.T) {
 func TestEnrollmentConcurrentWrongCodes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l, _ := openTestLedger(t, held("bank1-1", "erin"))
-	c := issue(t, l, "bank1-1", 0)
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Go(func() {
-			_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", "AAAA-AAAA-AAAA-AAAA", "mallory", t0)
-			if !errors.Is(err, ErrEnrollmentRefused) {
-				t.Errorf("wrong code: %v", err)
-			}
-		})
-	}
-	wg.Wait()
-	st, _, _ := l.EnrollmentStatus(ctx, "bank1-1")
-	if st.Failures != MaxEnrollmentFailures {
-		t.Fatalf("failures = %d after 30 wrong codes; want %d", st.Failures, MaxEnrollmentFailures)
-	}
-	_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "erin", t0)
-	wantRefused(t, err, "burned")
+	forEachLedger(t, []Account{held("bank1-1", "erin")}, func(t *testing.T, l testLedger, _ reopenFunc) {
+		c := issue(t, l, "bank1-1", 0)
+		var wg sync.WaitGroup
+		for range 30 {
+			wg.Go(func() {
+				_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", "AAAA-AAAA-AAAA-AAAA", "mallory", t0)
+				if !errors.Is(err, ErrEnrollmentRefused) {
+					t.Errorf("wrong code: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		st, _, _ := l.EnrollmentStatus(ctx, "bank1-1")
+		if st.Failures != MaxEnrollmentFailures {
+			t.Fatalf("failures = %d after 30 wrong codes; want %d", st.Failures, MaxEnrollmentFailures)
+		}
+		_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", c.Code, "erin", t0)
+		wantRefused(t, err, "burned")
+	})
 }
 
 func TestEnrollmentReplaceAndRefusals(t *testing.T) {
@@ -233,29 +237,30 @@ func TestEnrollmentReplaceAndRefusals(t *testing.T) {
 	ctx := context.Background()
 	closed := held("bank1-9", "zoe")
 	closed.Closed = true
-	l, _ := openTestLedger(t, held("bank1-1", "erin"), closed)
+	forEachLedger(t, []Account{held("bank1-1", "erin"), closed}, func(t *testing.T, l testLedger, _ reopenFunc) {
 
-	old := issue(t, l, "bank1-1", 0)
-	fresh := issue(t, l, "bank1-1", 0)
-	if !fresh.Replaced || fresh.Code == old.Code {
-		t.Fatalf("second code %+v; want a new code replacing the first", fresh)
-	}
-	_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", old.Code, "erin", t0)
-	wantRefused(t, err, "wrong code")
-	if _, err := l.RedeemEnrollmentCode(ctx, "bank1-1", fresh.Code, "erin", t0); err != nil {
-		t.Fatalf("the new code: %v", err)
-	}
+		old := issue(t, l, "bank1-1", 0)
+		fresh := issue(t, l, "bank1-1", 0)
+		if !fresh.Replaced || fresh.Code == old.Code {
+			t.Fatalf("second code %+v; want a new code replacing the first", fresh)
+		}
+		_, err := l.RedeemEnrollmentCode(ctx, "bank1-1", old.Code, "erin", t0)
+		wantRefused(t, err, "wrong code")
+		if _, err := l.RedeemEnrollmentCode(ctx, "bank1-1", fresh.Code, "erin", t0); err != nil {
+			t.Fatalf("the new code: %v", err)
+		}
 
-	if _, err := l.IssueEnrollmentCode(ctx, "bank1-404", 0, t0); !errors.Is(err, ErrUnknownAccount) {
-		t.Errorf("issue for an unknown account: %v; want ErrUnknownAccount", err)
-	}
-	if _, err := l.IssueEnrollmentCode(ctx, "bank1-9", 0, t0); !errors.Is(err, ErrAccountClosed) {
-		t.Errorf("issue for a closed account: %v; want ErrAccountClosed", err)
-	}
-	_, err = l.RedeemEnrollmentCode(ctx, "bank1-404", fresh.Code, "erin", t0)
-	wantRefused(t, err, "unknown account")
-	_, err = l.RedeemEnrollmentCode(ctx, "bank1-9", fresh.Code, "zoe", t0)
-	wantRefused(t, err, "no code")
+		if _, err := l.IssueEnrollmentCode(ctx, "bank1-404", 0, t0); !errors.Is(err, ErrUnknownAccount) {
+			t.Errorf("issue for an unknown account: %v; want ErrUnknownAccount", err)
+		}
+		if _, err := l.IssueEnrollmentCode(ctx, "bank1-9", 0, t0); !errors.Is(err, ErrAccountClosed) {
+			t.Errorf("issue for a closed account: %v; want ErrAccountClosed", err)
+		}
+		_, err = l.RedeemEnrollmentCode(ctx, "bank1-404", fresh.Code, "erin", t0)
+		wantRefused(t, err, "unknown account")
+		_, err = l.RedeemEnrollmentCode(ctx, "bank1-9", fresh.Code, "zoe", t0)
+		wantRefused(t, err, "no code")
+	})
 }
 
 // TestServiceRedeemEnrollmentCode checks the RPC: one refusal whatever the cause, with the same

@@ -148,7 +148,7 @@ func (s *Service) toConnectError(ctx context.Context, err error) error {
 		}
 		return connect.NewError(code, cerr)
 	}
-	if sqlitedb.Unavailable(err) {
+	if sqlitedb.Unavailable(err) || pgUnavailable(err) {
 		// A full disk, an I/O error, the ledger closing at shutdown: the caller may retry.
 		s.logger.ErrorContext(ctx, "ledger unavailable", "err", err)
 		return rpcerr.New(connect.CodeUnavailable, rpcserver.ReasonStorageUnavailable, "the bank's ledger is unavailable; retry later")

@@ -1,0 +1,164 @@
+package bank
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// IssueEnrollmentCode is Ledger.IssueEnrollmentCode.
+func (l *PGLedger) IssueEnrollmentCode(ctx context.Context, id string, ttl time.Duration, now time.Time) (EnrollmentCode, error) {
+	if ttl == 0 {
+		ttl = DefaultEnrollmentTTL
+	}
+	if ttl < 0 || ttl > MaxEnrollmentTTL {
+		return EnrollmentCode{}, fmt.Errorf("issue enrollment code: %w: ttl %s: want more than 0 and at most %s", ErrInvalidArgument, ttl, MaxEnrollmentTTL)
+	}
+	code, err := newEnrollmentCode()
+	if err != nil {
+		return EnrollmentCode{}, fmt.Errorf("issue enrollment code: %w", err)
+	}
+	var out EnrollmentCode
+	err = l.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		out = EnrollmentCode{AccountID: id, Code: code, IssuedAt: now.UTC(), ExpiresAt: now.Add(ttl).UTC()}
+		a, err := pgLoadAccount(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if a.Closed {
+			return fmt.Errorf("%w: %s", ErrAccountClosed, id)
+		}
+		out.Holder = a.Holder
+		var redeemer *string
+		switch err := tx.QueryRow(ctx, `SELECT redeemed_by FROM enrollment_codes WHERE account_id = $1 FOR UPDATE`, id).Scan(&redeemer); {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			out.Replaced = true
+			if redeemer != nil {
+				out.ReplacedRedeemer = *redeemer
+			}
+		}
+		_, err = tx.Exec(ctx, `
+INSERT INTO enrollment_codes (account_id, code_hash, created_at, expires_at, failures, redeemed_by, redeemed_at)
+VALUES ($1, $2, $3, $4, 0, NULL, NULL)
+ON CONFLICT (account_id) DO UPDATE SET
+	code_hash = excluded.code_hash, created_at = excluded.created_at, expires_at = excluded.expires_at,
+	failures = 0, redeemed_by = NULL, redeemed_at = NULL`,
+			id, enrollmentHash(id, code), now.UnixNano(), out.ExpiresAt.UnixNano())
+		return err
+	})
+	if err != nil {
+		return EnrollmentCode{}, l.accountError("issue enrollment code", id, err)
+	}
+	return out, nil
+}
+
+// RedeemEnrollmentCode is Ledger.RedeemEnrollmentCode. The code's row is locked while it is
+// checked, and failures are counted by a relative update, so that concurrent wrong codes are all
+// counted.
+func (l *PGLedger) RedeemEnrollmentCode(ctx context.Context, id, code, username string, now time.Time) (Account, error) {
+	if username == "" || hasNUL(username) {
+		return Account{}, fmt.Errorf("redeem enrollment code: %w: empty username or one with a NUL byte", ErrInvalidArgument)
+	}
+	var (
+		acct    Account
+		refusal *enrollmentRefusal
+	)
+	refuse := func(cause string) error {
+		refusal = &enrollmentRefusal{account: id, cause: cause}
+		return nil // a refusal still commits what it recorded (a failure)
+	}
+	err := l.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		refusal = nil
+		a, err := pgLoadAccount(ctx, tx, id)
+		if errors.Is(err, ErrUnknownAccount) {
+			return refuse("unknown account")
+		}
+		if err != nil {
+			return err
+		}
+		var (
+			hash       []byte
+			expires    int64
+			failures   int
+			redeemedBy *string
+		)
+		err = tx.QueryRow(ctx, `SELECT code_hash, expires_at, failures, redeemed_by FROM enrollment_codes WHERE account_id = $1 FOR UPDATE`, id).
+			Scan(&hash, &expires, &failures, &redeemedBy)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return refuse("no code issued for the account")
+		case err != nil:
+			return err
+		case a.Closed:
+			return refuse("account closed")
+		case failures >= MaxEnrollmentFailures:
+			return refuse(fmt.Sprintf("code burned after %d wrong attempts", failures))
+		}
+		if subtle.ConstantTimeCompare(hash, enrollmentHash(id, code)) != 1 {
+			if err := tx.QueryRow(ctx, `UPDATE enrollment_codes SET failures = failures + 1 WHERE account_id = $1 RETURNING failures`, id).Scan(&failures); err != nil {
+				return err
+			}
+			if failures >= MaxEnrollmentFailures {
+				return refuse(fmt.Sprintf("wrong code (attempt %d of %d: the code is burned)", failures, MaxEnrollmentFailures))
+			}
+			return refuse(fmt.Sprintf("wrong code (attempt %d of %d)", failures, MaxEnrollmentFailures))
+		}
+		switch {
+		case redeemedBy != nil && *redeemedBy == username:
+			// A retry of a registration whose first answer was lost: answered as the first time,
+			// even past the expiry, since the code was redeemed in time.
+		case redeemedBy != nil:
+			return refuse("code already redeemed by another username")
+		case now.UnixNano() >= expires:
+			return refuse("code expired at " + time.Unix(0, expires).UTC().Format(time.RFC3339))
+		default:
+			if _, err := tx.Exec(ctx, `UPDATE enrollment_codes SET redeemed_by = $1, redeemed_at = $2 WHERE account_id = $3`, username, now.UnixNano(), id); err != nil {
+				return err
+			}
+		}
+		acct = a
+		return nil
+	})
+	if err != nil {
+		return Account{}, fmt.Errorf("redeem enrollment code for %s: %w", id, err)
+	}
+	if refusal != nil {
+		return Account{}, refusal
+	}
+	return acct, nil
+}
+
+// EnrollmentStatus is Ledger.EnrollmentStatus.
+func (l *PGLedger) EnrollmentStatus(ctx context.Context, id string) (s EnrollmentStatus, ok bool, err error) {
+	if hasNUL(id) {
+		return EnrollmentStatus{}, false, nil
+	}
+	var (
+		created, expires int64
+		by               *string
+		at               *int64
+	)
+	err = l.pool.QueryRow(ctx, `SELECT code_hash, created_at, expires_at, failures, redeemed_by, redeemed_at FROM enrollment_codes WHERE account_id = $1`, id).
+		Scan(&s.CodeHash, &created, &expires, &s.Failures, &by, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return EnrollmentStatus{}, false, nil
+	}
+	if err != nil {
+		return EnrollmentStatus{}, false, fmt.Errorf("enrollment status of %s: %w", id, err)
+	}
+	s.IssuedAt, s.ExpiresAt = time.Unix(0, created).UTC(), time.Unix(0, expires).UTC()
+	if by != nil {
+		s.RedeemedBy = *by
+	}
+	if at != nil {
+		s.RedeemedAt = time.Unix(0, *at).UTC()
+	}
+	return s, true, nil
+}
