@@ -71,8 +71,12 @@ func TestReadsSeeAnsweredPayments(t *testing.T) {
 	}
 	close(gate.phase2Gate)
 	got := recv(t, read, "FetchBalance")
-	if got["bank1-1001"] != before["bank1-1001"]-700 || got["bank2-2001"] != before["bank2-2001"]+700 {
-		t.Errorf("balances after the payment = %v, before %v; want 700 moved", got, before)
+	// Released together, the read and the second payment (1 back from bank2-2001) run in either
+	// order, and a read is not atomic across banks: each account shows the 700 applied, with or
+	// without that 1.
+	b1, b2 := got["bank1-1001"]-(before["bank1-1001"]-700), got["bank2-2001"]-(before["bank2-2001"]+700)
+	if (b1 != 0 && b1 != 1) || (b2 != 0 && b2 != -1) {
+		t.Errorf("balances after the payment = %v, before %v; want 700 moved (and perhaps the second payment's 1 back)", got, before)
 	}
 	if p := recv(t, paid, "the second payment"); p.GetStatus() != statusSucceeded {
 		t.Errorf("second payment = %v", p)
