@@ -22,7 +22,8 @@ func newBankCommand(e *env) *ffcli.Command {
 	name := fs.String("name", "", "bank name, e.g. bank1; it owns the accounts bank1-<number> (required)")
 	listen := fs.String("listen", "127.0.0.1:9001", "address to serve BankService on (mTLS, gateway certificates only)")
 	accounts := fs.String("accounts", "", "accounts file imported on the first start (default fixtures/<name>_server_accounts.json)")
-	data := fs.String("data", ".paygate/data", "directory of the bank's ledger (<name>.db)")
+	data := fs.String("data", ".paygate/data", "directory of the bank's SQLite ledger (<name>.db), when --database-url is empty")
+	dbURL := fs.String("database-url", "", "PostgreSQL database of the bank's ledger instead of the SQLite file, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE; one database per bank")
 	currency := fs.String("currency", bank.DefaultCurrency, "currency of accounts in the seed format ({\"bank1-1001\": 100.0})")
 	gateway := fs.String("gateway", "", "the gateway's API address, HOST:PORT or https://HOST:PORT, asked for the outcome of transactions left in doubt")
 	groupCommit := fs.Bool("group-commit", true, "share one ledger sync between concurrent writes (turn off only to measure what it buys)")
@@ -37,7 +38,8 @@ func newBankCommand(e *env) *ffcli.Command {
 		ShortUsage: "paygate bank --name NAME --listen ADDR --certs DIR [flags]",
 		ShortHelp:  "run one bank server: its ledger and the participant side of two-phase commit",
 		LongHelp: "Runs one bank. On its first start it imports its accounts from --accounts into a\n" +
-			"SQLite ledger under --data; afterwards the ledger is the truth. Only the gateway's\n" +
+			"SQLite ledger under --data, or into the PostgreSQL database --database-url (which\n" +
+			"must exist and serve this bank only); afterwards the ledger is the truth. Only the gateway's\n" +
 			"certificate may call it. A transaction it voted YES on stays prepared until the\n" +
 			"gateway says commit or abort; past its deadline plus --resolve-after the bank asks\n" +
 			"the gateway (--gateway) for the decision.\n\n" +
@@ -64,6 +66,9 @@ func newBankCommand(e *env) *ffcli.Command {
 			if *accounts == "" {
 				*accounts = filepath.Join("fixtures", *name+"_server_accounts.json")
 			}
+			if err := checkDatabaseURLFlag(*dbURL); err != nil {
+				return err
+			}
 			gw := *gateway
 			if gw != "" && !strings.HasPrefix(gw, "https://") {
 				gw = "https://" + gw
@@ -72,6 +77,7 @@ func newBankCommand(e *env) *ffcli.Command {
 				Config: bank.Config{
 					Name:          *name,
 					DataDir:       *data,
+					DatabaseURL:   *dbURL,
 					AccountsFile:  *accounts,
 					Currency:      *currency,
 					Logger:        log,
@@ -92,12 +98,13 @@ func newBankEnrollCommand(e *env) *ffcli.Command {
 	fs := newFlagSet(e, "bank enroll")
 	name := fs.String("name", "", "the bank, e.g. bank1 (required)")
 	acct := fs.String("account", "", "the account to issue a code for, e.g. bank1-1004 (required)")
-	data := fs.String("data", ".paygate/data", "directory of the bank's ledger (<name>.db), as given to 'paygate bank'")
+	data := fs.String("data", ".paygate/data", "directory of the bank's SQLite ledger (<name>.db), as given to 'paygate bank'")
+	dbURL := fs.String("database-url", "", "the bank's PostgreSQL database, as given to 'paygate bank' (instead of --data)")
 	ttl := fs.Duration("ttl", bank.DefaultEnrollmentTTL, fmt.Sprintf("how long the code is valid (at most %s)", bank.MaxEnrollmentTTL))
 	asJSON := fs.Bool("json", false, "print JSON for scripts instead of text")
 	return &ffcli.Command{
 		Name:       "enroll",
-		ShortUsage: "paygate bank enroll --name BANK --account ACCOUNT [--data DIR] [--ttl 72h] [--json]",
+		ShortUsage: "paygate bank enroll --name BANK --account ACCOUNT [--data DIR | --database-url URL] [--ttl 72h] [--json]",
 		ShortHelp:  "issue a one-time enrollment code for an account, for its holder to register with",
 		LongHelp: "Issues a new enrollment code for ACCOUNT and prints it with its expiry. Send it to\n" +
 			"the account's holder by a channel the bank trusts (post, the bank's own app, a\n" +
@@ -107,7 +114,7 @@ func newBankEnrollCommand(e *env) *ffcli.Command {
 			"A code works once, for one username (that username may retry), expires after\n" +
 			"--ttl, and is burned by 5 wrong attempts. A new code replaces the account's previous\n" +
 			"one. The ledger keeps only a hash of the code: it is shown here once.\n\n" +
-			"It opens the bank's ledger under --data directly, so it works whether the bank is\n" +
+			"It opens the bank's ledger (under --data, or --database-url) directly, so it works whether the bank is\n" +
 			"running or not. It refuses unknown and closed accounts.\n\n" +
 			"Example:\n" +
 			"  paygate bank enroll --name bank1 --account bank1-1004",
@@ -123,18 +130,32 @@ func newBankEnrollCommand(e *env) *ffcli.Command {
 			if *ttl <= 0 || *ttl > bank.MaxEnrollmentTTL {
 				return usageErrorf("--ttl %s: want more than 0 and at most %s", *ttl, bank.MaxEnrollmentTTL)
 			}
-			cfg := bank.Config{Name: *name, DataDir: *data}
+			if err := checkDatabaseURLFlag(*dbURL); err != nil {
+				return err
+			}
+			cfg := bank.Config{Name: *name, DataDir: *data, DatabaseURL: *dbURL}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%v", err)
 			}
-			if _, err := os.Stat(cfg.LedgerPath()); err != nil {
-				return fmt.Errorf("no ledger of bank %s at %s: start the bank once (it imports its accounts), or give its --data directory", *name, cfg.LedgerPath())
+			if cfg.DatabaseURL == "" {
+				if _, err := os.Stat(cfg.LedgerPath()); err != nil {
+					return fmt.Errorf("no ledger of bank %s at %s: start the bank once (it imports its accounts), or give its --data directory", *name, cfg.LedgerPath())
+				}
 			}
-			ledger, err := bank.OpenLedger(ctx, cfg.LedgerPath(), *name)
+			ledger, err := bank.OpenLedgerStore(ctx, cfg)
 			if err != nil {
 				return fmt.Errorf("bank %s: %w", *name, err)
 			}
 			defer ledger.Close()
+			if cfg.DatabaseURL != "" {
+				n, err := ledger.CountAccounts(ctx)
+				if err != nil {
+					return fmt.Errorf("bank %s: %w", *name, err)
+				}
+				if n == 0 {
+					return fmt.Errorf("no accounts in the ledger of bank %s at %s: start the bank once (it imports its accounts), or give its --database-url", *name, cfg.LedgerLocation())
+				}
+			}
 			code, err := ledger.IssueEnrollmentCode(ctx, *acct, *ttl, time.Now())
 			switch {
 			case errors.Is(err, bank.ErrUnknownAccount):
@@ -160,6 +181,19 @@ func newBankEnrollCommand(e *env) *ffcli.Command {
 			return nil
 		},
 	}
+}
+
+// checkDatabaseURLFlag is the usage check of --database-url: empty (the SQLite ledger) or a
+// postgres:// URL. Its message never quotes the URL, which may hold a password.
+func checkDatabaseURLFlag(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	cfg := bank.Config{DatabaseURL: raw}
+	if err := cfg.CheckDatabaseURL(); err != nil {
+		return usageErrorf("--database-url: %v", err)
+	}
+	return nil
 }
 
 // issueDevEnrollments issues, at each start of `paygate dev`, a fresh enrollment code for every

@@ -1,7 +1,8 @@
 // Package cluster runs a whole paygate system as real processes for end-to-end tests: the
 // paygate binary built from this module, one process per bank and one gateway, each with its
-// own SQLite store, talking mTLS with certificates made for the test. Tests kill, pause and
-// restart processes and then audit the ledgers through the banks' APIs.
+// own store (SQLite, or PostgreSQL for banks given a database), talking mTLS with certificates
+// made for the test. Tests kill, pause and restart processes and then audit the ledgers through
+// the banks' APIs.
 //
 // The processes are run by internal/launch; this package is its layer for tests: defaults
 // for tests (the repository's fixtures, short timeouts, JSON logs at debug level), a failure
@@ -73,6 +74,9 @@ type Options struct {
 	Tags []string
 	// GatewayArgs are extra gateway flags.
 	GatewayArgs []string
+	// BankDatabaseURL, when set, gives each bank its PostgreSQL database (--database-url) by
+	// bank name; a bank it returns "" for keeps its SQLite ledger.
+	BankDatabaseURL func(bank string) string
 	// Bin is the paygate binary to run; default: built from this module by Binary.
 	Bin string
 	// BankAddrs are the banks' listen addresses ("127.0.0.1:port"); default: free ports.
@@ -179,6 +183,7 @@ func New(t TB, opts Options) *Cluster {
 		BankAddrs:        opts.BankAddrs,
 		GatewayBankAddrs: opts.GatewayBankAddrs,
 		GatewayArgs:      opts.GatewayArgs,
+		BankDatabaseURL:  opts.BankDatabaseURL,
 		Env:              opts.Env,
 		DataDisks:        opts.DataDisks,
 	})
@@ -204,11 +209,15 @@ func (c *Cluster) BankArgs(name string) []string { return c.sys.BankArgs(name) }
 func (c *Cluster) BankDataDir(name string) string { return c.sys.DataDir(name) }
 
 // EnrollmentCode issues a new enrollment code for account at bank, as an operator does, with
-// `paygate bank enroll` against the bank's data directory, and returns it.
+// `paygate bank enroll` against the bank's data directory (or its database), and returns it.
 func (c *Cluster) EnrollmentCode(bank, account string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.Bin, "bank", "enroll", "--name", bank, "--account", account, "--data", c.BankDataDir(bank), "--json")
+	args := []string{"bank", "enroll", "--name", bank, "--account", account, "--data", c.BankDataDir(bank), "--json"}
+	if u := c.sys.BankDatabaseURL(bank); u != "" {
+		args = append(args, "--database-url", u)
+	}
+	cmd := exec.CommandContext(ctx, c.Bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -72,6 +72,9 @@ type Options struct {
 	// GatewayBankAddrs overrides, per bank, the address ("host:port") the gateway dials for it,
 	// e.g. a faultproxy in front of the bank. Banks not in it are dialled directly.
 	GatewayBankAddrs map[string]string
+	// BankDatabaseURL, when set, gives each bank its PostgreSQL database (--database-url) by
+	// bank name; a bank it returns "" for keeps its SQLite ledger under DataDir.
+	BankDatabaseURL func(bank string) string
 	// ServerArgs go to every server after the flags above, then BankArgs to each bank and
 	// GatewayArgs to the gateway (a flag given twice takes its last value).
 	ServerArgs, BankArgs, GatewayArgs []string
@@ -288,8 +291,20 @@ func (s *System) BankArgs(name string) []string {
 	if s.opts.ResolveAfter > 0 {
 		args = append(args, "--resolve-after", s.opts.ResolveAfter.String())
 	}
+	if u := s.BankDatabaseURL(name); u != "" {
+		args = append(args, "--database-url", u)
+	}
 	args = append(args, s.logArgs()...)
 	return append(append(args, s.opts.ServerArgs...), s.opts.BankArgs...)
+}
+
+// BankDatabaseURL returns the PostgreSQL database of bank name (Options.BankDatabaseURL), or
+// "" when its ledger is the SQLite file under its data directory.
+func (s *System) BankDatabaseURL(name string) string {
+	if s.opts.BankDatabaseURL == nil {
+		return ""
+	}
+	return s.opts.BankDatabaseURL(name)
 }
 
 // GatewayArgs returns the gateway's command line. Banks in unreachable are given an address

@@ -12,17 +12,15 @@ import (
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 )
 
+// TestBatchCallsHandleEachItemAsTheSingleCall runs the Batch RPC on each backend.
 func TestBatchCallsHandleEachItemAsTheSingleCall(t *testing.T) {
 	t.Parallel()
+	forEachLedger(t, []Account{{ID: "bank1-1", Currency: "USD", Balance: 1000}, {ID: "bank1-2", Currency: "USD", Balance: 0}},
+		func(t *testing.T, l testLedger, _ reopenFunc) { testBatchCallsHandleEachItemAsTheSingleCall(t, l) })
+}
+
+func testBatchCallsHandleEachItemAsTheSingleCall(t *testing.T, l testLedger) {
 	ctx := context.Background()
-	l, err := OpenLedger(ctx, t.TempDir()+"/b.db", "bank1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := l.ImportAccounts(ctx, []Account{{ID: "bank1-1", Currency: "USD", Balance: 1000}, {ID: "bank1-2", Currency: "USD", Balance: 0}}); err != nil {
-		t.Fatal(err)
-	}
 	s := NewService("bank1", l, nil)
 	deadline := timestamppb.New(time.Now().Add(time.Minute))
 	debit := func(id, acct string, amount int64) *bankv1.PrepareTransactionRequest {

@@ -9,11 +9,16 @@
 // the balance, the held amount (sum of the debits of prepared transactions) and the pending credit
 // (sum of the credits of prepared transactions). What the account can pay is balance − held; a
 // pending credit is not spendable until it is committed. The ledger keeps 0 ≤ held ≤ balance at
-// all times, under any concurrency: every change happens in one SQLite transaction on the single
-// writer connection, and CHECK constraints refuse anything else as a last line of defence.
+// all times, under any concurrency: every change happens in one transaction of the ledger's store
+// (on SQLite's single writer connection, or on PostgreSQL with the accounts locked in id order),
+// and CHECK constraints refuse anything else as a last line of defence.
+//
+// The bank uses its ledger through LedgerStore, which two stores provide with one contract:
+// Ledger, a SQLite file (the default), and PGLedger, a PostgreSQL database of the bank's own
+// (Config.DatabaseURL).
 //
 // Accounts are imported from a fixtures file (see ParseAccounts) on the first start only; from
-// then on the ledger file is the truth and the fixtures file is not read again.
+// then on the ledger is the truth and the fixtures file is not read again.
 //
 // # The participant's state machine
 //

@@ -308,4 +308,4 @@ func (l *Ledger) EnrollmentStatus(ctx context.Context, id string) (s EnrollmentS
 
 // Ledger returns the bank's ledger, for tools in the same process (`paygate dev` issues
 // enrollment codes through it).
-func (s *Server) Ledger() *Ledger { return s.bank.Ledger }
+func (s *Server) Ledger() LedgerStore { return s.bank.Ledger }

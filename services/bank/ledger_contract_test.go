@@ -18,15 +18,8 @@ import (
 // testLedger is what the contract tests use of a ledger: the service's port and the tools'
 // methods. *Ledger (SQLite) and *PGLedger (PostgreSQL) provide it.
 type testLedger interface {
-	ledgerStore
+	LedgerStore
 	Prepare(ctx context.Context, txnID string, legs []Leg, deadline, now time.Time) (Vote, error)
-	PreparedBefore(ctx context.Context, t time.Time) ([]Transaction, error)
-	ImportAccounts(ctx context.Context, accounts []Account) error
-	CountAccounts(ctx context.Context) (int, error)
-	IssueEnrollmentCode(ctx context.Context, id string, ttl time.Duration, now time.Time) (EnrollmentCode, error)
-	EnrollmentStatus(ctx context.Context, id string) (EnrollmentStatus, bool, error)
-	Bank() string
-	Close() error
 }
 
 var (

@@ -47,7 +47,7 @@ func credit(id string, amount int64) Leg {
 }
 
 // wantAccount checks an account's amounts.
-func wantAccount(t testing.TB, l testLedger, id string, balance, held, pending int64) {
+func wantAccount(t testing.TB, l ledgerStore, id string, balance, held, pending int64) {
 	t.Helper()
 	a, err := l.Account(context.Background(), id)
 	if err != nil {

@@ -128,7 +128,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.resolveLoop(bg) }()
 	}
-	s.logger.Info("bank serving", "bank", s.cfg.Name, "addr", ln.Addr().String())
+	s.logger.Info("bank serving", "bank", s.cfg.Name, "addr", ln.Addr().String(), "ledger", s.cfg.LedgerLocation())
 	return nil
 }
 

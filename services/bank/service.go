@@ -33,7 +33,7 @@ const (
 	MaxPageSize     = 1000
 )
 
-// ledgerStore is what the service needs of a ledger; *Ledger provides it.
+// ledgerStore is what the service needs of a ledger; *Ledger and *PGLedger provide it.
 type ledgerStore interface {
 	PrepareItem(ctx context.Context, it PrepareItem, now time.Time) (Vote, error)
 	Commit(ctx context.Context, txnID string) error
@@ -70,7 +70,7 @@ func WithClock(now func() time.Time) Option {
 }
 
 // NewService returns the BankService of bank name on ledger. A nil logger discards.
-func NewService(name string, ledger *Ledger, logger *slog.Logger, opts ...Option) *Service {
+func NewService(name string, ledger LedgerStore, logger *slog.Logger, opts ...Option) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -236,7 +236,7 @@ func TestOpenImportsOnFirstStartOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAccount(t, b.Ledger, "bank1-5678", 25050, 0, 0)
-	if v := mustPrepare(t, b.Ledger, "t", debit("bank1-5678", 50)); !v.Yes {
+	if v := mustPrepare(t, b.Ledger.(testLedger), "t", debit("bank1-5678", 50)); !v.Yes {
 		t.Fatal(v)
 	}
 	if err := b.Ledger.Commit(ctx, "t"); err != nil {
