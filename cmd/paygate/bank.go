@@ -25,7 +25,8 @@ func newBankCommand(e *env) *ffcli.Command {
 	data := fs.String("data", ".paygate/data", "directory of the bank's SQLite ledger (<name>.db), when --database-url is empty")
 	dbURL := fs.String("database-url", "", "PostgreSQL database of the bank's ledger instead of the SQLite file, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE; one database per bank")
 	currency := fs.String("currency", bank.DefaultCurrency, "currency of accounts in the seed format ({\"bank1-1001\": 100.0})")
-	gateway := fs.String("gateway", "", "the gateway's API address, HOST:PORT or https://HOST:PORT, asked for the outcome of transactions left in doubt")
+	gateways := &gatewayAddrs{}
+	fs.Var(gateways, "gateway", "the gateway's API address, HOST:PORT or https://HOST:PORT, asked for the outcome of transactions left in doubt; several replicas as a comma-separated list, asked in turn")
 	groupCommit := fs.Bool("group-commit", true, "share one ledger sync between concurrent writes (turn off only to measure what it buys)")
 	resolveAfter := fs.Duration("resolve-after", 5*time.Second, "how long past a prepared transaction's deadline to wait before asking the gateway for its outcome")
 	var tf tlsFlags
@@ -42,7 +43,8 @@ func newBankCommand(e *env) *ffcli.Command {
 			"must exist and serve this bank only); afterwards the ledger is the truth. Only the gateway's\n" +
 			"certificate may call it. A transaction it voted YES on stays prepared until the\n" +
 			"gateway says commit or abort; past its deadline plus --resolve-after the bank asks\n" +
-			"the gateway (--gateway) for the decision.\n\n" +
+			"the gateway (--gateway) for the decision; given several gateway replicas, it asks\n" +
+			"them in turn, starting with the one that answered last.\n\n" +
 			"'paygate bank enroll' issues an account's enrollment code, which its holder\n" +
 			"registers at the gateway with (see 'paygate bank enroll --help').",
 		FlagSet:     fs,
@@ -69,10 +71,6 @@ func newBankCommand(e *env) *ffcli.Command {
 			if err := checkDatabaseURLFlag(*dbURL); err != nil {
 				return err
 			}
-			gw := *gateway
-			if gw != "" && !strings.HasPrefix(gw, "https://") {
-				gw = "https://" + gw
-			}
 			return bank.Run(ctx, bank.ServerConfig{
 				Config: bank.Config{
 					Name:          *name,
@@ -87,7 +85,7 @@ func newBankCommand(e *env) *ffcli.Command {
 				CAFile:       ca,
 				CertFile:     cert,
 				KeyFile:      key,
-				GatewayURL:   gw,
+				GatewayURLs:  gateways.urls,
 				ResolveAfter: *resolveAfter,
 			})
 		},

@@ -156,11 +156,11 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 				AccountsFile: filepath.Join(fixDir, n+"_server_accounts.json"),
 				Logger:       cfg.log,
 			},
-			Listen:     "127.0.0.1:0",
-			CAFile:     filepath.Join(certDir, "ca.pem"),
-			CertFile:   filepath.Join(certDir, "bank-"+n+".pem"),
-			KeyFile:    filepath.Join(certDir, "bank-"+n+"-key.pem"),
-			GatewayURL: gatewayURL,
+			Listen:      "127.0.0.1:0",
+			CAFile:      filepath.Join(certDir, "ca.pem"),
+			CertFile:    filepath.Join(certDir, "bank-"+n+".pem"),
+			KeyFile:     filepath.Join(certDir, "bank-"+n+"-key.pem"),
+			GatewayURLs: []string{gatewayURL},
 		})
 		if err == nil {
 			err = s.Start(ctx)

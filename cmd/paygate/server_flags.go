@@ -3,7 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -78,6 +80,41 @@ func (b bankAddrs) Set(v string) error {
 			addr = "https://" + addr
 		}
 		b[name] = addr
+	}
+	return nil
+}
+
+// gatewayAddrs is a bank's --gateway flag: the gateway's address, HOST:PORT or
+// https://HOST:PORT, or several replicas' addresses separated by commas (which is also how
+// PAYGATE_GATEWAY gives them). Repeating the flag adds to the list.
+type gatewayAddrs struct{ urls []string }
+
+func (g *gatewayAddrs) String() string {
+	if g == nil {
+		return ""
+	}
+	return strings.Join(g.urls, ",")
+}
+
+func (g *gatewayAddrs) Set(v string) error {
+	items := splitList(v)
+	if len(items) == 0 {
+		return fmt.Errorf("want HOST:PORT[,HOST:PORT...], got %q", v)
+	}
+	for _, item := range items {
+		addr := strings.TrimPrefix(item, "https://")
+		if strings.Contains(addr, "://") {
+			return fmt.Errorf("address %q: only https:// is supported", item)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" || port == "" || strings.ContainsAny(addr, "/?#") {
+			return fmt.Errorf("address %q: want HOST:PORT or https://HOST:PORT", item)
+		}
+		u := "https://" + addr
+		if slices.Contains(g.urls, u) {
+			return fmt.Errorf("address %q given twice", item)
+		}
+		g.urls = append(g.urls, u)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/pki"
+	"github.com/paygate/paygate/internal/rpcerr"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
 
@@ -41,9 +42,11 @@ type ServerConfig struct {
 	Listen string
 	// CAFile, CertFile, KeyFile: the bank's PKI material (bank role).
 	CAFile, CertFile, KeyFile string
-	// GatewayURL is the coordinator's base URL for GetDecision, e.g. "https://127.0.0.1:8443".
-	// Empty disables the in-doubt resolver.
-	GatewayURL string
+	// GatewayURLs are the base URLs of the coordinator's replicas, any of which answers
+	// GetDecision, e.g. "https://127.0.0.1:8443". For each transaction in doubt the resolver
+	// asks them in turn, starting with the one that answered last, and moves on only when one
+	// cannot be reached. Empty disables the in-doubt resolver.
+	GatewayURLs []string
 	// ResolveAfter is the grace period past a prepared transaction's deadline after which the
 	// bank asks the gateway for the decision (default 5s).
 	ResolveAfter time.Duration
@@ -57,10 +60,13 @@ type Server struct {
 	bank   *Bank
 	srv    *rpcserver.Server
 	ln     net.Listener
-	coord  gatewayv1connect.CoordinatorServiceClient
-	logger *slog.Logger
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	coords []coordinator
+	// lastAnswered is the index in coords of the replica that answered last, where the next
+	// question starts. Only the resolver's goroutine uses it.
+	lastAnswered int
+	logger       *slog.Logger
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
 }
 
 // NewServer opens the bank and prepares its server; Start serves.
@@ -96,14 +102,18 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}
 	srv.Handle(bankv1connect.NewBankServiceHandler(b.Service, srv.HandlerOptions()...))
 	s := &Server{cfg: cfg, bank: b, srv: srv, logger: logger}
-	if cfg.GatewayURL != "" {
+	if len(cfg.GatewayURLs) > 0 {
 		clientTLS, err := pki.ClientTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
 		}
-		// Only the gateway's certificate may answer GetDecision.
-		s.coord = gatewayv1connect.NewCoordinatorServiceClient(rpcserver.NewGatewayHTTPClient(clientTLS), cfg.GatewayURL, rpcserver.ClientOptions()...)
+		// Only the gateway's certificate may answer GetDecision, at every address.
+		hc := rpcserver.NewGatewayHTTPClient(clientTLS)
+		for _, u := range cfg.GatewayURLs {
+			s.coords = append(s.coords, coordinator{url: u,
+				client: gatewayv1connect.NewCoordinatorServiceClient(hc, u, rpcserver.ClientOptions()...)})
+		}
 	}
 	return s, nil
 }
@@ -124,7 +134,7 @@ func (s *Server) Start(ctx context.Context) error {
 			s.logger.Error("serve", "bank", s.cfg.Name, "error", err)
 		}
 	}()
-	if s.coord != nil {
+	if len(s.coords) > 0 {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.resolveLoop(bg) }()
 	}
@@ -172,6 +182,15 @@ func Run(ctx context.Context, cfg ServerConfig) error {
 	return s.Shutdown(sctx)
 }
 
+// resolveCallTimeout bounds each GetDecision call, at each address.
+const resolveCallTimeout = 5 * time.Second
+
+// coordinator is one replica of the gateway that the resolver may ask.
+type coordinator struct {
+	url    string
+	client gatewayv1connect.CoordinatorServiceClient
+}
+
 // resolveLoop finds prepared transactions whose deadline passed more than ResolveAfter ago and
 // asks the coordinator for their decision. The bank never decides on its own: a transaction
 // stays prepared (its holds in place) until the coordinator answers.
@@ -184,28 +203,36 @@ func (s *Server) resolveLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		txns, err := s.bank.Ledger.PreparedBefore(ctx, time.Now().Add(-s.cfg.ResolveAfter))
-		if err != nil {
-			if ctx.Err() == nil {
-				s.logger.Warn("resolver: list prepared transactions", "bank", s.cfg.Name, "error", err)
-			}
-			continue
-		}
-		for _, txn := range txns {
-			if ctx.Err() != nil {
-				return
-			}
-			s.resolve(ctx, txn.ID, txn.DecisionProof)
-		}
+		s.resolveRound(ctx)
 	}
 }
 
-func (s *Server) resolve(ctx context.Context, id string, proof []byte) {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := s.coord.GetDecision(cctx, connect.NewRequest(&gatewayv1.GetDecisionRequest{TransactionId: id, Proof: proof}))
+// resolveRound asks about every transaction in doubt once. An address that cannot be reached
+// is logged once per round, not once per transaction.
+func (s *Server) resolveRound(ctx context.Context) {
+	txns, err := s.bank.Ledger.PreparedBefore(ctx, time.Now().Add(-s.cfg.ResolveAfter))
 	if err != nil {
-		s.logger.Warn("resolver: coordinator unreachable; transaction stays prepared", "bank", s.cfg.Name, "transaction_id", id, "error", err)
+		if ctx.Err() == nil {
+			s.logger.Warn("resolver: list prepared transactions", "bank", s.cfg.Name, "error", err)
+		}
+		return
+	}
+	unreachable := make(map[string]bool)
+	for _, txn := range txns {
+		if ctx.Err() != nil {
+			return
+		}
+		s.resolve(ctx, txn.ID, txn.DecisionProof, unreachable)
+	}
+}
+
+func (s *Server) resolve(ctx context.Context, id string, proof []byte, unreachable map[string]bool) {
+	resp, url, err := s.askDecision(ctx, id, proof, unreachable)
+	if err != nil {
+		if url != "" && ctx.Err() == nil {
+			s.logger.Warn("resolver: coordinator refused to decide; transaction stays prepared", "bank", s.cfg.Name,
+				"gateway", url, "transaction_id", id, "error", err)
+		}
 		return
 	}
 	switch resp.Msg.GetDecision() {
@@ -214,7 +241,7 @@ func (s *Server) resolve(ctx context.Context, id string, proof []byte) {
 	case gatewayv1.Decision_DECISION_ABORT:
 		err = s.bank.Ledger.Abort(ctx, id)
 	default:
-		s.logger.Error("resolver: coordinator answered no decision", "bank", s.cfg.Name, "transaction_id", id)
+		s.logger.Error("resolver: coordinator answered no decision", "bank", s.cfg.Name, "gateway", url, "transaction_id", id)
 		return
 	}
 	if err != nil {
@@ -223,5 +250,55 @@ func (s *Server) resolve(ctx context.Context, id string, proof []byte) {
 		return
 	}
 	s.logger.Info("resolver: resolved transaction in doubt", "bank", s.cfg.Name, "transaction_id", id,
-		"decision", resp.Msg.GetDecision().String(), "presumed", resp.Msg.GetPresumed())
+		"decision", resp.Msg.GetDecision().String(), "presumed", resp.Msg.GetPresumed(), "gateway", url)
+}
+
+// askDecision asks the coordinator's addresses in turn for the decision on id, starting with
+// the one that answered last, and returns the first answer with the URL that gave it: a
+// decision, or an error the coordinator answered with (a refusal such as not_a_participant),
+// which another replica on the same database would repeat. It moves on only when an address
+// cannot be reached (see unreachableErr), logging that address once per round; when none can
+// be, the URL is empty.
+func (s *Server) askDecision(ctx context.Context, id string, proof []byte, unreachable map[string]bool) (*connect.Response[gatewayv1.GetDecisionResponse], string, error) {
+	var err error
+	for i := range s.coords {
+		k := (s.lastAnswered + i) % len(s.coords)
+		c := s.coords[k]
+		var resp *connect.Response[gatewayv1.GetDecisionResponse]
+		resp, err = c.getDecision(ctx, id, proof)
+		if ctx.Err() != nil {
+			return nil, "", err
+		}
+		if err == nil || !unreachableErr(err) {
+			s.lastAnswered = k
+			return resp, c.url, err
+		}
+		if !unreachable[c.url] {
+			unreachable[c.url] = true
+			s.logger.Warn("resolver: coordinator unreachable; transactions stay prepared until an address answers", "bank", s.cfg.Name,
+				"gateway", c.url, "transaction_id", id, "error", err)
+		}
+	}
+	return nil, "", err
+}
+
+// getDecision is one GetDecision call, under its own deadline.
+func (c coordinator) getDecision(ctx context.Context, id string, proof []byte) (*connect.Response[gatewayv1.GetDecisionResponse], error) {
+	cctx, cancel := context.WithTimeout(ctx, resolveCallTimeout)
+	defer cancel()
+	return c.client.GetDecision(cctx, connect.NewRequest(&gatewayv1.GetDecisionRequest{TransactionId: id, Proof: proof}))
+}
+
+// unreachableErr reports whether err means the address did not answer: the call's deadline
+// passed, or the transport failed (Unavailable without a paygate reason: connection refused,
+// a failed TLS handshake, a connection reset). A gateway that answers with an error of its own
+// carries a reason.
+func unreachableErr(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeDeadlineExceeded:
+		return true
+	case connect.CodeUnavailable:
+		return rpcerr.Reason(err) == ""
+	}
+	return false
 }
