@@ -218,44 +218,28 @@ func (l *Ledger) RedeemEnrollmentCode(ctx context.Context, id, code, username st
 		if err != nil {
 			return err
 		}
-		var (
-			hash               []byte
-			expires            int64
-			failures           int
-			redeemedBy         sql.NullString
-			redeemedAtUnixNano sql.NullInt64
-		)
-		err = tx.QueryRowContext(ctx, `SELECT code_hash, expires_at, failures, redeemed_by, redeemed_at FROM enrollment_codes WHERE account_id = ?`, id).
-			Scan(&hash, &expires, &failures, &redeemedBy, &redeemedAtUnixNano)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return refuse("no code issued for the account")
-		case err != nil:
+		var c storedCode
+		var by sql.NullString
+		err = tx.QueryRowContext(ctx, `SELECT code_hash, expires_at, failures, redeemed_by FROM enrollment_codes WHERE account_id = ?`, id).
+			Scan(&c.hash, &c.expires, &c.failures, &by)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
-		case a.Closed:
-			return refuse("account closed")
-		case failures >= MaxEnrollmentFailures:
-			return refuse(fmt.Sprintf("code burned after %d wrong attempts", failures))
 		}
-		if subtle.ConstantTimeCompare(hash, enrollmentHash(id, code)) != 1 {
-			failures++
-			if _, err := tx.ExecContext(ctx, `UPDATE enrollment_codes SET failures = ? WHERE account_id = ?`, failures, id); err != nil {
+		if by.Valid {
+			c.redeemedBy = &by.String
+		}
+		step, cause := decideRedemption(id, code, username, a.Closed, err == nil, c, now)
+		switch step {
+		case redeemRefused:
+			return refuse(cause)
+		case redeemWrongCode:
+			// One writer at a time: the count read above is current.
+			c.failures++
+			if _, err := tx.ExecContext(ctx, `UPDATE enrollment_codes SET failures = ? WHERE account_id = ?`, c.failures, id); err != nil {
 				return err
 			}
-			if failures >= MaxEnrollmentFailures {
-				return refuse(fmt.Sprintf("wrong code (attempt %d of %d: the code is burned)", failures, MaxEnrollmentFailures))
-			}
-			return refuse(fmt.Sprintf("wrong code (attempt %d of %d)", failures, MaxEnrollmentFailures))
-		}
-		switch {
-		case redeemedBy.Valid && redeemedBy.String == username:
-			// A retry of a registration whose first answer was lost: answered as the first time,
-			// even past the expiry, since the code was redeemed in time.
-		case redeemedBy.Valid:
-			return refuse("code already redeemed by another username")
-		case now.UnixNano() >= expires:
-			return refuse("code expired at " + time.Unix(0, expires).UTC().Format(time.RFC3339))
-		default:
+			return refuse(wrongCodeCause(c.failures))
+		case redeemBind:
 			if _, err := tx.ExecContext(ctx, `UPDATE enrollment_codes SET redeemed_by = ?, redeemed_at = ? WHERE account_id = ?`, username, now.UnixNano(), id); err != nil {
 				return err
 			}
@@ -270,6 +254,56 @@ func (l *Ledger) RedeemEnrollmentCode(ctx context.Context, id, code, username st
 		return Account{}, refusal
 	}
 	return acct, nil
+}
+
+// storedCode is an account's row of enrollment_codes, as a redemption reads it.
+type storedCode struct {
+	hash       []byte
+	expires    int64 // Unix nanoseconds
+	failures   int
+	redeemedBy *string
+}
+
+// redemption is what redeeming a code does to the stored code.
+type redemption int
+
+const (
+	redeemRefused   redemption = iota // nothing changes; the cause says why
+	redeemWrongCode                   // count a failure, then refuse (wrongCodeCause)
+	redeemBind                        // bind the code to the username
+	redeemAgain                       // the same username again: answer as the first time
+)
+
+// decideRedemption is the rule of RedeemEnrollmentCode, the same for every store: code and
+// username against account id's stored code c (found false: none issued), at now.
+func decideRedemption(id, code, username string, closed, found bool, c storedCode, now time.Time) (redemption, string) {
+	switch {
+	case !found:
+		return redeemRefused, "no code issued for the account"
+	case closed:
+		return redeemRefused, "account closed"
+	case c.failures >= MaxEnrollmentFailures:
+		return redeemRefused, fmt.Sprintf("code burned after %d wrong attempts", c.failures)
+	case subtle.ConstantTimeCompare(c.hash, enrollmentHash(id, code)) != 1:
+		return redeemWrongCode, ""
+	case c.redeemedBy != nil && *c.redeemedBy == username:
+		// A retry of a registration whose first answer was lost: answered as the first time,
+		// even past the expiry, since the code was redeemed in time.
+		return redeemAgain, ""
+	case c.redeemedBy != nil:
+		return redeemRefused, "code already redeemed by another username"
+	case now.UnixNano() >= c.expires:
+		return redeemRefused, "code expired at " + time.Unix(0, c.expires).UTC().Format(time.RFC3339)
+	}
+	return redeemBind, ""
+}
+
+// wrongCodeCause is the refusal of a wrong code that brought the code's failures to failures.
+func wrongCodeCause(failures int) string {
+	if failures >= MaxEnrollmentFailures {
+		return fmt.Sprintf("wrong code (attempt %d of %d: the code is burned)", failures, MaxEnrollmentFailures)
+	}
+	return fmt.Sprintf("wrong code (attempt %d of %d)", failures, MaxEnrollmentFailures)
 }
 
 // EnrollmentStatus is what the ledger knows of an account's code (never the code).

@@ -2,7 +2,6 @@ package bank
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"time"
@@ -83,42 +82,22 @@ func (l *PGLedger) RedeemEnrollmentCode(ctx context.Context, id, code, username 
 		if err != nil {
 			return err
 		}
-		var (
-			hash       []byte
-			expires    int64
-			failures   int
-			redeemedBy *string
-		)
+		var c storedCode
 		err = tx.QueryRow(ctx, `SELECT code_hash, expires_at, failures, redeemed_by FROM enrollment_codes WHERE account_id = $1 FOR UPDATE`, id).
-			Scan(&hash, &expires, &failures, &redeemedBy)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return refuse("no code issued for the account")
-		case err != nil:
+			Scan(&c.hash, &c.expires, &c.failures, &c.redeemedBy)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
-		case a.Closed:
-			return refuse("account closed")
-		case failures >= MaxEnrollmentFailures:
-			return refuse(fmt.Sprintf("code burned after %d wrong attempts", failures))
 		}
-		if subtle.ConstantTimeCompare(hash, enrollmentHash(id, code)) != 1 {
-			if err := tx.QueryRow(ctx, `UPDATE enrollment_codes SET failures = failures + 1 WHERE account_id = $1 RETURNING failures`, id).Scan(&failures); err != nil {
+		step, cause := decideRedemption(id, code, username, a.Closed, err == nil, c, now)
+		switch step {
+		case redeemRefused:
+			return refuse(cause)
+		case redeemWrongCode:
+			if err := tx.QueryRow(ctx, `UPDATE enrollment_codes SET failures = failures + 1 WHERE account_id = $1 RETURNING failures`, id).Scan(&c.failures); err != nil {
 				return err
 			}
-			if failures >= MaxEnrollmentFailures {
-				return refuse(fmt.Sprintf("wrong code (attempt %d of %d: the code is burned)", failures, MaxEnrollmentFailures))
-			}
-			return refuse(fmt.Sprintf("wrong code (attempt %d of %d)", failures, MaxEnrollmentFailures))
-		}
-		switch {
-		case redeemedBy != nil && *redeemedBy == username:
-			// A retry of a registration whose first answer was lost: answered as the first time,
-			// even past the expiry, since the code was redeemed in time.
-		case redeemedBy != nil:
-			return refuse("code already redeemed by another username")
-		case now.UnixNano() >= expires:
-			return refuse("code expired at " + time.Unix(0, expires).UTC().Format(time.RFC3339))
-		default:
+			return refuse(wrongCodeCause(c.failures))
+		case redeemBind:
 			if _, err := tx.Exec(ctx, `UPDATE enrollment_codes SET redeemed_by = $1, redeemed_at = $2 WHERE account_id = $3`, username, now.UnixNano(), id); err != nil {
 				return err
 			}

@@ -957,19 +957,34 @@ func (l *Ledger) ListAccounts(ctx context.Context, pageSize int, pageToken strin
 	if pageSize <= 0 {
 		return nil, "", fmt.Errorf("list accounts: %w: page size %d", ErrInvalidArgument, pageSize)
 	}
-	after := ""
-	if pageToken != "" {
-		b, err := base64.RawURLEncoding.DecodeString(pageToken)
-		if err != nil || len(b) == 0 {
-			return nil, "", fmt.Errorf("list accounts: %w", ErrInvalidPageToken)
-		}
-		after = string(b)
+	after, err := decodeAccountPageToken(pageToken)
+	if err != nil {
+		return nil, "", err
 	}
 	rows, err := l.db.Read.QueryContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id > ? ORDER BY id LIMIT ?`, after, pageSize+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list accounts: %w", err)
 	}
 	defer rows.Close()
+	return accountPage(rows, pageSize)
+}
+
+// decodeAccountPageToken is the account id a ListAccounts page starts after ("" for the
+// first page), or ErrInvalidPageToken.
+func decodeAccountPageToken(pageToken string) (string, error) {
+	if pageToken == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(pageToken)
+	if err != nil || len(b) == 0 || hasNUL(string(b)) {
+		return "", fmt.Errorf("list accounts: %w", ErrInvalidPageToken)
+	}
+	return string(b), nil
+}
+
+// accountPage reads a ListAccounts query's rows (at most pageSize+1) into a page and the token
+// of the next one ("" after the last page). Both stores' rows satisfy accountRows.
+func accountPage(rows accountRows, pageSize int) ([]Account, string, error) {
 	var out []Account
 	for rows.Next() {
 		a, err := scanAccount(rows)
@@ -987,6 +1002,13 @@ func (l *Ledger) ListAccounts(ctx context.Context, pageSize int, pageToken strin
 		next = base64.RawURLEncoding.EncodeToString([]byte(out[pageSize-1].ID))
 	}
 	return out, next, nil
+}
+
+// accountRows is what accountPage needs of a query's rows (database/sql's and pgx's).
+type accountRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
 }
 
 // Transaction returns the record of one transaction, or ErrUnknownTransaction.

@@ -3,7 +3,6 @@ package bank
 import (
 	"context"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -717,36 +716,16 @@ func (l *PGLedger) ListAccounts(ctx context.Context, pageSize int, pageToken str
 	if pageSize <= 0 {
 		return nil, "", fmt.Errorf("list accounts: %w: page size %d", ErrInvalidArgument, pageSize)
 	}
-	after := ""
-	if pageToken != "" {
-		b, err := base64.RawURLEncoding.DecodeString(pageToken)
-		if err != nil || len(b) == 0 || hasNUL(string(b)) {
-			return nil, "", fmt.Errorf("list accounts: %w", ErrInvalidPageToken)
-		}
-		after = string(b)
+	after, err := decodeAccountPageToken(pageToken)
+	if err != nil {
+		return nil, "", err
 	}
 	rows, err := l.pool.Query(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id > $1 ORDER BY id LIMIT $2`, after, pageSize+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list accounts: %w", err)
 	}
 	defer rows.Close()
-	var out []Account
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("list accounts: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("list accounts: %w", err)
-	}
-	next := ""
-	if len(out) > pageSize {
-		out = out[:pageSize]
-		next = base64.RawURLEncoding.EncodeToString([]byte(out[pageSize-1].ID))
-	}
-	return out, next, nil
+	return accountPage(rows, pageSize)
 }
 
 // Transaction is Ledger.Transaction.
