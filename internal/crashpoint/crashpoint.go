@@ -14,7 +14,9 @@
 // committing, and HitHeld, reached once the work that overlaps the sync is done, kills the
 // process. The write is then in no committed transaction, so a restart cannot find it.
 //
-// In ordinary builds Hit, Hold, Held and HitHeld are empty (Enabled is false and callers guard
+// Trace records events for tests to read back (PAYGATE_TRACE_FILE).
+//
+// In ordinary builds Hit, Hold, Held, HitHeld and Trace are empty (Enabled is false and callers guard
 // on it) and PAYGATE_CRASH_AT is ignored: no production configuration can enable a crash point.
 package crashpoint
 

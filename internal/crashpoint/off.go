@@ -18,3 +18,6 @@ func Held(context.Context) {}
 
 // HitHeld does nothing in binaries built without the crashpoints tag.
 func HitHeld(context.Context, string) {}
+
+// Trace does nothing in binaries built without the crashpoints tag.
+func Trace(string, string) {}

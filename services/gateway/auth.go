@@ -161,6 +161,14 @@ func (g *Gateway) importUsers(ctx context.Context, path string) error {
 		return fmt.Errorf("gateway: hash passwords: %w", err)
 	}
 	if err := g.store.CreateUsers(ctx, records, g.now()); err != nil {
+		// Replicas starting together on one shared store race to import: the first wins, and
+		// its users are the same file's.
+		if errors.Is(err, ErrUserExists) || errors.Is(err, ErrAccountLinked) {
+			if n, cerr := g.store.CountUsers(ctx); cerr == nil && n > 0 {
+				g.logger.Info("users imported by another gateway replica meanwhile; not importing again", "users", n, "file", path)
+				return nil
+			}
+		}
 		return err
 	}
 	g.logger.Info("imported users", "users", len(records), "file", path)
@@ -229,8 +237,9 @@ func (g *Gateway) authenticate(ctx context.Context, header string) (context.Cont
 }
 
 // sessionCacheTTL bounds how long a session read from the store is trusted without reading it
-// again. Logout through this process takes effect at once; through another process sharing the
-// store, within this time.
+// again. Logout takes effect at once: the cache is only used on a store that is not shared
+// (one process, whose logouts drop their sessions from it); on a shared store every call
+// reads its session, so that a logout through any replica ends it on all of them.
 const sessionCacheTTL = 5 * time.Second
 
 type cachedSession struct {
@@ -251,6 +260,10 @@ type sessionCache struct {
 
 // session returns the session of tok and its user's role, from the cache when fresh.
 func (g *Gateway) session(ctx context.Context, tok string) (sessionRecord, string, error) {
+	if g.store.Shared() {
+		sess, err := g.store.Session(ctx, tok)
+		return sess, sess.Role, err
+	}
 	key := sha256.Sum256([]byte(tok))
 	now := g.now()
 	g.sessions.mu.Lock()
@@ -264,19 +277,15 @@ func (g *Gateway) session(ctx context.Context, tok string) (sessionRecord, strin
 	if err != nil {
 		return sess, "", err
 	}
-	u, err := g.store.User(ctx, sess.Username)
-	if err != nil {
-		return sess, "", err
-	}
 	g.sessions.mu.Lock()
 	if g.sessions.m == nil || len(g.sessions.m) > 100_000 {
 		g.sessions.m = make(map[[32]byte]cachedSession)
 	}
 	if g.sessions.gen == gen {
-		g.sessions.m[key] = cachedSession{sess: sess, role: u.Role, at: now}
+		g.sessions.m[key] = cachedSession{sess: sess, role: sess.Role, at: now}
 	}
 	g.sessions.mu.Unlock()
-	return sess, u.Role, nil
+	return sess, sess.Role, nil
 }
 
 // forgetSession drops tok from the cache.
@@ -385,6 +394,55 @@ func (r *attemptReservation) refund() {
 	}
 }
 
+// attemptBudget is where a throttle keeps its budgets: in memory (loginThrottle), or in a
+// shared store (storeThrottle), so that every replica spends from the same ones.
+type attemptBudget interface {
+	// take reserves one attempt from each key's budget, as loginThrottle.reserve does: it
+	// returns a refund giving it back, or how long to wait (> 0) when it took nothing.
+	take(ctx context.Context, now time.Time, keys ...string) (refund func(), wait time.Duration, err error)
+}
+
+func (t *loginThrottle) take(_ context.Context, now time.Time, keys ...string) (func(), time.Duration, error) {
+	r, wait := t.reserve(now, keys...)
+	if r == nil {
+		return nil, wait, nil
+	}
+	return r.refund, 0, nil
+}
+
+// storeThrottle is a throttle whose budgets are in a shared store, by the store's clock.
+type storeThrottle struct {
+	limits sharedLimits
+	scope  string
+	every  time.Duration
+	burst  int
+}
+
+func (t *storeThrottle) take(ctx context.Context, _ time.Time, keys ...string) (func(), time.Duration, error) {
+	wait, err := t.limits.ReserveAttempt(ctx, t.scope, keys, t.burst, t.every)
+	if err != nil || wait > 0 {
+		return nil, wait, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			// The attempt is over: give it back even if its call was cancelled.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			t.limits.RefundAttempt(rctx, t.scope, keys, t.burst)
+		})
+	}, 0, nil
+}
+
+// newThrottle returns a throttle of burst attempts refilled at one every every, shared through
+// store when it is shared.
+func newThrottle(store Store, scope string, every time.Duration, burst int) attemptBudget {
+	if l, ok := store.(sharedLimits); ok && store.Shared() {
+		return &storeThrottle{limits: l, scope: scope, every: every, burst: burst}
+	}
+	return newLoginThrottle(every, burst)
+}
+
 // throttled is the refusal of an attempt that has no budget left for wait.
 func throttled(reason, what string, wait time.Duration) error {
 	return rpcerr.New(connect.CodeResourceExhausted, reason,
@@ -423,14 +481,17 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	now := g.now()
 	// The attempt is paid for before the password is checked, so that concurrent guesses cannot
 	// all be checked before the first failure is counted; a right password gets it back.
-	attempt, wait := g.throttle.reserve(now, keys...)
-	if attempt == nil {
+	refund, wait, err := g.throttle.take(ctx, now, keys...)
+	if err != nil {
+		return nil, err
+	}
+	if wait > 0 {
 		return nil, throttled("login_throttled", "failed logins", wait)
 	}
 	setCallUser(ctx, username)
 	u, err := g.store.User(ctx, username)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		attempt.refund()
+		refund()
 		return nil, err
 	}
 	hash := []byte(u.PasswordHash)
@@ -440,7 +501,7 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	if cmpErr := bcrypt.CompareHashAndPassword(hash, []byte(req.Msg.GetPassword())); cmpErr != nil || errors.Is(err, ErrNotFound) {
 		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "invalid username or password")
 	}
-	attempt.refund()
+	refund()
 	tok, err := newToken()
 	if err != nil {
 		return nil, err
@@ -508,13 +569,16 @@ func (g *Gateway) Register(ctx context.Context, req *connect.Request[gatewayv1.R
 			keys = append(keys, k)
 		}
 	}
-	attempt, wait := g.registerThrottle.reserve(g.now(), keys...)
-	if attempt == nil {
+	refund, wait, err := g.registerThrottle.take(ctx, g.now(), keys...)
+	if err != nil {
+		return nil, err
+	}
+	if wait > 0 {
 		return nil, throttled("register_throttled", "refused registrations", wait)
 	}
 	resp, err := g.register(ctx, req.Msg)
 	if code := connect.CodeOf(err); err == nil || (code != connect.CodePermissionDenied && code != connect.CodeAlreadyExists) {
-		attempt.refund()
+		refund()
 	}
 	return resp, err
 }

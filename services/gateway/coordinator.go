@@ -38,7 +38,7 @@ var (
 // Coordinator runs two-phase commit for payments. See the package documentation for the
 // protocol and its states.
 type Coordinator struct {
-	store   *Store
+	store   Store
 	banks   map[string]participant
 	health  *bankHealth
 	events  *broker
@@ -87,7 +87,7 @@ type vote struct {
 	err    error
 }
 
-func newCoordinator(store *Store, banks map[string]participant, health *bankHealth, events *broker, logger *slog.Logger, timeout time.Duration, proofKey []byte) *Coordinator {
+func newCoordinator(store Store, banks map[string]participant, health *bankHealth, events *broker, logger *slog.Logger, timeout time.Duration, proofKey []byte) *Coordinator {
 	return &Coordinator{
 		proofKey:      proofKey,
 		store:         store,
@@ -95,7 +95,7 @@ func newCoordinator(store *Store, banks map[string]participant, health *bankHeal
 		health:        health,
 		events:        events,
 		logger:        logger,
-		now:           time.Now,
+		now:           store.Now,
 		timeout:       timeout,
 		phase2Timeout: 5 * time.Second,
 		inflight:      make(map[string]*claim),
@@ -118,6 +118,9 @@ func participantsOf(p paymentRecord) []string {
 
 // claim is a payment this process is driving now: by a request, or by the recovery loop.
 type claim struct {
+	// owner is the store lease under which the driver holds the payment (see leaseStore):
+	// when the process's lease changes, the driver no longer holds it.
+	owner string
 	// fingerprint is the payment's parameters as the driver has them, for a duplicate request
 	// to be compared with before the payment is stored.
 	fingerprint []byte
@@ -133,8 +136,20 @@ func (c *Coordinator) acquire(id string, fingerprint []byte) (*claim, bool) {
 	if cl, ok := c.inflight[id]; ok {
 		return cl, false
 	}
-	c.inflight[id] = &claim{fingerprint: fingerprint, released: make(chan struct{})}
+	c.inflight[id] = &claim{owner: c.store.Owner(), fingerprint: fingerprint, released: make(chan struct{})}
 	return nil, true
+}
+
+// holds says whether this process may still drive payment id: it has claimed it, under the
+// store lease it holds now, and that lease is certainly valid. A process that lost its lease
+// (it was paused or cut off from the store for longer than the lease lasts) must not send a
+// prepare: another replica may be driving the payment. Deciding and phase two stay safe
+// without the lease (the decision is a compare-and-set, phase two is idempotent).
+func (c *Coordinator) holds(id string) bool {
+	c.mu.Lock()
+	cl, ok := c.inflight[id]
+	c.mu.Unlock()
+	return ok && cl.owner == c.store.Owner() && c.store.Holding()
 }
 
 func (c *Coordinator) isCompleting(id string) bool {
@@ -185,7 +200,7 @@ func (c *Coordinator) Execute(ctx context.Context, p paymentRecord) (paymentReco
 func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentRecord, replayed bool, err error, handedOff bool) {
 	// Money the payer is about to receive, or to get back from an aborted payment, counts:
 	// wait for phase twos that raise the payer's available money.
-	if err := c.settle.wait(ctx, "+"+p.From); err != nil {
+	if err := c.waitSettled(ctx, true, p.From); err != nil {
 		return p, false, err, false
 	}
 	// The protocol runs to its end even if the client goes away: it is bounded by the payment's
@@ -208,7 +223,13 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 		return c.rerun(ctx, stored, p)
 	}
 	crashpoint.HitHeld(admitCtx, crashpoint.GatewayAfterInsert)
-	votes := c.prepare(ctx, p)
+	// A shared store sets the payment's times by its own clock.
+	p.CreatedAt, p.Deadline = stored.CreatedAt, stored.Deadline
+	votes, err := c.prepare(ctx, p)
+	if err != nil {
+		durable() // the banks' prepares, if any, end as presumed aborts or with the new driver
+		return p, false, err, false
+	}
 	crashpoint.HitHeld(admitCtx, crashpoint.GatewayVotesBeforeAdmit)
 	if err := durable(); err != nil {
 		// Nothing is decided: the banks' prepared transactions end as presumed aborts.
@@ -239,11 +260,70 @@ func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (payme
 	if stored.Decision != decisionNone {
 		return stored, true, nil, false
 	}
+	// Undecided: drive it on, unless another replica does.
+	stored, held, err := c.store.Claim(ctx, stored.PaymentID)
+	if err != nil {
+		return p, false, err, false
+	}
+	if !held {
+		if stored, held, err = c.awaitRemote(ctx, stored); err != nil || !held {
+			return stored, err == nil, err, false
+		}
+	}
+	if stored.Decision != decisionNone {
+		return stored, true, nil, false
+	}
 	out, err := c.drive(context.WithoutCancel(ctx), stored, true)
 	if err != nil {
 		return stored, false, err, false
 	}
 	return out, true, nil, true
+}
+
+// awaitRemote waits for the outcome of payment p that another replica drives: until it is
+// decided (returned with held false), until its driver's lease has expired and this process
+// has claimed it (returned with held true: the caller drives it on), or until shortly before
+// ctx's deadline (ErrPaymentInProgress). It is told of decisions by the store's
+// notifications and polls the row besides, since a notification may be lost.
+func (c *Coordinator) awaitRemote(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
+	ch, cancel := c.events.waitFor(p.PaymentID)
+	defer cancel()
+	wctx, wcancel := answerBy(ctx)
+	defer wcancel()
+	poll := 50 * time.Millisecond
+	for {
+		t := time.NewTimer(poll)
+		select {
+		case out := <-ch:
+			t.Stop()
+			return out, false, nil
+		case <-t.C:
+		case <-wctx.Done():
+			t.Stop()
+			return p, false, ErrPaymentInProgress
+		}
+		poll = min(2*poll, time.Second)
+		fresh, held, err := c.store.Claim(ctx, p.PaymentID)
+		switch {
+		case err != nil:
+			return p, false, err
+		case fresh.Decision != decisionNone:
+			return fresh, false, nil
+		case held:
+			c.logger.LogAttrs(ctx, slog.LevelInfo, "took over a payment whose replica's lease expired", slog.String("payment_id", p.PaymentID))
+			return fresh, true, nil
+		}
+	}
+}
+
+// answerBy returns ctx bounded a little before its deadline, so that an "in progress" answer
+// reaches the client before its own deadline ends the call.
+func answerBy(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, d.Add(-min(time.Second, time.Until(d)/10)))
 }
 
 // isUnadmittedAbort says whether p is the presumed abort DecisionFor records for a payment
@@ -283,14 +363,8 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 	}
 	ch, cancel := c.events.waitFor(p.PaymentID)
 	defer cancel()
-	// Answer "in progress" a little before the caller's deadline, so that the answer reaches
-	// the client before its own deadline ends the call.
-	wctx := ctx
-	if d, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Second, time.Until(d)/10)))
-		defer cancel()
-	}
+	wctx, wcancel := answerBy(ctx)
+	defer wcancel()
 	// Read after subscribing, so a decision made in between is not missed.
 	stored, err := c.store.Payment(ctx, p.PaymentID)
 	switch {
@@ -327,7 +401,10 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 // drive runs phases one and two for an admitted, undecided payment this process has claimed;
 // async as for decideAndComplete.
 func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool) (paymentRecord, error) {
-	votes := c.prepare(ctx, p)
+	votes, err := c.prepare(ctx, p)
+	if err != nil {
+		return p, err
+	}
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
 	return c.decideAndComplete(ctx, p, votes, async)
 }
@@ -385,9 +462,20 @@ func (d decision) String() string {
 	return "none"
 }
 
+// errLeaseLost is prepare's refusal to send prepares for a payment this process no longer
+// certainly holds (see Coordinator.holds). The payment is undecided; whoever holds it now
+// decides it.
+var errLeaseLost = fmt.Errorf("%w: its driver changed", ErrPaymentInProgress)
+
 // prepare asks every participant to prepare, in parallel, and collects their votes. A bank known
-// to be down is not called: its vote is an error at once.
-func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
+// to be down is not called: its vote is an error at once. It sends nothing, and returns
+// errLeaseLost, when this process no longer holds the payment.
+func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, error) {
+	if !c.holds(p.PaymentID) {
+		return nil, errLeaseLost
+	}
+	crashpoint.Trace("prepare.begin", p.PaymentID)
+	defer crashpoint.Trace("prepare.end", p.PaymentID)
 	ctx, cancel := context.WithDeadline(ctx, p.Deadline)
 	defer cancel()
 	banks := participantsOf(p)
@@ -395,10 +483,10 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
 	// holding money at the other banks meanwhile.
 	for _, bank := range banks {
 		if _, ok := c.banks[bank]; !ok {
-			return []vote{{bank: bank, err: fmt.Errorf("%w %q", ErrUnknownBank, bank)}}
+			return []vote{{bank: bank, err: fmt.Errorf("%w %q", ErrUnknownBank, bank)}}, nil
 		}
 		if err := c.health.check(bank); err != nil {
-			return []vote{{bank: bank, err: err}}
+			return []vote{{bank: bank, err: err}}, nil
 		}
 	}
 	votes := make([]vote, len(banks))
@@ -418,7 +506,7 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) []vote {
 		reqs[i] = req
 	}
 	each(len(banks), func(i int) { votes[i] = c.prepareOne(ctx, banks[i], reqs[i]) })
-	return votes
+	return votes, nil
 }
 
 // each runs f(0) to f(n-1) concurrently, f(n-1) on the calling goroutine, and returns when all
@@ -744,9 +832,26 @@ func (c *Coordinator) Recover(ctx context.Context, interval time.Duration) {
 }
 
 func (c *Coordinator) recoverOnce(ctx context.Context) {
-	// Page through every unfinished payment: payments stuck at a bank that is down must not
-	// keep newer ones from being looked at.
+	// First take over the payments of replicas whose lease expired (none on a store that is
+	// not shared), a page at a time.
 	const page = 1000
+	for {
+		n, err := c.store.ClaimOrphans(ctx, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: claim payments of expired replicas", slog.String("error", err.Error()))
+			}
+			break
+		}
+		if n > 0 {
+			c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: took over payments of replicas whose lease expired", slog.Int("payments", n))
+		}
+		if n < page {
+			break
+		}
+	}
+	// Page through every unfinished payment of this process's: payments stuck at a bank that
+	// is down must not keep newer ones from being looked at.
 	var after *unfinishedCursor
 	for {
 		list, err := c.store.Unfinished(ctx, after, page)
@@ -796,15 +901,16 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 			defer func() { <-c.recoverSlots }()
 			defer c.release(p.PaymentID)
 			// The list was read before the claim: a request may have finished the payment in
-			// between (decided, completed, released). Act on the row as it is now.
-			fresh, err := c.store.Payment(ctx, p.PaymentID)
+			// between (decided, completed, released), or another replica taken it over. Act on
+			// the row as it is now, if it is still this process's.
+			fresh, held, err := c.store.Claim(ctx, p.PaymentID)
 			if err != nil {
 				if ctx.Err() == nil {
 					c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: read payment", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
 				}
 				return
 			}
-			if fresh.Completed {
+			if fresh.Completed || !held {
 				return
 			}
 			c.recoverPayment(ctx, fresh)

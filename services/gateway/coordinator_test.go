@@ -19,7 +19,7 @@ import (
 
 // newTestCoordinator returns a coordinator over fake banks "bankA" and "bankB" with its own
 // store. Background work started by recoverOnce is waited for before the store closes.
-func newTestCoordinator(t *testing.T, timeout time.Duration, a, b *fakeBank) (*Coordinator, *Store) {
+func newTestCoordinator(t *testing.T, timeout time.Duration, a, b *fakeBank) (*Coordinator, Store) {
 	t.Helper()
 	store, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "gateway.db"), false)
 	if err != nil {
@@ -64,7 +64,7 @@ func testPayment(from, to string, amount int64) paymentRecord {
 	return p
 }
 
-func stored(t testing.TB, s *Store, id string) paymentRecord {
+func stored(t testing.TB, s Store, id string) paymentRecord {
 	t.Helper()
 	p, err := s.Payment(context.Background(), id)
 	if err != nil {

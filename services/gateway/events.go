@@ -105,3 +105,10 @@ func (b *broker) publish(p paymentRecord) {
 		}
 	}
 }
+
+// idle says whether nobody waits for a payment or watches a user's payments.
+func (b *broker) idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.waiters) == 0 && len(b.watchers) == 0
+}

@@ -37,8 +37,15 @@ type Config struct {
 	Banks map[string]string
 	// UsersFile is user_details.json, imported on first start.
 	UsersFile string
-	// DataDir holds gateway.db.
+	// DataDir holds gateway.db, the SQLite store, when DatabaseURL is empty.
 	DataDir string
+	// DatabaseURL, when set (postgres://...), keeps the gateway's store in PostgreSQL instead,
+	// where any number of gateway replicas may share it (see docs/SCALING.md).
+	DatabaseURL string
+	// LeaseTTL is how long a replica's lease on the payments it drives lasts without renewal,
+	// on a PostgreSQL store (default 10s): a replica that dies has its payments taken over by
+	// another after this long.
+	LeaseTTL time.Duration
 	// CAFile, CertFile and KeyFile are the gateway's PKI material (gateway role).
 	CAFile, CertFile, KeyFile string
 
@@ -147,8 +154,11 @@ func (c *Config) Validate() error {
 	if c.UsersFile == "" {
 		errs = append(errs, errors.New("--users: users file required"))
 	}
-	if c.DataDir == "" {
-		errs = append(errs, errors.New("--data: data directory required"))
+	if c.DataDir == "" && c.DatabaseURL == "" {
+		errs = append(errs, errors.New("--data: data directory required (or --database-url)"))
+	}
+	if c.LeaseTTL < 0 {
+		errs = append(errs, errors.New("--lease-ttl: must be positive"))
 	}
 	if c.CAFile == "" || c.CertFile == "" || c.KeyFile == "" {
 		errs = append(errs, errors.New("--ca, --cert and --key are required"))
@@ -172,14 +182,14 @@ func (c *Config) Validate() error {
 type Gateway struct {
 	cfg      Config
 	logger   *slog.Logger
-	store    *Store
+	store    Store
 	banks    map[string]bankv1connect.BankServiceClient
 	coord    *Coordinator
 	health   *bankHealth
 	events   *broker
-	throttle *loginThrottle
-	// registerThrottle limits refused registrations per address.
-	registerThrottle *loginThrottle
+	throttle attemptBudget
+	// registerThrottle limits refused registrations per address and per account.
+	registerThrottle attemptBudget
 	sessions         sessionCache
 	owners           ownerCache
 	now              func() time.Time
@@ -224,14 +234,14 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(), draining: make(chan struct{}),
-		throttle:         newLoginThrottle(cfg.LoginFailureEvery, cfg.LoginFailuresBurst),
-		registerThrottle: newLoginThrottle(cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)}
-	store, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"), cfg.NoGroupCommit)
+	g := &Gateway{cfg: cfg, logger: cfg.Logger, now: time.Now, events: newBroker(), draining: make(chan struct{})}
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	g.store = store
+	g.throttle = newThrottle(store, "login", cfg.LoginFailureEvery, cfg.LoginFailuresBurst)
+	g.registerThrottle = newThrottle(store, "register", cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)
 	// A failure from here on undoes what New started: the batchers' goroutines and the store.
 	ok := false
 	defer func() {
@@ -331,6 +341,22 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// openStore opens the store cfg names: PostgreSQL at DatabaseURL, or SQLite under DataDir.
+func openStore(ctx context.Context, cfg Config) (Store, error) {
+	if cfg.DatabaseURL != "" {
+		s, err := OpenPGStore(ctx, cfg.DatabaseURL, PGStoreOptions{LeaseTTL: cfg.LeaseTTL, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	s, err := OpenStore(ctx, filepath.Join(cfg.DataDir, "gateway.db"), cfg.NoGroupCommit)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // mount registers the gateway's services on srv; the coordinator service only on the API
 // listener (banks never call the web listener).
 func (g *Gateway) mount(srv *rpcserver.Server, withCoordinator bool) {
@@ -375,10 +401,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.web != nil {
 		g.serve(g.web, g.webLn)
 	}
-	g.wg.Add(3)
+	g.wg.Add(5)
 	go func() { defer g.wg.Done(); g.health.probe(bg, g.healthClients, g.cfg.HealthInterval) }()
 	go func() { defer g.wg.Done(); g.coord.Recover(bg, g.cfg.RecoveryInterval) }()
 	go func() { defer g.wg.Done(); g.expireSessions(bg) }()
+	go func() { defer g.wg.Done(); g.coord.keepLease(bg) }()
+	go func() { defer g.wg.Done(); g.coord.listen(bg) }()
 	g.logger.Info("gateway serving", "api", g.apiLn.Addr().String(), "web", g.WebAddr(), "banks", len(g.banks), "txn_timeout", g.cfg.TxnTimeout)
 	return nil
 }
@@ -441,6 +469,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.wg.Wait()
 	g.coord.WaitBackground()
 	g.stopBatchers()
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	errs = append(errs, g.coord.handBack(hctx))
+	cancel()
 	errs = append(errs, g.store.Close())
 	return errors.Join(errs...)
 }

@@ -86,7 +86,7 @@ func TestLoginSessionCapConcurrent(t *testing.T) {
 		t.Errorf("%d of %d concurrent logins succeeded, want exactly the cap of 5", ok, n)
 	}
 	var live int
-	if err := e.gw.store.db.Read.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE username = 'carol'`).Scan(&live); err != nil || live != 5 {
+	if err := e.gw.store.(*SQLiteStore).db.Read.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE username = 'carol'`).Scan(&live); err != nil || live != 5 {
 		t.Errorf("carol has %d sessions stored (%v), want 5", live, err)
 	}
 }

@@ -213,13 +213,36 @@ func (g *Gateway) ListPayments(ctx context.Context, req *connect.Request[gateway
 	return connect.NewResponse(resp), nil
 }
 
+// watch opens a stream of username's payment changes, within the user's limit of open streams:
+// counted in memory, or across every replica in a shared store.
+func (g *Gateway) watch(ctx context.Context, username string) (<-chan paymentRecord, func(), error) {
+	limits, ok := g.store.(sharedLimits)
+	if !ok || !g.store.Shared() {
+		return g.events.watch(username, g.cfg.MaxWatchersPerUser)
+	}
+	release, err := limits.OpenStream(ctx, username, g.cfg.MaxWatchersPerUser)
+	if errors.Is(err, ErrTooManyStreams) {
+		return nil, nil, errTooManyWatchers
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, cancel, err := g.events.watch(username, 0)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	var once sync.Once
+	return ch, func() { once.Do(func() { cancel(); release() }) }, nil
+}
+
 // WatchPayments implements PaymentService.WatchPayments.
 func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv1.WatchPaymentsRequest], stream *connect.ServerStream[gatewayv1.WatchPaymentsResponse]) error {
 	user, err := mustPrincipal(ctx)
 	if err != nil {
 		return err
 	}
-	ch, cancel, err := g.events.watch(user.Username, g.cfg.MaxWatchersPerUser)
+	ch, cancel, err := g.watch(ctx, user.Username)
 	if errors.Is(err, errTooManyWatchers) {
 		return rpcerr.New(connect.CodeResourceExhausted, "too_many_watchers",
 			fmt.Sprintf("this user has %d payment streams open, the most allowed: close one and watch again", g.cfg.MaxWatchersPerUser),
@@ -263,7 +286,7 @@ func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1
 		return nil, err
 	}
 	// Payments answered already show applied: wait for their phase twos on these accounts.
-	if err := g.coord.settle.wait(ctx, accounts...); err != nil {
+	if err := g.coord.waitSettled(ctx, false, accounts...); err != nil {
 		return nil, err
 	}
 	byBank := map[string][]string{}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // settleBarrier tracks the phase twos this process has sent and not yet seen answered, by key
@@ -87,4 +88,67 @@ func (b *settleBarrier) wait(ctx context.Context, keys ...string) error {
 		}
 	}
 	return nil
+}
+
+// remoteSettleWait bounds how long a read waits for phase twos that other replicas run (see
+// Coordinator.waitSettled): one that takes longer is stuck at a bank (down, or cut off from
+// that replica) and is finished by recovery later; the read goes on without it.
+const remoteSettleWait = 2 * time.Second
+
+// waitSettled returns once the phase twos changing accounts (raising: only those raising their
+// available money, see settleKeys) that were pending when it was called are over, or with
+// ctx's error. Phase twos this process runs are tracked in memory (settleBarrier). On a shared
+// store, other replicas' are found in the store (decided, not yet acknowledged): those are
+// waited for until acknowledged, at most remoteSettleWait, except payments this process
+// already tried and will retry (their attempt is over, as the local barrier's would be).
+func (c *Coordinator) waitSettled(ctx context.Context, raising bool, accounts ...string) error {
+	keys := accounts
+	if raising {
+		keys = make([]string, len(accounts))
+		for i, a := range accounts {
+			keys[i] = "+" + a
+		}
+	}
+	if err := c.settle.wait(ctx, keys...); err != nil {
+		return err
+	}
+	if !c.store.Shared() {
+		return nil
+	}
+	pending, err := c.unsettledElsewhere(ctx, accounts, raising, nil)
+	if err != nil || len(pending) == 0 {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, remoteSettleWait)
+	defer cancel()
+	for poll := time.Millisecond; len(pending) > 0; poll = min(2*poll, 50*time.Millisecond) {
+		select {
+		case <-time.After(poll):
+		case <-wctx.Done():
+			return ctx.Err() // nil when only the bound passed
+		}
+		if pending, err = c.unsettledElsewhere(ctx, accounts, raising, pending); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unsettledElsewhere returns the store's unsettled payments of accounts that this process is
+// not retrying, among among when it is not nil.
+func (c *Coordinator) unsettledElsewhere(ctx context.Context, accounts []string, raising bool, among map[string]bool) (map[string]bool, error) {
+	ids, err := c.store.Unsettled(ctx, accounts, raising)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if _, retrying := c.retry[id]; retrying || (among != nil && !among[id]) {
+			continue
+		}
+		out[id] = true
+	}
+	return out, nil
 }

@@ -2,90 +2,171 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
-
-	"github.com/paygate/paygate/internal/sqlitedb"
 )
 
-// The gateway's store: users and their linked accounts, sessions, and payments with the
-// coordinator's decision log. One SQLite file, WAL, synchronous=FULL (see sqlitedb).
+// The gateway's store, as the gateway uses it: users and their linked accounts, sessions, and
+// payments with the coordinator's decision log. Two implementations: SQLiteStore (one file, the
+// embedded default, one gateway process) and PGStore (PostgreSQL, shared by any number of
+// gateway replicas).
 //
 // A payment row is the coordinator's durable record of one two-phase commit:
 //
-//	decision = 0 (none)    admitted, prepares in flight: the user sees PROCESSING
-//	decision = 1 (commit)  the commit point has passed: SUCCEEDED
-//	decision = 2 (abort)   FAILED, with failure_reason and failure_message
-//	completed = 1          every participant acknowledged phase two
+//	decision = none     admitted, prepares in flight: the user sees PROCESSING
+//	decision = commit   the commit point has passed: SUCCEEDED
+//	decision = abort    FAILED, with failure_reason and failure_message
+//	completed           every participant acknowledged phase two
 //
-// The decision is written with a compare-and-set (WHERE decision = 0), so exactly one of the
-// handler, the timeout monitor and a bank's GetDecision ever decides a payment.
-var migrations = []string{
-	`CREATE TABLE users (
-		username      TEXT PRIMARY KEY,
-		password_hash TEXT NOT NULL,
-		role          TEXT NOT NULL DEFAULT 'customer',
-		created_at    INTEGER NOT NULL
-	);
-	CREATE TABLE user_accounts (
-		account_id TEXT PRIMARY KEY,
-		username   TEXT NOT NULL REFERENCES users(username)
-	);
-	CREATE INDEX user_accounts_by_user ON user_accounts(username, account_id);
-	CREATE TABLE sessions (
-		token_hash       BLOB PRIMARY KEY,
-		username         TEXT NOT NULL REFERENCES users(username),
-		cert_fingerprint TEXT NOT NULL,
-		created_at       INTEGER NOT NULL,
-		expires_at       INTEGER NOT NULL,
-		revoked_at       INTEGER
-	);
-	CREATE TABLE payments (
-		payment_id      TEXT PRIMARY KEY,
-		username        TEXT NOT NULL,
-		from_account    TEXT NOT NULL,
-		to_account      TEXT NOT NULL,
-		amount          INTEGER NOT NULL CHECK (amount >= 0),
-		currency        TEXT NOT NULL,
-		description     TEXT NOT NULL DEFAULT '',
-		fingerprint     BLOB NOT NULL,
-		decision        INTEGER NOT NULL DEFAULT 0 CHECK (decision IN (0, 1, 2)),
-		failure_reason  INTEGER NOT NULL DEFAULT 0,
-		failure_message TEXT NOT NULL DEFAULT '',
-		presumed        INTEGER NOT NULL DEFAULT 0,
-		completed       INTEGER NOT NULL DEFAULT 0,
-		created_at      INTEGER NOT NULL,
-		deadline        INTEGER NOT NULL,
-		decided_at      INTEGER,
-		completed_at    INTEGER
-	);
-	CREATE INDEX payments_by_user ON payments(username, created_at DESC, payment_id DESC);
-	CREATE INDEX payments_unfinished ON payments(deadline, payment_id) WHERE completed = 0;`,
-	// Secrets the gateway keys things with (the decision proofs' HMAC key), shared by every
-	// process on the store; an index to count a user's live sessions (CreateSession's cap);
-	// and payment ids in their one canonical spelling (see package
-	// payid): a UUID in lower case, a ULID in upper case. Rows written before ids were
-	// canonical are rewritten when that cannot clash with another row and their phase two is
-	// done (an unfinished one keeps the spelling its banks know).
-	`CREATE TABLE secrets (
-		name       TEXT PRIMARY KEY,
-		value      BLOB NOT NULL,
-		created_at INTEGER NOT NULL
-	);
-	CREATE INDEX sessions_by_user ON sessions(username, expires_at);
-	UPDATE payments SET payment_id = lower(payment_id)
-		WHERE length(payment_id) = 36 AND payment_id != lower(payment_id) AND completed = 1
-		AND NOT EXISTS (SELECT 1 FROM payments q WHERE q.payment_id = lower(payments.payment_id));
-	UPDATE payments SET payment_id = upper(payment_id)
-		WHERE length(payment_id) = 26 AND payment_id != upper(payment_id) AND completed = 1
-		AND NOT EXISTS (SELECT 1 FROM payments q WHERE q.payment_id = upper(payments.payment_id));`,
+// The decision is written with a compare-and-set (only while it is none), so exactly one of
+// the handler, the timeout monitor and a bank's GetDecision ever decides a payment, on any
+// replica. Safety rests on that alone: leases (who drives a payment) only keep replicas from
+// doing the same work twice.
+
+// Store is everything the gateway keeps durably.
+type Store interface {
+	userStore
+	sessionStore
+	paymentLog
+	leaseStore
+	// Secret returns the store's secret name, creating it with size random bytes on first
+	// use. Processes sharing the store agree on it: the first to create it wins.
+	Secret(ctx context.Context, name string, size int) ([]byte, error)
+	// Shared says whether other gateway processes may use the store at the same time. A
+	// shared store is the source of truth for what one process would otherwise keep in
+	// memory: sessions are read on every call, throttles and stream limits are counted in it,
+	// and reads wait for phase twos that other replicas are running (Unsettled).
+	Shared() bool
+	Close() error
 }
+
+// userStore holds users and the accounts linked to them.
+type userStore interface {
+	// CountUsers returns how many users exist.
+	CountUsers(ctx context.Context) (int, error)
+	// CreateUsers inserts users and links their accounts in one transaction. It fails with
+	// ErrUserExists or ErrAccountLinked and inserts nothing when any user or account is taken.
+	CreateUsers(ctx context.Context, users []userRecord, now time.Time) error
+	// User returns a user with its accounts, or ErrNotFound.
+	User(ctx context.Context, username string) (userRecord, error)
+	// Accounts returns the accounts linked to username, in order.
+	Accounts(ctx context.Context, username string) ([]string, error)
+	// AccountOwner returns the username an account is linked to, or ErrNotFound.
+	AccountOwner(ctx context.Context, account string) (string, error)
+}
+
+// sessionStore holds login sessions, by the hash of their token.
+type sessionStore interface {
+	// CreateSession stores a session under the hash of token, unless rec.Username has max
+	// live sessions (not expired at now, not revoked) already: then it returns
+	// ErrTooManySessions and stores nothing. max <= 0 means no limit. Concurrent logins
+	// cannot overshoot the limit.
+	CreateSession(ctx context.Context, token string, rec sessionRecord, now time.Time, max int) error
+	// Session returns the session of token with its user's role, or ErrNotFound.
+	Session(ctx context.Context, token string) (sessionRecord, error)
+	// RevokeSession marks the session of token revoked.
+	RevokeSession(ctx context.Context, token string, now time.Time) error
+	// DeleteExpiredSessions removes sessions that expired before t.
+	DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, error)
+}
+
+// paymentLog is the coordinator's decision log and the payments' history.
+type paymentLog interface {
+	// AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the
+	// stored row and whether it was inserted now, once that is durable.
+	AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error)
+	// StartAdmitPayment is AdmitPayment that returns as soon as the insert has run, before it
+	// is durable: the stored row and whether it was inserted are what the store will hold once
+	// durable returns nil. If durable returns an error, nothing was written. A payment it
+	// inserts is leased to this process (see leaseStore). A shared store sets CreatedAt and
+	// Deadline from its own clock (keeping p's Deadline - CreatedAt): the stored row has them.
+	StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error)
+	// Payment returns a payment by id, or ErrNotFound.
+	Payment(ctx context.Context, id string) (paymentRecord, error)
+	// Decide records d for an undecided payment (the compare-and-set that is the commit
+	// point) and returns the payment as stored afterwards: with d when this call decided it,
+	// with the earlier decision otherwise. A payment that does not exist is created as a presumed abort when d is an abort (a bank asking about a
+	// transaction the gateway never admitted), so that it can never commit later.
+	Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error)
+	// AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
+	// payment itself was never stored (see Decide), and returns the row as stored afterwards:
+	// with p's parameters when this call adopted it, with those of an earlier adoption
+	// otherwise (compare fingerprints).
+	AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error)
+	// MarkCompleted records that every participant acknowledged phase two of the payments ids.
+	MarkCompleted(ctx context.Context, ids []string, now time.Time) error
+	// Unfinished returns payments that are undecided or whose phase two is not acknowledged,
+	// and that this process drives (holds the lease of), oldest deadline first, after the
+	// cursor when it is set, at most limit.
+	Unfinished(ctx context.Context, after *unfinishedCursor, limit int) ([]paymentRecord, error)
+	// ListPayments returns username's payments, newest first, starting after the cursor
+	// (created_at, payment_id) when it is set, filtered by decision when filter is set.
+	ListPayments(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error)
+	// Unsettled returns the ids of decided payments whose phase two is not acknowledged yet
+	// and changes one of accounts: any such payment, or with raising only those that raise
+	// the account's available money (a commit crediting it, an abort releasing its hold).
+	Unsettled(ctx context.Context, accounts []string, raising bool) ([]string, error)
+}
+
+// leaseStore says which process drives each unfinished payment, so that replicas sharing a
+// store never drive one payment at the same time. Every process holds one lease in the store
+// (an owner id with an expiry, by the store's clock) and renews it while it lives; a payment
+// belongs to the lease that admitted or claimed it until it is completed. A payment whose
+// owner's lease has expired (the process died, or was cut off from the store for longer than
+// the lease lasts) is an orphan, which any process may claim. On a store that is not shared
+// every payment is the one process's.
+type leaseStore interface {
+	// Owner is this process's lease id.
+	Owner() string
+	// Claim makes id this process's payment unless another live lease holds it, and returns
+	// the row as stored afterwards (read after the claim) with whether this process holds it.
+	// It returns ErrNotFound for an unknown id.
+	Claim(ctx context.Context, id string) (paymentRecord, bool, error)
+	// ClaimOrphans claims up to limit orphaned unfinished payments, skipping rows another
+	// process is claiming at the same moment, and returns how many it claimed.
+	ClaimOrphans(ctx context.Context, limit int) (int, error)
+	// RenewLease extends this process's lease. It fails with ErrLeaseLost when the lease had
+	// expired: its payments may have been claimed by others, and the process has been given
+	// a new lease (a new Owner) that holds none of them.
+	RenewLease(ctx context.Context) error
+	// Holding says whether this process's lease is certainly still valid now, by the local
+	// clock since its last renewal, with a safety margin.
+	Holding() bool
+	// ReleaseLease hands every payment of this process back (they become orphans at once) and
+	// ends its lease: for a graceful shutdown.
+	ReleaseLease(ctx context.Context) error
+	// LeaseTTL is how long a lease lasts without renewal.
+	LeaseTTL() time.Duration
+	// Now is the store's clock: deadlines and leases are measured by it, so that replicas
+	// whose clocks disagree still agree on them.
+	Now() time.Time
+	// Listen calls changed with the id of every payment another process admitted, decided or
+	// adopted, until ctx ends. A store that is not shared returns when ctx ends.
+	// Notifications may be lost (a reconnect): callers also poll what they wait for.
+	Listen(ctx context.Context, changed func(id string)) error
+}
+
+// ErrLeaseLost is RenewLease's report that the lease had expired before it was renewed.
+var ErrLeaseLost = errors.New("gateway: lease expired before renewal; payments may have been claimed by other replicas")
+
+// sharedLimits is what a shared store also offers, so that replicas share what one process
+// would keep in memory: login and registration throttles, and the number of open streams.
+type sharedLimits interface {
+	// ReserveAttempt takes one attempt from the budget (burst, refilled at one every every, by
+	// the store's clock) of each of keys in scope, or, when one of them has none left, takes
+	// nothing and returns how long until all of them have one (wait > 0).
+	ReserveAttempt(ctx context.Context, scope string, keys []string, burst int, every time.Duration) (wait time.Duration, err error)
+	// RefundAttempt gives one attempt back to each of keys in scope (at most burst).
+	RefundAttempt(ctx context.Context, scope string, keys []string, burst int) error
+	// OpenStream records an open stream of username's unless username has max streams open
+	// on live processes already (ErrTooManyStreams); release removes it.
+	OpenStream(ctx context.Context, username string, max int) (release func(), err error)
+}
+
+// ErrTooManyStreams is OpenStream's refusal.
+var ErrTooManyStreams = errors.New("gateway: too many open streams for the user")
 
 // Store errors.
 var (
@@ -103,26 +184,7 @@ const (
 	decisionAbort  decision = 2
 )
 
-// Store is the gateway's SQLite store.
-type Store struct {
-	db *sqlitedb.DB
-}
-
-// OpenStore opens or creates the gateway store at path. noGroupCommit gives every write its
-// own transaction (see sqlitedb.Options).
-func OpenStore(ctx context.Context, path string, noGroupCommit bool) (*Store, error) {
-	db, err := sqlitedb.OpenWith(ctx, path, migrations, sqlitedb.Options{NoGroupCommit: noGroupCommit})
-	if err != nil {
-		return nil, fmt.Errorf("gateway: open store: %w", err)
-	}
-	return &Store{db: db}, nil
-}
-
-// Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
-
-// ---- users
-
+// userRecord is a user with its linked accounts.
 type userRecord struct {
 	Username     string
 	PasswordHash string
@@ -130,100 +192,13 @@ type userRecord struct {
 	Accounts     []string
 }
 
-// CountUsers returns how many users exist.
-func (s *Store) CountUsers(ctx context.Context) (int, error) {
-	var n int
-	err := s.db.Read.QueryRowContext(ctx, `SELECT count(*) FROM users`).Scan(&n)
-	return n, err
-}
-
-// CreateUsers inserts users and links their accounts in one transaction. It fails with
-// ErrUserExists or ErrAccountLinked and inserts nothing when any user or account is taken.
-func (s *Store) CreateUsers(ctx context.Context, users []userRecord, now time.Time) error {
-	return s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		return createUsers(ctx, tx, users, now)
-	})
-}
-
-func createUsers(ctx context.Context, tx *sqlitedb.Tx, users []userRecord, now time.Time) error {
-	for _, u := range users {
-		res, err := tx.ExecContext(ctx,
-			`INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)
-			 ON CONFLICT (username) DO NOTHING`,
-			u.Username, u.PasswordHash, u.Role, now.UnixNano())
-		if err != nil {
-			return fmt.Errorf("gateway: create user %s: %w", u.Username, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: %s", ErrUserExists, u.Username)
-		}
-		for _, a := range u.Accounts {
-			res, err := tx.ExecContext(ctx,
-				`INSERT INTO user_accounts (account_id, username) VALUES (?, ?) ON CONFLICT (account_id) DO NOTHING`,
-				a, u.Username)
-			if err != nil {
-				return fmt.Errorf("gateway: link account %s: %w", a, err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return fmt.Errorf("%w: %s", ErrAccountLinked, a)
-			}
-		}
-	}
-	return nil
-}
-
-// User returns a user with its accounts, or ErrNotFound.
-func (s *Store) User(ctx context.Context, username string) (userRecord, error) {
-	u := userRecord{Username: username}
-	err := s.db.Read.QueryRowContext(ctx,
-		`SELECT password_hash, role FROM users WHERE username = ?`, username).Scan(&u.PasswordHash, &u.Role)
-	if errors.Is(err, sql.ErrNoRows) {
-		return u, ErrNotFound
-	}
-	if err != nil {
-		return u, fmt.Errorf("gateway: read user: %w", err)
-	}
-	u.Accounts, err = s.Accounts(ctx, username)
-	return u, err
-}
-
-// Accounts returns the accounts linked to username, in order.
-func (s *Store) Accounts(ctx context.Context, username string) ([]string, error) {
-	rows, err := s.db.Read.QueryContext(ctx,
-		`SELECT account_id FROM user_accounts WHERE username = ? ORDER BY account_id`, username)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: read accounts: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
-}
-
-// AccountOwner returns the username an account is linked to, or ErrNotFound.
-func (s *Store) AccountOwner(ctx context.Context, account string) (string, error) {
-	var u string
-	err := s.db.Read.QueryRowContext(ctx,
-		`SELECT username FROM user_accounts WHERE account_id = ?`, account).Scan(&u)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	return u, err
-}
-
-// ---- sessions
-
+// sessionRecord is a login session. Role is its user's role, read with it.
 type sessionRecord struct {
 	Username        string
 	CertFingerprint string
 	ExpiresAt       time.Time
 	Revoked         bool
+	Role            string
 }
 
 func tokenHash(token string) []byte {
@@ -234,89 +209,6 @@ func tokenHash(token string) []byte {
 // ErrTooManySessions is returned by CreateSession when the user has as many live sessions as
 // allowed.
 var ErrTooManySessions = errors.New("gateway: too many live sessions for the user")
-
-// CreateSession stores a session under the hash of token, unless rec.Username has max live
-// sessions (not expired at now, not revoked) already: then it returns ErrTooManySessions and
-// stores nothing. max <= 0 means no limit. The count and the insert are one write
-// transaction, so concurrent logins cannot overshoot the limit.
-func (s *Store) CreateSession(ctx context.Context, token string, rec sessionRecord, now time.Time, max int) error {
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		if max > 0 {
-			var live int
-			if err := tx.QueryRowContext(ctx,
-				`SELECT count(*) FROM sessions WHERE username = ? AND revoked_at IS NULL AND expires_at > ?`,
-				rec.Username, now.UnixNano()).Scan(&live); err != nil {
-				return err
-			}
-			if live >= max {
-				return ErrTooManySessions
-			}
-		}
-		_, err := tx.ExecContext(ctx,
-			`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-			tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
-		return err
-	})
-	if errors.Is(err, ErrTooManySessions) {
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("gateway: create session: %w", err)
-	}
-	return nil
-}
-
-// Session returns the session of token, or ErrNotFound.
-func (s *Store) Session(ctx context.Context, token string) (sessionRecord, error) {
-	var rec sessionRecord
-	var expires int64
-	var revoked sql.NullInt64
-	err := s.db.Read.QueryRowContext(ctx,
-		`SELECT username, cert_fingerprint, expires_at, revoked_at FROM sessions WHERE token_hash = ?`,
-		tokenHash(token)).Scan(&rec.Username, &rec.CertFingerprint, &expires, &revoked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return rec, ErrNotFound
-	}
-	if err != nil {
-		return rec, fmt.Errorf("gateway: read session: %w", err)
-	}
-	rec.ExpiresAt = time.Unix(0, expires)
-	rec.Revoked = revoked.Valid
-	return rec, nil
-}
-
-// RevokeSession marks the session of token revoked.
-func (s *Store) RevokeSession(ctx context.Context, token string, now time.Time) error {
-	err := s.exec(ctx,
-		`UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL`, now.UnixNano(), tokenHash(token))
-	if err != nil {
-		return fmt.Errorf("gateway: revoke session: %w", err)
-	}
-	return nil
-}
-
-// DeleteExpiredSessions removes sessions that expired before t.
-func (s *Store) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, t.UnixNano())
-		if err == nil {
-			n, err = res.RowsAffected()
-		}
-		return err
-	})
-	return n, err
-}
-
-// exec runs one statement as a durable update.
-func (s *Store) exec(ctx context.Context, query string, args ...any) error {
-	return s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		_, err := tx.ExecContext(ctx, query, args...)
-		return err
-	})
-}
-
-// ---- payments
 
 // paymentRecord is a payment row.
 type paymentRecord struct {
@@ -353,209 +245,10 @@ func paymentFingerprint(username, from, to string, amount int64, currency string
 	return h.Sum(nil)
 }
 
-const paymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
-	fingerprint, decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at`
-
-func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
-	var p paymentRecord
-	var created, deadline int64
-	var decided sql.NullInt64
-	err := row.Scan(&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
-		&p.Fingerprint, &p.Decision, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&created, &deadline, &decided)
-	if err != nil {
-		return p, err
-	}
-	p.CreatedAt = time.Unix(0, created)
-	p.Deadline = time.Unix(0, deadline)
-	if decided.Valid {
-		p.DecidedAt = time.Unix(0, decided.Int64)
-	}
-	return p, nil
-}
-
-// AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the stored
-// row and whether it was inserted now, once that is durable.
-func (s *Store) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
-	stored, inserted, durable, err := s.StartAdmitPayment(ctx, p)
-	if err == nil {
-		err = durable()
-	}
-	if err != nil {
-		return p, false, err
-	}
-	return stored, inserted, nil
-}
-
-// StartAdmitPayment is AdmitPayment that returns as soon as the insert has run, before it is
-// durable: the stored row and whether it was inserted are what the store will hold once durable
-// returns nil. If durable returns an error, nothing was written.
-func (s *Store) StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error) {
-	wrap := func(err error) error {
-		if err != nil {
-			return fmt.Errorf("gateway: admit payment %s: %w", p.PaymentID, err)
-		}
-		return nil
-	}
-	synced, err := s.db.UpdateEarly(ctx, s.admit(p, &stored, &inserted))
-	if err != nil {
-		return p, false, nil, wrap(err)
-	}
-	return stored, inserted, func() error { return wrap(synced()) }, nil
-}
-
-// admit is the write of AdmitPayment; it sets *stored and *inserted.
-func (s *Store) admit(p paymentRecord, stored *paymentRecord, inserted *bool) func(context.Context, *sqlitedb.Tx) error {
-	return func(ctx context.Context, tx *sqlitedb.Tx) error {
-		*stored, *inserted = p, false
-		res, err := tx.ExecContext(ctx,
-			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
-				fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			 ON CONFLICT (payment_id) DO NOTHING`,
-			p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint,
-			p.CreatedAt.UnixNano(), p.Deadline.UnixNano())
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			*inserted = true
-			return nil
-		}
-		*stored, err = s.payment(ctx, tx, p.PaymentID)
-		return err
-	}
-}
-
-type queryRower interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func (s *Store) payment(ctx context.Context, q queryRower, id string) (paymentRecord, error) {
-	p, err := scanPayment(q.QueryRowContext(ctx, `SELECT `+paymentColumns+` FROM payments WHERE payment_id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, ErrNotFound
-	}
-	if err != nil {
-		return p, fmt.Errorf("gateway: read payment %s: %w", id, err)
-	}
-	return p, nil
-}
-
-// Payment returns a payment by id, or ErrNotFound.
-func (s *Store) Payment(ctx context.Context, id string) (paymentRecord, error) {
-	return s.payment(ctx, s.db.Read, id)
-}
-
-// Decide records d for an undecided payment (the compare-and-set that is the commit point) and
-// returns the payment as stored afterwards: with d when this call decided it, with the earlier
-// decision otherwise. A payment that does not exist is created as a presumed abort when d is
-// an abort (a bank asking about a transaction the gateway never admitted), so that it can
-// never commit later.
-func (s *Store) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
-	var p paymentRecord
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		// The usual case, an undecided payment, is one statement that returns the row.
-		var err error
-		p, err = scanPayment(tx.QueryRowContext(ctx,
-			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
-			 WHERE payment_id = ? AND decision = 0 RETURNING `+paymentColumns,
-			d, reason, message, presumed, now.UnixNano(), id))
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if d == decisionAbort {
-			// Unknown payment: record the presumed abort. ON CONFLICT keeps an existing decision.
-			_, err = tx.ExecContext(ctx,
-				`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
-					decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at)
-				 VALUES (?, '', '', '', 0, '', X'', ?, ?, ?, 1, 1, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING`,
-				id, d, reason, message, now.UnixNano(), now.UnixNano(), now.UnixNano())
-			if err != nil {
-				return err
-			}
-		}
-		p, err = s.payment(ctx, tx, id)
-		return err
-	})
-	if err != nil {
-		return p, fmt.Errorf("gateway: decide %s: %w", id, err)
-	}
-	return p, nil
-}
-
-// Secret returns the store's secret name, creating it with size random bytes on first use.
-// Processes sharing the store agree on it: the first to create it wins.
-func (s *Store) Secret(ctx context.Context, name string, size int) ([]byte, error) {
-	var v []byte
-	err := s.db.Read.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
-	if err == nil {
-		return v, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("gateway: read secret %s: %w", name, err)
-	}
-	fresh := make([]byte, size)
-	if _, err := rand.Read(fresh); err != nil {
-		return nil, fmt.Errorf("gateway: make secret %s: %w", name, err)
-	}
-	err = s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`,
-			name, fresh, time.Now().UnixNano()); err != nil {
-			return err
-		}
-		return tx.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gateway: store secret %s: %w", name, err)
-	}
-	return v, nil
-}
-
-// AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
-// payment itself was never stored (see Decide), so that the payment is the sender's from then
-// on: GetPayment, ListPayments and WatchPayments show it, failed, with its parameters. It
-// returns the row as stored afterwards: with p's parameters when this call adopted it, with
-// those of an earlier adoption otherwise (compare fingerprints).
-func (s *Store) AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error) {
-	var out paymentRecord
-	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		if _, err := tx.ExecContext(ctx,
-			`UPDATE payments SET username = ?, from_account = ?, to_account = ?, amount = ?, currency = ?,
-				description = ?, fingerprint = ?
-			 WHERE payment_id = ? AND presumed = 1 AND length(fingerprint) = 0`,
-			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint, p.PaymentID); err != nil {
-			return err
-		}
-		var err error
-		out, err = s.payment(ctx, tx, p.PaymentID)
-		return err
-	})
-	if err != nil {
-		return out, fmt.Errorf("gateway: adopt payment %s: %w", p.PaymentID, err)
-	}
-	return out, nil
-}
-
-// MarkCompleted records that every participant acknowledged phase two of the payments ids.
-func (s *Store) MarkCompleted(ctx context.Context, ids []string, now time.Time) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	// One statement text whatever the number of ids (a JSON array of them), so that the writer
-	// prepares it once instead of once per batch size.
-	list, err := json.Marshal(ids)
-	if err != nil {
-		return fmt.Errorf("gateway: record completion of %d payments: %w", len(ids), err)
-	}
-	const q = `UPDATE payments SET completed = 1, completed_at = ?
-		WHERE decision != 0 AND payment_id IN (SELECT value FROM json_each(?))`
-	if err := s.exec(ctx, q, now.UnixNano(), string(list)); err != nil {
-		return fmt.Errorf("gateway: record completion of %d payments: %w", len(ids), err)
-	}
-	return nil
+// pageCursor is where a page of ListPayments ends.
+type pageCursor struct {
+	CreatedAt int64
+	PaymentID string
 }
 
 // unfinishedCursor is where a page of Unfinished ends.
@@ -564,66 +257,5 @@ type unfinishedCursor struct {
 	PaymentID string
 }
 
-// Unfinished returns payments that are undecided or whose phase two is not acknowledged, oldest
-// deadline first, after the cursor when it is set, at most limit.
-func (s *Store) Unfinished(ctx context.Context, after *unfinishedCursor, limit int) ([]paymentRecord, error) {
-	q := `SELECT ` + paymentColumns + ` FROM payments WHERE completed = 0`
-	args := []any{}
-	if after != nil {
-		q += ` AND (deadline > ? OR (deadline = ? AND payment_id > ?))`
-		args = append(args, after.Deadline, after.Deadline, after.PaymentID)
-	}
-	q += ` ORDER BY deadline, payment_id LIMIT ?`
-	rows, err := s.db.Read.QueryContext(ctx, q, append(args, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: list unfinished payments: %w", err)
-	}
-	defer rows.Close()
-	var out []paymentRecord
-	for rows.Next() {
-		p, err := scanPayment(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
-}
-
-// ListPayments returns username's payments, newest first, starting after the cursor (created_at,
-// payment_id) when it is set, filtered by decision when filter is set.
-func (s *Store) ListPayments(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error) {
-	q := `SELECT ` + paymentColumns + ` FROM payments WHERE username = ?`
-	args := []any{username}
-	if after != nil {
-		q += ` AND (created_at < ? OR (created_at = ? AND payment_id < ?))`
-		args = append(args, after.CreatedAt, after.CreatedAt, after.PaymentID)
-	}
-	if filter != nil {
-		q += ` AND decision = ?`
-		args = append(args, filter.decision)
-	}
-	q += ` ORDER BY created_at DESC, payment_id DESC LIMIT ?`
-	args = append(args, limit)
-	rows, err := s.db.Read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: list payments: %w", err)
-	}
-	defer rows.Close()
-	var out []paymentRecord
-	for rows.Next() {
-		p, err := scanPayment(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
-}
-
-type pageCursor struct {
-	CreatedAt int64
-	PaymentID string
-}
-
+// decisionFilter selects payments by decision.
 type decisionFilter struct{ decision decision }

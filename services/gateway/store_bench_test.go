@@ -14,7 +14,7 @@ import (
 // acknowledged). Each benchmark runs serially (one sync per write) and from 32 × GOMAXPROCS
 // callers (64 on two cores, as `paygate bench` drives the gateway) with group commit on and off.
 
-func openBenchStore(b *testing.B, group bool) *Store {
+func openBenchStore(b *testing.B, group bool) Store {
 	b.Helper()
 	s, err := OpenStore(context.Background(), filepath.Join(b.TempDir(), "gateway.db"), !group)
 	if err != nil {
@@ -44,7 +44,7 @@ func benchIDs(prefix string, n int) []string {
 
 // admitAll admits, and with decide also decides (commit), every payment in ids, concurrently so
 // that large b.N set up quickly.
-func admitAll(b *testing.B, s *Store, ids []string, decide bool) {
+func admitAll(b *testing.B, s Store, ids []string, decide bool) {
 	b.Helper()
 	var next atomic.Int64
 	errs := make(chan error, 64)
@@ -78,7 +78,7 @@ func admitAll(b *testing.B, s *Store, ids []string, decide bool) {
 
 // runStoreBench runs op on b.N distinct payment ids, after setup, serially and in parallel with
 // group commit on and off.
-func runStoreBench(b *testing.B, setup func(b *testing.B, s *Store, ids []string), op func(s *Store, id string) error) {
+func runStoreBench(b *testing.B, setup func(b *testing.B, s Store, ids []string), op func(s Store, id string) error) {
 	for _, c := range []struct {
 		name     string
 		group    bool
@@ -116,7 +116,7 @@ func runStoreBench(b *testing.B, setup func(b *testing.B, s *Store, ids []string
 }
 
 func BenchmarkStoreAdmit(b *testing.B) {
-	runStoreBench(b, nil, func(s *Store, id string) error {
+	runStoreBench(b, nil, func(s Store, id string) error {
 		_, inserted, err := s.AdmitPayment(context.Background(), benchPayment(id))
 		if err == nil && !inserted {
 			err = fmt.Errorf("%s not inserted", id)
@@ -127,8 +127,8 @@ func BenchmarkStoreAdmit(b *testing.B) {
 
 func BenchmarkStoreDecide(b *testing.B) {
 	runStoreBench(b,
-		func(b *testing.B, s *Store, ids []string) { admitAll(b, s, ids, false) },
-		func(s *Store, id string) error {
+		func(b *testing.B, s Store, ids []string) { admitAll(b, s, ids, false) },
+		func(s Store, id string) error {
 			p, err := s.Decide(context.Background(), id, decisionCommit, 0, "", false, benchNow)
 			if err == nil && p.Decision != decisionCommit {
 				err = fmt.Errorf("%s decided %v", id, p.Decision)
@@ -139,8 +139,8 @@ func BenchmarkStoreDecide(b *testing.B) {
 
 func BenchmarkStoreComplete(b *testing.B) {
 	runStoreBench(b,
-		func(b *testing.B, s *Store, ids []string) { admitAll(b, s, ids, true) },
-		func(s *Store, id string) error {
+		func(b *testing.B, s Store, ids []string) { admitAll(b, s, ids, true) },
+		func(s Store, id string) error {
 			return s.MarkCompleted(context.Background(), []string{id}, benchNow)
 		})
 }
