@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -15,67 +14,37 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/cluster"
+	"github.com/paygate/paygate/internal/pgdb/pgtest"
 )
 
-// pgAdminURL is the PostgreSQL server the tests create their databases on:
-// PAYGATE_TEST_DATABASE_URL, or a local server with trust authentication.
-func pgAdminURL() string {
-	if u := os.Getenv("PAYGATE_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-// pgBankDatabases creates one database per bank on the test server, dropped when the test
-// ends, and returns their URLs by bank; it skips the test when no server is reachable. When the
-// server URL has no password, the URLs carry a made-up one (trust authentication ignores it), so
-// that the test can check that it is never logged.
+// pgBankDatabases creates one database per bank on the test server (pgtest), dropped when the
+// test ends, and returns their URLs by bank; it skips the test when no server is reachable. When
+// the server URL has no password, the URLs carry a made-up one (trust authentication ignores it),
+// so that the test can check that it is never logged.
 func pgBankDatabases(t *testing.T, banks ...string) (urls map[string]string, password string) {
 	t.Helper()
-	admin := pgAdminURL()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Skipf("PostgreSQL not reachable at %s (set PAYGATE_TEST_DATABASE_URL): %v", admin, err)
-	}
-	defer conn.Close(context.Background())
-	base, err := url.Parse(admin)
+	base, err := url.Parse(pgtest.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	password, ok := base.User.Password()
 	if !ok && base.User != nil {
 		password = "pw-" + randomHex(8)
-		base.User = url.UserPassword(base.User.Username(), password)
 	}
 	urls = map[string]string{}
 	for _, b := range banks {
-		name := "paygate_e2e_" + b + "_" + randomHex(6)
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		u, err := url.Parse(pgtest.NewDatabase(t, "paygate_e2e_"+b+"_"))
+		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			conn, err := pgx.Connect(ctx, admin)
-			if err != nil {
-				t.Errorf("drop database %s: %v", name, err)
-				return
-			}
-			defer conn.Close(ctx)
-			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-				t.Errorf("drop database %s: %v", name, err)
-			}
-		})
-		u := *base
-		u.Path = "/" + name
+		if !ok && u.User != nil {
+			u.User = url.UserPassword(u.User.Username(), password)
+		}
 		urls[b] = u.String()
 	}
 	return urls, password

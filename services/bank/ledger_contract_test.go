@@ -2,17 +2,15 @@ package bank
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/paygate/paygate/internal/pgdb/pgtest"
 )
 
 // testLedger is what the contract tests use of a ledger: the service's port and the tools'
@@ -31,67 +29,11 @@ var (
 // what it opens (and the cleanup closes it again, harmlessly).
 type reopenFunc func(bank string) (testLedger, error)
 
-// pgTestURL is the server the PostgreSQL tests create their databases on:
-// PAYGATE_TEST_DATABASE_URL, or a local server with trust authentication.
-func pgTestURL() string {
-	if u := os.Getenv("PAYGATE_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-var (
-	pgReachOnce sync.Once
-	pgReachErr  error
-)
-
 // pgDatabase creates a fresh database for one test on the test server, dropped when the test
-// ends, and returns its URL; it skips the test when no server can be reached.
+// ends, and returns its URL; it skips the test when no server can be reached (pgtest).
 func pgDatabase(t testing.TB) string {
 	t.Helper()
-	admin := pgTestURL()
-	pgReachOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err == nil {
-			conn.Close(ctx)
-		}
-		pgReachErr = err
-	})
-	if pgReachErr != nil {
-		t.Skipf("PostgreSQL not reachable at %s: %v", admin, pgReachErr)
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var b [8]byte
-	rand.Read(b[:])
-	name := "paygate_test_" + hex.EncodeToString(b[:])
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return pgtest.NewDatabase(t, "paygate_test_")
 }
 
 // openTestPGLedger opens a PostgreSQL ledger of bank1 in a fresh database with the given

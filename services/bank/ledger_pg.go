@@ -5,23 +5,20 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/paygate/paygate/internal/crashpoint"
 	"github.com/paygate/paygate/internal/money"
+	"github.com/paygate/paygate/internal/pgdb"
 )
 
 // pgMigrations is the PostgreSQL ledger's schema: files named <version>_<name>.sql, applied once
-// each, in version order, at open (migratePG).
+// each, in version order, at open (pgdb.Migrate; the database's schema_migrations records them).
 //
 //go:embed pgmigrations/*.sql
 var pgMigrations embed.FS
@@ -29,13 +26,6 @@ var pgMigrations embed.FS
 // pgMigrationLockKey is the pg_advisory_lock key held while the ledger's migrations run, so that
 // processes opening one database at the same time apply each migration once.
 const pgMigrationLockKey int64 = 0x7061796761746501 // "paygate" and 01, the bank ledger
-
-// Retries of a transaction that PostgreSQL aborted for a serialization failure or a deadlock.
-const (
-	pgMaxAttempts  = 10
-	pgRetryBackoff = 2 * time.Millisecond
-	pgMaxBackoff   = 200 * time.Millisecond
-)
 
 // PGLedger is a bank's ledger on PostgreSQL, with the semantics of Ledger (see its methods'
 // documentation, which PGLedger's methods share). Every method that changes money is one
@@ -63,16 +53,8 @@ func OpenPGLedger(ctx context.Context, url, bankName string) (*PGLedger, error) 
 	if bankName == "" {
 		return nil, fmt.Errorf("open ledger: %w: empty bank name", ErrInvalidArgument)
 	}
-	cfg, err := pgxpool.ParseConfig(url)
+	pool, err := pgdb.Open(ctx, url, pgMigrations, "pgmigrations", pgMigrationLockKey)
 	if err != nil {
-		return nil, fmt.Errorf("open ledger: %w", err)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("open ledger: %w", err)
-	}
-	if err := migratePG(ctx, pool); err != nil {
-		pool.Close()
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l := &PGLedger{pool: pool, bank: bankName}
@@ -96,72 +78,6 @@ func OpenPGLedger(ctx context.Context, url, bankName string) (*PGLedger, error) 
 	return l, nil
 }
 
-// migratePG applies the migrations not yet applied, each in its own transaction, while holding
-// the migration advisory lock on one connection.
-func migratePG(ctx context.Context, pool *pgxpool.Pool) error {
-	type migration struct {
-		version int
-		name    string
-	}
-	entries, err := fs.ReadDir(pgMigrations, "pgmigrations")
-	if err != nil {
-		return err
-	}
-	var ms []migration
-	for _, e := range entries {
-		prefix, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(prefix)
-		if !ok || err != nil || v <= 0 || !strings.HasSuffix(e.Name(), ".sql") {
-			return fmt.Errorf("migration %s: want <version>_<name>.sql", e.Name())
-		}
-		ms = append(ms, migration{v, e.Name()})
-	}
-	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
-
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, pgMigrationLockKey); err != nil {
-		return fmt.Errorf("migration lock: %w", err)
-	}
-	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, pgMigrationLockKey); err != nil {
-			// The lock goes with the session: a connection that cannot unlock is not reused.
-			conn.Conn().Close(context.WithoutCancel(ctx))
-		}
-	}()
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-	version    integer PRIMARY KEY,
-	name       text NOT NULL,
-	applied_at timestamptz NOT NULL DEFAULT now()
-)`); err != nil {
-		return fmt.Errorf("migrations table: %w", err)
-	}
-	for _, m := range ms {
-		body, err := fs.ReadFile(pgMigrations, "pgmigrations/"+m.name)
-		if err != nil {
-			return err
-		}
-		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			var done bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.version).Scan(&done); err != nil || done {
-				return err
-			}
-			if _, err := tx.Exec(ctx, string(body)); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("migration %s: %w", m.name, err)
-		}
-	}
-	return nil
-}
-
 // Close closes the ledger's connections.
 func (l *PGLedger) Close() error {
 	l.pool.Close()
@@ -173,62 +89,17 @@ func (l *PGLedger) Bank() string { return l.bank }
 
 // write runs fn in a transaction and commits it; an error undoes all of fn. A serialization
 // failure or a deadlock runs fn again in a new transaction, after a backoff: fn must set its
-// results afresh on every run.
+// results afresh on every run (pgdb.Write).
 func (l *PGLedger) write(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
-	backoff := pgRetryBackoff
-	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
-		if err == nil || !pgRetryable(err) || attempt == pgMaxAttempts {
-			return err
-		}
-		t := time.NewTimer(backoff/2 + rand.N(backoff))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-		backoff = min(2*backoff, pgMaxBackoff)
-	}
-}
-
-// pgRetryable says whether err is a serialization failure or a deadlock, after which the whole
-// transaction may be run again.
-func pgRetryable(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+	return pgdb.Write(ctx, l.pool, fn)
 }
 
 // pgUnavailable says whether err means the database cannot be reached or is out of resources
-// for now, so that the caller may retry later: a failed connection, a connection lost, a server
-// shutting down or starting, too many connections, a full disk, or a transaction still
-// conflicting after its retries.
-func pgUnavailable(err error) bool {
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) || pgconn.Timeout(err) {
-		return true
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch {
-		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"),
-			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", pe.Code == "40001", pe.Code == "40P01":
-			return true
-		}
-		return false
-	}
-	return pgconn.SafeToRetry(err)
-}
+// for now (pgdb.Unavailable).
+func pgUnavailable(err error) bool { return pgdb.Unavailable(err) }
 
 // hasNUL reports whether any of ss holds a NUL byte, which PostgreSQL text cannot store.
-func hasNUL(ss ...string) bool {
-	for _, s := range ss {
-		if strings.IndexByte(s, 0) >= 0 {
-			return true
-		}
-	}
-	return false
-}
+func hasNUL(ss ...string) bool { return pgdb.HasNUL(ss...) }
 
 // pgQuerier is what reads need: a pgx.Tx or the pool.
 type pgQuerier interface {

@@ -1,0 +1,183 @@
+// Package pgdb is what the PostgreSQL stores share: opening a pool and applying a store's
+// migrations once under an advisory lock (Open, Migrate), running a write transaction with
+// retries of serialization failures and deadlocks (Write), and telling errors apart: one that
+// may be retried (Retryable), a database that cannot be reached or is out of resources for now
+// (Unavailable), text PostgreSQL cannot store (HasNUL).
+package pgdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Retries of a transaction that PostgreSQL aborted for a serialization failure or a deadlock.
+const (
+	maxAttempts  = 10
+	retryBackoff = 2 * time.Millisecond
+	maxBackoff   = 200 * time.Millisecond
+)
+
+// Open connects to the PostgreSQL database at url (a postgres:// URL or a key=value connection
+// string, as pgxpool.ParseConfig reads it) and applies the migrations in dir of migrations (see
+// Migrate) under the advisory lock lockKey.
+func Open(ctx context.Context, url string, migrations fs.FS, dir string, lockKey int64) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := Migrate(ctx, pool, migrations, dir, lockKey); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// Migrate applies the migrations not yet applied, each in its own transaction, while holding
+// the advisory lock lockKey on one connection, so that processes opening one database at the
+// same time apply each migration once. The migrations are the files of dir named
+// <version>_<name>.sql, applied in version order; the table schema_migrations records those
+// applied.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, migrations fs.FS, dir string, lockKey int64) error {
+	type migration struct {
+		version int
+		name    string
+	}
+	entries, err := fs.ReadDir(migrations, dir)
+	if err != nil {
+		return err
+	}
+	var ms []migration
+	for _, e := range entries {
+		prefix, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(prefix)
+		if !ok || err != nil || v <= 0 || !strings.HasSuffix(e.Name(), ".sql") {
+			return fmt.Errorf("migration %s: want <version>_<name>.sql", e.Name())
+		}
+		ms = append(ms, migration{v, e.Name()})
+	}
+	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
+
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey); err != nil {
+			// The lock goes with the session: a connection that cannot unlock is not reused.
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    integer PRIMARY KEY,
+	name       text NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now()
+)`); err != nil {
+		return fmt.Errorf("migrations table: %w", err)
+	}
+	for _, m := range ms {
+		body, err := fs.ReadFile(migrations, path.Join(dir, m.name))
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var done bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.version).Scan(&done); err != nil || done {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// Beginner is what Write runs transactions on: a *pgxpool.Pool, a *pgxpool.Conn or a *pgx.Conn.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Write runs fn in a transaction (READ COMMITTED, the server's default) and commits it; an
+// error undoes all of fn. A serialization failure or a deadlock runs fn again in a new
+// transaction, after a jittered backoff, up to 10 times: fn must set its results afresh on
+// every run.
+func Write(ctx context.Context, db Beginner, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	backoff := retryBackoff
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		if err == nil || !Retryable(err) || attempt == maxAttempts {
+			return err
+		}
+		t := time.NewTimer(backoff/2 + rand.N(backoff))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// Retryable says whether err is a serialization failure or a deadlock (SQLSTATE 40001, 40P01),
+// after which the whole transaction may be run again.
+func Retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// Unavailable says whether err means the database cannot be reached or is out of resources for
+// now, so that the caller may retry later: a failed connection, a connection lost, a server
+// shutting down or starting, too many connections, a full disk, or a transaction still
+// conflicting after its retries.
+func Unavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || pgconn.Timeout(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"),
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", pe.Code == "40001", pe.Code == "40P01":
+			return true
+		}
+		return false
+	}
+	return pgconn.SafeToRetry(err)
+}
+
+// HasNUL reports whether any of ss holds a NUL byte, which PostgreSQL text cannot store.
+func HasNUL(ss ...string) bool {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
+}
