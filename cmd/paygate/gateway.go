@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
 	dashboard "github.com/paygate/paygate/web"
 )
@@ -20,7 +22,13 @@ func newGatewayCommand(e *env) *ffcli.Command {
 	banks := bankAddrs{}
 	fs.Var(banks, "bank", "a bank as NAME=HOST:PORT; repeat for each bank (PAYGATE_BANK takes a comma-separated list)")
 	users := fs.String("users", "fixtures/user_details.json", "users file imported on the first start")
-	data := fs.String("data", ".paygate/data", "directory of the gateway's store (gateway.db)")
+	data := fs.String("data", ".paygate/data", "directory of the gateway's SQLite store (gateway.db), when --database-url is empty")
+	dbURL := fs.String("database-url", "", "PostgreSQL database of the gateway's store instead of the SQLite file, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE; every replica of one gateway is given the same one")
+	leaseDefault := d.LeaseTTL
+	if leaseDefault == 0 {
+		leaseDefault = 10 * time.Second // what a zero Config.LeaseTTL means
+	}
+	leaseTTL := fs.Duration("lease-ttl", leaseDefault, "with --database-url: how long this replica's lease on the payments it drives lasts without renewal; when the replica dies, another takes its payments over after this long")
 	txnTimeout := fs.Duration("txn-timeout", d.TxnTimeout, "longest time from accepting a payment to deciding it; undecided payments are aborted")
 	tokenTTL := fs.Duration("token-ttl", d.TokenTTL, "how long a login token is valid")
 	groupCommit := fs.Bool("group-commit", true, "share one store sync between concurrent writes (turn off only to measure what it buys)")
@@ -38,10 +46,17 @@ func newGatewayCommand(e *env) *ffcli.Command {
 		ShortUsage: "paygate gateway --bank NAME=ADDR... --certs DIR [flags]",
 		ShortHelp:  "run the payment gateway: logins, payments by two-phase commit, balances",
 		LongHelp: "Runs the gateway. On its first start it imports the users file (hashing the\n" +
-			"passwords) into a SQLite store under --data. It serves the API on --listen (mTLS)\n" +
-			"and the user-facing services on --web (server TLS, for browsers). Payments are\n" +
-			"two-phase commits across the banks given with --bank; unfinished payments are\n" +
-			"recovered after a restart.",
+			"passwords) into a SQLite store under --data, or into the PostgreSQL database\n" +
+			"--database-url. It serves the API on --listen (mTLS) and the user-facing services on\n" +
+			"--web (server TLS, for browsers). Payments are two-phase commits across the banks\n" +
+			"given with --bank; unfinished payments are recovered after a restart.\n\n" +
+			"Replicas: any number of gateways may share one PostgreSQL database (the same\n" +
+			"--database-url, the same --bank list and certificate, each its own --listen and\n" +
+			"--web); any of them takes any request. Each drives the payments it admitted under a\n" +
+			"lease in the database, renewed while it runs; when a replica dies, another takes its\n" +
+			"payments over once the lease has run out (--lease-ttl). Give the banks every\n" +
+			"replica's address (paygate bank --gateway a,b,c) and clients the list too\n" +
+			"(PAYGATE_GATEWAY=a,b,c). --data is not used then. See docs/SCALING.md.",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -60,7 +75,16 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			cfg.Listen, cfg.WebListen = *listen, *web
 			cfg.WebHandler = dashboard.Handler(dashboard.DistFS())
 			cfg.Banks = banks
-			cfg.UsersFile, cfg.DataDir = *users, *data
+			if err := checkGatewayDatabaseURL(*dbURL); err != nil {
+				return err
+			}
+			if *leaseTTL <= 0 {
+				return usageErrorf("--lease-ttl %s: want a positive duration", *leaseTTL)
+			}
+			cfg.UsersFile, cfg.DataDir, cfg.DatabaseURL = *users, *data, *dbURL
+			if cfg.DatabaseURL != "" {
+				cfg.LeaseTTL = *leaseTTL
+			}
 			cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key
 			cfg.TxnTimeout, cfg.TokenTTL, cfg.BcryptCost = *txnTimeout, *tokenTTL, *bcryptCost
 			cfg.NoGroupCommit, cfg.NoBatching = !*groupCommit, !*batch
@@ -74,4 +98,14 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			return gateway.Run(ctx, cfg)
 		},
 	}
+}
+
+// checkGatewayDatabaseURL is the usage check of the gateway's --database-url: the bank's rule
+// (empty, or a postgres:// URL, never quoted in the message), in the gateway's words.
+func checkGatewayDatabaseURL(raw string) error {
+	cfg := bank.Config{DatabaseURL: raw}
+	if err := cfg.CheckDatabaseURL(); err != nil {
+		return usageErrorf("--database-url: %s", strings.TrimPrefix(err.Error(), "bank: "))
+	}
+	return nil
 }

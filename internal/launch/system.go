@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,8 +36,18 @@ const (
 	KillTimeout = 10 * time.Second
 )
 
-// GatewayName is the process name of the gateway; banks are named by their bank names.
+// GatewayName is the process name of the gateway, the first replica when there are several
+// (ReplicaName); banks are named by their bank names.
 const GatewayName = "gateway"
+
+// ReplicaName returns the process name of gateway replica i (from 0): "gateway" for the first,
+// then "gateway2", "gateway3"...
+func ReplicaName(i int) string {
+	if i == 0 {
+		return GatewayName
+	}
+	return GatewayName + strconv.Itoa(i+1)
+}
 
 // Options configure a System.
 type Options struct {
@@ -75,14 +86,23 @@ type Options struct {
 	// BankDatabaseURL, when set, gives each bank its PostgreSQL database (--database-url) by
 	// bank name; a bank it returns "" for keeps its SQLite ledger under DataDir.
 	BankDatabaseURL func(bank string) string
+	// Gateways is the number of gateway replicas, default 1. They are named by ReplicaName,
+	// each with its own listen (and web) address; banks are given every replica's address.
+	// More than one share their store, so they need GatewayDatabaseURL.
+	Gateways int
+	// GatewayDatabaseURL, when set, is every gateway replica's --database-url (their shared
+	// PostgreSQL store); otherwise the gateway keeps its SQLite store under its DataDir.
+	GatewayDatabaseURL string
+	// LeaseTTL is the gateways' --lease-ttl; zero leaves their default.
+	LeaseTTL time.Duration
 	// ServerArgs go to every server after the flags above, then BankArgs to each bank and
 	// GatewayArgs to the gateway (a flag given twice takes its last value).
 	ServerArgs, BankArgs, GatewayArgs []string
 	// Environ returns the environment of process name, to which each start adds its own; nil
 	// gives every process this program's environment.
 	Environ func(name string) []string
-	// Env is extra environment of the first start of a process (Start), by name ("gateway" or
-	// a bank name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
+	// Env is extra environment of the first start of a process (Start), by name ("gateway",
+	// "gateway2"... or a bank name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
 	Env map[string][]string
 	// DataDisks mounts, per process name, a tmpfs of that many bytes at the process's data
 	// directory, for runs that make its disk full (System.Disk). Mounting needs root or
@@ -93,17 +113,22 @@ type Options struct {
 	StopWithParent bool
 }
 
-// System is a paygate system of processes: banks and a gateway, each with its own store in
-// Dir. Its processes are started, stopped and started again on the same addresses.
+// System is a paygate system of processes: banks and one or more gateway replicas, each
+// with its own store in Dir (or the replicas sharing one PostgreSQL database). Its processes
+// are started, stopped and started again on the same addresses.
 type System struct {
 	opts    Options
 	Bin     string
 	Dir     string
 	CertDir string
 
-	GatewayAddr string
-	WebAddr     string // empty unless Options.Web
-	BankAddrs   map[string]string
+	// GatewayAddr and WebAddr are the first replica's; GatewayAddrs and WebAddrs every
+	// replica's, in ReplicaName order.
+	GatewayAddr  string
+	WebAddr      string // empty unless Options.Web
+	GatewayAddrs []string
+	WebAddrs     []string // nil unless Options.Web
+	BankAddrs    map[string]string
 
 	gatewayHTTP *http.Client // gateway-role certificate: health checks, audits of the banks
 	userHTTP    *http.Client // client-role certificate: calls the gateway as a user
@@ -125,6 +150,12 @@ func New(opts Options) (*System, error) {
 	if len(opts.Clients) == 0 {
 		opts.Clients = []string{"cli"}
 	}
+	if opts.Gateways <= 0 {
+		opts.Gateways = 1
+	}
+	if opts.Gateways > 1 && opts.GatewayDatabaseURL == "" {
+		return nil, errors.New("launch: gateway replicas share one store: they need a PostgreSQL database (GatewayDatabaseURL)")
+	}
 	s := &System{opts: opts, Bin: opts.Bin, Dir: opts.Dir, CertDir: filepath.Join(opts.Dir, "certs"),
 		BankAddrs: map[string]string{}, procs: map[string]*Proc{}, disks: map[string]*Disk{}}
 	if err := pki.Generate(s.CertDir, pki.Options{Banks: opts.Banks, Clients: opts.Clients, Hosts: opts.Hosts}); err != nil {
@@ -143,14 +174,22 @@ func New(opts Options) (*System, error) {
 		}
 		s.BankAddrs[b] = addr
 	}
-	var err error
-	if s.GatewayAddr, err = FreePort(); err != nil {
-		return nil, err
-	}
-	if opts.Web {
-		if s.WebAddr, err = FreePort(); err != nil {
+	for range opts.Gateways {
+		addr, err := FreePort()
+		if err != nil {
 			return nil, err
 		}
+		s.GatewayAddrs = append(s.GatewayAddrs, addr)
+		if opts.Web {
+			if addr, err = FreePort(); err != nil {
+				return nil, err
+			}
+			s.WebAddrs = append(s.WebAddrs, addr)
+		}
+	}
+	s.GatewayAddr = s.GatewayAddrs[0]
+	if opts.Web {
+		s.WebAddr = s.WebAddrs[0]
 	}
 	gwTLS, err := pki.ClientTLS(s.CertPath("ca.pem"), s.CertPath("gateway.pem"), s.CertPath("gateway-key.pem"))
 	if err != nil {
@@ -249,8 +288,46 @@ func (s *System) Close(keepStores bool) error {
 // Banks returns the bank names.
 func (s *System) Banks() []string { return slices.Clone(s.opts.Banks) }
 
-// Names returns the names of the processes: the banks, then "gateway".
-func (s *System) Names() []string { return append(s.Banks(), GatewayName) }
+// Names returns the names of the processes: the banks, then the gateway replicas.
+func (s *System) Names() []string { return append(s.Banks(), s.GatewayNames()...) }
+
+// GatewayNames returns the process names of the gateway replicas: "gateway", "gateway2"...
+func (s *System) GatewayNames() []string {
+	out := make([]string, s.opts.Gateways)
+	for i := range out {
+		out[i] = ReplicaName(i)
+	}
+	return out
+}
+
+// IsGateway reports whether name is one of the gateway replicas.
+func (s *System) IsGateway(name string) bool { return s.replica(name) >= 0 }
+
+// replica returns the index of gateway replica name, or -1.
+func (s *System) replica(name string) int {
+	for i := range s.opts.Gateways {
+		if ReplicaName(i) == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// GatewayList returns every replica's API address as a comma-separated list
+// ("127.0.0.1:20001,127.0.0.1:20002"), as clients and banks take it.
+func (s *System) GatewayList() string { return strings.Join(s.GatewayAddrs, ",") }
+
+// GatewayAddrOf returns the API address of gateway replica name.
+func (s *System) GatewayAddrOf(name string) string {
+	if i := s.replica(name); i >= 0 {
+		return s.GatewayAddrs[i]
+	}
+	return ""
+}
+
+// GatewayDatabaseURL returns the gateways' PostgreSQL database, or "" when the gateway keeps
+// its SQLite store.
+func (s *System) GatewayDatabaseURL() string { return s.opts.GatewayDatabaseURL }
 
 // CertPath returns the path of a file made by pki.Generate, e.g. "client-cli.pem".
 func (s *System) CertPath(name string) string { return filepath.Join(s.CertDir, name) }
@@ -286,7 +363,7 @@ func (s *System) BankArgs(name string) []string {
 		"--ca", s.CertPath("ca.pem"),
 		"--cert", s.CertPath("bank-" + name + ".pem"),
 		"--key", s.CertPath("bank-" + name + "-key.pem"),
-		"--gateway", "https://" + s.GatewayAddr,
+		"--gateway", s.gatewayURLs(),
 	}
 	if s.opts.ResolveAfter > 0 {
 		args = append(args, "--resolve-after", s.opts.ResolveAfter.String())
@@ -307,17 +384,45 @@ func (s *System) BankDatabaseURL(name string) string {
 	return s.opts.BankDatabaseURL(name)
 }
 
-// GatewayArgs returns the gateway's command line. Banks in unreachable are given an address
-// where nothing listens: the gateway cannot reach them, though they can reach it.
+// gatewayURLs is the banks' --gateway: every replica, comma-separated.
+func (s *System) gatewayURLs() string {
+	urls := make([]string, len(s.GatewayAddrs))
+	for i, a := range s.GatewayAddrs {
+		urls[i] = "https://" + a
+	}
+	return strings.Join(urls, ",")
+}
+
+// GatewayArgs returns the (first) gateway's command line. Banks in unreachable are given an
+// address where nothing listens: the gateway cannot reach them, though they can reach it.
 func (s *System) GatewayArgs(unreachable ...string) ([]string, error) {
+	return s.ReplicaArgs(GatewayName, unreachable...)
+}
+
+// ReplicaArgs returns the command line of gateway replica name, as GatewayArgs.
+func (s *System) ReplicaArgs(name string, unreachable ...string) ([]string, error) {
+	i := s.replica(name)
+	if i < 0 {
+		return nil, fmt.Errorf("launch: no gateway replica %q in the system", name)
+	}
+	web := ""
+	if s.opts.Web {
+		web = s.WebAddrs[i]
+	}
 	args := []string{"gateway",
-		"--listen", s.GatewayAddr,
-		"--web", s.WebAddr,
+		"--listen", s.GatewayAddrs[i],
+		"--web", web,
 		"--users", s.usersPath(),
-		"--data", s.DataDir(GatewayName),
+		"--data", s.DataDir(name),
 		"--ca", s.CertPath("ca.pem"),
 		"--cert", s.CertPath("gateway.pem"),
 		"--key", s.CertPath("gateway-key.pem"),
+	}
+	if s.opts.GatewayDatabaseURL != "" {
+		args = append(args, "--database-url", s.opts.GatewayDatabaseURL)
+	}
+	if s.opts.LeaseTTL > 0 {
+		args = append(args, "--lease-ttl", s.opts.LeaseTTL.String())
 	}
 	if s.opts.TxnTimeout > 0 {
 		args = append(args, "--txn-timeout", s.opts.TxnTimeout.String())
@@ -360,7 +465,9 @@ func (s *System) start(name string, args, env []string) (*Proc, error) {
 }
 
 // Start starts every bank with its Options.Env, waits until they serve, then does the same
-// for the gateway. It stops at the first failure; Close stops what runs.
+// for the first gateway replica and, once it serves (it has applied the store's migrations
+// and imported the users), for the other replicas together. It stops at the first failure;
+// Close stops what runs.
 func (s *System) Start(ctx context.Context) error {
 	procs := map[string]*Proc{}
 	for _, b := range s.opts.Banks {
@@ -375,8 +482,23 @@ func (s *System) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	_, err := s.StartGateway(ctx, s.opts.Env[GatewayName]...)
-	return err
+	if _, err := s.StartGateway(ctx, s.opts.Env[GatewayName]...); err != nil {
+		return err
+	}
+	replicas := map[string]*Proc{}
+	for _, name := range s.GatewayNames()[1:] {
+		p, err := s.StartReplicaNoWait(name, s.opts.Env[name]...)
+		if err != nil {
+			return err
+		}
+		replicas[name] = p
+	}
+	for _, name := range s.GatewayNames()[1:] {
+		if err := s.WaitServing(ctx, replicas[name], s.GatewayAddrOf(name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StartBank starts bank name (again, on the same address) with extra environment, e.g.
@@ -397,33 +519,58 @@ func (s *System) StartBankNoWait(name string, env ...string) (*Proc, error) {
 	return s.start(name, s.BankArgs(name), env)
 }
 
-// StartGateway starts the gateway (again, on the same address) with extra environment and
-// waits until it serves.
+// StartGateway starts the (first) gateway (again, on the same address) with extra
+// environment and waits until it serves.
 func (s *System) StartGateway(ctx context.Context, env ...string) (*Proc, error) {
 	return s.StartGatewayPartitioned(ctx, nil, env...)
 }
 
-// StartGatewayPartitioned starts the gateway unable to reach the banks named in unreachable
-// (a one-way partition: those banks still reach the gateway) and waits until it serves.
+// StartGatewayPartitioned starts the (first) gateway unable to reach the banks named in
+// unreachable (a one-way partition: those banks still reach the gateway) and waits until it
+// serves.
 func (s *System) StartGatewayPartitioned(ctx context.Context, unreachable []string, env ...string) (*Proc, error) {
-	args, err := s.GatewayArgs(unreachable...)
-	if err != nil {
-		return nil, err
-	}
-	p, err := s.start(GatewayName, args, env)
-	if err != nil {
-		return nil, err
-	}
-	return p, s.WaitServing(ctx, p, s.GatewayAddr)
+	return s.startReplica(ctx, GatewayName, unreachable, env)
 }
 
-// StartGatewayNoWait starts the gateway without waiting for it to serve.
+// StartGatewayNoWait starts the (first) gateway without waiting for it to serve.
 func (s *System) StartGatewayNoWait(env ...string) (*Proc, error) {
-	args, err := s.GatewayArgs()
+	return s.StartReplicaNoWait(GatewayName, env...)
+}
+
+// StartReplica starts gateway replica name (again, on the same addresses) with extra
+// environment and waits until it serves.
+func (s *System) StartReplica(ctx context.Context, name string, env ...string) (*Proc, error) {
+	return s.startReplica(ctx, name, nil, env)
+}
+
+func (s *System) startReplica(ctx context.Context, name string, unreachable, env []string) (*Proc, error) {
+	args, err := s.ReplicaArgs(name, unreachable...)
 	if err != nil {
 		return nil, err
 	}
-	return s.start(GatewayName, args, env)
+	p, err := s.start(name, args, env)
+	if err != nil {
+		return nil, err
+	}
+	return p, s.WaitServing(ctx, p, s.GatewayAddrOf(name))
+}
+
+// StartReplicaNoWait starts gateway replica name without waiting for it to serve.
+func (s *System) StartReplicaNoWait(name string, env ...string) (*Proc, error) {
+	args, err := s.ReplicaArgs(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.start(name, args, env)
+}
+
+// Restart starts process name again: a bank with StartBank, a gateway replica with
+// StartReplica.
+func (s *System) Restart(ctx context.Context, name string, env ...string) (*Proc, error) {
+	if s.IsGateway(name) {
+		return s.StartReplica(ctx, name, env...)
+	}
+	return s.StartBank(ctx, name, env...)
 }
 
 // WaitServing waits until the health service of p at addr answers SERVING, up to
@@ -442,7 +589,7 @@ func (s *System) WaitServing(ctx context.Context, p *Proc, addr string) error {
 	})
 }
 
-// Proc returns the process named name ("gateway" or a bank name): the last one started.
+// Proc returns the process named name (a gateway replica's or a bank's): the last one started.
 func (s *System) Proc(name string) *Proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -500,8 +647,8 @@ func (s *System) KillAll() {
 }
 
 // Shutdown stops every process gracefully (SIGTERM, so that they flush what they write at
-// exit, e.g. CPU profiles), the gateway first and then the banks, killing any that takes more
-// than d.
+// exit, e.g. CPU profiles), the gateway replicas first and then the banks, killing any that
+// takes more than d.
 func (s *System) Shutdown(d time.Duration) error {
 	names := s.Names()
 	slices.Reverse(names)
@@ -542,10 +689,16 @@ func (s *System) Logs() string {
 	return b.String()
 }
 
-// WaitBankHealth waits until the gateway's health service reports bank as want (SERVING or
-// NOT_SERVING), up to d.
+// WaitBankHealth waits until the (first) gateway's health service reports bank as want
+// (SERVING or NOT_SERVING), up to d.
 func (s *System) WaitBankHealth(ctx context.Context, bank string, want grpchealth.Status, d time.Duration) error {
-	hc := grpchealth.NewClient(s.userHTTP, "https://"+s.GatewayAddr, connect.WithGRPC())
+	return s.WaitReplicaBankHealth(ctx, GatewayName, bank, want, d)
+}
+
+// WaitReplicaBankHealth waits until the health service of gateway replica name reports bank as
+// want, up to d.
+func (s *System) WaitReplicaBankHealth(ctx context.Context, name, bank string, want grpchealth.Status, d time.Duration) error {
+	hc := grpchealth.NewClient(s.userHTTP, "https://"+s.GatewayAddrOf(name), connect.WithGRPC())
 	deadline := time.Now().Add(d)
 	var last grpchealth.Status
 	for time.Now().Before(deadline) {
@@ -563,7 +716,7 @@ func (s *System) WaitBankHealth(ctx context.Context, bank string, want grpchealt
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("gateway reports %s as %s after %s, want %s", bank, last, d, want)
+	return fmt.Errorf("%s reports %s as %s after %s, want %s", name, bank, last, d, want)
 }
 
 // Bank returns a client of bank name with the gateway-role certificate.
