@@ -1,8 +1,14 @@
 // Package cluster runs a whole paygate system as real processes for end-to-end tests: the
-// paygate binary built from this module, one process per bank and one gateway, each with its
-// own store (SQLite, or PostgreSQL for banks given a database), talking mTLS with certificates
-// made for the test. Tests kill, pause and restart processes and then audit the ledgers through
-// the banks' APIs.
+// paygate binary built from this module, one process per bank and one gateway (or several
+// gateway replicas sharing a PostgreSQL database), each with its own store (SQLite, or
+// PostgreSQL), talking mTLS with certificates made for the test. Tests kill, pause and restart
+// processes and then audit the ledgers through the banks' APIs.
+//
+// The backend is SQLite unless a test asks for PostgreSQL (Options.Backend, Options.Gateways)
+// or the environment does: PAYGATE_TEST_BACKEND=postgres puts the gateway and every bank of
+// every cluster on fresh PostgreSQL databases of their own (on PAYGATE_TEST_DATABASE_URL's
+// server, see internal/pgdb/pgtest), dropped when the test ends, so that the same end-to-end
+// tests run on both backends. A test on PostgreSQL skips when no server can be reached.
 //
 // The processes are run by internal/launch; this package is its layer for tests: defaults
 // for tests (the repository's fixtures, short timeouts, JSON logs at debug level), a failure
@@ -19,6 +25,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"testing"
 	"time"
 
 	"connectrpc.com/connect"
@@ -30,17 +38,39 @@ import (
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/launch"
+	"github.com/paygate/paygate/internal/pgdb/pgtest"
 )
 
-// TB is the part of testing.TB the cluster uses. *testing.T and *testing.B satisfy it.
-type TB interface {
-	Helper()
-	Fatal(args ...any)
-	Fatalf(format string, args ...any)
-	Logf(format string, args ...any)
-	Cleanup(func())
-	TempDir() string
-	Failed() bool
+// TB is the test a cluster belongs to: *testing.T or *testing.B.
+type TB = testing.TB
+
+// Backend is where the servers keep their stores.
+type Backend string
+
+const (
+	// BackendDefault is the environment's: PAYGATE_TEST_BACKEND, or SQLite when it is unset.
+	BackendDefault Backend = ""
+	// SQLite gives every process its SQLite file under its data directory.
+	SQLite Backend = "sqlite"
+	// Postgres gives the gateway (all its replicas) one fresh PostgreSQL database and each bank
+	// one of its own.
+	Postgres Backend = "postgres"
+)
+
+// BackendEnv names the environment variable that sets the backend of the clusters that do not
+// choose one: "sqlite" (the default) or "postgres".
+const BackendEnv = "PAYGATE_TEST_BACKEND"
+
+// EnvBackend returns the backend PAYGATE_TEST_BACKEND asks for, SQLite when it is unset.
+func EnvBackend() (Backend, error) {
+	switch v := Backend(strings.ToLower(os.Getenv(BackendEnv))); v {
+	case "", SQLite:
+		return SQLite, nil
+	case Postgres, "postgresql", "pg":
+		return Postgres, nil
+	default:
+		return "", fmt.Errorf("%s=%q: want sqlite or postgres", BackendEnv, v)
+	}
 }
 
 // ModuleRoot returns the directory of this module's go.mod.
@@ -75,8 +105,21 @@ type Options struct {
 	// GatewayArgs are extra gateway flags.
 	GatewayArgs []string
 	// BankDatabaseURL, when set, gives each bank its PostgreSQL database (--database-url) by
-	// bank name; a bank it returns "" for keeps its SQLite ledger.
+	// bank name; a bank it returns "" for keeps its SQLite ledger (or, on the Postgres
+	// backend, gets a fresh database).
 	BankDatabaseURL func(bank string) string
+	// Backend is where the stores are: BackendDefault follows PAYGATE_TEST_BACKEND, except
+	// that a cluster with DataDisks stays on SQLite (a full disk under a data directory is a
+	// fault of the SQLite stores) and one with Gateways > 1 is on PostgreSQL.
+	Backend Backend
+	// Gateways is the number of gateway replicas, default 1: "gateway", "gateway2"... (Names).
+	// More than one need the Postgres backend.
+	Gateways int
+	// GatewayDatabaseURL is the gateway's PostgreSQL database; default, on the Postgres
+	// backend, a fresh one.
+	GatewayDatabaseURL string
+	// LeaseTTL is the gateways' --lease-ttl; default 2s on PostgreSQL (tests keep it short).
+	LeaseTTL time.Duration
 	// Bin is the paygate binary to run; default: built from this module by Binary.
 	Bin string
 	// BankAddrs are the banks' listen addresses ("127.0.0.1:port"); default: free ports.
@@ -84,8 +127,8 @@ type Options struct {
 	// GatewayBankAddrs overrides, per bank, the address ("host:port") the gateway dials for it,
 	// e.g. a faultproxy in front of the bank. Banks not in it are dialled directly.
 	GatewayBankAddrs map[string]string
-	// Env is extra environment of the first start of a process, by name ("gateway" or a bank
-	// name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
+	// Env is extra environment of the first start of a process, by name ("gateway",
+	// "gateway2"... or a bank name), e.g. {"bank1": {"PAYGATE_CRASH_AT=bank.prepare.after_persist"}}.
 	Env map[string][]string
 	// DataDisks mounts, per process name, a tmpfs of that many bytes at the process's data
 	// directory before it starts, for tests that make its disk full (Cluster.Disk). Mounting
@@ -102,9 +145,15 @@ type Cluster struct {
 	CertDir string
 	Root    string
 
-	GatewayAddr string
-	WebAddr     string
-	BankAddrs   map[string]string
+	// GatewayAddr and WebAddr are the first gateway replica's ("gateway"); GatewayAddrs and
+	// WebAddrs every replica's, in the order of GatewayNames.
+	GatewayAddr  string
+	WebAddr      string
+	GatewayAddrs []string
+	WebAddrs     []string
+	BankAddrs    map[string]string
+	// Backend is where the stores are (SQLite or Postgres, resolved).
+	Backend Backend
 
 	httpClient *http.Client // client-role certificate: calls the gateway as a user
 }
@@ -163,35 +212,78 @@ func New(t TB, opts Options) *Cluster {
 	if users == "" {
 		users = fixture("user_details.json")
 	}
+	backend := opts.Backend
+	if backend == BackendDefault {
+		var err error
+		switch {
+		case opts.Gateways > 1:
+			backend = Postgres
+		case len(opts.DataDisks) > 0:
+			backend = SQLite
+		default:
+			if backend, err = EnvBackend(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if opts.Gateways > 1 && backend != Postgres {
+		t.Fatalf("cluster: %d gateway replicas need the Postgres backend", opts.Gateways)
+	}
+	bankDB := opts.BankDatabaseURL
+	gatewayDB := opts.GatewayDatabaseURL
+	if backend == Postgres {
+		prefix := "paygate_e2e_"
+		if gatewayDB == "" {
+			gatewayDB = pgtest.NewDatabase(t, prefix+"gw_")
+		}
+		urls := map[string]string{}
+		for _, b := range opts.Banks {
+			if opts.BankDatabaseURL != nil {
+				if u := opts.BankDatabaseURL(b); u != "" {
+					urls[b] = u
+					continue
+				}
+			}
+			urls[b] = pgtest.NewDatabase(t, prefix+b+"_")
+		}
+		bankDB = func(b string) string { return urls[b] }
+		if opts.LeaseTTL == 0 {
+			opts.LeaseTTL = 2 * time.Second
+		}
+	}
 	bin := opts.Bin
 	if bin == "" {
 		bin = Binary(t, opts.Tags...)
 	}
 	sys, err := launch.New(launch.Options{
-		Dir:              t.TempDir(),
-		Bin:              bin,
-		Banks:            opts.Banks,
-		Accounts:         accounts,
-		Users:            users,
-		Clients:          []string{"cli", "other"},
-		TxnTimeout:       opts.TxnTimeout,
-		ResolveAfter:     opts.ResolveAfter,
-		BcryptCost:       4,
-		LogFormat:        "json",
-		LogLevel:         "debug",
-		Web:              true,
-		BankAddrs:        opts.BankAddrs,
-		GatewayBankAddrs: opts.GatewayBankAddrs,
-		GatewayArgs:      opts.GatewayArgs,
-		BankDatabaseURL:  opts.BankDatabaseURL,
-		Env:              opts.Env,
-		DataDisks:        opts.DataDisks,
+		Dir:                t.TempDir(),
+		Bin:                bin,
+		Banks:              opts.Banks,
+		Accounts:           accounts,
+		Users:              users,
+		Clients:            []string{"cli", "other"},
+		TxnTimeout:         opts.TxnTimeout,
+		ResolveAfter:       opts.ResolveAfter,
+		BcryptCost:         4,
+		LogFormat:          "json",
+		LogLevel:           "debug",
+		Web:                true,
+		BankAddrs:          opts.BankAddrs,
+		GatewayBankAddrs:   opts.GatewayBankAddrs,
+		GatewayArgs:        opts.GatewayArgs,
+		BankDatabaseURL:    bankDB,
+		Gateways:           opts.Gateways,
+		GatewayDatabaseURL: gatewayDB,
+		LeaseTTL:           opts.LeaseTTL,
+		Env:                opts.Env,
+		DataDisks:          opts.DataDisks,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &Cluster{t: t, sys: sys, Bin: sys.Bin, Dir: sys.Dir, CertDir: sys.CertDir, Root: root,
-		GatewayAddr: sys.GatewayAddr, WebAddr: sys.WebAddr, BankAddrs: sys.BankAddrs, httpClient: sys.UserHTTP()}
+		GatewayAddr: sys.GatewayAddr, WebAddr: sys.WebAddr, GatewayAddrs: sys.GatewayAddrs, WebAddrs: sys.WebAddrs,
+		BankAddrs: sys.BankAddrs, Backend: backend, httpClient: sys.UserHTTP()}
 	t.Cleanup(c.stopAll)
 	if err := sys.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -285,7 +377,39 @@ func (c *Cluster) StartGatewayNoWait(env ...string) *Proc {
 	return c.must(c.sys.StartGatewayNoWait(env...))
 }
 
-// Proc returns the process named name ("gateway" or a bank name).
+// StartReplica starts gateway replica name ("gateway2"...) again with extra environment and
+// waits until it serves.
+func (c *Cluster) StartReplica(name string, env ...string) *Proc {
+	c.t.Helper()
+	return c.must(c.sys.StartReplica(context.Background(), name, env...))
+}
+
+// StartReplicaNoWait starts gateway replica name without waiting for it to serve.
+func (c *Cluster) StartReplicaNoWait(name string, env ...string) *Proc {
+	c.t.Helper()
+	return c.must(c.sys.StartReplicaNoWait(name, env...))
+}
+
+// GatewayNames returns the process names of the gateway replicas: "gateway", "gateway2"...
+func (c *Cluster) GatewayNames() []string { return c.sys.GatewayNames() }
+
+// GatewayAddrOf returns the API address of gateway replica name.
+func (c *Cluster) GatewayAddrOf(name string) string { return c.sys.GatewayAddrOf(name) }
+
+// GatewayList returns every replica's API address, comma-separated, as clients take it
+// (PAYGATE_GATEWAY, client.New).
+func (c *Cluster) GatewayList() string { return c.sys.GatewayList() }
+
+// GatewayDatabaseURL returns the gateways' PostgreSQL database, or "" on SQLite.
+func (c *Cluster) GatewayDatabaseURL() string { return c.sys.GatewayDatabaseURL() }
+
+// BankDatabaseURL returns bank name's PostgreSQL database, or "" when it is on SQLite.
+func (c *Cluster) BankDatabaseURL(name string) string { return c.sys.BankDatabaseURL(name) }
+
+// Names returns the names of the processes: the banks, then the gateway replicas.
+func (c *Cluster) Names() []string { return c.sys.Names() }
+
+// Proc returns the process named name (a gateway replica's or a bank's).
 func (c *Cluster) Proc(name string) *Proc { return c.sys.Proc(name) }
 
 // Kill sends SIGKILL to the process and waits for it to exit.
@@ -337,8 +461,8 @@ func (c *Cluster) stopAll() {
 	}
 }
 
-// WaitBankHealth waits until the gateway's health service reports bank as want (SERVING or
-// NOT_SERVING), up to d.
+// WaitBankHealth waits until the (first) gateway's health service reports bank as want
+// (SERVING or NOT_SERVING), up to d.
 func (c *Cluster) WaitBankHealth(bank string, want grpchealth.Status, d time.Duration) error {
 	return c.sys.WaitBankHealth(context.Background(), bank, want, d)
 }
@@ -352,9 +476,12 @@ type User struct {
 	Balance  gatewayv1connect.BalanceServiceClient
 }
 
-// Clients returns gateway clients with the client-role certificate and no token.
-func (c *Cluster) Clients() *User {
-	url := "https://" + c.GatewayAddr
+// Clients returns clients of the (first) gateway with the client-role certificate and no token.
+func (c *Cluster) Clients() *User { return c.ClientsAt(c.GatewayAddr) }
+
+// ClientsAt returns clients of the gateway replica at addr, as Clients.
+func (c *Cluster) ClientsAt(addr string) *User {
+	url := "https://" + addr
 	opts := []connect.ClientOption{connect.WithGRPC()}
 	return &User{
 		Auth:     gatewayv1connect.NewAuthServiceClient(c.httpClient, url, opts...),
@@ -363,15 +490,26 @@ func (c *Cluster) Clients() *User {
 	}
 }
 
-// Login logs a user in and returns clients that send the token.
+// Login logs a user in at the (first) gateway and returns clients that send the token.
 func (c *Cluster) Login(username, password string) (*User, error) {
-	u := c.Clients()
+	return c.LoginAt(c.GatewayAddr, username, password)
+}
+
+// LoginAt logs a user in at the gateway replica at addr and returns clients of that replica
+// that send the token.
+func (c *Cluster) LoginAt(addr, username, password string) (*User, error) {
+	u := c.ClientsAt(addr)
 	resp, err := u.Auth.Login(context.Background(), connect.NewRequest(&gatewayv1.LoginRequest{Username: username, Password: password}))
 	if err != nil {
 		return nil, err
 	}
-	tok := resp.Msg.GetToken()
-	url := "https://" + c.GatewayAddr
+	return c.UserAt(addr, username, resp.Msg.GetToken()), nil
+}
+
+// UserAt returns clients of the gateway replica at addr that send token, a session of
+// username made at any replica (the replicas share their sessions).
+func (c *Cluster) UserAt(addr, username, tok string) *User {
+	url := "https://" + addr
 	opts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(bearer(tok))}
 	return &User{
 		Name:     username,
@@ -379,7 +517,7 @@ func (c *Cluster) Login(username, password string) (*User, error) {
 		Auth:     gatewayv1connect.NewAuthServiceClient(c.httpClient, url, opts...),
 		Payments: gatewayv1connect.NewPaymentServiceClient(c.httpClient, url, opts...),
 		Balance:  gatewayv1connect.NewBalanceServiceClient(c.httpClient, url, opts...),
-	}, nil
+	}
 }
 
 type bearer string
