@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/paygate/paygate/internal/pgdb"
 	"github.com/paygate/paygate/internal/rpcerr"
 	"github.com/paygate/paygate/internal/sqlitedb"
 )
@@ -76,7 +77,7 @@ func (b *boundaryInterceptor) boundary(ctx context.Context, procedure string, er
 		return rpcerr.New(connect.CodeDeadlineExceeded, ReasonDeadlineExceeded, "the call's deadline passed before it was answered")
 	case errors.Is(err, context.Canceled) || (isConnect && ce.Code() == connect.CodeCanceled):
 		return rpcerr.New(connect.CodeCanceled, ReasonCanceled, "the call was canceled")
-	case sqlitedb.Unavailable(err):
+	case sqlitedb.Unavailable(err) || pgdb.Unavailable(err):
 		b.log.ErrorContext(ctx, "storage unavailable", slog.String("procedure", procedure), slog.String("error", err.Error()))
 		return rpcerr.New(connect.CodeUnavailable, ReasonStorageUnavailable, "the server's storage is unavailable; retry later")
 	case isConnect && ce.Code() != connect.CodeUnknown && ce.Code() != connect.CodeInternal:
