@@ -240,6 +240,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.store = store
+	g.now = store.Now // sessions expire by the store's clock, the same for every replica
 	g.throttle = newThrottle(store, "login", cfg.LoginFailureEvery, cfg.LoginFailuresBurst)
 	g.registerThrottle = newThrottle(store, "register", cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)
 	// A failure from here on undoes what New started: the batchers' goroutines and the store.
