@@ -9,12 +9,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -152,10 +155,17 @@ func Retryable(err error) bool {
 }
 
 // Unavailable says whether err means the database cannot be reached or is out of resources for
-// now, so that the caller may retry later: a failed connection, a connection lost, a server
-// shutting down or starting, too many connections, a full disk, or a transaction still
-// conflicting after its retries.
+// now, so that the caller may retry later: a failed connection (refused, unreachable,
+// authentication timed out), a connection lost (reset, closed, cut off in the middle of a
+// reply), a timeout, a server shutting down or starting (SQLSTATE 57P01, 57P02, 57P03),
+// connection exceptions (class 08), insufficient resources such as too many connections or a
+// full disk (class 53), a transaction still conflicting after its retries (40001, 40P01), or a
+// pool already closed (the process is shutting down). Any other error the server reports (a
+// constraint, a syntax error: a bug) is not.
 func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || pgconn.Timeout(err) {
 		return true
@@ -169,7 +179,21 @@ func Unavailable(err error) bool {
 		}
 		return false
 	}
-	return pgconn.SafeToRetry(err)
+	if pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) {
+		return true
+	}
+	// The connection went away in the middle of a statement: the server died or the network
+	// cut it. (A statement's own context ending is the caller's error, not the database's.)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	// pgxpool reports a closed pool with its pool library's unexported-to-us error.
+	return strings.Contains(err.Error(), "closed pool")
 }
 
 // HasNUL reports whether any of ss holds a NUL byte, which PostgreSQL text cannot store.

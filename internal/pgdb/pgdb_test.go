@@ -3,8 +3,12 @@ package pgdb_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -178,5 +182,15 @@ func TestUnavailable(t *testing.T) {
 	}
 	if pgdb.Unavailable(nil) || pgdb.Unavailable(errors.New("other")) {
 		t.Error("Unavailable(nil or a plain error) = true")
+	}
+	lost := []error{io.ErrUnexpectedEOF, fmt.Errorf("read: %w", syscall.ECONNRESET),
+		&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, pgconn.ErrConnClosed}
+	for _, err := range lost {
+		if !pgdb.Unavailable(fmt.Errorf("query: %w", err)) {
+			t.Errorf("Unavailable(%v) = false, want true (a lost connection)", err)
+		}
+	}
+	if pgdb.Unavailable(fmt.Errorf("query: %w", context.Canceled)) {
+		t.Error("Unavailable(context.Canceled) = true: the caller's cancellation is not the database's")
 	}
 }
