@@ -27,6 +27,8 @@ func newBenchCommand(e *env) *ffcli.Command {
 	keep := fs.Bool("keep", false, "keep the system's directory (data and logs) after the run")
 	out := fs.String("out", "", "directory for bench.json and latency.svg (default the system's directory)")
 	banks := fs.Int("banks", 3, "banks of the system the bench starts")
+	gateways := fs.Int("gateways", 1, "gateway replicas of the system the bench starts (more than one need --database-url); worker i sends to replica i mod N")
+	dbURL := fs.String("database-url", "", "run the system the bench starts on PostgreSQL, postgres://USER[:PASSWORD]@HOST[:PORT]/NAME: the gateways use database NAME, each bank NAME_<bank> on the same server (created if missing)")
 	users := fs.Int("users", 64, "users of the system the bench starts, each with an account at every bank holding 1,000,000.00 USD")
 	txnTimeout := fs.Duration("txn-timeout", 30*time.Second, "the gateway's --txn-timeout")
 	serverArgs := fs.String("server-args", "", "extra flags for every server the bench starts, space-separated")
@@ -58,6 +60,13 @@ func newBenchCommand(e *env) *ffcli.Command {
 			"before; otherwise the exit code is 1.\n\n" +
 			"All the processes share this machine, so each bank and the bench's own workers run with\n" +
 			"GOMAXPROCS of their share of the CPUs (--procs); the gateway keeps Go's default.\n\n" +
+			"PostgreSQL and replicas: --database-url postgres://HOST/NAME puts the stores on a\n" +
+			"PostgreSQL server: the gateway in database NAME, each bank in NAME_<bank>, created\n" +
+			"when missing (the databases are kept: a later run with the same URL starts on their\n" +
+			"data, so use a fresh NAME per run for figures from the same start). --gateways N\n" +
+			"starts N gateway replicas on that database; worker i sends to replica i mod N and\n" +
+			"moves on to the next when its replica cannot be reached; the report counts the\n" +
+			"requests per replica.\n\n" +
 			"Profiling: " + bench.ProfileEnv + "=FILE makes any paygate command write a CPU profile of\n" +
 			"its run to FILE; --profile DIR sets it for each server the bench starts and profiles\n" +
 			"the bench itself, for 'go tool pprof'.",
@@ -86,8 +95,15 @@ func newBenchCommand(e *env) *ffcli.Command {
 				return usageErrorf("--banks %d: want 2 to 26", *banks)
 			case *users < 1 || *users > 10000:
 				return usageErrorf("--users %d: want 1 to 10000", *users)
-			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != "" || *procs != 0):
-				return usageErrorf("--dev benches a running system: --no-group-commit, --procs and --*-args only apply to a system the bench starts")
+			case *dev != "" && (*noGroup || *serverArgs != "" || *bankArgs != "" || *gatewayArgs != "" || *procs != 0 || *dbURL != "" || *gateways != 1):
+				return usageErrorf("--dev benches a running system: --no-group-commit, --procs, --database-url, --gateways and --*-args only apply to a system the bench starts")
+			case *gateways < 1 || *gateways > 16:
+				return usageErrorf("--gateways %d: want 1 to 16", *gateways)
+			case *gateways > 1 && *dbURL == "":
+				return usageErrorf("--gateways %d: replicas share one PostgreSQL database; give it with --database-url", *gateways)
+			}
+			if err := checkGatewayDatabaseURL(*dbURL); err != nil {
+				return err
 			}
 			bin, err := os.Executable()
 			if err != nil {
@@ -97,7 +113,7 @@ func newBenchCommand(e *env) *ffcli.Command {
 				Concurrency: *concurrency, Duration: *duration, Count: *count, Warmup: *warmup, Mix: m, Conns: *conns,
 				Ceiling: *ceiling, CeilingCalls: *ceilingCalls, CeilingDuration: *ceilingDuration,
 				DevDir: *dev, Binary: bin, Dir: *dir, Keep: *keep, Out: *out,
-				Banks: *banks, Users: *users, TxnTimeout: *txnTimeout,
+				Banks: *banks, Users: *users, TxnTimeout: *txnTimeout, Gateways: *gateways, DatabaseURL: *dbURL,
 				ServerArgs: strings.Fields(*serverArgs), BankArgs: strings.Fields(*bankArgs), GatewayArgs: strings.Fields(*gatewayArgs),
 				NoGroupCommit: *noGroup, Procs: *procs, ProfileDir: *profile, SettleTimeout: *settle,
 				Command: append([]string{"paygate"}, os.Args[1:]...),

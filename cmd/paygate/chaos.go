@@ -28,6 +28,9 @@ func newChaosCommand(e *env) *ffcli.Command {
 	settle := fs.Duration("settle-timeout", d.SettleTimeout, "how long the system may take to quiesce after the faults stop")
 	progress := fs.Duration("progress", 30*time.Second, "interval of progress lines")
 	diskMiB := fs.Int64("disk-size-mb", d.DiskSize>>20, "size in MiB of the tmpfs under each process's data directory, which the disk-full faults fill; it must hold the run's stores")
+	dbURL := fs.String("database-url", "", "the PostgreSQL profile, postgres://USER[:PASSWORD]@HOST[:PORT]/NAME: the gateway replicas use database NAME, each bank NAME_<bank> on the same server (created if missing; give a fresh NAME for each run)")
+	gateways := fs.Int("gateways", 0, "gateway replicas, killed, paused and restarted like every process; 0 means 2 with --database-url, else 1 (replicas need --database-url)")
+	leaseTTL := fs.Duration("lease-ttl", 2*time.Second, "the gateway replicas' --lease-ttl, with --database-url")
 	dir := fs.String("dir", "", "directory for the system (certificates, fixtures, stores, logs); default a temporary one")
 	keep := fs.Bool("keep", false, "keep the system's directory after a run without violations (it is always kept after one with violations)")
 
@@ -45,7 +48,15 @@ func newChaosCommand(e *env) *ffcli.Command {
 			"every payment at both banks or neither and at most once, every answer a client got\n" +
 			"matches the ledgers, every accepted payment decided. Prints the seed first (replay a run\n" +
 			"with --seed), progress lines, and a report; exits 1 on any violation. See\n" +
-			"docs/RELIABILITY.md.",
+			"docs/RELIABILITY.md.\n\n" +
+			"The PostgreSQL profile (--database-url postgres://HOST/NAME) keeps the gateway's store in\n" +
+			"database NAME and each bank's in NAME_<bank>, created when missing, and runs --gateways\n" +
+			"replicas of the gateway on NAME (2 by default). Clients spread over the replicas and\n" +
+			"send each retry to the next one; replicas are killed (and restarted) and paused like\n" +
+			"any process; there are no disk-full faults. The checks add: every replica answers\n" +
+			"GetPayment with the same outcome for every payment. The run audits the money its own\n" +
+			"payments moved, so give it databases of its own: a fresh NAME (the databases are kept;\n" +
+			"drop them with dropdb when done).",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -62,6 +73,10 @@ func newChaosCommand(e *env) *ffcli.Command {
 			cfg.TxnTimeout, cfg.ResolveAfter, cfg.SettleTimeout = *txnTimeout, *resolveAfter, *settle
 			cfg.Progress, cfg.Bin, cfg.Log = *progress, bin, e.stderr
 			cfg.DiskSize = *diskMiB << 20
+			cfg.DatabaseURL, cfg.Gateways, cfg.LeaseTTL = *dbURL, *gateways, *leaseTTL
+			if err := checkGatewayDatabaseURL(*dbURL); err != nil {
+				return err
+			}
 			if cfg.Seed == 0 {
 				cfg.Seed = uint64(time.Now().UnixNano())
 			}

@@ -7,15 +7,18 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/fixtures"
+	"github.com/paygate/paygate/internal/launch"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
@@ -26,11 +29,16 @@ func init() { register(newDevCommand) }
 
 // devInfo is DIR/dev.json: what scripts and tests need to find a running `paygate dev`.
 type devInfo struct {
-	API   string            `json:"api"`
-	Web   string            `json:"web"`
-	Banks map[string]string `json:"banks"`
-	Certs devCerts          `json:"certs"`
-	Users []devUser         `json:"users"`
+	API string `json:"api"`
+	Web string `json:"web"`
+	// APIs and Webs are every gateway replica's addresses (--gateways), API and Web first.
+	APIs []string `json:"apis"`
+	Webs []string `json:"webs,omitempty"`
+	// Backend is where the stores are: "sqlite" (under DIR/data) or "postgres".
+	Backend string            `json:"backend"`
+	Banks   map[string]string `json:"banks"`
+	Certs   devCerts          `json:"certs"`
+	Users   []devUser         `json:"users"`
 	// Enrollments are the codes issued at this start for the demo holders who have no login
 	// yet, to register with.
 	Enrollments []devEnrollment `json:"enrollments"`
@@ -64,6 +72,8 @@ func newDevCommand(e *env) *ffcli.Command {
 	nbanks := fs.Int("banks", 3, "number of banks (bank1..bankN), each with a fixtures file")
 	fixturesDir := fs.String("fixtures", "", "directory with user_details.json and <bank>_server_accounts.json (default: the fixtures built into paygate)")
 	txnTimeout := fs.Duration("txn-timeout", 30*time.Second, "longest time from accepting a payment to deciding it")
+	dbURL := fs.String("database-url", "", "run on PostgreSQL instead of SQLite files, postgres://USER[:PASSWORD]@HOST[:PORT]/NAME: the gateway uses database NAME and each bank NAME_<bank> on the same server, created if missing")
+	gateways := fs.Int("gateways", 1, "gateway replicas (more than one need --database-url): replica i listens on --listen's and --web's ports plus i")
 	var lf logFlags
 	lf.register(fs)
 
@@ -74,7 +84,12 @@ func newDevCommand(e *env) *ffcli.Command {
 		LongHelp: "Runs N banks and the gateway in one process on the embedded SQLite store.\n" +
 			"On the first run it makes a CA and certificates under DIR/certs and imports the\n" +
 			"demo fixtures; later runs keep the data under DIR/data. It writes DIR/dev.json with\n" +
-			"the endpoints, certificate paths and demo users. Ctrl-C shuts down gracefully.",
+			"the endpoints, certificate paths and demo users. Ctrl-C shuts down gracefully.\n\n" +
+			"With --database-url postgres://HOST/NAME the stores are on PostgreSQL instead: the\n" +
+			"gateway's in database NAME, each bank's in NAME_<bank> on the same server, created\n" +
+			"when missing and kept across runs. --gateways N then runs N gateway replicas on\n" +
+			"NAME, the first on --listen and --web, replica i on their ports plus i; the banks\n" +
+			"and dev.json (\"apis\") get every replica's address.",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -84,22 +99,67 @@ func newDevCommand(e *env) *ffcli.Command {
 			if *nbanks < 1 || *nbanks > 26 {
 				return usageErrorf("--banks %d: want 1 to 26", *nbanks)
 			}
+			if *gateways < 1 || *gateways > 16 {
+				return usageErrorf("--gateways %d: want 1 to 16", *gateways)
+			}
+			if *gateways > 1 && *dbURL == "" {
+				return usageErrorf("--gateways %d: replicas share one PostgreSQL database; give it with --database-url", *gateways)
+			}
+			if err := checkGatewayDatabaseURL(*dbURL); err != nil {
+				return err
+			}
+			listens, err := replicaAddrs(*listen, *gateways)
+			if err != nil {
+				return usageErrorf("--listen: %v", err)
+			}
+			webs := make([]string, *gateways)
+			if *web != "" {
+				if webs, err = replicaAddrs(*web, *gateways); err != nil {
+					return usageErrorf("--web: %v", err)
+				}
+			}
 			log, err := lf.logger(e.stderr)
 			if err != nil {
 				return err
 			}
-			return runDev(ctx, e, devConfig{dir: *dir, listen: *listen, web: *web, banks: *nbanks,
-				fixtures: *fixturesDir, txnTimeout: *txnTimeout, log: log})
+			return runDev(ctx, e, devConfig{dir: *dir, listens: listens, webs: webs, banks: *nbanks,
+				fixtures: *fixturesDir, txnTimeout: *txnTimeout, databaseURL: *dbURL, log: log})
 		},
 	}
 }
 
 type devConfig struct {
-	dir, listen, web string
-	banks            int
-	fixtures         string
-	txnTimeout       time.Duration
-	log              *slog.Logger
+	dir string
+	// listens and webs are each gateway replica's API and web addresses (a web address may be
+	// empty: no web listener).
+	listens, webs []string
+	banks         int
+	fixtures      string
+	txnTimeout    time.Duration
+	databaseURL   string // PostgreSQL: launch.SystemDatabases; empty: SQLite under dir/data
+	log           *slog.Logger
+}
+
+// replicaAddrs returns n addresses: addr, then addr's port plus 1, plus 2... (a port of 0
+// stays 0: each replica gets one of its own choosing).
+func replicaAddrs(addr string, n int) ([]string, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port+n-1 > 65535 {
+		return nil, fmt.Errorf("port %q: want a number from 0 to %d", portStr, 65535-(n-1))
+	}
+	out := []string{addr}
+	for i := 1; i < n; i++ {
+		p := port + i
+		if port == 0 {
+			p = 0
+		}
+		out = append(out, net.JoinHostPort(host, strconv.Itoa(p)))
+	}
+	return out, nil
 }
 
 func runDev(ctx context.Context, e *env, cfg devConfig) error {
@@ -134,6 +194,13 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		return err
 	}
 	dataDir := filepath.Join(dir, "data")
+	var gatewayDB string
+	bankDB := map[string]string{}
+	if cfg.databaseURL != "" {
+		if gatewayDB, bankDB, err = launch.SystemDatabases(ctx, cfg.databaseURL, names); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
 
 	// Banks first, on ports of their own choosing; the gateway is told where they are.
 	var servers []*bank.Server
@@ -147,12 +214,16 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		}
 	}
 	bankURLs := map[string]string{}
-	gatewayURL := "https://" + cfg.listen
+	var gatewayURLs []string
+	for _, l := range cfg.listens {
+		gatewayURLs = append(gatewayURLs, "https://"+l)
+	}
 	for _, n := range names {
 		s, err := bank.NewServer(ctx, bank.ServerConfig{
 			Config: bank.Config{
 				Name:         n,
 				DataDir:      dataDir,
+				DatabaseURL:  bankDB[n],
 				AccountsFile: filepath.Join(fixDir, n+"_server_accounts.json"),
 				Logger:       cfg.log,
 			},
@@ -160,7 +231,7 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 			CAFile:      filepath.Join(certDir, "ca.pem"),
 			CertFile:    filepath.Join(certDir, "bank-"+n+".pem"),
 			KeyFile:     filepath.Join(certDir, "bank-"+n+"-key.pem"),
-			GatewayURLs: []string{gatewayURL},
+			GatewayURLs: gatewayURLs,
 		})
 		if err == nil {
 			err = s.Start(ctx)
@@ -174,40 +245,79 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 	}
 	defer shutdownBanks()
 
-	gcfg := gateway.DefaultConfig()
-	gcfg.Listen, gcfg.WebListen = cfg.listen, cfg.web
-	gcfg.WebHandler = dashboard.Handler(dashboard.DistFS())
-	gcfg.Banks = bankURLs
-	gcfg.UsersFile = filepath.Join(fixDir, "user_details.json")
-	gcfg.DataDir = dataDir
-	gcfg.CAFile = filepath.Join(certDir, "ca.pem")
-	gcfg.CertFile = filepath.Join(certDir, "gateway.pem")
-	gcfg.KeyFile = filepath.Join(certDir, "gateway-key.pem")
-	gcfg.TxnTimeout = cfg.txnTimeout
-	gcfg.Logger = cfg.log
-	g, err := gateway.New(ctx, gcfg)
-	if err != nil {
-		return err
+	// The gateway replicas, the first alone (it applies the store's migrations and imports
+	// the users), then the others.
+	var gws []*gateway.Gateway
+	shutdownGateways := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var errs []error
+		for _, g := range gws {
+			errs = append(errs, g.Shutdown(sctx))
+		}
+		gws = nil
+		return errors.Join(errs...)
 	}
-	if err := g.Start(ctx); err != nil {
-		// Nothing is served yet: close the store and stop what New started.
-		g.Shutdown(context.Background())
-		return err
+	for i, listen := range cfg.listens {
+		gcfg := gateway.DefaultConfig()
+		gcfg.Listen, gcfg.WebListen = listen, cfg.webs[i]
+		gcfg.WebHandler = dashboard.Handler(dashboard.DistFS())
+		gcfg.Banks = bankURLs
+		gcfg.UsersFile = filepath.Join(fixDir, "user_details.json")
+		gcfg.DataDir = dataDir
+		gcfg.DatabaseURL = gatewayDB
+		gcfg.CAFile = filepath.Join(certDir, "ca.pem")
+		gcfg.CertFile = filepath.Join(certDir, "gateway.pem")
+		gcfg.KeyFile = filepath.Join(certDir, "gateway-key.pem")
+		gcfg.TxnTimeout = cfg.txnTimeout
+		gcfg.Logger = cfg.log
+		if len(cfg.listens) > 1 {
+			gcfg.Logger = cfg.log.With("replica", i+1)
+		}
+		g, err := gateway.New(ctx, gcfg)
+		if err != nil {
+			shutdownGateways()
+			return err
+		}
+		if err := g.Start(ctx); err != nil {
+			// Nothing is served yet: close the store and stop what New started.
+			g.Shutdown(context.Background())
+			shutdownGateways()
+			return err
+		}
+		gws = append(gws, g)
 	}
+	g := gws[0]
 
 	enrollments, err := issueDevEnrollments(ctx, servers, g)
 	if err != nil {
-		g.Shutdown(context.Background())
+		shutdownGateways()
 		return err
 	}
-	info, err := writeDevInfo(dir, g, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments)
+	backend := "sqlite"
+	if cfg.databaseURL != "" {
+		backend = "postgres"
+	}
+	info, err := writeDevInfo(dir, gws, backend, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments)
 	if err != nil {
-		g.Shutdown(context.Background())
+		shutdownGateways()
 		return err
 	}
-	fmt.Fprintf(e.stderr, "\npaygate dev is running\n  API (mTLS)  %s\n  web (TLS)   https://%s\n  banks       %s\n  dev info    %s\n  try         grpcurl -cacert %s -cert %s -key %s %s list\n",
-		info.API, info.Web, strings.Join(sortedValues(bankURLs), " "), filepath.Join(dir, "dev.json"),
+	api, web := info.API, "https://"+info.Web
+	if len(gws) > 1 {
+		api = strings.Join(info.APIs, ",")
+		var webs []string
+		for _, w := range info.Webs {
+			webs = append(webs, "https://"+w)
+		}
+		web = strings.Join(webs, " ")
+	}
+	fmt.Fprintf(e.stderr, "\npaygate dev is running\n  API (mTLS)  %s\n  web (TLS)   %s\n  banks       %s\n  dev info    %s\n  try         grpcurl -cacert %s -cert %s -key %s %s list\n",
+		api, web, strings.Join(sortedValues(bankURLs), " "), filepath.Join(dir, "dev.json"),
 		rel(info.Certs.CA), rel(info.Certs.Cert), rel(info.Certs.Key), info.API)
+	if cfg.databaseURL != "" {
+		fmt.Fprintf(e.stderr, "  store       PostgreSQL %s (banks: <database>_<bank>)\n", launch.Redact(gatewayDB))
+	}
 	for _, en := range enrollments {
 		fmt.Fprintf(e.stderr, "  enroll      %-6s %-11s %s\n", en.Holder, en.AccountID, en.Code)
 	}
@@ -219,9 +329,7 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 
 	<-ctx.Done()
 	cfg.log.Info("shutting down: gateway first, then banks")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = g.Shutdown(sctx)
+	err = shutdownGateways()
 	shutdownBanks()
 	servers = nil
 	cfg.log.Info("stopped")
@@ -276,10 +384,11 @@ func writePrivate(path string, data []byte) error {
 	return f.Close()
 }
 
-func writeDevInfo(dir string, g *gateway.Gateway, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment) (devInfo, error) {
+func writeDevInfo(dir string, gws []*gateway.Gateway, backend string, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment) (devInfo, error) {
 	info := devInfo{
-		API:         g.Addr(),
-		Web:         g.WebAddr(),
+		API:         gws[0].Addr(),
+		Web:         gws[0].WebAddr(),
+		Backend:     backend,
 		Banks:       banks,
 		Enrollments: enrollments,
 		Certs: devCerts{
@@ -287,6 +396,12 @@ func writeDevInfo(dir string, g *gateway.Gateway, banks map[string]string, certD
 			Cert: filepath.Join(certDir, "client-cli.pem"),
 			Key:  filepath.Join(certDir, "client-cli-key.pem"),
 		},
+	}
+	for _, g := range gws {
+		info.APIs = append(info.APIs, g.Addr())
+		if w := g.WebAddr(); w != "" {
+			info.Webs = append(info.Webs, w)
+		}
 	}
 	data, err := os.ReadFile(usersFile)
 	if err != nil {

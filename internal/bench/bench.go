@@ -36,6 +36,7 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/account"
+	"github.com/paygate/paygate/internal/launch"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
 
@@ -81,6 +82,13 @@ type Config struct {
 	Balance      int64
 	// TxnTimeout is the gateway's --txn-timeout.
 	TxnTimeout time.Duration
+	// Gateways is the number of gateway replicas of the system the bench starts (default 1);
+	// more than one need DatabaseURL. Each worker sends to one replica, round-robin, and moves
+	// on to the next when its replica cannot be reached.
+	Gateways int
+	// DatabaseURL puts the system the bench starts on PostgreSQL: the gateways use the
+	// database it names, each bank <that name>_<bank> on the same server, created if missing.
+	DatabaseURL string
 	// ServerArgs go to every server, BankArgs to each bank, GatewayArgs to the gateway.
 	ServerArgs, BankArgs, GatewayArgs []string
 	// NoGroupCommit starts the servers with group commit turned off.
@@ -123,6 +131,9 @@ func (c *Config) defaults() {
 	}
 	if c.Banks <= 0 {
 		c.Banks = 3
+	}
+	if c.Gateways <= 0 {
+		c.Gateways = 1
 	}
 	if c.Users <= 0 {
 		c.Users = 64
@@ -236,6 +247,8 @@ type ResultConfig struct {
 	Mix         string   `json:"mix,omitempty"`
 	Conns       int      `json:"conns"`
 	Banks       int      `json:"banks,omitempty"`
+	Gateways    int      `json:"gateways,omitempty"`
+	Backend     string   `json:"backend,omitempty"`
 	Users       int      `json:"users,omitempty"`
 	TxnTimeout  string   `json:"txn_timeout,omitempty"`
 	GroupCommit string   `json:"group_commit,omitempty"`
@@ -396,7 +409,14 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 			return nil, err
 		}
 		res.System = "processes"
-		res.Config.Banks, res.Config.Users = cfg.Banks, cfg.Users
+		res.Config.Banks, res.Config.Users, res.Config.Gateways = cfg.Banks, cfg.Users, cfg.Gateways
+		res.Config.Backend = "sqlite"
+		if cfg.DatabaseURL != "" {
+			res.Config.Backend = "postgres"
+		}
+		if cfg.Gateways > 1 && cfg.DatabaseURL == "" {
+			return nil, errors.New("bench: gateway replicas share a PostgreSQL database: give one with --database-url")
+		}
 		res.Config.TxnTimeout = cfg.TxnTimeout.String()
 		res.Config.GroupCommit = groupState
 		res.Config.ServerArgs = append(groupArgs, cfg.ServerArgs...)
@@ -412,10 +432,15 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		if cfg.Binary == "" {
 			return nil, errors.New("bench: no paygate binary to run the servers")
 		}
-		fmt.Fprintf(cfg.Stderr, "starting %d banks and a gateway in %s...\n", cfg.Banks, dir)
+		gws := "a gateway"
+		if cfg.Gateways > 1 {
+			gws = fmt.Sprintf("%d gateway replicas", cfg.Gateways)
+		}
+		fmt.Fprintf(cfg.Stderr, "starting %d banks and %s (%s) in %s...\n", cfg.Banks, gws, res.Config.Backend, dir)
 		sys, err = startOwnSystem(ctx, ownSystemConfig{binary: cfg.Binary, dir: dir, banks: cfg.Banks, users: cfg.Users,
 			balance: cfg.Balance, txnTimeout: cfg.TxnTimeout, serverArgs: res.Config.ServerArgs, bankArgs: cfg.BankArgs,
-			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.Procs, profileDir: cfg.ProfileDir})
+			gatewayArgs: cfg.GatewayArgs, bankProcs: res.Config.Procs, profileDir: cfg.ProfileDir,
+			gateways: cfg.Gateways, databaseURL: cfg.DatabaseURL})
 		if err != nil {
 			if temp && !cfg.Keep {
 				os.RemoveAll(dir)
@@ -453,11 +478,15 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 	}
 	res.Dir = out
 
-	// Clients and users.
-	conns := make([]gatewayv1connect.PaymentServiceClient, cfg.Conns)
-	for i := range conns {
-		conns[i] = gatewayv1connect.NewPaymentServiceClient(sys.httpClient(sys.clientTLS), sys.gatewayURL, rpcserver.ClientOptions()...)
+	// Clients and users: cfg.Conns connections to every replica.
+	conns := make([][]gatewayv1connect.PaymentServiceClient, len(sys.gatewayURLs))
+	for r, url := range sys.gatewayURLs {
+		conns[r] = make([]gatewayv1connect.PaymentServiceClient, cfg.Conns)
+		for i := range conns[r] {
+			conns[r][i] = gatewayv1connect.NewPaymentServiceClient(sys.httpClient(sys.clientTLS), url, rpcserver.ClientOptions()...)
+		}
 	}
+	replicas := len(sys.gatewayURLs)
 	auditClient := sys.httpClient(sys.gatewayTLS)
 	gen, err := newPayer(ctx, sys, cfg)
 	if err != nil {
@@ -472,6 +501,9 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 	}
 
 	what := fmt.Sprintf("%d banks, %d users, each account %s", len(sys.banks), len(sys.users), fmtMinor(sys.balance))
+	if replicas > 1 {
+		what += fmt.Sprintf(", %d gateway replicas (worker i sends to replica i mod %d)", replicas, replicas)
+	}
 	if sys.mode == "dev" {
 		what = fmt.Sprintf("paygate dev at %s, %d users", sys.gatewayURL, len(sys.users))
 	}
@@ -492,9 +524,27 @@ func runPayments(ctx context.Context, cfg Config, res *Result) (*Result, error) 
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(res.Config.Procs))
 	}
 	res.Config.ClientGOMAXPROCS = runtime.GOMAXPROCS(0)
+	lc.replicas = replicas
 	load := runLoad(ctx, lc, func(ctx context.Context, w *worker) outcome {
-		return gen.pay(ctx, w, conns[w.id%len(conns)])
+		// Worker i starts at replica i mod N and stays there while it answers; when it cannot
+		// be reached, the worker moves on to the next (the list is its failover order).
+		r := (w.id + w.moved) % replicas
+		o := gen.pay(ctx, w, conns[r][(w.id/replicas)%cfg.Conns])
+		o.replica = r
+		if replicas > 1 && unreachable(o.code) {
+			w.moved++
+		}
+		return o
 	})
+	if replicas > 1 {
+		load.ByReplica = map[string]*ReplicaStats{}
+		for r, url := range sys.gatewayURLs {
+			if st := load.replicaStats(r); st != nil {
+				st.URL = url
+				load.ByReplica[launch.ReplicaName(r)] = st
+			}
+		}
+	}
 	res.RSSSeries = series.stop()
 	res.Load = load
 	res.Procs = sampleEnd(procs, load.ElapsedS)

@@ -25,6 +25,14 @@ type outcome struct {
 	// expected is whether the outcome is the one the request was built for: success for cross
 	// and same, a decline for fail, no error for a ceiling call.
 	expected bool
+	// replica is the gateway replica the request went to (an index into the system's list).
+	replica int
+}
+
+// unreachable reports whether a request's Connect code says its server could not be reached
+// (or did not answer in time), so that a worker tries the next gateway replica.
+func unreachable(code string) bool {
+	return code == "unavailable" || code == "deadline_exceeded"
 }
 
 // op sends one request as worker w.
@@ -45,6 +53,8 @@ type loadConfig struct {
 	perKind bool
 	// measured, when set, counts the measured requests as they end.
 	measured *atomic.Int64
+	// replicas is the number of gateway replicas the requests are spread over (0 or 1: one).
+	replicas int
 }
 
 // worker is one concurrent sender. Its figures are its own until the load ends.
@@ -58,9 +68,25 @@ type worker struct {
 	failures   map[string]int
 	unexpected map[string]int
 	last       time.Time // end of its last measured request
+	// moved counts the worker's moves to the next gateway replica; replicas are its figures
+	// per replica.
+	moved    int
+	replicas []ReplicaStats
 }
 
 func (w *worker) record(o outcome, d time.Duration) {
+	if o.replica < len(w.replicas) {
+		r := &w.replicas[o.replica]
+		r.Requests++
+		switch {
+		case o.code != "":
+			r.Errors++
+		case o.status == "succeeded":
+			r.Succeeded++
+		case o.status == "failed":
+			r.Failed++
+		}
+	}
 	w.lat[o.kind] = append(w.lat[o.kind], d)
 	k := &w.kinds[o.kind]
 	k.Count++
@@ -93,6 +119,15 @@ type KindStats struct {
 	Latency   Latency `json:"latency"`
 }
 
+// ReplicaStats are the measured requests sent to one gateway replica.
+type ReplicaStats struct {
+	URL       string `json:"url"`
+	Requests  int    `json:"requests"`
+	Succeeded int    `json:"succeeded"`
+	Failed    int    `json:"failed"`
+	Errors    int    `json:"errors"`
+}
+
 // LoadResult is what a load measured.
 type LoadResult struct {
 	// Requests is the number of measured requests, whatever their outcome.
@@ -116,8 +151,21 @@ type LoadResult struct {
 	// a failing payment that succeeded).
 	Unexpected  map[string]int `json:"unexpected,omitempty"`
 	Interrupted bool           `json:"interrupted,omitempty"`
+	// ByReplica counts the requests by the gateway replica they were sent to ("gateway",
+	// "gateway2"...), when there were several.
+	ByReplica map[string]*ReplicaStats `json:"by_replica,omitempty"`
 
 	latencies []time.Duration // sorted
+	replicas  []ReplicaStats
+}
+
+// replicaStats returns the figures of replica r, or nil.
+func (l *LoadResult) replicaStats(r int) *ReplicaStats {
+	if r >= len(l.replicas) {
+		return nil
+	}
+	st := l.replicas[r]
+	return &st
 }
 
 // runLoad drives op from cfg.concurrency workers: a warmup whose requests are not measured,
@@ -151,7 +199,8 @@ func runLoad(ctx context.Context, cfg loadConfig, do op) *LoadResult {
 	reqCtx := context.WithoutCancel(ctx)
 	for i := range workers {
 		w := &worker{id: i, rng: rand.New(rand.NewPCG(seed, uint64(i))),
-			errors: map[string]int{}, failures: map[string]int{}, unexpected: map[string]int{}}
+			errors: map[string]int{}, failures: map[string]int{}, unexpected: map[string]int{},
+			replicas: make([]ReplicaStats, max(cfg.replicas, 1))}
 		workers[i] = w
 		wg.Go(func() {
 			for !stopping.Load() {
@@ -246,6 +295,15 @@ loop:
 			kinds[k].Succeeded += w.kinds[k].Succeeded
 			kinds[k].Failed += w.kinds[k].Failed
 			kinds[k].Errors += w.kinds[k].Errors
+		}
+		if res.replicas == nil {
+			res.replicas = make([]ReplicaStats, len(w.replicas))
+		}
+		for r, st := range w.replicas {
+			res.replicas[r].Requests += st.Requests
+			res.replicas[r].Succeeded += st.Succeeded
+			res.replicas[r].Failed += st.Failed
+			res.replicas[r].Errors += st.Errors
 		}
 		mergeCounts(res.ErrorsByCode, w.errors)
 		mergeCounts(res.FailureReasons, w.failures)

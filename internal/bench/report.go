@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 )
 
@@ -70,6 +71,10 @@ func printPayments(w io.Writer, cfg Config, res *Result) {
 		fmt.Fprintf(w, "  %-10s %8d  %8.1f/s  succeeded %d, failed %d, errors %d; p50 %s, p99 %s\n",
 			Kind(k), ks.Count, ks.PerSecond, ks.Succeeded, ks.Failed, ks.Errors, fmtMS(ks.Latency.P50), fmtMS(ks.Latency.P99))
 	}
+	for _, name := range sortedReplicas(l.ByReplica) {
+		r := l.ByReplica[name]
+		fmt.Fprintf(w, "  %-10s %8d  succeeded %d, failed %d, errors %d (%s)\n", name, r.Requests, r.Succeeded, r.Failed, r.Errors, r.URL)
+	}
 	printLatency(w, l.Latency)
 	printCounts(w, "errors", l.ErrorsByCode, "none")
 	printCounts(w, "failures", l.FailureReasons, "")
@@ -82,4 +87,20 @@ func printPayments(w io.Writer, cfg Config, res *Result) {
 		fmt.Fprintf(w, "             payments/s vs ceiling/RPCs-per-payment = %.1f%% (target ≥ 40%%)\n", res.CeilingPercent)
 	}
 	printProcs(w, res.Procs)
+}
+
+// sortedReplicas returns the replicas' names in launch order: "gateway", "gateway2", ...
+// "gateway10" (by length, then name).
+func sortedReplicas(m map[string]*ReplicaStats) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if len(names[i]) != len(names[j]) {
+			return len(names[i]) < len(names[j])
+		}
+		return names[i] < names[j]
+	})
+	return names
 }

@@ -36,9 +36,11 @@ type user struct {
 type system struct {
 	mode       string // "processes" or "dev"
 	dir        string // the bench's temporary directory (own system)
-	gatewayURL string
-	banks      map[string]string // bank name → https URL
-	users      []user
+	gatewayURL string // the first gateway replica's
+	// gatewayURLs are every replica's, gatewayURL first.
+	gatewayURLs []string
+	banks       map[string]string // bank name → https URL
+	users       []user
 	// balance is the opening balance of every generated account (own system), in minor units.
 	balance  int64
 	currency string
@@ -62,10 +64,14 @@ type ownSystemConfig struct {
 	gatewayArgs []string
 	bankProcs   int    // GOMAXPROCS of each bank; 0 leaves it to the environment
 	profileDir  string // when set, children write CPU profiles there (PAYGATE_CPUPROFILE)
+	gateways    int    // gateway replicas
+	// databaseURL, when set, puts the system on PostgreSQL (launch.SystemDatabases).
+	databaseURL string
 }
 
 // startOwnSystem makes certificates and fixtures under cfg.dir and starts the banks and the
-// gateway as separate processes of cfg.binary, each with its own SQLite store.
+// gateway replicas as separate processes of cfg.binary, each with its own SQLite store, or on
+// PostgreSQL (cfg.databaseURL: the gateways share its database, each bank has <name>_<bank>).
 func startOwnSystem(ctx context.Context, cfg ownSystemConfig) (*system, error) {
 	s := &system{mode: "processes", dir: cfg.dir, banks: map[string]string{}, balance: cfg.balance, currency: "USD"}
 	names := make([]string, cfg.banks)
@@ -101,14 +107,28 @@ func startOwnSystem(ctx context.Context, cfg ownSystemConfig) (*system, error) {
 		return nil, err
 	}
 
+	var gatewayDB string
+	var bankDB func(string) string
+	if cfg.databaseURL != "" {
+		gw, banks, err := launch.SystemDatabases(ctx, cfg.databaseURL, names)
+		if err != nil {
+			return nil, err
+		}
+		gatewayDB, bankDB = gw, func(b string) string { return banks[b] }
+	}
+	gateways := map[string]bool{}
+	for i := range max(cfg.gateways, 1) {
+		gateways[launch.ReplicaName(i)] = true
+	}
 	procs := func(name string) int {
-		if name == launch.GatewayName {
+		if gateways[name] {
 			return 0
 		}
 		return cfg.bankProcs
 	}
 	own, err := launch.New(launch.Options{
 		Dir: cfg.dir, Bin: cfg.binary, Banks: names, Accounts: accounts, Users: users,
+		Gateways: cfg.gateways, GatewayDatabaseURL: gatewayDB, BankDatabaseURL: bankDB,
 		Hosts:      []string{"127.0.0.1", "localhost"},
 		TxnTimeout: cfg.txnTimeout, BcryptCost: 4, LogLevel: "warn",
 		ServerArgs: cfg.serverArgs, BankArgs: cfg.bankArgs, GatewayArgs: cfg.gatewayArgs,
@@ -123,6 +143,9 @@ func startOwnSystem(ctx context.Context, cfg ownSystemConfig) (*system, error) {
 	}
 	s.own = own
 	s.gatewayURL = "https://" + own.GatewayAddr
+	for _, a := range own.GatewayAddrs {
+		s.gatewayURLs = append(s.gatewayURLs, "https://"+a)
+	}
 	for _, b := range names {
 		s.banks[b] = "https://" + own.BankAddrs[b]
 	}
@@ -206,6 +229,7 @@ func (s *system) exited() []string {
 // devInfo is the part of a `paygate dev` DIR/dev.json the bench reads.
 type devInfo struct {
 	API   string            `json:"api"`
+	APIs  []string          `json:"apis"`
 	Banks map[string]string `json:"banks"`
 	Certs struct {
 		CA   string `json:"ca"`
@@ -231,10 +255,17 @@ func devSystem(dir string) (*system, error) {
 		return nil, fmt.Errorf("--dev: %s: %w", filepath.Join(dir, "dev.json"), err)
 	}
 	s := &system{mode: "dev", banks: map[string]string{}, currency: "USD"}
-	s.gatewayURL = info.API
-	if !strings.HasPrefix(s.gatewayURL, "https://") {
-		s.gatewayURL = "https://" + s.gatewayURL
+	apis := info.APIs
+	if len(apis) == 0 {
+		apis = []string{info.API}
 	}
+	for _, a := range apis {
+		if !strings.HasPrefix(a, "https://") {
+			a = "https://" + a
+		}
+		s.gatewayURLs = append(s.gatewayURLs, a)
+	}
+	s.gatewayURL = s.gatewayURLs[0]
 	for n, u := range info.Banks {
 		if !strings.HasPrefix(u, "https://") {
 			u = "https://" + u

@@ -9,6 +9,13 @@
 // cannot be mounted, that fault is skipped and the run says so). When the run's duration is over, every fault is healed, the system
 // is left to quiesce, and the invariants of the design are checked against the ledgers.
 //
+// The PostgreSQL profile (Config.DatabaseURL) puts the gateway and the banks on PostgreSQL
+// databases and runs several gateway replicas on the gateway's (Config.Gateways): the clients
+// spread over the replicas and send a retry to the next one, the faults kill, pause and restart
+// replicas like any other process (there are no disk faults, the stores being off the
+// processes' disks), and the checks add one: every replica answers GetPayment with the same
+// outcome for every payment.
+//
 // Every random choice (the workload of each client and the fault schedule) comes from
 // math/rand/v2 generators seeded from Config.Seed, so a run is replayed with the same seed:
 // the same payments and the same faults in the same order at the same offsets. The
@@ -58,6 +65,29 @@ type Config struct {
 	// disk-full faults fill. It must hold the stores of the whole run: about 256 MiB per half
 	// hour of the default workload.
 	DiskSize int64
+	// DatabaseURL, postgres://.../NAME, runs the PostgreSQL profile: the gateway replicas use
+	// database NAME and each bank NAME_<bank> on the same server, created if missing. A run
+	// needs databases of its own (a fresh NAME): it audits the money moved by the payments it
+	// made, and a replay of its seed on the same databases would find its payments made
+	// already.
+	DatabaseURL string
+	// Gateways is the number of gateway replicas; 0 means 2 on PostgreSQL and 1 on SQLite,
+	// which allows only one.
+	Gateways int
+	// LeaseTTL is the gateways' --lease-ttl on PostgreSQL; 0 means 2s, so that a killed
+	// replica's payments are taken over well within a transaction's retries.
+	LeaseTTL time.Duration
+}
+
+// gateways returns the number of gateway replicas the run starts.
+func (c Config) gateways() int {
+	switch {
+	case c.Gateways > 0:
+		return c.Gateways
+	case c.DatabaseURL != "":
+		return 2
+	}
+	return 1
 }
 
 // DefaultConfig returns the short profile's settings.
@@ -91,6 +121,12 @@ func (c Config) Validate() error {
 		return errors.New("chaos: the disk size must be at least 16 MiB")
 	case c.Bin == "":
 		return errors.New("chaos: the paygate binary is required")
+	case c.Gateways < 0 || c.Gateways > 8:
+		return errors.New("chaos: gateways must be between 1 and 8")
+	case c.Gateways > 1 && c.DatabaseURL == "":
+		return errors.New("chaos: gateway replicas share a PostgreSQL database: give one (--database-url)")
+	case c.LeaseTTL < 0:
+		return errors.New("chaos: the lease TTL must be positive")
 	}
 	return nil
 }
@@ -98,6 +134,8 @@ func (c Config) Validate() error {
 // Report is what a run did and found.
 type Report struct {
 	Seed     uint64
+	Backend  string        // "sqlite" or "postgres"
+	Gateways int           // gateway replicas
 	Duration time.Duration // the workload's duration
 	Elapsed  time.Duration // the whole run, quiescence and checks included
 	Settled  time.Duration // from the end of the faults until every payment was decided and settled
@@ -132,6 +170,9 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed %d\n", r.Seed)
+	if r.Backend != "" {
+		fmt.Fprintf(&b, "backend %s, %d gateway replica(s)\n", r.Backend, r.Gateways)
+	}
 	fmt.Fprintf(&b, "workload %s, whole run %s, quiesced %s after the faults stopped\n",
 		r.Duration.Round(time.Second), r.Elapsed.Round(time.Second), r.Settled.Round(100*time.Millisecond))
 	fmt.Fprintf(&b, "payments %d (requests %d, final answers %d): succeeded %d, failed %d\n",

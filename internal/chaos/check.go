@@ -5,8 +5,11 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/launch"
@@ -138,4 +141,70 @@ func checkAtomic(ctx context.Context, c *launch.System, p *payment, b *book, v *
 	case final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED && committed != 0:
 		v.addf("payment %s FAILED but committed at %d banks: %v", p.id, committed, states)
 	}
+}
+
+// checkReplicas asks every gateway replica for every payment (GetPayment, as its sender) and
+// checks that each answers the payment's final outcome: replicas share one payment log, so a
+// payment has one outcome whichever replica is asked.
+func checkReplicas(ctx context.Context, clients []*client, b *book, v *violations, log *logger) {
+	byUser := map[string]*client{}
+	for _, c := range clients {
+		byUser[c.user] = c
+	}
+	all := b.all()
+	log.printf("asking every gateway replica for each of the %d payments", len(all))
+	work := make(chan *payment)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				b.mu.Lock()
+				final := p.final
+				b.mu.Unlock()
+				if final == nil {
+					continue // reported by resolveAll
+				}
+				uc := byUser[p.user].clients()
+				for r, pc := range uc.replicas {
+					got, err := replicaPayment(ctx, pc, p.id)
+					switch {
+					case err != nil:
+						v.addf("payment %s: replica %d: GetPayment: %v", p.id, r+1, err)
+					case got.GetStatus() != final.GetStatus() || got.GetFailureReason() != final.GetFailureReason() ||
+						got.GetAmount() != final.GetAmount() || got.GetFromAccount() != final.GetFromAccount() || got.GetToAccount() != final.GetToAccount():
+						v.addf("payment %s: replica %d answers %v %v (%s → %s %d), another %v %v (%s → %s %d)", p.id, r+1,
+							got.GetStatus(), got.GetFailureReason(), got.GetFromAccount(), got.GetToAccount(), got.GetAmount(),
+							final.GetStatus(), final.GetFailureReason(), final.GetFromAccount(), final.GetToAccount(), final.GetAmount())
+					}
+				}
+			}
+		}()
+	}
+	for _, p := range all {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+}
+
+// replicaPayment asks one replica for payment id, retrying errors for a few seconds (the
+// replica may still be coming back after the last fault).
+func replicaPayment(ctx context.Context, pc gatewayv1connect.PaymentServiceClient, id string) (*gatewayv1.Payment, error) {
+	var err error
+	for range 20 {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var resp *connect.Response[gatewayv1.GetPaymentResponse]
+		resp, err = pc.GetPayment(cctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
+		cancel()
+		if err == nil {
+			return resp.Msg.GetPayment(), nil
+		}
+		if connect.CodeOf(err) == connect.CodeNotFound || ctx.Err() != nil {
+			return nil, err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return nil, err
 }

@@ -75,8 +75,14 @@ func (s *scheduler) release(target string) {
 
 var proxyModes = []faultproxy.Mode{faultproxy.Latency, faultproxy.Drop, faultproxy.Reset, faultproxy.Blackhole}
 
+// processes returns the names of the processes faults act on: the gateway replicas, then the
+// banks (with one gateway, the order of the first profile, so that its seeds replay).
+func (s *scheduler) processes() []string {
+	return append(s.sys.c.GatewayNames(), bankNames...)
+}
+
 func (s *scheduler) run(ctx context.Context) {
-	processes := append([]string{"gateway"}, bankNames...)
+	processes := s.processes()
 	for {
 		if !sleepCtx(ctx, between(s.rng, s.cfg.FaultEveryMin, s.cfg.FaultEveryMax)) {
 			return
@@ -100,13 +106,13 @@ func (s *scheduler) run(ctx context.Context) {
 		switch kind {
 		case 0:
 			if s.claim(proc) {
-				s.count("kill_" + role(proc))
+				s.count("kill_" + s.role(proc))
 				s.log.printf("fault: SIGKILL %s, restart after %s", proc, killFor)
 				s.async(proc, func() { s.kill(proc, killFor) })
 			}
 		case 1:
 			if s.claim(proc) {
-				s.count("pause_" + role(proc))
+				s.count("pause_" + s.role(proc))
 				s.log.printf("fault: SIGSTOP %s for %s", proc, pauseFor)
 				s.async(proc, func() {
 					if err := s.sys.c.Pause(proc); err != nil {
@@ -139,7 +145,7 @@ func (s *scheduler) run(ctx context.Context) {
 			// disk is full (a restart on a full disk is a different fault: it cannot start).
 			disk := s.sys.c.Disk(proc)
 			if disk != nil && s.claim(proc) {
-				s.count("disk_full_" + role(proc))
+				s.count("disk_full_" + s.role(proc))
 				s.log.printf("fault: disk of %s full for %s", proc, fullFor)
 				s.async(proc, func() { s.diskFull(proc, disk, fullFor) })
 			}
@@ -147,8 +153,8 @@ func (s *scheduler) run(ctx context.Context) {
 	}
 }
 
-func role(proc string) string {
-	if proc == "gateway" {
+func (s *scheduler) role(proc string) string {
+	if s.sys.c.IsGateway(proc) {
 		return "gateway"
 	}
 	return "bank"
@@ -174,13 +180,7 @@ func (s *scheduler) kill(proc string, d time.Duration) {
 }
 
 func (s *scheduler) restart(proc string) {
-	var err error
-	if proc == launch.GatewayName {
-		_, err = s.sys.c.StartGateway(context.Background())
-	} else {
-		_, err = s.sys.c.StartBank(context.Background(), proc)
-	}
-	if err != nil {
+	if _, err := s.sys.c.Restart(context.Background(), proc); err != nil {
 		s.v.addf("restart %s: %v", proc, err)
 	}
 }
@@ -199,7 +199,7 @@ func (s *scheduler) diskFull(proc string, disk *launch.Disk, d time.Duration) {
 // watch restarts a process that exited although no fault killed it, and reports it: a
 // process must not die on its own.
 func (s *scheduler) watch() {
-	for _, name := range append([]string{"gateway"}, bankNames...) {
+	for _, name := range s.processes() {
 		if !s.claim(name) {
 			continue
 		}
@@ -218,7 +218,7 @@ func (s *scheduler) healAll() {
 	for _, p := range s.sys.proxies {
 		p.SetMode(faultproxy.Pass, 0)
 	}
-	for _, name := range append([]string{"gateway"}, bankNames...) {
+	for _, name := range s.processes() {
 		if d := s.sys.c.Disk(name); d != nil {
 			if err := d.Free(); err != nil {
 				s.v.addf("free the disk of %s: %v", name, err)

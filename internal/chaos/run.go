@@ -72,7 +72,8 @@ type system struct {
 	c       *launch.System
 	proxies map[string]*faultproxy.Proxy
 	http    *http.Client // client-role certificate
-	url     string
+	url     string       // the first gateway replica's
+	urls    []string     // every replica's, url first
 	// noDisks says why the processes' data directories are not on a tmpfs of their own (the
 	// disk-full faults are then skipped); empty when they are.
 	noDisks string
@@ -96,8 +97,23 @@ func startSystem(ctx context.Context, dir string, cfg Config) (*system, error) {
 		LogLevel:         "debug",
 		BankAddrs:        map[string]string{},
 		GatewayBankAddrs: map[string]string{},
+		Gateways:         cfg.gateways(),
 	}
-	if err := launch.TmpfsAvailable(); err != nil {
+	if cfg.DatabaseURL != "" {
+		gw, banks, err := launch.SystemDatabases(ctx, cfg.DatabaseURL, bankNames)
+		if err != nil {
+			return s, err
+		}
+		opts.GatewayDatabaseURL = gw
+		opts.BankDatabaseURL = func(b string) string { return banks[b] }
+		opts.LeaseTTL = cfg.LeaseTTL
+		if opts.LeaseTTL == 0 {
+			opts.LeaseTTL = 2 * time.Second
+		}
+	}
+	if cfg.DatabaseURL != "" {
+		s.noDisks = "the stores are on PostgreSQL, off the processes' disks"
+	} else if err := launch.TmpfsAvailable(); err != nil {
 		s.noDisks = err.Error()
 	} else {
 		opts.DataDisks = map[string]int64{launch.GatewayName: cfg.DiskSize}
@@ -127,6 +143,9 @@ func startSystem(ctx context.Context, dir string, cfg Config) (*system, error) {
 	}
 	s.http = s.c.UserHTTP()
 	s.url = "https://" + s.c.GatewayAddr
+	for _, a := range s.c.GatewayAddrs {
+		s.urls = append(s.urls, "https://"+a)
+	}
 	return s, nil
 }
 
@@ -182,7 +201,11 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	log.printf("chaos: seed %d (replay with the same seed), duration %s, %d clients, faults every %s-%s",
 		cfg.Seed, cfg.Duration, cfg.Clients, cfg.FaultEveryMin, cfg.FaultEveryMax)
 	rep = &Report{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: map[string]int{}, Retries: map[string]int{},
-		FailureReasons: map[string]int{}, ClientErrors: map[string]int{}, Faults: map[string]int{}}
+		FailureReasons: map[string]int{}, ClientErrors: map[string]int{}, Faults: map[string]int{},
+		Backend: "sqlite", Gateways: cfg.gateways()}
+	if cfg.DatabaseURL != "" {
+		rep.Backend = "postgres"
+	}
 	start := time.Now()
 	s, err := startSystem(ctx, dir, cfg)
 	// The processes stop before Run returns; after a violation or an error, the last lines
@@ -191,7 +214,7 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("chaos: start the system: %w", err)
 	}
-	log.printf("system up: gateway %s, banks %v behind proxies, data in %s", s.c.GatewayAddr, s.c.BankAddrs, s.c.Dir)
+	log.printf("system up: gateway %s, banks %v behind proxies, data in %s (%s)", s.c.GatewayList(), s.c.BankAddrs, s.c.Dir, rep.Backend)
 	if s.noDisks != "" && !cfg.NoFaults {
 		note := "disk-full faults skipped: " + s.noDisks
 		log.printf("%s", note)
@@ -210,7 +233,7 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	clients := make([]*client, cfg.Clients)
 	for i := range clients {
 		cl := &client{
-			user: userNames[i], accounts: userAccounts(i), sys: s, cfg: cfg, book: book, v: v,
+			home: i, user: userNames[i], accounts: userAccounts(i), sys: s, cfg: cfg, book: book, v: v,
 			rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i+1))),
 		}
 		if err := cl.login(ctx); err != nil {
@@ -283,6 +306,9 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	}
 	log.printf("quiesced %s after the faults stopped; checking the invariants", rep.Settled.Round(100*time.Millisecond))
 	check(ctx, s.c, before, after, book, v)
+	if len(s.urls) > 1 {
+		checkReplicas(ctx, clients, book, v, log)
+	}
 
 	maps.Copy(rep.Faults, faults.snapshot())
 	book.fill(rep)
@@ -292,11 +318,14 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	return rep, nil
 }
 
-// waitHealthy waits until every process serves and the gateway reports every bank SERVING.
+// waitHealthy waits until every process serves and every gateway replica reports every bank
+// SERVING.
 func (s *system) waitHealthy(d time.Duration) error {
-	for _, b := range bankNames {
-		if err := s.c.WaitBankHealth(context.Background(), b, grpchealth.StatusServing, d); err != nil {
-			return err
+	for _, g := range s.c.GatewayNames() {
+		for _, b := range bankNames {
+			if err := s.c.WaitReplicaBankHealth(context.Background(), g, b, grpchealth.StatusServing, d); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -324,14 +353,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
 }
 
-// userClients are a logged-in user's gateway clients.
+// userClients are a logged-in user's gateway clients: payments is the first replica's,
+// replicas every replica's (payments first). The session is good at every replica.
 type userClients struct {
 	token    string
 	payments gatewayv1connect.PaymentServiceClient
+	replicas []gatewayv1connect.PaymentServiceClient
 }
 
-func (s *system) login(ctx context.Context, user string) (*userClients, error) {
-	auth := gatewayv1connect.NewAuthServiceClient(s.http, s.url, connect.WithGRPC())
+// at returns the payments client of replica i (modulo the number of replicas).
+func (u *userClients) at(i int) gatewayv1connect.PaymentServiceClient {
+	return u.replicas[i%len(u.replicas)]
+}
+
+// login logs user in at replica (modulo the number of replicas).
+func (s *system) login(ctx context.Context, user string, replica int) (*userClients, error) {
+	auth := gatewayv1connect.NewAuthServiceClient(s.http, s.urls[replica%len(s.urls)], connect.WithGRPC())
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := auth.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: user, Password: password(user)}))
@@ -345,8 +382,10 @@ func (s *system) login(ctx context.Context, user string) (*userClients, error) {
 			return next(ctx, req)
 		}
 	})
-	return &userClients{
-		token:    tok,
-		payments: gatewayv1connect.NewPaymentServiceClient(s.http, s.url, connect.WithGRPC(), connect.WithInterceptors(bearer)),
-	}, nil
+	uc := &userClients{token: tok}
+	for _, u := range s.urls {
+		uc.replicas = append(uc.replicas, gatewayv1connect.NewPaymentServiceClient(s.http, u, connect.WithGRPC(), connect.WithInterceptors(bearer)))
+	}
+	uc.payments = uc.replicas[0]
+	return uc, nil
 }

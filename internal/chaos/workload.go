@@ -122,8 +122,11 @@ func (b *book) fill(r *Report) {
 }
 
 // client is one user making payments one after another (sometimes two at once, for a
-// concurrent duplicate), with its own random generator.
+// concurrent duplicate), with its own random generator. With several gateway replicas, it
+// sends to its home replica (home) first, each retry to the next one, and the second of two
+// concurrent duplicates to another replica than the first.
 type client struct {
+	home     int
 	user     string
 	accounts []string
 	sys      *system
@@ -132,13 +135,18 @@ type client struct {
 	v        *violations
 	rng      *rand.Rand // used by the client's own goroutine only
 
-	mu   sync.Mutex
-	uc   *userClients
-	mine []*payment // payments this client sent, for late retries
+	mu     sync.Mutex
+	uc     *userClients
+	mine   []*payment // payments this client sent, for late retries
+	logins int        // logins so far: each goes to the next replica
 }
 
 func (c *client) login(ctx context.Context) error {
-	uc, err := c.sys.login(ctx, c.user)
+	c.mu.Lock()
+	replica := c.home + c.logins
+	c.logins++
+	c.mu.Unlock()
+	uc, err := c.sys.login(ctx, c.user, replica)
 	if err != nil {
 		return err
 	}
@@ -226,7 +234,7 @@ func (c *client) run(ctx context.Context) {
 			old := c.mine[c.rng.IntN(n)]
 			c.mu.Unlock()
 			c.book.retry("late")
-			c.send(ctx, old)
+			c.send(ctx, old, 0)
 			continue
 		}
 		p := c.plan()
@@ -234,19 +242,19 @@ func (c *client) run(ctx context.Context) {
 		c.mine = append(c.mine, p)
 		c.mu.Unlock()
 		switch r := c.rng.IntN(100); {
-		case r < 8: // again after the answer
-			c.send(ctx, p)
+		case r < 8: // again after the answer (at the next replica, when there are several)
+			c.send(ctx, p, 0)
 			c.book.retry("sequential")
-			c.send(ctx, p)
-		case r < 14: // twice at the same moment
+			c.send(ctx, p, 1)
+		case r < 14: // twice at the same moment (at two replicas, when there are several)
 			c.book.retry("concurrent")
 			var both sync.WaitGroup
 			both.Add(2)
-			go func() { defer both.Done(); c.send(ctx, p) }()
-			go func() { defer both.Done(); c.send(ctx, p) }()
+			go func() { defer both.Done(); c.send(ctx, p, 0) }()
+			go func() { defer both.Done(); c.send(ctx, p, 1) }()
 			both.Wait()
 		default:
-			c.send(ctx, p)
+			c.send(ctx, p, 0)
 		}
 	}
 }
@@ -264,14 +272,15 @@ func ambiguous(err error) bool {
 
 // send sends p until the gateway answers a final outcome, retrying ambiguous errors with the
 // same payment_id for up to cfg.RetryFor. It does not stop when the run's ctx ends: a client
-// keeps retrying what it started (that is what the quiescence phase waits for).
-func (c *client) send(_ context.Context, p *payment) {
+// keeps retrying what it started (that is what the quiescence phase waits for). The first
+// attempt goes to replica home+offset, each retry to the next.
+func (c *client) send(_ context.Context, p *payment, offset int) {
 	deadline := time.Now().Add(c.cfg.RetryFor)
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			c.book.retry("ambiguous")
 		}
-		status, err := c.execute(p, attempt)
+		status, err := c.execute(p, attempt, c.home+offset+attempt-1)
 		if err == nil && status != gatewayv1.PaymentStatus_PAYMENT_STATUS_PROCESSING {
 			return
 		}
@@ -292,8 +301,8 @@ func (c *client) send(_ context.Context, p *payment) {
 	}
 }
 
-// execute sends one ExecutePayment for p and records it.
-func (c *client) execute(p *payment, attempt int) (gatewayv1.PaymentStatus, error) {
+// execute sends one ExecutePayment for p to replica (modulo the replicas) and records it.
+func (c *client) execute(p *payment, attempt, replica int) (gatewayv1.PaymentStatus, error) {
 	c.book.sent(p)
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.TxnTimeout+5*time.Second)
 	defer cancel()
@@ -301,7 +310,7 @@ func (c *client) execute(p *payment, attempt int) (gatewayv1.PaymentStatus, erro
 		PaymentId: p.id, FromAccount: p.from, ToAccount: p.to, Amount: p.amount, Currency: "USD",
 	})
 	req.Header().Set("Paygate-Attempt", strconv.Itoa(attempt))
-	resp, err := c.clients().payments.ExecutePayment(ctx, req)
+	resp, err := c.clients().at(replica).ExecutePayment(ctx, req)
 	if err != nil {
 		c.book.clientError(err)
 		if leak := internalText(err.Error()); leak != "" {
@@ -369,7 +378,7 @@ func resolve(ctx context.Context, c *client, p *payment, b *book, v *violations)
 	var last error
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := c.clients().payments.GetPayment(cctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: p.id}))
+		resp, err := c.clients().at(c.home+attempt).GetPayment(cctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: p.id}))
 		cancel()
 		switch {
 		case err == nil && resp.Msg.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_PROCESSING:
@@ -380,7 +389,7 @@ func resolve(ctx context.Context, c *client, p *payment, b *book, v *violations)
 		case connect.CodeOf(err) == connect.CodeNotFound:
 			// Never admitted: the client sends it again, as its queue would.
 			b.retry("after_faults")
-			if _, err := c.execute(p, 100+attempt); err != nil {
+			if _, err := c.execute(p, 100+attempt, c.home+attempt); err != nil {
 				last = err
 			}
 		case connect.CodeOf(err) == connect.CodeUnauthenticated:
