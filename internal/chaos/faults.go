@@ -114,15 +114,7 @@ func (s *scheduler) run(ctx context.Context) {
 			if s.claim(proc) {
 				s.count("pause_" + s.role(proc))
 				s.log.printf("fault: SIGSTOP %s for %s", proc, pauseFor)
-				s.async(proc, func() {
-					if err := s.sys.c.Pause(proc); err != nil {
-						s.v.addf("pause %s: %v", proc, err)
-					}
-					time.Sleep(pauseFor)
-					if err := s.sys.c.Resume(proc); err != nil {
-						s.v.addf("resume %s: %v", proc, err)
-					}
-				})
+				s.async(proc, func() { s.pause(proc, pauseFor) })
 			}
 		case 2:
 			target := "link-" + bank
@@ -144,6 +136,25 @@ func (s *scheduler) run(ctx context.Context) {
 			// The disk fault claims the process: a process is not killed or paused while its
 			// disk is full (a restart on a full disk is a different fault: it cannot start).
 			disk := s.sys.c.Disk(proc)
+			if disk == nil && len(s.sys.c.GatewayNames()) > 1 {
+				// No disks to fill (the PostgreSQL profile): a fault of a gateway replica
+				// instead, killed or paused, so that replicas see as many faults as banks.
+				names := s.sys.c.GatewayNames()
+				replica, pause := names[s.rng.IntN(len(names))], s.rng.IntN(2) == 0
+				if !s.claim(replica) {
+					break
+				}
+				if pause {
+					s.count("pause_gateway")
+					s.log.printf("fault: SIGSTOP %s for %s", replica, pauseFor)
+					s.async(replica, func() { s.pause(replica, pauseFor) })
+				} else {
+					s.count("kill_gateway")
+					s.log.printf("fault: SIGKILL %s, restart after %s", replica, killFor)
+					s.async(replica, func() { s.kill(replica, killFor) })
+				}
+				break
+			}
 			if disk != nil && s.claim(proc) {
 				s.count("disk_full_" + s.role(proc))
 				s.log.printf("fault: disk of %s full for %s", proc, fullFor)
@@ -168,6 +179,17 @@ func (s *scheduler) async(target string, f func()) {
 		defer s.release(target)
 		f()
 	}()
+}
+
+// pause stops proc with SIGSTOP and continues it after d.
+func (s *scheduler) pause(proc string, d time.Duration) {
+	if err := s.sys.c.Pause(proc); err != nil {
+		s.v.addf("pause %s: %v", proc, err)
+	}
+	time.Sleep(d)
+	if err := s.sys.c.Resume(proc); err != nil {
+		s.v.addf("resume %s: %v", proc, err)
+	}
 }
 
 // kill sends SIGKILL to proc and starts it again after d, waiting until it serves.
