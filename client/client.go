@@ -54,13 +54,8 @@ var (
 // done: that stops the queue's sender and closes connections.
 type Client struct {
 	cfg  config
-	url  string
 	http *http.Client
-
-	auth     gatewayv1connect.AuthServiceClient
-	payments gatewayv1connect.PaymentServiceClient
-	balance  gatewayv1connect.BalanceServiceClient
-	health   *grpchealth.Client
+	rep  *replicas
 
 	mu       sync.Mutex
 	token    string
@@ -70,7 +65,10 @@ type Client struct {
 	sender *sender
 }
 
-// New returns a client of the gateway at addr ("127.0.0.1:8443" or "https://127.0.0.1:8443").
+// New returns a client of the gateway at addr ("127.0.0.1:8443" or "https://127.0.0.1:8443"),
+// or of the gateway's replicas at several addresses separated by commas
+// ("10.0.0.1:8443,10.0.0.2:8443"): a call that cannot reach one address is made at the next
+// (see "Several gateway replicas" in the package documentation, and NewMulti).
 // It needs a client certificate (WithTLSFiles, WithTLSDir, WithTLSConfig or WithHTTPClient).
 // With the TLS options the client talks only to a server whose certificate, signed by the
 // trusted CA, names the gateway (spiffe://paygate/gateway); any other server fails the TLS
@@ -78,6 +76,14 @@ type Client struct {
 // New does not connect: the first call does. With WithQueue it opens the queue and, unless
 // WithoutSender is given, starts the background sender.
 func New(addr string, opts ...Option) (*Client, error) {
+	return NewMulti([]string{addr}, opts...)
+}
+
+// NewMulti is New for the addresses of several replicas of the gateway, in order of
+// preference: calls start with the first and move on to the next when one cannot be reached.
+// Each element is one address, HOST:PORT or https://HOST:PORT (or, as for New, a
+// comma-separated list of them); an address given twice is an error.
+func NewMulti(addrs []string, opts ...Option) (*Client, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -85,7 +91,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 	if cfg.tlsErr != nil {
 		return nil, fmt.Errorf("client: %w", cfg.tlsErr)
 	}
-	url, err := baseURL(addr)
+	urls, err := parseAddrs(addrs)
 	if err != nil {
 		return nil, err
 	}
@@ -98,12 +104,12 @@ func New(addr string, opts ...Option) (*Client, error) {
 		// the handshake before any request (a password, a token) is sent to it.
 		hc = rpcserver.NewGatewayHTTPClient(cfg.tls)
 	}
-	c := &Client{cfg: cfg, url: url, http: hc, token: cfg.token, username: cfg.username}
+	c := &Client{cfg: cfg, http: hc, token: cfg.token, username: cfg.username}
+	c.rep = &replicas{connectTimeout: cfg.connectTimeout, failback: cfg.failback, log: cfg.logger}
 	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(authInterceptor{c})}
-	c.auth = gatewayv1connect.NewAuthServiceClient(hc, url, copts...)
-	c.payments = gatewayv1connect.NewPaymentServiceClient(hc, url, copts...)
-	c.balance = gatewayv1connect.NewBalanceServiceClient(hc, url, copts...)
-	c.health = grpchealth.NewClient(hc, url, connect.WithGRPC())
+	for _, u := range urls {
+		c.rep.eps = append(c.rep.eps, newEndpoint(hc, u, copts))
+	}
 	if cfg.queueDir != "" {
 		q, err := OpenQueue(cfg.queueDir)
 		if err != nil {
@@ -228,7 +234,11 @@ type Session struct {
 func (c *Client) Login(ctx context.Context, username, password string) (Session, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.auth.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: username, Password: password}))
+	var resp *connect.Response[gatewayv1.LoginResponse]
+	err := c.call(ctx, sendOnce, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.auth.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: username, Password: password}))
+		return err
+	})
 	if err != nil {
 		return Session{}, fmt.Errorf("login: %w", err)
 	}
@@ -248,7 +258,10 @@ func (c *Client) Logout(ctx context.Context) error {
 	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	_, err := c.auth.Logout(ctx, connect.NewRequest(&gatewayv1.LogoutRequest{}))
+	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) error {
+		_, err := ep.auth.Logout(ctx, connect.NewRequest(&gatewayv1.LogoutRequest{}))
+		return err
+	})
 	if err != nil && connect.CodeOf(err) != connect.CodeUnauthenticated {
 		return fmt.Errorf("logout: %w", err)
 	}
@@ -281,7 +294,11 @@ func (c *Client) Register(ctx context.Context, username, password string, accoun
 	for _, a := range accounts {
 		req.Accounts = append(req.Accounts, &gatewayv1.AccountEnrollment{AccountId: a.Account, EnrollmentCode: a.Code})
 	}
-	resp, err := c.auth.Register(ctx, connect.NewRequest(req))
+	var resp *connect.Response[gatewayv1.RegisterResponse]
+	err := c.call(ctx, sendOnce, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.auth.Register(ctx, connect.NewRequest(req))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
@@ -293,7 +310,11 @@ func (c *Client) Register(ctx context.Context, username, password string, accoun
 func (c *Client) Balance(ctx context.Context) (*Balances, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.balance.FetchBalance(ctx, connect.NewRequest(&gatewayv1.FetchBalanceRequest{}))
+	var resp *connect.Response[gatewayv1.FetchBalanceResponse]
+	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.balance.FetchBalance(ctx, connect.NewRequest(&gatewayv1.FetchBalanceRequest{}))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("balance: %w", err)
 	}
@@ -305,7 +326,11 @@ func (c *Client) Balance(ctx context.Context) (*Balances, error) {
 func (c *Client) GetPayment(ctx context.Context, id string) (*Payment, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
+	var resp *connect.Response[gatewayv1.GetPaymentResponse]
+	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("get payment %s: %w", id, err)
 	}
@@ -333,9 +358,13 @@ type HistoryPage struct {
 func (c *Client) History(ctx context.Context, q HistoryQuery) (HistoryPage, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{
-		PageSize: int32(q.PageSize), PageToken: q.PageToken, Status: q.Status,
-	}))
+	var resp *connect.Response[gatewayv1.ListPaymentsResponse]
+	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{
+			PageSize: int32(q.PageSize), PageToken: q.PageToken, Status: q.Status,
+		}))
+		return err
+	})
 	if err != nil {
 		return HistoryPage{}, fmt.Errorf("history: %w", err)
 	}
@@ -367,27 +396,33 @@ func (c *Client) AllHistory(ctx context.Context, pageSize int) iter.Seq2[*Paymen
 }
 
 // Watch streams the status changes of the user's payments as they happen, until ctx is done.
-// When the stream breaks (the gateway restarts, or the watcher fell behind) Watch connects
-// again after a backoff; changes made in between are not replayed, so use History to catch up
+// When the stream breaks because its gateway address stopped answering (a replica stopped or
+// is shutting down) Watch connects at once to the next address, if there is another; when
+// every address failed, or the stream broke otherwise (the watcher fell behind), it connects
+// again after a backoff. Changes made in between are not replayed, so use History to catch up
 // if that matters. It yields an error and stops when the gateway refuses the stream
 // (for example ErrLoginRequired).
 func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
 	return func(yield func(*Payment, error) bool) {
 		failures := 0
 		for ctx.Err() == nil {
-			stream, err := c.payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
-			if err == nil {
+			stopped := false
+			err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) error {
+				stream, err := ep.payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
+				if err != nil {
+					return err
+				}
+				defer stream.Close()
 				for stream.Receive() {
 					failures = 0
 					if !yield(stream.Msg().GetPayment(), nil) {
-						stream.Close()
-						return
+						stopped = true
+						return nil
 					}
 				}
-				err = stream.Err()
-				stream.Close()
-			}
-			if ctx.Err() != nil {
+				return stream.Err()
+			})
+			if stopped || ctx.Err() != nil {
 				return
 			}
 			switch classify(err) {
@@ -409,16 +444,20 @@ func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
 	}
 }
 
-// Ping checks that the gateway answers its health service with SERVING.
+// Ping checks that the gateway answers its health service with SERVING: with several
+// addresses, that one of them does (it is where the next call starts).
 func (c *Client) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.timeout, 5*time.Second))
 	defer cancel()
-	resp, err := c.health.Check(ctx, &grpchealth.CheckRequest{})
+	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) error {
+		resp, err := ep.health.Check(ctx, &grpchealth.CheckRequest{})
+		if err == nil && resp.Status != grpchealth.StatusServing {
+			err = errNotServing{resp.Status}
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
-	}
-	if resp.Status != grpchealth.StatusServing {
-		return fmt.Errorf("ping: gateway is %s", resp.Status)
 	}
 	return nil
 }

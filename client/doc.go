@@ -16,6 +16,49 @@
 // The token that Login returns is bound to the certificate that logged in; keep it with
 // Client.Token and pass it back with WithToken and WithUsername in a later process.
 //
+// # Several gateway replicas
+//
+// The gateway may run as several replicas on one database: any replica takes any call, a token
+// from one works at all of them, and a payment_id names one payment at all of them. Give the
+// client every replica's address, in order of preference, separated by commas (or NewMulti
+// with a slice):
+//
+//	c, err := client.New("10.0.0.1:8443,10.0.0.2:8443", client.WithTLSDir(".paygate/certs"))
+//
+// Each call is made at one address at a time, by these rules:
+//
+//   - It starts with the address that answered last; at first, with the first one. After
+//     WithFailback (default DefaultFailback, a minute) with another address, it starts with
+//     the first ones again, so the order of the list is a preference.
+//   - It moves on to the next address when this one did not answer: the connection was
+//     refused, reset or lost, the TLS handshake failed (also with a server that is not the
+//     gateway, which is sent nothing), an error without a paygate reason (Unavailable from a
+//     proxy or the HTTP client), no connection within WithConnectTimeout (default 5s; the
+//     last address has the rest of the call's time), or the replica is shutting down
+//     (Unavailable with reason "shutting_down").
+//   - An answer ends the call, an error with a paygate reason included: InvalidArgument,
+//     PermissionDenied, FailedPrecondition, NotFound, Unauthenticated, Unavailable
+//     "storage_unavailable" and the rest are returned (for Pay, handled as in "Paying exactly
+//     once"), not asked again elsewhere: the other replicas share the database and would
+//     answer the same.
+//   - ExecutePayment, the reads, Logout and health checks go to the next address even after
+//     their request reached one that then failed: the payment_id makes a payment sent again
+//     the same payment, which the next replica answers with its stored outcome
+//     (Result.Replayed), so there is still one outcome. Login and Register are not
+//     idempotent: they move on only if their request was not sent.
+//   - Each address is tried at most once per call, and WithTimeout (or the context) bounds
+//     the call at all its addresses together. When no address answers, the error is
+//     Unavailable without a reason and names every address's failure; Pay retries it like an
+//     unreachable gateway, and the queue's sender probes the addresses' health until one
+//     answers.
+//   - Every call counts as an attempt of its payment, at whichever address: Result.Attempts
+//     and the Paygate-Attempt header count them all.
+//   - Watch reconnects at once to the next address when its stream breaks because its
+//     address stopped answering or its replica shuts down; after every address failed, it
+//     waits for the backoff.
+//
+// Addresses lists the client's addresses and ActiveAddress says where its next call starts.
+//
 // # Paying exactly once
 //
 // Every payment has a payment_id chosen by the client: Pay generates a UUIDv7 (time ordered)

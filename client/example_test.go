@@ -39,6 +39,24 @@ func Example() {
 	// Output: succeeded 25.00 USD
 }
 
+// Several replicas of the gateway, in order of preference: a call that cannot reach one
+// address is made at the next, and the next call starts where the last one was answered. Here
+// nothing listens at the first address (downAddr).
+func ExampleNewMulti() {
+	ctx := context.Background()
+	c, err := client.NewMulti([]string{downAddr, gatewayAddr}, client.WithTLSDir(certDir))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := c.Login(ctx, "alice", "alice-pass-123"); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("answered by the second address:", c.ActiveAddress() == c.Addresses()[1])
+	// Output: answered by the second address: true
+}
+
 // Register creates a user for the holder of bank accounts. Each account needs the one-time
 // enrollment code its bank sent to the holder (the bank makes it with `paygate bank enroll`):
 // here frankCode, for frank's account bank2-2003. Knowing the holder's name is not enough.

@@ -28,6 +28,9 @@ type config struct {
 	onOutcome  func(Result)
 	noSender   bool
 	pollEvery  time.Duration
+
+	connectTimeout time.Duration
+	failback       time.Duration
 }
 
 func defaultConfig() config {
@@ -37,6 +40,9 @@ func defaultConfig() config {
 		timeout:   DefaultTimeout,
 		payWait:   DefaultPayWait,
 		pollEvery: time.Second,
+
+		connectTimeout: DefaultConnectTimeout,
+		failback:       DefaultFailback,
 	}
 }
 
@@ -97,11 +103,37 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithTimeout bounds each call to the gateway, one attempt of a payment included (default
-// DefaultTimeout). A call whose context has an earlier deadline keeps it.
+// DefaultTimeout), at all its addresses together when it moves from one to the next. A call
+// whose context has an earlier deadline keeps it.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {
 			c.timeout = d
+		}
+	}
+}
+
+// WithConnectTimeout bounds how long a call waits for a connection (TCP and TLS) to one
+// gateway address when there are others left to try (default DefaultConnectTimeout): an
+// address that does not refuse but never connects (a stopped machine, a dropped route) then
+// leaves time for the next. Each of those addresses gets at most its share of the call's time
+// left; the last address tried has all of it. With a single address it has no effect.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.connectTimeout = d
+		}
+	}
+}
+
+// WithFailback sets how long the client keeps starting its calls with an address other than
+// the first before it tries the addresses before it again (default DefaultFailback); while
+// they stay unreachable, at most once per d. A negative d never goes back: the client stays
+// with the address that answered last.
+func WithFailback(d time.Duration) Option {
+	return func(c *config) {
+		if d != 0 {
+			c.failback = d
 		}
 	}
 }
@@ -167,8 +199,10 @@ type RetryPolicy struct {
 	// none): with 0.5 a delay of 2s becomes between 1s and 2s. Jitter keeps many clients that
 	// lost the gateway at once from coming back at once.
 	Jitter float64
-	// MaxAttempts bounds the attempts of Pay on a client without a queue (default 8). The queue's
-	// sender never gives up: it retries until the payment has an outcome.
+	// MaxAttempts bounds the attempts of Pay on a client without a queue (default 8). With
+	// several gateway addresses, one attempt tries them in turn until one answers; each call
+	// counts in Result.Attempts. The queue's sender never gives up: it retries until the
+	// payment has an outcome.
 	MaxAttempts int
 }
 

@@ -156,21 +156,23 @@ func (c *Client) Pay(ctx context.Context, req PaymentRequest) (Result, error) {
 
 func (c *Client) payDirect(ctx context.Context, req PaymentRequest) (Result, error) {
 	log := c.cfg.logger.With("payment_id", req.ID)
+	calls := 0
 	for n := 1; ; n++ {
-		r, class, err := c.attempt(ctx, req, n)
+		r, class, err := c.attempt(ctx, req, calls+1, nil)
 		if err == nil {
 			return r, nil
 		}
-		unknown := Result{ID: req.ID, Request: req, Status: StatusQueued, Message: err.Error(), Attempts: n}
+		calls = r.Attempts
+		unknown := Result{ID: req.ID, Request: req, Status: StatusQueued, Message: err.Error(), Attempts: calls}
 		if class == classAuth {
 			// Refused before the payment was looked at: it was not made.
 			return unknown, fmt.Errorf("pay %s: %w: %w", req.ID, ErrLoginRequired, err)
 		}
 		if ctx.Err() != nil || n >= c.cfg.retry.MaxAttempts {
-			return unknown, fmt.Errorf("pay %s: %w after %d attempts: %w", req.ID, ErrOutcomeUnknown, n, err)
+			return unknown, fmt.Errorf("pay %s: %w after %d attempts: %w", req.ID, ErrOutcomeUnknown, calls, err)
 		}
 		d := c.cfg.retry.Backoff(n)
-		log.Info("payment attempt failed; retrying with the same id", "attempt", n, "retry_in", d, logErr(err))
+		log.Info("payment attempt failed; retrying with the same id", "attempt", calls, "retry_in", d, logErr(err))
 		if !sleepCtx(ctx, d) {
 			return unknown, fmt.Errorf("pay %s: %w: %w", req.ID, ErrOutcomeUnknown, ctx.Err())
 		}
@@ -222,20 +224,35 @@ func (c *Client) payQueued(ctx context.Context, req PaymentRequest) (Result, err
 	}
 }
 
-// attempt makes attempt number n of req. A nil error means the payment is settled (r is its
-// outcome); otherwise class says what the failure means.
-func (c *Client) attempt(ctx context.Context, req PaymentRequest, n int) (Result, errClass, error) {
-	cctx, cancel := c.callCtx(withAttempt(ctx, n))
+// attempt makes one attempt of req, whose first call is number n. The attempt is one call at
+// the gateway, which moves on to the next address when one cannot be reached (see call): the
+// payment_id makes it the same payment at every replica. Each call has its own number, n, n+1,
+// ... in the Paygate-Attempt header and r.Attempts is the last one; before each call after
+// the first, note (if not nil) records its number. A nil error means the payment is settled (r
+// is its outcome); otherwise class says what the failure means.
+func (c *Client) attempt(ctx context.Context, req PaymentRequest, n int, note func(n int) error) (Result, errClass, error) {
+	cctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.payments.ExecutePayment(cctx, connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
-		PaymentId:   req.ID,
-		FromAccount: req.From,
-		ToAccount:   req.To,
-		Amount:      req.Amount,
-		Currency:    req.Currency,
-		Description: req.Description,
-	}))
-	r := Result{ID: req.ID, Request: req, Attempts: n}
+	r := Result{ID: req.ID, Request: req, Attempts: n - 1}
+	var resp *connect.Response[gatewayv1.ExecutePaymentResponse]
+	err := c.call(cctx, idempotent, func(cctx context.Context, ep *endpoint) error {
+		if r.Attempts >= n && note != nil {
+			if err := note(r.Attempts + 1); err != nil {
+				return fmt.Errorf("record attempt %d: %w", r.Attempts+1, err)
+			}
+		}
+		r.Attempts++
+		var err error
+		resp, err = ep.payments.ExecutePayment(withAttempt(cctx, r.Attempts), connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
+			PaymentId:   req.ID,
+			FromAccount: req.From,
+			ToAccount:   req.To,
+			Amount:      req.Amount,
+			Currency:    req.Currency,
+			Description: req.Description,
+		}))
+		return err
+	})
 	if err == nil {
 		p := resp.Msg.GetPayment()
 		r.Payment, r.Replayed = p, resp.Msg.GetReplayed()

@@ -241,7 +241,9 @@ func (s *sender) sendAccount(ctx context.Context, list []QueuedPayment) time.Tim
 			log.Warn("queue: record attempt", "payment_id", p.Request.ID, "error", err)
 			return time.Now().Add(s.c.cfg.pollEvery)
 		}
-		r, class, err := s.c.attempt(ctx, p.Request, n)
+		r, class, err := s.c.attempt(ctx, p.Request, n, func(m int) error {
+			return s.c.queue.noteAttempt(ctx, p.Request.ID, m)
+		})
 		if err == nil {
 			s.settle(ctx, r)
 			continue
