@@ -29,7 +29,11 @@ func newLoginCommand(e *env) *ffcli.Command {
 		LongHelp: "Signs in at the gateway and keeps the token, the gateway address and the\n" +
 			"certificate paths in CONFIG/session.json (mode 0600), for the other commands.\n" +
 			"After 'paygate dev' in this directory, 'paygate login alice' needs nothing else.\n" +
-			"Queued payments that waited for a new login are sent by 'paygate queue'.",
+			"Queued payments that waited for a new login are sent by 'paygate queue'.\n\n" +
+			"With several gateway replicas, give them all, in order of preference:\n" +
+			"  paygate login --gateway 10.0.0.1:8443,10.0.0.2:8443 alice\n" +
+			"The list is kept, and every command tries the addresses in turn; the token\n" +
+			"works at every replica.",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -78,10 +82,12 @@ func newLoginCommand(e *env) *ffcli.Command {
 					q.Close()
 				}
 			}
+			// With several addresses: the one that answered.
+			at := displayAddr(c.ActiveAddress())
 			if cf.json {
-				return printJSON(e.stdout, map[string]any{"username": s.Username, "gateway": t.gateway, "expire_time": s.ExpireTime, "queued": pending})
+				return printJSON(e.stdout, map[string]any{"username": s.Username, "gateway": t.gateway, "answered_by": at, "expire_time": s.ExpireTime, "queued": pending})
 			}
-			fmt.Fprintf(e.stdout, "logged in as %s at %s (token expires %s)\n", s.Username, t.gateway, s.ExpireTime.Local().Format(time.DateTime))
+			fmt.Fprintf(e.stdout, "logged in as %s at %s (token expires %s)\n", s.Username, at, s.ExpireTime.Local().Format(time.DateTime))
 			if pending > 0 {
 				fmt.Fprintf(e.stdout, "%d queued payment(s) waiting: run 'paygate queue' to send them\n", pending)
 			}

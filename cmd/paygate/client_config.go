@@ -45,6 +45,8 @@ const sessionFile = "session.json"
 // session is CONFIG/session.json (mode 0600): where the gateway is, which certificate to
 // present, and the token of the logged-in user.
 type session struct {
+	// Gateway is the gateway's address, or its replicas' addresses separated by commas, as
+	// --gateway gives them.
 	Gateway    string    `json:"gateway,omitempty"`
 	CA         string    `json:"ca,omitempty"`
 	Cert       string    `json:"cert,omitempty"`
@@ -68,7 +70,15 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.gateway, "gateway", "", "gateway API address, HOST:PORT (default: the last login's, else .paygate/dev.json's, else "+defaultGateway+")")
+	fs.Func("gateway", "gateway API address `HOST:PORT`, or for several gateway replicas a comma-separated list HOST:PORT,HOST:PORT,... tried in turn: a call that cannot reach one moves on to the next (default: the last login's, else .paygate/dev.json's, else "+defaultGateway+")",
+		func(v string) error {
+			// The list as the bank's --gateway takes it: HOST:PORT or https://HOST:PORT, each once.
+			if err := (&gatewayAddrs{}).Set(v); err != nil {
+				return err
+			}
+			f.gateway = v
+			return nil
+		})
 	fs.StringVar(&f.certs, "certs", "", "directory made by 'paygate certs'; fills in --ca, --cert and --key (ca.pem, client-cli.pem, client-cli-key.pem)")
 	fs.StringVar(&f.ca, "ca", "", "CA certificate (PEM) that signed the gateway's certificate")
 	fs.StringVar(&f.cert, "cert", "", "client certificate (PEM)")
@@ -174,6 +184,7 @@ func (f *clientFlags) readDevInfo() (devInfo, bool) {
 
 // target is where to connect and with which certificate.
 type target struct {
+	// gateway is one address or several, comma-separated (client.New takes either).
 	gateway, ca, cert, key string
 }
 
@@ -205,6 +216,10 @@ func (f *clientFlags) resolve(s session) (target, error) {
 	pick(&t.cert, s.Cert)
 	pick(&t.key, s.Key)
 	if haveDev {
+		if len(dev.APIs) > 1 {
+			// `paygate dev --gateways N`: every replica, the first one first.
+			pick(&t.gateway, strings.Join(dev.APIs, ","))
+		}
 		pick(&t.gateway, dev.API)
 		pick(&t.ca, dev.Certs.CA)
 		pick(&t.cert, dev.Certs.Cert)
@@ -271,6 +286,9 @@ func (f *clientFlags) connect(s session, queue, noSender bool, extra ...client.O
 	c, err := client.New(t.gateway, append(opts, extra...)...)
 	return c, t, err
 }
+
+// displayAddr is a client's base URL as the user wrote an address: HOST:PORT.
+func displayAddr(url string) string { return strings.TrimPrefix(url, "https://") }
 
 // loggedIn returns the session, or an error telling the user to log in.
 func (f *clientFlags) loggedIn() (session, error) {

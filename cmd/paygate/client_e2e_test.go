@@ -33,6 +33,9 @@ type cliUser struct {
 	c         *cluster.Cluster
 	configDir string
 	stateDir  string
+	// gateway is PAYGATE_GATEWAY: "" for the cluster's (first) gateway, "-" for none, so that
+	// the commands take the address from the session of the last login.
+	gateway string
 }
 
 func newCLIUser(t *testing.T, c *cluster.Cluster) *cliUser {
@@ -47,10 +50,16 @@ func (u *cliUser) env() []string {
 			env = append(env, kv)
 		}
 	}
+	switch u.gateway {
+	case "":
+		env = append(env, "PAYGATE_GATEWAY="+u.c.GatewayAddr)
+	case "-":
+	default:
+		env = append(env, "PAYGATE_GATEWAY="+u.gateway)
+	}
 	return append(env,
 		"PAYGATE_CONFIG_DIR="+u.configDir,
 		"PAYGATE_STATE_DIR="+u.stateDir,
-		"PAYGATE_GATEWAY="+u.c.GatewayAddr,
 		"PAYGATE_CERTS="+u.c.CertDir,
 		"PAYGATE_DEV_DIR="+filepath.Join(u.configDir, "no-dev"),
 		"PAYGATE_RETRY_MAX=300ms",
@@ -491,7 +500,8 @@ func TestCLIClientCommandsHaveHelpAndUsageErrors(t *testing.T) {
 	for _, name := range []string{"register", "login", "logout", "pay", "balance", "history", "queue", "watch"} {
 		cmd := exec.Command(bin, name, "--help")
 		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "paygate "+name) || !strings.Contains(string(out), "-json") {
+		if err != nil || !strings.Contains(string(out), "paygate "+name) || !strings.Contains(string(out), "-json") ||
+			!strings.Contains(string(out), "for several gateway replicas a comma-separated list") {
 			t.Errorf("paygate %s --help: %v\n%s", name, err, out)
 		}
 	}
@@ -502,6 +512,9 @@ func TestCLIClientCommandsHaveHelpAndUsageErrors(t *testing.T) {
 		{"login"},
 		{"register", "someone"},
 		{"queue", "--flush", "--no-send"},
+		{"balance", "--gateway", "127.0.0.1:1,127.0.0.1:1"},
+		{"balance", "--gateway", "127.0.0.1:1,http://127.0.0.1:2"},
+		{"login", "--gateway", "127.0.0.1", "--password", "x", "alice"},
 	} {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), "PAYGATE_CONFIG_DIR="+dir, "PAYGATE_STATE_DIR="+dir)
@@ -523,4 +536,60 @@ func mapsEqual(a, b map[string]int64) bool {
 		}
 	}
 	return true
+}
+
+// The CLI given several gateway addresses, the first of which does not answer (a replica
+// that is down: nothing listens there), in PAYGATE_GATEWAY or once to login (which keeps the
+// list in the session): every command moves on to the gateway at the second address, and each
+// payment is made once.
+func TestCLIFailoverPastADeadGatewayAddress(t *testing.T) {
+	t.Parallel()
+	c := cluster.New(t, cluster.Options{})
+	before := audit(t, c)
+	list := cluster.FreePort(t) + "," + c.GatewayAddr
+	alice := newCLIUser(t, c)
+	alice.gateway = list
+	out := alice.must(0, "login", "--password", passwords["alice"], "alice")
+	if want := "logged in as alice at " + c.GatewayAddr + " "; !strings.HasPrefix(out, want) {
+		t.Fatalf("login: %q, want it to start with %q", out, want)
+	}
+	bob := newCLIUser(t, c)
+	bob.gateway = "-"
+	bob.must(0, "login", "--gateway", list, "--password", passwords["bob"], "bob")
+	data, err := os.ReadFile(filepath.Join(bob.configDir, sessionFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s session
+	if err := json.Unmarshal(data, &s); err != nil || s.Gateway != list {
+		t.Fatalf("bob's session: gateway %q (%v), want %q", s.Gateway, err, list)
+	}
+
+	var ids []string
+	for _, u := range []struct {
+		user     *cliUser
+		from, to string
+	}{{alice, "bank1-1001", "bank2-2002"}, {bob, "bank2-2002", "bank3-3002"}} {
+		var r paymentJSON
+		lastJSON(t, u.user.must(0, "pay", "--from", u.from, "--to", u.to, "--amount", "3.00", "--json"), &r)
+		if r.Status != "succeeded" {
+			t.Fatalf("pay from %s: %+v, want succeeded", u.from, r)
+		}
+		ids = append(ids, r.PaymentID)
+		u.user.must(0, "balance")
+		if out := u.user.must(0, "history", "--json"); !strings.Contains(out, r.PaymentID) {
+			t.Fatalf("history after the payment does not show %s:\n%s", r.PaymentID, out)
+		}
+	}
+	for _, id := range ids {
+		if n := len(executeLines(c, id)); n != 1 {
+			t.Errorf("%s: %d ExecutePayment calls at the gateway, want 1", id, n)
+		}
+	}
+	after := checkSettled(t, c, before, 30*time.Second)
+	// bank2-2002 received 3.00 from alice and paid 3.00 to bob's payee.
+	want := map[string]int64{"bank1-1001": -300, "bank3-3002": 300}
+	if d := delta(before, after); !mapsEqual(d, want) {
+		t.Errorf("balances moved by %v, want %v", d, want)
+	}
 }
