@@ -234,9 +234,9 @@ func TestReplicasDuplicateAtOnce(t *testing.T) {
 	}
 }
 
-// TestReplicaWatchSeesOtherReplicas opens WatchPayments at the first replica and makes
-// payments at the second: the stream shows each one decided, as the first replica learns of
-// them through the database (LISTEN/NOTIFY).
+// TestReplicaWatchSeesOtherReplicas opens alice's WatchPayments (a stream of the caller's own
+// payments) at the first replica, and alice makes payments at the second: the stream shows
+// each one decided, as the first replica learns of them through the database (LISTEN/NOTIFY).
 func TestReplicaWatchSeesOtherReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real processes")
@@ -266,7 +266,7 @@ func TestReplicaWatchSeesOtherReplicas(t *testing.T) {
 	for i, p := range []plannedPayment{
 		{user: "alice", from: "bank1-1001", to: "bank2-2002", amount: 125},       // alice pays, across banks
 		{user: "alice", from: "bank1-1001", to: "bank1-1002", amount: 75},        // alice pays, within bank1
-		{user: "bob", from: "bank2-2002", to: "bank1-1001", amount: 50},          // alice is paid
+		{user: "alice", from: "bank2-2001", to: "bank3-3002", amount: 50},        // from her other account
 		{user: "alice", from: "bank2-2001", to: "bank3-3001", amount: 9_000_000}, // alice's payment fails
 	} {
 		p.id = newID()
