@@ -85,9 +85,12 @@ import (
 // rows expired for over an hour are deleted by renewals, with full throttle buckets and streams
 // of dead leases.
 //
-// Changes other processes should hear of (admissions, decisions, adoptions) are sent with
-// pg_notify on the channel paygate_payments, as "<owner>:<payment_id>", in the transaction that
-// makes them; Listen hears them on a connection of its own.
+// Changes other processes should hear of (admissions, decisions, adoptions) are announced with
+// pg_notify on the channel paygate_payments, as "<owner>:<payment_id>", once they have
+// committed, in batches (see runNotifier: a NOTIFY inside each writing transaction would
+// serialise their commits); Listen hears them on a connection of its own. PostgreSQL delivers
+// one of identical notifications sent in one transaction, so two changes of one payment in a
+// batch are heard once: the listener reads the row as it is by then.
 //
 // PostgreSQL text cannot hold NUL bytes (nor invalid UTF-8): ids and names holding one are not
 // found by reads, and writes refuse them with errNULText; in free text (a payment's description,
@@ -102,6 +105,13 @@ type PGStore struct {
 	owner    string              // the current lease
 	past     map[string]struct{} // every lease this store has had, for Listen's filter
 	renewing sync.Mutex          // one RenewLease at a time
+
+	closeOnce    sync.Once
+	notes        sync.Mutex
+	pending      []string      // announcements to send (announce)
+	wake         chan struct{} // a new announcement (capacity 1)
+	stopNotifier context.CancelFunc
+	notifierDone chan struct{}
 
 	renewedAt atomic.Pointer[time.Time] // local start of the last successful renewal; nil when released
 	offset    atomic.Int64              // the database's clock minus the local one, in nanoseconds
@@ -198,12 +208,21 @@ func OpenPGStore(ctx context.Context, url string, opts PGStoreOptions) (*PGStore
 		pool.Close()
 		return nil, fmt.Errorf("gateway: open store: take a lease: %w", err)
 	}
+	s.wake, s.notifierDone = make(chan struct{}, 1), make(chan struct{})
+	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopNotifier = cancel
+	go s.runNotifier(nctx)
 	return s, nil
 }
 
-// Close closes the store's connections. The lease is left to expire (ReleaseLease ends it).
+// Close sends the announcements still queued (for at most a second) and closes the store's
+// connections. The lease is left to expire (ReleaseLease ends it).
 func (s *PGStore) Close() error {
-	s.pool.Close()
+	s.closeOnce.Do(func() {
+		s.stopNotifier()
+		<-s.notifierDone
+		s.pool.Close()
+	})
 	return nil
 }
 
@@ -215,14 +234,69 @@ func (s *PGStore) write(ctx context.Context, fn func(ctx context.Context, tx pgx
 	return pgdb.Write(ctx, s.pool, fn)
 }
 
-// notify announces a change of payment id to the other processes, in tx.
-func (s *PGStore) notify(ctx context.Context, tx pgx.Tx, owner, id string) error {
+// announce queues the announcement of a committed change of payment id to the other processes
+// (see runNotifier).
+func (s *PGStore) announce(owner, id string) {
 	payload := owner + ":" + id
 	if len(payload) >= 8000 { // the server's limit; a lost notification is allowed for
-		return nil
+		return
 	}
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pgNotifyChannel, payload)
-	return err
+	s.notes.Lock()
+	s.pending = append(s.pending, payload)
+	s.notes.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runNotifier sends the queued announcements with pg_notify, in batches, until ctx ends (and
+// then what is queued, briefly). They are sent after the changes commit, not in their
+// transactions: a transaction that notifies holds a lock of the whole server from its NOTIFY to
+// the end of its commit (the WAL flush included), which serialises every notifying commit;
+// here one transaction, committed asynchronously (it needs no durability), notifies many.
+// Notifications sent this way may be lost (a crash after a commit, the database unreachable),
+// as Listen allows.
+func (s *PGStore) runNotifier(ctx context.Context) {
+	defer close(s.notifierDone)
+	for {
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			s.flushAnnouncements(fctx)
+			cancel()
+			return
+		}
+		s.flushAnnouncements(ctx)
+	}
+}
+
+// flushAnnouncements sends every queued announcement, 1000 at a time.
+func (s *PGStore) flushAnnouncements(ctx context.Context) {
+	for {
+		s.notes.Lock()
+		n := min(len(s.pending), 1000)
+		batch := slices.Clone(s.pending[:n])
+		s.pending = s.pending[n:]
+		if len(s.pending) == 0 {
+			s.pending = nil
+		}
+		s.notes.Unlock()
+		if n == 0 {
+			return
+		}
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS x(p, i) ORDER BY i`, pgNotifyChannel, batch)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			s.logger.LogAttrs(ctx, slog.LevelWarn, "store notifications: send", slog.Int("lost", n), slog.String("error", err.Error()))
+		}
+	}
 }
 
 // ---- users
@@ -554,10 +628,6 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 		p.Deadline.Sub(p.CreatedAt).Nanoseconds(), owner))
 	switch {
 	case err == nil:
-		if err := s.notify(ctx, tx, owner, p.PaymentID); err != nil {
-			rollback()
-			return p, false, nil, err
-		}
 		done := make(chan struct{})
 		var commitErr error
 		go func() {
@@ -565,7 +635,9 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 			if crashpoint.Enabled {
 				crashpoint.Held(ctx) // a crash point that needs this write lost holds its commit
 			}
-			commitErr = tx.Commit(ctx)
+			if commitErr = tx.Commit(ctx); commitErr == nil {
+				s.announce(owner, p.PaymentID)
+			}
 		}()
 		return stored, true, func() error { <-done; return commitErr }, nil
 	case errors.Is(err, pgx.ErrNoRows):
@@ -599,8 +671,10 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 	}
 	message = pgText(message)
 	var p paymentRecord
+	var changed bool
+	owner := s.Owner()
 	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		owner := s.Owner()
+		changed = false
 		// At most three rounds: the UPDATE finds no row, the presumed abort's INSERT meets an
 		// admission that committed meanwhile, and the UPDATE then finds the admitted row.
 		for range 3 {
@@ -611,7 +685,8 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 				 WHERE payment_id = $5 AND decision = 0 RETURNING `+paymentColumns,
 				int16(d), reason, message, presumed, id))
 			if err == nil {
-				return s.notify(ctx, tx, owner, id)
+				changed = true
+				return nil
 			}
 			if !errors.Is(err, pgx.ErrNoRows) {
 				return err
@@ -627,7 +702,8 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 					 ON CONFLICT (payment_id) DO NOTHING RETURNING `+paymentColumns,
 					id, int16(d), reason, message))
 				if err == nil {
-					return s.notify(ctx, tx, owner, id)
+					changed = true
+					return nil
 				}
 				if !errors.Is(err, pgx.ErrNoRows) {
 					return err
@@ -643,6 +719,9 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 	})
 	if err != nil {
 		return p, fmt.Errorf("gateway: decide %s: %w", id, err)
+	}
+	if changed {
+		s.announce(owner, id)
 	}
 	return p, nil
 }
@@ -661,15 +740,19 @@ func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (payment
 		fingerprint = []byte{}
 	}
 	var out paymentRecord
+	var changed bool
+	owner := s.Owner()
 	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
+		changed = false
 		out, err = pgScanPayment(tx.QueryRow(ctx,
 			`UPDATE payments SET username = $1, from_account = $2, to_account = $3, amount = $4, currency = $5,
 				description = $6, fingerprint = $7
 			 WHERE payment_id = $8 AND presumed AND length(fingerprint) = 0 RETURNING `+paymentColumns,
 			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint, p.PaymentID))
 		if err == nil {
-			return s.notify(ctx, tx, s.Owner(), p.PaymentID)
+			changed = true
+			return nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
@@ -679,6 +762,9 @@ func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (payment
 	})
 	if err != nil {
 		return out, fmt.Errorf("gateway: adopt payment %s: %w", p.PaymentID, err)
+	}
+	if changed {
+		s.announce(owner, p.PaymentID)
 	}
 	return out, nil
 }
