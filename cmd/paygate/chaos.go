@@ -55,8 +55,9 @@ func newChaosCommand(e *env) *ffcli.Command {
 			"send each retry to the next one; replicas are killed (and restarted) and paused like\n" +
 			"any process; there are no disk-full faults. The checks add: every replica answers\n" +
 			"GetPayment with the same outcome for every payment. The run audits the money its own\n" +
-			"payments moved, so give it databases of its own: a fresh NAME (the databases are kept;\n" +
-			"drop them with dropdb when done).",
+			"payments moved, so it needs databases of its own: give a fresh NAME each time (it\n" +
+			"refuses databases that hold stores already; they are kept after the run, for\n" +
+			"inspection: drop them with dropdb when done).",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {

@@ -67,9 +67,9 @@ type Config struct {
 	DiskSize int64
 	// DatabaseURL, postgres://.../NAME, runs the PostgreSQL profile: the gateway replicas use
 	// database NAME and each bank NAME_<bank> on the same server, created if missing. A run
-	// needs databases of its own (a fresh NAME): it audits the money moved by the payments it
-	// made, and a replay of its seed on the same databases would find its payments made
-	// already.
+	// needs databases of its own (a fresh NAME; it refuses databases that hold stores
+	// already): it audits the money moved by the payments it made, and a replay of its seed on
+	// the same databases would find its payments made already.
 	DatabaseURL string
 	// Gateways is the number of gateway replicas; 0 means 2 on PostgreSQL and 1 on SQLite,
 	// which allows only one.

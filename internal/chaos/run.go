@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,6 +104,19 @@ func startSystem(ctx context.Context, dir string, cfg Config) (*system, error) {
 		gw, banks, err := launch.SystemDatabases(ctx, cfg.DatabaseURL, bankNames)
 		if err != nil {
 			return s, err
+		}
+		// The run audits the money its own payments move: stores of an earlier run (or of a
+		// replay of this seed, whose payments would be replays) would make it report nonsense.
+		urls := []string{gw}
+		for _, b := range bankNames {
+			urls = append(urls, banks[b])
+		}
+		used, err := launch.UsedDatabases(ctx, urls...)
+		if err != nil {
+			return s, err
+		}
+		if len(used) > 0 {
+			return s, fmt.Errorf("databases %s hold the stores of an earlier run: give a fresh name (or drop them)", strings.Join(used, ", "))
 		}
 		opts.GatewayDatabaseURL = gw
 		opts.BankDatabaseURL = func(b string) string { return banks[b] }

@@ -143,3 +143,26 @@ func adminConn(ctx context.Context, server string) (*pgx.Conn, error) {
 	}
 	return nil, fmt.Errorf("PostgreSQL at %s: %w", Redact(server), errors.Join(errs...))
 }
+
+// UsedDatabases returns those of the databases at urls that already hold tables (a store that
+// was opened before), for runs that need databases of their own.
+func UsedDatabases(ctx context.Context, urls ...string) ([]string, error) {
+	var used []string
+	for _, u := range urls {
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL at %s: %w", Redact(u), err)
+		}
+		var n int
+		err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&n)
+		conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL at %s: %w", Redact(u), err)
+		}
+		if n > 0 {
+			_, name, _ := parseDatabaseURL(u)
+			used = append(used, name)
+		}
+	}
+	return used, nil
+}

@@ -151,6 +151,25 @@ func TestSystemDatabases(t *testing.T) {
 			conn.Close(ctx)
 		}
 	}
+	gw, banks, err := SystemDatabases(ctx, server, []string{"bank1", "bank2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, err := UsedDatabases(ctx, gw, banks["bank1"], banks["bank2"]); err != nil || len(used) != 0 {
+		t.Errorf("UsedDatabases of fresh databases = %v, %v", used, err)
+	}
+	conn, err := pgx.Connect(ctx, banks["bank2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, `CREATE TABLE accounts (id text)`)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, err := UsedDatabases(ctx, gw, banks["bank1"], banks["bank2"]); err != nil || len(used) != 1 || used[0] != name+"_bank2" {
+		t.Errorf("UsedDatabases with a table in %s_bank2 = %v, %v", name, used, err)
+	}
 	for _, bad := range []string{"mysql://h/db", "postgres://h/", "postgres://h/Bad-Name", "postgres://h/" + strings.Repeat("a", 60)} {
 		if _, _, err := SystemDatabases(ctx, bad, []string{"bank1"}); err == nil {
 			t.Errorf("SystemDatabases(%q): no error", bad)
