@@ -72,15 +72,26 @@ func replicaCluster(t *testing.T, n int, opts cluster.Options) *cluster.Cluster 
 	return c
 }
 
-// replicaUsers are the demo users, each logged in once (at the first replica) and with clients
+// replicaUsers are the demo users, each logged in once (at the first replica running) and with clients
 // of every replica that send that one session's token: the replicas share their sessions.
 type replicaUsers map[string][]*cluster.User
 
 func loginEverywhere(t *testing.T, c *cluster.Cluster) replicaUsers {
 	t.Helper()
+	// The login is made at the first replica that runs.
+	at := ""
+	for _, name := range c.GatewayNames() {
+		if p := c.Proc(name); p != nil && !p.Exited() {
+			at = c.GatewayAddrOf(name)
+			break
+		}
+	}
 	out := replicaUsers{}
 	for name := range demoAccounts {
-		u := login(t, c, name)
+		u, err := c.LoginAt(at, name, passwords[name])
+		if err != nil {
+			t.Fatalf("login %s at %s: %v", name, at, err)
+		}
 		for _, addr := range c.GatewayAddrs {
 			out[name] = append(out[name], c.UserAt(addr, name, u.Token))
 		}

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/paygate/paygate/client"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/cluster"
 	"github.com/paygate/paygate/internal/crashpoint"
@@ -296,6 +297,48 @@ func TestReplicaWatchSeesOtherReplicas(t *testing.T) {
 			}
 		}
 	}
+	final := finalEverywhere(t, c, users, nil, plan, 3*replicaTxnTimeout)
+	after := checkSettled(t, c, before, 3*replicaTxnTimeout)
+	checkExactlyOnce(t, c, before, after, plan, final)
+}
+
+// TestReplicaClientFailover gives the Go client both replicas' addresses and kills the first
+// (SIGKILL) between two payments: the second payment, and the read of the first, are answered
+// by the other replica with the session made at the first, and the money moves once each.
+func TestReplicaClientFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real processes")
+	}
+	c := replicaCluster(t, 2, cluster.Options{TxnTimeout: replicaTxnTimeout})
+	before := audit(t, c)
+	cl, err := client.New(c.GatewayList(), client.WithTLSDir(c.CertDir), client.WithTimeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Login(ctxT(t, 20*time.Second), "alice", passwords["alice"]); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	payOnce := func(amount int64) client.Result {
+		t.Helper()
+		r, err := cl.Pay(ctxT(t, time.Minute), client.PaymentRequest{From: "bank1-1001", To: "bank2-2002", Amount: amount, Currency: "USD"})
+		if err != nil || r.Status != client.StatusSucceeded {
+			t.Fatalf("pay %d: %+v, %v", amount, r, err)
+		}
+		return r
+	}
+	first := payOnce(111)
+	c.Kill("gateway")
+	second := payOnce(222)
+	got, err := cl.GetPayment(ctxT(t, 20*time.Second), first.ID)
+	if err != nil || got.GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+		t.Fatalf("GetPayment %s after the first replica's death: %v, %v", first.ID, got, err)
+	}
+	plan := []plannedPayment{
+		{id: first.ID, user: "alice", from: "bank1-1001", to: "bank2-2002", amount: 111},
+		{id: second.ID, user: "alice", from: "bank1-1001", to: "bank2-2002", amount: 222},
+	}
+	users := loginEverywhere(t, c)
 	final := finalEverywhere(t, c, users, nil, plan, 3*replicaTxnTimeout)
 	after := checkSettled(t, c, before, 3*replicaTxnTimeout)
 	checkExactlyOnce(t, c, before, after, plan, final)
