@@ -1092,6 +1092,9 @@ func TestStorePGReleaseLease(t *testing.T) {
 	if a.Holding() {
 		t.Fatal("holding a released lease")
 	}
+	if err := a.RenewLease(ctx); !errors.Is(err, errLeaseReleased) {
+		t.Fatalf("renewal of a released lease: %v, want errLeaseReleased", err)
+	}
 	if list, err := a.Unfinished(ctx, nil, 10); err != nil || len(list) != 0 {
 		t.Fatalf("a still lists %v after handing them back, %v", ctIDs(list), err)
 	}

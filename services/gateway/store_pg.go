@@ -35,8 +35,9 @@ import (
 // committed. Each write is correct under it because:
 //
 //   - Admission is INSERT ... ON CONFLICT (payment_id) DO NOTHING: of two concurrent inserts of
-//     one id, the second waits for the first to commit and then does nothing; the row it then
-//     reads (a new statement, a new snapshot) is the committed one.
+//     one id, the second waits for the first to end and then does nothing (or inserts, if the
+//     first rolled back); the row it then reads (a new statement, a new snapshot) is the
+//     committed one.
 //   - Decide is UPDATE ... WHERE decision = 0: of two concurrent decisions, the second waits,
 //     re-checks decision = 0 against the committed row, and changes nothing. When no row exists
 //     it inserts the presumed abort with ON CONFLICT DO NOTHING, and when a concurrent admission
@@ -75,15 +76,14 @@ import (
 // Each PGStore is one lease: a row of leases (owner, expires_at) that OpenPGStore inserts and
 // RenewLease pushes to the database's clock + LeaseTTL while it has not expired. payments.owner
 // names the lease that drives a payment: the admitting process's, or a claimant's. An orphan is
-// an unfinished payment whose owner is '' (handed back by ReleaseLease) or has no lease row that
+// an unfinished payment whose owner is empty (handed back by ReleaseLease) or has no lease row that
 // expires after the database's clock; Claim and ClaimOrphans take orphans (never a payment of a
 // live lease). Every expiry is judged by the database's clock (clock_timestamp()), never by a
 // replica's. Holding() is judged locally: the lease is certainly valid until LeaseTTL minus a
 // margin (a fifth) after its last successful renewal started, measured by the monotonic clock.
 // A renewal that finds the lease expired gives the store a new owner (ErrLeaseLost): the old
-// one's payments are orphans, to be claimed by whoever comes first, this process included. Lease
-// rows expired for over an hour are deleted by renewals, with full throttle buckets and streams
-// of dead leases.
+// one's payments are orphans, to be claimed by whoever comes first, this process included.
+// Renewals also clean up: old lease rows, full throttle buckets, streams of deleted leases.
 //
 // Changes other processes should hear of (admissions, decisions, adoptions) are announced with
 // pg_notify on the channel paygate_payments, as "<owner>:<payment_id>", once they have
@@ -105,6 +105,7 @@ type PGStore struct {
 	owner    string              // the current lease
 	past     map[string]struct{} // every lease this store has had, for Listen's filter
 	renewing sync.Mutex          // one RenewLease at a time
+	released bool                // ReleaseLease ran; under renewing
 
 	closeOnce    sync.Once
 	notes        sync.Mutex
@@ -141,6 +142,9 @@ const pgNotifyChannel = "paygate_payments"
 
 // pgStreamLockClass is the first key of the advisory locks OpenStream takes per username.
 const pgStreamLockClass int32 = 0x70677301
+
+// errLeaseReleased is RenewLease's refusal after ReleaseLease.
+var errLeaseReleased = errors.New("gateway: the store lease was released (shutting down)")
 
 // errNULText is a write's refusal of text PostgreSQL cannot store: a NUL byte or invalid UTF-8.
 var errNULText = errors.New("gateway: text holding a NUL byte or invalid UTF-8 cannot be stored")
@@ -1000,6 +1004,9 @@ func (s *PGStore) Now() time.Time {
 func (s *PGStore) RenewLease(ctx context.Context) error {
 	s.renewing.Lock()
 	defer s.renewing.Unlock()
+	if s.released {
+		return errLeaseReleased
+	}
 	owner := s.Owner()
 	start := time.Now()
 	var renewed bool
@@ -1042,8 +1049,9 @@ func (s *PGStore) RenewLease(ctx context.Context) error {
 }
 
 // collectGarbage deletes, at most once a minute per process and a bounded number at a time,
-// leases expired for over an hour, the streams of leases that are not live, and throttle
-// buckets untouched for ten minutes that have refilled to their burst.
+// leases expired for over an hour, the streams of leases deleted, and throttle buckets
+// untouched for ten minutes that have refilled to their burst. (Streams of a lease that expired
+// are not counted anyway, and move to the process's new lease when it finds out, see newLease.)
 func (s *PGStore) collectGarbage(ctx context.Context) {
 	last := s.lastGC.Load()
 	now := time.Now().UnixNano()
@@ -1053,7 +1061,7 @@ func (s *PGStore) collectGarbage(ctx context.Context) {
 	stmts := []string{
 		`DELETE FROM leases WHERE owner IN (SELECT owner FROM leases WHERE expires_at < paygate_now_ns() - 3600000000000 LIMIT 1000)`,
 		`DELETE FROM streams WHERE id IN (SELECT s.id FROM streams s WHERE NOT EXISTS (
-			SELECT 1 FROM leases l WHERE l.owner = s.owner AND l.expires_at > paygate_now_ns()) LIMIT 10000)`,
+			SELECT 1 FROM leases l WHERE l.owner = s.owner) LIMIT 10000)`,
 		`DELETE FROM throttle_buckets WHERE (scope, key) IN (SELECT scope, key FROM throttle_buckets
 			WHERE at < paygate_now_ns() - 600000000000 AND tokens + (paygate_now_ns() - at)::float8 / every_ns >= burst
 			LIMIT 10000)`,
@@ -1066,9 +1074,11 @@ func (s *PGStore) collectGarbage(ctx context.Context) {
 	}
 }
 
-// ReleaseLease hands every unfinished payment of this process's back (owner '', orphans at
-// once), closes its streams and deletes its lease, in one transaction: for a graceful shutdown.
-// Holding is false afterwards.
+// ReleaseLease hands every unfinished payment of this process's back (to the empty owner:
+// orphans at once), closes its streams and deletes its lease, in one transaction: for a
+// graceful shutdown.
+// The store holds no lease afterwards: Holding is false, claims take nothing, and RenewLease
+// fails with errLeaseReleased (it does not take a new lease).
 func (s *PGStore) ReleaseLease(ctx context.Context) error {
 	s.renewing.Lock()
 	defer s.renewing.Unlock()
@@ -1087,6 +1097,7 @@ func (s *PGStore) ReleaseLease(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: release lease: %w", err)
 	}
+	s.released = true
 	s.renewedAt.Store(nil)
 	return nil
 }
@@ -1127,13 +1138,25 @@ func (s *PGStore) Claim(ctx context.Context, id string) (paymentRecord, bool, er
 		return paymentRecord{}, false, ErrNotFound
 	}
 	me := s.Owner()
-	// The usual case, one's own payment or a completed one, is one read.
-	p, owner, err := pgPaymentOwner(ctx, s.pool, id, false)
-	if err != nil {
-		return p, false, err
+	// The usual cases are one read: one's own payment, a completed one, or one whose owner's
+	// lease is live by the read's snapshot (a lease seen live may have expired since: the
+	// caller asks again later). Only a claim that may succeed locks anything.
+	var owner string
+	var ownerLive bool
+	p, err := pgScanPayment(s.pool.QueryRow(ctx,
+		`SELECT `+paymentColumns+`, owner, EXISTS (SELECT 1 FROM leases l WHERE l.owner = p.owner AND l.expires_at > paygate_now_ns())
+		 FROM payments p WHERE payment_id = $1`, id), &owner, &ownerLive)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, false, ErrNotFound
 	}
-	if p.Completed || (owner == me && s.Holding()) {
+	if err != nil {
+		return p, false, fmt.Errorf("gateway: claim payment %s: %w", id, err)
+	}
+	switch {
+	case p.Completed, owner == me && s.Holding():
 		return p, true, nil
+	case owner != me && owner != "" && ownerLive:
+		return p, false, nil
 	}
 	var held bool
 	err = s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
