@@ -473,6 +473,9 @@ func (l *PGLedger) Batch(ctx context.Context, completions []Completion, prepares
 	c, p := l.newCompleteRun(completions), l.newPrepareRun(prepares, now)
 	if c.valid+p.valid > 0 {
 		err = l.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			if err := lockBatchAccounts(ctx, tx, c, p); err != nil {
+				return err
+			}
 			if err := applyCompletionsPG(ctx, tx, c); err != nil {
 				return err
 			}
@@ -485,6 +488,63 @@ func (l *PGLedger) Batch(ctx context.Context, completions []Completion, prepares
 	c.finish()
 	p.finish()
 	return c.errs, p.votes, p.errs, nil
+}
+
+// lockBatchAccounts locks every account a batch touches, in id order, before any of its items
+// runs. Each item locks its own accounts in id order too, but two batches running at once (two
+// gateway replicas send them) would otherwise interleave their items' locks and deadlock each
+// other, each deadlock costing PostgreSQL's deadlock_timeout (1 s by default) before the retry.
+// Locked up front, batches that share an account simply run one after the other.
+func lockBatchAccounts(ctx context.Context, tx pgx.Tx, c *completeRun, p *prepareRun) error {
+	if len(p.items)+len(c.items) < 2 {
+		return nil // one item locks its own accounts in order
+	}
+	seen := map[string]bool{}
+	var ids []string
+	add := func(legs []Leg) {
+		for _, g := range legs {
+			if !seen[g.Account] {
+				seen[g.Account] = true
+				ids = append(ids, g.Account)
+			}
+		}
+	}
+	for i, it := range p.items {
+		if p.errs[i] == nil {
+			add(it.Legs)
+		}
+	}
+	var txns []string
+	for i, it := range c.items {
+		if c.errs[i] == nil {
+			txns = append(txns, it.TxnID)
+		}
+	}
+	if len(txns) > 0 {
+		rows, err := tx.Query(ctx, `SELECT legs FROM transactions WHERE id = ANY($1)`, txns)
+		if err != nil {
+			return fmt.Errorf("read the legs of the batch's transactions: %w", err)
+		}
+		for rows.Next() {
+			var raw []byte
+			if err := rows.Scan(&raw); err != nil {
+				rows.Close()
+				return fmt.Errorf("read the legs of the batch's transactions: %w", err)
+			}
+			legs, err := decodeLegs(raw)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			add(legs)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read the legs of the batch's transactions: %w", err)
+		}
+	}
+	_, err := pgLockAccounts(ctx, tx, ids)
+	return err
 }
 
 // pgExecOne runs an UPDATE that must change exactly one row.
