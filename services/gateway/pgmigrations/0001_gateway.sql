@@ -1,7 +1,8 @@
 -- The gateway's store on PostgreSQL (see store_pg.go). Times are unix nanoseconds (bigint), as
 -- in the SQLite store; those the store sets itself come from paygate_now_ns(), the database's
 -- clock. Identifiers sort bytewise (COLLATE "C"), as in SQLite, so that pages follow the same
--- order on both stores.
+-- order on both stores. Payment ids are written in their canonical spelling from the start (the
+-- SQLite store's second migration rewrites rows older than that; a PostgreSQL store has none).
 
 -- The database's clock now (clock_timestamp(), not the transaction's start), in unix
 -- nanoseconds.
