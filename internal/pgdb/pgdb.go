@@ -32,6 +32,10 @@ const (
 	maxBackoff   = 200 * time.Millisecond
 )
 
+// DefaultMaxConns is the size of a store's connection pool when the URL does not set one
+// (pool_max_conns=N). Connections are opened as needed, up to it.
+const DefaultMaxConns = 16
+
 // Open connects to the PostgreSQL database at url (a postgres:// URL or a key=value connection
 // string, as pgxpool.ParseConfig reads it) and applies the migrations in dir of migrations (see
 // Migrate) under the advisory lock lockKey.
@@ -39,6 +43,11 @@ func Open(ctx context.Context, url string, migrations fs.FS, dir string, lockKey
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default, max(4, CPUs), makes a server with 64 requests in flight queue
+		// them for 4 connections, each holding its connection through a commit's WAL flush.
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -27,6 +27,7 @@ var errorCodes = []struct {
 	{ErrUserExists, connect.CodeAlreadyExists, "username_taken", "username is taken"},
 	{ErrTooManySessions, connect.CodeResourceExhausted, "too_many_sessions", "this user has too many live sessions: log out of one and log in again"},
 	{ErrUnknownBank, connect.CodeNotFound, "unknown_bank", "no such bank"},
+	{errNULText, connect.CodeInvalidArgument, "invalid_text", "text must be valid UTF-8 without NUL bytes"},
 }
 
 // mapError is the gateway's rpcserver.ErrorMapper.
