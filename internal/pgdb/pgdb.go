@@ -134,14 +134,37 @@ type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// Querier runs statements: a *pgxpool.Pool (each statement its own transaction) or a pgx.Tx.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Statements runs fn on pool, whose statements each commit on their own, for writes that are
+// one statement, or several each correct alone: it saves the round trips of BEGIN and COMMIT.
+// A serialization failure or a deadlock runs fn again, as Write does: fn must set its results
+// afresh on every run, and a statement that committed before the failure must be harmless to
+// run again.
+func Statements(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context, q Querier) error) error {
+	return retry(ctx, func() error { return fn(ctx, pool) })
+}
+
 // Write runs fn in a transaction (READ COMMITTED, the server's default) and commits it; an
 // error undoes all of fn. A serialization failure or a deadlock runs fn again in a new
 // transaction, after a jittered backoff, up to 10 times: fn must set its results afresh on
 // every run.
 func Write(ctx context.Context, db Beginner, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	return retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return fn(ctx, tx) })
+	})
+}
+
+// retry runs run again after a serialization failure or a deadlock, with jittered backoff.
+func retry(ctx context.Context, run func() error) error {
 	backoff := retryBackoff
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		err := run()
 		if err == nil || !Retryable(err) || attempt == maxAttempts {
 			return err
 		}

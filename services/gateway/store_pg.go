@@ -677,7 +677,9 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 	var p paymentRecord
 	var changed bool
 	owner := s.Owner()
-	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+	// Each statement below is a compare-and-set correct on its own, so they run without a
+	// transaction around them: one round trip each instead of three.
+	err := pgdb.Statements(ctx, s.pool, func(ctx context.Context, tx pgdb.Querier) error {
 		changed = false
 		// At most three rounds: the UPDATE finds no row, the presumed abort's INSERT meets an
 		// admission that committed meanwhile, and the UPDATE then finds the admitted row.
@@ -780,7 +782,7 @@ func (s *PGStore) MarkCompleted(ctx context.Context, ids []string, now time.Time
 	if len(ids) == 0 {
 		return nil
 	}
-	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+	err := pgdb.Statements(ctx, s.pool, func(ctx context.Context, tx pgdb.Querier) error {
 		_, err := tx.Exec(ctx,
 			`UPDATE payments SET completed = true, completed_at = paygate_now_ns()
 			 WHERE payment_id = ANY($1) AND decision <> 0 AND NOT completed`, ids)
