@@ -247,6 +247,7 @@ func New(t TB, opts Options) *Cluster {
 			urls[b] = pgtest.NewDatabase(t, prefix+b+"_")
 		}
 		bankDB = func(b string) string { return urls[b] }
+		t.Logf("cluster: stores on PostgreSQL, the gateway's %s, the banks' %v", launch.Redact(gatewayDB), redactAll(urls))
 		if opts.LeaseTTL == 0 {
 			opts.LeaseTTL = 2 * time.Second
 		}
@@ -575,4 +576,12 @@ func (c *Cluster) GrepLog(name string, subs ...string) []string {
 		return nil
 	}
 	return p.Grep(subs...)
+}
+
+func redactAll(urls map[string]string) map[string]string {
+	out := make(map[string]string, len(urls))
+	for k, u := range urls {
+		out[k] = launch.Redact(u)
+	}
+	return out
 }
