@@ -314,11 +314,7 @@ func TestReplicaClientFailover(t *testing.T) {
 	}
 	c := replicaCluster(t, 2, cluster.Options{TxnTimeout: replicaTxnTimeout})
 	before := audit(t, c)
-	cl, err := client.New(c.GatewayList(), client.WithTLSDir(c.CertDir), client.WithTimeout(20*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := c.NewClient(client.WithTimeout(20 * time.Second))
 	if _, err := cl.Login(ctxT(t, 20*time.Second), "alice", passwords["alice"]); err != nil {
 		t.Fatalf("login: %v", err)
 	}

@@ -32,6 +32,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
+	"github.com/paygate/paygate/client"
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
@@ -489,6 +490,19 @@ func (c *Cluster) ClientsAt(addr string) *User {
 		Payments: gatewayv1connect.NewPaymentServiceClient(c.httpClient, url, opts...),
 		Balance:  gatewayv1connect.NewBalanceServiceClient(c.httpClient, url, opts...),
 	}
+}
+
+// NewClient returns a Go client (package client) of every gateway replica: the comma-separated
+// list of their addresses, with failover, and the client-role certificate "cli". It is closed
+// when the test ends.
+func (c *Cluster) NewClient(opts ...client.Option) *client.Client {
+	c.t.Helper()
+	cl, err := client.New(c.GatewayList(), append([]client.Option{client.WithTLSDir(c.CertDir)}, opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
 }
 
 // Login logs a user in at the (first) gateway and returns clients that send the token.
