@@ -197,7 +197,7 @@ func (c *Client) call(ctx context.Context, kind callKind, f func(context.Context
 				limit = min(limit, time.Until(dl)/time.Duration(left))
 			}
 		}
-		err, pr, noConn := tryAt(ctx, ep, limit, f)
+		pr, noConn, err := tryAt(ctx, ep, limit, f)
 		now := time.Now()
 		if err == nil {
 			r.answered(k, now)
@@ -239,7 +239,7 @@ func (c *Client) call(ctx context.Context, kind callKind, f func(context.Context
 
 // tryAt makes f at ep. With limit > 0, an attempt that has no connection after limit is
 // canceled (noConn). pr says how far the attempt got.
-func tryAt(ctx context.Context, ep *endpoint, limit time.Duration, f func(context.Context, *endpoint) error) (err error, pr *progress, noConn bool) {
+func tryAt(ctx context.Context, ep *endpoint, limit time.Duration, f func(context.Context, *endpoint) error) (pr *progress, noConn bool, err error) {
 	pr = &progress{}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -263,7 +263,7 @@ func tryAt(ctx context.Context, ep *endpoint, limit time.Duration, f func(contex
 	}
 	err = f(httptrace.WithClientTrace(actx, trace), ep)
 	noConn = err != nil && errors.Is(context.Cause(actx), errNoConnection)
-	return err, pr, noConn
+	return pr, noConn, err
 }
 
 // unreachable reports whether err, the error of a call whose context is not done, means that

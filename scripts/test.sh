@@ -40,16 +40,11 @@ fi
 #   - TestChaosShort, TestBench*, TestDev*, TestReadme*: they start systems of their own, not
 #     the harness's (their PostgreSQL variants, TestChaosReplicas and the replica tests, ran in
 #     the first pass);
-#   - TestPostgres*, TestReplica*, TestChaosReplicas: on PostgreSQL already, in the first pass;
-#   - TestSecurityMatrix's "a bank asks an impostor coordinator for a decision": its side bank is
-#     bank1's command line with another --data, which on PostgreSQL still names bank1's database,
-#     so its transaction left in doubt (on purpose) would stay in the cluster's ledger; what it
-#     tests (certificate pinning) does not depend on the store.
+#   - TestPostgres*, TestReplica*, TestChaosReplicas: on PostgreSQL already, in the first pass.
 if [[ ,$backends, == *,postgres,* ]]; then
 	pgstart=$SECONDS
 	# Without a reachable server every test of this pass skips, saying why.
 	skip='^(TestDiskFull.*|TestChaosShort|TestChaosReplicas|TestBench.*|TestDev.*|TestReadme.*|TestPostgres.*|TestReplica.*)$'
-	skip+='|^TestSecurityMatrix$/^a_bank_asks_an_impostor_coordinator_for_a_decision$'
 	echo "test: PAYGATE_TEST_BACKEND=postgres go test -race ./cmd/paygate ./internal/cluster (skipping $skip)" >&2
 	PAYGATE_TEST_BACKEND=postgres go test -race -count=1 -timeout 20m -skip "$skip" "$@" ./cmd/paygate ./internal/cluster
 	echo "test: PostgreSQL pass took $((SECONDS - pgstart))s" >&2

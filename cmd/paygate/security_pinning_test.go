@@ -294,6 +294,19 @@ func withArgs(args []string, set map[string]string, banks map[string]string) []s
 	return out
 }
 
+// withoutFlag returns args without flag and its value.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag && i+1 < len(args) {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
 // pinningCases returns TestSecurityMatrix's cases for impostor servers: callers check the role of the server they reach.
 //
 // A second gateway process runs beside the cluster's, with the cluster's certificates and banks
@@ -402,7 +415,9 @@ func pinningCases(t *testing.T, m *secMatrix) []secCase {
 		{"a bank asks an impostor coordinator for a decision", func(t *testing.T) {
 			fakeGateway.present(bank2Cert)
 			bankAddr := cluster.FreePort(t)
-			b := startSideProc(t, c, "bank1-impostor-gateway", withArgs(c.BankArgs("bank1"),
+			// Its own ledger, a SQLite file, whatever the cluster's stores are: the transaction
+			// it leaves in doubt on purpose must not be a hold in the cluster's bank1.
+			b := startSideProc(t, c, "bank1-impostor-gateway", withArgs(withoutFlag(c.BankArgs("bank1"), "--database-url"),
 				map[string]string{"--listen": bankAddr, "--data": filepath.Join(t.TempDir(), "bank1"),
 					"--gateway": "https://" + fakeGateway.addr(), "--resolve-after": "200ms"}, nil))
 			asGateway := e.httpClient(gatewayCert)

@@ -675,7 +675,7 @@ func TestStoreLeaseOwnPayments(t *testing.T) {
 		if !s.Holding() {
 			t.Fatal("not holding the lease just renewed")
 		}
-		if d := s.Now().Sub(time.Now()); d > time.Second || d < -time.Second {
+		if d := time.Until(s.Now()); d > time.Second || d < -time.Second {
 			t.Fatalf("store clock %s off the local one (same host)", d)
 		}
 		// Listen returns when its context ends.
