@@ -224,6 +224,9 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	// A shared store sets the payment's times by its own clock.
 	p.CreatedAt, p.Deadline = stored.CreatedAt, stored.Deadline
 	votes, err := c.prepare(ctx, p)
+	if err == nil && !c.holds(p.PaymentID) {
+		err = errLeaseLost // see drive
+	}
 	if err != nil {
 		durable() // the banks' prepares, if any, end as presumed aborts or with the new driver
 		return p, false, err, false
@@ -400,6 +403,12 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 // async as for decideAndComplete.
 func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool) (paymentRecord, error) {
 	votes, err := c.prepare(ctx, p)
+	if err == nil && !c.holds(p.PaymentID) {
+		// The lease lapsed during phase one (the process was paused, or cut off from the
+		// store): another replica may be driving the payment now. Leave the decision to it;
+		// the votes may be timeouts of this process's own making.
+		err = errLeaseLost
+	}
 	if err != nil {
 		return p, err
 	}

@@ -57,8 +57,9 @@ func (b *sharedBank) prepared(id string) int {
 }
 
 // newReplicas returns n coordinators sharing one fresh PostgreSQL store and the banks a and b,
-// each with its own store connection (lease) of lease ttl.
-func newReplicas(t *testing.T, n int, ttl, timeout time.Duration, a, b *sharedBank) []*Coordinator {
+// each with its own store connection (lease) of lease ttl. With renew, each renews its lease
+// (keepLease); without, a test starts that for the replicas it wants alive.
+func newReplicas(t *testing.T, n int, ttl, timeout time.Duration, renew bool, a, b *sharedBank) []*Coordinator {
 	t.Helper()
 	url := pgtest.NewDatabase(t, "paygate_replicas_")
 	var out []*Coordinator
@@ -71,6 +72,9 @@ func newReplicas(t *testing.T, n int, ttl, timeout time.Duration, a, b *sharedBa
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Go(func() { c.listen(ctx) })
+		if renew {
+			wg.Go(func() { c.keepLease(ctx) })
+		}
 		t.Cleanup(func() {
 			cancel()
 			wg.Wait()
@@ -88,7 +92,7 @@ func newReplicas(t *testing.T, n int, ttl, timeout time.Duration, a, b *sharedBa
 func TestReplicasDuplicateAtOnce(t *testing.T) {
 	a, b := newSharedBank(), newSharedBank()
 	a.gate, a.entered = make(chan struct{}), make(chan string, 4)
-	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, a, b)
+	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, true, a, b)
 	p := testPayment("bankA-1", "bankB-1", 100)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
@@ -129,7 +133,7 @@ func TestReplicasDuplicateAtOnce(t *testing.T) {
 func TestReplicaTakesOverAfterLeaseExpires(t *testing.T) {
 	a, b := newSharedBank(), newSharedBank()
 	const ttl = 400 * time.Millisecond
-	rs := newReplicas(t, 2, ttl, 30*time.Second, a, b)
+	rs := newReplicas(t, 2, ttl, 30*time.Second, false, a, b)
 	dead, survivor := rs[0], rs[1]
 	ctx := context.Background()
 	p := testPayment("bankA-1", "bankB-1", 100)
@@ -165,7 +169,7 @@ func TestReplicaTakesOverAfterLeaseExpires(t *testing.T) {
 func TestReplicaWithoutLeaseSendsNoPrepare(t *testing.T) {
 	a, b := newSharedBank(), newSharedBank()
 	const ttl = 300 * time.Millisecond
-	rs := newReplicas(t, 2, ttl, 30*time.Second, a, b)
+	rs := newReplicas(t, 2, ttl, 30*time.Second, false, a, b)
 	lapsed, other := rs[0], rs[1]
 	time.Sleep(ttl) // no renewal: the lease is in doubt
 	if lapsed.store.Holding() {
@@ -194,7 +198,7 @@ func TestReplicaWithoutLeaseSendsNoPrepare(t *testing.T) {
 // replica admitted and decided.
 func TestReplicaWatcherSeesOtherReplica(t *testing.T) {
 	a, b := newSharedBank(), newSharedBank()
-	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, a, b)
+	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, true, a, b)
 	ch, cancel, err := rs[1].events.watch("alice", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +228,7 @@ func TestReplicaWatcherSeesOtherReplica(t *testing.T) {
 func TestReplicaReadWaitsForOtherReplicasPhaseTwo(t *testing.T) {
 	a, b := newSharedBank(), newSharedBank()
 	b.phase2Gate, b.phase2Entered = make(chan struct{}), make(chan string, 4)
-	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, a, b)
+	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, true, a, b)
 	p := testPayment("bankA-1", "bankB-1", 100)
 	out, _, err := rs[0].Execute(context.Background(), p)
 	if err != nil || out.Decision != decisionCommit {
@@ -246,5 +250,49 @@ func TestReplicaReadWaitsForOtherReplicasPhaseTwo(t *testing.T) {
 		}
 	case <-time.After(remoteSettleWait):
 		t.Fatal("the read still waits after the phase two was acknowledged")
+	}
+}
+
+// TestReplicaLeaseLapsedDuringPrepareDoesNotDecide: a replica whose lease lapses while its
+// prepares are in flight (it was paused, or cut off from the store) stops phase one when the
+// lease is no longer certainly held and leaves the decision to whoever claims the payment,
+// instead of deciding a timeout of its own making.
+func TestReplicaLeaseLapsedDuringPrepareDoesNotDecide(t *testing.T) {
+	a, b := newSharedBank(), newSharedBank()
+	a.gate, a.entered = make(chan struct{}), make(chan string, 4)
+	const ttl = 600 * time.Millisecond
+	rs := newReplicas(t, 2, ttl, 30*time.Second, false, a, b)
+	lapsing, other := rs[0], rs[1]
+	p := testPayment("bankA-1", "bankB-1", 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := lapsing.Execute(ctx, p)
+		done <- err
+	}()
+	<-a.entered // the prepare is at the bank, and stays there
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("phase one went on past the lease")
+	}
+	if !errors.Is(err, ErrPaymentInProgress) {
+		t.Fatalf("Execute: %v, want ErrPaymentInProgress", err)
+	}
+	if got := stored(t, other.store, p.PaymentID); got.Decision != decisionNone {
+		t.Fatalf("the replica that lost its lease decided %v (%s)", got.Decision, got.FailureMessage)
+	}
+	close(a.gate)
+	go other.keepLease(t.Context())
+	waitFor(t, 10*time.Second, "the other replica to finish the payment", func() bool {
+		other.recoverOnce(ctx)
+		waitIdle(t, other)
+		got, err := other.store.Payment(ctx, p.PaymentID)
+		return err == nil && got.Completed
+	})
+	if got := stored(t, other.store, p.PaymentID); got.Decision != decisionCommit {
+		t.Fatalf("decision %v (%s), want commit", got.Decision, got.FailureMessage)
 	}
 }
