@@ -175,16 +175,7 @@ func (s *SQLiteStore) Accounts(ctx context.Context, username string) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("gateway: read accounts: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 // AccountOwner returns the username an account is linked to, or ErrNotFound.
@@ -562,14 +553,19 @@ func (s *SQLiteStore) Unsettled(ctx context.Context, accounts []string, raising 
 	if err != nil {
 		return nil, fmt.Errorf("gateway: list unsettled payments: %w", err)
 	}
+	return scanStrings(rows)
+}
+
+// scanStrings returns the one text column of rows, and closes them.
+func scanStrings(rows *sql.Rows) ([]string, error) {
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, id)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
