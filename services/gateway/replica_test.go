@@ -142,10 +142,12 @@ func TestReplicaTakesOverAfterLeaseExpires(t *testing.T) {
 	if _, inserted, err := dead.store.AdmitPayment(ctx, p); err != nil || !inserted {
 		t.Fatalf("admit: inserted %v, %v", inserted, err)
 	}
-	// While the dead replica's lease lasts, the payment is not the survivor's to drive.
+	// While the dead replica's lease lasts, the payment is not the survivor's to drive. (Only
+	// checked when the lease certainly lasted through the round: on a loaded machine the round
+	// may come after it expired.)
 	survivor.recoverOnce(ctx)
 	waitIdle(t, survivor)
-	if n := a.prepared(p.PaymentID); n != 0 {
+	if n := a.prepared(p.PaymentID); n != 0 && dead.store.Holding() {
 		t.Fatalf("the survivor prepared a payment whose owner's lease was live (%d prepares)", n)
 	}
 	go survivor.keepLease(t.Context())

@@ -895,7 +895,7 @@ func ctKeepRenewing(t *testing.T, s *PGStore, interval time.Duration) (stop func
 // holds none of its payments.
 func TestStorePGClaim(t *testing.T) {
 	t.Parallel()
-	const ttl = 300 * time.Millisecond
+	const ttl = time.Second
 	a, b, _ := ctReplicas(t, ttl, 10*time.Second)
 	ctx := context.Background()
 	stop := ctKeepRenewing(t, a, ttl/6)
@@ -903,11 +903,18 @@ func TestStorePGClaim(t *testing.T) {
 	deadline := time.Now().Add(3 * ttl)
 	for time.Now().Before(deadline) { // over several lease lifetimes, renewed
 		got, held, err := b.Claim(ctx, p.PaymentID)
+		n, oerr := b.ClaimOrphans(ctx, 10)
+		// a's lease was certainly live during both calls if a still holds it after them (Holding
+		// is judged from the start of its last renewal, with a margin). On a loaded machine a
+		// renewal can come late enough for the lease to lapse, and a claim is then right.
+		if !a.Holding() {
+			t.Skipf("a's renewals stalled for most of a lease lifetime (%s): the machine is too loaded for this test", ttl)
+		}
 		if err != nil || held || got.PaymentID != p.PaymentID {
 			t.Fatalf("claim of a live replica's payment: held %v, %v", held, err)
 		}
-		if n, err := b.ClaimOrphans(ctx, 10); err != nil || n != 0 {
-			t.Fatalf("claimed %d orphans while their owner lives, %v", n, err)
+		if oerr != nil || n != 0 {
+			t.Fatalf("claimed %d orphans while their owner lives, %v", n, oerr)
 		}
 		time.Sleep(ttl / 10)
 	}
