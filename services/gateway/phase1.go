@@ -32,14 +32,7 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, err
 	}
 	crashpoint.Trace("prepare.begin", p.PaymentID)
 	defer crashpoint.Trace("prepare.end", p.PaymentID)
-	// No call to a bank outlives the payment's deadline, nor the time the lease is certainly
-	// held: a replica paused (or cut off from the store) in the middle of phase one sends
-	// nothing more once it resumes.
-	end := p.Deadline
-	if until := c.store.HeldUntil(); !until.IsZero() && until.Before(end) {
-		end = until
-	}
-	ctx, cancel := context.WithDeadline(ctx, end)
+	ctx, cancel := context.WithDeadline(ctx, p.Deadline)
 	defer cancel()
 	banks := participantsOf(p)
 	// A payment that needs a bank known to be down fails at once (BANK_UNAVAILABLE), without

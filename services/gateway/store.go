@@ -134,9 +134,6 @@ type leaseStore interface {
 	// Holding says whether this process's lease is certainly still valid now, by the local
 	// clock since its last renewal, with a safety margin.
 	Holding() bool
-	// HeldUntil is when Holding turns false unless the lease is renewed before; the zero time
-	// for a lease that never expires.
-	HeldUntil() time.Time
 	// ReleaseLease hands every payment of this process back (they become orphans at once) and
 	// ends its lease: for a graceful shutdown.
 	ReleaseLease(ctx context.Context) error

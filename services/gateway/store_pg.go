@@ -992,16 +992,6 @@ func (s *PGStore) Holding() bool {
 	return at != nil && time.Since(*at) < s.ttl-s.ttl/5
 }
 
-// HeldUntil is when Holding turns false unless the lease is renewed first (a time in the past
-// once it has, or once the lease was released).
-func (s *PGStore) HeldUntil() time.Time {
-	at := s.renewedAt.Load()
-	if at == nil {
-		return time.Now().Add(-time.Nanosecond)
-	}
-	return at.Add(s.ttl - s.ttl/5)
-}
-
 // Now is the database's clock, as estimated at the last renewal: the local clock plus the
 // measured offset.
 func (s *PGStore) Now() time.Time {

@@ -590,9 +590,6 @@ func (s *SQLiteStore) RenewLease(context.Context) error { return nil }
 // Holding implements leaseStore.
 func (s *SQLiteStore) Holding() bool { return true }
 
-// HeldUntil implements leaseStore: never.
-func (s *SQLiteStore) HeldUntil() time.Time { return time.Time{} }
-
 // ReleaseLease implements leaseStore.
 func (s *SQLiteStore) ReleaseLease(context.Context) error { return nil }
 
