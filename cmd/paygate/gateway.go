@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"strings"
-	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
@@ -24,11 +23,7 @@ func newGatewayCommand(e *env) *ffcli.Command {
 	users := fs.String("users", "fixtures/user_details.json", "users file imported on the first start")
 	data := fs.String("data", ".paygate/data", "directory of the gateway's SQLite store (gateway.db), when --database-url is empty")
 	dbURL := fs.String("database-url", "", "PostgreSQL database of the gateway's store instead of the SQLite file, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE; every replica of one gateway is given the same one")
-	leaseDefault := d.LeaseTTL
-	if leaseDefault == 0 {
-		leaseDefault = 10 * time.Second // what a zero Config.LeaseTTL means
-	}
-	leaseTTL := fs.Duration("lease-ttl", leaseDefault, "with --database-url: how long this replica's lease on the payments it drives lasts without renewal; when the replica dies, another takes its payments over after this long")
+	leaseTTL := fs.Duration("lease-ttl", d.LeaseTTL, "with --database-url: how long this replica's lease on the payments it drives lasts without renewal; when the replica dies, another takes its payments over after this long")
 	txnTimeout := fs.Duration("txn-timeout", d.TxnTimeout, "longest time from accepting a payment to deciding it; undecided payments are aborted")
 	tokenTTL := fs.Duration("token-ttl", d.TokenTTL, "how long a login token is valid")
 	groupCommit := fs.Bool("group-commit", true, "share one store sync between concurrent writes (turn off only to measure what it buys)")

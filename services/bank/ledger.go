@@ -206,6 +206,23 @@ func sameLegs(a, b []Leg) bool {
 	return slices.Equal(a, b)
 }
 
+// notCommitted says why a commit of txnID found no PREPARED transaction to apply, given the
+// transaction as read (t, err): refused for an unknown or aborted one, nothing for one
+// committed already (a repeated commit), an error otherwise.
+func notCommitted(txnID string, t Transaction, err error) (refused, _ error) {
+	switch {
+	case errors.Is(err, ErrUnknownTransaction):
+		return err, nil
+	case err != nil:
+		return nil, err
+	case t.State == Committed:
+		return nil, nil
+	case t.State == Aborted:
+		return ErrAlreadyAborted, nil
+	}
+	return nil, fmt.Errorf("transaction %s is %s and was not committed", txnID, t.State)
+}
+
 // checkAbortID validates Abort's argument.
 func checkAbortID(txnID string) error {
 	if txnID == "" || len(txnID) > 64 {

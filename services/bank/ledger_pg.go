@@ -395,17 +395,8 @@ func pgCommitTx(ctx context.Context, tx pgx.Tx, txnID string) (applied bool, ref
 		time.Now().UnixNano(), txnID).Scan(&legsJSON)
 	if errors.Is(err, pgx.ErrNoRows) {
 		t, err := pgLoadTransaction(ctx, tx, txnID, false)
-		switch {
-		case errors.Is(err, ErrUnknownTransaction):
-			return false, err, nil
-		case err != nil:
-			return false, nil, err
-		case t.State == Committed:
-			return false, nil, nil
-		case t.State == Aborted:
-			return false, ErrAlreadyAborted, nil
-		}
-		return false, nil, fmt.Errorf("transaction %s is %s and was not committed", txnID, t.State)
+		refused, err := notCommitted(txnID, t, err)
+		return false, refused, err
 	}
 	if err != nil {
 		return false, nil, fmt.Errorf("commit: %w", err)

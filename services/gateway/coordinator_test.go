@@ -434,14 +434,14 @@ func TestCoordinatorRecoverAbortsExpiredUndecided(t *testing.T) {
 	p := testPayment("bankA-1", "bankB-2", 9)
 	p.CreatedAt = time.Now().Add(-time.Minute)
 	p.Deadline = p.CreatedAt.Add(30 * time.Second)
-	if _, inserted, err := s.AdmitPayment(ctx, p); err != nil || !inserted {
+	if _, inserted, err := admitPayment(ctx, s, p); err != nil || !inserted {
 		t.Fatalf("admit = %v, %v", inserted, err)
 	}
 	// One still within its deadline is resumed instead.
 	q := testPayment("bankA-3", "bankB-4", 10)
 	q.CreatedAt = time.Now()
 	q.Deadline = q.CreatedAt.Add(time.Minute)
-	if _, _, err := s.AdmitPayment(ctx, q); err != nil {
+	if _, _, err := admitPayment(ctx, s, q); err != nil {
 		t.Fatal(err)
 	}
 	ch, cancel := c.events.waitFor(p.PaymentID)
@@ -521,7 +521,7 @@ func TestCoordinatorRecoverRereadsAfterClaim(t *testing.T) {
 	p.CreatedAt = time.Now()
 	p.Deadline = p.CreatedAt.Add(5 * time.Second)
 	// The listing as the recovery loop read it: admitted, undecided.
-	if _, _, err := s.AdmitPayment(ctx, p); err != nil {
+	if _, _, err := admitPayment(ctx, s, p); err != nil {
 		t.Fatal(err)
 	}
 	stale, err := s.Unfinished(ctx, nil, 10)
@@ -578,7 +578,7 @@ func TestCoordinatorRecoveryIsBounded(t *testing.T) {
 		p := testPayment("bankA-1", "bankB-2", 1)
 		p.CreatedAt = time.Now()
 		p.Deadline = p.CreatedAt.Add(30 * time.Second)
-		if _, _, err := s.AdmitPayment(ctx, p); err != nil {
+		if _, _, err := admitPayment(ctx, s, p); err != nil {
 			t.Fatal(err)
 		}
 	}

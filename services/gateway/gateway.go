@@ -94,6 +94,7 @@ func DefaultConfig() Config {
 		LoginFailureEvery:  10 * time.Second,
 		MaxSessionsPerUser: 100,
 		MaxWatchersPerUser: 16,
+		LeaseTTL:           DefaultLeaseTTL,
 	}
 }
 
@@ -128,6 +129,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxWatchersPerUser == 0 {
 		c.MaxWatchersPerUser = d.MaxWatchersPerUser
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = d.LeaseTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

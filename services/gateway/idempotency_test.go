@@ -280,7 +280,7 @@ func TestLegacySpellingOfAnUnfinishedPayment(t *testing.T) {
 	p := paymentRecord{PaymentID: legacy, Username: "alice", From: "bank1-1001", To: "bank2-2002", Amount: 100, Currency: "USD",
 		Fingerprint: paymentFingerprint("alice", "bank1-1001", "bank2-2002", 100, "USD"),
 		CreatedAt:   time.Now(), Deadline: time.Now().Add(time.Minute)}
-	if _, _, err := e.gw.store.AdmitPayment(ctx, p); err != nil {
+	if _, _, err := admitPayment(ctx, e.gw.store, p); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.gw.store.Decide(ctx, legacy, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_DECLINED), "declined", false, time.Now()); err != nil {

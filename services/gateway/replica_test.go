@@ -139,7 +139,7 @@ func TestReplicaTakesOverAfterLeaseExpires(t *testing.T) {
 	p := testPayment("bankA-1", "bankB-1", 100)
 	p.CreatedAt = time.Now()
 	p.Deadline = p.CreatedAt.Add(30 * time.Second)
-	if _, inserted, err := dead.store.AdmitPayment(ctx, p); err != nil || !inserted {
+	if _, inserted, err := admitPayment(ctx, dead.store, p); err != nil || !inserted {
 		t.Fatalf("admit: inserted %v, %v", inserted, err)
 	}
 	// While the dead replica's lease lasts, the payment is not the survivor's to drive. (Only

@@ -74,11 +74,9 @@ type sessionStore interface {
 
 // paymentLog is the coordinator's decision log and the payments' history.
 type paymentLog interface {
-	// AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the
-	// stored row and whether it was inserted now, once that is durable.
-	AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error)
-	// StartAdmitPayment is AdmitPayment that returns as soon as the insert has run, before it
-	// is durable: the stored row and whether it was inserted are what the store will hold once
+	// StartAdmitPayment inserts p (undecided) unless a payment with its id exists, and
+	// returns as soon as the insert has run, before it is durable (see admitPayment for the
+	// durable form): the stored row and whether it was inserted are what the store will hold once
 	// durable returns nil. If durable returns an error, nothing was written. A payment it
 	// inserts is leased to this process (see leaseStore). A shared store sets CreatedAt and
 	// Deadline from its own clock (keeping p's Deadline - CreatedAt): the stored row has them.
@@ -259,3 +257,16 @@ type unfinishedCursor struct {
 
 // decisionFilter selects payments by decision.
 type decisionFilter struct{ decision decision }
+
+// admitPayment inserts p (undecided) into s unless a payment with its id exists. It returns the
+// stored row and whether it was inserted now, once that is durable.
+func admitPayment(ctx context.Context, s paymentLog, p paymentRecord) (paymentRecord, bool, error) {
+	stored, inserted, durable, err := s.StartAdmitPayment(ctx, p)
+	if err == nil {
+		err = durable()
+	}
+	if err != nil {
+		return p, false, err
+	}
+	return stored, inserted, nil
+}

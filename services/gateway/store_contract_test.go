@@ -76,7 +76,7 @@ func ctPayment(user, from, to string, amount int64) paymentRecord {
 // admit admits p and fails the test unless it was inserted.
 func ctAdmit(t testing.TB, s Store, p paymentRecord) paymentRecord {
 	t.Helper()
-	out, inserted, err := s.AdmitPayment(context.Background(), p)
+	out, inserted, err := admitPayment(context.Background(), s, p)
 	if err != nil || !inserted {
 		t.Fatalf("admit %s: inserted %v, %v", p.PaymentID, inserted, err)
 	}
@@ -133,7 +133,7 @@ func TestStoreAdmitIdempotent(t *testing.T) {
 		}
 
 		// The same payment again: not inserted, the stored row returned.
-		again, inserted, err := s.AdmitPayment(ctx, p)
+		again, inserted, err := admitPayment(ctx, s, p)
 		if err != nil || inserted {
 			t.Fatalf("second admission: inserted %v, %v", inserted, err)
 		}
@@ -146,7 +146,7 @@ func TestStoreAdmitIdempotent(t *testing.T) {
 		other := p
 		other.Amount, other.To = 999, "bankB-9"
 		other.Fingerprint = paymentFingerprint(other.Username, other.From, other.To, other.Amount, other.Currency)
-		got, inserted, err := s.AdmitPayment(ctx, other)
+		got, inserted, err := admitPayment(ctx, s, other)
 		if err != nil || inserted {
 			t.Fatalf("reuse: inserted %v, %v", inserted, err)
 		}
@@ -259,7 +259,7 @@ func TestStoreDecide(t *testing.T) {
 		if c, err := s.Decide(ctx, id, decisionCommit, 0, "", false, s.Now()); err != nil || c.Decision != decisionAbort {
 			t.Fatalf("commit of a presumed abort: %+v, %v", c, err)
 		}
-		if _, inserted, err := s.AdmitPayment(ctx, ctPaymentWithID(id)); err != nil || inserted {
+		if _, inserted, err := admitPayment(ctx, s, ctPaymentWithID(id)); err != nil || inserted {
 			t.Fatalf("admission after a presumed abort: inserted %v, %v", inserted, err)
 		}
 		// A commit of an unknown payment records nothing.
@@ -748,7 +748,7 @@ func TestStorePGRefusesNULText(t *testing.T) {
 		t.Fatalf("presumed abort: %v, want errNULText", err)
 	}
 	p := ctPayment("alice", "bankA-\x001", "bankB-1", 1)
-	if _, _, err := s.AdmitPayment(ctx, p); !errors.Is(err, errNULText) {
+	if _, _, err := admitPayment(ctx, s, p); !errors.Is(err, errNULText) {
 		t.Fatalf("admission: %v, want errNULText", err)
 	}
 	if _, err := s.OpenStream(ctx, "a\x00", 1); !errors.Is(err, errNULText) {
@@ -846,7 +846,7 @@ func TestStorePGPresumedAbortRacesAdmission(t *testing.T) {
 		var d paymentRecord
 		var errA, errB error
 		var wg sync.WaitGroup
-		wg.Go(func() { <-start; _, _, errA = a.AdmitPayment(ctx, p) })
+		wg.Go(func() { <-start; _, _, errA = admitPayment(ctx, a, p) })
 		wg.Go(func() {
 			<-start
 			d, errB = b.Decide(ctx, p.PaymentID, decisionAbort, 1, "asked", true, b.Now())
@@ -1575,7 +1575,7 @@ func TestStorePGUnavailable(t *testing.T) {
 		"Payment": func() error { _, err := s.Payment(ctx, p.PaymentID); return err },
 		"Decide":  func() error { _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, s.Now()); return err },
 		"Admit": func() error {
-			_, _, err := s.AdmitPayment(ctx, ctPayment("alice", "bankA-1", "bankB-1", 1))
+			_, _, err := admitPayment(ctx, s, ctPayment("alice", "bankA-1", "bankB-1", 1))
 			return err
 		},
 		"RenewLease": func() error { return s.RenewLease(ctx) },

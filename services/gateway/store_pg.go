@@ -24,6 +24,9 @@ import (
 	"github.com/paygate/paygate/internal/pgdb"
 )
 
+// DefaultLeaseTTL is how long a replica's lease lasts without renewal unless configured.
+const DefaultLeaseTTL = 10 * time.Second
+
 // PGStore is the gateway's store on PostgreSQL, shared by any number of gateway replicas (see
 // Store for the contracts, which it keeps as SQLiteStore does).
 //
@@ -126,7 +129,8 @@ var (
 
 // PGStoreOptions configures OpenPGStore.
 type PGStoreOptions struct {
-	// LeaseTTL is how long this process's lease lasts without renewal (default 10s).
+	// LeaseTTL is how long this process's lease lasts without renewal (DefaultLeaseTTL when
+	// zero).
 	LeaseTTL time.Duration
 	Logger   *slog.Logger
 }
@@ -187,7 +191,7 @@ func storable(ss []string) []string {
 // advisory lock, and takes a new lease for this process.
 func OpenPGStore(ctx context.Context, url string, opts PGStoreOptions) (*PGStore, error) {
 	if opts.LeaseTTL <= 0 {
-		opts.LeaseTTL = 10 * time.Second
+		opts.LeaseTTL = DefaultLeaseTTL
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -562,19 +566,6 @@ func (s *PGStore) Payment(ctx context.Context, id string) (paymentRecord, error)
 		return paymentRecord{}, ErrNotFound
 	}
 	return pgPayment(ctx, s.pool, id)
-}
-
-// AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the stored
-// row and whether it was inserted now, once that is durable.
-func (s *PGStore) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
-	stored, inserted, durable, err := s.StartAdmitPayment(ctx, p)
-	if err == nil {
-		err = durable()
-	}
-	if err != nil {
-		return p, false, err
-	}
-	return stored, inserted, nil
 }
 
 // StartAdmitPayment inserts p, owned by this process's lease, with CreatedAt set by the

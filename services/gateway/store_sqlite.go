@@ -295,22 +295,9 @@ func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	return p, nil
 }
 
-// AdmitPayment inserts p (undecided) unless a payment with its id exists. It returns the stored
-// row and whether it was inserted now, once that is durable.
-func (s *SQLiteStore) AdmitPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool, error) {
-	stored, inserted, durable, err := s.StartAdmitPayment(ctx, p)
-	if err == nil {
-		err = durable()
-	}
-	if err != nil {
-		return p, false, err
-	}
-	return stored, inserted, nil
-}
-
-// StartAdmitPayment is AdmitPayment that returns as soon as the insert has run, before it is
-// durable: the stored row and whether it was inserted are what the store will hold once durable
-// returns nil. If durable returns an error, nothing was written.
+// StartAdmitPayment implements paymentLog: it returns as soon as the insert has run, before it
+// is durable: the stored row and whether it was inserted are what the store will hold once
+// durable returns nil. If durable returns an error, nothing was written.
 func (s *SQLiteStore) StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error) {
 	wrap := func(err error) error {
 		if err != nil {

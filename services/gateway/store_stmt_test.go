@@ -22,7 +22,7 @@ func TestMarkCompletedOneStatement(t *testing.T) {
 	for range 60 {
 		p := testPayment("bankA-1", "bankB-2", 1)
 		p.CreatedAt, p.Deadline = time.Now(), time.Now().Add(time.Minute)
-		if _, _, err := s.AdmitPayment(ctx, p); err != nil {
+		if _, _, err := admitPayment(ctx, s, p); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, time.Now()); err != nil {
