@@ -42,6 +42,9 @@ const (
 	RoleGateway Role = "gateway"
 	RoleBank    Role = "bank"
 	RoleClient  Role = "client"
+	// RoleAdmin is an operator's certificate: the API listener accepts AdminService calls
+	// only with it (and with an admin's token). It may also make every call a client may.
+	RoleAdmin Role = "admin"
 )
 
 // Errors of this package.
@@ -83,7 +86,7 @@ func (id Identity) problem() string {
 			return fmt.Sprintf("the gateway has no name (got %q)", id.Name)
 		}
 		return ""
-	case RoleBank, RoleClient:
+	case RoleBank, RoleClient, RoleAdmin:
 		if !ValidName(id.Name) {
 			return fmt.Sprintf("%s name %q: use 1 to 63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit", id.Role, id.Name)
 		}
@@ -91,7 +94,7 @@ func (id Identity) problem() string {
 	case "":
 		return "no role"
 	}
-	return fmt.Sprintf("unknown role %q (want gateway, bank or client)", id.Role)
+	return fmt.Sprintf("unknown role %q (want gateway, bank, client or admin)", id.Role)
 }
 
 // URI returns the identity as the URI SAN that names it.
@@ -112,7 +115,8 @@ func (id Identity) String() string {
 }
 
 // ParseURI reads an identity from its URI form, strictly: s must be exactly
-// "spiffe://paygate/gateway", "spiffe://paygate/bank/<name>" or "spiffe://paygate/client/<name>"
+// "spiffe://paygate/gateway", "spiffe://paygate/bank/<name>", "spiffe://paygate/client/<name>" or
+// "spiffe://paygate/admin/<name>"
 // with a valid name (see ValidName). Scheme and trust domain are matched byte for byte; user
 // info, a port, percent escapes ('%' anywhere), a query, a fragment, empty segments, a trailing
 // slash and unknown roles are refused.
@@ -136,13 +140,13 @@ func ParseURI(s string) (Identity, error) {
 			return Identity{}, fmt.Errorf("%w: %q: the gateway's URI is %sgateway", ErrInvalid, s, uriPrefix)
 		}
 		id = Identity{Role: RoleGateway}
-	case RoleBank, RoleClient:
+	case RoleBank, RoleClient, RoleAdmin:
 		if len(segs) != 2 {
 			return Identity{}, fmt.Errorf("%w: %q: want %s%s/<name>", ErrInvalid, s, uriPrefix, segs[0])
 		}
 		id = Identity{Role: Role(segs[0]), Name: segs[1]}
 	default:
-		return Identity{}, fmt.Errorf("%w: %q: unknown role %q (want gateway, bank or client)", ErrInvalid, s, segs[0])
+		return Identity{}, fmt.Errorf("%w: %q: unknown role %q (want gateway, bank, client or admin)", ErrInvalid, s, segs[0])
 	}
 	if p := id.problem(); p != "" {
 		return Identity{}, fmt.Errorf("%w: %q: %s", ErrInvalid, s, p)

@@ -83,7 +83,7 @@ func TestParseURI(t *testing.T) {
 		{uri: "spiffe://paygate/client"},
 		{uri: "spiffe://paygate/bank/bank1/extra"},
 		{uri: "spiffe://paygate/admin"},
-		{uri: "spiffe://paygate/admin/root"},
+		{uri: "spiffe://paygate/operator/root"},
 		// Names outside the pattern.
 		{uri: "spiffe://paygate/bank/-bank"},
 		{uri: "spiffe://paygate/bank/_bank"},
@@ -154,7 +154,7 @@ func TestValidate(t *testing.T) {
 		{id: identity.Identity{Role: identity.RoleBank, Name: "Bank1"}},
 		{id: identity.Identity{Role: identity.RoleBank, Name: "bank/1"}},
 		{id: identity.Identity{Role: identity.RoleClient, Name: "../x"}},
-		{id: identity.Identity{Role: "admin", Name: "x"}},
+		{id: identity.Identity{Role: "operator", Name: "x"}},
 	} {
 		if err := tt.id.Validate(); (err == nil) != tt.ok {
 			t.Errorf("%#v.Validate() = %v, want ok %v", tt.id, err, tt.ok)
@@ -220,7 +220,7 @@ func TestFromCertificate(t *testing.T) {
 		{name: "empty segment", uris: []string{"spiffe://paygate/bank//bank1"}, err: identity.ErrInvalid},
 		{name: "trailing slash", uris: []string{"spiffe://paygate/gateway/"}, err: identity.ErrInvalid},
 		{name: "extra segment", uris: []string{"spiffe://paygate/bank/bank1/x"}, err: identity.ErrInvalid},
-		{name: "unknown role", uris: []string{"spiffe://paygate/admin/root"}, err: identity.ErrInvalid},
+		{name: "unknown role", uris: []string{"spiffe://paygate/operator/root"}, err: identity.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

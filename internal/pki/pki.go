@@ -83,7 +83,7 @@ func NewCA(commonName string, notBefore, notAfter time.Time) (*CA, error) {
 // and banks. Nil for an unknown role.
 func ExtKeyUsages(role identity.Role) []x509.ExtKeyUsage {
 	switch role {
-	case identity.RoleClient:
+	case identity.RoleClient, identity.RoleAdmin:
 		return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	case identity.RoleGateway, identity.RoleBank:
 		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}

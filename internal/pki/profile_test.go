@@ -120,7 +120,8 @@ func TestExtKeyUsagesPerRole(t *testing.T) {
 		identity.RoleClient:  clientOnly,
 		identity.RoleGateway: serverAndClient,
 		identity.RoleBank:    serverAndClient,
-		"admin":              nil,
+		identity.RoleAdmin:   clientOnly,
+		"operator":           nil,
 	} {
 		if got := pki.ExtKeyUsages(role); !slices.Equal(got, want) {
 			t.Errorf("ExtKeyUsages(%q) = %v, want %v", role, got, want)
@@ -141,7 +142,7 @@ func TestIssueLeafRefusesInvalidIdentities(t *testing.T) {
 		{Role: identity.RoleBank, Name: "Bank1"},
 		{Role: identity.RoleClient, Name: "a/b"},
 		{Role: identity.RoleClient, Name: "a%20b"},
-		{Role: "admin", Name: "root"},
+		{Role: "operator", Name: "root"},
 	} {
 		if _, err := pki.IssueLeaf(ca, id, nil, time.Now(), time.Now().Add(time.Hour)); !errors.Is(err, identity.ErrInvalid) {
 			t.Errorf("IssueLeaf(%#v): %v, want an identity.ErrInvalid", id, err)

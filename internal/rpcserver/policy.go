@@ -34,8 +34,14 @@ const (
 	// AccessBank requires a client certificate with a bank role.
 	AccessBank
 	// AccessClient is for calls users make before they have a token (Login, Register): anyone
-	// with the client role, or with no certificate at all on a listener that asks for none.
+	// with the client (or admin) role, or with no certificate at all on a listener that asks for
+	// none.
 	AccessClient
+	// AccessAdmin is for operators: a certificate with the admin role where the caller presents
+	// one (the API listener; the web listener asks for none), then a user token checked by the
+	// Authenticator, then the Config's AuthorizeAdmin (the user's role and second factor).
+	// Every refusal is reported to the Config's OnAdminRefused.
+	AccessAdmin
 )
 
 // String returns the access's name, e.g. "gateway".
@@ -51,6 +57,8 @@ func (a Access) String() string {
 		return "bank"
 	case AccessClient:
 		return "client"
+	case AccessAdmin:
+		return "admin"
 	}
 	return fmt.Sprintf("Access(%d)", int(a))
 }
@@ -78,10 +86,25 @@ type Request interface {
 // as they are.
 type Authenticator func(ctx context.Context, req Request) (context.Context, string, error)
 
+// AdminAuthorizer decides an AccessAdmin call once its token is authenticated: ctx is what
+// the Authenticator returned. It returns a Connect error to refuse.
+type AdminAuthorizer func(ctx context.Context, procedure string) error
+
+// AdminRefusalHook is told of every refused AccessAdmin call, with the context as far as it
+// was authenticated (the Authenticator's when it accepted the token), the user's name if known
+// and the error answered. It runs before the refusal is sent and must not block for long.
+type AdminRefusalHook func(ctx context.Context, req Request, user string, err error)
+
+// ReasonAdminCertificateRequired is the reason of an AccessAdmin call refused for its
+// certificate.
+const ReasonAdminCertificateRequired = "admin_certificate_required"
+
 // policyInterceptor enforces a Policy. It implements connect.Interceptor.
 type policyInterceptor struct {
-	policy       Policy
-	authenticate Authenticator
+	policy         Policy
+	authenticate   Authenticator
+	authorizeAdmin AdminAuthorizer
+	onAdminRefused AdminRefusalHook
 }
 
 func (p *policyInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -142,6 +165,8 @@ func (p *policyInterceptor) check(ctx context.Context, req Request) (context.Con
 		}
 		CallInfoFrom(ctx).SetUser(user)
 		return authed, nil
+	case AccessAdmin:
+		return p.checkAdmin(ctx, req, procedure)
 	case AccessGateway:
 		return ctx, requireRole(ctx, procedure, identity.RoleGateway)
 	case AccessBank:
@@ -152,11 +177,47 @@ func (p *policyInterceptor) check(ctx context.Context, req Request) (context.Con
 		"procedure", procedure)
 }
 
-// requireClientRole refuses a call whose certificate has a role other than client. A call with
-// no certificate (the web listener) passes: the token is then what identifies the user.
+// checkAdmin decides an AccessAdmin call: certificate, token, then the user.
+func (p *policyInterceptor) checkAdmin(ctx context.Context, req Request, procedure string) (context.Context, error) {
+	refuse := func(ctx context.Context, user string, err error) (context.Context, error) {
+		if p.onAdminRefused != nil {
+			p.onAdminRefused(ctx, req, user, err)
+		}
+		return ctx, err
+	}
+	if peer, ok := identity.PeerFrom(ctx); ok && peer.Identity.Role != identity.RoleAdmin {
+		caller := peer.Identity.String()
+		if caller == "" {
+			caller = "a certificate without a paygate identity"
+		}
+		return refuse(ctx, "", rpcerr.New(connect.CodePermissionDenied, ReasonAdminCertificateRequired,
+			fmt.Sprintf("%s needs a certificate of the admin role (spiffe://paygate/admin/<name>); caller is %s", serviceShortName(procedure), caller),
+			"required_role", string(identity.RoleAdmin)))
+	}
+	if p.authenticate == nil || p.authorizeAdmin == nil {
+		return refuse(ctx, "", rpcerr.New(connect.CodePermissionDenied, ReasonPermissionDenied,
+			fmt.Sprintf("%s is not allowed on this listener", procedure), "procedure", procedure))
+	}
+	authed, user, err := p.authenticate(ctx, req)
+	if err != nil {
+		return refuse(ctx, "", err)
+	}
+	if authed == nil {
+		authed = ctx
+	}
+	CallInfoFrom(ctx).SetUser(user)
+	if err := p.authorizeAdmin(authed, procedure); err != nil {
+		return refuse(authed, user, err)
+	}
+	return authed, nil
+}
+
+// requireClientRole refuses a call whose certificate has a role other than client or admin. A
+// call with no certificate (the web listener) passes: the token is then what identifies the
+// user.
 func requireClientRole(ctx context.Context, procedure string) error {
 	peer, ok := identity.PeerFrom(ctx)
-	if !ok || peer.Identity.Role == identity.RoleClient {
+	if !ok || peer.Identity.Role == identity.RoleClient || peer.Identity.Role == identity.RoleAdmin {
 		return nil
 	}
 	return requireRole(ctx, procedure, identity.RoleClient)

@@ -100,8 +100,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Policy says who may call each procedure. Health and reflection are added as AccessPublic.
 	Policy Policy
-	// Authenticate checks AccessUser calls. Required when a procedure is AccessUser.
+	// Authenticate checks AccessUser and AccessAdmin calls. Required when a procedure is
+	// AccessUser or AccessAdmin.
 	Authenticate Authenticator
+	// AuthorizeAdmin decides AccessAdmin calls after Authenticate. Required when a procedure
+	// is AccessAdmin.
+	AuthorizeAdmin AdminAuthorizer
+	// OnAdminRefused, when set, is told of every refused AccessAdmin call (for an audit log).
+	OnAdminRefused AdminRefusalHook
 	// MapError is the service's table from its domain errors to Connect errors with reasons,
 	// applied to every error a handler or Authenticate returns, before the server's own error
 	// boundary (see boundaryInterceptor). Nil: the boundary alone.
@@ -132,6 +138,10 @@ func (c Config) Validate() error {
 		case AccessUser:
 			if c.Authenticate == nil {
 				return fmt.Errorf("rpcserver: config: %s needs AccessUser but Authenticate is nil", proc)
+			}
+		case AccessAdmin:
+			if c.Authenticate == nil || c.AuthorizeAdmin == nil {
+				return fmt.Errorf("rpcserver: config: %s needs AccessAdmin but Authenticate or AuthorizeAdmin is nil", proc)
 			}
 		default:
 			return fmt.Errorf("rpcserver: config: %s has unknown access %v", proc, a)
@@ -204,7 +214,7 @@ func New(cfg Config) (*Server, error) {
 		connect.WithInterceptors(
 			&logInterceptor{log: logger, quiet: quiet},
 			&boundaryInterceptor{log: logger, mapErr: cfg.MapError},
-			&policyInterceptor{policy: policy, authenticate: cfg.Authenticate},
+			&policyInterceptor{policy: policy, authenticate: cfg.Authenticate, authorizeAdmin: cfg.AuthorizeAdmin, onAdminRefused: cfg.OnAdminRefused},
 			reasonInterceptor{},
 			validate.NewInterceptor(),
 		),

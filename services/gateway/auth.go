@@ -251,3 +251,8 @@ func (g *Gateway) AccountLinked(ctx context.Context, id string) (bool, error) {
 	}
 	return err == nil && owner != "", err
 }
+
+// ChangePassword implements AuthService.ChangePassword.
+func (g *Gateway) ChangePassword(ctx context.Context, req *connect.Request[gatewayv1.ChangePasswordRequest]) (*connect.Response[gatewayv1.ChangePasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("not implemented yet"))
+}

@@ -428,7 +428,7 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 	} else {
 		d, reason, msg = decide(votes)
 	}
-	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now())
+	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now(), decidedByRequest)
 	if err != nil {
 		// The decision may or may not be durable; the recovery loop finds out and finishes.
 		return p, fmt.Errorf("record decision for %s: %w", p.PaymentID, err)

@@ -298,7 +298,7 @@ func TestCoordinatorDecisionFor(t *testing.T) {
 		t.Fatalf("stored = %+v", got)
 	}
 	// The id can never commit now, nor be used for a payment.
-	if got, err := s.Decide(ctx, unknown, decisionCommit, 0, "", false, time.Now()); err != nil || got.Decision != decisionAbort {
+	if got, err := s.Decide(ctx, unknown, decisionCommit, 0, "", false, time.Now(), decidedByRequest); err != nil || got.Decision != decisionAbort {
 		t.Fatalf("commit after presumed abort = %v, %v", got.Decision, err)
 	}
 	p := testPayment("bankA-1", "bankB-2", 9)
@@ -529,7 +529,7 @@ func TestCoordinatorRecoverRereadsAfterClaim(t *testing.T) {
 		t.Fatalf("Unfinished = %v, %v", stale, err)
 	}
 	// Meanwhile the payment is decided and completed.
-	if _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, time.Now()); err != nil {
+	if _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, time.Now(), decidedByRequest); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.MarkCompleted(ctx, []string{p.PaymentID}, time.Now()); err != nil {

@@ -283,7 +283,7 @@ func TestLegacySpellingOfAnUnfinishedPayment(t *testing.T) {
 	if _, _, err := admitPayment(ctx, e.gw.store, p); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.gw.store.Decide(ctx, legacy, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_DECLINED), "declined", false, time.Now()); err != nil {
+	if _, err := e.gw.store.Decide(ctx, legacy, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_DECLINED), "declined", false, time.Now(), decidedByRequest); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := alice.tryPay(ctx, legacy, "bank1-1001", "bank2-2002", 100)

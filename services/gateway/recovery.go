@@ -42,8 +42,8 @@ func (c *Coordinator) DecisionFor(ctx context.Context, id, bank string, proof []
 	if err == nil && p.Decision != decisionNone {
 		return p, nil
 	}
-	p, err = c.store.Decide(ctx, id, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT),
-		"no decision before the deadline; aborted when a bank asked for the outcome", true, c.now())
+	p, err = c.store.Decide(ctx, id, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT), "no decision before the deadline; aborted when a bank asked for the outcome", true, c.now(), decidedByGetDecision)
+
 	if err != nil {
 		return p, err
 	}
@@ -175,8 +175,8 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 func (c *Coordinator) recoverPayment(ctx context.Context, p paymentRecord) {
 	if p.Decision == decisionNone {
 		if c.now().After(p.Deadline) {
-			decided, err := c.store.Decide(ctx, p.PaymentID, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT),
-				fmt.Sprintf("no decision within the %s timeout", c.timeout), false, c.now())
+			decided, err := c.store.Decide(ctx, p.PaymentID, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT), fmt.Sprintf("no decision within the %s timeout", c.timeout), false, c.now(), decidedByTimeoutMonitor)
+
 			if err != nil {
 				c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: abort", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
 				return

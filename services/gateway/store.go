@@ -31,6 +31,7 @@ type Store interface {
 	sessionStore
 	paymentLog
 	leaseStore
+	adminStore
 	// Secret returns the store's secret name, creating it with size random bytes on first
 	// use. Processes sharing the store agree on it: the first to create it wins.
 	Secret(ctx context.Context, name string, size int) ([]byte, error)
@@ -87,7 +88,9 @@ type paymentLog interface {
 	// point) and returns the payment as stored afterwards: with d when this call decided it,
 	// with the earlier decision otherwise. A payment that does not exist is created as a presumed abort when d is an abort (a bank asking about a
 	// transaction the gateway never admitted), so that it can never commit later.
-	Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error)
+	// by says which part of the gateway decides, kept with the decision for the payment's
+	// trail.
+	Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error)
 	// AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
 	// payment itself was never stored (see Decide), and returns the row as stored afterwards:
 	// with p's parameters when this call adopted it, with those of an earlier adoption
@@ -173,6 +176,18 @@ var (
 	ErrAccountLinked = errors.New("gateway: account already linked to a user")
 )
 
+// decider is which part of the gateway recorded a decision, stored in payments.decided_by
+// (the values of gatewayv1.DecidedBy).
+type decider int32
+
+const (
+	decidedByUnknown        decider = 0 // decided before decided_by was kept
+	decidedByRequest        decider = 1 // the ExecutePayment call, after phase one
+	decidedByTimeoutMonitor decider = 2 // no decision before the deadline
+	decidedByGetDecision    decider = 3 // a bank asked; presumed abort
+	decidedByRecovery       decider = 4 // recovery after a restart or a takeover
+)
+
 // Decision values stored in payments.decision.
 type decision int
 
@@ -188,6 +203,15 @@ type userRecord struct {
 	PasswordHash string
 	Role         string
 	Accounts     []string
+	// Disabled users cannot sign in; their sessions are refused.
+	Disabled bool
+	// MustChangePassword: the password is an initial one an admin set.
+	MustChangePassword bool
+	// TOTPSecret is an admin's second factor (base32), "" when none is enrolled; TOTPLastStep
+	// is the time step of the last code accepted (codes are accepted once).
+	TOTPSecret   string
+	TOTPLastStep int64
+	CreatedAt    time.Time
 }
 
 // sessionRecord is a login session. Role is its user's role, read with it.
@@ -196,7 +220,12 @@ type sessionRecord struct {
 	CertFingerprint string
 	ExpiresAt       time.Time
 	Revoked         bool
-	Role            string
+	// SecondFactor: the login passed the user's TOTP second factor.
+	SecondFactor bool
+	// Role, UserDisabled and MustChangePassword are its user's, read with it.
+	Role               string
+	UserDisabled       bool
+	MustChangePassword bool
 }
 
 func tokenHash(token string) []byte {
@@ -225,6 +254,9 @@ type paymentRecord struct {
 	CreatedAt      time.Time
 	Deadline       time.Time
 	DecidedAt      time.Time
+	// DecidedBy is who recorded the decision (decidedByUnknown while undecided).
+	DecidedBy   decider
+	CompletedAt time.Time
 }
 
 // paymentFingerprint identifies a payment's parameters: the same payment_id may be sent again

@@ -61,7 +61,7 @@ func admitAll(b *testing.B, s Store, ids []string, decide bool) {
 					return
 				}
 				if decide {
-					if _, err := s.Decide(context.Background(), ids[i], decisionCommit, 0, "", false, benchNow); err != nil {
+					if _, err := s.Decide(context.Background(), ids[i], decisionCommit, 0, "", false, benchNow, decidedByRequest); err != nil {
 						errs <- err
 						return
 					}
@@ -129,7 +129,7 @@ func BenchmarkStoreDecide(b *testing.B) {
 	runStoreBench(b,
 		func(b *testing.B, s Store, ids []string) { admitAll(b, s, ids, false) },
 		func(s Store, id string) error {
-			p, err := s.Decide(context.Background(), id, decisionCommit, 0, "", false, benchNow)
+			p, err := s.Decide(context.Background(), id, decisionCommit, 0, "", false, benchNow, decidedByRequest)
 			if err == nil && p.Decision != decisionCommit {
 				err = fmt.Errorf("%s decided %v", id, p.Decision)
 			}

@@ -86,7 +86,7 @@ func ctAdmit(t testing.TB, s Store, p paymentRecord) paymentRecord {
 // decide decides id and fails the test on an error.
 func ctDecide(t testing.TB, s Store, id string, d decision) paymentRecord {
 	t.Helper()
-	out, err := s.Decide(context.Background(), id, d, 7, "why", false, s.Now())
+	out, err := s.Decide(context.Background(), id, d, 7, "why", false, s.Now(), decidedByRequest)
 	if err != nil {
 		t.Fatalf("decide %s: %v", id, err)
 	}
@@ -225,12 +225,12 @@ func TestStoreDecide(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
 		p := ctAdmit(t, s, ctPayment("alice", "bankA-1", "bankB-1", 100))
-		got, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, s.Now())
+		got, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, s.Now(), decidedByRequest)
 		if err != nil || got.Decision != decisionCommit || got.DecidedAt.IsZero() || got.Presumed {
 			t.Fatalf("commit: %+v, %v", got, err)
 		}
 		// The compare-and-set: a later abort changes nothing and returns the commit.
-		again, err := s.Decide(ctx, p.PaymentID, decisionAbort, 3, "too late", true, s.Now())
+		again, err := s.Decide(ctx, p.PaymentID, decisionAbort, 3, "too late", true, s.Now(), decidedByRequest)
 		if err != nil || again.Decision != decisionCommit || again.FailureReason != 0 || again.FailureMessage != "" || again.Presumed {
 			t.Fatalf("abort after commit: %+v, %v", again, err)
 		}
@@ -240,23 +240,23 @@ func TestStoreDecide(t *testing.T) {
 
 		// An abort with its reason.
 		q := ctAdmit(t, s, ctPayment("alice", "bankA-1", "bankB-1", 100))
-		ab, err := s.Decide(ctx, q.PaymentID, decisionAbort, 4, "insufficient funds", false, s.Now())
+		ab, err := s.Decide(ctx, q.PaymentID, decisionAbort, 4, "insufficient funds", false, s.Now(), decidedByRequest)
 		if err != nil || ab.Decision != decisionAbort || ab.FailureReason != 4 || ab.FailureMessage != "insufficient funds" || ab.Completed {
 			t.Fatalf("abort: %+v, %v", ab, err)
 		}
-		if c, err := s.Decide(ctx, q.PaymentID, decisionCommit, 0, "", false, s.Now()); err != nil || c.Decision != decisionAbort {
+		if c, err := s.Decide(ctx, q.PaymentID, decisionCommit, 0, "", false, s.Now(), decidedByRequest); err != nil || c.Decision != decisionAbort {
 			t.Fatalf("commit after abort: %+v, %v", c, err)
 		}
 
 		// An unknown payment: an abort is recorded as a presumed abort, completed, without
 		// parameters, and can never commit.
 		id := newPaymentID()
-		pa, err := s.Decide(ctx, id, decisionAbort, 2, "no decision", true, s.Now())
+		pa, err := s.Decide(ctx, id, decisionAbort, 2, "no decision", true, s.Now(), decidedByRequest)
 		if err != nil || pa.Decision != decisionAbort || !pa.Presumed || !pa.Completed || len(pa.Fingerprint) != 0 ||
 			pa.Username != "" || pa.FailureReason != 2 || pa.FailureMessage != "no decision" || !isUnadmittedAbort(pa) {
 			t.Fatalf("presumed abort: %+v, %v", pa, err)
 		}
-		if c, err := s.Decide(ctx, id, decisionCommit, 0, "", false, s.Now()); err != nil || c.Decision != decisionAbort {
+		if c, err := s.Decide(ctx, id, decisionCommit, 0, "", false, s.Now(), decidedByRequest); err != nil || c.Decision != decisionAbort {
 			t.Fatalf("commit of a presumed abort: %+v, %v", c, err)
 		}
 		if _, inserted, err := admitPayment(ctx, s, ctPaymentWithID(id)); err != nil || inserted {
@@ -264,7 +264,7 @@ func TestStoreDecide(t *testing.T) {
 		}
 		// A commit of an unknown payment records nothing.
 		unknown := newPaymentID()
-		if _, err := s.Decide(ctx, unknown, decisionCommit, 0, "", false, s.Now()); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Decide(ctx, unknown, decisionCommit, 0, "", false, s.Now(), decidedByRequest); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("commit of an unknown payment: %v, want ErrNotFound", err)
 		}
 		if _, err := s.Payment(ctx, unknown); !errors.Is(err, ErrNotFound) {
@@ -706,7 +706,7 @@ func TestStoreTextWithNUL(t *testing.T) {
 		if _, _, err := s.Claim(ctx, bad); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Claim: %v, want ErrNotFound", err)
 		}
-		if _, err := s.Decide(ctx, bad, decisionCommit, 0, "", false, s.Now()); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Decide(ctx, bad, decisionCommit, 0, "", false, s.Now(), decidedByRequest); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Decide commit: %v, want ErrNotFound", err)
 		}
 		if list, err := s.ListPayments(ctx, bad, nil, nil, 10); err != nil || len(list) != 0 {
@@ -728,7 +728,7 @@ func TestStoreTextWithNUL(t *testing.T) {
 		if got.Description != "a\x00b" && got.Description != "a\uFFFDb" {
 			t.Errorf("description stored as %q", got.Description)
 		}
-		d, err := s.Decide(ctx, p.PaymentID, decisionAbort, 1, "bank said \x00", false, s.Now())
+		d, err := s.Decide(ctx, p.PaymentID, decisionAbort, 1, "bank said \x00", false, s.Now(), decidedByRequest)
 		if err != nil || d.Decision != decisionAbort {
 			t.Errorf("abort with a NUL in its message: %+v, %v", d, err)
 		}
@@ -744,7 +744,7 @@ func TestStorePGRefusesNULText(t *testing.T) {
 	if err := s.CreateUsers(ctx, []userRecord{{Username: "a\x00b", PasswordHash: "h"}}, time.Now()); !errors.Is(err, errNULText) {
 		t.Fatalf("CreateUsers: %v, want errNULText", err)
 	}
-	if _, err := s.Decide(ctx, "x\x00", decisionAbort, 0, "", true, s.Now()); !errors.Is(err, errNULText) {
+	if _, err := s.Decide(ctx, "x\x00", decisionAbort, 0, "", true, s.Now(), decidedByRequest); !errors.Is(err, errNULText) {
 		t.Fatalf("presumed abort: %v, want errNULText", err)
 	}
 	p := ctPayment("alice", "bankA-\x001", "bankB-1", 1)
@@ -769,8 +769,14 @@ func TestStorePGConcurrentDecide(t *testing.T) {
 		var ra, rb paymentRecord
 		var ea, eb error
 		var wg sync.WaitGroup
-		wg.Go(func() { <-start; ra, ea = a.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, a.Now()) })
-		wg.Go(func() { <-start; rb, eb = b.Decide(ctx, p.PaymentID, decisionAbort, 1, "timeout", false, b.Now()) })
+		wg.Go(func() {
+			<-start
+			ra, ea = a.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, a.Now(), decidedByRequest)
+		})
+		wg.Go(func() {
+			<-start
+			rb, eb = b.Decide(ctx, p.PaymentID, decisionAbort, 1, "timeout", false, b.Now(), decidedByRequest)
+		})
 		close(start)
 		wg.Wait()
 		if ea != nil || eb != nil {
@@ -849,7 +855,7 @@ func TestStorePGPresumedAbortRacesAdmission(t *testing.T) {
 		wg.Go(func() { <-start; _, _, errA = admitPayment(ctx, a, p) })
 		wg.Go(func() {
 			<-start
-			d, errB = b.Decide(ctx, p.PaymentID, decisionAbort, 1, "asked", true, b.Now())
+			d, errB = b.Decide(ctx, p.PaymentID, decisionAbort, 1, "asked", true, b.Now(), decidedByRequest)
 		})
 		close(start)
 		wg.Wait()
@@ -1573,7 +1579,10 @@ func TestStorePGUnavailable(t *testing.T) {
 	proxy.SetMode(faultproxy.Reset, 0)
 	calls := map[string]func() error{
 		"Payment": func() error { _, err := s.Payment(ctx, p.PaymentID); return err },
-		"Decide":  func() error { _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, s.Now()); return err },
+		"Decide": func() error {
+			_, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, s.Now(), decidedByRequest)
+			return err
+		},
 		"Admit": func() error {
 			_, _, err := admitPayment(ctx, s, ctPayment("alice", "bankA-1", "bankB-1", 1))
 			return err
@@ -1623,7 +1632,7 @@ func BenchmarkStorePGAdmitDecide(b *testing.B) {
 				err = durable()
 			}
 			if err == nil && inserted {
-				_, err = s.Decide(ctx, id, decisionCommit, 0, "", false, s.Now())
+				_, err = s.Decide(ctx, id, decisionCommit, 0, "", false, s.Now(), decidedByRequest)
 			}
 			if err != nil {
 				b.Error(err)

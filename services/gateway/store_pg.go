@@ -657,7 +657,7 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 // decision otherwise. A payment that does not exist is created as a presumed abort when d is an
 // abort, so that it can never commit later. decided_at is the database's clock (now is not
 // used). A decision is announced to the other processes.
-func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
+func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error) {
 	if unstorable(id) {
 		if d == decisionAbort {
 			return paymentRecord{}, fmt.Errorf("gateway: decide %q: %w", id, errNULText)

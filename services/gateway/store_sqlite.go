@@ -359,7 +359,7 @@ func (s *SQLiteStore) Payment(ctx context.Context, id string) (paymentRecord, er
 // decision otherwise. A payment that does not exist is created as a presumed abort when d is
 // an abort (a bank asking about a transaction the gateway never admitted), so that it can
 // never commit later.
-func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time) (paymentRecord, error) {
+func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error) {
 	var p paymentRecord
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		// The usual case, an undecided payment, is one statement that returns the row.

@@ -25,7 +25,7 @@ func TestMarkCompletedOneStatement(t *testing.T) {
 		if _, _, err := admitPayment(ctx, s, p); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, time.Now()); err != nil {
+		if _, err := s.Decide(ctx, p.PaymentID, decisionCommit, 0, "", false, time.Now(), decidedByRequest); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, p.PaymentID)

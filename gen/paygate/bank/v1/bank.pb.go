@@ -311,6 +311,56 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{4}
 }
 
+// EntryKind says which way an entry moves money across the system's edge.
+type EntryKind int32
+
+const (
+	EntryKind_ENTRY_KIND_UNSPECIFIED EntryKind = 0
+	EntryKind_ENTRY_KIND_DEPOSIT     EntryKind = 1
+	EntryKind_ENTRY_KIND_WITHDRAWAL  EntryKind = 2
+)
+
+// Enum value maps for EntryKind.
+var (
+	EntryKind_name = map[int32]string{
+		0: "ENTRY_KIND_UNSPECIFIED",
+		1: "ENTRY_KIND_DEPOSIT",
+		2: "ENTRY_KIND_WITHDRAWAL",
+	}
+	EntryKind_value = map[string]int32{
+		"ENTRY_KIND_UNSPECIFIED": 0,
+		"ENTRY_KIND_DEPOSIT":     1,
+		"ENTRY_KIND_WITHDRAWAL":  2,
+	}
+)
+
+func (x EntryKind) Enum() *EntryKind {
+	p := new(EntryKind)
+	*p = x
+	return p
+}
+
+func (x EntryKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EntryKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_paygate_bank_v1_bank_proto_enumTypes[5].Descriptor()
+}
+
+func (EntryKind) Type() protoreflect.EnumType {
+	return &file_paygate_bank_v1_bank_proto_enumTypes[5]
+}
+
+func (x EntryKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EntryKind.Descriptor instead.
+func (EntryKind) EnumDescriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{5}
+}
+
 // Leg is one account's part in a transaction.
 type Leg struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1744,6 +1794,716 @@ func (x *BatchResponse) GetPrepares() []*BatchPrepareResult {
 	return nil
 }
 
+type OpenAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A UUID or ULID chosen by the caller once per intended account.
+	RequestId     string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Holder        string `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Currency      string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenAccountRequest) Reset() {
+	*x = OpenAccountRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenAccountRequest) ProtoMessage() {}
+
+func (x *OpenAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenAccountRequest.ProtoReflect.Descriptor instead.
+func (*OpenAccountRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *OpenAccountRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *OpenAccountRequest) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *OpenAccountRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+type OpenAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       *Account               `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	Replayed      bool                   `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenAccountResponse) Reset() {
+	*x = OpenAccountResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenAccountResponse) ProtoMessage() {}
+
+func (x *OpenAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenAccountResponse.ProtoReflect.Descriptor instead.
+func (*OpenAccountResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *OpenAccountResponse) GetAccount() *Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *OpenAccountResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+type CloseAccountRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccountId     string                 `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseAccountRequest) Reset() {
+	*x = CloseAccountRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseAccountRequest) ProtoMessage() {}
+
+func (x *CloseAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseAccountRequest.ProtoReflect.Descriptor instead.
+func (*CloseAccountRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CloseAccountRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+type CloseAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       *Account               `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseAccountResponse) Reset() {
+	*x = CloseAccountResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseAccountResponse) ProtoMessage() {}
+
+func (x *CloseAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseAccountResponse.ProtoReflect.Descriptor instead.
+func (*CloseAccountResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CloseAccountResponse) GetAccount() *Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+// Entry is one journaled deposit or withdrawal.
+type Entry struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	EntryId   string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Kind      EntryKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=paygate.bank.v1.EntryKind" json:"kind,omitempty"`
+	AccountId string                 `protobuf:"bytes,3,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	Amount    int64                  `protobuf:"varint,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency  string                 `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
+	// Who made it (the admin's username at the gateway).
+	Actor         string                 `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	BalanceAfter  int64                  `protobuf:"varint,8,opt,name=balance_after,json=balanceAfter,proto3" json:"balance_after,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Entry) Reset() {
+	*x = Entry{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Entry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Entry) ProtoMessage() {}
+
+func (x *Entry) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Entry.ProtoReflect.Descriptor instead.
+func (*Entry) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Entry) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *Entry) GetKind() EntryKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EntryKind_ENTRY_KIND_UNSPECIFIED
+}
+
+func (x *Entry) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *Entry) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *Entry) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Entry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Entry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Entry) GetBalanceAfter() int64 {
+	if x != nil {
+		return x.BalanceAfter
+	}
+	return 0
+}
+
+func (x *Entry) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+type PostEntryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A UUID or ULID chosen by the caller once per intended entry.
+	EntryId       string    `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Kind          EntryKind `protobuf:"varint,2,opt,name=kind,proto3,enum=paygate.bank.v1.EntryKind" json:"kind,omitempty"`
+	AccountId     string    `protobuf:"bytes,3,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	Amount        int64     `protobuf:"varint,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency      string    `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
+	Actor         string    `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string    `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostEntryRequest) Reset() {
+	*x = PostEntryRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostEntryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostEntryRequest) ProtoMessage() {}
+
+func (x *PostEntryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostEntryRequest.ProtoReflect.Descriptor instead.
+func (*PostEntryRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PostEntryRequest) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *PostEntryRequest) GetKind() EntryKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EntryKind_ENTRY_KIND_UNSPECIFIED
+}
+
+func (x *PostEntryRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *PostEntryRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *PostEntryRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *PostEntryRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *PostEntryRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PostEntryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Replayed      bool                   `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostEntryResponse) Reset() {
+	*x = PostEntryResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostEntryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostEntryResponse) ProtoMessage() {}
+
+func (x *PostEntryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostEntryResponse.ProtoReflect.Descriptor instead.
+func (*PostEntryResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PostEntryResponse) GetEntry() *Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *PostEntryResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+type ListEntriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this account's entries (optional).
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// 0 means 100; at most 1000.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEntriesRequest) Reset() {
+	*x = ListEntriesRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEntriesRequest) ProtoMessage() {}
+
+func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
+func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListEntriesRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *ListEntriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEntriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListEntriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEntriesResponse) Reset() {
+	*x = ListEntriesResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEntriesResponse) ProtoMessage() {}
+
+func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
+func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListEntriesResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListEntriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetLedgerSummaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLedgerSummaryRequest) Reset() {
+	*x = GetLedgerSummaryRequest{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLedgerSummaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLedgerSummaryRequest) ProtoMessage() {}
+
+func (x *GetLedgerSummaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLedgerSummaryRequest.ProtoReflect.Descriptor instead.
+func (*GetLedgerSummaryRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{35}
+}
+
+type GetLedgerSummaryResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Accounts int32                  `protobuf:"varint,1,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// Sums over every account, in minor units (all currencies together).
+	Balance       int64 `protobuf:"varint,2,opt,name=balance,proto3" json:"balance,omitempty"`
+	Held          int64 `protobuf:"varint,3,opt,name=held,proto3" json:"held,omitempty"`
+	PendingCredit int64 `protobuf:"varint,4,opt,name=pending_credit,json=pendingCredit,proto3" json:"pending_credit,omitempty"`
+	// What the accounts held when the bank imported them at its first start.
+	Initial int64 `protobuf:"varint,5,opt,name=initial,proto3" json:"initial,omitempty"`
+	// Sums of the journal's deposits and withdrawals.
+	Deposited int64 `protobuf:"varint,6,opt,name=deposited,proto3" json:"deposited,omitempty"`
+	Withdrawn int64 `protobuf:"varint,7,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	// Transactions prepared and not yet committed or aborted.
+	PreparedTransactions int32 `protobuf:"varint,8,opt,name=prepared_transactions,json=preparedTransactions,proto3" json:"prepared_transactions,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *GetLedgerSummaryResponse) Reset() {
+	*x = GetLedgerSummaryResponse{}
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLedgerSummaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLedgerSummaryResponse) ProtoMessage() {}
+
+func (x *GetLedgerSummaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_bank_v1_bank_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLedgerSummaryResponse.ProtoReflect.Descriptor instead.
+func (*GetLedgerSummaryResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_bank_v1_bank_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetLedgerSummaryResponse) GetAccounts() int32 {
+	if x != nil {
+		return x.Accounts
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetBalance() int64 {
+	if x != nil {
+		return x.Balance
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetHeld() int64 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetPendingCredit() int64 {
+	if x != nil {
+		return x.PendingCredit
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetInitial() int64 {
+	if x != nil {
+		return x.Initial
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetDeposited() int64 {
+	if x != nil {
+		return x.Deposited
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetWithdrawn() int64 {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return 0
+}
+
+func (x *GetLedgerSummaryResponse) GetPreparedTransactions() int32 {
+	if x != nil {
+		return x.PreparedTransactions
+	}
+	return 0
+}
+
 var File_paygate_bank_v1_bank_proto protoreflect.FileDescriptor
 
 const file_paygate_bank_v1_bank_proto_rawDesc = "" +
@@ -1846,7 +2606,68 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\x0fbatch.not_empty\x120a batch needs at least one completion or prepare\x1a0size(this.completions) + size(this.prepares) > 0\"\x98\x01\n" +
 	"\rBatchResponse\x12F\n" +
 	"\vcompletions\x18\x01 \x03(\v2$.paygate.bank.v1.BatchCompleteResultR\vcompletions\x12?\n" +
-	"\bprepares\x18\x02 \x03(\v2#.paygate.bank.v1.BatchPrepareResultR\bprepares*`\n" +
+	"\bprepares\x18\x02 \x03(\v2#.paygate.bank.v1.BatchPrepareResultR\bprepares\"\x90\x01\n" +
+	"\x12OpenAccountRequest\x12(\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\trequestId\x12!\n" +
+	"\x06holder\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06holder\x12-\n" +
+	"\bcurrency\x18\x03 \x01(\tB\x11\xbaH\x0er\f2\n" +
+	"^[A-Z]{3}$R\bcurrency\"e\n" +
+	"\x13OpenAccountResponse\x122\n" +
+	"\aaccount\x18\x01 \x01(\v2\x18.paygate.bank.v1.AccountR\aaccount\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"?\n" +
+	"\x13CloseAccountRequest\x12(\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\taccountId\"J\n" +
+	"\x14CloseAccountResponse\x122\n" +
+	"\aaccount\x18\x01 \x01(\v2\x18.paygate.bank.v1.AccountR\aaccount\"\xb5\x02\n" +
+	"\x05Entry\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12.\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1a.paygate.bank.v1.EntryKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x03 \x01(\tR\taccountId\x12\x16\n" +
+	"\x06amount\x18\x04 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12\x14\n" +
+	"\x05actor\x18\x06 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12#\n" +
+	"\rbalance_after\x18\b \x01(\x03R\fbalanceAfter\x12;\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xbc\x02\n" +
+	"\x10PostEntryRequest\x12$\n" +
+	"\bentry_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\aentryId\x12:\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1a.paygate.bank.v1.EntryKindB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12(\n" +
+	"\n" +
+	"account_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\taccountId\x12(\n" +
+	"\x06amount\x18\x04 \x01(\x03B\x10\xbaH\r\"\v\x18\x80\x80\x9a\xa6\xea\xaf\xe3\x01 \x00R\x06amount\x12-\n" +
+	"\bcurrency\x18\x05 \x01(\tB\x11\xbaH\x0er\f2\n" +
+	"^[A-Z]{3}$R\bcurrency\x12\x1f\n" +
+	"\x05actor\x18\x06 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05actor\x12\"\n" +
+	"\x06reason\x18\a \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x06reason\"]\n" +
+	"\x11PostEntryResponse\x12,\n" +
+	"\x05entry\x18\x01 \x01(\v2\x16.paygate.bank.v1.EntryR\x05entry\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"\x8e\x01\n" +
+	"\x12ListEntriesRequest\x12&\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\taccountId\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\"o\n" +
+	"\x13ListEntriesResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.paygate.bank.v1.EntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x19\n" +
+	"\x17GetLedgerSummaryRequest\"\x96\x02\n" +
+	"\x18GetLedgerSummaryResponse\x12\x1a\n" +
+	"\baccounts\x18\x01 \x01(\x05R\baccounts\x12\x18\n" +
+	"\abalance\x18\x02 \x01(\x03R\abalance\x12\x12\n" +
+	"\x04held\x18\x03 \x01(\x03R\x04held\x12%\n" +
+	"\x0epending_credit\x18\x04 \x01(\x03R\rpendingCredit\x12\x18\n" +
+	"\ainitial\x18\x05 \x01(\x03R\ainitial\x12\x1c\n" +
+	"\tdeposited\x18\x06 \x01(\x03R\tdeposited\x12\x1c\n" +
+	"\twithdrawn\x18\a \x01(\x03R\twithdrawn\x123\n" +
+	"\x15prepared_transactions\x18\b \x01(\x05R\x14preparedTransactions*`\n" +
 	"\fLegDirection\x12\x1d\n" +
 	"\x19LEG_DIRECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEG_DIRECTION_DEBIT\x10\x01\x12\x18\n" +
@@ -1874,7 +2695,12 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eOUTCOME_COMMIT\x10\x01\x12\x11\n" +
-	"\rOUTCOME_ABORT\x10\x022\xa2\a\n" +
+	"\rOUTCOME_ABORT\x10\x02*Z\n" +
+	"\tEntryKind\x12\x1a\n" +
+	"\x16ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ENTRY_KIND_DEPOSIT\x10\x01\x12\x19\n" +
+	"\x15ENTRY_KIND_WITHDRAWAL\x10\x022\xfa\n" +
+	"\n" +
 	"\vBankService\x12m\n" +
 	"\x12PrepareTransaction\x12*.paygate.bank.v1.PrepareTransactionRequest\x1a+.paygate.bank.v1.PrepareTransactionResponse\x12j\n" +
 	"\x11CommitTransaction\x12).paygate.bank.v1.CommitTransactionRequest\x1a*.paygate.bank.v1.CommitTransactionResponse\x12g\n" +
@@ -1885,7 +2711,12 @@ const file_paygate_bank_v1_bank_proto_rawDesc = "" +
 	"GetAccount\x12\".paygate.bank.v1.GetAccountRequest\x1a#.paygate.bank.v1.GetAccountResponse\"\x03\x90\x02\x01\x12`\n" +
 	"\fListAccounts\x12$.paygate.bank.v1.ListAccountsRequest\x1a%.paygate.bank.v1.ListAccountsResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\x0eGetTransaction\x12&.paygate.bank.v1.GetTransactionRequest\x1a'.paygate.bank.v1.GetTransactionResponse\"\x03\x90\x02\x01\x12s\n" +
-	"\x14RedeemEnrollmentCode\x12,.paygate.bank.v1.RedeemEnrollmentCodeRequest\x1a-.paygate.bank.v1.RedeemEnrollmentCodeResponseB\xb5\x01\n" +
+	"\x14RedeemEnrollmentCode\x12,.paygate.bank.v1.RedeemEnrollmentCodeRequest\x1a-.paygate.bank.v1.RedeemEnrollmentCodeResponse\x12X\n" +
+	"\vOpenAccount\x12#.paygate.bank.v1.OpenAccountRequest\x1a$.paygate.bank.v1.OpenAccountResponse\x12[\n" +
+	"\fCloseAccount\x12$.paygate.bank.v1.CloseAccountRequest\x1a%.paygate.bank.v1.CloseAccountResponse\x12R\n" +
+	"\tPostEntry\x12!.paygate.bank.v1.PostEntryRequest\x1a\".paygate.bank.v1.PostEntryResponse\x12]\n" +
+	"\vListEntries\x12#.paygate.bank.v1.ListEntriesRequest\x1a$.paygate.bank.v1.ListEntriesResponse\"\x03\x90\x02\x01\x12l\n" +
+	"\x10GetLedgerSummary\x12(.paygate.bank.v1.GetLedgerSummaryRequest\x1a).paygate.bank.v1.GetLedgerSummaryResponse\"\x03\x90\x02\x01B\xb5\x01\n" +
 	"\x13com.paygate.bank.v1B\tBankProtoP\x01Z5github.com/paygate/paygate/gen/paygate/bank/v1;bankv1\xa2\x02\x03PBX\xaa\x02\x0fPaygate.Bank.V1\xca\x02\x0fPaygate\\Bank\\V1\xe2\x02\x1bPaygate\\Bank\\V1\\GPBMetadata\xea\x02\x11Paygate::Bank::V1b\x06proto3"
 
 var (
@@ -1900,92 +2731,121 @@ func file_paygate_bank_v1_bank_proto_rawDescGZIP() []byte {
 	return file_paygate_bank_v1_bank_proto_rawDescData
 }
 
-var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_paygate_bank_v1_bank_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_paygate_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_paygate_bank_v1_bank_proto_goTypes = []any{
 	(LegDirection)(0),                    // 0: paygate.bank.v1.LegDirection
 	(Vote)(0),                            // 1: paygate.bank.v1.Vote
 	(VoteReason)(0),                      // 2: paygate.bank.v1.VoteReason
 	(TransactionState)(0),                // 3: paygate.bank.v1.TransactionState
 	(Outcome)(0),                         // 4: paygate.bank.v1.Outcome
-	(*Leg)(nil),                          // 5: paygate.bank.v1.Leg
-	(*PrepareTransactionRequest)(nil),    // 6: paygate.bank.v1.PrepareTransactionRequest
-	(*PrepareTransactionResponse)(nil),   // 7: paygate.bank.v1.PrepareTransactionResponse
-	(*CommitTransactionRequest)(nil),     // 8: paygate.bank.v1.CommitTransactionRequest
-	(*CommitTransactionResponse)(nil),    // 9: paygate.bank.v1.CommitTransactionResponse
-	(*AbortTransactionRequest)(nil),      // 10: paygate.bank.v1.AbortTransactionRequest
-	(*AbortTransactionResponse)(nil),     // 11: paygate.bank.v1.AbortTransactionResponse
-	(*AccountBalance)(nil),               // 12: paygate.bank.v1.AccountBalance
-	(*FetchBankBalanceRequest)(nil),      // 13: paygate.bank.v1.FetchBankBalanceRequest
-	(*FetchBankBalanceResponse)(nil),     // 14: paygate.bank.v1.FetchBankBalanceResponse
-	(*GetAccountRequest)(nil),            // 15: paygate.bank.v1.GetAccountRequest
-	(*Account)(nil),                      // 16: paygate.bank.v1.Account
-	(*GetAccountResponse)(nil),           // 17: paygate.bank.v1.GetAccountResponse
-	(*RedeemEnrollmentCodeRequest)(nil),  // 18: paygate.bank.v1.RedeemEnrollmentCodeRequest
-	(*RedeemEnrollmentCodeResponse)(nil), // 19: paygate.bank.v1.RedeemEnrollmentCodeResponse
-	(*ListAccountsRequest)(nil),          // 20: paygate.bank.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),         // 21: paygate.bank.v1.ListAccountsResponse
-	(*GetTransactionRequest)(nil),        // 22: paygate.bank.v1.GetTransactionRequest
-	(*Transaction)(nil),                  // 23: paygate.bank.v1.Transaction
-	(*GetTransactionResponse)(nil),       // 24: paygate.bank.v1.GetTransactionResponse
-	(*ItemError)(nil),                    // 25: paygate.bank.v1.ItemError
-	(*BatchPrepareResult)(nil),           // 26: paygate.bank.v1.BatchPrepareResult
-	(*Completion)(nil),                   // 27: paygate.bank.v1.Completion
-	(*BatchCompleteResult)(nil),          // 28: paygate.bank.v1.BatchCompleteResult
-	(*BatchRequest)(nil),                 // 29: paygate.bank.v1.BatchRequest
-	(*BatchResponse)(nil),                // 30: paygate.bank.v1.BatchResponse
-	(*timestamppb.Timestamp)(nil),        // 31: google.protobuf.Timestamp
+	(EntryKind)(0),                       // 5: paygate.bank.v1.EntryKind
+	(*Leg)(nil),                          // 6: paygate.bank.v1.Leg
+	(*PrepareTransactionRequest)(nil),    // 7: paygate.bank.v1.PrepareTransactionRequest
+	(*PrepareTransactionResponse)(nil),   // 8: paygate.bank.v1.PrepareTransactionResponse
+	(*CommitTransactionRequest)(nil),     // 9: paygate.bank.v1.CommitTransactionRequest
+	(*CommitTransactionResponse)(nil),    // 10: paygate.bank.v1.CommitTransactionResponse
+	(*AbortTransactionRequest)(nil),      // 11: paygate.bank.v1.AbortTransactionRequest
+	(*AbortTransactionResponse)(nil),     // 12: paygate.bank.v1.AbortTransactionResponse
+	(*AccountBalance)(nil),               // 13: paygate.bank.v1.AccountBalance
+	(*FetchBankBalanceRequest)(nil),      // 14: paygate.bank.v1.FetchBankBalanceRequest
+	(*FetchBankBalanceResponse)(nil),     // 15: paygate.bank.v1.FetchBankBalanceResponse
+	(*GetAccountRequest)(nil),            // 16: paygate.bank.v1.GetAccountRequest
+	(*Account)(nil),                      // 17: paygate.bank.v1.Account
+	(*GetAccountResponse)(nil),           // 18: paygate.bank.v1.GetAccountResponse
+	(*RedeemEnrollmentCodeRequest)(nil),  // 19: paygate.bank.v1.RedeemEnrollmentCodeRequest
+	(*RedeemEnrollmentCodeResponse)(nil), // 20: paygate.bank.v1.RedeemEnrollmentCodeResponse
+	(*ListAccountsRequest)(nil),          // 21: paygate.bank.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),         // 22: paygate.bank.v1.ListAccountsResponse
+	(*GetTransactionRequest)(nil),        // 23: paygate.bank.v1.GetTransactionRequest
+	(*Transaction)(nil),                  // 24: paygate.bank.v1.Transaction
+	(*GetTransactionResponse)(nil),       // 25: paygate.bank.v1.GetTransactionResponse
+	(*ItemError)(nil),                    // 26: paygate.bank.v1.ItemError
+	(*BatchPrepareResult)(nil),           // 27: paygate.bank.v1.BatchPrepareResult
+	(*Completion)(nil),                   // 28: paygate.bank.v1.Completion
+	(*BatchCompleteResult)(nil),          // 29: paygate.bank.v1.BatchCompleteResult
+	(*BatchRequest)(nil),                 // 30: paygate.bank.v1.BatchRequest
+	(*BatchResponse)(nil),                // 31: paygate.bank.v1.BatchResponse
+	(*OpenAccountRequest)(nil),           // 32: paygate.bank.v1.OpenAccountRequest
+	(*OpenAccountResponse)(nil),          // 33: paygate.bank.v1.OpenAccountResponse
+	(*CloseAccountRequest)(nil),          // 34: paygate.bank.v1.CloseAccountRequest
+	(*CloseAccountResponse)(nil),         // 35: paygate.bank.v1.CloseAccountResponse
+	(*Entry)(nil),                        // 36: paygate.bank.v1.Entry
+	(*PostEntryRequest)(nil),             // 37: paygate.bank.v1.PostEntryRequest
+	(*PostEntryResponse)(nil),            // 38: paygate.bank.v1.PostEntryResponse
+	(*ListEntriesRequest)(nil),           // 39: paygate.bank.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),          // 40: paygate.bank.v1.ListEntriesResponse
+	(*GetLedgerSummaryRequest)(nil),      // 41: paygate.bank.v1.GetLedgerSummaryRequest
+	(*GetLedgerSummaryResponse)(nil),     // 42: paygate.bank.v1.GetLedgerSummaryResponse
+	(*timestamppb.Timestamp)(nil),        // 43: google.protobuf.Timestamp
 }
 var file_paygate_bank_v1_bank_proto_depIdxs = []int32{
 	0,  // 0: paygate.bank.v1.Leg.direction:type_name -> paygate.bank.v1.LegDirection
-	5,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
-	31, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
+	6,  // 1: paygate.bank.v1.PrepareTransactionRequest.legs:type_name -> paygate.bank.v1.Leg
+	43, // 2: paygate.bank.v1.PrepareTransactionRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 3: paygate.bank.v1.PrepareTransactionResponse.vote:type_name -> paygate.bank.v1.Vote
 	2,  // 4: paygate.bank.v1.PrepareTransactionResponse.reason:type_name -> paygate.bank.v1.VoteReason
 	3,  // 5: paygate.bank.v1.CommitTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
 	3,  // 6: paygate.bank.v1.AbortTransactionResponse.state:type_name -> paygate.bank.v1.TransactionState
-	12, // 7: paygate.bank.v1.FetchBankBalanceResponse.balances:type_name -> paygate.bank.v1.AccountBalance
-	12, // 8: paygate.bank.v1.Account.balance:type_name -> paygate.bank.v1.AccountBalance
-	16, // 9: paygate.bank.v1.GetAccountResponse.account:type_name -> paygate.bank.v1.Account
-	16, // 10: paygate.bank.v1.RedeemEnrollmentCodeResponse.account:type_name -> paygate.bank.v1.Account
-	16, // 11: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
+	13, // 7: paygate.bank.v1.FetchBankBalanceResponse.balances:type_name -> paygate.bank.v1.AccountBalance
+	13, // 8: paygate.bank.v1.Account.balance:type_name -> paygate.bank.v1.AccountBalance
+	17, // 9: paygate.bank.v1.GetAccountResponse.account:type_name -> paygate.bank.v1.Account
+	17, // 10: paygate.bank.v1.RedeemEnrollmentCodeResponse.account:type_name -> paygate.bank.v1.Account
+	17, // 11: paygate.bank.v1.ListAccountsResponse.accounts:type_name -> paygate.bank.v1.Account
 	3,  // 12: paygate.bank.v1.Transaction.state:type_name -> paygate.bank.v1.TransactionState
-	5,  // 13: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
-	31, // 14: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	6,  // 13: paygate.bank.v1.Transaction.legs:type_name -> paygate.bank.v1.Leg
+	43, // 14: paygate.bank.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 15: paygate.bank.v1.Transaction.reason:type_name -> paygate.bank.v1.VoteReason
-	23, // 16: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
-	7,  // 17: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
-	25, // 18: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
+	24, // 16: paygate.bank.v1.GetTransactionResponse.transaction:type_name -> paygate.bank.v1.Transaction
+	8,  // 17: paygate.bank.v1.BatchPrepareResult.response:type_name -> paygate.bank.v1.PrepareTransactionResponse
+	26, // 18: paygate.bank.v1.BatchPrepareResult.error:type_name -> paygate.bank.v1.ItemError
 	4,  // 19: paygate.bank.v1.Completion.outcome:type_name -> paygate.bank.v1.Outcome
 	3,  // 20: paygate.bank.v1.BatchCompleteResult.state:type_name -> paygate.bank.v1.TransactionState
-	25, // 21: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
-	27, // 22: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
-	6,  // 23: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
-	28, // 24: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
-	26, // 25: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
-	6,  // 26: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
-	8,  // 27: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
-	10, // 28: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
-	29, // 29: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
-	13, // 30: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
-	15, // 31: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
-	20, // 32: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
-	22, // 33: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
-	18, // 34: paygate.bank.v1.BankService.RedeemEnrollmentCode:input_type -> paygate.bank.v1.RedeemEnrollmentCodeRequest
-	7,  // 35: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
-	9,  // 36: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
-	11, // 37: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
-	30, // 38: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
-	14, // 39: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
-	17, // 40: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
-	21, // 41: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
-	24, // 42: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
-	19, // 43: paygate.bank.v1.BankService.RedeemEnrollmentCode:output_type -> paygate.bank.v1.RedeemEnrollmentCodeResponse
-	35, // [35:44] is the sub-list for method output_type
-	26, // [26:35] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	26, // 21: paygate.bank.v1.BatchCompleteResult.error:type_name -> paygate.bank.v1.ItemError
+	28, // 22: paygate.bank.v1.BatchRequest.completions:type_name -> paygate.bank.v1.Completion
+	7,  // 23: paygate.bank.v1.BatchRequest.prepares:type_name -> paygate.bank.v1.PrepareTransactionRequest
+	29, // 24: paygate.bank.v1.BatchResponse.completions:type_name -> paygate.bank.v1.BatchCompleteResult
+	27, // 25: paygate.bank.v1.BatchResponse.prepares:type_name -> paygate.bank.v1.BatchPrepareResult
+	17, // 26: paygate.bank.v1.OpenAccountResponse.account:type_name -> paygate.bank.v1.Account
+	17, // 27: paygate.bank.v1.CloseAccountResponse.account:type_name -> paygate.bank.v1.Account
+	5,  // 28: paygate.bank.v1.Entry.kind:type_name -> paygate.bank.v1.EntryKind
+	43, // 29: paygate.bank.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 30: paygate.bank.v1.PostEntryRequest.kind:type_name -> paygate.bank.v1.EntryKind
+	36, // 31: paygate.bank.v1.PostEntryResponse.entry:type_name -> paygate.bank.v1.Entry
+	36, // 32: paygate.bank.v1.ListEntriesResponse.entries:type_name -> paygate.bank.v1.Entry
+	7,  // 33: paygate.bank.v1.BankService.PrepareTransaction:input_type -> paygate.bank.v1.PrepareTransactionRequest
+	9,  // 34: paygate.bank.v1.BankService.CommitTransaction:input_type -> paygate.bank.v1.CommitTransactionRequest
+	11, // 35: paygate.bank.v1.BankService.AbortTransaction:input_type -> paygate.bank.v1.AbortTransactionRequest
+	30, // 36: paygate.bank.v1.BankService.Batch:input_type -> paygate.bank.v1.BatchRequest
+	14, // 37: paygate.bank.v1.BankService.FetchBankBalance:input_type -> paygate.bank.v1.FetchBankBalanceRequest
+	16, // 38: paygate.bank.v1.BankService.GetAccount:input_type -> paygate.bank.v1.GetAccountRequest
+	21, // 39: paygate.bank.v1.BankService.ListAccounts:input_type -> paygate.bank.v1.ListAccountsRequest
+	23, // 40: paygate.bank.v1.BankService.GetTransaction:input_type -> paygate.bank.v1.GetTransactionRequest
+	19, // 41: paygate.bank.v1.BankService.RedeemEnrollmentCode:input_type -> paygate.bank.v1.RedeemEnrollmentCodeRequest
+	32, // 42: paygate.bank.v1.BankService.OpenAccount:input_type -> paygate.bank.v1.OpenAccountRequest
+	34, // 43: paygate.bank.v1.BankService.CloseAccount:input_type -> paygate.bank.v1.CloseAccountRequest
+	37, // 44: paygate.bank.v1.BankService.PostEntry:input_type -> paygate.bank.v1.PostEntryRequest
+	39, // 45: paygate.bank.v1.BankService.ListEntries:input_type -> paygate.bank.v1.ListEntriesRequest
+	41, // 46: paygate.bank.v1.BankService.GetLedgerSummary:input_type -> paygate.bank.v1.GetLedgerSummaryRequest
+	8,  // 47: paygate.bank.v1.BankService.PrepareTransaction:output_type -> paygate.bank.v1.PrepareTransactionResponse
+	10, // 48: paygate.bank.v1.BankService.CommitTransaction:output_type -> paygate.bank.v1.CommitTransactionResponse
+	12, // 49: paygate.bank.v1.BankService.AbortTransaction:output_type -> paygate.bank.v1.AbortTransactionResponse
+	31, // 50: paygate.bank.v1.BankService.Batch:output_type -> paygate.bank.v1.BatchResponse
+	15, // 51: paygate.bank.v1.BankService.FetchBankBalance:output_type -> paygate.bank.v1.FetchBankBalanceResponse
+	18, // 52: paygate.bank.v1.BankService.GetAccount:output_type -> paygate.bank.v1.GetAccountResponse
+	22, // 53: paygate.bank.v1.BankService.ListAccounts:output_type -> paygate.bank.v1.ListAccountsResponse
+	25, // 54: paygate.bank.v1.BankService.GetTransaction:output_type -> paygate.bank.v1.GetTransactionResponse
+	20, // 55: paygate.bank.v1.BankService.RedeemEnrollmentCode:output_type -> paygate.bank.v1.RedeemEnrollmentCodeResponse
+	33, // 56: paygate.bank.v1.BankService.OpenAccount:output_type -> paygate.bank.v1.OpenAccountResponse
+	35, // 57: paygate.bank.v1.BankService.CloseAccount:output_type -> paygate.bank.v1.CloseAccountResponse
+	38, // 58: paygate.bank.v1.BankService.PostEntry:output_type -> paygate.bank.v1.PostEntryResponse
+	40, // 59: paygate.bank.v1.BankService.ListEntries:output_type -> paygate.bank.v1.ListEntriesResponse
+	42, // 60: paygate.bank.v1.BankService.GetLedgerSummary:output_type -> paygate.bank.v1.GetLedgerSummaryResponse
+	47, // [47:61] is the sub-list for method output_type
+	33, // [33:47] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_paygate_bank_v1_bank_proto_init() }
@@ -1998,8 +2858,8 @@ func file_paygate_bank_v1_bank_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_bank_v1_bank_proto_rawDesc), len(file_paygate_bank_v1_bank_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   26,
+			NumEnums:      6,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

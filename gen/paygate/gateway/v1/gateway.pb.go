@@ -265,9 +265,13 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 }
 
 type LoginRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Password string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	// The current code of an admin's authenticator app (TOTP, 6 digits). Without it an admin
+	// signs in as a customer would: AdminService refuses the session. A wrong code fails the
+	// login as a wrong password does; a code is accepted once.
+	TotpCode      string `protobuf:"bytes,3,opt,name=totp_code,json=totpCode,proto3" json:"totp_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -316,14 +320,28 @@ func (x *LoginRequest) GetPassword() string {
 	return ""
 }
 
+func (x *LoginRequest) GetTotpCode() string {
+	if x != nil {
+		return x.TotpCode
+	}
+	return ""
+}
+
 type LoginResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The bearer token for the Authorization header. It is shown once and stored only hashed.
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Username      string                 `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Token      string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Username   string                 `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	// "customer" or "admin".
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// The session passed the second factor (an admin who sent a right totp_code).
+	SecondFactor bool `protobuf:"varint,5,opt,name=second_factor,json=secondFactor,proto3" json:"second_factor,omitempty"`
+	// The password is an initial one: every call but ChangePassword and Logout is refused with
+	// FAILED_PRECONDITION (reason "password_change_required") until it is changed.
+	PasswordChangeRequired bool `protobuf:"varint,6,opt,name=password_change_required,json=passwordChangeRequired,proto3" json:"password_change_required,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *LoginResponse) Reset() {
@@ -377,6 +395,116 @@ func (x *LoginResponse) GetUsername() string {
 	return ""
 }
 
+func (x *LoginResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetSecondFactor() bool {
+	if x != nil {
+		return x.SecondFactor
+	}
+	return false
+}
+
+func (x *LoginResponse) GetPasswordChangeRequired() bool {
+	if x != nil {
+		return x.PasswordChangeRequired
+	}
+	return false
+}
+
+type ChangePasswordRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	CurrentPassword string                 `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	// At least 10 characters, different from the current one.
+	NewPassword   string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ChangePasswordRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+type ChangePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
 type LogoutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -385,7 +513,7 @@ type LogoutRequest struct {
 
 func (x *LogoutRequest) Reset() {
 	*x = LogoutRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[2]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +525,7 @@ func (x *LogoutRequest) String() string {
 func (*LogoutRequest) ProtoMessage() {}
 
 func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[2]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +538,7 @@ func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
 func (*LogoutRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 type LogoutResponse struct {
@@ -421,7 +549,7 @@ type LogoutResponse struct {
 
 func (x *LogoutResponse) Reset() {
 	*x = LogoutResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[3]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +561,7 @@ func (x *LogoutResponse) String() string {
 func (*LogoutResponse) ProtoMessage() {}
 
 func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[3]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +574,7 @@ func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
 func (*LogoutResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 type RegisterRequest struct {
@@ -463,7 +591,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[4]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +603,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[4]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +616,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterRequest) GetUsername() string {
@@ -525,7 +653,7 @@ type AccountEnrollment struct {
 
 func (x *AccountEnrollment) Reset() {
 	*x = AccountEnrollment{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +665,7 @@ func (x *AccountEnrollment) String() string {
 func (*AccountEnrollment) ProtoMessage() {}
 
 func (x *AccountEnrollment) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[5]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +678,7 @@ func (x *AccountEnrollment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountEnrollment.ProtoReflect.Descriptor instead.
 func (*AccountEnrollment) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AccountEnrollment) GetAccountId() string {
@@ -577,7 +705,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +717,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[6]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +730,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterResponse) GetUsername() string {
@@ -645,7 +773,7 @@ type Payment struct {
 
 func (x *Payment) Reset() {
 	*x = Payment{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +785,7 @@ func (x *Payment) String() string {
 func (*Payment) ProtoMessage() {}
 
 func (x *Payment) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[7]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +798,7 @@ func (x *Payment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Payment.ProtoReflect.Descriptor instead.
 func (*Payment) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Payment) GetPaymentId() string {
@@ -776,7 +904,7 @@ type ExecutePaymentRequest struct {
 
 func (x *ExecutePaymentRequest) Reset() {
 	*x = ExecutePaymentRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +916,7 @@ func (x *ExecutePaymentRequest) String() string {
 func (*ExecutePaymentRequest) ProtoMessage() {}
 
 func (x *ExecutePaymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +929,7 @@ func (x *ExecutePaymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutePaymentRequest.ProtoReflect.Descriptor instead.
 func (*ExecutePaymentRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecutePaymentRequest) GetPaymentId() string {
@@ -857,7 +985,7 @@ type ExecutePaymentResponse struct {
 
 func (x *ExecutePaymentResponse) Reset() {
 	*x = ExecutePaymentResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +997,7 @@ func (x *ExecutePaymentResponse) String() string {
 func (*ExecutePaymentResponse) ProtoMessage() {}
 
 func (x *ExecutePaymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1010,7 @@ func (x *ExecutePaymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutePaymentResponse.ProtoReflect.Descriptor instead.
 func (*ExecutePaymentResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExecutePaymentResponse) GetPayment() *Payment {
@@ -908,7 +1036,7 @@ type GetPaymentRequest struct {
 
 func (x *GetPaymentRequest) Reset() {
 	*x = GetPaymentRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1048,7 @@ func (x *GetPaymentRequest) String() string {
 func (*GetPaymentRequest) ProtoMessage() {}
 
 func (x *GetPaymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1061,7 @@ func (x *GetPaymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaymentRequest.ProtoReflect.Descriptor instead.
 func (*GetPaymentRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetPaymentRequest) GetPaymentId() string {
@@ -952,7 +1080,7 @@ type GetPaymentResponse struct {
 
 func (x *GetPaymentResponse) Reset() {
 	*x = GetPaymentResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1092,7 @@ func (x *GetPaymentResponse) String() string {
 func (*GetPaymentResponse) ProtoMessage() {}
 
 func (x *GetPaymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1105,7 @@ func (x *GetPaymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaymentResponse.ProtoReflect.Descriptor instead.
 func (*GetPaymentResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetPaymentResponse) GetPayment() *Payment {
@@ -1001,7 +1129,7 @@ type ListPaymentsRequest struct {
 
 func (x *ListPaymentsRequest) Reset() {
 	*x = ListPaymentsRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1141,7 @@ func (x *ListPaymentsRequest) String() string {
 func (*ListPaymentsRequest) ProtoMessage() {}
 
 func (x *ListPaymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1154,7 @@ func (x *ListPaymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPaymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListPaymentsRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListPaymentsRequest) GetPageSize() int32 {
@@ -1061,7 +1189,7 @@ type ListPaymentsResponse struct {
 
 func (x *ListPaymentsResponse) Reset() {
 	*x = ListPaymentsResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1201,7 @@ func (x *ListPaymentsResponse) String() string {
 func (*ListPaymentsResponse) ProtoMessage() {}
 
 func (x *ListPaymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1214,7 @@ func (x *ListPaymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPaymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListPaymentsResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListPaymentsResponse) GetPayments() []*Payment {
@@ -1111,7 +1239,7 @@ type WatchPaymentsRequest struct {
 
 func (x *WatchPaymentsRequest) Reset() {
 	*x = WatchPaymentsRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1251,7 @@ func (x *WatchPaymentsRequest) String() string {
 func (*WatchPaymentsRequest) ProtoMessage() {}
 
 func (x *WatchPaymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1264,7 @@ func (x *WatchPaymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPaymentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchPaymentsRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 type WatchPaymentsResponse struct {
@@ -1149,7 +1277,7 @@ type WatchPaymentsResponse struct {
 
 func (x *WatchPaymentsResponse) Reset() {
 	*x = WatchPaymentsResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1289,7 @@ func (x *WatchPaymentsResponse) String() string {
 func (*WatchPaymentsResponse) ProtoMessage() {}
 
 func (x *WatchPaymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1302,7 @@ func (x *WatchPaymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPaymentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchPaymentsResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchPaymentsResponse) GetPayment() *Payment {
@@ -1192,7 +1320,7 @@ type FetchBalanceRequest struct {
 
 func (x *FetchBalanceRequest) Reset() {
 	*x = FetchBalanceRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1332,7 @@ func (x *FetchBalanceRequest) String() string {
 func (*FetchBalanceRequest) ProtoMessage() {}
 
 func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1345,7 @@ func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceRequest.ProtoReflect.Descriptor instead.
 func (*FetchBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 // AccountBalance is one account's money.
@@ -1239,7 +1367,7 @@ type AccountBalance struct {
 
 func (x *AccountBalance) Reset() {
 	*x = AccountBalance{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1379,7 @@ func (x *AccountBalance) String() string {
 func (*AccountBalance) ProtoMessage() {}
 
 func (x *AccountBalance) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1392,7 @@ func (x *AccountBalance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountBalance.ProtoReflect.Descriptor instead.
 func (*AccountBalance) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AccountBalance) GetAccountId() string {
@@ -1323,7 +1451,7 @@ type BankBalances struct {
 
 func (x *BankBalances) Reset() {
 	*x = BankBalances{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1463,7 @@ func (x *BankBalances) String() string {
 func (*BankBalances) ProtoMessage() {}
 
 func (x *BankBalances) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1476,7 @@ func (x *BankBalances) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BankBalances.ProtoReflect.Descriptor instead.
 func (*BankBalances) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BankBalances) GetBank() string {
@@ -1393,7 +1521,7 @@ type CurrencyTotal struct {
 
 func (x *CurrencyTotal) Reset() {
 	*x = CurrencyTotal{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1533,7 @@ func (x *CurrencyTotal) String() string {
 func (*CurrencyTotal) ProtoMessage() {}
 
 func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1546,7 @@ func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrencyTotal.ProtoReflect.Descriptor instead.
 func (*CurrencyTotal) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CurrencyTotal) GetCurrency() string {
@@ -1459,7 +1587,7 @@ type FetchBalanceResponse struct {
 
 func (x *FetchBalanceResponse) Reset() {
 	*x = FetchBalanceResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1599,7 @@ func (x *FetchBalanceResponse) String() string {
 func (*FetchBalanceResponse) ProtoMessage() {}
 
 func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1612,7 @@ func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceResponse.ProtoReflect.Descriptor instead.
 func (*FetchBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchBalanceResponse) GetBanks() []*BankBalances {
@@ -1514,7 +1642,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1654,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1667,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetDecisionRequest) GetTransactionId() string {
@@ -1567,7 +1695,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1707,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1720,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetDecisionResponse) GetDecision() Decision {
@@ -1613,16 +1741,27 @@ var File_paygate_gateway_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	" paygate/gateway/v1/gateway.proto\x12\x12paygate.gateway.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n" +
+	" paygate/gateway/v1/gateway.proto\x12\x12paygate.gateway.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
 	"\fLoginRequest\x12%\n" +
 	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12&\n" +
 	"\bpassword\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\bpassword\"~\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\bpassword\x121\n" +
+	"\ttotp_code\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f2\r^([0-9]{6})?$R\btotpCode\"\xf1\x01\n" +
 	"\rLoginResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x1a\n" +
-	"\busername\x18\x03 \x01(\tR\busername\"\x0f\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12#\n" +
+	"\rsecond_factor\x18\x05 \x01(\bR\fsecondFactor\x128\n" +
+	"\x18password_change_required\x18\x06 \x01(\bR\x16passwordChangeRequired\"}\n" +
+	"\x15ChangePasswordRequest\x125\n" +
+	"\x10current_password\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x0fcurrentPassword\x12-\n" +
+	"\fnew_password\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\n" +
+	"\x18\x80\x02R\vnewPassword\"\x18\n" +
+	"\x16ChangePasswordResponse\"\x0f\n" +
 	"\rLogoutRequest\"\x10\n" +
 	"\x0eLogoutResponse\"\xde\x01\n" +
 	"\x0fRegisterRequest\x12A\n" +
@@ -1739,11 +1878,12 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDECISION_COMMIT\x10\x01\x12\x12\n" +
-	"\x0eDECISION_ABORT\x10\x022\x83\x02\n" +
+	"\x0eDECISION_ABORT\x10\x022\xec\x02\n" +
 	"\vAuthService\x12L\n" +
 	"\x05Login\x12 .paygate.gateway.v1.LoginRequest\x1a!.paygate.gateway.v1.LoginResponse\x12O\n" +
 	"\x06Logout\x12!.paygate.gateway.v1.LogoutRequest\x1a\".paygate.gateway.v1.LogoutResponse\x12U\n" +
-	"\bRegister\x12#.paygate.gateway.v1.RegisterRequest\x1a$.paygate.gateway.v1.RegisterResponse2\xab\x03\n" +
+	"\bRegister\x12#.paygate.gateway.v1.RegisterRequest\x1a$.paygate.gateway.v1.RegisterResponse\x12g\n" +
+	"\x0eChangePassword\x12).paygate.gateway.v1.ChangePasswordRequest\x1a*.paygate.gateway.v1.ChangePasswordResponse2\xab\x03\n" +
 	"\x0ePaymentService\x12g\n" +
 	"\x0eExecutePayment\x12).paygate.gateway.v1.ExecutePaymentRequest\x1a*.paygate.gateway.v1.ExecutePaymentResponse\x12`\n" +
 	"\n" +
@@ -1769,7 +1909,7 @@ func file_paygate_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_paygate_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
 	(PaymentStatus)(0),             // 0: paygate.gateway.v1.PaymentStatus
 	(FailureReason)(0),             // 1: paygate.gateway.v1.FailureReason
@@ -1777,66 +1917,70 @@ var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
 	(Decision)(0),                  // 3: paygate.gateway.v1.Decision
 	(*LoginRequest)(nil),           // 4: paygate.gateway.v1.LoginRequest
 	(*LoginResponse)(nil),          // 5: paygate.gateway.v1.LoginResponse
-	(*LogoutRequest)(nil),          // 6: paygate.gateway.v1.LogoutRequest
-	(*LogoutResponse)(nil),         // 7: paygate.gateway.v1.LogoutResponse
-	(*RegisterRequest)(nil),        // 8: paygate.gateway.v1.RegisterRequest
-	(*AccountEnrollment)(nil),      // 9: paygate.gateway.v1.AccountEnrollment
-	(*RegisterResponse)(nil),       // 10: paygate.gateway.v1.RegisterResponse
-	(*Payment)(nil),                // 11: paygate.gateway.v1.Payment
-	(*ExecutePaymentRequest)(nil),  // 12: paygate.gateway.v1.ExecutePaymentRequest
-	(*ExecutePaymentResponse)(nil), // 13: paygate.gateway.v1.ExecutePaymentResponse
-	(*GetPaymentRequest)(nil),      // 14: paygate.gateway.v1.GetPaymentRequest
-	(*GetPaymentResponse)(nil),     // 15: paygate.gateway.v1.GetPaymentResponse
-	(*ListPaymentsRequest)(nil),    // 16: paygate.gateway.v1.ListPaymentsRequest
-	(*ListPaymentsResponse)(nil),   // 17: paygate.gateway.v1.ListPaymentsResponse
-	(*WatchPaymentsRequest)(nil),   // 18: paygate.gateway.v1.WatchPaymentsRequest
-	(*WatchPaymentsResponse)(nil),  // 19: paygate.gateway.v1.WatchPaymentsResponse
-	(*FetchBalanceRequest)(nil),    // 20: paygate.gateway.v1.FetchBalanceRequest
-	(*AccountBalance)(nil),         // 21: paygate.gateway.v1.AccountBalance
-	(*BankBalances)(nil),           // 22: paygate.gateway.v1.BankBalances
-	(*CurrencyTotal)(nil),          // 23: paygate.gateway.v1.CurrencyTotal
-	(*FetchBalanceResponse)(nil),   // 24: paygate.gateway.v1.FetchBalanceResponse
-	(*GetDecisionRequest)(nil),     // 25: paygate.gateway.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),    // 26: paygate.gateway.v1.GetDecisionResponse
-	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
+	(*ChangePasswordRequest)(nil),  // 6: paygate.gateway.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil), // 7: paygate.gateway.v1.ChangePasswordResponse
+	(*LogoutRequest)(nil),          // 8: paygate.gateway.v1.LogoutRequest
+	(*LogoutResponse)(nil),         // 9: paygate.gateway.v1.LogoutResponse
+	(*RegisterRequest)(nil),        // 10: paygate.gateway.v1.RegisterRequest
+	(*AccountEnrollment)(nil),      // 11: paygate.gateway.v1.AccountEnrollment
+	(*RegisterResponse)(nil),       // 12: paygate.gateway.v1.RegisterResponse
+	(*Payment)(nil),                // 13: paygate.gateway.v1.Payment
+	(*ExecutePaymentRequest)(nil),  // 14: paygate.gateway.v1.ExecutePaymentRequest
+	(*ExecutePaymentResponse)(nil), // 15: paygate.gateway.v1.ExecutePaymentResponse
+	(*GetPaymentRequest)(nil),      // 16: paygate.gateway.v1.GetPaymentRequest
+	(*GetPaymentResponse)(nil),     // 17: paygate.gateway.v1.GetPaymentResponse
+	(*ListPaymentsRequest)(nil),    // 18: paygate.gateway.v1.ListPaymentsRequest
+	(*ListPaymentsResponse)(nil),   // 19: paygate.gateway.v1.ListPaymentsResponse
+	(*WatchPaymentsRequest)(nil),   // 20: paygate.gateway.v1.WatchPaymentsRequest
+	(*WatchPaymentsResponse)(nil),  // 21: paygate.gateway.v1.WatchPaymentsResponse
+	(*FetchBalanceRequest)(nil),    // 22: paygate.gateway.v1.FetchBalanceRequest
+	(*AccountBalance)(nil),         // 23: paygate.gateway.v1.AccountBalance
+	(*BankBalances)(nil),           // 24: paygate.gateway.v1.BankBalances
+	(*CurrencyTotal)(nil),          // 25: paygate.gateway.v1.CurrencyTotal
+	(*FetchBalanceResponse)(nil),   // 26: paygate.gateway.v1.FetchBalanceResponse
+	(*GetDecisionRequest)(nil),     // 27: paygate.gateway.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),    // 28: paygate.gateway.v1.GetDecisionResponse
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_paygate_gateway_v1_gateway_proto_depIdxs = []int32{
-	27, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	9,  // 1: paygate.gateway.v1.RegisterRequest.accounts:type_name -> paygate.gateway.v1.AccountEnrollment
+	29, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	11, // 1: paygate.gateway.v1.RegisterRequest.accounts:type_name -> paygate.gateway.v1.AccountEnrollment
 	0,  // 2: paygate.gateway.v1.Payment.status:type_name -> paygate.gateway.v1.PaymentStatus
 	1,  // 3: paygate.gateway.v1.Payment.failure_reason:type_name -> paygate.gateway.v1.FailureReason
-	27, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	27, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
-	11, // 6: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
-	11, // 7: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	29, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	29, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
+	13, // 6: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	13, // 7: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
 	0,  // 8: paygate.gateway.v1.ListPaymentsRequest.status:type_name -> paygate.gateway.v1.PaymentStatus
-	11, // 9: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
-	11, // 10: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
+	13, // 9: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
+	13, // 10: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
 	2,  // 11: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
-	21, // 12: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
-	22, // 13: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
-	23, // 14: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
+	23, // 12: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
+	24, // 13: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
+	25, // 14: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
 	3,  // 15: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
 	4,  // 16: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
-	6,  // 17: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
-	8,  // 18: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
-	12, // 19: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
-	14, // 20: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
-	16, // 21: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
-	18, // 22: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
-	20, // 23: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
-	25, // 24: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
-	5,  // 25: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
-	7,  // 26: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
-	10, // 27: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
-	13, // 28: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
-	15, // 29: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
-	17, // 30: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
-	19, // 31: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
-	24, // 32: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
-	26, // 33: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
+	8,  // 17: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
+	10, // 18: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
+	6,  // 19: paygate.gateway.v1.AuthService.ChangePassword:input_type -> paygate.gateway.v1.ChangePasswordRequest
+	14, // 20: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
+	16, // 21: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
+	18, // 22: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
+	20, // 23: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
+	22, // 24: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
+	27, // 25: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
+	5,  // 26: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
+	9,  // 27: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
+	12, // 28: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
+	7,  // 29: paygate.gateway.v1.AuthService.ChangePassword:output_type -> paygate.gateway.v1.ChangePasswordResponse
+	15, // 30: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
+	17, // 31: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
+	19, // 32: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
+	21, // 33: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
+	26, // 34: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
+	28, // 35: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1853,7 +1997,7 @@ func file_paygate_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_gateway_v1_gateway_proto_rawDesc), len(file_paygate_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

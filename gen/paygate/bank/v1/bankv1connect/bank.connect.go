@@ -61,6 +61,18 @@ const (
 	// BankServiceRedeemEnrollmentCodeProcedure is the fully-qualified name of the BankService's
 	// RedeemEnrollmentCode RPC.
 	BankServiceRedeemEnrollmentCodeProcedure = "/paygate.bank.v1.BankService/RedeemEnrollmentCode"
+	// BankServiceOpenAccountProcedure is the fully-qualified name of the BankService's OpenAccount RPC.
+	BankServiceOpenAccountProcedure = "/paygate.bank.v1.BankService/OpenAccount"
+	// BankServiceCloseAccountProcedure is the fully-qualified name of the BankService's CloseAccount
+	// RPC.
+	BankServiceCloseAccountProcedure = "/paygate.bank.v1.BankService/CloseAccount"
+	// BankServicePostEntryProcedure is the fully-qualified name of the BankService's PostEntry RPC.
+	BankServicePostEntryProcedure = "/paygate.bank.v1.BankService/PostEntry"
+	// BankServiceListEntriesProcedure is the fully-qualified name of the BankService's ListEntries RPC.
+	BankServiceListEntriesProcedure = "/paygate.bank.v1.BankService/ListEntries"
+	// BankServiceGetLedgerSummaryProcedure is the fully-qualified name of the BankService's
+	// GetLedgerSummary RPC.
+	BankServiceGetLedgerSummaryProcedure = "/paygate.bank.v1.BankService/GetLedgerSummary"
 )
 
 // BankServiceClient is a client for the paygate.bank.v1.BankService service.
@@ -103,6 +115,30 @@ type BankServiceClient interface {
 	// PERMISSION_DENIED with reason "enrollment_refused", whatever its cause, so that the answer does
 	// not tell an unknown account from a wrong code.
 	RedeemEnrollmentCode(context.Context, *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error)
+	// OpenAccount opens an account with a zero balance and picks its id ("<bank>-<number>", the
+	// next number after the highest in use). The same request_id again returns the same account
+	// with replayed = true and opens nothing.
+	OpenAccount(context.Context, *connect.Request[v1.OpenAccountRequest]) (*connect.Response[v1.OpenAccountResponse], error)
+	// CloseAccount closes an account whose balance, holds and pending credits are all zero;
+	// otherwise it is refused with FAILED_PRECONDITION (reason "account_not_empty"). Closing a
+	// closed account answers as the first time. A closed account votes NO on every prepare.
+	CloseAccount(context.Context, *connect.Request[v1.CloseAccountRequest]) (*connect.Response[v1.CloseAccountResponse], error)
+	// PostEntry journals a deposit (money entering the system) or a withdrawal (money leaving
+	// it) and applies it to the account's balance, in one write. The same entry_id again returns
+	// the stored entry with replayed = true and changes nothing; the same entry_id with other
+	// parameters is refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
+	// the account's available balance is refused with FAILED_PRECONDITION (reason
+	// "insufficient_funds"), a deposit that would overflow the balance with FAILED_PRECONDITION
+	// (reason "balance_overflow"), an entry on a closed account with FAILED_PRECONDITION (reason
+	// "account_closed"); nothing is journaled then.
+	PostEntry(context.Context, *connect.Request[v1.PostEntryRequest]) (*connect.Response[v1.PostEntryResponse], error)
+	// ListEntries pages through the journal of deposits and withdrawals, newest first.
+	ListEntries(context.Context, *connect.Request[v1.ListEntriesRequest]) (*connect.Response[v1.ListEntriesResponse], error)
+	// GetLedgerSummary returns the bank's totals, all read in one snapshot: what the money
+	// invariants are checked against. Conservation across the system is
+	// sum(balance) = sum(initial) + sum(deposited) - sum(withdrawn) over every bank, once no
+	// transaction is prepared.
+	GetLedgerSummary(context.Context, *connect.Request[v1.GetLedgerSummaryRequest]) (*connect.Response[v1.GetLedgerSummaryResponse], error)
 }
 
 // NewBankServiceClient constructs a client for the paygate.bank.v1.BankService service. By default,
@@ -174,6 +210,38 @@ func NewBankServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(bankServiceMethods.ByName("RedeemEnrollmentCode")),
 			connect.WithClientOptions(opts...),
 		),
+		openAccount: connect.NewClient[v1.OpenAccountRequest, v1.OpenAccountResponse](
+			httpClient,
+			baseURL+BankServiceOpenAccountProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("OpenAccount")),
+			connect.WithClientOptions(opts...),
+		),
+		closeAccount: connect.NewClient[v1.CloseAccountRequest, v1.CloseAccountResponse](
+			httpClient,
+			baseURL+BankServiceCloseAccountProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("CloseAccount")),
+			connect.WithClientOptions(opts...),
+		),
+		postEntry: connect.NewClient[v1.PostEntryRequest, v1.PostEntryResponse](
+			httpClient,
+			baseURL+BankServicePostEntryProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("PostEntry")),
+			connect.WithClientOptions(opts...),
+		),
+		listEntries: connect.NewClient[v1.ListEntriesRequest, v1.ListEntriesResponse](
+			httpClient,
+			baseURL+BankServiceListEntriesProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("ListEntries")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getLedgerSummary: connect.NewClient[v1.GetLedgerSummaryRequest, v1.GetLedgerSummaryResponse](
+			httpClient,
+			baseURL+BankServiceGetLedgerSummaryProcedure,
+			connect.WithSchema(bankServiceMethods.ByName("GetLedgerSummary")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -188,6 +256,11 @@ type bankServiceClient struct {
 	listAccounts         *connect.Client[v1.ListAccountsRequest, v1.ListAccountsResponse]
 	getTransaction       *connect.Client[v1.GetTransactionRequest, v1.GetTransactionResponse]
 	redeemEnrollmentCode *connect.Client[v1.RedeemEnrollmentCodeRequest, v1.RedeemEnrollmentCodeResponse]
+	openAccount          *connect.Client[v1.OpenAccountRequest, v1.OpenAccountResponse]
+	closeAccount         *connect.Client[v1.CloseAccountRequest, v1.CloseAccountResponse]
+	postEntry            *connect.Client[v1.PostEntryRequest, v1.PostEntryResponse]
+	listEntries          *connect.Client[v1.ListEntriesRequest, v1.ListEntriesResponse]
+	getLedgerSummary     *connect.Client[v1.GetLedgerSummaryRequest, v1.GetLedgerSummaryResponse]
 }
 
 // PrepareTransaction calls paygate.bank.v1.BankService.PrepareTransaction.
@@ -235,6 +308,31 @@ func (c *bankServiceClient) RedeemEnrollmentCode(ctx context.Context, req *conne
 	return c.redeemEnrollmentCode.CallUnary(ctx, req)
 }
 
+// OpenAccount calls paygate.bank.v1.BankService.OpenAccount.
+func (c *bankServiceClient) OpenAccount(ctx context.Context, req *connect.Request[v1.OpenAccountRequest]) (*connect.Response[v1.OpenAccountResponse], error) {
+	return c.openAccount.CallUnary(ctx, req)
+}
+
+// CloseAccount calls paygate.bank.v1.BankService.CloseAccount.
+func (c *bankServiceClient) CloseAccount(ctx context.Context, req *connect.Request[v1.CloseAccountRequest]) (*connect.Response[v1.CloseAccountResponse], error) {
+	return c.closeAccount.CallUnary(ctx, req)
+}
+
+// PostEntry calls paygate.bank.v1.BankService.PostEntry.
+func (c *bankServiceClient) PostEntry(ctx context.Context, req *connect.Request[v1.PostEntryRequest]) (*connect.Response[v1.PostEntryResponse], error) {
+	return c.postEntry.CallUnary(ctx, req)
+}
+
+// ListEntries calls paygate.bank.v1.BankService.ListEntries.
+func (c *bankServiceClient) ListEntries(ctx context.Context, req *connect.Request[v1.ListEntriesRequest]) (*connect.Response[v1.ListEntriesResponse], error) {
+	return c.listEntries.CallUnary(ctx, req)
+}
+
+// GetLedgerSummary calls paygate.bank.v1.BankService.GetLedgerSummary.
+func (c *bankServiceClient) GetLedgerSummary(ctx context.Context, req *connect.Request[v1.GetLedgerSummaryRequest]) (*connect.Response[v1.GetLedgerSummaryResponse], error) {
+	return c.getLedgerSummary.CallUnary(ctx, req)
+}
+
 // BankServiceHandler is an implementation of the paygate.bank.v1.BankService service.
 type BankServiceHandler interface {
 	// PrepareTransaction is phase one. The bank checks each leg and, if all can be applied, durably
@@ -275,6 +373,30 @@ type BankServiceHandler interface {
 	// PERMISSION_DENIED with reason "enrollment_refused", whatever its cause, so that the answer does
 	// not tell an unknown account from a wrong code.
 	RedeemEnrollmentCode(context.Context, *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error)
+	// OpenAccount opens an account with a zero balance and picks its id ("<bank>-<number>", the
+	// next number after the highest in use). The same request_id again returns the same account
+	// with replayed = true and opens nothing.
+	OpenAccount(context.Context, *connect.Request[v1.OpenAccountRequest]) (*connect.Response[v1.OpenAccountResponse], error)
+	// CloseAccount closes an account whose balance, holds and pending credits are all zero;
+	// otherwise it is refused with FAILED_PRECONDITION (reason "account_not_empty"). Closing a
+	// closed account answers as the first time. A closed account votes NO on every prepare.
+	CloseAccount(context.Context, *connect.Request[v1.CloseAccountRequest]) (*connect.Response[v1.CloseAccountResponse], error)
+	// PostEntry journals a deposit (money entering the system) or a withdrawal (money leaving
+	// it) and applies it to the account's balance, in one write. The same entry_id again returns
+	// the stored entry with replayed = true and changes nothing; the same entry_id with other
+	// parameters is refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
+	// the account's available balance is refused with FAILED_PRECONDITION (reason
+	// "insufficient_funds"), a deposit that would overflow the balance with FAILED_PRECONDITION
+	// (reason "balance_overflow"), an entry on a closed account with FAILED_PRECONDITION (reason
+	// "account_closed"); nothing is journaled then.
+	PostEntry(context.Context, *connect.Request[v1.PostEntryRequest]) (*connect.Response[v1.PostEntryResponse], error)
+	// ListEntries pages through the journal of deposits and withdrawals, newest first.
+	ListEntries(context.Context, *connect.Request[v1.ListEntriesRequest]) (*connect.Response[v1.ListEntriesResponse], error)
+	// GetLedgerSummary returns the bank's totals, all read in one snapshot: what the money
+	// invariants are checked against. Conservation across the system is
+	// sum(balance) = sum(initial) + sum(deposited) - sum(withdrawn) over every bank, once no
+	// transaction is prepared.
+	GetLedgerSummary(context.Context, *connect.Request[v1.GetLedgerSummaryRequest]) (*connect.Response[v1.GetLedgerSummaryResponse], error)
 }
 
 // NewBankServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -342,6 +464,38 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(bankServiceMethods.ByName("RedeemEnrollmentCode")),
 		connect.WithHandlerOptions(opts...),
 	)
+	bankServiceOpenAccountHandler := connect.NewUnaryHandler(
+		BankServiceOpenAccountProcedure,
+		svc.OpenAccount,
+		connect.WithSchema(bankServiceMethods.ByName("OpenAccount")),
+		connect.WithHandlerOptions(opts...),
+	)
+	bankServiceCloseAccountHandler := connect.NewUnaryHandler(
+		BankServiceCloseAccountProcedure,
+		svc.CloseAccount,
+		connect.WithSchema(bankServiceMethods.ByName("CloseAccount")),
+		connect.WithHandlerOptions(opts...),
+	)
+	bankServicePostEntryHandler := connect.NewUnaryHandler(
+		BankServicePostEntryProcedure,
+		svc.PostEntry,
+		connect.WithSchema(bankServiceMethods.ByName("PostEntry")),
+		connect.WithHandlerOptions(opts...),
+	)
+	bankServiceListEntriesHandler := connect.NewUnaryHandler(
+		BankServiceListEntriesProcedure,
+		svc.ListEntries,
+		connect.WithSchema(bankServiceMethods.ByName("ListEntries")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	bankServiceGetLedgerSummaryHandler := connect.NewUnaryHandler(
+		BankServiceGetLedgerSummaryProcedure,
+		svc.GetLedgerSummary,
+		connect.WithSchema(bankServiceMethods.ByName("GetLedgerSummary")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paygate.bank.v1.BankService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BankServicePrepareTransactionProcedure:
@@ -362,6 +516,16 @@ func NewBankServiceHandler(svc BankServiceHandler, opts ...connect.HandlerOption
 			bankServiceGetTransactionHandler.ServeHTTP(w, r)
 		case BankServiceRedeemEnrollmentCodeProcedure:
 			bankServiceRedeemEnrollmentCodeHandler.ServeHTTP(w, r)
+		case BankServiceOpenAccountProcedure:
+			bankServiceOpenAccountHandler.ServeHTTP(w, r)
+		case BankServiceCloseAccountProcedure:
+			bankServiceCloseAccountHandler.ServeHTTP(w, r)
+		case BankServicePostEntryProcedure:
+			bankServicePostEntryHandler.ServeHTTP(w, r)
+		case BankServiceListEntriesProcedure:
+			bankServiceListEntriesHandler.ServeHTTP(w, r)
+		case BankServiceGetLedgerSummaryProcedure:
+			bankServiceGetLedgerSummaryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -405,4 +569,24 @@ func (UnimplementedBankServiceHandler) GetTransaction(context.Context, *connect.
 
 func (UnimplementedBankServiceHandler) RedeemEnrollmentCode(context.Context, *connect.Request[v1.RedeemEnrollmentCodeRequest]) (*connect.Response[v1.RedeemEnrollmentCodeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.RedeemEnrollmentCode is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) OpenAccount(context.Context, *connect.Request[v1.OpenAccountRequest]) (*connect.Response[v1.OpenAccountResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.OpenAccount is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) CloseAccount(context.Context, *connect.Request[v1.CloseAccountRequest]) (*connect.Response[v1.CloseAccountResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.CloseAccount is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) PostEntry(context.Context, *connect.Request[v1.PostEntryRequest]) (*connect.Response[v1.PostEntryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.PostEntry is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) ListEntries(context.Context, *connect.Request[v1.ListEntriesRequest]) (*connect.Response[v1.ListEntriesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.ListEntries is not implemented"))
+}
+
+func (UnimplementedBankServiceHandler) GetLedgerSummary(context.Context, *connect.Request[v1.GetLedgerSummaryRequest]) (*connect.Response[v1.GetLedgerSummaryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.bank.v1.BankService.GetLedgerSummary is not implemented"))
 }

@@ -51,6 +51,9 @@ const (
 	AuthServiceLogoutProcedure = "/paygate.gateway.v1.AuthService/Logout"
 	// AuthServiceRegisterProcedure is the fully-qualified name of the AuthService's Register RPC.
 	AuthServiceRegisterProcedure = "/paygate.gateway.v1.AuthService/Register"
+	// AuthServiceChangePasswordProcedure is the fully-qualified name of the AuthService's
+	// ChangePassword RPC.
+	AuthServiceChangePasswordProcedure = "/paygate.gateway.v1.AuthService/ChangePassword"
 	// PaymentServiceExecutePaymentProcedure is the fully-qualified name of the PaymentService's
 	// ExecutePayment RPC.
 	PaymentServiceExecutePaymentProcedure = "/paygate.gateway.v1.PaymentService/ExecutePayment"
@@ -84,6 +87,9 @@ type AuthServiceClient interface {
 	// PERMISSION_DENIED and reason "enrollment_refused", whatever the cause, and nothing is created.
 	// Refusals are throttled per address and per account.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
+	// ChangePassword replaces the caller's password and revokes its other sessions. A user whose
+	// password was set by an admin (an initial password) must call it before anything else.
+	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 }
 
 // NewAuthServiceClient constructs a client for the paygate.gateway.v1.AuthService service. By
@@ -115,14 +121,21 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(authServiceMethods.ByName("Register")),
 			connect.WithClientOptions(opts...),
 		),
+		changePassword: connect.NewClient[v1.ChangePasswordRequest, v1.ChangePasswordResponse](
+			httpClient,
+			baseURL+AuthServiceChangePasswordProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ChangePassword")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // authServiceClient implements AuthServiceClient.
 type authServiceClient struct {
-	login    *connect.Client[v1.LoginRequest, v1.LoginResponse]
-	logout   *connect.Client[v1.LogoutRequest, v1.LogoutResponse]
-	register *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
+	login          *connect.Client[v1.LoginRequest, v1.LoginResponse]
+	logout         *connect.Client[v1.LogoutRequest, v1.LogoutResponse]
+	register       *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
+	changePassword *connect.Client[v1.ChangePasswordRequest, v1.ChangePasswordResponse]
 }
 
 // Login calls paygate.gateway.v1.AuthService.Login.
@@ -140,6 +153,11 @@ func (c *authServiceClient) Register(ctx context.Context, req *connect.Request[v
 	return c.register.CallUnary(ctx, req)
 }
 
+// ChangePassword calls paygate.gateway.v1.AuthService.ChangePassword.
+func (c *authServiceClient) ChangePassword(ctx context.Context, req *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error) {
+	return c.changePassword.CallUnary(ctx, req)
+}
+
 // AuthServiceHandler is an implementation of the paygate.gateway.v1.AuthService service.
 type AuthServiceHandler interface {
 	// Login checks a username and password and returns a token that expires. Failures are generic
@@ -153,6 +171,9 @@ type AuthServiceHandler interface {
 	// PERMISSION_DENIED and reason "enrollment_refused", whatever the cause, and nothing is created.
 	// Refusals are throttled per address and per account.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
+	// ChangePassword replaces the caller's password and revokes its other sessions. A user whose
+	// password was set by an admin (an initial password) must call it before anything else.
+	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 }
 
 // NewAuthServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -180,6 +201,12 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(authServiceMethods.ByName("Register")),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceChangePasswordHandler := connect.NewUnaryHandler(
+		AuthServiceChangePasswordProcedure,
+		svc.ChangePassword,
+		connect.WithSchema(authServiceMethods.ByName("ChangePassword")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paygate.gateway.v1.AuthService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuthServiceLoginProcedure:
@@ -188,6 +215,8 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceLogoutHandler.ServeHTTP(w, r)
 		case AuthServiceRegisterProcedure:
 			authServiceRegisterHandler.ServeHTTP(w, r)
+		case AuthServiceChangePasswordProcedure:
+			authServiceChangePasswordHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -207,6 +236,10 @@ func (UnimplementedAuthServiceHandler) Logout(context.Context, *connect.Request[
 
 func (UnimplementedAuthServiceHandler) Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.AuthService.Register is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.AuthService.ChangePassword is not implemented"))
 }
 
 // PaymentServiceClient is a client for the paygate.gateway.v1.PaymentService service.

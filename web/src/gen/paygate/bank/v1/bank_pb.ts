@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paygate/bank/v1/bank.proto.
  */
 export const file_paygate_bank_v1_bank: GenFile = /*@__PURE__*/
-  fileDesc("ChpwYXlnYXRlL2JhbmsvdjEvYmFuay5wcm90bxIPcGF5Z2F0ZS5iYW5rLnYxIqABCgNMZWcSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEjwKCWRpcmVjdGlvbhgCIAEoDjIdLnBheWdhdGUuYmFuay52MS5MZWdEaXJlY3Rpb25CCrpIB4IBBBABIAASFwoGYW1vdW50GAMgASgDQge6SAQiAiAAEiMKCGN1cnJlbmN5GAQgASgJQhG6SA5yDDIKXltBLVpdezN9JCLFAQoZUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEi4KBGxlZ3MYAiADKAsyFC5wYXlnYXRlLmJhbmsudjEuTGVnQgq6SAeSAQQIARACEjQKCGRlYWRsaW5lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEh8KDmRlY2lzaW9uX3Byb29mGAQgASgMQge6SAR6AhhAIn8KGlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEiMKBHZvdGUYASABKA4yFS5wYXlnYXRlLmJhbmsudjEuVm90ZRIrCgZyZWFzb24YAiABKA4yGy5wYXlnYXRlLmJhbmsudjEuVm90ZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIj0KGENvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIk0KGUNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USMAoFc3RhdGUYASABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZSI8ChdBYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIkwKGEFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlIoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMiQgoXRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QSJwoLYWNjb3VudF9pZHMYASADKAlCErpID5IBDAgBEGQiBnIEEAEYQCJNChhGZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2USMQoIYmFsYW5jZXMYASADKAsyHy5wYXlnYXRlLmJhbmsudjEuQWNjb3VudEJhbGFuY2UiMgoRR2V0QWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIoEBCgdBY2NvdW50EhIKCmFjY291bnRfaWQYASABKAkSDgoGaG9sZGVyGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEg4KBmNsb3NlZBgEIAEoCBIwCgdiYWxhbmNlGAUgASgLMh8ucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnRCYWxhbmNlIj8KEkdldEFjY291bnRSZXNwb25zZRIpCgdhY2NvdW50GAEgASgLMhgucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnQicgobUmVkZWVtRW5yb2xsbWVudENvZGVSZXF1ZXN0Eh0KCmFjY291bnRfaWQYASABKAlCCbpIBnIEEAEYQBIXCgRjb2RlGAIgASgJQgm6SAZyBBABGEASGwoIdXNlcm5hbWUYAyABKAlCCbpIBnIEEAEYQCJJChxSZWRlZW1FbnJvbGxtZW50Q29kZVJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudCJSChNMaXN0QWNjb3VudHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAASJbChRMaXN0QWNjb3VudHNSZXNwb25zZRIqCghhY2NvdW50cxgBIAMoCzIYLnBheWdhdGUuYmFuay52MS5BY2NvdW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChVHZXRUcmFuc2FjdGlvblJlcXVlc3QSIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQCLWAQoLVHJhbnNhY3Rpb24SFgoOdHJhbnNhY3Rpb25faWQYASABKAkSMAoFc3RhdGUYAiABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZRIiCgRsZWdzGAMgAygLMhQucGF5Z2F0ZS5iYW5rLnYxLkxlZxIsCghkZWFkbGluZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoGcmVhc29uGAUgASgOMhsucGF5Z2F0ZS5iYW5rLnYxLlZvdGVSZWFzb24iSwoWR2V0VHJhbnNhY3Rpb25SZXNwb25zZRIxCgt0cmFuc2FjdGlvbhgBIAEoCzIcLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvbiI6CglJdGVtRXJyb3ISDAoEY29kZRgBIAEoCRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJ+ChJCYXRjaFByZXBhcmVSZXN1bHQSPQoIcmVzcG9uc2UYASABKAsyKy5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVzcG9uc2USKQoFZXJyb3IYAiABKAsyGi5wYXlnYXRlLmJhbmsudjEuSXRlbUVycm9yImYKCkNvbXBsZXRpb24SIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBI1CgdvdXRjb21lGAIgASgOMhgucGF5Z2F0ZS5iYW5rLnYxLk91dGNvbWVCCrpIB4IBBBABIAAicgoTQmF0Y2hDb21wbGV0ZVJlc3VsdBIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlEikKBWVycm9yGAIgASgLMhoucGF5Z2F0ZS5iYW5rLnYxLkl0ZW1FcnJvciKQAgoMQmF0Y2hSZXF1ZXN0EjsKC2NvbXBsZXRpb25zGAEgAygLMhsucGF5Z2F0ZS5iYW5rLnYxLkNvbXBsZXRpb25CCbpIBpIBAxDoBxJHCghwcmVwYXJlcxgCIAMoCzIqLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXF1ZXN0Qgm6SAaSAQMQ6Ac6erpIdxp1Cg9iYXRjaC5ub3RfZW1wdHkSMGEgYmF0Y2ggbmVlZHMgYXQgbGVhc3Qgb25lIGNvbXBsZXRpb24gb3IgcHJlcGFyZRowc2l6ZSh0aGlzLmNvbXBsZXRpb25zKSArIHNpemUodGhpcy5wcmVwYXJlcykgPiAwIoEBCg1CYXRjaFJlc3BvbnNlEjkKC2NvbXBsZXRpb25zGAEgAygLMiQucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoQ29tcGxldGVSZXN1bHQSNQoIcHJlcGFyZXMYAiADKAsyIy5wYXlnYXRlLmJhbmsudjEuQmF0Y2hQcmVwYXJlUmVzdWx0KmAKDExlZ0RpcmVjdGlvbhIdChlMRUdfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASFwoTTEVHX0RJUkVDVElPTl9ERUJJVBABEhgKFExFR19ESVJFQ1RJT05fQ1JFRElUEAIqNwoEVm90ZRIUChBWT1RFX1VOU1BFQ0lGSUVEEAASDAoIVk9URV9ZRVMQARILCgdWT1RFX05PEAIqsQIKClZvdGVSZWFzb24SGwoXVk9URV9SRUFTT05fVU5TUEVDSUZJRUQQABIiCh5WT1RFX1JFQVNPTl9JTlNVRkZJQ0lFTlRfRlVORFMQARIfChtWT1RFX1JFQVNPTl9VTktOT1dOX0FDQ09VTlQQAhIhCh1WT1RFX1JFQVNPTl9DVVJSRU5DWV9NSVNNQVRDSBADEh4KGlZPVEVfUkVBU09OX0FDQ09VTlRfQ0xPU0VEEAQSIQodVk9URV9SRUFTT05fREVBRExJTkVfRVhDRUVERUQQBRIfChtWT1RFX1JFQVNPTl9BTFJFQURZX0FCT1JURUQQBhIYChRWT1RFX1JFQVNPTl9DT05GTElDVBAHEiAKHFZPVEVfUkVBU09OX0JBTEFOQ0VfT1ZFUkZMT1cQCCqVAQoQVHJhbnNhY3Rpb25TdGF0ZRIhCh1UUkFOU0FDVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh4KGlRSQU5TQUNUSU9OX1NUQVRFX1BSRVBBUkVEEAESHwobVFJBTlNBQ1RJT05fU1RBVEVfQ09NTUlUVEVEEAISHQoZVFJBTlNBQ1RJT05fU1RBVEVfQUJPUlRFRBADKkkKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhIKDk9VVENPTUVfQ09NTUlUEAESEQoNT1VUQ09NRV9BQk9SVBACMqIHCgtCYW5rU2VydmljZRJtChJQcmVwYXJlVHJhbnNhY3Rpb24SKi5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBorLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXNwb25zZRJqChFDb21taXRUcmFuc2FjdGlvbhIpLnBheWdhdGUuYmFuay52MS5Db21taXRUcmFuc2FjdGlvblJlcXVlc3QaKi5wYXlnYXRlLmJhbmsudjEuQ29tbWl0VHJhbnNhY3Rpb25SZXNwb25zZRJnChBBYm9ydFRyYW5zYWN0aW9uEigucGF5Z2F0ZS5iYW5rLnYxLkFib3J0VHJhbnNhY3Rpb25SZXF1ZXN0GikucGF5Z2F0ZS5iYW5rLnYxLkFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRJGCgVCYXRjaBIdLnBheWdhdGUuYmFuay52MS5CYXRjaFJlcXVlc3QaHi5wYXlnYXRlLmJhbmsudjEuQmF0Y2hSZXNwb25zZRJsChBGZXRjaEJhbmtCYWxhbmNlEigucGF5Z2F0ZS5iYW5rLnYxLkZldGNoQmFua0JhbGFuY2VSZXF1ZXN0GikucGF5Z2F0ZS5iYW5rLnYxLkZldGNoQmFua0JhbGFuY2VSZXNwb25zZSIDkAIBEloKCkdldEFjY291bnQSIi5wYXlnYXRlLmJhbmsudjEuR2V0QWNjb3VudFJlcXVlc3QaIy5wYXlnYXRlLmJhbmsudjEuR2V0QWNjb3VudFJlc3BvbnNlIgOQAgESYAoMTGlzdEFjY291bnRzEiQucGF5Z2F0ZS5iYW5rLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaJS5wYXlnYXRlLmJhbmsudjEuTGlzdEFjY291bnRzUmVzcG9uc2UiA5ACARJmCg5HZXRUcmFuc2FjdGlvbhImLnBheWdhdGUuYmFuay52MS5HZXRUcmFuc2FjdGlvblJlcXVlc3QaJy5wYXlnYXRlLmJhbmsudjEuR2V0VHJhbnNhY3Rpb25SZXNwb25zZSIDkAIBEnMKFFJlZGVlbUVucm9sbG1lbnRDb2RlEiwucGF5Z2F0ZS5iYW5rLnYxLlJlZGVlbUVucm9sbG1lbnRDb2RlUmVxdWVzdBotLnBheWdhdGUuYmFuay52MS5SZWRlZW1FbnJvbGxtZW50Q29kZVJlc3BvbnNlQrUBChNjb20ucGF5Z2F0ZS5iYW5rLnYxQglCYW5rUHJvdG9QAVo1Z2l0aHViLmNvbS9wYXlnYXRlL3BheWdhdGUvZ2VuL3BheWdhdGUvYmFuay92MTtiYW5rdjGiAgNQQliqAg9QYXlnYXRlLkJhbmsuVjHKAg9QYXlnYXRlXEJhbmtcVjHiAhtQYXlnYXRlXEJhbmtcVjFcR1BCTWV0YWRhdGHqAhFQYXlnYXRlOjpCYW5rOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChpwYXlnYXRlL2JhbmsvdjEvYmFuay5wcm90bxIPcGF5Z2F0ZS5iYW5rLnYxIqABCgNMZWcSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEjwKCWRpcmVjdGlvbhgCIAEoDjIdLnBheWdhdGUuYmFuay52MS5MZWdEaXJlY3Rpb25CCrpIB4IBBBABIAASFwoGYW1vdW50GAMgASgDQge6SAQiAiAAEiMKCGN1cnJlbmN5GAQgASgJQhG6SA5yDDIKXltBLVpdezN9JCLFAQoZUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEi4KBGxlZ3MYAiADKAsyFC5wYXlnYXRlLmJhbmsudjEuTGVnQgq6SAeSAQQIARACEjQKCGRlYWRsaW5lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEh8KDmRlY2lzaW9uX3Byb29mGAQgASgMQge6SAR6AhhAIn8KGlByZXBhcmVUcmFuc2FjdGlvblJlc3BvbnNlEiMKBHZvdGUYASABKA4yFS5wYXlnYXRlLmJhbmsudjEuVm90ZRIrCgZyZWFzb24YAiABKA4yGy5wYXlnYXRlLmJhbmsudjEuVm90ZVJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIj0KGENvbW1pdFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIk0KGUNvbW1pdFRyYW5zYWN0aW9uUmVzcG9uc2USMAoFc3RhdGUYASABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZSI8ChdBYm9ydFRyYW5zYWN0aW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAIkwKGEFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlIoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMiQgoXRmV0Y2hCYW5rQmFsYW5jZVJlcXVlc3QSJwoLYWNjb3VudF9pZHMYASADKAlCErpID5IBDAgBEGQiBnIEEAEYQCJNChhGZXRjaEJhbmtCYWxhbmNlUmVzcG9uc2USMQoIYmFsYW5jZXMYASADKAsyHy5wYXlnYXRlLmJhbmsudjEuQWNjb3VudEJhbGFuY2UiMgoRR2V0QWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIoEBCgdBY2NvdW50EhIKCmFjY291bnRfaWQYASABKAkSDgoGaG9sZGVyGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEg4KBmNsb3NlZBgEIAEoCBIwCgdiYWxhbmNlGAUgASgLMh8ucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnRCYWxhbmNlIj8KEkdldEFjY291bnRSZXNwb25zZRIpCgdhY2NvdW50GAEgASgLMhgucGF5Z2F0ZS5iYW5rLnYxLkFjY291bnQicgobUmVkZWVtRW5yb2xsbWVudENvZGVSZXF1ZXN0Eh0KCmFjY291bnRfaWQYASABKAlCCbpIBnIEEAEYQBIXCgRjb2RlGAIgASgJQgm6SAZyBBABGEASGwoIdXNlcm5hbWUYAyABKAlCCbpIBnIEEAEYQCJJChxSZWRlZW1FbnJvbGxtZW50Q29kZVJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudCJSChNMaXN0QWNjb3VudHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAASJbChRMaXN0QWNjb3VudHNSZXNwb25zZRIqCghhY2NvdW50cxgBIAMoCzIYLnBheWdhdGUuYmFuay52MS5BY2NvdW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChVHZXRUcmFuc2FjdGlvblJlcXVlc3QSIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQCLWAQoLVHJhbnNhY3Rpb24SFgoOdHJhbnNhY3Rpb25faWQYASABKAkSMAoFc3RhdGUYAiABKA4yIS5wYXlnYXRlLmJhbmsudjEuVHJhbnNhY3Rpb25TdGF0ZRIiCgRsZWdzGAMgAygLMhQucGF5Z2F0ZS5iYW5rLnYxLkxlZxIsCghkZWFkbGluZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoGcmVhc29uGAUgASgOMhsucGF5Z2F0ZS5iYW5rLnYxLlZvdGVSZWFzb24iSwoWR2V0VHJhbnNhY3Rpb25SZXNwb25zZRIxCgt0cmFuc2FjdGlvbhgBIAEoCzIcLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvbiI6CglJdGVtRXJyb3ISDAoEY29kZRgBIAEoCRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJ+ChJCYXRjaFByZXBhcmVSZXN1bHQSPQoIcmVzcG9uc2UYASABKAsyKy5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVzcG9uc2USKQoFZXJyb3IYAiABKAsyGi5wYXlnYXRlLmJhbmsudjEuSXRlbUVycm9yImYKCkNvbXBsZXRpb24SIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBI1CgdvdXRjb21lGAIgASgOMhgucGF5Z2F0ZS5iYW5rLnYxLk91dGNvbWVCCrpIB4IBBBABIAAicgoTQmF0Y2hDb21wbGV0ZVJlc3VsdBIwCgVzdGF0ZRgBIAEoDjIhLnBheWdhdGUuYmFuay52MS5UcmFuc2FjdGlvblN0YXRlEikKBWVycm9yGAIgASgLMhoucGF5Z2F0ZS5iYW5rLnYxLkl0ZW1FcnJvciKQAgoMQmF0Y2hSZXF1ZXN0EjsKC2NvbXBsZXRpb25zGAEgAygLMhsucGF5Z2F0ZS5iYW5rLnYxLkNvbXBsZXRpb25CCbpIBpIBAxDoBxJHCghwcmVwYXJlcxgCIAMoCzIqLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXF1ZXN0Qgm6SAaSAQMQ6Ac6erpIdxp1Cg9iYXRjaC5ub3RfZW1wdHkSMGEgYmF0Y2ggbmVlZHMgYXQgbGVhc3Qgb25lIGNvbXBsZXRpb24gb3IgcHJlcGFyZRowc2l6ZSh0aGlzLmNvbXBsZXRpb25zKSArIHNpemUodGhpcy5wcmVwYXJlcykgPiAwIoEBCg1CYXRjaFJlc3BvbnNlEjkKC2NvbXBsZXRpb25zGAEgAygLMiQucGF5Z2F0ZS5iYW5rLnYxLkJhdGNoQ29tcGxldGVSZXN1bHQSNQoIcHJlcGFyZXMYAiADKAsyIy5wYXlnYXRlLmJhbmsudjEuQmF0Y2hQcmVwYXJlUmVzdWx0InMKEk9wZW5BY2NvdW50UmVxdWVzdBIdCgpyZXF1ZXN0X2lkGAEgASgJQgm6SAZyBBABGEASGQoGaG9sZGVyGAIgASgJQgm6SAZyBBABGEASIwoIY3VycmVuY3kYAyABKAlCEbpIDnIMMgpeW0EtWl17M30kIlIKE09wZW5BY2NvdW50UmVzcG9uc2USKQoHYWNjb3VudBgBIAEoCzIYLnBheWdhdGUuYmFuay52MS5BY2NvdW50EhAKCHJlcGxheWVkGAIgASgIIjQKE0Nsb3NlQWNjb3VudFJlcXVlc3QSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAIkEKFENsb3NlQWNjb3VudFJlc3BvbnNlEikKB2FjY291bnQYASABKAsyGC5wYXlnYXRlLmJhbmsudjEuQWNjb3VudCLgAQoFRW50cnkSEAoIZW50cnlfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBheWdhdGUuYmFuay52MS5FbnRyeUtpbmQSEgoKYWNjb3VudF9pZBgDIAEoCRIOCgZhbW91bnQYBCABKAMSEAoIY3VycmVuY3kYBSABKAkSDQoFYWN0b3IYBiABKAkSDgoGcmVhc29uGAcgASgJEhUKDWJhbGFuY2VfYWZ0ZXIYCCABKAMSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoECChBQb3N0RW50cnlSZXF1ZXN0EhsKCGVudHJ5X2lkGAEgASgJQgm6SAZyBBABGEASNAoEa2luZBgCIAEoDjIaLnBheWdhdGUuYmFuay52MS5FbnRyeUtpbmRCCrpIB4IBBBABIAASHQoKYWNjb3VudF9pZBgDIAEoCUIJukgGcgQQARhAEiAKBmFtb3VudBgEIAEoA0IQukgNIgsYgICapuqv4wEgABIjCghjdXJyZW5jeRgFIAEoCUIRukgOcgwyCl5bQS1aXXszfSQSGAoFYWN0b3IYBiABKAlCCbpIBnIEEAEYQBIaCgZyZWFzb24YByABKAlCCrpIB3IFEAEYyAEiTAoRUG9zdEVudHJ5UmVzcG9uc2USJQoFZW50cnkYASABKAsyFi5wYXlnYXRlLmJhbmsudjEuRW50cnkSEAoIcmVwbGF5ZWQYAiABKAgibgoSTGlzdEVudHJpZXNSZXF1ZXN0EhsKCmFjY291bnRfaWQYASABKAlCB7pIBHICGEASHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIABIlcKE0xpc3RFbnRyaWVzUmVzcG9uc2USJwoHZW50cmllcxgBIAMoCzIWLnBheWdhdGUuYmFuay52MS5FbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiGQoXR2V0TGVkZ2VyU3VtbWFyeVJlcXVlc3QiuQEKGEdldExlZGdlclN1bW1hcnlSZXNwb25zZRIQCghhY2NvdW50cxgBIAEoBRIPCgdiYWxhbmNlGAIgASgDEgwKBGhlbGQYAyABKAMSFgoOcGVuZGluZ19jcmVkaXQYBCABKAMSDwoHaW5pdGlhbBgFIAEoAxIRCglkZXBvc2l0ZWQYBiABKAMSEQoJd2l0aGRyYXduGAcgASgDEh0KFXByZXBhcmVkX3RyYW5zYWN0aW9ucxgIIAEoBSpgCgxMZWdEaXJlY3Rpb24SHQoZTEVHX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEhcKE0xFR19ESVJFQ1RJT05fREVCSVQQARIYChRMRUdfRElSRUNUSU9OX0NSRURJVBACKjcKBFZvdGUSFAoQVk9URV9VTlNQRUNJRklFRBAAEgwKCFZPVEVfWUVTEAESCwoHVk9URV9OTxACKrECCgpWb3RlUmVhc29uEhsKF1ZPVEVfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeVk9URV9SRUFTT05fSU5TVUZGSUNJRU5UX0ZVTkRTEAESHwobVk9URV9SRUFTT05fVU5LTk9XTl9BQ0NPVU5UEAISIQodVk9URV9SRUFTT05fQ1VSUkVOQ1lfTUlTTUFUQ0gQAxIeChpWT1RFX1JFQVNPTl9BQ0NPVU5UX0NMT1NFRBAEEiEKHVZPVEVfUkVBU09OX0RFQURMSU5FX0VYQ0VFREVEEAUSHwobVk9URV9SRUFTT05fQUxSRUFEWV9BQk9SVEVEEAYSGAoUVk9URV9SRUFTT05fQ09ORkxJQ1QQBxIgChxWT1RFX1JFQVNPTl9CQUxBTkNFX09WRVJGTE9XEAgqlQEKEFRyYW5zYWN0aW9uU3RhdGUSIQodVFJBTlNBQ1RJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIeChpUUkFOU0FDVElPTl9TVEFURV9QUkVQQVJFRBABEh8KG1RSQU5TQUNUSU9OX1NUQVRFX0NPTU1JVFRFRBACEh0KGVRSQU5TQUNUSU9OX1NUQVRFX0FCT1JURUQQAypJCgdPdXRjb21lEhcKE09VVENPTUVfVU5TUEVDSUZJRUQQABISCg5PVVRDT01FX0NPTU1JVBABEhEKDU9VVENPTUVfQUJPUlQQAipaCglFbnRyeUtpbmQSGgoWRU5UUllfS0lORF9VTlNQRUNJRklFRBAAEhYKEkVOVFJZX0tJTkRfREVQT1NJVBABEhkKFUVOVFJZX0tJTkRfV0lUSERSQVdBTBACMvoKCgtCYW5rU2VydmljZRJtChJQcmVwYXJlVHJhbnNhY3Rpb24SKi5wYXlnYXRlLmJhbmsudjEuUHJlcGFyZVRyYW5zYWN0aW9uUmVxdWVzdBorLnBheWdhdGUuYmFuay52MS5QcmVwYXJlVHJhbnNhY3Rpb25SZXNwb25zZRJqChFDb21taXRUcmFuc2FjdGlvbhIpLnBheWdhdGUuYmFuay52MS5Db21taXRUcmFuc2FjdGlvblJlcXVlc3QaKi5wYXlnYXRlLmJhbmsudjEuQ29tbWl0VHJhbnNhY3Rpb25SZXNwb25zZRJnChBBYm9ydFRyYW5zYWN0aW9uEigucGF5Z2F0ZS5iYW5rLnYxLkFib3J0VHJhbnNhY3Rpb25SZXF1ZXN0GikucGF5Z2F0ZS5iYW5rLnYxLkFib3J0VHJhbnNhY3Rpb25SZXNwb25zZRJGCgVCYXRjaBIdLnBheWdhdGUuYmFuay52MS5CYXRjaFJlcXVlc3QaHi5wYXlnYXRlLmJhbmsudjEuQmF0Y2hSZXNwb25zZRJsChBGZXRjaEJhbmtCYWxhbmNlEigucGF5Z2F0ZS5iYW5rLnYxLkZldGNoQmFua0JhbGFuY2VSZXF1ZXN0GikucGF5Z2F0ZS5iYW5rLnYxLkZldGNoQmFua0JhbGFuY2VSZXNwb25zZSIDkAIBEloKCkdldEFjY291bnQSIi5wYXlnYXRlLmJhbmsudjEuR2V0QWNjb3VudFJlcXVlc3QaIy5wYXlnYXRlLmJhbmsudjEuR2V0QWNjb3VudFJlc3BvbnNlIgOQAgESYAoMTGlzdEFjY291bnRzEiQucGF5Z2F0ZS5iYW5rLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaJS5wYXlnYXRlLmJhbmsudjEuTGlzdEFjY291bnRzUmVzcG9uc2UiA5ACARJmCg5HZXRUcmFuc2FjdGlvbhImLnBheWdhdGUuYmFuay52MS5HZXRUcmFuc2FjdGlvblJlcXVlc3QaJy5wYXlnYXRlLmJhbmsudjEuR2V0VHJhbnNhY3Rpb25SZXNwb25zZSIDkAIBEnMKFFJlZGVlbUVucm9sbG1lbnRDb2RlEiwucGF5Z2F0ZS5iYW5rLnYxLlJlZGVlbUVucm9sbG1lbnRDb2RlUmVxdWVzdBotLnBheWdhdGUuYmFuay52MS5SZWRlZW1FbnJvbGxtZW50Q29kZVJlc3BvbnNlElgKC09wZW5BY2NvdW50EiMucGF5Z2F0ZS5iYW5rLnYxLk9wZW5BY2NvdW50UmVxdWVzdBokLnBheWdhdGUuYmFuay52MS5PcGVuQWNjb3VudFJlc3BvbnNlElsKDENsb3NlQWNjb3VudBIkLnBheWdhdGUuYmFuay52MS5DbG9zZUFjY291bnRSZXF1ZXN0GiUucGF5Z2F0ZS5iYW5rLnYxLkNsb3NlQWNjb3VudFJlc3BvbnNlElIKCVBvc3RFbnRyeRIhLnBheWdhdGUuYmFuay52MS5Qb3N0RW50cnlSZXF1ZXN0GiIucGF5Z2F0ZS5iYW5rLnYxLlBvc3RFbnRyeVJlc3BvbnNlEl0KC0xpc3RFbnRyaWVzEiMucGF5Z2F0ZS5iYW5rLnYxLkxpc3RFbnRyaWVzUmVxdWVzdBokLnBheWdhdGUuYmFuay52MS5MaXN0RW50cmllc1Jlc3BvbnNlIgOQAgESbAoQR2V0TGVkZ2VyU3VtbWFyeRIoLnBheWdhdGUuYmFuay52MS5HZXRMZWRnZXJTdW1tYXJ5UmVxdWVzdBopLnBheWdhdGUuYmFuay52MS5HZXRMZWRnZXJTdW1tYXJ5UmVzcG9uc2UiA5ACAUK1AQoTY29tLnBheWdhdGUuYmFuay52MUIJQmFua1Byb3RvUAFaNWdpdGh1Yi5jb20vcGF5Z2F0ZS9wYXlnYXRlL2dlbi9wYXlnYXRlL2JhbmsvdjE7YmFua3YxogIDUEJYqgIPUGF5Z2F0ZS5CYW5rLlYxygIPUGF5Z2F0ZVxCYW5rXFYx4gIbUGF5Z2F0ZVxCYW5rXFYxXEdQQk1ldGFkYXRh6gIRUGF5Z2F0ZTo6QmFuazo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Leg is one account's part in a transaction.
@@ -685,6 +685,349 @@ export const BatchResponseSchema: GenMessage<BatchResponse> = /*@__PURE__*/
   messageDesc(file_paygate_bank_v1_bank, 25);
 
 /**
+ * @generated from message paygate.bank.v1.OpenAccountRequest
+ */
+export type OpenAccountRequest = Message<"paygate.bank.v1.OpenAccountRequest"> & {
+  /**
+   * A UUID or ULID chosen by the caller once per intended account.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string holder = 2;
+   */
+  holder: string;
+
+  /**
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.OpenAccountRequest.
+ * Use `create(OpenAccountRequestSchema)` to create a new message.
+ */
+export const OpenAccountRequestSchema: GenMessage<OpenAccountRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 26);
+
+/**
+ * @generated from message paygate.bank.v1.OpenAccountResponse
+ */
+export type OpenAccountResponse = Message<"paygate.bank.v1.OpenAccountResponse"> & {
+  /**
+   * @generated from field: paygate.bank.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+
+  /**
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message paygate.bank.v1.OpenAccountResponse.
+ * Use `create(OpenAccountResponseSchema)` to create a new message.
+ */
+export const OpenAccountResponseSchema: GenMessage<OpenAccountResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 27);
+
+/**
+ * @generated from message paygate.bank.v1.CloseAccountRequest
+ */
+export type CloseAccountRequest = Message<"paygate.bank.v1.CloseAccountRequest"> & {
+  /**
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.CloseAccountRequest.
+ * Use `create(CloseAccountRequestSchema)` to create a new message.
+ */
+export const CloseAccountRequestSchema: GenMessage<CloseAccountRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 28);
+
+/**
+ * @generated from message paygate.bank.v1.CloseAccountResponse
+ */
+export type CloseAccountResponse = Message<"paygate.bank.v1.CloseAccountResponse"> & {
+  /**
+   * @generated from field: paygate.bank.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+};
+
+/**
+ * Describes the message paygate.bank.v1.CloseAccountResponse.
+ * Use `create(CloseAccountResponseSchema)` to create a new message.
+ */
+export const CloseAccountResponseSchema: GenMessage<CloseAccountResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 29);
+
+/**
+ * Entry is one journaled deposit or withdrawal.
+ *
+ * @generated from message paygate.bank.v1.Entry
+ */
+export type Entry = Message<"paygate.bank.v1.Entry"> & {
+  /**
+   * @generated from field: string entry_id = 1;
+   */
+  entryId: string;
+
+  /**
+   * @generated from field: paygate.bank.v1.EntryKind kind = 2;
+   */
+  kind: EntryKind;
+
+  /**
+   * @generated from field: string account_id = 3;
+   */
+  accountId: string;
+
+  /**
+   * @generated from field: int64 amount = 4;
+   */
+  amount: bigint;
+
+  /**
+   * @generated from field: string currency = 5;
+   */
+  currency: string;
+
+  /**
+   * Who made it (the admin's username at the gateway).
+   *
+   * @generated from field: string actor = 6;
+   */
+  actor: string;
+
+  /**
+   * @generated from field: string reason = 7;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: int64 balance_after = 8;
+   */
+  balanceAfter: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 9;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message paygate.bank.v1.Entry.
+ * Use `create(EntrySchema)` to create a new message.
+ */
+export const EntrySchema: GenMessage<Entry> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 30);
+
+/**
+ * @generated from message paygate.bank.v1.PostEntryRequest
+ */
+export type PostEntryRequest = Message<"paygate.bank.v1.PostEntryRequest"> & {
+  /**
+   * A UUID or ULID chosen by the caller once per intended entry.
+   *
+   * @generated from field: string entry_id = 1;
+   */
+  entryId: string;
+
+  /**
+   * @generated from field: paygate.bank.v1.EntryKind kind = 2;
+   */
+  kind: EntryKind;
+
+  /**
+   * @generated from field: string account_id = 3;
+   */
+  accountId: string;
+
+  /**
+   * @generated from field: int64 amount = 4;
+   */
+  amount: bigint;
+
+  /**
+   * @generated from field: string currency = 5;
+   */
+  currency: string;
+
+  /**
+   * @generated from field: string actor = 6;
+   */
+  actor: string;
+
+  /**
+   * @generated from field: string reason = 7;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.PostEntryRequest.
+ * Use `create(PostEntryRequestSchema)` to create a new message.
+ */
+export const PostEntryRequestSchema: GenMessage<PostEntryRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 31);
+
+/**
+ * @generated from message paygate.bank.v1.PostEntryResponse
+ */
+export type PostEntryResponse = Message<"paygate.bank.v1.PostEntryResponse"> & {
+  /**
+   * @generated from field: paygate.bank.v1.Entry entry = 1;
+   */
+  entry?: Entry | undefined;
+
+  /**
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message paygate.bank.v1.PostEntryResponse.
+ * Use `create(PostEntryResponseSchema)` to create a new message.
+ */
+export const PostEntryResponseSchema: GenMessage<PostEntryResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 32);
+
+/**
+ * @generated from message paygate.bank.v1.ListEntriesRequest
+ */
+export type ListEntriesRequest = Message<"paygate.bank.v1.ListEntriesRequest"> & {
+  /**
+   * Only this account's entries (optional).
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * 0 means 100; at most 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.ListEntriesRequest.
+ * Use `create(ListEntriesRequestSchema)` to create a new message.
+ */
+export const ListEntriesRequestSchema: GenMessage<ListEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 33);
+
+/**
+ * @generated from message paygate.bank.v1.ListEntriesResponse
+ */
+export type ListEntriesResponse = Message<"paygate.bank.v1.ListEntriesResponse"> & {
+  /**
+   * @generated from field: repeated paygate.bank.v1.Entry entries = 1;
+   */
+  entries: Entry[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message paygate.bank.v1.ListEntriesResponse.
+ * Use `create(ListEntriesResponseSchema)` to create a new message.
+ */
+export const ListEntriesResponseSchema: GenMessage<ListEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 34);
+
+/**
+ * @generated from message paygate.bank.v1.GetLedgerSummaryRequest
+ */
+export type GetLedgerSummaryRequest = Message<"paygate.bank.v1.GetLedgerSummaryRequest"> & {
+};
+
+/**
+ * Describes the message paygate.bank.v1.GetLedgerSummaryRequest.
+ * Use `create(GetLedgerSummaryRequestSchema)` to create a new message.
+ */
+export const GetLedgerSummaryRequestSchema: GenMessage<GetLedgerSummaryRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 35);
+
+/**
+ * @generated from message paygate.bank.v1.GetLedgerSummaryResponse
+ */
+export type GetLedgerSummaryResponse = Message<"paygate.bank.v1.GetLedgerSummaryResponse"> & {
+  /**
+   * @generated from field: int32 accounts = 1;
+   */
+  accounts: number;
+
+  /**
+   * Sums over every account, in minor units (all currencies together).
+   *
+   * @generated from field: int64 balance = 2;
+   */
+  balance: bigint;
+
+  /**
+   * @generated from field: int64 held = 3;
+   */
+  held: bigint;
+
+  /**
+   * @generated from field: int64 pending_credit = 4;
+   */
+  pendingCredit: bigint;
+
+  /**
+   * What the accounts held when the bank imported them at its first start.
+   *
+   * @generated from field: int64 initial = 5;
+   */
+  initial: bigint;
+
+  /**
+   * Sums of the journal's deposits and withdrawals.
+   *
+   * @generated from field: int64 deposited = 6;
+   */
+  deposited: bigint;
+
+  /**
+   * @generated from field: int64 withdrawn = 7;
+   */
+  withdrawn: bigint;
+
+  /**
+   * Transactions prepared and not yet committed or aborted.
+   *
+   * @generated from field: int32 prepared_transactions = 8;
+   */
+  preparedTransactions: number;
+};
+
+/**
+ * Describes the message paygate.bank.v1.GetLedgerSummaryResponse.
+ * Use `create(GetLedgerSummaryResponseSchema)` to create a new message.
+ */
+export const GetLedgerSummaryResponseSchema: GenMessage<GetLedgerSummaryResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_bank_v1_bank, 36);
+
+/**
  * LegDirection says whether a leg takes money from its account or brings money to it.
  *
  * @generated from enum paygate.bank.v1.LegDirection
@@ -886,6 +1229,34 @@ export const OutcomeSchema: GenEnum<Outcome> = /*@__PURE__*/
   enumDesc(file_paygate_bank_v1_bank, 4);
 
 /**
+ * EntryKind says which way an entry moves money across the system's edge.
+ *
+ * @generated from enum paygate.bank.v1.EntryKind
+ */
+export enum EntryKind {
+  /**
+   * @generated from enum value: ENTRY_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: ENTRY_KIND_DEPOSIT = 1;
+   */
+  DEPOSIT = 1,
+
+  /**
+   * @generated from enum value: ENTRY_KIND_WITHDRAWAL = 2;
+   */
+  WITHDRAWAL = 2,
+}
+
+/**
+ * Describes the enum paygate.bank.v1.EntryKind.
+ */
+export const EntryKindSchema: GenEnum<EntryKind> = /*@__PURE__*/
+  enumDesc(file_paygate_bank_v1_bank, 5);
+
+/**
  * BankService is what one bank offers the payment gateway.
  *
  * A transaction is identified by its transaction_id (the gateway uses the payment_id). Every
@@ -1004,6 +1375,70 @@ export const BankService: GenService<{
     methodKind: "unary";
     input: typeof RedeemEnrollmentCodeRequestSchema;
     output: typeof RedeemEnrollmentCodeResponseSchema;
+  },
+  /**
+   * OpenAccount opens an account with a zero balance and picks its id ("<bank>-<number>", the
+   * next number after the highest in use). The same request_id again returns the same account
+   * with replayed = true and opens nothing.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.OpenAccount
+   */
+  openAccount: {
+    methodKind: "unary";
+    input: typeof OpenAccountRequestSchema;
+    output: typeof OpenAccountResponseSchema;
+  },
+  /**
+   * CloseAccount closes an account whose balance, holds and pending credits are all zero;
+   * otherwise it is refused with FAILED_PRECONDITION (reason "account_not_empty"). Closing a
+   * closed account answers as the first time. A closed account votes NO on every prepare.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.CloseAccount
+   */
+  closeAccount: {
+    methodKind: "unary";
+    input: typeof CloseAccountRequestSchema;
+    output: typeof CloseAccountResponseSchema;
+  },
+  /**
+   * PostEntry journals a deposit (money entering the system) or a withdrawal (money leaving
+   * it) and applies it to the account's balance, in one write. The same entry_id again returns
+   * the stored entry with replayed = true and changes nothing; the same entry_id with other
+   * parameters is refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
+   * the account's available balance is refused with FAILED_PRECONDITION (reason
+   * "insufficient_funds"), a deposit that would overflow the balance with FAILED_PRECONDITION
+   * (reason "balance_overflow"), an entry on a closed account with FAILED_PRECONDITION (reason
+   * "account_closed"); nothing is journaled then.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.PostEntry
+   */
+  postEntry: {
+    methodKind: "unary";
+    input: typeof PostEntryRequestSchema;
+    output: typeof PostEntryResponseSchema;
+  },
+  /**
+   * ListEntries pages through the journal of deposits and withdrawals, newest first.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.ListEntries
+   */
+  listEntries: {
+    methodKind: "unary";
+    input: typeof ListEntriesRequestSchema;
+    output: typeof ListEntriesResponseSchema;
+  },
+  /**
+   * GetLedgerSummary returns the bank's totals, all read in one snapshot: what the money
+   * invariants are checked against. Conservation across the system is
+   * sum(balance) = sum(initial) + sum(deposited) - sum(withdrawn) over every bank, once no
+   * transaction is prepared.
+   *
+   * @generated from rpc paygate.bank.v1.BankService.GetLedgerSummary
+   */
+  getLedgerSummary: {
+    methodKind: "unary";
+    input: typeof GetLedgerSummaryRequestSchema;
+    output: typeof GetLedgerSummaryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paygate_bank_v1_bank, 0);

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paygate/gateway/v1/gateway.proto.
  */
 export const file_paygate_gateway_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("CiBwYXlnYXRlL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIScGF5Z2F0ZS5nYXRld2F5LnYxIkkKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACImEKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAMgASgJIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiwAEKD1JlZ2lzdGVyUmVxdWVzdBI3Cgh1c2VybmFtZRgBIAEoCUIlukgiciAyHl5bYS16QS1aXVthLXpBLVowLTkuXy1dezIsMzF9JBIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUQChiAAhJDCghhY2NvdW50cxgEIAMoCzIlLnBheWdhdGUuZ2F0ZXdheS52MS5BY2NvdW50RW5yb2xsbWVudEIKukgHkgEECAEQFEoECAMQBFILYWNjb3VudF9pZHMiVgoRQWNjb3VudEVucm9sbG1lbnQSHQoKYWNjb3VudF9pZBgBIAEoCUIJukgGcgQQARhAEiIKD2Vucm9sbG1lbnRfY29kZRgCIAEoCUIJukgGcgQQARhAIjkKEFJlZ2lzdGVyUmVzcG9uc2USEAoIdXNlcm5hbWUYASABKAkSEwoLYWNjb3VudF9pZHMYAiADKAki+QIKB1BheW1lbnQSEgoKcGF5bWVudF9pZBgBIAEoCRIUCgxmcm9tX2FjY291bnQYAiABKAkSEgoKdG9fYWNjb3VudBgDIAEoCRIOCgZhbW91bnQYBCABKAMSEAoIY3VycmVuY3kYBSABKAkSMQoGc3RhdHVzGAYgASgOMiEucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnRTdGF0dXMSOQoOZmFpbHVyZV9yZWFzb24YByABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuRmFpbHVyZVJlYXNvbhIXCg9mYWlsdXJlX21lc3NhZ2UYCCABKAkSEwoLZGVzY3JpcHRpb24YCSABKAkSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2RlY2lkZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh1c2VybmFtZRgMIAEoCSLLAwoVRXhlY3V0ZVBheW1lbnRSZXF1ZXN0Eo4BCgpwYXltZW50X2lkGAEgASgJQnq6SHdydTJzXihbMC05YS1mQS1GXXs4fS1bMC05YS1mQS1GXXs0fS1bMC05YS1mQS1GXXs0fS1bMC05YS1mQS1GXXs0fS1bMC05YS1mQS1GXXsxMn18WzAtOUEtSEpLTU5QLVRWLVphLWhqa21ucC10di16XXsyNn0pJBIfCgxmcm9tX2FjY291bnQYAiABKAlCCbpIBnIEEAEYQBIdCgp0b19hY2NvdW50GAMgASgJQgm6SAZyBBABGEASIAoGYW1vdW50GAQgASgDQhC6SA0iCxiAgJqm6q/jASAAEiMKCGN1cnJlbmN5GAUgASgJQhG6SA5yDDIKXltBLVpdezN9JBIdCgtkZXNjcmlwdGlvbhgGIAEoCUIIukgFcgMYyAE6e7pIeBp2CiRmcm9tX2FjY291bnRfZGlmZmVyc19mcm9tX3RvX2FjY291bnQSKHRvX2FjY291bnQgbXVzdCBkaWZmZXIgZnJvbSBmcm9tX2FjY291bnQaJHRoaXMuZnJvbV9hY2NvdW50ICE9IHRoaXMudG9fYWNjb3VudCJYChZFeGVjdXRlUGF5bWVudFJlc3BvbnNlEiwKB3BheW1lbnQYASABKAsyGy5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudBIQCghyZXBsYXllZBgCIAEoCCIyChFHZXRQYXltZW50UmVxdWVzdBIdCgpwYXltZW50X2lkGAEgASgJQgm6SAZyBBABGEAiQgoSR2V0UGF5bWVudFJlc3BvbnNlEiwKB3BheW1lbnQYASABKAsyGy5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudCKOAQoTTGlzdFBheW1lbnRzUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAAhI7CgZzdGF0dXMYAyABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudFN0YXR1c0IIukgFggECEAEiXgoUTGlzdFBheW1lbnRzUmVzcG9uc2USLQoIcGF5bWVudHMYASADKAsyGy5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiFgoUV2F0Y2hQYXltZW50c1JlcXVlc3QiRQoVV2F0Y2hQYXltZW50c1Jlc3BvbnNlEiwKB3BheW1lbnQYASABKAsyGy5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudCIVChNGZXRjaEJhbGFuY2VSZXF1ZXN0IoABCg5BY2NvdW50QmFsYW5jZRISCgphY2NvdW50X2lkGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEg8KB2JhbGFuY2UYAyABKAMSDAoEaGVsZBgEIAEoAxIRCglhdmFpbGFibGUYBSABKAMSFgoOcGVuZGluZ19jcmVkaXQYBiABKAMikQEKDEJhbmtCYWxhbmNlcxIMCgRiYW5rGAEgASgJEi4KBnN0YXR1cxgCIAEoDjIeLnBheWdhdGUuZ2F0ZXdheS52MS5CYW5rU3RhdHVzEg0KBWVycm9yGAMgASgJEjQKCGFjY291bnRzGAQgAygLMiIucGF5Z2F0ZS5nYXRld2F5LnYxLkFjY291bnRCYWxhbmNlIlYKDUN1cnJlbmN5VG90YWwSEAoIY3VycmVuY3kYASABKAkSDwoHYmFsYW5jZRgCIAEoAxIRCglhdmFpbGFibGUYAyABKAMSDwoHcGFydGlhbBgEIAEoCCJ6ChRGZXRjaEJhbGFuY2VSZXNwb25zZRIvCgViYW5rcxgBIAMoCzIgLnBheWdhdGUuZ2F0ZXdheS52MS5CYW5rQmFsYW5jZXMSMQoGdG90YWxzGAIgAygLMiEucGF5Z2F0ZS5nYXRld2F5LnYxLkN1cnJlbmN5VG90YWwiTwoSR2V0RGVjaXNpb25SZXF1ZXN0EiEKDnRyYW5zYWN0aW9uX2lkGAEgASgJQgm6SAZyBBABGEASFgoFcHJvb2YYAiABKAxCB7pIBHoCGEAiVwoTR2V0RGVjaXNpb25SZXNwb25zZRIuCghkZWNpc2lvbhgBIAEoDjIcLnBheWdhdGUuZ2F0ZXdheS52MS5EZWNpc2lvbhIQCghwcmVzdW1lZBgCIAEoCCqHAQoNUGF5bWVudFN0YXR1cxIeChpQQVlNRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGVBBWU1FTlRfU1RBVFVTX1BST0NFU1NJTkcQARIcChhQQVlNRU5UX1NUQVRVU19TVUNDRUVERUQQAhIZChVQQVlNRU5UX1NUQVRVU19GQUlMRUQQAyrGAgoNRmFpbHVyZVJlYXNvbhIeChpGQUlMVVJFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiUKIUZBSUxVUkVfUkVBU09OX0lOU1VGRklDSUVOVF9GVU5EUxABEiIKHkZBSUxVUkVfUkVBU09OX1VOS05PV05fQUNDT1VOVBACEiQKIEZBSUxVUkVfUkVBU09OX0NVUlJFTkNZX01JU01BVENIEAMSIQodRkFJTFVSRV9SRUFTT05fQUNDT1VOVF9DTE9TRUQQBBIaChZGQUlMVVJFX1JFQVNPTl9USU1FT1VUEAUSIwofRkFJTFVSRV9SRUFTT05fQkFOS19VTkFWQUlMQUJMRRAGEiMKH0ZBSUxVUkVfUkVBU09OX0JBTEFOQ0VfT1ZFUkZMT1cQBxIbChdGQUlMVVJFX1JFQVNPTl9ERUNMSU5FRBAIKmEKCkJhbmtTdGF0dXMSGwoXQkFOS19TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVCQU5LX1NUQVRVU19BVkFJTEFCTEUQARIbChdCQU5LX1NUQVRVU19VTkFWQUlMQUJMRRACKk0KCERlY2lzaW9uEhgKFERFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASEwoPREVDSVNJT05fQ09NTUlUEAESEgoOREVDSVNJT05fQUJPUlQQAjKDAgoLQXV0aFNlcnZpY2USTAoFTG9naW4SIC5wYXlnYXRlLmdhdGV3YXkudjEuTG9naW5SZXF1ZXN0GiEucGF5Z2F0ZS5nYXRld2F5LnYxLkxvZ2luUmVzcG9uc2USTwoGTG9nb3V0EiEucGF5Z2F0ZS5nYXRld2F5LnYxLkxvZ291dFJlcXVlc3QaIi5wYXlnYXRlLmdhdGV3YXkudjEuTG9nb3V0UmVzcG9uc2USVQoIUmVnaXN0ZXISIy5wYXlnYXRlLmdhdGV3YXkudjEuUmVnaXN0ZXJSZXF1ZXN0GiQucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZ2lzdGVyUmVzcG9uc2UyqwMKDlBheW1lbnRTZXJ2aWNlEmcKDkV4ZWN1dGVQYXltZW50EikucGF5Z2F0ZS5nYXRld2F5LnYxLkV4ZWN1dGVQYXltZW50UmVxdWVzdBoqLnBheWdhdGUuZ2F0ZXdheS52MS5FeGVjdXRlUGF5bWVudFJlc3BvbnNlEmAKCkdldFBheW1lbnQSJS5wYXlnYXRlLmdhdGV3YXkudjEuR2V0UGF5bWVudFJlcXVlc3QaJi5wYXlnYXRlLmdhdGV3YXkudjEuR2V0UGF5bWVudFJlc3BvbnNlIgOQAgESZgoMTGlzdFBheW1lbnRzEicucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RQYXltZW50c1JlcXVlc3QaKC5wYXlnYXRlLmdhdGV3YXkudjEuTGlzdFBheW1lbnRzUmVzcG9uc2UiA5ACARJmCg1XYXRjaFBheW1lbnRzEigucGF5Z2F0ZS5nYXRld2F5LnYxLldhdGNoUGF5bWVudHNSZXF1ZXN0GikucGF5Z2F0ZS5nYXRld2F5LnYxLldhdGNoUGF5bWVudHNSZXNwb25zZTABMngKDkJhbGFuY2VTZXJ2aWNlEmYKDEZldGNoQmFsYW5jZRInLnBheWdhdGUuZ2F0ZXdheS52MS5GZXRjaEJhbGFuY2VSZXF1ZXN0GigucGF5Z2F0ZS5nYXRld2F5LnYxLkZldGNoQmFsYW5jZVJlc3BvbnNlIgOQAgEydAoSQ29vcmRpbmF0b3JTZXJ2aWNlEl4KC0dldERlY2lzaW9uEiYucGF5Z2F0ZS5nYXRld2F5LnYxLkdldERlY2lzaW9uUmVxdWVzdBonLnBheWdhdGUuZ2F0ZXdheS52MS5HZXREZWNpc2lvblJlc3BvbnNlQs0BChZjb20ucGF5Z2F0ZS5nYXRld2F5LnYxQgxHYXRld2F5UHJvdG9QAVo7Z2l0aHViLmNvbS9wYXlnYXRlL3BheWdhdGUvZ2VuL3BheWdhdGUvZ2F0ZXdheS92MTtnYXRld2F5djGiAgNQR1iqAhJQYXlnYXRlLkdhdGV3YXkuVjHKAhJQYXlnYXRlXEdhdGV3YXlcVjHiAh5QYXlnYXRlXEdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAhRQYXlnYXRlOjpHYXRld2F5OjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiBwYXlnYXRlL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIScGF5Z2F0ZS5nYXRld2F5LnYxInIKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACEicKCXRvdHBfY29kZRgDIAEoCUIUukgRcg8yDV4oWzAtOV17Nn0pPyQiqAEKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAMgASgJEgwKBHJvbGUYBCABKAkSFQoNc2Vjb25kX2ZhY3RvchgFIAEoCBIgChhwYXNzd29yZF9jaGFuZ2VfcmVxdWlyZWQYBiABKAgiXwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiQKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCCrpIB3IFEAEYgAISIAoMbmV3X3Bhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSLAAQoPUmVnaXN0ZXJSZXF1ZXN0EjcKCHVzZXJuYW1lGAEgASgJQiW6SCJyIDIeXlthLXpBLVpdW2EtekEtWjAtOS5fLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACEkMKCGFjY291bnRzGAQgAygLMiUucGF5Z2F0ZS5nYXRld2F5LnYxLkFjY291bnRFbnJvbGxtZW50Qgq6SAeSAQQIARAUSgQIAxAEUgthY2NvdW50X2lkcyJWChFBY2NvdW50RW5yb2xsbWVudBIdCgphY2NvdW50X2lkGAEgASgJQgm6SAZyBBABGEASIgoPZW5yb2xsbWVudF9jb2RlGAIgASgJQgm6SAZyBBABGEAiOQoQUmVnaXN0ZXJSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRITCgthY2NvdW50X2lkcxgCIAMoCSL5AgoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhQKDGZyb21fYWNjb3VudBgCIAEoCRISCgp0b19hY2NvdW50GAMgASgJEg4KBmFtb3VudBgEIAEoAxIQCghjdXJyZW5jeRgFIAEoCRIxCgZzdGF0dXMYBiABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudFN0YXR1cxI5Cg5mYWlsdXJlX3JlYXNvbhgHIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5GYWlsdXJlUmVhc29uEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVjaWRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAwgASgJIssDChVFeGVjdXRlUGF5bWVudFJlcXVlc3QSjgEKCnBheW1lbnRfaWQYASABKAlCerpId3J1MnNeKFswLTlhLWZBLUZdezh9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezEyfXxbMC05QS1ISktNTlAtVFYtWmEtaGprbW5wLXR2LXpdezI2fSkkEh8KDGZyb21fYWNjb3VudBgCIAEoCUIJukgGcgQQARhAEh0KCnRvX2FjY291bnQYAyABKAlCCbpIBnIEEAEYQBIgCgZhbW91bnQYBCABKANCELpIDSILGICAmqbqr+MBIAASIwoIY3VycmVuY3kYBSABKAlCEbpIDnIMMgpeW0EtWl17M30kEh0KC2Rlc2NyaXB0aW9uGAYgASgJQgi6SAVyAxjIATp7ukh4GnYKJGZyb21fYWNjb3VudF9kaWZmZXJzX2Zyb21fdG9fYWNjb3VudBIodG9fYWNjb3VudCBtdXN0IGRpZmZlciBmcm9tIGZyb21fYWNjb3VudBokdGhpcy5mcm9tX2FjY291bnQgIT0gdGhpcy50b19hY2NvdW50IlgKFkV4ZWN1dGVQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhAKCHJlcGxheWVkGAIgASgIIjIKEUdldFBheW1lbnRSZXF1ZXN0Eh0KCnBheW1lbnRfaWQYASABKAlCCbpIBnIEEAEYQCJCChJHZXRQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50Io4BChNMaXN0UGF5bWVudHNSZXF1ZXN0EhwKCXBhZ2Vfc2l6ZRgBIAEoBUIJukgGGgQYZCgAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACEjsKBnN0YXR1cxgDIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50U3RhdHVzQgi6SAWCAQIQASJeChRMaXN0UGF5bWVudHNSZXNwb25zZRItCghwYXltZW50cxgBIAMoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIWChRXYXRjaFBheW1lbnRzUmVxdWVzdCJFChVXYXRjaFBheW1lbnRzUmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50IhUKE0ZldGNoQmFsYW5jZVJlcXVlc3QigAEKDkFjY291bnRCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEAoIY3VycmVuY3kYAiABKAkSDwoHYmFsYW5jZRgDIAEoAxIMCgRoZWxkGAQgASgDEhEKCWF2YWlsYWJsZRgFIAEoAxIWCg5wZW5kaW5nX2NyZWRpdBgGIAEoAyKRAQoMQmFua0JhbGFuY2VzEgwKBGJhbmsYASABKAkSLgoGc3RhdHVzGAIgASgOMh4ucGF5Z2F0ZS5nYXRld2F5LnYxLkJhbmtTdGF0dXMSDQoFZXJyb3IYAyABKAkSNAoIYWNjb3VudHMYBCADKAsyIi5wYXlnYXRlLmdhdGV3YXkudjEuQWNjb3VudEJhbGFuY2UiVgoNQ3VycmVuY3lUb3RhbBIQCghjdXJyZW5jeRgBIAEoCRIPCgdiYWxhbmNlGAIgASgDEhEKCWF2YWlsYWJsZRgDIAEoAxIPCgdwYXJ0aWFsGAQgASgIInoKFEZldGNoQmFsYW5jZVJlc3BvbnNlEi8KBWJhbmtzGAEgAygLMiAucGF5Z2F0ZS5nYXRld2F5LnYxLkJhbmtCYWxhbmNlcxIxCgZ0b3RhbHMYAiADKAsyIS5wYXlnYXRlLmdhdGV3YXkudjEuQ3VycmVuY3lUb3RhbCJPChJHZXREZWNpc2lvblJlcXVlc3QSIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBIWCgVwcm9vZhgCIAEoDEIHukgEegIYQCJXChNHZXREZWNpc2lvblJlc3BvbnNlEi4KCGRlY2lzaW9uGAEgASgOMhwucGF5Z2F0ZS5nYXRld2F5LnYxLkRlY2lzaW9uEhAKCHByZXN1bWVkGAIgASgIKocBCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZUEFZTUVOVF9TVEFUVVNfUFJPQ0VTU0lORxABEhwKGFBBWU1FTlRfU1RBVFVTX1NVQ0NFRURFRBACEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBADKsYCCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASJQohRkFJTFVSRV9SRUFTT05fSU5TVUZGSUNJRU5UX0ZVTkRTEAESIgoeRkFJTFVSRV9SRUFTT05fVU5LTk9XTl9BQ0NPVU5UEAISJAogRkFJTFVSRV9SRUFTT05fQ1VSUkVOQ1lfTUlTTUFUQ0gQAxIhCh1GQUlMVVJFX1JFQVNPTl9BQ0NPVU5UX0NMT1NFRBAEEhoKFkZBSUxVUkVfUkVBU09OX1RJTUVPVVQQBRIjCh9GQUlMVVJFX1JFQVNPTl9CQU5LX1VOQVZBSUxBQkxFEAYSIwofRkFJTFVSRV9SRUFTT05fQkFMQU5DRV9PVkVSRkxPVxAHEhsKF0ZBSUxVUkVfUkVBU09OX0RFQ0xJTkVEEAgqYQoKQmFua1N0YXR1cxIbChdCQU5LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUJBTktfU1RBVFVTX0FWQUlMQUJMRRABEhsKF0JBTktfU1RBVFVTX1VOQVZBSUxBQkxFEAIqTQoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABITCg9ERUNJU0lPTl9DT01NSVQQARISCg5ERUNJU0lPTl9BQk9SVBACMuwCCgtBdXRoU2VydmljZRJMCgVMb2dpbhIgLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dpblJlcXVlc3QaIS5wYXlnYXRlLmdhdGV3YXkudjEuTG9naW5SZXNwb25zZRJPCgZMb2dvdXQSIS5wYXlnYXRlLmdhdGV3YXkudjEuTG9nb3V0UmVxdWVzdBoiLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dvdXRSZXNwb25zZRJVCghSZWdpc3RlchIjLnBheWdhdGUuZ2F0ZXdheS52MS5SZWdpc3RlclJlcXVlc3QaJC5wYXlnYXRlLmdhdGV3YXkudjEuUmVnaXN0ZXJSZXNwb25zZRJnCg5DaGFuZ2VQYXNzd29yZBIpLnBheWdhdGUuZ2F0ZXdheS52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaKi5wYXlnYXRlLmdhdGV3YXkudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZTKrAwoOUGF5bWVudFNlcnZpY2USZwoORXhlY3V0ZVBheW1lbnQSKS5wYXlnYXRlLmdhdGV3YXkudjEuRXhlY3V0ZVBheW1lbnRSZXF1ZXN0GioucGF5Z2F0ZS5nYXRld2F5LnYxLkV4ZWN1dGVQYXltZW50UmVzcG9uc2USYAoKR2V0UGF5bWVudBIlLnBheWdhdGUuZ2F0ZXdheS52MS5HZXRQYXltZW50UmVxdWVzdBomLnBheWdhdGUuZ2F0ZXdheS52MS5HZXRQYXltZW50UmVzcG9uc2UiA5ACARJmCgxMaXN0UGF5bWVudHMSJy5wYXlnYXRlLmdhdGV3YXkudjEuTGlzdFBheW1lbnRzUmVxdWVzdBooLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0UGF5bWVudHNSZXNwb25zZSIDkAIBEmYKDVdhdGNoUGF5bWVudHMSKC5wYXlnYXRlLmdhdGV3YXkudjEuV2F0Y2hQYXltZW50c1JlcXVlc3QaKS5wYXlnYXRlLmdhdGV3YXkudjEuV2F0Y2hQYXltZW50c1Jlc3BvbnNlMAEyeAoOQmFsYW5jZVNlcnZpY2USZgoMRmV0Y2hCYWxhbmNlEicucGF5Z2F0ZS5nYXRld2F5LnYxLkZldGNoQmFsYW5jZVJlcXVlc3QaKC5wYXlnYXRlLmdhdGV3YXkudjEuRmV0Y2hCYWxhbmNlUmVzcG9uc2UiA5ACATJ0ChJDb29yZGluYXRvclNlcnZpY2USXgoLR2V0RGVjaXNpb24SJi5wYXlnYXRlLmdhdGV3YXkudjEuR2V0RGVjaXNpb25SZXF1ZXN0GicucGF5Z2F0ZS5nYXRld2F5LnYxLkdldERlY2lzaW9uUmVzcG9uc2VCzQEKFmNvbS5wYXlnYXRlLmdhdGV3YXkudjFCDEdhdGV3YXlQcm90b1ABWjtnaXRodWIuY29tL3BheWdhdGUvcGF5Z2F0ZS9nZW4vcGF5Z2F0ZS9nYXRld2F5L3YxO2dhdGV3YXl2MaICA1BHWKoCElBheWdhdGUuR2F0ZXdheS5WMcoCElBheWdhdGVcR2F0ZXdheVxWMeICHlBheWdhdGVcR2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCFFBheWdhdGU6OkdhdGV3YXk6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message paygate.gateway.v1.LoginRequest
@@ -35,6 +35,15 @@ export type LoginRequest = Message<"paygate.gateway.v1.LoginRequest"> & {
    * @generated from field: string password = 2;
    */
   password: string;
+
+  /**
+   * The current code of an admin's authenticator app (TOTP, 6 digits). Without it an admin
+   * signs in as a customer would: AdminService refuses the session. A wrong code fails the
+   * login as a wrong password does; a code is accepted once.
+   *
+   * @generated from field: string totp_code = 3;
+   */
+  totpCode: string;
 };
 
 /**
@@ -64,6 +73,28 @@ export type LoginResponse = Message<"paygate.gateway.v1.LoginResponse"> & {
    * @generated from field: string username = 3;
    */
   username: string;
+
+  /**
+   * "customer" or "admin".
+   *
+   * @generated from field: string role = 4;
+   */
+  role: string;
+
+  /**
+   * The session passed the second factor (an admin who sent a right totp_code).
+   *
+   * @generated from field: bool second_factor = 5;
+   */
+  secondFactor: boolean;
+
+  /**
+   * The password is an initial one: every call but ChangePassword and Logout is refused with
+   * FAILED_PRECONDITION (reason "password_change_required") until it is changed.
+   *
+   * @generated from field: bool password_change_required = 6;
+   */
+  passwordChangeRequired: boolean;
 };
 
 /**
@@ -72,6 +103,43 @@ export type LoginResponse = Message<"paygate.gateway.v1.LoginResponse"> & {
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
   messageDesc(file_paygate_gateway_v1_gateway, 1);
+
+/**
+ * @generated from message paygate.gateway.v1.ChangePasswordRequest
+ */
+export type ChangePasswordRequest = Message<"paygate.gateway.v1.ChangePasswordRequest"> & {
+  /**
+   * @generated from field: string current_password = 1;
+   */
+  currentPassword: string;
+
+  /**
+   * At least 10 characters, different from the current one.
+   *
+   * @generated from field: string new_password = 2;
+   */
+  newPassword: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ChangePasswordRequest.
+ * Use `create(ChangePasswordRequestSchema)` to create a new message.
+ */
+export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 2);
+
+/**
+ * @generated from message paygate.gateway.v1.ChangePasswordResponse
+ */
+export type ChangePasswordResponse = Message<"paygate.gateway.v1.ChangePasswordResponse"> & {
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ChangePasswordResponse.
+ * Use `create(ChangePasswordResponseSchema)` to create a new message.
+ */
+export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 3);
 
 /**
  * @generated from message paygate.gateway.v1.LogoutRequest
@@ -84,7 +152,7 @@ export type LogoutRequest = Message<"paygate.gateway.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 2);
+  messageDesc(file_paygate_gateway_v1_gateway, 4);
 
 /**
  * @generated from message paygate.gateway.v1.LogoutResponse
@@ -97,7 +165,7 @@ export type LogoutResponse = Message<"paygate.gateway.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 3);
+  messageDesc(file_paygate_gateway_v1_gateway, 5);
 
 /**
  * @generated from message paygate.gateway.v1.RegisterRequest
@@ -130,7 +198,7 @@ export type RegisterRequest = Message<"paygate.gateway.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 4);
+  messageDesc(file_paygate_gateway_v1_gateway, 6);
 
 /**
  * AccountEnrollment is an account to link and the proof that the registering person holds it.
@@ -157,7 +225,7 @@ export type AccountEnrollment = Message<"paygate.gateway.v1.AccountEnrollment"> 
  * Use `create(AccountEnrollmentSchema)` to create a new message.
  */
 export const AccountEnrollmentSchema: GenMessage<AccountEnrollment> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 5);
+  messageDesc(file_paygate_gateway_v1_gateway, 7);
 
 /**
  * @generated from message paygate.gateway.v1.RegisterResponse
@@ -179,7 +247,7 @@ export type RegisterResponse = Message<"paygate.gateway.v1.RegisterResponse"> & 
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 6);
+  messageDesc(file_paygate_gateway_v1_gateway, 8);
 
 /**
  * Payment is one payment and its outcome.
@@ -263,7 +331,7 @@ export type Payment = Message<"paygate.gateway.v1.Payment"> & {
  * Use `create(PaymentSchema)` to create a new message.
  */
 export const PaymentSchema: GenMessage<Payment> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 7);
+  messageDesc(file_paygate_gateway_v1_gateway, 9);
 
 /**
  * @generated from message paygate.gateway.v1.ExecutePaymentRequest
@@ -314,7 +382,7 @@ export type ExecutePaymentRequest = Message<"paygate.gateway.v1.ExecutePaymentRe
  * Use `create(ExecutePaymentRequestSchema)` to create a new message.
  */
 export const ExecutePaymentRequestSchema: GenMessage<ExecutePaymentRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 8);
+  messageDesc(file_paygate_gateway_v1_gateway, 10);
 
 /**
  * @generated from message paygate.gateway.v1.ExecutePaymentResponse
@@ -338,7 +406,7 @@ export type ExecutePaymentResponse = Message<"paygate.gateway.v1.ExecutePaymentR
  * Use `create(ExecutePaymentResponseSchema)` to create a new message.
  */
 export const ExecutePaymentResponseSchema: GenMessage<ExecutePaymentResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 9);
+  messageDesc(file_paygate_gateway_v1_gateway, 11);
 
 /**
  * @generated from message paygate.gateway.v1.GetPaymentRequest
@@ -355,7 +423,7 @@ export type GetPaymentRequest = Message<"paygate.gateway.v1.GetPaymentRequest"> 
  * Use `create(GetPaymentRequestSchema)` to create a new message.
  */
 export const GetPaymentRequestSchema: GenMessage<GetPaymentRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 10);
+  messageDesc(file_paygate_gateway_v1_gateway, 12);
 
 /**
  * @generated from message paygate.gateway.v1.GetPaymentResponse
@@ -372,7 +440,7 @@ export type GetPaymentResponse = Message<"paygate.gateway.v1.GetPaymentResponse"
  * Use `create(GetPaymentResponseSchema)` to create a new message.
  */
 export const GetPaymentResponseSchema: GenMessage<GetPaymentResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 11);
+  messageDesc(file_paygate_gateway_v1_gateway, 13);
 
 /**
  * @generated from message paygate.gateway.v1.ListPaymentsRequest
@@ -405,7 +473,7 @@ export type ListPaymentsRequest = Message<"paygate.gateway.v1.ListPaymentsReques
  * Use `create(ListPaymentsRequestSchema)` to create a new message.
  */
 export const ListPaymentsRequestSchema: GenMessage<ListPaymentsRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 12);
+  messageDesc(file_paygate_gateway_v1_gateway, 14);
 
 /**
  * @generated from message paygate.gateway.v1.ListPaymentsResponse
@@ -429,7 +497,7 @@ export type ListPaymentsResponse = Message<"paygate.gateway.v1.ListPaymentsRespo
  * Use `create(ListPaymentsResponseSchema)` to create a new message.
  */
 export const ListPaymentsResponseSchema: GenMessage<ListPaymentsResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 13);
+  messageDesc(file_paygate_gateway_v1_gateway, 15);
 
 /**
  * @generated from message paygate.gateway.v1.WatchPaymentsRequest
@@ -442,7 +510,7 @@ export type WatchPaymentsRequest = Message<"paygate.gateway.v1.WatchPaymentsRequ
  * Use `create(WatchPaymentsRequestSchema)` to create a new message.
  */
 export const WatchPaymentsRequestSchema: GenMessage<WatchPaymentsRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 14);
+  messageDesc(file_paygate_gateway_v1_gateway, 16);
 
 /**
  * @generated from message paygate.gateway.v1.WatchPaymentsResponse
@@ -461,7 +529,7 @@ export type WatchPaymentsResponse = Message<"paygate.gateway.v1.WatchPaymentsRes
  * Use `create(WatchPaymentsResponseSchema)` to create a new message.
  */
 export const WatchPaymentsResponseSchema: GenMessage<WatchPaymentsResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 15);
+  messageDesc(file_paygate_gateway_v1_gateway, 17);
 
 /**
  * @generated from message paygate.gateway.v1.FetchBalanceRequest
@@ -474,7 +542,7 @@ export type FetchBalanceRequest = Message<"paygate.gateway.v1.FetchBalanceReques
  * Use `create(FetchBalanceRequestSchema)` to create a new message.
  */
 export const FetchBalanceRequestSchema: GenMessage<FetchBalanceRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 16);
+  messageDesc(file_paygate_gateway_v1_gateway, 18);
 
 /**
  * AccountBalance is one account's money.
@@ -526,7 +594,7 @@ export type AccountBalance = Message<"paygate.gateway.v1.AccountBalance"> & {
  * Use `create(AccountBalanceSchema)` to create a new message.
  */
 export const AccountBalanceSchema: GenMessage<AccountBalance> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 17);
+  messageDesc(file_paygate_gateway_v1_gateway, 19);
 
 /**
  * BankBalances is the caller's accounts at one bank.
@@ -562,7 +630,7 @@ export type BankBalances = Message<"paygate.gateway.v1.BankBalances"> & {
  * Use `create(BankBalancesSchema)` to create a new message.
  */
 export const BankBalancesSchema: GenMessage<BankBalances> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 18);
+  messageDesc(file_paygate_gateway_v1_gateway, 20);
 
 /**
  * CurrencyTotal sums the caller's accounts in one currency over the banks that answered.
@@ -598,7 +666,7 @@ export type CurrencyTotal = Message<"paygate.gateway.v1.CurrencyTotal"> & {
  * Use `create(CurrencyTotalSchema)` to create a new message.
  */
 export const CurrencyTotalSchema: GenMessage<CurrencyTotal> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 19);
+  messageDesc(file_paygate_gateway_v1_gateway, 21);
 
 /**
  * @generated from message paygate.gateway.v1.FetchBalanceResponse
@@ -620,7 +688,7 @@ export type FetchBalanceResponse = Message<"paygate.gateway.v1.FetchBalanceRespo
  * Use `create(FetchBalanceResponseSchema)` to create a new message.
  */
 export const FetchBalanceResponseSchema: GenMessage<FetchBalanceResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 20);
+  messageDesc(file_paygate_gateway_v1_gateway, 22);
 
 /**
  * @generated from message paygate.gateway.v1.GetDecisionRequest
@@ -646,7 +714,7 @@ export type GetDecisionRequest = Message<"paygate.gateway.v1.GetDecisionRequest"
  * Use `create(GetDecisionRequestSchema)` to create a new message.
  */
 export const GetDecisionRequestSchema: GenMessage<GetDecisionRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 21);
+  messageDesc(file_paygate_gateway_v1_gateway, 23);
 
 /**
  * @generated from message paygate.gateway.v1.GetDecisionResponse
@@ -670,7 +738,7 @@ export type GetDecisionResponse = Message<"paygate.gateway.v1.GetDecisionRespons
  * Use `create(GetDecisionResponseSchema)` to create a new message.
  */
 export const GetDecisionResponseSchema: GenMessage<GetDecisionResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 22);
+  messageDesc(file_paygate_gateway_v1_gateway, 24);
 
 /**
  * PaymentStatus is where a payment stands, as the user sees it.
@@ -884,6 +952,17 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof RegisterRequestSchema;
     output: typeof RegisterResponseSchema;
+  },
+  /**
+   * ChangePassword replaces the caller's password and revokes its other sessions. A user whose
+   * password was set by an admin (an initial password) must call it before anything else.
+   *
+   * @generated from rpc paygate.gateway.v1.AuthService.ChangePassword
+   */
+  changePassword: {
+    methodKind: "unary";
+    input: typeof ChangePasswordRequestSchema;
+    output: typeof ChangePasswordResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paygate_gateway_v1_gateway, 0);
