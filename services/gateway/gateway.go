@@ -297,7 +297,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, MapError: mapError, TLS: serverTLS})
+	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, MapError: mapError, TLS: serverTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +323,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		if err != nil {
 			return nil, err
 		}
-		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, MapError: mapError, TLS: webTLS})
+		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, MapError: mapError, TLS: webTLS})
 		if err != nil {
 			return nil, err
 		}
@@ -369,6 +369,7 @@ func (g *Gateway) mount(srv *rpcserver.Server, withCoordinator bool) {
 	srv.Handle(gatewayv1connect.NewAuthServiceHandler(g, opts...))
 	srv.Handle(gatewayv1connect.NewPaymentServiceHandler(g, opts...))
 	srv.Handle(gatewayv1connect.NewBalanceServiceHandler(g, opts...))
+	srv.Handle(gatewayv1connect.NewAdminServiceHandler(&adminService{g: g}, opts...))
 	if withCoordinator {
 		srv.Handle(gatewayv1connect.NewCoordinatorServiceHandler(g, opts...))
 	}

@@ -22,7 +22,9 @@ import (
 type principal struct {
 	Username string
 	Role     string
-	token    string
+	// SecondFactor: the session's login passed the user's TOTP second factor.
+	SecondFactor bool
+	token        string
 }
 
 type principalKey struct{}
@@ -75,7 +77,7 @@ func (g *Gateway) authenticate(ctx context.Context, header string) (context.Cont
 		return ctx, principal{}, rpcerr.New(connect.CodeUnauthenticated, "token_certificate_mismatch",
 			"token was issued to a different client certificate: log in with this one")
 	}
-	p := principal{Username: sess.Username, Role: role, token: tok}
+	p := principal{Username: sess.Username, Role: role, SecondFactor: sess.SecondFactor, token: tok}
 	return context.WithValue(ctx, principalKey{}, p), p, nil
 }
 
