@@ -219,6 +219,7 @@ var Policy = rpcserver.Policy{
 	gatewayv1connect.AuthServiceLoginProcedure:              rpcserver.AccessClient,
 	gatewayv1connect.AuthServiceRegisterProcedure:           rpcserver.AccessClient,
 	gatewayv1connect.AuthServiceLogoutProcedure:             rpcserver.AccessUser,
+	gatewayv1connect.AuthServiceChangePasswordProcedure:     rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceExecutePaymentProcedure:  rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceGetPaymentProcedure:      rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceListPaymentsProcedure:    rpcserver.AccessUser,

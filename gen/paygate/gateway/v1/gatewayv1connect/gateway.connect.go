@@ -87,8 +87,10 @@ type AuthServiceClient interface {
 	// PERMISSION_DENIED and reason "enrollment_refused", whatever the cause, and nothing is created.
 	// Refusals are throttled per address and per account.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
-	// ChangePassword replaces the caller's password and revokes its other sessions. A user whose
-	// password was set by an admin (an initial password) must call it before anything else.
+	// ChangePassword replaces the caller's password and revokes every session of the user, this
+	// one included: log in again with the new password. A user whose password was set by an admin
+	// (an initial password) must call it before anything else. A wrong current_password is
+	// refused with UNAUTHENTICATED (reason "invalid_credentials") and throttled as logins are.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 }
 
@@ -171,8 +173,10 @@ type AuthServiceHandler interface {
 	// PERMISSION_DENIED and reason "enrollment_refused", whatever the cause, and nothing is created.
 	// Refusals are throttled per address and per account.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
-	// ChangePassword replaces the caller's password and revokes its other sessions. A user whose
-	// password was set by an admin (an initial password) must call it before anything else.
+	// ChangePassword replaces the caller's password and revokes every session of the user, this
+	// one included: log in again with the new password. A user whose password was set by an admin
+	// (an initial password) must call it before anything else. A wrong current_password is
+	// refused with UNAUTHENTICATED (reason "invalid_credentials") and throttled as logins are.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
 }
 

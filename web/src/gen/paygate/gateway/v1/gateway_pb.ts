@@ -954,8 +954,10 @@ export const AuthService: GenService<{
     output: typeof RegisterResponseSchema;
   },
   /**
-   * ChangePassword replaces the caller's password and revokes its other sessions. A user whose
-   * password was set by an admin (an initial password) must call it before anything else.
+   * ChangePassword replaces the caller's password and revokes every session of the user, this
+   * one included: log in again with the new password. A user whose password was set by an admin
+   * (an initial password) must call it before anything else. A wrong current_password is
+   * refused with UNAUTHENTICATED (reason "invalid_credentials") and throttled as logins are.
    *
    * @generated from rpc paygate.gateway.v1.AuthService.ChangePassword
    */
