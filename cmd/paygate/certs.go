@@ -37,17 +37,22 @@ func newCertsCommand(e *env) *ffcli.Command {
 	hosts := fs.String("hosts", strings.Join(pki.DefaultHosts, ","), "comma-separated DNS names and IP addresses the servers answer on")
 	banks := fs.String("banks", strings.Join(pki.DefaultBanks, ","), "comma-separated bank names; each gets a bank certificate")
 	clients := fs.String("clients", strings.Join(pki.DefaultClients, ","), "comma-separated client names; each gets a client certificate")
+	admins := fs.String("admins", "", "comma-separated admin names; each gets an admin certificate (spiffe://paygate/admin/<name>), which AdminService calls on the API listener present (default: none)")
 	validity := fs.Duration("validity", pki.DefaultValidity, "how long the leaf certificates are valid")
 
 	return &ffcli.Command{
 		Name:       "certs",
 		ShortUsage: "paygate certs --out DIR [flags]",
-		ShortHelp:  "make a development CA and certificates for the gateway, banks and clients",
+		ShortHelp:  "make a development CA and certificates for the gateway, banks, clients and admins",
 		LongHelp: "Makes a CA (ca.pem, ca-key.pem) and one certificate and key per party:\n" +
-			"gateway.pem, bank-<name>.pem, client-<name>.pem, each with a -key.pem twin.\n" +
-			"Each certificate names its role in a URI SAN (spiffe://paygate/gateway,\n" +
-			"spiffe://paygate/bank/<name>, spiffe://paygate/client/<name>). Client certificates\n" +
-			"may authenticate clients only; gateway and bank certificates also serve TLS.\n" +
+			"gateway.pem, bank-<name>.pem, client-<name>.pem and, with --admins,\n" +
+			"admin-<name>.pem, each with a -key.pem twin. Each certificate names its role in\n" +
+			"a URI SAN (spiffe://paygate/gateway, spiffe://paygate/bank/<name>,\n" +
+			"spiffe://paygate/client/<name>, spiffe://paygate/admin/<name>). Client and admin\n" +
+			"certificates may authenticate clients only; gateway and bank certificates also\n" +
+			"serve TLS. On the API listener, AdminService calls need an admin certificate:\n" +
+			"  paygate certs --out certs --admins ops\n" +
+			"  paygate login --certs certs --cert certs/admin-ops.pem --key certs/admin-ops-key.pem --totp 123456 ops\n" +
 			"Running it again keeps the CA and every certificate that is still valid, makes the\n" +
 			"missing ones and reissues (saying why) those that no longer fit: expired, another\n" +
 			"identity, other hosts, or other key usages than their role's.\n" +
@@ -64,6 +69,7 @@ func newCertsCommand(e *env) *ffcli.Command {
 					Hosts:    splitList(*hosts),
 					Banks:    splitList(*banks),
 					Clients:  splitList(*clients),
+					Admins:   splitList(*admins),
 					Validity: *validity,
 				},
 			}

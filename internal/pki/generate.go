@@ -45,6 +45,10 @@ type Options struct {
 	// Clients get one certificate each with identity spiffe://paygate/client/<name>. Default:
 	// DefaultClients.
 	Clients []string
+	// Admins get one certificate each with identity spiffe://paygate/admin/<name>, for
+	// operators calling AdminService on the API listener; like client certificates they
+	// authenticate clients only. Default: none.
+	Admins []string
 	// Validity of the leaf certificates. Default: DefaultValidity.
 	Validity time.Duration
 }
@@ -65,11 +69,13 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Validate reports the first invalid bank or client name.
+// Validate reports the first invalid bank, client or admin name.
 func (o Options) Validate() error {
-	for _, n := range append(append([]string(nil), o.Banks...), o.Clients...) {
-		if !identity.ValidName(n) {
-			return fmt.Errorf("pki: invalid name %q: use 1 to 63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit", n)
+	for _, names := range [][]string{o.Banks, o.Clients, o.Admins} {
+		for _, n := range names {
+			if !identity.ValidName(n) {
+				return fmt.Errorf("pki: invalid name %q: use 1 to 63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit", n)
+			}
 		}
 	}
 	return nil
@@ -83,7 +89,7 @@ type Files struct {
 }
 
 // LeafFiles returns where Generate keeps the certificate and key of id in dir:
-// gateway.pem, bank-<name>.pem, client-<name>.pem, each with a -key.pem twin.
+// gateway.pem, bank-<name>.pem, client-<name>.pem, admin-<name>.pem, each with a -key.pem twin.
 func LeafFiles(dir string, id identity.Identity) Files {
 	base := string(id.Role)
 	if id.Name != "" {
@@ -118,7 +124,7 @@ type Replacement struct {
 }
 
 // Generate makes a development PKI in dir: a CA (ca.pem, ca-key.pem), a gateway certificate, one
-// certificate per bank and one per client. See GenerateReport.
+// certificate per bank, one per client and one per admin. See GenerateReport.
 func Generate(dir string, opts Options) error {
 	_, err := GenerateReport(dir, opts)
 	return err
@@ -160,6 +166,9 @@ func GenerateReport(dir string, opts Options) (*Report, error) {
 	}
 	for _, c := range opts.Clients {
 		ids = append(ids, identity.Identity{Role: identity.RoleClient, Name: c})
+	}
+	for _, a := range opts.Admins {
+		ids = append(ids, identity.Identity{Role: identity.RoleAdmin, Name: a})
 	}
 	for _, id := range ids {
 		f := LeafFiles(dir, id)
