@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,6 +89,37 @@ CREATE TABLE enrollment_codes (
 	redeemed_by TEXT,
 	redeemed_at INTEGER
 ) STRICT;
+`,
+	// The operators' work: the journal of deposits and withdrawals (entries, in seq order, each
+	// written with the balance change it makes), the requests that opened accounts (replays of a
+	// request_id find their account), and the initial total that conservation is checked
+	// against: ImportAccounts records it; a ledger that has accounts already gets the sum of
+	// its balances now, since no entry existed before.
+	`
+CREATE TABLE entries (
+	entry_id      TEXT PRIMARY KEY,
+	seq           INTEGER NOT NULL UNIQUE,
+	kind          TEXT NOT NULL CHECK (kind IN ('DEPOSIT', 'WITHDRAWAL')),
+	account_id    TEXT NOT NULL REFERENCES accounts (id),
+	amount        INTEGER NOT NULL CHECK (amount > 0),
+	currency      TEXT NOT NULL,
+	actor         TEXT NOT NULL,
+	reason        TEXT NOT NULL,
+	balance_after INTEGER NOT NULL CHECK (balance_after >= 0),
+	created_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX entries_by_account ON entries (account_id, seq);
+
+CREATE TABLE account_requests (
+	request_id TEXT PRIMARY KEY,
+	account_id TEXT NOT NULL UNIQUE REFERENCES accounts (id),
+	holder     TEXT NOT NULL,
+	currency   TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO meta (key, value) SELECT 'initial', CAST(coalesce(sum(balance), 0) AS TEXT) FROM accounts;
 `}
 
 // Ledger is a bank's durable store of accounts and transactions. Every method that changes money
@@ -157,9 +189,10 @@ func (l *Ledger) CountAccounts(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// ImportAccounts inserts the opening accounts in one transaction. It refuses with
-// ErrLedgerNotEmpty when the ledger already has accounts: the ledger, not a fixtures file, is the
-// truth once the bank has started.
+// ImportAccounts inserts the opening accounts in one transaction, and records the sum of their
+// balances as the ledger's initial total (see Summary). It refuses with ErrLedgerNotEmpty when
+// the ledger already has accounts: the ledger, not a fixtures file, is the truth once the bank
+// has started; and with ErrInvalidArgument accounts whose balances total more than an int64.
 func (l *Ledger) ImportAccounts(ctx context.Context, accounts []Account) error {
 	for _, a := range accounts {
 		if err := checkAccountID(a.ID, l.bank); err != nil {
@@ -169,13 +202,21 @@ func (l *Ledger) ImportAccounts(ctx context.Context, accounts []Account) error {
 			return fmt.Errorf("import accounts: %w: account %q: want a known currency, a balance >= 0 and no holds", ErrInvalidArgument, a.ID)
 		}
 	}
-	err := l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
+	initial, err := sumBalances(accounts)
+	if err != nil {
+		return fmt.Errorf("import accounts: %w", err)
+	}
+	err = l.write(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
 			return ErrLedgerNotEmpty
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('initial', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+			strconv.FormatInt(initial, 10)); err != nil {
+			return err
 		}
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO accounts (id, holder, currency, balance, closed) VALUES (?, ?, ?, ?, ?)`)
 		if err != nil {
