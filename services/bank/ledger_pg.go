@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,7 +117,8 @@ func (l *PGLedger) CountAccounts(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// ImportAccounts inserts the opening accounts in one transaction, as Ledger.ImportAccounts.
+// ImportAccounts inserts the opening accounts and records their initial total in one
+// transaction, as Ledger.ImportAccounts.
 func (l *PGLedger) ImportAccounts(ctx context.Context, accounts []Account) error {
 	for _, a := range accounts {
 		if err := checkAccountID(a.ID, l.bank); err != nil {
@@ -126,8 +128,16 @@ func (l *PGLedger) ImportAccounts(ctx context.Context, accounts []Account) error
 			return fmt.Errorf("import accounts: %w: account %q: want a known currency, a balance >= 0 and no holds", ErrInvalidArgument, a.ID)
 		}
 	}
-	err := l.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		// Two importers at once: the second waits here and then finds the accounts.
+	initial, err := sumBalances(accounts)
+	if err != nil {
+		return fmt.Errorf("import accounts: %w", err)
+	}
+	err = l.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		// Two importers at once: the second waits here and then finds the accounts. An
+		// OpenAccount waits too, or comes first and the import finds its account.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, pgOpenAccountLockKey); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `LOCK TABLE accounts IN EXCLUSIVE MODE`); err != nil {
 			return err
 		}
@@ -137,6 +147,10 @@ func (l *PGLedger) ImportAccounts(ctx context.Context, accounts []Account) error
 		}
 		if n > 0 {
 			return ErrLedgerNotEmpty
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('initial', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+			strconv.FormatInt(initial, 10)); err != nil {
+			return err
 		}
 		rows := make([][]any, len(accounts))
 		for i, a := range accounts {
