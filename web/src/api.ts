@@ -6,6 +6,7 @@ import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 
+import { AdminService } from "./gen/paygate/gateway/v1/admin_pb";
 import { AuthService, BalanceService, PaymentService } from "./gen/paygate/gateway/v1/gateway_pb";
 
 let token: string | undefined;
@@ -62,6 +63,10 @@ const transport = createConnectTransport({
 export const authClient = createClient(AuthService, transport);
 export const paymentClient = createClient(PaymentService, transport);
 export const balanceClient = createClient(BalanceService, transport);
+export const adminClient = createClient(AdminService, transport);
+
+/** The header that carries a call's request id; the audit log records it with the action. */
+export const requestIdHeader = "Paygate-Request-Id";
 
 /** Whether err means the gateway did not answer at all. */
 export function isUnreachable(err: unknown): boolean {

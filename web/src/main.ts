@@ -1,5 +1,6 @@
-// paygate's web dashboard: sign in, balances, pay, history and live payment status, over the
-// gateway's own Connect API from the origin that served this page.
+// paygate's web dashboard: sign in, balances, pay, history and live payment status, and for an
+// admin whose sign-in passed the second factor the admin pages, over the gateway's own Connect
+// API from the origin that served this page.
 
 import "./style.css";
 
@@ -7,6 +8,7 @@ import { onUnauthenticated, setToken } from "./api";
 import { clearSession, loadSession, saveSession, type Session } from "./session";
 import { Dashboard } from "./views/dashboard";
 import { renderLogin } from "./views/login";
+import { renderChangePassword } from "./views/password";
 import { renderRegister } from "./views/register";
 
 const root = document.getElementById("app") as HTMLElement;
@@ -19,6 +21,7 @@ function showLogin(notice?: string, username?: string): void {
   window.clearTimeout(expiryTimer);
   clearSession();
   setToken(undefined);
+  if (location.hash !== "") history.replaceState(null, "", location.pathname + location.search);
   document.title = "Sign in · paygate";
   renderLogin(
     root,
@@ -27,7 +30,19 @@ function showLogin(notice?: string, username?: string): void {
       saveSession(s);
       showDashboard(s);
     },
-    { username, onRegister: showRegister },
+    { username, onRegister: showRegister, onPasswordChange: showChangePassword },
+  );
+}
+
+// A session with an initial password can only change it; it is kept in memory, never stored.
+function showChangePassword(s: Session, currentPassword: string): void {
+  document.title = "Choose a new password · paygate";
+  renderChangePassword(
+    root,
+    s,
+    currentPassword,
+    () => showLogin("Your password is changed. Sign in with the new one.", s.username),
+    () => showLogin("You have signed out.", s.username),
   );
 }
 

@@ -7,6 +7,18 @@ export interface Session {
   username: string;
   /** Milliseconds since the epoch. */
   expiresAt: number;
+  /** "customer" or "admin", as Login answered. */
+  role: string;
+  /** The login passed the second factor (an admin who gave the authenticator code). */
+  secondFactor: boolean;
+}
+
+/**
+ * Whether the session may use the admin pages: an admin whose login passed the second factor.
+ * The gateway decides for itself on every call; this only chooses what the page shows.
+ */
+export function isAdmin(s: Session): boolean {
+  return s.role === "admin" && s.secondFactor;
 }
 
 const key = "paygate.session";
@@ -23,7 +35,7 @@ export function loadSession(): Session | undefined {
       sessionStorage.removeItem(key);
       return undefined;
     }
-    return s as Session;
+    return { token: s.token, username: s.username, expiresAt: s.expiresAt, role: s.role === "admin" ? "admin" : "customer", secondFactor: s.secondFactor === true };
   } catch {
     return undefined;
   }

@@ -1,5 +1,6 @@
 // The signed-in page: balances, pay, live status and history, and the machinery behind them:
-// the WatchPayments stream and the outbox that sends queued payments.
+// the WatchPayments stream and the outbox that sends queued payments. An admin whose sign-in
+// passed the second factor also gets the admin pages, in the top bar.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -7,8 +8,9 @@ import { authClient, isRetryable, isUnreachable, paymentClient, rawMessage } fro
 import { h, replace } from "../dom";
 import type { Payment } from "../gen/paygate/gateway/v1/gateway_pb";
 import { listQueued, putQueued, type QueuedPayment, removeQueued } from "../outbox";
-import type { Session } from "../session";
+import { isAdmin, type Session } from "../session";
 import { ActivityView } from "./activity";
+import { AdminPages } from "./admin";
 import { BalancesView } from "./balances";
 import { HistoryView } from "./history";
 import { type PayRequest, type PayResult, PayForm, payErrorText } from "./payform";
@@ -23,6 +25,8 @@ export class Dashboard {
   private readonly activity = new ActivityView();
   private readonly history: HistoryView;
   private readonly banner = h("div", { id: "offline-banner", class: "banner", role: "alert", hidden: true });
+  private readonly home: HTMLElement;
+  private readonly admin: AdminPages | undefined;
   private readonly sending = new Set<string>();
   private refreshTimer: number | undefined;
   private retryTimer: number | undefined;
@@ -39,6 +43,18 @@ export class Dashboard {
 
     const signOut = h("button", { type: "button", id: "logout", class: "button ghost small" }, "Sign out");
     signOut.addEventListener("click", () => void this.signOut());
+    if (isAdmin(session)) this.admin = new AdminPages();
+    this.home = h(
+      "main",
+      { class: "grid", id: "home" },
+      this.banner,
+      session.role === "admin" && !session.secondFactor
+        ? h("p", { class: "notice wide-notice", id: "second-factor-notice", role: "status" },
+            "You signed in without your authenticator code, so the admin pages are not available. Sign out and sign in again with the code to use them.")
+        : null,
+      h("div", { class: "col" }, this.balances.el, this.payForm.el),
+      h("div", { class: "col" }, this.activity.el, this.history.el),
+    );
     replace(
       root,
       h("a", { class: "skip", href: "#pay-from" }, "Skip to the pay form"),
@@ -49,17 +65,20 @@ export class Dashboard {
           "div",
           { class: "topbar-inner" },
           h("div", { class: "brand" }, h("span", { class: "brand-mark", "aria-hidden": "true" }), "paygate"),
-          h("div", { class: "topbar-right" }, h("span", { class: "user", id: "user-name" }, session.username), signOut),
+          this.admin?.nav,
+          h("div", { class: "topbar-right" },
+            h("span", { class: "user", id: "user-name" }, session.username),
+            session.role === "admin" ? h("span", { class: "badge processing", id: "user-role" }, "Admin") : null,
+            signOut),
         ),
       ),
-      h(
-        "main",
-        { class: "grid" },
-        this.banner,
-        h("div", { class: "col" }, this.balances.el, this.payForm.el),
-        h("div", { class: "col" }, this.activity.el, this.history.el),
-      ),
+      this.home,
+      this.admin ? h("main", { class: "admin-main" }, this.admin.el) : null,
     );
+    if (this.admin) {
+      window.addEventListener("hashchange", this.route, { signal: this.stop.signal });
+      this.route();
+    }
 
     for (const q of listQueued(session.username)) this.activity.queued(q, "queued", "Queued in this browser; sending…");
     void this.balances.refresh();
@@ -77,6 +96,13 @@ export class Dashboard {
   }
 
   private readonly onOnline = () => void this.flushOutbox();
+
+  /** Shows the admin page of the address, or the balances and payments for any other address. */
+  private readonly route = () => {
+    const onAdmin = this.admin?.route(location.hash) ?? false;
+    this.home.hidden = onAdmin;
+    if (onAdmin) window.scrollTo(0, 0);
+  };
 
   private async signOut(): Promise<void> {
     try {
