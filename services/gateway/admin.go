@@ -3,17 +3,24 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
+	"time"
+	"weak"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/identity"
+	"github.com/paygate/paygate/internal/pgdb"
 	"github.com/paygate/paygate/internal/rpcerr"
 	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/internal/sqlitedb"
 )
 
 // AdminService: the operators' interface (proto/paygate/gateway/v1/admin.proto). Its methods
@@ -119,8 +126,7 @@ func (a *adminService) record(ctx context.Context, req connect.AnyRequest, actio
 	rec := auditRecord{Actor: c.actor, ActorCert: c.cert, Peer: c.peer, Action: action, Target: target,
 		RequestID: c.requestID, Before: auditJSON(before), After: auditJSON(after), Outcome: "ok"}
 	if err != nil {
-		rec.Outcome = connect.CodeOf(err).String()
-		rec.Reason = rpcerr.Reason(err)
+		rec.Outcome, rec.Reason = auditOutcome(err)
 		rec.After = ""
 	}
 	if _, aerr := a.g.store.AppendAudit(context.WithoutCancel(ctx), rec); aerr != nil {
@@ -128,6 +134,39 @@ func (a *adminService) record(ctx context.Context, req connect.AnyRequest, actio
 		return aerr
 	}
 	return nil
+}
+
+// audited records an admin call's outcome with record and returns what the call answers: err,
+// or, when err is nil and the entry could not be appended, a failure: an admin action that
+// cannot be audited is not reported as done (it may have taken effect: the caller checks and
+// retries).
+func (a *adminService) audited(ctx context.Context, req connect.AnyRequest, action, target string, before, after any, err error) error {
+	if aerr := a.record(ctx, req, action, target, before, after, err); aerr != nil && err == nil {
+		return rpcerr.New(connect.CodeUnavailable, "audit_unavailable",
+			fmt.Sprintf("%s: the audit log could not be written, so the action is reported as failed; it may have taken effect: check, then retry", action))
+	}
+	return err
+}
+
+// auditOutcome is the outcome and reason the audit log records of err: what the caller is
+// answered (see rpcserver's error boundary), as far as it can be told here.
+func auditOutcome(err error) (outcome, reason string) {
+	err = mapError(context.Background(), err)
+	var ce *connect.Error
+	isConnect := errors.As(err, &ce)
+	switch {
+	case isConnect && ce.Code() != connect.CodeUnknown && rpcerr.Reason(err) != "":
+		return ce.Code().String(), rpcerr.Reason(err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded.String(), rpcserver.ReasonDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled.String(), rpcserver.ReasonCanceled
+	case sqlitedb.Unavailable(err) || pgdb.Unavailable(err):
+		return connect.CodeUnavailable.String(), rpcserver.ReasonStorageUnavailable
+	case isConnect && ce.Code() != connect.CodeUnknown && ce.Code() != connect.CodeInternal:
+		return ce.Code().String(), ce.Code().String()
+	}
+	return connect.CodeInternal.String(), rpcserver.ReasonInternal
 }
 
 // auditJSON marshals v for the audit log; nil is "".
@@ -143,17 +182,156 @@ func auditJSON(v any) string {
 }
 
 // auditRefusal is the OnAdminRefused hook of both listeners: a refused admin call is appended
-// to the audit log.
+// to the audit log, within a budget per client address (see refusalLimiter), so that a
+// stranger cannot flood the log.
 func (g *Gateway) auditRefusal(ctx context.Context, req rpcserver.Request, user string, err error) {
 	c := callerOf(ctx, req.Peer().Addr, req.Header().Get(RequestIDHeader))
 	if c.actor == "" {
 		c.actor = user
 	}
+	lim := g.refusalLimiter()
+	if !lim.admit(g, c.peer, g.now()) {
+		return
+	}
 	rec := auditRecord{Actor: c.actor, ActorCert: c.cert, Peer: c.peer, Action: procedureName(req.Spec().Procedure),
-		RequestID: c.requestID, Outcome: connect.CodeOf(err).String(), Reason: rpcerr.Reason(err)}
+		RequestID: c.requestID}
+	rec.Outcome, rec.Reason = auditOutcome(err)
 	if _, aerr := g.store.AppendAudit(context.WithoutCancel(ctx), rec); aerr != nil {
 		g.logger.LogAttrs(ctx, slog.LevelError, "audit log append failed", slog.String("action", rec.Action), slog.String("error", aerr.Error()))
 	}
+}
+
+// Refused admin calls are audited up to refusalAuditBurst per client address per
+// refusalAuditWindow; beyond that they are counted, and one summary entry says how many
+// were not appended (action refusalSummaryAction, target "peer:<address>").
+const (
+	refusalAuditBurst    = 20
+	refusalAuditWindow   = time.Minute
+	refusalSummaryAction = "refused_calls_suppressed"
+	maxRefusalWindows    = 10_000
+)
+
+// refusalLimiter is the budget of audit entries of refused admin calls, per client address:
+// windows of a fixed length starting at an address's first refusal. It is kept in memory, per
+// process.
+type refusalLimiter struct {
+	burst  int
+	window time.Duration
+
+	mu      sync.Mutex
+	windows map[string]*refusalWindow
+}
+
+// refusalWindow is one address's current window.
+type refusalWindow struct {
+	addr    string
+	start   time.Time
+	logged  int
+	dropped int
+	// timer appends the summary when the window ends, if refusals were dropped.
+	timer *time.Timer
+}
+
+func newRefusalLimiter(burst int, window time.Duration) *refusalLimiter {
+	return &refusalLimiter{burst: burst, window: window, windows: make(map[string]*refusalWindow)}
+}
+
+// admit says whether a refusal from addr at now is appended to g's audit log. A refusal that
+// starts a new window first appends the summary of the window before, if it has one pending.
+func (l *refusalLimiter) admit(g *Gateway, addr string, now time.Time) bool {
+	l.mu.Lock()
+	w := l.windows[addr]
+	var ended *refusalWindow
+	if w == nil || !now.Before(w.start.Add(l.window)) {
+		if w != nil && w.dropped > 0 {
+			ended = w
+		}
+		if len(l.windows) >= maxRefusalWindows {
+			l.prune(now)
+		}
+		w = &refusalWindow{addr: addr, start: now}
+		l.windows[addr] = w
+	}
+	ok := w.logged < l.burst
+	if ok {
+		w.logged++
+	} else {
+		w.dropped++
+		if w.timer == nil {
+			w.timer = time.AfterFunc(max(w.start.Add(l.window).Sub(now), 0), func() { l.flush(g, w) })
+		}
+	}
+	l.mu.Unlock()
+	if ended != nil {
+		l.flush(g, ended)
+	}
+	return ok
+}
+
+// flush appends the summary of w's dropped refusals, if any are left to report.
+func (l *refusalLimiter) flush(g *Gateway, w *refusalWindow) {
+	l.mu.Lock()
+	n := w.dropped
+	w.dropped = 0
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	l.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	summary := struct {
+		Count   int    `json:"count"`
+		Summary string `json:"summary"`
+		From    string `json:"from"`
+		Until   string `json:"until"`
+	}{n, fmt.Sprintf("%d more refused admin calls from %s", n, w.addr),
+		w.start.UTC().Format(time.RFC3339), w.start.Add(l.window).UTC().Format(time.RFC3339)}
+	rec := auditRecord{Peer: w.addr, Action: refusalSummaryAction, Target: "peer:" + w.addr,
+		RequestID: uuid.NewString(), Outcome: connect.CodeResourceExhausted.String(), Reason: "audit_rate_limited",
+		After: auditJSON(summary)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := g.store.AppendAudit(ctx, rec); err != nil {
+		g.logger.LogAttrs(ctx, slog.LevelError, "audit log append failed", slog.String("action", rec.Action), slog.String("error", err.Error()))
+	}
+}
+
+// prune forgets windows that have ended with nothing left to report; l.mu is held.
+func (l *refusalLimiter) prune(now time.Time) {
+	for addr, w := range l.windows {
+		if w.dropped == 0 && !now.Before(w.start.Add(l.window)) {
+			delete(l.windows, addr)
+		}
+	}
+}
+
+// refusalLimiters holds each Gateway's refusalLimiter, keyed weakly so that an entry goes when
+// its Gateway does (tests run many gateways in one process).
+var refusalLimiters struct {
+	mu sync.Mutex
+	m  map[weak.Pointer[Gateway]]*refusalLimiter
+}
+
+// refusalLimiter returns g's budget of audited refusals.
+func (g *Gateway) refusalLimiter() *refusalLimiter {
+	key := weak.Make(g)
+	refusalLimiters.mu.Lock()
+	defer refusalLimiters.mu.Unlock()
+	if l, ok := refusalLimiters.m[key]; ok {
+		return l
+	}
+	if refusalLimiters.m == nil {
+		refusalLimiters.m = make(map[weak.Pointer[Gateway]]*refusalLimiter)
+	}
+	l := newRefusalLimiter(refusalAuditBurst, refusalAuditWindow)
+	refusalLimiters.m[key] = l
+	runtime.AddCleanup(g, func(key weak.Pointer[Gateway]) {
+		refusalLimiters.mu.Lock()
+		delete(refusalLimiters.m, key)
+		refusalLimiters.mu.Unlock()
+	}, key)
+	return l
 }
 
 // procedureName returns "CreateUser" for "/paygate.gateway.v1.AdminService/CreateUser".

@@ -2,13 +2,19 @@ package gateway
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/hotp"
+	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -45,13 +51,18 @@ func dummyHashFor(cost int) []byte {
 	return h
 }
 
+// errInvalidCredentials is the one answer to a failed login, whatever failed: the username, the
+// password or the second factor's code.
+var errInvalidCredentials = rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "invalid username or password")
+
 // Login implements AuthService.Login.
 func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.LoginRequest]) (*connect.Response[gatewayv1.LoginResponse], error) {
 	username := req.Msg.GetUsername()
 	keys := []string{"user:" + username, "addr:" + hostOf(req.Peer().Addr)}
 	now := g.now()
 	// The attempt is paid for before the password is checked, so that concurrent guesses cannot
-	// all be checked before the first failure is counted; a right password gets it back.
+	// all be checked before the first failure is counted; a right password (and code) gets it
+	// back.
 	refund, wait, err := g.throttle.take(ctx, now, keys...)
 	if err != nil {
 		return nil, err
@@ -70,7 +81,27 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 		hash = dummyHashFor(g.cfg.BcryptCost)
 	}
 	if cmpErr := bcrypt.CompareHashAndPassword(hash, []byte(req.Msg.GetPassword())); cmpErr != nil || errors.Is(err, ErrNotFound) {
-		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "invalid username or password")
+		return nil, errInvalidCredentials
+	}
+	if u.Disabled {
+		// The password was right: this is not a guess to count.
+		refund()
+		return nil, rpcerr.New(connect.CodePermissionDenied, reasonUserDisabled, "this user is disabled: ask an admin")
+	}
+	// A code is checked only when sent: without one an admin signs in as a customer would, and
+	// AdminService refuses the session. A wrong or replayed code, or one sent for a user with
+	// no second factor, fails as a wrong password does, and counts as one.
+	secondFactor := false
+	if code := req.Msg.GetTotpCode(); code != "" {
+		ok, err := g.checkTOTP(ctx, u, code, now)
+		if err != nil {
+			refund()
+			return nil, err
+		}
+		if !ok {
+			return nil, errInvalidCredentials
+		}
+		secondFactor = true
 	}
 	refund()
 	tok, err := newToken()
@@ -79,7 +110,7 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	}
 	peer, _ := identity.PeerFrom(ctx)
 	expires := now.Add(g.cfg.TokenTTL)
-	err = g.store.CreateSession(ctx, tok, sessionRecord{Username: username, CertFingerprint: peer.Fingerprint, ExpiresAt: expires}, now, g.cfg.MaxSessionsPerUser)
+	err = g.store.CreateSession(ctx, tok, sessionRecord{Username: username, CertFingerprint: peer.Fingerprint, ExpiresAt: expires, SecondFactor: secondFactor}, now, g.cfg.MaxSessionsPerUser)
 	if errors.Is(err, ErrTooManySessions) {
 		return nil, rpcerr.New(connect.CodeResourceExhausted, "too_many_sessions",
 			fmt.Sprintf("this user has %d live sessions, the most allowed: log out of other sessions (or wait for them to expire) and log in again", g.cfg.MaxSessionsPerUser),
@@ -88,7 +119,25 @@ func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.Logi
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&gatewayv1.LoginResponse{Token: tok, ExpireTime: timestamppb.New(expires), Username: username}), nil
+	if secondFactor {
+		addCallAttrs(ctx, slog.Bool("second_factor", true))
+	}
+	return connect.NewResponse(&gatewayv1.LoginResponse{Token: tok, ExpireTime: timestamppb.New(expires), Username: username,
+		Role: u.Role, SecondFactor: secondFactor, PasswordChangeRequired: u.MustChangePassword}), nil
+}
+
+// checkTOTP reports whether code is u's current TOTP code (one time step either way allowed for
+// clock skew) and was not accepted before: a code of the same or an earlier step than the last
+// one accepted is a replay. A user with no second factor has no right code.
+func (g *Gateway) checkTOTP(ctx context.Context, u userRecord, code string, now time.Time) (bool, error) {
+	if u.TOTPSecret == "" {
+		return false, nil
+	}
+	step, ok := totpStep(u.TOTPSecret, code, now)
+	if !ok {
+		return false, nil
+	}
+	return g.store.UseTOTPStep(ctx, u.Username, step)
 }
 
 // Logout implements AuthService.Logout.
@@ -252,7 +301,113 @@ func (g *Gateway) AccountLinked(ctx context.Context, id string) (bool, error) {
 	return err == nil && owner != "", err
 }
 
-// ChangePassword implements AuthService.ChangePassword.
+// errPasswordChanged is ChangePassword's refusal to overwrite a password that changed since it
+// checked the current one.
+var errPasswordChanged = errors.New("gateway: password changed meanwhile")
+
+// ChangePassword implements AuthService.ChangePassword. A wrong current password counts against
+// the login throttle (per user and per address), as a failed login does.
 func (g *Gateway) ChangePassword(ctx context.Context, req *connect.Request[gatewayv1.ChangePasswordRequest]) (*connect.Response[gatewayv1.ChangePasswordResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("not implemented yet"))
+	p, err := mustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	current, next := req.Msg.GetCurrentPassword(), req.Msg.GetNewPassword()
+	if current == next {
+		return nil, rpcerr.New(connect.CodeInvalidArgument, "invalid_argument", "new_password: must differ from current_password")
+	}
+	now := g.now()
+	refund, wait, err := g.throttle.take(ctx, now, "user:"+p.Username, "addr:"+hostOf(req.Peer().Addr))
+	if err != nil {
+		return nil, err
+	}
+	if wait > 0 {
+		return nil, throttled("login_throttled", "failed password checks", wait)
+	}
+	u, err := g.store.User(ctx, p.Username)
+	if err != nil {
+		refund()
+		return nil, err
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(current)) != nil {
+		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "current_password: wrong password")
+	}
+	refund()
+	hash, err := bcrypt.GenerateFromPassword([]byte(next), g.cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	_, _, revoked, err := g.store.UpdateUser(ctx, p.Username, func(r *userRecord) error {
+		// Compare-and-set: an admin's reset since the check above is not overwritten.
+		if r.PasswordHash != u.PasswordHash {
+			return errPasswordChanged
+		}
+		r.PasswordHash = string(hash)
+		r.MustChangePassword = false
+		return nil
+	}, true, now)
+	switch {
+	case errors.Is(err, errPasswordChanged):
+		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "current_password: the password was changed meanwhile")
+	case err != nil:
+		return nil, err
+	}
+	g.userChanged(p.Username, errSessionsRevoked)
+	g.logger.InfoContext(ctx, "password changed", "user", p.Username, "revoked_sessions", revoked)
+	return connect.NewResponse(&gatewayv1.ChangePasswordResponse{}), nil
+}
+
+// userChanged drops what this process remembers of username's sessions after its sessions were
+// revoked or it was disabled, and ends its payment streams with err. Other processes sharing
+// the store learn it from the store (see watchSessionCheck).
+func (g *Gateway) userChanged(username string, err error) {
+	g.forgetUser(username)
+	g.events.endUser(username, err)
+}
+
+// The second factor: TOTP (RFC 6238) with SHA-1, 6 digits and 30 s steps, what authenticator
+// apps use by default.
+const (
+	totpIssuer = "paygate"
+	totpPeriod = 30
+)
+
+var totpHOTPOpts = hotp.ValidateOpts{Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+
+// newTOTPKey returns a fresh TOTP secret for username.
+func newTOTPKey(username string) (*otp.Key, error) {
+	k, err := totp.Generate(totp.GenerateOpts{Issuer: totpIssuer, AccountName: username, Period: totpPeriod,
+		Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: new TOTP secret: %w", err)
+	}
+	return k, nil
+}
+
+// totpStep returns the time step whose code code is, among the step of now and the steps
+// right before and after it (clock skew), or false when it is none of them or secret is not
+// base32.
+func totpStep(secret, code string, now time.Time) (int64, bool) {
+	step := now.Unix() / totpPeriod
+	for _, s := range []int64{step, step - 1, step + 1} {
+		if s < 0 {
+			continue
+		}
+		want, err := hotp.GenerateCodeCustom(secret, uint64(s), totpHOTPOpts)
+		if err != nil {
+			return 0, false
+		}
+		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// totpCode returns secret's code at t.
+func totpCode(secret string, t time.Time) (string, error) {
+	if t.Unix() < 0 {
+		return "", errors.New("gateway: TOTP: time before 1970")
+	}
+	return hotp.GenerateCodeCustom(secret, uint64(t.Unix()/totpPeriod), totpHOTPOpts)
 }

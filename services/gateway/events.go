@@ -18,13 +18,29 @@ type broker struct {
 	// streams counts each user's watches from watch until their cancel. A watcher dropped for
 	// being too slow leaves watchers at once but holds its slot until its stream has ended.
 	streams map[string]int
+	// ends holds, per user with watches, what endUser closes to end them all; a watch after
+	// endUser gets a new one.
+	ends map[string]*streamEnd
 }
+
+// streamEnd ends every payment stream of a user at once, with err.
+type streamEnd struct {
+	done chan struct{}
+	err  error
+}
+
+// Done is closed when the user's streams must end; Err then says why.
+func (e *streamEnd) Done() <-chan struct{} { return e.done }
+
+// Err is the error the streams end with, once Done is closed.
+func (e *streamEnd) Err() error { return e.err }
 
 func newBroker() *broker {
 	return &broker{
 		waiters:  make(map[string]map[chan paymentRecord]struct{}),
 		watchers: make(map[string]map[chan paymentRecord]struct{}),
 		streams:  make(map[string]int),
+		ends:     make(map[string]*streamEnd),
 	}
 }
 
@@ -52,10 +68,16 @@ func (b *broker) waitFor(id string) (<-chan paymentRecord, func()) {
 // when the watcher falls too far behind (the stream then ends and the client reconnects) or
 // when cancel is called. cancel releases the slot; calling it again does nothing.
 func (b *broker) watch(username string, max int) (<-chan paymentRecord, func(), error) {
+	ch, _, cancel, err := b.watchUser(username, max)
+	return ch, cancel, err
+}
+
+// watchUser is watch that also returns what endUser uses to end the watch.
+func (b *broker) watchUser(username string, max int) (<-chan paymentRecord, *streamEnd, func(), error) {
 	b.mu.Lock()
 	if max > 0 && b.streams[username] >= max {
 		b.mu.Unlock()
-		return nil, nil, errTooManyWatchers
+		return nil, nil, nil, errTooManyWatchers
 	}
 	ch := make(chan paymentRecord, 256)
 	if b.watchers[username] == nil {
@@ -63,9 +85,14 @@ func (b *broker) watch(username string, max int) (<-chan paymentRecord, func(), 
 	}
 	b.watchers[username][ch] = struct{}{}
 	b.streams[username]++
+	end := b.ends[username]
+	if end == nil {
+		end = &streamEnd{done: make(chan struct{})}
+		b.ends[username] = end
+	}
 	b.mu.Unlock()
 	var once sync.Once
-	return ch, func() {
+	return ch, end, func() {
 		once.Do(func() {
 			b.mu.Lock()
 			defer b.mu.Unlock()
@@ -78,9 +105,21 @@ func (b *broker) watch(username string, max int) (<-chan paymentRecord, func(), 
 			}
 			if b.streams[username]--; b.streams[username] <= 0 {
 				delete(b.streams, username)
+				delete(b.ends, username)
 			}
 		})
 	}, nil
+}
+
+// endUser ends every watch of username open now, with err (their streams answer it).
+func (b *broker) endUser(username string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if end := b.ends[username]; end != nil {
+		end.err = err
+		close(end.done)
+		delete(b.ends, username)
+	}
 }
 
 // publish announces a change of p.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -215,25 +216,49 @@ func (g *Gateway) ListPayments(ctx context.Context, req *connect.Request[gateway
 
 // watch opens a stream of username's payment changes, within the user's limit of open streams:
 // counted in memory, or across every replica in a shared store.
-func (g *Gateway) watch(ctx context.Context, username string) (<-chan paymentRecord, func(), error) {
+func (g *Gateway) watch(ctx context.Context, username string) (<-chan paymentRecord, *streamEnd, func(), error) {
 	limits, ok := g.store.(sharedLimits)
 	if !ok || !g.store.Shared() {
-		return g.events.watch(username, g.cfg.MaxWatchersPerUser)
+		return g.events.watchUser(username, g.cfg.MaxWatchersPerUser)
 	}
 	release, err := limits.OpenStream(ctx, username, g.cfg.MaxWatchersPerUser)
 	if errors.Is(err, ErrTooManyStreams) {
-		return nil, nil, errTooManyWatchers
+		return nil, nil, nil, errTooManyWatchers
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	ch, cancel, err := g.events.watch(username, 0)
+	ch, end, cancel, err := g.events.watchUser(username, 0)
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var once sync.Once
-	return ch, func() { once.Do(func() { cancel(); release() }) }, nil
+	return ch, end, func() { once.Do(func() { cancel(); release() }) }, nil
+}
+
+// watchSessionCheck is how often a payment stream on a shared store reads its session again,
+// so that a user disabled (or a session revoked) through another replica loses its streams
+// here too. On a store that is not shared every such change is made by this process, which
+// ends the streams at once (userChanged).
+const watchSessionCheck = time.Second
+
+// streamSessionEnded reads the session of p again (from the store when it is shared) and
+// returns the error its stream ends with, or nil when it is still good. A failure to read it
+// keeps the stream: it is retried at the next check.
+func (g *Gateway) streamSessionEnded(ctx context.Context, p principal) error {
+	sess, _, err := g.session(ctx, p.token)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return errSessionsRevoked
+	case err != nil:
+		return nil
+	case sess.UserDisabled:
+		return errUserDisabled
+	case sess.Revoked:
+		return errSessionsRevoked
+	}
+	return nil
 }
 
 // WatchPayments implements PaymentService.WatchPayments.
@@ -242,7 +267,7 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 	if err != nil {
 		return err
 	}
-	ch, cancel, err := g.watch(ctx, user.Username)
+	ch, end, cancel, err := g.watch(ctx, user.Username)
 	if errors.Is(err, errTooManyWatchers) {
 		return rpcerr.New(connect.CodeResourceExhausted, "too_many_watchers",
 			fmt.Sprintf("this user has %d payment streams open, the most allowed: close one and watch again", g.cfg.MaxWatchersPerUser),
@@ -252,9 +277,20 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 		return err
 	}
 	defer cancel()
+	// A user disabled after this call was authenticated and before its watch was registered
+	// (so that endUser could not reach it) is caught here.
+	if err := g.streamSessionEnded(ctx, user); err != nil {
+		return err
+	}
 	// Send the headers now, so that the client knows the stream is open before any change.
 	if err := stream.Send(nil); err != nil {
 		return err
+	}
+	var check <-chan time.Time
+	if g.store.Shared() {
+		t := time.NewTicker(watchSessionCheck)
+		defer t.Stop()
+		check = t.C
 	}
 	for {
 		select {
@@ -264,6 +300,12 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 			// The gateway is shutting down: end the stream so shutdown need not wait for it;
 			// clients watch again when the gateway is back.
 			return rpcerr.New(connect.CodeUnavailable, "shutting_down", "the gateway is shutting down; watch again")
+		case <-end.Done():
+			return end.Err()
+		case <-check:
+			if err := g.streamSessionEnded(ctx, user); err != nil {
+				return err
+			}
 		case p, ok := <-ch:
 			if !ok {
 				return rpcerr.New(connect.CodeResourceExhausted, "watcher_too_slow", "the stream fell behind; watch again and list payments to catch up")
@@ -393,17 +435,26 @@ func (g *Gateway) GetDecision(ctx context.Context, req *connect.Request[gatewayv
 	return connect.NewResponse(&gatewayv1.GetDecisionResponse{Decision: d, Presumed: p.Presumed}), nil
 }
 
-// ownerCache remembers which user each account is linked to. Links are only ever added, so an
-// entry never goes stale; accounts not linked are not cached.
+// ownerCache remembers which user each account is linked to, on a store that is not shared:
+// this process makes every change of links, and UnlinkAccount drops its entry (forgetOwner).
+// On a shared store another replica may unlink an account at any time, so every payment reads
+// the link. Accounts not linked are not cached.
 type ownerCache struct {
 	mu sync.RWMutex
 	m  map[string]string
+	// gen counts forgetOwner calls: a link read from the store while one was dropped is not
+	// cached, since it may predate the unlink.
+	gen uint64
 }
 
 // accountOwner returns the user account is linked to, or ErrNotFound.
 func (g *Gateway) accountOwner(ctx context.Context, account string) (string, error) {
+	if g.store.Shared() {
+		return g.store.AccountOwner(ctx, account)
+	}
 	g.owners.mu.RLock()
 	owner, ok := g.owners.m[account]
+	gen := g.owners.gen
 	g.owners.mu.RUnlock()
 	if ok {
 		return owner, nil
@@ -416,7 +467,17 @@ func (g *Gateway) accountOwner(ctx context.Context, account string) (string, err
 	if g.owners.m == nil {
 		g.owners.m = make(map[string]string)
 	}
-	g.owners.m[account] = owner
+	if g.owners.gen == gen {
+		g.owners.m[account] = owner
+	}
 	g.owners.mu.Unlock()
 	return owner, nil
+}
+
+// forgetOwner drops account from the cache of links, once it has been unlinked.
+func (g *Gateway) forgetOwner(account string) {
+	g.owners.mu.Lock()
+	delete(g.owners.m, account)
+	g.owners.gen++
+	g.owners.mu.Unlock()
 }
