@@ -323,16 +323,18 @@ func (s *PGStore) CountUsers(ctx context.Context) (int, error) {
 // concurrent imports of one user, one succeeds and the others fail so.
 func (s *PGStore) CreateUsers(ctx context.Context, users []userRecord, now time.Time) error {
 	for _, u := range users {
-		if unstorable(u.Username, u.PasswordHash, u.Role) || unstorable(u.Accounts...) {
+		if unstorable(u.Username, u.PasswordHash, u.Role, u.TOTPSecret) || unstorable(u.Accounts...) {
 			return fmt.Errorf("gateway: create user %q: %w", u.Username, errNULText)
 		}
 	}
 	return s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		for _, u := range users {
 			tag, err := tx.Exec(ctx,
-				`INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
+				`INSERT INTO users (username, password_hash, role, created_at, disabled, must_change_password,
+					totp_secret, totp_last_step) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 				 ON CONFLICT (username) DO NOTHING`,
-				u.Username, u.PasswordHash, u.Role, now.UnixNano())
+				u.Username, u.PasswordHash, u.Role, now.UnixNano(), u.Disabled, u.MustChangePassword,
+				u.TOTPSecret, u.TOTPLastStep)
 			if err != nil {
 				return fmt.Errorf("gateway: create user %s: %w", u.Username, err)
 			}
@@ -357,25 +359,33 @@ func (s *PGStore) CreateUsers(ctx context.Context, users []userRecord, now time.
 
 // User returns a user with its accounts, or ErrNotFound.
 func (s *PGStore) User(ctx context.Context, username string) (userRecord, error) {
-	u := userRecord{Username: username}
 	if unstorable(username) {
-		return u, ErrNotFound
+		return userRecord{Username: username}, ErrNotFound
 	}
-	err := s.pool.QueryRow(ctx,
-		`SELECT u.password_hash, u.role,
-			coalesce(array_agg(a.account_id ORDER BY a.account_id) FILTER (WHERE a.account_id IS NOT NULL), '{}')
-		 FROM users u LEFT JOIN user_accounts a ON a.username = u.username
-		 WHERE u.username = $1 GROUP BY u.username`, username).Scan(&u.PasswordHash, &u.Role, &u.Accounts)
+	u, err := pgScanUser(s.pool.QueryRow(ctx, `SELECT `+pgUserColumns+` FROM users u WHERE u.username = $1`, username))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return u, ErrNotFound
+		return userRecord{Username: username}, ErrNotFound
 	}
 	if err != nil {
-		return u, fmt.Errorf("gateway: read user: %w", err)
-	}
-	if len(u.Accounts) == 0 {
-		u.Accounts = nil
+		return userRecord{Username: username}, fmt.Errorf("gateway: read user: %w", err)
 	}
 	return u, nil
+}
+
+// pgUserColumns are userColumns of users u followed by the user's accounts in order (an
+// array), as scanUser reads them with pgScanUser.
+const pgUserColumns = `u.username, u.password_hash, u.role, u.disabled, u.must_change_password, u.totp_secret,
+	u.totp_last_step, u.created_at,
+	array(SELECT a.account_id FROM user_accounts a WHERE a.username = u.username ORDER BY a.account_id)`
+
+// pgScanUser scans a row of pgUserColumns, followed by extra.
+func pgScanUser(row pgx.Row, extra ...any) (userRecord, error) {
+	var accounts []string
+	u, err := scanUser(row, append([]any{&accounts}, extra...)...)
+	if len(accounts) > 0 {
+		u.Accounts = accounts
+	}
+	return u, err
 }
 
 // Accounts returns the accounts linked to username, in order.
@@ -441,8 +451,9 @@ func (s *PGStore) CreateSession(ctx context.Context, token string, rec sessionRe
 			}
 		}
 		_, err := tx.Exec(ctx,
-			`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
-			tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
+			`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at, second_factor)
+			 VALUES ($1, $2, $3, $4, $5, $6)`,
+			tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano(), rec.SecondFactor)
 		return err
 	})
 	if errors.Is(err, ErrTooManySessions) {
@@ -454,15 +465,18 @@ func (s *PGStore) CreateSession(ctx context.Context, token string, rec sessionRe
 	return nil
 }
 
-// Session returns the session of token with its user's role, or ErrNotFound.
+// Session returns the session of token with its user's role, whether the user is disabled and
+// whether it must change its password, or ErrNotFound.
 func (s *PGStore) Session(ctx context.Context, token string) (sessionRecord, error) {
 	var rec sessionRecord
 	var expires int64
 	var revoked *int64
 	err := s.pool.QueryRow(ctx,
-		`SELECT s.username, s.cert_fingerprint, s.expires_at, s.revoked_at, u.role
+		`SELECT s.username, s.cert_fingerprint, s.expires_at, s.revoked_at, s.second_factor,
+			u.role, u.disabled, u.must_change_password
 		 FROM sessions s JOIN users u ON u.username = s.username WHERE s.token_hash = $1`,
-		tokenHash(token)).Scan(&rec.Username, &rec.CertFingerprint, &expires, &revoked, &rec.Role)
+		tokenHash(token)).Scan(&rec.Username, &rec.CertFingerprint, &expires, &revoked, &rec.SecondFactor,
+		&rec.Role, &rec.UserDisabled, &rec.MustChangePassword)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return rec, ErrNotFound
 	}
@@ -507,19 +521,24 @@ func (s *PGStore) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64
 func pgScanPayment(row pgx.Row, extra ...any) (paymentRecord, error) {
 	var p paymentRecord
 	var d int16
+	var by int32
 	var created, deadline int64
-	var decided *int64
+	var decided, completed *int64
 	err := row.Scan(append([]any{&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
 		&p.Fingerprint, &d, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&created, &deadline, &decided}, extra...)...)
+		&created, &deadline, &decided, &by, &completed}, extra...)...)
 	if err != nil {
 		return p, err
 	}
 	p.Decision = decision(d)
+	p.DecidedBy = decider(by)
 	p.CreatedAt = time.Unix(0, created)
 	p.Deadline = time.Unix(0, deadline)
 	if decided != nil {
 		p.DecidedAt = time.Unix(0, *decided)
+	}
+	if completed != nil {
+		p.CompletedAt = time.Unix(0, *completed)
 	}
 	if p.Fingerprint == nil {
 		p.Fingerprint = []byte{}
@@ -678,9 +697,9 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 			var err error
 			p, err = pgScanPayment(tx.QueryRow(ctx,
 				`UPDATE payments SET decision = $1, failure_reason = $2, failure_message = $3, presumed = $4,
-					decided_at = paygate_now_ns()
+					decided_at = paygate_now_ns(), decided_by = $6
 				 WHERE payment_id = $5 AND decision = 0 RETURNING `+paymentColumns,
-				int16(d), reason, message, presumed, id))
+				int16(d), reason, message, presumed, id, int32(by)))
 			if err == nil {
 				changed = true
 				return nil
@@ -694,10 +713,11 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 				p, err = pgScanPayment(tx.QueryRow(ctx,
 					`WITH t AS (SELECT paygate_now_ns() AS now)
 					 INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
-						decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at)
-					 SELECT $1, '', '', '', 0, '', '\x'::bytea, $2, $3, $4, true, true, t.now, t.now, t.now FROM t
+						decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at,
+						decided_by, completed_at)
+					 SELECT $1, '', '', '', 0, '', '\x'::bytea, $2, $3, $4, true, true, t.now, t.now, t.now, $5, t.now FROM t
 					 ON CONFLICT (payment_id) DO NOTHING RETURNING `+paymentColumns,
-					id, int16(d), reason, message))
+					id, int16(d), reason, message, int32(by)))
 				if err == nil {
 					changed = true
 					return nil

@@ -83,6 +83,49 @@ var migrations = []string{
 	UPDATE payments SET payment_id = upper(payment_id)
 		WHERE length(payment_id) = 26 AND payment_id != upper(payment_id) AND completed = 1
 		AND NOT EXISTS (SELECT 1 FROM payments q WHERE q.payment_id = upper(payments.payment_id));`,
+	// The admin interface: users that can be disabled, with an initial password to change and
+	// an admin's TOTP second factor; sessions that passed it; who decided each payment
+	// (gatewayv1.DecidedBy; 0 for decisions recorded before it was kept); the hash-chained
+	// audit log of admin actions (see auditlog.go); each payment's two-phase trail, in the
+	// order recorded; and an index to page through every user's payments, newest first.
+	`ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE users ADD COLUMN totp_secret TEXT NOT NULL DEFAULT '';
+	ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE sessions ADD COLUMN second_factor INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE payments ADD COLUMN decided_by INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX payments_by_created ON payments(created_at DESC, payment_id DESC);
+	CREATE TABLE audit_log (
+		seq        INTEGER PRIMARY KEY,
+		at         INTEGER NOT NULL,
+		actor      TEXT NOT NULL,
+		actor_cert TEXT NOT NULL,
+		peer       TEXT NOT NULL,
+		action     TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		outcome    TEXT NOT NULL,
+		reason     TEXT NOT NULL,
+		request_id TEXT NOT NULL,
+		before     TEXT NOT NULL,
+		after      TEXT NOT NULL,
+		prev_hash  BLOB NOT NULL,
+		hash       BLOB NOT NULL
+	);
+	CREATE INDEX audit_log_by_actor ON audit_log(actor, seq);
+	CREATE TABLE payment_trail (
+		id         INTEGER PRIMARY KEY,
+		payment_id TEXT NOT NULL,
+		at         INTEGER NOT NULL,
+		kind       INTEGER NOT NULL,
+		bank       TEXT NOT NULL,
+		vote       TEXT NOT NULL,
+		decision   TEXT NOT NULL,
+		decided_by INTEGER NOT NULL,
+		attempt    INTEGER NOT NULL,
+		replica    TEXT NOT NULL,
+		detail     TEXT NOT NULL
+	);
+	CREATE INDEX payment_trail_by_payment ON payment_trail(payment_id, id);`,
 }
 
 // SQLiteStore is the gateway's store in one SQLite file: the embedded default, for one gateway
@@ -129,9 +172,11 @@ func (s *SQLiteStore) CreateUsers(ctx context.Context, users []userRecord, now t
 func createUsers(ctx context.Context, tx *sqlitedb.Tx, users []userRecord, now time.Time) error {
 	for _, u := range users {
 		res, err := tx.ExecContext(ctx,
-			`INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)
+			`INSERT INTO users (username, password_hash, role, created_at, disabled, must_change_password,
+				totp_secret, totp_last_step) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			 ON CONFLICT (username) DO NOTHING`,
-			u.Username, u.PasswordHash, u.Role, now.UnixNano())
+			u.Username, u.PasswordHash, u.Role, now.UnixNano(), u.Disabled, u.MustChangePassword,
+			u.TOTPSecret, u.TOTPLastStep)
 		if err != nil {
 			return fmt.Errorf("gateway: create user %s: %w", u.Username, err)
 		}
@@ -153,16 +198,27 @@ func createUsers(ctx context.Context, tx *sqlitedb.Tx, users []userRecord, now t
 	return nil
 }
 
+// userColumns are the columns of users that scanUser reads, in its order.
+const userColumns = `username, password_hash, role, disabled, must_change_password, totp_secret, totp_last_step, created_at`
+
+// scanUser scans a row of userColumns, followed by extra.
+func scanUser(row interface{ Scan(...any) error }, extra ...any) (userRecord, error) {
+	var u userRecord
+	var created int64
+	err := row.Scan(append([]any{&u.Username, &u.PasswordHash, &u.Role, &u.Disabled, &u.MustChangePassword,
+		&u.TOTPSecret, &u.TOTPLastStep, &created}, extra...)...)
+	u.CreatedAt = time.Unix(0, created)
+	return u, err
+}
+
 // User returns a user with its accounts, or ErrNotFound.
 func (s *SQLiteStore) User(ctx context.Context, username string) (userRecord, error) {
-	u := userRecord{Username: username}
-	err := s.db.Read.QueryRowContext(ctx,
-		`SELECT password_hash, role FROM users WHERE username = ?`, username).Scan(&u.PasswordHash, &u.Role)
+	u, err := scanUser(s.db.Read.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE username = ?`, username))
 	if errors.Is(err, sql.ErrNoRows) {
-		return u, ErrNotFound
+		return userRecord{Username: username}, ErrNotFound
 	}
 	if err != nil {
-		return u, fmt.Errorf("gateway: read user: %w", err)
+		return userRecord{Username: username}, fmt.Errorf("gateway: read user: %w", err)
 	}
 	u.Accounts, err = s.Accounts(ctx, username)
 	return u, err
@@ -209,8 +265,9 @@ func (s *SQLiteStore) CreateSession(ctx context.Context, token string, rec sessi
 			}
 		}
 		_, err := tx.ExecContext(ctx,
-			`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-			tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano())
+			`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at, second_factor)
+			 VALUES (?, ?, ?, ?, ?, ?)`,
+			tokenHash(token), rec.Username, rec.CertFingerprint, now.UnixNano(), rec.ExpiresAt.UnixNano(), rec.SecondFactor)
 		return err
 	})
 	if errors.Is(err, ErrTooManySessions) {
@@ -222,14 +279,18 @@ func (s *SQLiteStore) CreateSession(ctx context.Context, token string, rec sessi
 	return nil
 }
 
+// Session returns the session of token with its user's role, whether the user is disabled and
+// whether it must change its password, or ErrNotFound.
 func (s *SQLiteStore) Session(ctx context.Context, token string) (sessionRecord, error) {
 	var rec sessionRecord
 	var expires int64
 	var revoked sql.NullInt64
 	err := s.db.Read.QueryRowContext(ctx,
-		`SELECT s.username, s.cert_fingerprint, s.expires_at, s.revoked_at, u.role
+		`SELECT s.username, s.cert_fingerprint, s.expires_at, s.revoked_at, s.second_factor,
+			u.role, u.disabled, u.must_change_password
 		 FROM sessions s JOIN users u ON u.username = s.username WHERE s.token_hash = ?`,
-		tokenHash(token)).Scan(&rec.Username, &rec.CertFingerprint, &expires, &revoked, &rec.Role)
+		tokenHash(token)).Scan(&rec.Username, &rec.CertFingerprint, &expires, &revoked, &rec.SecondFactor,
+		&rec.Role, &rec.UserDisabled, &rec.MustChangePassword)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, ErrNotFound
 	}
@@ -274,16 +335,19 @@ func (s *SQLiteStore) exec(ctx context.Context, query string, args ...any) error
 
 // ---- payments
 
+// paymentColumns are the columns of payments that scanPayment and pgScanPayment read, in
+// their order.
 const paymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
-	fingerprint, decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at`
+	fingerprint, decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at,
+	decided_by, completed_at`
 
 func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	var p paymentRecord
 	var created, deadline int64
-	var decided sql.NullInt64
+	var decided, completed sql.NullInt64
 	err := row.Scan(&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
 		&p.Fingerprint, &p.Decision, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&created, &deadline, &decided)
+		&created, &deadline, &decided, &p.DecidedBy, &completed)
 	if err != nil {
 		return p, err
 	}
@@ -291,6 +355,9 @@ func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	p.Deadline = time.Unix(0, deadline)
 	if decided.Valid {
 		p.DecidedAt = time.Unix(0, decided.Int64)
+	}
+	if completed.Valid {
+		p.CompletedAt = time.Unix(0, completed.Int64)
 	}
 	return p, nil
 }
@@ -365,9 +432,10 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 		// The usual case, an undecided payment, is one statement that returns the row.
 		var err error
 		p, err = scanPayment(tx.QueryRowContext(ctx,
-			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?
+			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?,
+				decided_by = ?
 			 WHERE payment_id = ? AND decision = 0 RETURNING `+paymentColumns,
-			d, reason, message, presumed, now.UnixNano(), id))
+			d, reason, message, presumed, now.UnixNano(), by, id))
 		if err == nil {
 			return nil
 		}
@@ -378,9 +446,10 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 			// Unknown payment: record the presumed abort. ON CONFLICT keeps an existing decision.
 			_, err = tx.ExecContext(ctx,
 				`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint,
-					decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at)
-				 VALUES (?, '', '', '', 0, '', X'', ?, ?, ?, 1, 1, ?, ?, ?) ON CONFLICT (payment_id) DO NOTHING`,
-				id, d, reason, message, now.UnixNano(), now.UnixNano(), now.UnixNano())
+					decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at,
+					decided_by, completed_at)
+				 VALUES (?1, '', '', '', 0, '', X'', ?2, ?3, ?4, 1, 1, ?5, ?5, ?5, ?6, ?5) ON CONFLICT (payment_id) DO NOTHING`,
+				id, d, reason, message, now.UnixNano(), by)
 			if err != nil {
 				return err
 			}
