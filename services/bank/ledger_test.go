@@ -196,6 +196,7 @@ func TestAbortBeforePrepareTombstone(t *testing.T) {
 
 func TestPrepareVotesNo(t *testing.T) {
 	t.Parallel()
+	const nearMax = 2000 // what the other accounts hold
 	closed := usd("bank1-9", 1000)
 	closed.Closed = true
 	tests := []struct {
@@ -210,7 +211,7 @@ func TestPrepareVotesNo(t *testing.T) {
 		{"currency mismatch", []Leg{{Account: "bank1-1", Direction: Debit, Amount: 1, Currency: "EUR"}}, t0, ReasonCurrencyMismatch},
 		{"closed account", []Leg{credit("bank1-9", 1)}, t0, ReasonAccountClosed},
 		{"deadline passed", []Leg{debit("bank1-1", 1)}, deadline.Add(time.Nanosecond), ReasonDeadlineExceeded},
-		{"balance overflow", []Leg{credit("bank1-2", 1)}, t0, ReasonBalanceOverflow},
+		{"balance overflow", []Leg{credit("bank1-2", nearMax+1)}, t0, ReasonBalanceOverflow},
 		{"second leg fails, first is not kept", []Leg{debit("bank1-1", 10), credit("bank1-404", 10)}, t0, ReasonUnknownAccount},
 		{"two debits of one account checked together", []Leg{debit("bank1-1", 600), debit("bank1-1", 600)}, t0, ReasonInsufficientFunds},
 	}
@@ -218,7 +219,8 @@ func TestPrepareVotesNo(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			forEachLedger(t, []Account{usd("bank1-1", 1000), usd("bank1-2", math.MaxInt64), closed}, func(t *testing.T, l testLedger, _ reopenFunc) {
+			// bank1-2 holds all it can while the bank's total still fits in an int64.
+			forEachLedger(t, []Account{usd("bank1-1", 1000), usd("bank1-2", math.MaxInt64-nearMax), closed}, func(t *testing.T, l testLedger, _ reopenFunc) {
 				for attempt := range 2 { // a retry gets the same NO
 					v, err := l.Prepare(ctx, "t", tt.legs, deadline, tt.now)
 					if err != nil {
@@ -229,7 +231,7 @@ func TestPrepareVotesNo(t *testing.T) {
 					}
 				}
 				wantAccount(t, l, "bank1-1", 1000, 0, 0)
-				wantAccount(t, l, "bank1-2", math.MaxInt64, 0, 0)
+				wantAccount(t, l, "bank1-2", math.MaxInt64-nearMax, 0, 0)
 				got, err := l.Transaction(ctx, "t")
 				if err != nil || got.State != Aborted || got.Reason != tt.reason {
 					t.Fatalf("recorded %+v, %v; want ABORTED %s", got, err, tt.reason)
