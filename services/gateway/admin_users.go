@@ -320,7 +320,8 @@ func (g *Gateway) checkLinkable(ctx context.Context, field, id, username string)
 }
 
 // updateUser changes username with fn (see adminStore.UpdateUser) and answers the store's
-// refusals; with revoke, the user's sessions end, here at once and on other replicas at their
+// refusals. The sessions this process has cached are read again (they carry the user's role and
+// state); with revoke, the user's sessions end, here at once and on other replicas at their
 // next read of them, and so do its payment streams (with endErr).
 func (a *adminService) updateUser(ctx context.Context, username string, fn func(u *userRecord) error, revoke bool, endErr error) (before, after userRecord, revoked int, err error) {
 	before, after, revoked, err = a.g.store.UpdateUser(ctx, username, fn, revoke, a.g.now())
@@ -329,6 +330,8 @@ func (a *adminService) updateUser(ctx context.Context, username string, fn func(
 	}
 	if revoke {
 		a.g.userChanged(username, endErr)
+	} else {
+		a.g.forgetUser(username)
 	}
 	return before, after, revoked, nil
 }
