@@ -40,6 +40,7 @@ type Coordinator struct {
 	banks   map[string]participant
 	health  *bankHealth
 	events  *broker
+	trail   *trailRecorder
 	logger  *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
@@ -65,7 +66,11 @@ type Coordinator struct {
 	inflight   map[string]*claim // payments this process is driving now
 	retry      map[string]retryState
 	completing map[string]struct{}
-	kick       chan struct{}
+	// known is, on a shared store, the lease under which this process came to hold each
+	// unfinished payment it admitted or took over, so that a payment recovery finds among its
+	// own without having held it before is recorded as claimed (see noteIfClaimed).
+	known map[string]string
+	kick  chan struct{}
 	// recoverSlots holds a token for each payment the recovery loop is driving (at most
 	// maxRecoveryWorkers).
 	recoverSlots chan struct{}
@@ -74,6 +79,8 @@ type Coordinator struct {
 type retryState struct {
 	next    time.Time
 	backoff time.Duration
+	// attempts counts recovery's re-sends (the trail's RETRY events).
+	attempts int32
 }
 
 // vote is one bank's answer to a prepare.
@@ -92,6 +99,7 @@ func newCoordinator(store Store, banks map[string]participant, health *bankHealt
 		banks:         banks,
 		health:        health,
 		events:        events,
+		trail:         newTrailRecorder(store, logger),
 		logger:        logger,
 		now:           store.Now,
 		timeout:       timeout,
@@ -99,6 +107,7 @@ func newCoordinator(store Store, banks map[string]participant, health *bankHealt
 		inflight:      make(map[string]*claim),
 		retry:         make(map[string]retryState),
 		completing:    make(map[string]struct{}),
+		known:         make(map[string]string),
 		completions:   make(chan string, 4*maxBatch),
 		kick:          make(chan struct{}, 1),
 		recoverSlots:  make(chan struct{}, maxRecoveryWorkers),
@@ -223,6 +232,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	crashpoint.HitHeld(admitCtx, crashpoint.GatewayAfterInsert)
 	// A shared store sets the payment's times by its own clock.
 	p.CreatedAt, p.Deadline = stored.CreatedAt, stored.Deadline
+	c.noteHeld(p.PaymentID)
 	votes, err := c.prepare(ctx, p)
 	if err == nil && !c.holds(p.PaymentID) {
 		err = errLeaseLost // see drive
@@ -239,7 +249,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
 	c.events.publish(p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
-	out, err = c.decideAndComplete(ctx, p, votes, true)
+	out, _, err = c.decideAndComplete(ctx, p, votes, true, decidedByRequest)
 	if err != nil {
 		return p, false, err, false
 	}
@@ -274,7 +284,8 @@ func (c *Coordinator) rerun(ctx context.Context, stored, p paymentRecord) (payme
 	if stored.Decision != decisionNone {
 		return stored, true, nil, false
 	}
-	out, err := c.drive(context.WithoutCancel(ctx), stored, true)
+	c.noteIfClaimed(stored.PaymentID, "taken over by a retry of the request")
+	out, _, err := c.drive(context.WithoutCancel(ctx), stored, true, decidedByRequest)
 	if err != nil {
 		return stored, false, err, false
 	}
@@ -400,8 +411,8 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 }
 
 // drive runs phases one and two for an admitted, undecided payment this process has claimed;
-// async as for decideAndComplete.
-func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool) (paymentRecord, error) {
+// async, by and completed as for decideAndComplete.
+func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool, by decider) (out paymentRecord, completed bool, err error) {
 	votes, err := c.prepare(ctx, p)
 	if err == nil && !c.holds(p.PaymentID) {
 		// The lease lapsed during phase one (the process was paused, or cut off from the
@@ -410,17 +421,19 @@ func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool) (p
 		err = errLeaseLost
 	}
 	if err != nil {
-		return p, err
+		return p, false, err
 	}
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
-	return c.decideAndComplete(ctx, p, votes, async)
+	return c.decideAndComplete(ctx, p, votes, async, by)
 }
 
 // decideAndComplete records the decision the votes make (the commit point) and runs phase two:
 // before returning, or, when async, in the background, releasing the payment's claim at its
 // end. Either way the decision is published (to duplicates waiting and to watchers) before it
-// returns.
-func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, votes []vote, async bool) (paymentRecord, error) {
+// returns. by is who decides, kept with the decision: the request, or recovery resuming the
+// payment. completed says that every bank acknowledged phase two before it returned (never when
+// async).
+func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, votes []vote, async bool, by decider) (out paymentRecord, completed bool, err error) {
 	d, reason, msg := decisionNone, gatewayv1.FailureReason_FAILURE_REASON_UNSPECIFIED, ""
 	if c.now().After(p.Deadline) {
 		d, reason, msg = decisionAbort, gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT,
@@ -428,19 +441,19 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 	} else {
 		d, reason, msg = decide(votes)
 	}
-	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now(), decidedByRequest)
+	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now(), by)
 	if err != nil {
 		// The decision may or may not be durable; the recovery loop finds out and finishes.
-		return p, fmt.Errorf("record decision for %s: %w", p.PaymentID, err)
+		return p, false, fmt.Errorf("record decision for %s: %w", p.PaymentID, err)
 	}
 	crashpoint.Hit(crashpoint.GatewayAfterDecision)
 	c.logger.LogAttrs(ctx, slog.LevelDebug, "payment decided",
 		slog.String("payment_id", p.PaymentID), slog.String("decision", decided.Decision.String()),
 		slog.String("reason", gatewayv1.FailureReason(decided.FailureReason).String()))
 	if !async {
-		c.complete(ctx, decided)
+		completed = c.complete(ctx, decided)
 		c.events.publish(decided)
-		return decided, nil
+		return decided, completed, nil
 	}
 	// The answer does not wait for phase two: the decision is final once durable. Reads that
 	// must see the payment applied wait on the settle barrier instead (see settleBarrier).
@@ -453,7 +466,7 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 		c.complete(ctx, decided)
 	}()
 	c.events.publish(decided)
-	return decided, nil
+	return decided, false, nil
 }
 
 // WaitBackground waits for the phase twos running after their requests were answered.

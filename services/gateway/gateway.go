@@ -404,6 +404,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
+	// The trail's writer runs until Shutdown has written the last events, after the loops.
+	g.coord.trail.start()
 	g.serve(g.api, g.apiLn)
 	if g.web != nil {
 		g.serve(g.web, g.webLn)
@@ -460,7 +462,9 @@ func (g *Gateway) WebAddr() string {
 }
 
 // Shutdown stops accepting calls, lets calls in flight finish until ctx ends, stops the
-// background loops and closes the store, in that order.
+// background loops and the phase twos still running, writes the payments' trail events
+// still queued, hands the replica's unfinished payments back and closes the store, in that
+// order.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.drainingOnce.Do(func() { close(g.draining) })
 	var errs []error
@@ -477,6 +481,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.coord.WaitBackground()
 	g.stopBatchers()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	errs = append(errs, g.coord.trail.close(hctx))
 	errs = append(errs, g.coord.handBack(hctx))
 	cancel()
 	errs = append(errs, g.store.Close())

@@ -66,6 +66,21 @@ func (h *bankHealth) check(bank string) error {
 		st.since.UTC().Format(time.RFC3339), st.lastErr)
 }
 
+// status says whether bank is up, by the health monitor, and since when it is in that state.
+// A bank the monitor does not know is reported up.
+func (h *bankHealth) status(bank string) (up bool, since time.Time) {
+	if h == nil {
+		return true, time.Time{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st, ok := h.state[bank]
+	if !ok {
+		return true, time.Time{}
+	}
+	return st.up, st.since
+}
+
 // observe records the result of a probe or a call to bank. Only transport failures count
 // against a bank; an application error means it answered.
 func (h *bankHealth) observe(bank string, err error, fromProbe bool) {

@@ -39,10 +39,14 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, err
 	// holding money at the other banks meanwhile.
 	for _, bank := range banks {
 		if _, ok := c.banks[bank]; !ok {
-			return []vote{{bank: bank, err: fmt.Errorf("%w %q", ErrUnknownBank, bank)}}, nil
+			v := vote{bank: bank, err: fmt.Errorf("%w %q", ErrUnknownBank, bank)}
+			c.noteVote(p.PaymentID, v)
+			return []vote{v}, nil
 		}
 		if err := c.health.check(bank); err != nil {
-			return []vote{{bank: bank, err: err}}, nil
+			v := vote{bank: bank, err: err}
+			c.noteVote(p.PaymentID, v)
+			return []vote{v}, nil
 		}
 	}
 	votes := make([]vote, len(banks))
@@ -61,7 +65,10 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, err
 		}
 		reqs[i] = req
 	}
-	each(len(banks), func(i int) { votes[i] = c.prepareOne(ctx, banks[i], reqs[i]) })
+	each(len(banks), func(i int) {
+		votes[i] = c.prepareOne(ctx, banks[i], reqs[i])
+		c.noteVote(p.PaymentID, votes[i])
+	})
 	return votes, nil
 }
 
@@ -86,6 +93,7 @@ func (c *Coordinator) prepareOne(ctx context.Context, bank string, req *bankv1.P
 	if err := c.health.check(bank); err != nil {
 		return vote{bank: bank, err: err}
 	}
+	c.notePrepareSent(req.TransactionId, bank)
 	// Prepare is idempotent at the bank, so a call that failed to reach it (a connection
 	// refused or reset, e.g. just after a restart) is sent again while the deadline allows,
 	// rather than aborting the payment at the first hiccup.

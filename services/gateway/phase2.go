@@ -54,6 +54,7 @@ func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
 func (c *Coordinator) markCompleted(ctx context.Context, id string) {
 	c.mu.Lock()
 	delete(c.retry, id)
+	delete(c.known, id)
 	c.mu.Unlock()
 	if c.completerRunning.Load() {
 		c.mu.Lock()
@@ -143,6 +144,11 @@ func (c *Coordinator) phase2(ctx context.Context, bank string, p paymentRecord) 
 		return fmt.Errorf("gateway: phase two of undecided payment %s", p.PaymentID)
 	}
 	c.health.observe(bank, err, false)
+	if err == nil {
+		c.noteAcknowledged(p.PaymentID, bank)
+	} else {
+		c.noteBankError(p.PaymentID, bank, err)
+	}
 	if err != nil && connect.CodeOf(err) == connect.CodeFailedPrecondition {
 		// The bank holds the opposite outcome: an invariant violation that needs a person.
 		c.logger.LogAttrs(ctx, slog.LevelError, "INVARIANT VIOLATION: bank refused the decision",

@@ -167,34 +167,98 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 			if fresh.Completed || !held {
 				return
 			}
+			c.noteIfClaimed(fresh.PaymentID, "claimed from a replica whose lease had expired")
 			c.recoverPayment(ctx, fresh)
 		}()
 	}
 }
 
-func (c *Coordinator) recoverPayment(ctx context.Context, p paymentRecord) {
+// recoverPayment finishes a payment this process holds and nobody drives now: an undecided one
+// past its deadline is aborted (by the timeout monitor), an undecided one within it is resumed
+// from phase one, a decided one has its phase two sent again. It returns the payment as it
+// stands afterwards and whether every bank has acknowledged its phase two. It never changes a
+// decision: it decides only an undecided payment, by the store's compare-and-set.
+func (c *Coordinator) recoverPayment(ctx context.Context, p paymentRecord) (paymentRecord, bool) {
 	if p.Decision == decisionNone {
 		if c.now().After(p.Deadline) {
 			decided, err := c.store.Decide(ctx, p.PaymentID, decisionAbort, int32(gatewayv1.FailureReason_FAILURE_REASON_TIMEOUT), fmt.Sprintf("no decision within the %s timeout", c.timeout), false, c.now(), decidedByTimeoutMonitor)
-
 			if err != nil {
 				c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: abort", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
-				return
+				return p, false
 			}
 			c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: aborted payment past its deadline", slog.String("payment_id", p.PaymentID))
 			c.events.publish(decided)
-			c.complete(ctx, decided)
-			return
+			return decided, c.complete(ctx, decided)
 		}
 		// Admitted before a restart and never decided: resume it. Prepare is idempotent at the banks.
 		c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: resuming undecided payment", slog.String("payment_id", p.PaymentID))
-		if _, err := c.drive(ctx, p, false); err != nil {
+		c.noteRetry(p.PaymentID, "prepare")
+		out, completed, err := c.drive(ctx, p, false, decidedByRecovery)
+		if err != nil {
 			c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: resume", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
+			return p, false
 		}
-		return
+		return out, completed
 	}
-	if c.complete(ctx, p) {
+	c.noteRetry(p.PaymentID, "phase two")
+	done := c.complete(ctx, p)
+	if done {
 		c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: phase two completed", slog.String("payment_id", p.PaymentID),
 			slog.String("decision", p.Decision.String()))
 	}
+	return p, done
+}
+
+// ErrHeldElsewhere is Redrive's refusal of a payment that another live gateway replica
+// drives.
+var ErrHeldElsewhere = errors.New("gateway: the payment is driven by another gateway replica")
+
+// Redrive runs recovery for payment id now, as the recovery loop would at its next round (see
+// recoverPayment), on behalf of admin, and returns the payment as it stands afterwards with
+// whether every bank has acknowledged its phase two. A finished payment is returned as it is.
+// It claims the payment as recovery does: it waits for a driver in this process to let go
+// (ErrPaymentInProgress when it does not before ctx is nearly over), and refuses a payment
+// that another live replica holds (ErrHeldElsewhere). ErrNotFound for an unknown id.
+func (c *Coordinator) Redrive(ctx context.Context, id, admin string) (paymentRecord, bool, error) {
+	p, err := c.store.Payment(ctx, id)
+	for {
+		switch {
+		case err != nil:
+			return p, false, err
+		case p.Completed:
+			return p, true, nil
+		case c.isCompleting(id):
+			return p, true, nil // every bank acknowledged; the completion is being recorded
+		}
+		cl, owned := c.acquire(id, p.Fingerprint)
+		if owned {
+			break
+		}
+		// Driven in this process now (by its request, or by recovery): wait for it to end.
+		wctx, cancel := answerBy(ctx)
+		select {
+		case <-cl.released:
+			cancel()
+		case <-wctx.Done():
+			cancel()
+			return p, false, ErrPaymentInProgress
+		}
+		p, err = c.store.Payment(ctx, id)
+	}
+	defer c.release(id)
+	fresh, held, err := c.store.Claim(ctx, id)
+	switch {
+	case err != nil:
+		return p, false, err
+	case fresh.Completed:
+		return fresh, true, nil
+	case !held:
+		return fresh, false, ErrHeldElsewhere
+	}
+	c.noteRedriveRequested(id, admin)
+	c.noteIfClaimed(id, "claimed for a re-drive from a replica whose lease had expired")
+	c.logger.LogAttrs(ctx, slog.LevelInfo, "re-drive requested", slog.String("payment_id", id), slog.String("admin", admin))
+	// The protocol runs to its end even if the admin goes away, as a request's does.
+	out, done := c.recoverPayment(context.WithoutCancel(ctx), fresh)
+	return out, done, nil
 }

@@ -34,6 +34,7 @@ func (c *Coordinator) keepLease(ctx context.Context) {
 		case errors.Is(err, ErrLeaseLost):
 			c.logger.LogAttrs(ctx, slog.LevelError, "lease expired before it was renewed: other replicas may have taken over this replica's payments",
 				slog.Duration("lease_ttl", ttl), slog.String("new_lease", c.store.Owner()))
+			c.forgetHeld("")
 			c.Kick()
 		case err != nil && ctx.Err() == nil:
 			c.logger.LogAttrs(ctx, slog.LevelWarn, "renew lease", slog.String("error", err.Error()))
