@@ -227,27 +227,42 @@ type Session struct {
 	Username   string
 	Token      string
 	ExpireTime time.Time
+	// Role is the user's role: RoleCustomer or RoleAdmin ("" from a gateway that does not say).
+	Role string
+	// SecondFactor says the session passed the second factor (LoginWithCode with a right
+	// code): an admin's session may call AdminService only then.
+	SecondFactor bool
+	// PasswordChangeRequired says the password is an initial one, set by an admin: every call
+	// but ChangePassword and Logout is refused until ChangePassword replaces it.
+	PasswordChangeRequired bool
 }
 
 // Login signs in and makes the client send the new token from now on. A queue paused by
-// ErrLoginRequired resumes.
+// ErrLoginRequired resumes. An admin who means to call AdminService signs in with
+// LoginWithCode instead.
 func (c *Client) Login(ctx context.Context, username, password string) (Session, error) {
+	return c.login(ctx, &gatewayv1.LoginRequest{Username: username, Password: password})
+}
+
+func (c *Client) login(ctx context.Context, req *gatewayv1.LoginRequest) (Session, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
 	var resp *connect.Response[gatewayv1.LoginResponse]
 	err := c.call(ctx, sendOnce, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = ep.auth.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: username, Password: password}))
+		resp, err = ep.auth.Login(ctx, connect.NewRequest(req))
 		return err
 	})
 	if err != nil {
 		return Session{}, fmt.Errorf("login: %w", err)
 	}
-	s := Session{Username: resp.Msg.GetUsername(), Token: resp.Msg.GetToken(), ExpireTime: resp.Msg.GetExpireTime().AsTime()}
+	m := resp.Msg
+	s := Session{Username: m.GetUsername(), Token: m.GetToken(), ExpireTime: m.GetExpireTime().AsTime(),
+		Role: m.GetRole(), SecondFactor: m.GetSecondFactor(), PasswordChangeRequired: m.GetPasswordChangeRequired()}
 	if s.Username == "" {
-		s.Username = username
+		s.Username = req.GetUsername()
 	}
 	c.SetToken(s.Token, s.Username)
-	c.cfg.logger.Info("logged in", "user", s.Username, "expires", s.ExpireTime)
+	c.cfg.logger.Info("logged in", "user", s.Username, "expires", s.ExpireTime, "role", s.Role, "second_factor", s.SecondFactor)
 	return s, nil
 }
 

@@ -111,4 +111,20 @@
 // pages through the user's payments, newest first (AllHistory iterates over all of them);
 // GetPayment returns one; Watch streams status changes as they happen. A user only ever sees
 // their own payments.
+//
+// # Operators
+//
+// An admin signs in with LoginWithCode, giving the current code of its authenticator app
+// (TOTP), and presents an admin certificate (spiffe://paygate/admin/<name>, made by
+// `paygate certs --admins NAME`):
+//
+//	c, err := client.New("127.0.0.1:8443", client.WithTLSFiles("certs/ca.pem", "certs/admin-ops.pem", "certs/admin-ops-key.pem"))
+//	if err != nil { ... }
+//	s, err := c.LoginWithCode(ctx, "ops", password, code)
+//	// s.Role == client.RoleAdmin, s.SecondFactor == true
+//	users, err := c.Admin().ListUsers(ctx, connect.NewRequest(&gatewayv1.ListUsersRequest{}))
+//
+// Admin returns the gateway's AdminService with the client's token, timeout and failover.
+// ChangePassword replaces the signed-in user's password; a user whose password an admin set
+// (Session.PasswordChangeRequired) must call it before anything else.
 package client

@@ -54,6 +54,7 @@ type endpoint struct {
 	auth     gatewayv1connect.AuthServiceClient
 	payments gatewayv1connect.PaymentServiceClient
 	balance  gatewayv1connect.BalanceServiceClient
+	admin    gatewayv1connect.AdminServiceClient
 	health   *grpchealth.Client
 }
 
@@ -63,6 +64,7 @@ func newEndpoint(hc *http.Client, url string, opts []connect.ClientOption) *endp
 		auth:     gatewayv1connect.NewAuthServiceClient(hc, url, opts...),
 		payments: gatewayv1connect.NewPaymentServiceClient(hc, url, opts...),
 		balance:  gatewayv1connect.NewBalanceServiceClient(hc, url, opts...),
+		admin:    gatewayv1connect.NewAdminServiceClient(hc, url, opts...),
 		health:   grpchealth.NewClient(hc, url, connect.WithGRPC()),
 	}
 }

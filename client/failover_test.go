@@ -82,6 +82,7 @@ type replica struct {
 	draining      bool
 	afterApply    func() // ExecutePayment runs it after recording a new payment, before answering
 	afterRegister func() // Register runs it after creating the user, before answering
+	admin         *replicaAdmin
 }
 
 func newReplica(t *testing.T, name string, sh *shared) *replica {
@@ -98,7 +99,9 @@ func newReplica(t *testing.T, name string, sh *shared) *replica {
 	r := &replica{t: t, name: name, sh: sh, url: "https://" + ln.Addr().String(), ln: ln, conns: map[net.Conn]bool{},
 		calls: map[string]int{}, refuse: map[string]error{}, watchers: map[chan *gatewayv1.Payment]bool{}}
 	opts := connect.WithInterceptors(replicaInterceptor{r})
+	r.admin = &replicaAdmin{r: r}
 	mux := http.NewServeMux()
+	mux.Handle(gatewayv1connect.NewAdminServiceHandler(r.admin, opts))
 	mux.Handle(gatewayv1connect.NewAuthServiceHandler(r, opts))
 	mux.Handle(gatewayv1connect.NewPaymentServiceHandler(r, opts))
 	mux.Handle(gatewayv1connect.NewBalanceServiceHandler(r, opts))
@@ -284,10 +287,17 @@ func (r *replica) Login(_ context.Context, req *connect.Request[gatewayv1.LoginR
 	if req.Msg.GetPassword() != "right" {
 		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "wrong username or password")
 	}
-	tok := fmt.Sprintf("tok-%s-%d", req.Msg.GetUsername(), len(r.sh.tokens))
-	r.sh.tokens[tok] = req.Msg.GetUsername()
-	return connect.NewResponse(&gatewayv1.LoginResponse{Token: tok, Username: req.Msg.GetUsername(),
-		ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}), nil
+	resp := &gatewayv1.LoginResponse{Username: req.Msg.GetUsername(), Role: "customer", ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}
+	switch req.Msg.GetTotpCode() {
+	case "":
+	case rightCode:
+		resp.Role, resp.SecondFactor = "admin", true
+	default:
+		return nil, rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "wrong username, password or code")
+	}
+	resp.Token = fmt.Sprintf("tok-%s-%d", req.Msg.GetUsername(), len(r.sh.tokens))
+	r.sh.tokens[resp.Token] = req.Msg.GetUsername()
+	return connect.NewResponse(resp), nil
 }
 
 func (r *replica) Logout(_ context.Context, req *connect.Request[gatewayv1.LogoutRequest]) (*connect.Response[gatewayv1.LogoutResponse], error) {
