@@ -18,7 +18,17 @@
 // (Config.DatabaseURL).
 //
 // Accounts are imported from a fixtures file (see ParseAccounts) on the first start only; from
-// then on the ledger is the truth and the fixtures file is not read again.
+// then on the ledger is the truth and the fixtures file is not read again. The import records
+// the sum of the balances as the ledger's initial total.
+//
+// # Operators
+//
+// The gateway's admins open accounts (OpenAccount: a zero balance, the next number, idempotent
+// by request id) and close empty ones (CloseAccount), and move money across the system's edge
+// with journaled entries (PostEntry: a deposit or a withdrawal, idempotent by entry id, written
+// with the balance change in one write). Summary reads the totals the money invariants are
+// checked against, in one snapshot: across every bank, once no transaction is prepared, the
+// balances add up to the initial totals plus the deposits minus the withdrawals.
 //
 // # The participant's state machine
 //

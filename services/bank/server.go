@@ -32,6 +32,11 @@ var Policy = rpcserver.Policy{
 	bankv1connect.BankServiceListAccountsProcedure:         rpcserver.AccessGateway,
 	bankv1connect.BankServiceGetTransactionProcedure:       rpcserver.AccessGateway,
 	bankv1connect.BankServiceRedeemEnrollmentCodeProcedure: rpcserver.AccessGateway,
+	bankv1connect.BankServiceOpenAccountProcedure:          rpcserver.AccessGateway,
+	bankv1connect.BankServiceCloseAccountProcedure:         rpcserver.AccessGateway,
+	bankv1connect.BankServicePostEntryProcedure:            rpcserver.AccessGateway,
+	bankv1connect.BankServiceListEntriesProcedure:          rpcserver.AccessGateway,
+	bankv1connect.BankServiceGetLedgerSummaryProcedure:     rpcserver.AccessGateway,
 }
 
 // ServerConfig configures a bank server: the bank, its listener and its TLS material, and how

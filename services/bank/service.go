@@ -25,9 +25,16 @@ const (
 	ErrorReasonInvalidArgument             = "invalid_argument"
 	ErrorReasonInvalidPageToken            = "invalid_page_token"
 	ErrorReasonInternal                    = "internal"
+	ErrorReasonRequestIDReused             = "request_id_reused"
+	ErrorReasonEntryIDReused               = "entry_id_reused"
+	ErrorReasonInsufficientFunds           = "insufficient_funds"
+	ErrorReasonBalanceOverflow             = "balance_overflow"
+	ErrorReasonAccountClosed               = "account_closed"
+	ErrorReasonCurrencyMismatch            = "currency_mismatch"
+	ErrorReasonAccountNotEmpty             = "account_not_empty"
 )
 
-// Page sizes of ListAccounts.
+// Page sizes of ListAccounts and ListEntries.
 const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
@@ -44,6 +51,11 @@ type ledgerStore interface {
 	ListAccounts(ctx context.Context, pageSize int, pageToken string) ([]Account, string, error)
 	Transaction(ctx context.Context, txnID string) (Transaction, error)
 	RedeemEnrollmentCode(ctx context.Context, id, code, username string, now time.Time) (Account, error)
+	OpenAccount(ctx context.Context, requestID, holder, currency string, now time.Time) (Account, bool, error)
+	CloseAccount(ctx context.Context, id string) (Account, error)
+	PostEntry(ctx context.Context, e Entry, now time.Time) (Entry, bool, error)
+	ListEntries(ctx context.Context, accountID string, pageSize int, pageToken string) ([]Entry, string, error)
+	Summary(ctx context.Context) (Summary, error)
 }
 
 // Service implements paygate.bank.v1.BankService on a ledger. Authentication and request
@@ -123,6 +135,13 @@ var errorCodes = []struct {
 	{ErrInvalidPageToken, connect.CodeInvalidArgument, ErrorReasonInvalidPageToken},
 	{ErrInvalidArgument, connect.CodeInvalidArgument, ErrorReasonInvalidArgument},
 	{ErrEnrollmentRefused, connect.CodePermissionDenied, ErrorReasonEnrollmentRefused},
+	{ErrRequestIDReused, connect.CodeAlreadyExists, ErrorReasonRequestIDReused},
+	{ErrEntryIDReused, connect.CodeAlreadyExists, ErrorReasonEntryIDReused},
+	{ErrInsufficientFunds, connect.CodeFailedPrecondition, ErrorReasonInsufficientFunds},
+	{ErrBalanceOverflow, connect.CodeFailedPrecondition, ErrorReasonBalanceOverflow},
+	{ErrAccountClosed, connect.CodeFailedPrecondition, ErrorReasonAccountClosed},
+	{ErrCurrencyMismatch, connect.CodeFailedPrecondition, ErrorReasonCurrencyMismatch},
+	{ErrAccountNotEmpty, connect.CodeFailedPrecondition, ErrorReasonAccountNotEmpty},
 }
 
 // toConnectError turns an error of the ledger into the RPC's error. Context errors pass through
@@ -260,14 +279,23 @@ func (s *Service) GetAccount(ctx context.Context, req *connect.Request[bankv1.Ge
 	return connect.NewResponse(&bankv1.GetAccountResponse{Account: accountToProto(a)}), nil
 }
 
-// ListAccounts pages through the bank's accounts in id order.
-func (s *Service) ListAccounts(ctx context.Context, req *connect.Request[bankv1.ListAccountsRequest]) (*connect.Response[bankv1.ListAccountsResponse], error) {
-	size := int(req.Msg.GetPageSize())
+// pageSize is the page size a list request asks for: DefaultPageSize for 0, or the RPC's
+// InvalidArgument error.
+func pageSize(size int32) (int, error) {
 	switch {
 	case size == 0:
-		size = DefaultPageSize
+		return DefaultPageSize, nil
 	case size < 0 || size > MaxPageSize:
-		return nil, invalidArgument("page_size must be between 0 and %d, got %d", MaxPageSize, size)
+		return 0, invalidArgument("page_size must be between 0 and %d, got %d", MaxPageSize, size)
+	}
+	return int(size), nil
+}
+
+// ListAccounts pages through the bank's accounts in id order.
+func (s *Service) ListAccounts(ctx context.Context, req *connect.Request[bankv1.ListAccountsRequest]) (*connect.Response[bankv1.ListAccountsResponse], error) {
+	size, err := pageSize(req.Msg.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	accounts, next, err := s.ledger.ListAccounts(ctx, size, req.Msg.GetPageToken())
 	if err != nil {
