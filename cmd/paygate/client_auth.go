@@ -15,13 +15,15 @@ func init() {
 	register(newLoginCommand)
 	register(newLogoutCommand)
 	register(newRegisterCommand)
+	register(newChangePasswordCommand)
 }
 
 func newLoginCommand(e *env) *ffcli.Command {
 	fs := newFlagSet(e, "login")
 	cf := clientFlags{e: e}
 	cf.register(fs)
-	password := fs.String("password", "", "password (default: read from stdin; for a demo user of a running 'paygate dev', from dev.json)")
+	password := fs.String("password", "", "password (default: read from stdin, without echo at a terminal; for a demo user of a running 'paygate dev', from dev.json)")
+	totp := fs.String("totp", "", "an admin's second factor: the current 6-digit `CODE` of its authenticator app (default: none; for the admin of a running 'paygate dev', computed from dev.json)")
 	return &ffcli.Command{
 		Name:       "login",
 		ShortUsage: "paygate login [flags] USERNAME",
@@ -33,7 +35,12 @@ func newLoginCommand(e *env) *ffcli.Command {
 			"With several gateway replicas, give them all, in order of preference:\n" +
 			"  paygate login --gateway 10.0.0.1:8443,10.0.0.2:8443 alice\n" +
 			"The list is kept, and every command tries the addresses in turn; the token\n" +
-			"works at every replica.",
+			"works at every replica.\n\n" +
+			"An admin who means to run 'paygate admin' signs in with the second factor and\n" +
+			"its admin certificate (made by 'paygate certs --admins NAME'):\n" +
+			"  paygate login --certs certs --cert certs/admin-ops.pem --key certs/admin-ops-key.pem --totp 123456 ops\n" +
+			"The code may also come from PAYGATE_TOTP. Each code is accepted once.\n" +
+			"A user whose password an admin set must run 'paygate change-password' first.",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -55,8 +62,14 @@ func newLoginCommand(e *env) *ffcli.Command {
 					}
 				}
 			}
-			if pw, err = readPassword(e, pw); err != nil {
-				return err
+			code := strings.TrimSpace(*totp)
+			if code != "" && !validTOTPCode(code) {
+				return usageErrorf("--totp %q: want the 6 digits the authenticator app shows", code)
+			}
+			if pw == "" {
+				if pw, err = newSecretReader(e, false).read(ctx, "Password", "give --password (or PAYGATE_PASSWORD), or type it on stdin"); err != nil {
+					return err
+				}
 			}
 			// The old token is not sent with Login; the new one replaces it.
 			old.Token, old.Username = "", ""
@@ -65,9 +78,14 @@ func newLoginCommand(e *env) *ffcli.Command {
 				return err
 			}
 			defer c.Close()
-			s, err := c.Login(ctx, user, pw)
+			var s client.Session
+			if code != "" {
+				s, err = c.LoginWithCode(ctx, user, pw, code)
+			} else {
+				s, err = c.Login(ctx, user, pw)
+			}
 			if err != nil {
-				return err
+				return withReason(err)
 			}
 			if err := cf.saveSession(session{Gateway: t.gateway, CA: t.ca, Cert: t.cert, Key: t.key,
 				Username: s.Username, Token: s.Token, ExpireTime: s.ExpireTime}); err != nil {
@@ -85,9 +103,19 @@ func newLoginCommand(e *env) *ffcli.Command {
 			// With several addresses: the one that answered.
 			at := displayAddr(c.ActiveAddress())
 			if cf.json {
-				return printJSON(e.stdout, map[string]any{"username": s.Username, "gateway": t.gateway, "answered_by": at, "expire_time": s.ExpireTime, "queued": pending})
+				return printJSON(e.stdout, map[string]any{"username": s.Username, "gateway": t.gateway, "answered_by": at, "expire_time": s.ExpireTime, "queued": pending,
+					"role": s.Role, "second_factor": s.SecondFactor, "password_change_required": s.PasswordChangeRequired})
 			}
 			fmt.Fprintf(e.stdout, "logged in as %s at %s (token expires %s)\n", s.Username, at, s.ExpireTime.Local().Format(time.DateTime))
+			if note := roleNote(s); note != "" {
+				fmt.Fprintln(e.stdout, note)
+			}
+			switch {
+			case s.PasswordChangeRequired:
+				fmt.Fprintln(e.stdout, "your password is an initial one: run 'paygate change-password' before anything else")
+			case s.Role == client.RoleAdmin && !s.SecondFactor:
+				fmt.Fprintln(e.stdout, "no second factor: 'paygate admin' commands are refused; log in again with --totp CODE")
+			}
 			if pending > 0 {
 				fmt.Fprintf(e.stdout, "%d queued payment(s) waiting: run 'paygate queue' to send them\n", pending)
 			}
@@ -217,4 +245,104 @@ func newRegisterCommand(e *env) *ffcli.Command {
 			return nil
 		},
 	}
+}
+
+// validTOTPCode reports whether code looks like an authenticator app's code: 6 digits.
+func validTOTPCode(code string) bool {
+	if len(code) != 6 {
+		return false
+	}
+	for _, c := range code {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// roleNote is login's line on the session's role: "role: admin, second factor passed".
+func roleNote(s client.Session) string {
+	switch {
+	case s.Role == client.RoleAdmin && s.SecondFactor:
+		return "role: admin, second factor passed"
+	case s.Role == client.RoleAdmin:
+		return "role: admin, without second factor"
+	case s.Role != "":
+		return "role: " + s.Role
+	}
+	return ""
+}
+
+func newChangePasswordCommand(e *env) *ffcli.Command {
+	fs := newFlagSet(e, "change-password")
+	cf := clientFlags{e: e}
+	cf.register(fs)
+	current := fs.String("password", "", "the current password (default: read from stdin, without echo at a terminal)")
+	next := fs.String("new-password", "", "the new password, at least 10 characters (default: read from stdin, without echo at a terminal and typed twice)")
+	fromStdin := fs.Bool("password-stdin", false, "read the passwords not given otherwise from stdin, one a line (the current one first), also at a terminal")
+	return &ffcli.Command{
+		Name:       "change-password",
+		ShortUsage: "paygate change-password [flags]",
+		ShortHelp:  "replace your password; every session of yours ends",
+		LongHelp: "Replaces the password of the logged-in user. The gateway then ends every\n" +
+			"session of the user, this one included: log in again with the new password.\n" +
+			"A user whose password an admin set (an initial password) must run it before any\n" +
+			"other command is accepted. The passwords are never arguments of their own: they\n" +
+			"come from PAYGATE_PASSWORD and PAYGATE_NEW_PASSWORD (or the flags), else from stdin\n" +
+			"one a line, the current one first, or from prompts that do not echo.\n\n" +
+			"Example:\n" +
+			"  paygate login erin          # with the initial password\n" +
+			"  paygate change-password     # prompts: current, new, new again\n" +
+			"  paygate login erin          # with the new one",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			s, c, err := cf.connectLoggedIn()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			in := newSecretReader(e, *fromStdin)
+			cur, nw := *current, *next
+			if cur == "" {
+				if cur, err = in.read(ctx, "Current password", "give PAYGATE_PASSWORD, or type it on stdin"); err != nil {
+					return err
+				}
+			}
+			if nw == "" {
+				if nw, err = in.newPassword(ctx, "New password", "give PAYGATE_NEW_PASSWORD, or type it on stdin after the current one"); err != nil {
+					return err
+				}
+			} else if err := checkNewPassword(nw); err != nil {
+				return err
+			}
+			if nw == cur {
+				return usageErrorf("the new password is the current one")
+			}
+			if err := c.ChangePassword(ctx, cur, nw); err != nil {
+				return withReason(err)
+			}
+			user := s.Username
+			s.Token, s.Username, s.ExpireTime = "", "", time.Time{}
+			if err := cf.saveSession(s); err != nil {
+				return fmt.Errorf("password changed, but could not forget the old token: %w", err)
+			}
+			if cf.json {
+				return printJSON(e.stdout, map[string]any{"username": user, "password_changed": true})
+			}
+			fmt.Fprintf(e.stdout, "password of %s changed; every session of %s ended: run 'paygate login %s' with the new password\n", user, user, user)
+			return nil
+		},
+	}
+}
+
+// withReason adds the gateway's reason to err's text: "... wrong password (invalid_credentials)".
+func withReason(err error) error {
+	if r := client.Reason(err); r != "" && !strings.Contains(err.Error(), "("+r+")") {
+		return fmt.Errorf("%w (%s)", err, r)
+	}
+	return err
 }
