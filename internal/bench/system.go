@@ -299,6 +299,8 @@ type ledger struct {
 	Total    int64 `json:"total"`
 	Held     int64 `json:"held"`
 	Pending  int64 `json:"pending_credit"`
+	// audit is the audit itself, for the conservation check (audit.Conserved).
+	audit audit.Ledger
 }
 
 // bankClients returns clients of every bank over hc (the gateway's certificate).
@@ -311,7 +313,7 @@ func (s *system) bankClients(hc *http.Client) map[string]bankv1connect.BankServi
 }
 
 func summarize(l audit.Ledger) ledger {
-	return ledger{Accounts: len(l.Accounts), Total: l.Total, Held: l.Held, Pending: l.Pending}
+	return ledger{Accounts: len(l.Accounts), Total: l.Total, Held: l.Held, Pending: l.Pending, audit: l}
 }
 
 // waitSettled audits until no bank holds a hold or a pending credit, up to d.

@@ -17,7 +17,9 @@ import (
 
 // check verifies the invariants of the design against the settled ledgers:
 //
-//   - conservation: the sum of all balances is what it was before the run;
+//   - conservation: the sum of all balances is the initial total plus deposits minus
+//     withdrawals, and changed by exactly the deposits minus the withdrawals of the run
+//     (audit.Conserved);
 //   - no overdraft: no balance and no available amount is negative;
 //   - nothing held: no hold and no pending credit is left at any bank;
 //   - atomicity: each payment is committed at all of its banks or at none;
@@ -26,8 +28,8 @@ import (
 //   - every answer a client got for a payment_id is its final outcome;
 //   - every accepted payment has a final outcome (resolveAll reports the ones without).
 func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b *book, v *violations) {
-	if after.Total != before.Total {
-		v.addf("conservation: total %d before, %d after (difference %d)", before.Total, after.Total, after.Total-before.Total)
+	if err := audit.Conserved(before, after); err != nil {
+		v.addf("conservation: %v", err)
 	}
 	if after.Held != 0 || after.Pending != 0 {
 		v.addf("holds left: held %d, pending credit %d", after.Held, after.Pending)
