@@ -11,6 +11,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	ledgeraudit "github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/cluster"
 	"github.com/paygate/paygate/internal/crashpoint"
 )
@@ -465,8 +466,8 @@ func TestInDoubtResolvedByGetDecision(t *testing.T) {
 				t.Errorf("status %v, want %v", got.Msg.GetPayment().GetStatus(), tc.want)
 			}
 			checkAtomic(t, c, got.Msg.GetPayment(), before, after)
-			if after.Total != before.Total {
-				t.Errorf("conservation: %d before, %d after", before.Total, after.Total)
+			if err := ledgeraudit.Conserved(before, after); err != nil {
+				t.Errorf("conservation: %v", err)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	ledgeraudit "github.com/paygate/paygate/internal/audit"
 	"github.com/paygate/paygate/internal/cluster"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
@@ -79,8 +80,8 @@ func checkSettled(t testing.TB, c *cluster.Cluster, before cluster.Ledger, withi
 	if err != nil {
 		t.Fatalf("ledger did not settle: %v", err)
 	}
-	if after.Total != before.Total {
-		t.Errorf("conservation: total %d before, %d after (difference %d)", before.Total, after.Total, after.Total-before.Total)
+	if err := ledgeraudit.Conserved(before, after); err != nil {
+		t.Errorf("conservation: %v", err)
 	}
 	for id, a := range after.Accounts {
 		if a.GetBalance() < 0 || a.GetAvailable() < 0 {
