@@ -355,7 +355,7 @@ func newAdminUsersSetRoleCommand(e *env) *ffcli.Command {
 				}
 				return printJSON(a.e.stdout, out)
 			}
-			fmt.Fprintf(a.e.stdout, "%s is now a %s; its sessions were revoked\n", u.Username, u.Role)
+			fmt.Fprintf(a.e.stdout, "%s has the %s role now; its sessions were revoked\n", u.Username, u.Role)
 			if sf != nil {
 				printEnrollment(a.e.stdout, u.Username, sf.GetSecret(), sf.GetOtpauthUrl())
 			}

@@ -6,9 +6,11 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/client"
+	"github.com/paygate/paygate/services/gateway"
 )
 
 func init() {
@@ -53,18 +55,36 @@ func newLoginCommand(e *env) *ffcli.Command {
 				return err
 			}
 			pw := *password
-			if pw == "" {
-				if dev, ok := cf.readDevInfo(); ok {
-					for _, u := range dev.Users {
-						if u.Username == user {
-							pw = u.Password
-						}
-					}
-				}
-			}
 			code := strings.TrimSpace(*totp)
 			if code != "" && !validTOTPCode(code) {
 				return usageErrorf("--totp %q: want the 6 digits the authenticator app shows", code)
+			}
+			// The demo users and admin of a running `paygate dev`: what dev.json says.
+			var devSecret string
+			if dev, ok := cf.readDevInfo(); ok {
+				for _, u := range dev.Users {
+					if u.Username == user && pw == "" {
+						pw = u.Password
+					}
+				}
+				if a := dev.Admin; a != nil {
+					noCertFlags := cf.cert == "" && cf.key == "" && cf.certs == ""
+					switch {
+					case a.Username == user:
+						if pw == "" {
+							pw = a.Password
+						}
+						if code == "" {
+							devSecret = a.TOTPSecret
+						}
+						if noCertFlags {
+							cf.cert, cf.key = a.Cert, a.Key
+						}
+					case noCertFlags && old.Cert == a.Cert:
+						// A customer after the admin: dev.json's client certificate again.
+						old.Cert, old.Key = "", ""
+					}
+				}
 			}
 			if pw == "" {
 				if pw, err = newSecretReader(e, false).read(ctx, "Password", "give --password (or PAYGATE_PASSWORD), or type it on stdin"); err != nil {
@@ -79,9 +99,12 @@ func newLoginCommand(e *env) *ffcli.Command {
 			}
 			defer c.Close()
 			var s client.Session
-			if code != "" {
+			switch {
+			case devSecret != "":
+				s, err = devAdminLogin(ctx, c, user, pw, devSecret)
+			case code != "":
 				s, err = c.LoginWithCode(ctx, user, pw, code)
-			} else {
+			default:
 				s, err = c.Login(ctx, user, pw)
 			}
 			if err != nil {
@@ -245,6 +268,25 @@ func newRegisterCommand(e *env) *ffcli.Command {
 			return nil
 		},
 	}
+}
+
+// devAdminLogin logs the admin of a running `paygate dev` in with the code of the TOTP secret
+// in dev.json. The gateway accepts each code once and the next one early (clock skew): when
+// the current code was used already, by a login less than 30 s ago, the next one is tried.
+func devAdminLogin(ctx context.Context, c *client.Client, user, pw, secret string) (client.Session, error) {
+	now := time.Now()
+	var s client.Session
+	var err error
+	for _, at := range []time.Time{now, now.Add(30 * time.Second)} {
+		code, cerr := gateway.CurrentTOTP(secret, at)
+		if cerr != nil {
+			return s, fmt.Errorf("the TOTP secret of dev.json: %w", cerr)
+		}
+		if s, err = c.LoginWithCode(ctx, user, pw, code); connect.CodeOf(err) != connect.CodeUnauthenticated {
+			break
+		}
+	}
+	return s, err
 }
 
 // validTOTPCode reports whether code looks like an authenticator app's code: 6 digits.

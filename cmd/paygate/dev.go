@@ -18,6 +18,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/fixtures"
+	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/launch"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/services/bank"
@@ -42,7 +43,26 @@ type devInfo struct {
 	// Enrollments are the codes issued at this start for the demo holders who have no login
 	// yet, to register with.
 	Enrollments []devEnrollment `json:"enrollments"`
+	// Admin is the demo admin: its password, second factor and certificate.
+	Admin *devAdmin `json:"admin,omitempty"`
 }
+
+// devAdmin is the admin `paygate dev` makes on the first start of a store (bootstrap): the
+// password and TOTP secret are kept in dev.json (and DIR/admin.json), for 'paygate login' and
+// the dashboard's admin pages.
+type devAdmin struct {
+	Username   string `json:"username"`
+	Password   string `json:"password"`
+	TOTPSecret string `json:"totp_secret"`
+	OTPAuthURL string `json:"otpauth_url"`
+	// Cert and Key are the admin certificate (spiffe://paygate/admin/admin) that AdminService
+	// calls on the API listener present.
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// devAdminName is the username and certificate name of the demo admin.
+const devAdminName = "admin"
 
 // devEnrollment is an enrollment code `paygate dev` issued for a demo account.
 type devEnrollment struct {
@@ -85,6 +105,9 @@ func newDevCommand(e *env) *ffcli.Command {
 			"On the first run it makes a CA and certificates under DIR/certs and imports the\n" +
 			"demo fixtures; later runs keep the data under DIR/data. It writes DIR/dev.json with\n" +
 			"the endpoints, certificate paths and demo users. Ctrl-C shuts down gracefully.\n\n" +
+			"It also makes an admin, \"admin\", with a random password, a TOTP second factor and\n" +
+			"an admin certificate (DIR/certs/admin-admin.pem), all in dev.json (\"admin\"):\n" +
+			"'paygate login admin' signs in with them, code included, for 'paygate admin'.\n\n" +
 			"With --database-url postgres://HOST/NAME the stores are on PostgreSQL instead: the\n" +
 			"gateway's in database NAME, each bank's in NAME_<bank> on the same server, created\n" +
 			"when missing and kept across runs. --gateways N then runs N gateway replicas on\n" +
@@ -174,7 +197,7 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 	certDir := filepath.Join(dir, "certs")
 	// Certificates of an earlier run are kept if they still fit; those that do not (expired,
 	// or made before client certificates lost server authentication) are issued again.
-	certs, err := pki.GenerateReport(certDir, pki.Options{Banks: names})
+	certs, err := pki.GenerateReport(certDir, pki.Options{Banks: names, Admins: []string{devAdminName}})
 	if err != nil {
 		return err
 	}
@@ -298,7 +321,12 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 	if cfg.databaseURL != "" {
 		backend = "postgres"
 	}
-	info, err := writeDevInfo(dir, gws, backend, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments)
+	admin, err := devBootstrapAdmin(ctx, dir, certDir, gateway.StoreLocation{DataDir: dataDir, DatabaseURL: gatewayDB})
+	if err != nil {
+		// The system works without it; only the admin commands and pages need it.
+		cfg.log.Warn("dev: no admin: "+err.Error(), "error", err)
+	}
+	info, err := writeDevInfo(dir, gws, backend, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments, admin)
 	if err != nil {
 		shutdownGateways()
 		return err
@@ -324,6 +352,10 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 	if len(enrollments) > 0 {
 		fmt.Fprintf(e.stderr, "              (register with: paygate register --account %s=%s %s)\n",
 			enrollments[0].AccountID, enrollments[0].Code, enrollments[0].Holder)
+	}
+	if admin != nil {
+		fmt.Fprintf(e.stderr, "  admin       %s  password %s  TOTP secret %s\n", admin.Username, admin.Password, admin.TOTPSecret)
+		fmt.Fprintf(e.stderr, "              (log in with: paygate login %s; then paygate admin --help)\n", admin.Username)
 	}
 	fmt.Fprintln(e.stderr)
 
@@ -384,13 +416,49 @@ func writePrivate(path string, data []byte) error {
 	return f.Close()
 }
 
-func writeDevInfo(dir string, gws []*gateway.Gateway, backend string, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment) (devInfo, error) {
+// devAdminFile is where `paygate dev` keeps the demo admin's password and second factor
+// across starts (mode 0600), besides dev.json.
+const devAdminFile = "admin.json"
+
+// devBootstrapAdmin makes the demo admin on a store that has none, with a new random
+// password, or finds the one an earlier start made in dir/admin.json.
+func devBootstrapAdmin(ctx context.Context, dir, certDir string, at gateway.StoreLocation) (*devAdmin, error) {
+	files := pki.LeafFiles(certDir, identity.Identity{Role: identity.RoleAdmin, Name: devAdminName})
+	path := filepath.Join(dir, devAdminFile)
+	pw := generatePassword()
+	enr, err := gateway.BootstrapAdmin(ctx, at, devAdminName, pw, "local:paygate-dev")
+	if errors.Is(err, gateway.ErrAdminExists) {
+		// Made by an earlier start on this store.
+		var a devAdmin
+		data, rerr := os.ReadFile(path)
+		if rerr != nil || json.Unmarshal(data, &a) != nil || a.TOTPSecret == "" {
+			return nil, fmt.Errorf("the store has an admin already, and %s does not say its password: sign in as that admin, or start on a new --dir", path)
+		}
+		a.Cert, a.Key = files.Cert, files.Key
+		return &a, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	a := &devAdmin{Username: enr.Username, Password: pw, TOTPSecret: enr.Secret, OTPAuthURL: enr.URL, Cert: files.Cert, Key: files.Key}
+	data, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writePrivate(path, append(data, '\n')); err != nil {
+		return nil, fmt.Errorf("admin %s was made, but its password could not be kept: %w", a.Username, err)
+	}
+	return a, nil
+}
+
+func writeDevInfo(dir string, gws []*gateway.Gateway, backend string, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment, admin *devAdmin) (devInfo, error) {
 	info := devInfo{
 		API:         gws[0].Addr(),
 		Web:         gws[0].WebAddr(),
 		Backend:     backend,
 		Banks:       banks,
 		Enrollments: enrollments,
+		Admin:       admin,
 		Certs: devCerts{
 			CA:   filepath.Join(certDir, "ca.pem"),
 			Cert: filepath.Join(certDir, "client-cli.pem"),
