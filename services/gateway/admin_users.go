@@ -440,7 +440,8 @@ func (a *adminService) setRole(ctx context.Context, name, role string) (userReco
 		}
 	}
 	before, after, revoked, err := a.updateUser(ctx, name, func(u *userRecord) error {
-		if u.Role == role {
+		// An admin without a second factor (imported from a users file) is enrolled now.
+		if u.Role == role && (role != RoleAdmin || u.TOTPSecret != "") {
 			return errRoleUnchanged
 		}
 		u.Role = role

@@ -606,6 +606,19 @@ func TestSetRole(t *testing.T) {
 	_, err = root.admin.SetRole(ctx, connect.NewRequest(&gatewayv1.SetRoleRequest{Username: "nobody", Role: RoleAdmin}))
 	wantErr(t, err, connect.CodeNotFound, reasonUserNotFound)
 
+	// An admin without a second factor (as a users file makes them) is enrolled by SetRole admin.
+	if _, _, _, err := e.gw.store.UpdateUser(ctx, "ops", func(u *userRecord) error { u.TOTPSecret = ""; return nil }, false, e.clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	enrolled, err := root.admin.SetRole(ctx, connect.NewRequest(&gatewayv1.SetRoleRequest{Username: "ops", Role: RoleAdmin}))
+	if err != nil || enrolled.Msg.GetSecondFactor().GetSecret() == "" || !enrolled.Msg.GetUser().GetSecondFactorEnrolled() {
+		t.Fatalf("SetRole admin of an admin without a second factor = %v, %v; want one enrolled", enrolled, err)
+	}
+	e.secrets["ops"] = enrolled.Msg.GetSecondFactor().GetSecret()
+	if s := e.admin(t, "ops"); !s.login.GetSecondFactor() {
+		t.Fatalf("ops's login with its new second factor = %+v", s.login)
+	}
+
 	// CreateUser of an admin enrolls one too.
 	created, err := root.admin.CreateUser(ctx, connect.NewRequest(&gatewayv1.CreateUserRequest{Username: "auditor", InitialPassword: "initial-pass-1", Role: RoleAdmin}))
 	if err != nil || created.Msg.GetSecondFactor().GetSecret() == "" || !created.Msg.GetUser().GetSecondFactorEnrolled() {

@@ -139,7 +139,7 @@ func VerifyAuditLog(ctx context.Context, at StoreLocation) (AuditVerification, e
 	if err != nil {
 		return AuditVerification{}, err
 	}
-	return AuditVerification{OK: v.OK, Entries: v.Entries, FirstBroken: v.FirstBroken, Problem: v.Problem}, nil
+	return AuditVerification(v), nil
 }
 
 // CurrentTOTP returns the TOTP code of secret (base32) at t: what an authenticator app shows.
