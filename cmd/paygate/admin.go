@@ -156,13 +156,29 @@ func wantArgs(args []string, names ...string) error {
 	return usageErrorf("want %s, got %d argument(s)", strings.Join(names, " "), len(args))
 }
 
-// service connects as the logged-in admin and returns the gateway's AdminService.
+// service connects as the logged-in admin and returns the gateway's AdminService. It presents
+// the certificate the login presented (the admin certificate; the token is bound to it) unless
+// --cert and --key name another: --certs fills in the CA only.
 func (a *adminRun) service() (gatewayv1connect.AdminServiceClient, func(), error) {
-	_, c, err := a.cf.connectLoggedIn()
+	_, c, err := connectAsLogin(a.cf)
 	if err != nil {
 		return nil, nil, err
 	}
 	return c.Admin(), func() { c.Close() }, nil
+}
+
+// connectAsLogin connects as the logged-in user presenting the certificate its login
+// presented, unless --cert and --key name another.
+func connectAsLogin(cf *clientFlags) (session, *client.Client, error) {
+	s, err := cf.loggedIn()
+	if err != nil {
+		return s, nil, err
+	}
+	if cf.cert == "" && cf.key == "" && s.Cert != "" && s.Key != "" {
+		cf.cert, cf.key = s.Cert, s.Key
+	}
+	c, _, err := cf.connect(s, false, false)
+	return s, c, err
 }
 
 // output prints v as one line of JSON with --json, else what table writes, through a

@@ -342,7 +342,7 @@ func newChangePasswordCommand(e *env) *ffcli.Command {
 			if err := noArgs(args); err != nil {
 				return err
 			}
-			s, c, err := cf.connectLoggedIn()
+			s, c, err := connectAsLogin(&cf)
 			if err != nil {
 				return err
 			}
