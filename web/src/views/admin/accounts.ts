@@ -11,7 +11,7 @@ import { type BankAccount, type LedgerEntry, LedgerEntryKind } from "../../gen/p
 import { AmountError, formatAmount, parseAmount } from "../../money";
 import { fillBanks } from "./banks";
 import {
-  type AdminPage, adminErrorText, amount, badge, busy, button, card, field, formatStamp, Intent, num, Pager, readOptions, resultArea,
+  type AdminPage, adminErrorText, amount, badge, busy, button, card, field, formatStamp, Intent, Latest, num, Pager, readOptions, resultArea,
   row, select, showResult, shortId, table, textInput, withRequestId,
 } from "./common";
 
@@ -29,6 +29,8 @@ export class AccountsPage implements AdminPage {
   private readonly entries = h("div", { id: "entries-list" });
   private readonly entriesPager = new Pager("entries", () => void this.loadEntries(), ["← Newer", "Older →"]);
   private accounts: BankAccount[] = [];
+  private readonly loads = new Latest();
+  private readonly entryLoads = new Latest();
 
   private readonly openBank = h("select", { id: "open-bank", name: "open-bank" });
   private readonly openHolder = textInput("open-holder", { maxlength: 64, required: true });
@@ -143,15 +145,17 @@ export class AccountsPage implements AdminPage {
   private async load(): Promise<void> {
     const bank = this.bank.value;
     if (bank === "") return;
+    const latest = this.loads.start();
     this.listStatus.textContent = "Loading…";
     try {
       const resp = await adminClient.listBankAccounts({ bank, pageSize: 50, pageToken: this.pager.token }, readOptions);
-      if (bank !== this.bank.value) return;
+      if (!latest()) return;
       this.pager.loaded(resp.nextPageToken);
       this.listStatus.textContent = "";
       this.accounts = resp.accounts;
       this.render();
     } catch (e) {
+      if (!latest()) return;
       this.listStatus.textContent = "";
       showResult(this.list, "error", `The accounts of ${bank} could not be loaded: ${adminErrorText(e)}`);
     }
@@ -169,7 +173,7 @@ export class AccountsPage implements AdminPage {
           pick.addEventListener("click", () => this.pick(a.accountId));
           return row(
             { "data-account": a.accountId, "data-closed": String(a.closed) },
-            h("span", { class: "mono" }, a.accountId, a.closed ? " " : "", a.closed ? badge("Closed", "failed") : null),
+            h("span", { class: "mono nowrap" }, a.accountId, a.closed ? " " : "", a.closed ? badge("Closed", "failed") : null),
             a.holder,
             num(b ? formatAmount(b.balance, a.currency) : "—"),
             num(b ? amount(b.held, a.currency) : "—"),
@@ -210,9 +214,10 @@ export class AccountsPage implements AdminPage {
   private async loadEntries(): Promise<void> {
     const bank = this.bank.value;
     if (bank === "") return;
+    const latest = this.entryLoads.start();
     try {
       const resp = await adminClient.listLedgerEntries({ bank, pageSize: 20, pageToken: this.entriesPager.token }, readOptions);
-      if (bank !== this.bank.value) return;
+      if (!latest()) return;
       this.entriesPager.loaded(resp.nextPageToken);
       replace(
         this.entries,
@@ -224,6 +229,7 @@ export class AccountsPage implements AdminPage {
         ),
       );
     } catch (e) {
+      if (!latest()) return;
       showResult(this.entries, "error", `The journal of ${bank} could not be loaded: ${adminErrorText(e)}`);
     }
   }
@@ -299,6 +305,7 @@ export class AccountsPage implements AdminPage {
     const params = { kind, accountId: a.accountId, amount: minor, currency: a.currency, reason };
     const requestId = this.moneyIntent.idFor(params);
     this.moneyForm.dataset["requestId"] = requestId;
+    this.moneyResult.dataset["requestId"] = requestId;
     await busy(this.moneySubmit, kind === "deposit" ? "Depositing…" : "Withdrawing…", async () => {
       try {
         const req = { accountId: a.accountId, amount: minor, currency: a.currency, reason, requestId };
@@ -353,7 +360,7 @@ function entryRow(e: LedgerEntry): HTMLTableRowElement {
     { "data-entry-id": e.entryId, "data-kind": deposit ? "deposit" : "withdrawal" },
     h("span", { class: "small" }, formatStamp(e.createTime)),
     h("span", {}, badge(deposit ? "Deposit" : "Withdrawal", deposit ? "succeeded" : "queued"), " ", shortId(e.entryId)),
-    h("span", { class: "mono" }, e.accountId),
+    h("span", { class: "mono nowrap" }, e.accountId),
     num(`${deposit ? "+" : "−"}${formatAmount(e.amount, e.currency)}`),
     num(formatAmount(e.balanceAfter, e.currency)),
     e.admin,

@@ -5,7 +5,7 @@
 import { adminClient } from "../../api";
 import { h, replace } from "../../dom";
 import type { AuditEntry } from "../../gen/paygate/gateway/v1/admin_pb";
-import { type AdminPage, adminErrorText, badge, busy, button, card, field, formatStamp, Pager, readOptions, row, showResult, shortId, table, textInput } from "./common";
+import { type AdminPage, adminErrorText, badge, busy, button, card, field, formatStamp, Latest, Pager, readOptions, row, showResult, shortId, table, textInput } from "./common";
 
 export class AuditPage implements AdminPage {
   readonly el: HTMLElement;
@@ -14,6 +14,7 @@ export class AuditPage implements AdminPage {
   private readonly status = h("p", { class: "muted small", id: "audit-status", "aria-live": "polite" });
   private readonly verifyResult = h("div", { id: "verify-result", role: "status", "aria-live": "polite" });
   private readonly pager = new Pager("audit", () => void this.load(), ["← Newer", "Older →"]);
+  private readonly loads = new Latest();
 
   constructor() {
     const verify = button("Verify chain", { id: "audit-verify" }, "primary");
@@ -39,9 +40,11 @@ export class AuditPage implements AdminPage {
   }
 
   private async load(): Promise<void> {
+    const latest = this.loads.start();
     this.status.textContent = "Loading…";
     try {
       const resp = await adminClient.listAuditLog({ actor: this.actor.value.trim(), pageSize: 50, pageToken: this.pager.token }, readOptions);
+      if (!latest()) return;
       this.pager.loaded(resp.nextPageToken);
       this.status.textContent = "";
       replace(
@@ -49,6 +52,7 @@ export class AuditPage implements AdminPage {
         table("audit-table", ["#", "Time", "Actor", "Action", "Target", "Outcome", "Details"], resp.entries.map((e) => entryRow(e)), "The audit log is empty."),
       );
     } catch (e) {
+      if (!latest()) return;
       this.status.textContent = "";
       showResult(this.list, "error", `The audit log could not be loaded: ${adminErrorText(e)}`);
     }

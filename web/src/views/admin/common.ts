@@ -235,3 +235,17 @@ export interface AdminPage {
   /** Called when the page is shown; arg is the rest of the route ("#admin/payments/<arg>"). */
   show(arg: string): void;
 }
+
+/**
+ * Orders the answers of a list that is loaded again while a load is on its way (a search
+ * started before the last one answered): only the latest load's answer is shown.
+ */
+export class Latest {
+  private n = 0;
+
+  /** Starts a load; the function says whether it is still the latest one. */
+  start(): () => boolean {
+    const k = ++this.n;
+    return () => k === this.n;
+  }
+}

@@ -8,7 +8,7 @@ import { h, replace } from "../../dom";
 import { type BankOperations, type GetOperationsResponse, type InDoubtPayment } from "../../gen/paygate/gateway/v1/admin_pb";
 import { BankStatus } from "../../gen/paygate/gateway/v1/gateway_pb";
 import { formatAmount, formatDecimal } from "../../money";
-import { type AdminPage, adminErrorText, badge, busy, button, card, formatStamp, num, readOptions, row, showResult, table } from "./common";
+import { type AdminPage, adminErrorText, badge, busy, button, card, formatStamp, Latest, num, readOptions, row, showResult, table } from "./common";
 import { paymentStatus, trailLink } from "./payments";
 
 const stageLabel: Record<string, string> = {
@@ -22,6 +22,7 @@ export class OperationsPage implements AdminPage {
   private readonly banks = h("div", { id: "bank-ops" });
   private readonly status = h("p", { class: "muted small", id: "operations-status", "aria-live": "polite" });
   private readonly result = h("div", { id: "redrive-result", role: "status", "aria-live": "polite" });
+  private readonly loads = new Latest();
 
   constructor() {
     const refresh = button("Refresh", { id: "operations-refresh" });
@@ -40,12 +41,15 @@ export class OperationsPage implements AdminPage {
   }
 
   private async load(): Promise<void> {
+    const latest = this.loads.start();
     this.status.textContent = "Loading…";
     try {
       const resp = await adminClient.getOperations({ pageSize: 200 }, readOptions);
+      if (!latest()) return;
       this.status.textContent = resp.more ? "More payments are in doubt than shown here: the oldest are shown." : "";
       this.render(resp);
     } catch (e) {
+      if (!latest()) return;
       this.status.textContent = "";
       showResult(this.inDoubt, "error", `Operations could not be loaded: ${adminErrorText(e)}`);
     }

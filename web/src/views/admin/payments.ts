@@ -11,7 +11,7 @@ import { FailureReason, type Payment, PaymentStatus } from "../../gen/paygate/ga
 import { formatAmount } from "../../money";
 import { failureText, statusLabel, statusOf } from "../../payments";
 import {
-  type AdminPage, adminErrorText, badge, busy, button, card, field, formatStamp, num, Pager, readOptions, resultArea, row, select,
+  type AdminPage, adminErrorText, badge, busy, button, card, field, formatStamp, Latest, num, Pager, readOptions, resultArea, row, select,
   showResult, table, textInput,
 } from "./common";
 
@@ -57,7 +57,7 @@ export function trailLink(id: string): HTMLAnchorElement {
 /** The time of a trail event to the millisecond: the steps of one payment are close together. */
 function eventTime(e: TrailEvent): string {
   if (!e.time) return "";
-  return timestampDate(e.time).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3 });
+  return timestampDate(e.time).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hourCycle: "h23" });
 }
 
 const bankStateClass: Record<string, string> = {
@@ -96,6 +96,7 @@ export class PaymentsPage implements AdminPage {
   private readonly listStatus = h("p", { class: "muted small", id: "payments-status", "aria-live": "polite" });
   private readonly pager = new Pager("payments", () => void this.search(), ["← Newer", "Older →"]);
   private readonly searchCard: HTMLElement;
+  private readonly searches = new Latest();
 
   private readonly trail = h("div", { id: "trail" });
   private readonly trailCard: HTMLElement;
@@ -154,6 +155,7 @@ export class PaymentsPage implements AdminPage {
   }
 
   private async search(): Promise<void> {
+    const latest = this.searches.start();
     this.listStatus.textContent = "Searching…";
     const after = this.after.value ? new Date(this.after.value) : undefined;
     const before = this.before.value ? new Date(this.before.value) : undefined;
@@ -172,6 +174,7 @@ export class PaymentsPage implements AdminPage {
         },
         readOptions,
       );
+      if (!latest()) return;
       this.pager.loaded(resp.nextPageToken);
       this.listStatus.textContent = "";
       replace(
@@ -185,8 +188,8 @@ export class PaymentsPage implements AdminPage {
               h("span", { class: "small" }, formatStamp(p.createTime)),
               trailLink(p.paymentId),
               p.username,
-              h("span", { class: "mono" }, p.fromAccount),
-              h("span", { class: "mono" }, p.toAccount),
+              h("span", { class: "mono nowrap" }, p.fromAccount),
+              h("span", { class: "mono nowrap" }, p.toAccount),
               num(formatAmount(p.amount, p.currency)),
               paymentStatus(p),
             ),
@@ -195,6 +198,7 @@ export class PaymentsPage implements AdminPage {
         ),
       );
     } catch (e) {
+      if (!latest()) return;
       this.listStatus.textContent = "";
       showResult(this.list, "error", `The search failed: ${adminErrorText(e)}`);
     }

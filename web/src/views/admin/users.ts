@@ -6,7 +6,7 @@ import { adminClient } from "../../api";
 import { h, replace } from "../../dom";
 import type { SecondFactorEnrollment, User } from "../../gen/paygate/gateway/v1/admin_pb";
 import {
-  type AdminPage, adminErrorText, badge, busy, button, card, field, formatStamp, Pager, readOptions, resultArea, row, select,
+  type AdminPage, adminErrorText, badge, busy, button, card, field, formatStamp, Latest, Pager, readOptions, resultArea, row, select,
   showResult, table, textInput,
 } from "./common";
 
@@ -40,6 +40,7 @@ export class UsersPage implements AdminPage {
   private readonly list = h("div", { id: "users-list" });
   private readonly listStatus = h("p", { class: "muted small", id: "users-status", "aria-live": "polite" });
   private readonly pager = new Pager("users", () => void this.load());
+  private readonly loads = new Latest();
 
   private readonly secretBox = h("section", { class: "card secret-card", id: "second-factor", hidden: true, "aria-labelledby": "second-factor-title" });
   private readonly detail = h("div", { id: "user-detail" });
@@ -107,9 +108,11 @@ export class UsersPage implements AdminPage {
   }
 
   private async load(): Promise<void> {
+    const latest = this.loads.start();
     this.listStatus.textContent = "Loading…";
     try {
       const resp = await adminClient.listUsers({ query: this.query.value.trim(), role: this.role.value, pageSize: 25, pageToken: this.pager.token }, readOptions);
+      if (!latest()) return;
       this.pager.loaded(resp.nextPageToken);
       this.listStatus.textContent = "";
       replace(
@@ -132,6 +135,7 @@ export class UsersPage implements AdminPage {
         ),
       );
     } catch (e) {
+      if (!latest()) return;
       this.listStatus.textContent = "";
       showResult(this.list, "error", `Users could not be loaded: ${adminErrorText(e)}`);
     }
