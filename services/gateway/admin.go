@@ -189,7 +189,7 @@ func (g *Gateway) auditRefusal(ctx context.Context, req rpcserver.Request, user 
 	if c.actor == "" {
 		c.actor = user
 	}
-	lim := g.refusalLimiter()
+	lim := g.refusalBudget()
 	if !lim.admit(g, c.peer, g.now()) {
 		return
 	}
@@ -313,8 +313,8 @@ var refusalLimiters struct {
 	m  map[weak.Pointer[Gateway]]*refusalLimiter
 }
 
-// refusalLimiter returns g's budget of audited refusals.
-func (g *Gateway) refusalLimiter() *refusalLimiter {
+// refusalBudget returns g's budget of audited refusals.
+func (g *Gateway) refusalBudget() *refusalLimiter {
 	key := weak.Make(g)
 	refusalLimiters.mu.Lock()
 	defer refusalLimiters.mu.Unlock()

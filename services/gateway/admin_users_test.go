@@ -245,7 +245,7 @@ func TestAdminServiceRefused(t *testing.T) {
 func TestRefusedAdminCallsAuditBudget(t *testing.T) {
 	t.Parallel()
 	e := newAdminEnv(t, envOptions{})
-	lim := e.gw.refusalLimiter()
+	lim := e.gw.refusalBudget()
 	lim.mu.Lock()
 	lim.burst = refusalAuditBurst
 	lim.mu.Unlock()

@@ -77,7 +77,7 @@ func newAdminEnv(t *testing.T, opts envOptions) *adminEnv {
 		ae.enroll(t, name)
 	}
 	// The tests count every refused call in the audit log, all made from one address.
-	lim := e.gw.refusalLimiter()
+	lim := e.gw.refusalBudget()
 	lim.mu.Lock()
 	lim.burst = 1 << 20
 	lim.mu.Unlock()
