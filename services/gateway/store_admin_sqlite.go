@@ -72,8 +72,9 @@ func jsonAccounts(list string) ([]string, error) {
 	return out, nil
 }
 
-// UpdateUser implements adminStore. fn runs in the store's write transaction: it must be quick
-// (hash a new password before calling UpdateUser, not in fn).
+// UpdateUser implements adminStore. fn runs in the store's write transaction, on the writer's
+// goroutine: it must be quick (hash a new password before calling UpdateUser, not in fn) and
+// must not write to the store itself.
 func (s *SQLiteStore) UpdateUser(ctx context.Context, username string, fn func(u *userRecord) error, revokeSessions bool, now time.Time) (before, after userRecord, revoked int, err error) {
 	var refused error // fn's
 	err = s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {

@@ -14,7 +14,11 @@ ALTER TABLE users
 ALTER TABLE sessions ADD COLUMN second_factor boolean NOT NULL DEFAULT false;
 
 ALTER TABLE payments ADD COLUMN decided_by integer NOT NULL DEFAULT 0;
-CREATE INDEX payments_by_created ON payments (created_at DESC, payment_id DESC);
+-- SearchPayments' order. Building it on a large payments table takes a while and holds off
+-- payment writes meanwhile: on such a database, build it first without blocking them,
+--   CREATE INDEX CONCURRENTLY payments_by_created ON payments (created_at DESC, payment_id DESC);
+-- and this migration keeps it.
+CREATE INDEX IF NOT EXISTS payments_by_created ON payments (created_at DESC, payment_id DESC);
 
 -- One row per admin action or refused admin attempt. seq is 1, 2, 3, … with no gaps: appends
 -- take a transaction advisory lock (pgAuditLockClass) and then read the last row, so that the
