@@ -31,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/paygate/paygate/internal/money"
 )
 
 // Config is a fault run.
@@ -155,6 +157,24 @@ type Report struct {
 	FailureReasons map[string]int
 	// ClientErrors counts the errors clients got, by Connect code (and reason when there is one).
 	ClientErrors map[string]int
+	// Entries counts the deposits and withdrawals the clients sent (distinct entry_ids),
+	// EntryRequests the PostEntry calls (retries included), EntryAnswers the calls answered
+	// (journaled or refused), EntryReplays the answers that were replays of an entry journaled
+	// already.
+	Entries, EntryRequests, EntryAnswers, EntryReplays int
+	// Deposits and Withdrawals count the entries in the banks' journals after the run;
+	// Deposited and Withdrawn are their sums, in minor units.
+	Deposits, Withdrawals int
+	Deposited, Withdrawn  int64
+	// EntriesRefused counts the entries whose answer was a refusal, by reason
+	// (insufficient_funds for a withdrawal above the account's available balance).
+	EntriesRefused map[string]int
+	// EntryRetries counts repeated sends of one entry_id by why: "ambiguous" (after an
+	// ambiguous error), "again" (after the answer), "after_faults" (an entry without an answer
+	// when the workload ended).
+	EntryRetries map[string]int
+	// EntryErrors counts the errors PostEntry calls got, by Connect code (and reason).
+	EntryErrors map[string]int
 	// Faults counts the injected faults by kind.
 	Faults map[string]int
 	// Notes say what the run could not do here, e.g. a fault kind it skipped and why.
@@ -181,6 +201,12 @@ func (r *Report) String() string {
 	writeCounts(&b, "same-id retries", r.Retries)
 	writeCounts(&b, "failure reasons", r.FailureReasons)
 	writeCounts(&b, "client errors", r.ClientErrors)
+	fmt.Fprintf(&b, "entries %d (requests %d, answers %d, replays %d): deposits %d for %s, withdrawals %d for %s\n",
+		r.Entries, r.EntryRequests, r.EntryAnswers, r.EntryReplays,
+		r.Deposits, money.Format(r.Deposited, "USD"), r.Withdrawals, money.Format(r.Withdrawn, "USD"))
+	writeCounts(&b, "entries refused", r.EntriesRefused)
+	writeCounts(&b, "same-id entry retries", r.EntryRetries)
+	writeCounts(&b, "entry errors", r.EntryErrors)
 	total := 0
 	for _, n := range r.Faults {
 		total += n

@@ -1,10 +1,14 @@
 package chaos
 
 import (
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -94,10 +98,14 @@ func TestBetween(t *testing.T) {
 func TestReportString(t *testing.T) {
 	t.Parallel()
 	r := &Report{Seed: 42, Payments: 3, Faults: map[string]int{"kill_bank": 2, "net_drop": 1, "disk_full_gateway": 1},
+		Entries: 9, EntryRequests: 12, EntryAnswers: 10, EntryReplays: 2, Deposits: 4, Deposited: 1050, Withdrawals: 3, Withdrawn: 7,
+		EntriesRefused: map[string]int{"insufficient_funds": 2}, EntryRetries: map[string]int{"ambiguous": 3},
 		Notes: []string{"disk-full faults skipped: cannot mount"}, Violations: []string{"conservation: ..."}}
 	s := r.String()
 	for _, want := range []string{"seed 42", "payments 3", "faults 4", "kill_bank=2", "disk_full_gateway=1",
-		"note: disk-full faults skipped: cannot mount", "invariant violations 1", "VIOLATION conservation"} {
+		"note: disk-full faults skipped: cannot mount", "invariant violations 1", "VIOLATION conservation",
+		"entries 9 (requests 12, answers 10, replays 2): deposits 4 for 10.50 USD, withdrawals 3 for 0.07 USD",
+		"entries refused: insufficient_funds=2", "same-id entry retries: ambiguous=3", "entry errors: none"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
 		}
@@ -118,6 +126,147 @@ func TestInternalText(t *testing.T) {
 	} {
 		if got := internalText(s); got != want {
 			t.Errorf("internalText(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+// TestEntryPlansReplay checks that a seed determines the deposits and withdrawals, that they
+// are well formed, and that the mix has deposits, small withdrawals, withdrawals beyond what an
+// account holds, and entries posted again.
+func TestEntryPlansReplay(t *testing.T) {
+	t.Parallel()
+	draw := func(seed uint64) []entry {
+		c := &client{user: userNames[1], accounts: userAccounts(1), cfg: DefaultConfig(), rng: rand.New(rand.NewPCG(seed, 2))}
+		out := make([]entry, 400)
+		for k := range out {
+			out[k] = *c.planEntry()
+		}
+		return out
+	}
+	a, b, other := draw(7), draw(7), draw(8)
+	var deposits, withdrawals, large, again int
+	accounts := map[string]bool{}
+	for k := range a {
+		e := a[k]
+		if e.id != b[k].id || e.account != b[k].account || e.kind != b[k].kind || e.amount != b[k].amount || e.again != b[k].again {
+			t.Fatalf("entry %d differs between two draws of the same seed: %v, %v", k, &e, &b[k])
+		}
+		if e.id == other[k].id {
+			t.Errorf("entry %d: id %s drawn by two seeds", k, e.id)
+		}
+		if len(e.id) != 36 || bankIndex(e.account) < 0 || e.bank != bankNames[bankIndex(e.account)] || e.amount <= 0 {
+			t.Errorf("malformed entry %v at %s", &e, e.bank)
+		}
+		accounts[e.account] = true
+		switch {
+		case e.kind == bankv1.EntryKind_ENTRY_KIND_DEPOSIT:
+			deposits++
+			if e.amount > maxEntryAmount {
+				t.Errorf("deposit %v above %d", &e, maxEntryAmount)
+			}
+		case e.kind == bankv1.EntryKind_ENTRY_KIND_WITHDRAWAL && e.amount > maxEntryAmount:
+			large++
+			if e.amount < 3*openingBalance {
+				t.Errorf("large withdrawal %v within what an account is likely to hold", &e)
+			}
+		case e.kind == bankv1.EntryKind_ENTRY_KIND_WITHDRAWAL:
+			withdrawals++
+		default:
+			t.Errorf("entry %v of kind %v", &e, e.kind)
+		}
+		if e.again {
+			again++
+		}
+	}
+	if deposits == 0 || withdrawals == 0 || large == 0 || again == 0 {
+		t.Errorf("in 400 entries: %d deposits, %d withdrawals, %d large withdrawals, %d posted again", deposits, withdrawals, large, again)
+	}
+	if len(accounts) < len(userNames)*len(bankNames)/2 {
+		t.Errorf("400 entries touch only %d accounts", len(accounts))
+	}
+}
+
+// TestCheckEntries checks the journal checks on a book and journals made by hand: a clean
+// journal passes and gives each account's movement, and each kind of discrepancy is found.
+func TestCheckEntries(t *testing.T) {
+	t.Parallel()
+	const (
+		dep = bankv1.EntryKind_ENTRY_KIND_DEPOSIT
+		wd  = bankv1.EntryKind_ENTRY_KIND_WITHDRAWAL
+	)
+	// The book: a deposit answered (then replayed), a withdrawal answered, a withdrawal refused,
+	// a refused one with a lost request before, a deposit never answered.
+	newEntries := func() []*entry {
+		return []*entry{
+			{id: "e1", bank: "bank1", account: "bank1-1001", kind: dep, amount: 500,
+				answers: []entryAnswer{{balanceAfter: 50500}, {balanceAfter: 50500, replayed: true}}},
+			{id: "e2", bank: "bank2", account: "bank2-2001", kind: wd, amount: 200, answers: []entryAnswer{{balanceAfter: 49800}}},
+			{id: "e3", bank: "bank2", account: "bank2-2002", kind: wd, amount: 900000, answers: []entryAnswer{{refused: "insufficient_funds"}}},
+			{id: "e4", bank: "bank3", account: "bank3-3001", kind: wd, amount: 700000, lost: 1, answers: []entryAnswer{{refused: "insufficient_funds"}}},
+			{id: "e5", bank: "bank1", account: "bank1-1001", kind: dep, amount: 70, lost: 3},
+		}
+	}
+	je := func(bank, id string, kind bankv1.EntryKind, account string, amount, after int64) journaled {
+		return journaled{bank: bank, entry: &bankv1.Entry{EntryId: id, Kind: kind, AccountId: account, Amount: amount,
+			Currency: "USD", BalanceAfter: after}}
+	}
+	clean := []journaled{
+		je("bank1", "e1", dep, "bank1-1001", 500, 50500),
+		je("bank1", "e5", dep, "bank1-1001", 70, 50570),
+		je("bank2", "e2", wd, "bank2-2001", 200, 49800),
+	}
+	run := func(journal []journaled, mutate func([]*entry)) ([]string, map[string]int64, journalTotals, []string) {
+		b := newBook()
+		b.entries = newEntries()
+		if mutate != nil {
+			mutate(b.entries)
+		}
+		v := &violations{}
+		moved, totals := checkEntries(b, journal, v)
+		return v.list(), moved, totals, b.notes
+	}
+
+	got, moved, totals, notes := run(clean, nil)
+	if len(got) != 0 || len(notes) != 0 {
+		t.Fatalf("clean journal: violations %q, notes %q", got, notes)
+	}
+	if want := map[string]int64{"bank1-1001": 570, "bank2-2001": -200}; !maps.Equal(moved, want) {
+		t.Errorf("moved %v, want %v", moved, want)
+	}
+	if want := (journalTotals{deposits: 2, withdrawals: 1, deposited: 570, withdrawn: 200}); totals != want {
+		t.Errorf("totals %+v, want %+v", totals, want)
+	}
+	if _, _, _, notes := run(append(slices.Clone(clean), je("bank3", "e4", wd, "bank3-3001", 700000, 1000)), nil); len(notes) != 1 {
+		t.Errorf("a refused entry journaled by a lost request: notes %q, want one", notes)
+	}
+
+	for name, tc := range map[string]struct {
+		journal []journaled
+		mutate  func([]*entry)
+		want    string
+	}{
+		"answered entry missing": {journal: clean[1:], want: "entry e1 (deposit bank1-1001 500): answered journaled"},
+		"another balance after": {journal: clean, want: "answered with balance after 49700, journaled with 49800",
+			mutate: func(es []*entry) { es[1].answers[0].balanceAfter = 49700 }},
+		"replay with another balance after": {journal: clean, want: "answered with balance after 50400",
+			mutate: func(es []*entry) { es[0].answers[1].balanceAfter = 50400 }},
+		"refused yet journaled": {journal: append(slices.Clone(clean), je("bank2", "e3", wd, "bank2-2002", 900000, 1)),
+			want: "entry e3 (withdrawal bank2-2002 900000): refused (insufficient_funds), yet journaled"},
+		"never sent": {journal: append(slices.Clone(clean), je("bank3", "x9", dep, "bank3-3002", 5, 50005)),
+			want: "entry x9 (deposit bank3-3002 5) in the journal of bank3 was never sent"},
+		"journaled twice": {journal: append(slices.Clone(clean), clean[2]), want: "entry e2 journaled 2 times"},
+		"another amount": {journal: []journaled{clean[0], clean[1], je("bank2", "e2", wd, "bank2-2001", 201, 49799)},
+			want: "journaled by bank2 as withdrawal bank2-2001 201 USD"},
+		"another kind": {journal: []journaled{clean[0], clean[1], je("bank2", "e2", dep, "bank2-2001", 200, 49800)},
+			want: "journaled by bank2 as deposit bank2-2001 200 USD"},
+		"another bank": {journal: []journaled{clean[0], clean[1], je("bank3", "e2", wd, "bank2-2001", 200, 49800)},
+			want: "journaled by bank3"},
+		"negative balance after": {journal: []journaled{clean[0], clean[1], je("bank2", "e2", wd, "bank2-2001", 200, -1)},
+			want: "balance after -1"},
+	} {
+		got, _, _, _ := run(tc.journal, tc.mutate)
+		if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, tc.want) }) {
+			t.Errorf("%s: violations %q, want one with %q", name, got, tc.want)
 		}
 	}
 }

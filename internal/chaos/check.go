@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -24,9 +25,12 @@ import (
 //   - nothing held: no hold and no pending credit is left at any bank;
 //   - atomicity: each payment is committed at all of its banks or at none;
 //   - outcomes match the ledgers: SUCCEEDED is committed where it should be, FAILED nowhere;
-//   - exactly once: each account moved by exactly the sum of the SUCCEEDED payments touching it;
+//   - exactly once: each account moved by exactly the sum of the SUCCEEDED payments touching it
+//     plus its deposits minus its withdrawals as the banks journaled them;
 //   - every answer a client got for a payment_id is its final outcome;
-//   - every accepted payment has a final outcome (resolveAll reports the ones without).
+//   - every accepted payment has a final outcome (resolveAll reports the ones without);
+//   - the journals hold exactly the entries the workload made, each once and as answered
+//     (checkEntries), and their sums are the banks' summaries' deposits and withdrawals.
 func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b *book, v *violations) {
 	if err := audit.Conserved(before, after); err != nil {
 		v.addf("conservation: %v", err)
@@ -73,10 +77,21 @@ func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b 
 			want[p.to] += p.amount
 		}
 	}
-	for _, id := range sortedKeys(after.Accounts) {
-		got := after.Accounts[id].GetBalance() - before.Accounts[id].GetBalance()
-		if got != want[id] {
-			v.addf("exactly once: %s moved by %d; the succeeded payments add up to %d", id, got, want[id])
+	journal, err := readJournals(ctx, directBanks(c))
+	if err != nil {
+		v.addf("journals: %v (the entries and exactly once are not checked)", err)
+	} else {
+		entries, totals := checkEntries(b, journal, v)
+		if totals.deposited != after.Deposited || totals.withdrawn != after.Withdrawn {
+			v.addf("journals: deposits %d and withdrawals %d journaled, the banks' summaries say %d and %d",
+				totals.deposited, totals.withdrawn, after.Deposited, after.Withdrawn)
+		}
+		for _, id := range sortedKeys(after.Accounts) {
+			got := after.Accounts[id].GetBalance() - before.Accounts[id].GetBalance()
+			if got != want[id]+entries[id] {
+				v.addf("exactly once: %s moved by %d; the succeeded payments add up to %d, its deposits minus its withdrawals to %d",
+					id, got, want[id], entries[id])
+			}
 		}
 	}
 
@@ -97,6 +112,87 @@ func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b 
 	}
 	close(work)
 	wg.Wait()
+}
+
+// checkEntries checks the deposits and withdrawals the workload sent against the banks'
+// journals, and returns by how much the journaled entries moved each account (deposits minus
+// withdrawals) and the journals' sums, which it also records in b:
+//
+//   - every journaled entry is one the workload sent, journaled by the bank of its account with
+//     the kind, account, amount and currency sent, and is in the journals once;
+//   - every entry answered as journaled is in the journal, with the balance_after of every
+//     answer it had (replays included);
+//   - an entry refused (insufficient_funds) is not in the journal. The bank keeps no trace of a
+//     refused entry_id, so an earlier request of the entry that went unanswered may have been
+//     applied after the refusal: then the entry is journaled without a violation, with a note.
+//
+// An entry that never had an answer is reported by resolveEntries; its journal decides.
+func checkEntries(b *book, journal []journaled, v *violations) (map[string]int64, journalTotals) {
+	sent := map[string]*entry{}
+	for _, e := range b.allEntries() {
+		sent[e.id] = e
+	}
+	moved := map[string]int64{}
+	var totals journalTotals
+	found := map[string][]journaled{}
+	for _, j := range journal {
+		je := j.entry
+		found[je.GetEntryId()] = append(found[je.GetEntryId()], j)
+		switch je.GetKind() {
+		case bankv1.EntryKind_ENTRY_KIND_DEPOSIT:
+			totals.deposits++
+			totals.deposited += je.GetAmount()
+			moved[je.GetAccountId()] += je.GetAmount()
+		case bankv1.EntryKind_ENTRY_KIND_WITHDRAWAL:
+			totals.withdrawals++
+			totals.withdrawn += je.GetAmount()
+			moved[je.GetAccountId()] -= je.GetAmount()
+		default:
+			v.addf("entry %s at %s: kind %v", je.GetEntryId(), j.bank, je.GetKind())
+		}
+		if je.GetBalanceAfter() < 0 {
+			v.addf("entry %s at %s: balance after %d", je.GetEntryId(), j.bank, je.GetBalanceAfter())
+		}
+		e := sent[je.GetEntryId()]
+		switch {
+		case e == nil:
+			v.addf("entry %s (%s %s %d) in the journal of %s was never sent", je.GetEntryId(), kindName(je.GetKind()),
+				je.GetAccountId(), je.GetAmount(), j.bank)
+		case j.bank != e.bank || je.GetKind() != e.kind || je.GetAccountId() != e.account || je.GetAmount() != e.amount ||
+			je.GetCurrency() != "USD":
+			v.addf("entry %s: sent as %s, journaled by %s as %s %s %d %s", e, e.bank, j.bank, kindName(je.GetKind()),
+				je.GetAccountId(), je.GetAmount(), je.GetCurrency())
+		}
+	}
+	for id, js := range found {
+		if len(js) > 1 {
+			banks := make([]string, len(js))
+			for i, j := range js {
+				banks[i] = j.bank
+			}
+			v.addf("entry %s journaled %d times (%v)", id, len(js), banks)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.journal = totals
+	for _, e := range b.entries {
+		js := found[e.id]
+		for _, a := range e.answers {
+			switch {
+			case a.refused == "" && len(js) == 0:
+				v.addf("entry %s: answered journaled (balance after %d), not in the journal", e, a.balanceAfter)
+			case a.refused == "" && js[0].entry.GetBalanceAfter() != a.balanceAfter:
+				v.addf("entry %s: answered with balance after %d, journaled with %d", e, a.balanceAfter, js[0].entry.GetBalanceAfter())
+			case a.refused != "" && len(js) > 0 && e.lost == 0:
+				v.addf("entry %s: refused (%s), yet journaled with balance after %d", e, a.refused, js[0].entry.GetBalanceAfter())
+			case a.refused != "" && len(js) > 0:
+				b.notes = append(b.notes, fmt.Sprintf("entry %s was refused (%s), and journaled by one of its %d earlier requests that had no answer",
+					e, a.refused, e.lost))
+			}
+		}
+	}
+	return moved, totals
 }
 
 func checkAtomic(ctx context.Context, c *launch.System, p *payment, b *book, v *violations) {

@@ -18,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
+	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/faultproxy"
@@ -75,6 +76,9 @@ type system struct {
 	http    *http.Client // client-role certificate
 	url     string       // the first gateway replica's
 	urls    []string     // every replica's, url first
+	// entries are the banks' clients for the workload's deposits and withdrawals, through the
+	// proxies (entryBanks).
+	entries map[string]bankv1connect.BankServiceClient
 	// noDisks says why the processes' data directories are not on a tmpfs of their own (the
 	// disk-full faults are then skipped); empty when they are.
 	noDisks string
@@ -152,6 +156,9 @@ func startSystem(ctx context.Context, dir string, cfg Config) (*system, error) {
 	if s.c, err = launch.New(opts); err != nil {
 		return s, err
 	}
+	if s.entries, err = s.entryBanks(); err != nil {
+		return s, err
+	}
 	if err := s.c.Start(ctx); err != nil {
 		return s, err
 	}
@@ -216,6 +223,7 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 		cfg.Seed, cfg.Duration, cfg.Clients, cfg.FaultEveryMin, cfg.FaultEveryMax)
 	rep = &Report{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: map[string]int{}, Retries: map[string]int{},
 		FailureReasons: map[string]int{}, ClientErrors: map[string]int{}, Faults: map[string]int{},
+		EntriesRefused: map[string]int{}, EntryRetries: map[string]int{}, EntryErrors: map[string]int{},
 		Backend: "sqlite", Gateways: cfg.gateways()}
 	if cfg.DatabaseURL != "" {
 		rep.Backend = "postgres"
@@ -284,8 +292,8 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 				return
 			case <-tick.C:
 				st := book.stats()
-				log.printf("progress: %d payments, %d requests, %d final answers; faults %d %v",
-					st.payments, st.requests, st.answers, faults.total(), faults.snapshot())
+				log.printf("progress: %d payments, %d requests, %d final answers; %d entries; faults %d %v",
+					st.payments, st.requests, st.answers, st.entries, faults.total(), faults.snapshot())
 			}
 		}
 	}()
@@ -300,13 +308,14 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	healStart := time.Now()
 	faults.healAll()
 	wg.Wait()
-	log.printf("clients stopped; resolving every accepted payment")
+	log.printf("clients stopped; resolving every accepted payment and every entry")
 
 	if err := s.waitHealthy(cfg.SettleTimeout); err != nil {
 		v.addf("system not healthy %s after the faults stopped: %v", cfg.SettleTimeout, err)
 	}
 	settleCtx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
 	resolveAll(settleCtx, clients, book, v, log)
+	resolveEntries(settleCtx, directBanks(s.c), book, v, log)
 	cancel()
 	remaining := max(cfg.SettleTimeout-time.Since(healStart), 5*time.Second)
 	after, err := s.c.WaitSettled(ctx, remaining)
@@ -330,6 +339,16 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	rep.Elapsed = time.Since(start)
 	log.printf("done: %d payments, %d faults, %d violations", rep.Payments, faults.total(), len(rep.Violations))
 	return rep, nil
+}
+
+// directBanks returns a BankService client of each bank, straight to it (not through its
+// proxy), with the gateway's certificate.
+func directBanks(c *launch.System) map[string]bankv1connect.BankServiceClient {
+	out := map[string]bankv1connect.BankServiceClient{}
+	for _, b := range bankNames {
+		out[b] = c.Bank(b)
+	}
+	return out
 }
 
 // waitHealthy waits until every process serves and every gateway replica reports every bank

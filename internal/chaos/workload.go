@@ -3,7 +3,9 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +29,7 @@ type payment struct {
 	final    *gatewayv1.Payment        // the outcome read after quiescence
 }
 
-// book records every payment the clients sent.
+// book records every payment and every entry the clients sent.
 type book struct {
 	mu       sync.Mutex
 	payments map[string]*payment
@@ -35,10 +37,71 @@ type book struct {
 	retries  map[string]int
 	errors   map[string]int
 	kinds    map[string]int
+
+	entries      []*entry
+	entryRetries map[string]int
+	entryErrors  map[string]int
+	// journal is what check found in the banks' journals; notes are what it found worth
+	// saying that is no violation.
+	journal journalTotals
+	notes   []string
+}
+
+// journalTotals sums the banks' journals.
+type journalTotals struct {
+	deposits, withdrawals int   // entries
+	deposited, withdrawn  int64 // minor units
 }
 
 func newBook() *book {
-	return &book{payments: map[string]*payment{}, retries: map[string]int{}, errors: map[string]int{}, kinds: map[string]int{}}
+	return &book{payments: map[string]*payment{}, retries: map[string]int{}, errors: map[string]int{}, kinds: map[string]int{},
+		entryRetries: map[string]int{}, entryErrors: map[string]int{}}
+}
+
+// addEntry records e, which the client is about to send; it reports false, recording nothing,
+// once the run has maxEntries entries.
+func (b *book) addEntry(e *entry) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.entries) >= maxEntries {
+		return false
+	}
+	b.entries = append(b.entries, e)
+	return true
+}
+
+func (b *book) entryAnswered(e *entry, a entryAnswer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e.answers = append(e.answers, a)
+}
+
+func (b *book) entryRetry(why string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.entryRetries[why]++
+}
+
+func (b *book) entryError(err error) {
+	key := errorKey(err)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.entryErrors[key]++
+}
+
+func (b *book) allEntries() []*entry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.entries)
+}
+
+// errorKey is the key errors are counted by: the Connect code, and the reason when there is one.
+func errorKey(err error) string {
+	key := connect.CodeOf(err).String()
+	if r := rpcerr.Reason(err); r != "" {
+		key += "/" + r
+	}
+	return key
 }
 
 // sent records a request for p, which makes p accepted.
@@ -66,10 +129,7 @@ func (b *book) retry(why string) {
 }
 
 func (b *book) clientError(err error) {
-	key := connect.CodeOf(err).String()
-	if r := rpcerr.Reason(err); r != "" {
-		key += "/" + r
-	}
+	key := errorKey(err)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.errors[key]++
@@ -81,7 +141,7 @@ func (b *book) all() []*payment {
 	return append([]*payment(nil), b.order...)
 }
 
-type bookStats struct{ payments, requests, answers int }
+type bookStats struct{ payments, requests, answers, entries int }
 
 func (b *book) stats() bookStats {
 	b.mu.Lock()
@@ -92,6 +152,7 @@ func (b *book) stats() bookStats {
 		s.requests += p.requests
 		s.answers += len(p.answers)
 	}
+	s.entries = len(b.entries)
 	return s
 }
 
@@ -119,6 +180,24 @@ func (b *book) fill(r *Report) {
 	for k, n := range b.kinds {
 		r.Kinds[k] = n
 	}
+	r.Entries = len(b.entries)
+	for _, e := range b.entries {
+		r.EntryRequests += e.requests
+		r.EntryAnswers += len(e.answers)
+		if len(e.answers) > 0 && e.answers[len(e.answers)-1].refused != "" {
+			r.EntriesRefused[e.answers[len(e.answers)-1].refused]++
+		}
+		for _, a := range e.answers {
+			if a.replayed {
+				r.EntryReplays++
+			}
+		}
+	}
+	maps.Copy(r.EntryRetries, b.entryRetries)
+	maps.Copy(r.EntryErrors, b.entryErrors)
+	r.Deposits, r.Withdrawals = b.journal.deposits, b.journal.withdrawals
+	r.Deposited, r.Withdrawn = b.journal.deposited, b.journal.withdrawn
+	r.Notes = append(r.Notes, b.notes...)
 }
 
 // client is one user making payments one after another (sometimes two at once, for a
@@ -222,7 +301,7 @@ func bankIndex(account string) int {
 	return -1
 }
 
-// run makes payments until ctx is done.
+// run makes payments, and now and then a deposit or a withdrawal, until ctx is done.
 func (c *client) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		// Now and then, send an old payment again: a late retry must replay, not pay twice.
@@ -235,6 +314,13 @@ func (c *client) run(ctx context.Context) {
 			c.mu.Unlock()
 			c.book.retry("late")
 			c.send(ctx, old, 0)
+			continue
+		}
+		// About one operation in entryEvery is a deposit or a withdrawal, up to maxEntries.
+		if c.rng.IntN(entryEvery) == 0 {
+			if e := c.planEntry(); c.book.addEntry(e) {
+				c.postEntry(ctx, e)
+			}
 			continue
 		}
 		p := c.plan()
