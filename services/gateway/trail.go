@@ -204,7 +204,7 @@ func (c *Coordinator) noteVote(id string, v vote) {
 	ev := c.trailEvent(id, gatewayv1.TrailEventKind_TRAIL_EVENT_KIND_VOTE, v.bank)
 	ev.Vote = "yes"
 	if !v.yes {
-		ev.Vote, ev.Detail = "no", v.msg
+		ev.Vote, ev.Detail = "no", voteReasonText(v.reason)+": "+v.msg
 	}
 	c.trail.add(ev)
 }
@@ -394,5 +394,16 @@ func bankTransactionState(s bankv1.TransactionState) string {
 
 // voteReasonText is "insufficient_funds" for VOTE_REASON_INSUFFICIENT_FUNDS.
 func voteReasonText(r bankv1.VoteReason) string {
+	if s, ok := voteReasonTexts[r]; ok {
+		return s
+	}
 	return strings.ToLower(strings.TrimPrefix(r.String(), "VOTE_REASON_"))
 }
+
+var voteReasonTexts = func() map[bankv1.VoteReason]string {
+	m := make(map[bankv1.VoteReason]string, len(bankv1.VoteReason_name))
+	for n, name := range bankv1.VoteReason_name {
+		m[bankv1.VoteReason(n)] = strings.ToLower(strings.TrimPrefix(name, "VOTE_REASON_"))
+	}
+	return m
+}()
