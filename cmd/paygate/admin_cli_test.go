@@ -230,7 +230,7 @@ func TestSearchFlagsRequest(t *testing.T) {
 
 // columns returns the start of each column of a table line: where a run of two or more
 // spaces ends.
-func columns(line string) []int {
+func tableColumns(line string) []int {
 	out := []int{0}
 	for _, m := range regexp.MustCompile(` {2,}`).FindAllStringIndex(line, -1) {
 		out = append(out, m[1])
@@ -245,15 +245,15 @@ func checkAligned(t *testing.T, table string, n int) {
 	if len(lines) < n {
 		t.Fatalf("table of %d lines, want at least %d:\n%s", len(lines), n, table)
 	}
-	want := columns(lines[0])
+	want := tableColumns(lines[0])
 	for _, l := range lines[1:n] {
-		if got := columns(l); !slices.Equal(got, want) {
+		if got := tableColumns(l); !slices.Equal(got, want) {
 			t.Errorf("columns at %v, header's at %v:\n%s", got, want, table)
 		}
 	}
 }
 
-func table(write func(w io.Writer)) string {
+func renderTable(write func(w io.Writer)) string {
 	var b bytes.Buffer
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	write(tw)
@@ -271,7 +271,7 @@ func TestAdminTables(t *testing.T) {
 		userToJSON(&gatewayv1.User{Username: "mallory", Role: "customer", Disabled: true}),
 	}
 	users[0].CreateTime = &created
-	out := table(func(w io.Writer) { writeUsersTable(w, users) })
+	out := renderTable(func(w io.Writer) { writeUsersTable(w, users) })
 	checkAligned(t, out, 5)
 	for _, s := range []string{"bank1-1001,bank2-2001", "must change password", "disabled", "active", when(&created)} {
 		if !strings.Contains(out, s) {
@@ -285,7 +285,7 @@ func TestAdminTables(t *testing.T) {
 	accounts := []bankAccountJSON{bankAccountToJSON(&gatewayv1.BankAccount{AccountId: "bank1-1001", Bank: "bank1", Holder: "alice", Currency: "USD",
 		Balance: &gatewayv1.AccountBalance{Balance: 100050, Held: 2500, Available: 97550, PendingCredit: 100}, LinkedUsername: "alice"}),
 		bankAccountToJSON(&gatewayv1.BankAccount{AccountId: "bank1-1005", Bank: "bank1", Holder: "zed", Currency: "JPY", Closed: true, Balance: &gatewayv1.AccountBalance{}})}
-	out = table(func(w io.Writer) { writeAccountsTable(w, accounts) })
+	out = renderTable(func(w io.Writer) { writeAccountsTable(w, accounts) })
 	checkAligned(t, out, 3)
 	for _, s := range []string{"1000.50", "25.00", "975.50", "1.00", "closed", "alice"} {
 		if !strings.Contains(out, s) {
@@ -298,7 +298,7 @@ func TestAdminTables(t *testing.T) {
 	if e := entries[0]; e.Kind != "deposit" || e.AmountDecimal != "250.00" {
 		t.Errorf("entry %+v", e)
 	}
-	out = table(func(w io.Writer) { writeEntriesTable(w, entries) })
+	out = renderTable(func(w io.Writer) { writeEntriesTable(w, entries) })
 	checkAligned(t, out, 2)
 	if !strings.Contains(out, "250.00 USD") || !strings.Contains(out, "750.00") {
 		t.Errorf("entries table:\n%s", out)
@@ -306,7 +306,7 @@ func TestAdminTables(t *testing.T) {
 
 	audit := []auditEntryJSON{auditEntryToJSON(&gatewayv1.AuditEntry{Seq: 2, Actor: "ops", ActorCertificate: "spiffe://paygate/admin/ops", Action: "CreateUser",
 		Target: "user:erin", Outcome: "ok"}), auditEntryToJSON(&gatewayv1.AuditEntry{Seq: 1, Action: "ListUsers", Outcome: "permission_denied", Reason: "admin_certificate_required"})}
-	out = table(func(w io.Writer) { writeAuditTable(w, audit) })
+	out = renderTable(func(w io.Writer) { writeAuditTable(w, audit) })
 	checkAligned(t, out, 3)
 	if !strings.Contains(out, "admin/ops") || !strings.Contains(out, "permission_denied (admin_certificate_required)") {
 		t.Errorf("audit table:\n%s", out)
@@ -342,7 +342,7 @@ func TestAdminTrail(t *testing.T) {
 	if tr.Events[1].DecidedBy != "timeout_monitor" || tr.Events[0].Event != "vote" {
 		t.Errorf("events %+v", tr.Events)
 	}
-	out := table(func(w io.Writer) { writeTrail(w, tr) })
+	out := renderTable(func(w io.Writer) { writeTrail(w, tr) })
 	for _, s := range []string{"status      failed (insufficient_funds)", "5.00 USD", "bank1-1001 -> bank2-2002", "completed   no",
 		"2026-12-01", "decided", "abort by timeout monitor", "unavailable  connection refused"} {
 		if !strings.Contains(out, s) {
@@ -370,13 +370,13 @@ func TestAdminOperations(t *testing.T) {
 	if o.Banks[1].Status != "unavailable" || o.InDoubt[0].Stage != "awaiting_acknowledgement" {
 		t.Errorf("%+v", o)
 	}
-	out := table(func(w io.Writer) { writeOperations(w, o) })
+	out := renderTable(func(w io.Writer) { writeOperations(w, o) })
 	for _, s := range []string{"unavailable: connection refused", "182575", "awaiting acknowledgement", "bank2", "more in doubt than shown"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("ops lacks %q:\n%s", s, out)
 		}
 	}
-	empty := table(func(w io.Writer) { writeOperations(w, operationsToJSON(&gatewayv1.GetOperationsResponse{})) })
+	empty := renderTable(func(w io.Writer) { writeOperations(w, operationsToJSON(&gatewayv1.GetOperationsResponse{})) })
 	if !strings.Contains(empty, "no payments in doubt") {
 		t.Errorf("ops without payments in doubt:\n%s", empty)
 	}
