@@ -285,6 +285,56 @@ func TestAdminDashboardInChromium(t *testing.T) {
 	}
 	b.docShot("trail")
 
+	// Users again: erin's account unlinked and linked back; erin disabled (her tab is signed
+	// out at once and she cannot sign in), enabled again, and given a new initial password.
+	b.open("users", "#users-table")
+	b.clickNow(`#users-table [data-open-user="erin"]`)
+	b.waitFor("erin's accounts", fmt.Sprintf(`document.querySelector('#user-accounts [data-unlink=%q]') !== null`, account), 10*time.Second)
+	b.clickNow(fmt.Sprintf(`#user-accounts [data-unlink=%q]`, account))
+	b.waitText("#user-result", "is no longer linked to erin", 10*time.Second)
+	b.waitText("#user-accounts", "No linked accounts.", 5*time.Second)
+	b.fill("#user-link-account", "bank2-2002")
+	b.click("#user-link")
+	b.waitFor("the refusal of bob's account", `document.querySelector('#user-result [data-kind="error"]') !== null`, 10*time.Second)
+	b.fill("#user-link-account", account)
+	b.click("#user-link")
+	b.waitText("#user-result", account+" is linked to erin.", 10*time.Second)
+	b.click("#user-disable")
+	b.waitText("#user-result", "Give a reason", 5*time.Second)
+	b.fill("#user-disable-reason", "reported a lost phone")
+	b.click("#user-disable")
+	b.waitText("#user-result", "erin is disabled; 1 session ended.", 10*time.Second)
+	e.waitText("#login-notice", "Your user has been disabled by an administrator.", 15*time.Second)
+	e.fill("#login-username", "erin")
+	e.fill("#login-password", "erin-own-password"+kb.Enter)
+	e.waitText("#login-error", "This user is disabled.", 10*time.Second)
+	b.click("#user-enable")
+	b.waitText("#user-result", "erin can sign in again.", 10*time.Second)
+	e.fill("#login-password", "erin-own-password"+kb.Enter)
+	e.waitBalance(account, "75.00 USD")
+	b.click("#user-reset-generate")
+	b.click("#user-reset")
+	b.waitText("#user-result", "erin must sign in with the new initial password", 10*time.Second)
+	b.waitText("#user", "Must change password", 5*time.Second)
+	e.waitFor("erin signed out", `document.getElementById("login-username") !== null`, 15*time.Second)
+
+	// An account that holds nothing is closed; one with money is not.
+	b.open("accounts", "#accounts-table")
+	b.setValue("#open-bank", "bank1")
+	b.fill("#open-holder", "erin")
+	b.click("#open-submit")
+	b.waitText("#open-result", "for erin (USD).", 15*time.Second)
+	empty := regexp.MustCompile(`bank1-\d+`).FindString(b.text("#open-result"))
+	b.waitFor("the new account selected", fmt.Sprintf(`document.getElementById("money-account").value === %q`, empty), 10*time.Second)
+	b.fill("#close-reason", "opened by mistake")
+	b.click("#close-submit")
+	b.waitText("#close-result", empty+" is closed.", 10*time.Second)
+	b.waitFor("the account marked closed", fmt.Sprintf(`document.querySelector('#accounts-table [data-account=%q][data-closed="true"]') !== null`, empty), 10*time.Second)
+	b.clickNow(row + " [data-select-account]")
+	b.fill("#close-reason", "try")
+	b.click("#close-submit")
+	b.waitText("#close-result", "account_not_empty", 10*time.Second)
+
 	// Operations: a payment whose payee's bank does not answer is in doubt until the bank is
 	// back; "Re-drive now" finishes it.
 	alice, err := c.Login("alice", "alice-pass-123")
@@ -315,7 +365,8 @@ func TestAdminDashboardInChromium(t *testing.T) {
 
 	// Audit log: the actions above, and a verified chain.
 	b.open("audit", "#audit-table")
-	for _, action := range []string{"bootstrap", "CreateUser", "OpenAccount", "Deposit", "Withdraw", "RedrivePayment"} {
+	for _, action := range []string{"bootstrap", "CreateUser", "OpenAccount", "Deposit", "Withdraw", "UnlinkAccount", "LinkAccount",
+		"DisableUser", "EnableUser", "ResetPassword", "CloseAccount", "RedrivePayment"} {
 		b.waitFor("the audit entry "+action, fmt.Sprintf(`document.querySelector('#audit-table tr[data-action=%q]') !== null`, action), 10*time.Second)
 	}
 	if got := b.text(`#audit-table tr[data-action="Deposit"]`); !strings.Contains(got, "root") || !strings.Contains(got, "account:"+account) {
@@ -327,6 +378,21 @@ func TestAdminDashboardInChromium(t *testing.T) {
 	b.click("#audit-verify")
 	b.waitText("#verify-result", "Chain OK", 15*time.Second)
 	b.docShot("audit")
+	b.fill("#audit-actor", "test")
+	b.click("#audit-search")
+	b.waitFor("only the bootstrap", `document.querySelectorAll("#audit-table tr[data-seq]").length === 1 && document.querySelector('#audit-table tr[data-action="bootstrap"]') !== null`, 10*time.Second)
+
+	// Phone width: the admin pages fit; wide tables scroll inside their cards.
+	b.do("phone viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	for _, page := range []string{"operations", "accounts", "audit"} {
+		b.clickNow("#nav-" + page)
+		time.Sleep(300 * time.Millisecond)
+		if w := eval[int](b, `document.documentElement.scrollWidth`); w > 375 {
+			t.Errorf("the %s page is %d px wide on a 375 px phone screen", page, w)
+		}
+	}
+	b.shot("admin-phone")
+	b.do("desktop viewport", chromedp.ResetViewport())
 
 	// The whole test: 100.00 came in by the deposit; nothing else was made or lost.
 	end := settleIn(t, c, start, 10000)

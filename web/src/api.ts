@@ -37,6 +37,17 @@ const auth: Interceptor = (next) => async (req) => {
   }
 };
 
+/**
+ * Reports an Unauthenticated error that reached the caller without passing the interceptor (a
+ * stream's error comes while its messages are read, after the interceptor has returned).
+ */
+export function reportUnauthenticated(e: unknown): void {
+  const err = ConnectError.from(e);
+  if (err.code === Code.Unauthenticated && token !== undefined) {
+    onSessionLost(errorInfo(err).reason ?? "invalid_token");
+  }
+}
+
 // fetch rejects with a TypeError when the gateway cannot be reached at all; report that as
 // Unavailable, marked so that the page can tell "unreachable" from an answer.
 const unreachable = new WeakSet<ConnectError>();

@@ -69,7 +69,11 @@ function showDashboard(s: Session): void {
 onUnauthenticated((reason) => {
   if (!dashboard) return;
   showLogin(
-    reason === "token_revoked" ? "You were signed out. Sign in again." : "Your session has expired. Sign in again.",
+    reason === "user_disabled"
+      ? "Your user has been disabled by an administrator."
+      : reason === "token_revoked"
+        ? "You were signed out. Sign in again."
+        : "Your session has expired. Sign in again.",
   );
 });
 

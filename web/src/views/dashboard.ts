@@ -4,7 +4,7 @@
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { authClient, isRetryable, isUnreachable, paymentClient, rawMessage } from "../api";
+import { authClient, isRetryable, isUnreachable, paymentClient, rawMessage, reportUnauthenticated } from "../api";
 import { h, replace } from "../dom";
 import type { Payment } from "../gen/paygate/gateway/v1/gateway_pb";
 import { listQueued, putQueued, type QueuedPayment, removeQueued } from "../outbox";
@@ -236,7 +236,11 @@ export class Dashboard {
         }
       } catch (e) {
         if (this.stop.signal.aborted) return;
-        if (ConnectError.from(e).code === Code.Unauthenticated) return; // back to sign-in
+        if (ConnectError.from(e).code === Code.Unauthenticated) {
+          // The session ended (revoked, expired, the user disabled): back to sign-in.
+          reportUnauthenticated(e);
+          return;
+        }
         if (isUnreachable(e)) this.setReachable(false);
       } finally {
         window.clearTimeout(assumeLive);

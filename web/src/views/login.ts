@@ -20,6 +20,9 @@ export function loginErrorText(err: unknown, withCode = false): string {
       const wait = Number.isFinite(secs) && secs > 0 ? `in ${Math.ceil(secs)} second${Math.ceil(secs) === 1 ? "" : "s"}` : "later";
       return `Too many failed sign-in attempts. Try again ${wait}.`;
     }
+    case Code.PermissionDenied:
+      if (info.reason === "user_disabled") return "This user is disabled. Ask an administrator.";
+      return `Sign-in failed: ${err.rawMessage}`;
     case Code.InvalidArgument:
       return /totp_code/.test(err.rawMessage) ? "The authenticator code is 6 digits." : "Enter your username and password.";
     case Code.Unavailable:
