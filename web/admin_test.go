@@ -318,6 +318,16 @@ func TestAdminDashboardInChromium(t *testing.T) {
 	b.waitText("#user", "Must change password", 5*time.Second)
 	e.waitFor("erin signed out", `document.getElementById("login-username") !== null`, 15*time.Second)
 
+	// An admin who signs in without the code gets the customer's page and a notice.
+	e.fill("#login-username", "root")
+	e.fill("#login-password", "root-password-1"+kb.Enter)
+	e.waitText("#second-factor-notice", "without your authenticator code", 15*time.Second)
+	if n := eval[int](e, `document.querySelectorAll('#admin-nav, a[href^="#admin"], #admin').length`); n != 0 {
+		t.Errorf("an admin signed in without the second factor has %d admin links or pages", n)
+	}
+	e.click("#logout")
+	e.waitText("#login-notice", "You have signed out.", 10*time.Second)
+
 	// An account that holds nothing is closed; one with money is not.
 	b.open("accounts", "#accounts-table")
 	b.setValue("#open-bank", "bank1")
