@@ -371,15 +371,24 @@ func TestAdminStuckPaymentFinishesAfterBankReturns(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	trail, err := adm.GetPaymentTrail(ctx, connect.NewRequest(&gatewayv1.GetPaymentTrailRequest{PaymentId: id}))
-	if err != nil {
-		t.Fatalf("GetPaymentTrail: %v", err)
-	}
+	// Trail events other than admission, decision and completion are written behind the
+	// payment's path, in batches: they show within moments.
 	var kinds []string
-	for _, e := range trail.Msg.GetEvents() {
-		kinds = append(kinds, strings.TrimPrefix(e.GetKind().String(), "TRAIL_EVENT_KIND_")+":"+e.GetBank())
+	want := []string{"ADMITTED:", "DECIDED:", "ACKNOWLEDGED:bank1", "ACKNOWLEDGED:bank2", "COMPLETED:"}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		trail, err := adm.GetPaymentTrail(ctx, connect.NewRequest(&gatewayv1.GetPaymentTrailRequest{PaymentId: id}))
+		if err != nil {
+			t.Fatalf("GetPaymentTrail: %v", err)
+		}
+		kinds = kinds[:0]
+		for _, e := range trail.Msg.GetEvents() {
+			kinds = append(kinds, strings.TrimPrefix(e.GetKind().String(), "TRAIL_EVENT_KIND_")+":"+e.GetBank())
+		}
+		if !slices.ContainsFunc(want, func(k string) bool { return !slices.Contains(kinds, k) }) || time.Now().After(deadline) {
+			break
+		}
 	}
-	for _, k := range []string{"ADMITTED:", "DECIDED:", "ACKNOWLEDGED:bank1", "ACKNOWLEDGED:bank2", "COMPLETED:"} {
+	for _, k := range want {
 		if !slices.Contains(kinds, k) {
 			t.Errorf("trail %v has no %s", kinds, k)
 		}
