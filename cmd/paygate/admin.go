@@ -313,7 +313,8 @@ func newAdminBootstrapCommand(e *env) *ffcli.Command {
 			}
 			fmt.Fprintf(e.stdout, "created admin %s\n", enr.Username)
 			printEnrollment(e.stdout, enr.Username, enr.Secret, enr.URL)
-			fmt.Fprintf(e.stdout, "next: paygate certs --out DIR --admins NAME, then\n  paygate login --certs DIR --cert DIR/admin-NAME.pem --key DIR/admin-NAME-key.pem --totp CODE %s\n", enr.Username)
+			n := enr.Username
+			fmt.Fprintf(e.stdout, "next: paygate certs --out DIR --admins %s (its admin certificate), then\n  paygate login --certs DIR --cert DIR/admin-%s.pem --key DIR/admin-%s-key.pem --totp CODE %s\n", n, n, n, n)
 			return nil
 		},
 	}
@@ -437,6 +438,9 @@ func newAdminAuditVerifyCommand(e *env) *ffcli.Command {
 // auditVerdict is audit verify's line: "audit log OK: 42 entries" or "audit log BROKEN at
 // entry 7: ...".
 func auditVerdict(v gateway.AuditVerification) string {
+	if v.OK && v.Entries == 1 {
+		return "audit log OK: 1 entry"
+	}
 	if v.OK {
 		return fmt.Sprintf("audit log OK: %d entries", v.Entries)
 	}
