@@ -160,8 +160,9 @@ type Report struct {
 	// Entries counts the deposits and withdrawals the clients sent (distinct entry_ids),
 	// EntryRequests the PostEntry calls (retries included), EntryAnswers the calls answered
 	// (journaled or refused), EntryReplays the answers that were replays of an entry journaled
-	// already.
-	Entries, EntryRequests, EntryAnswers, EntryReplays int
+	// already, EntriesAnswerLost the entries whose first answer was a replay: an earlier
+	// request journaled them, and its answer was lost (an error or a deadline).
+	Entries, EntryRequests, EntryAnswers, EntryReplays, EntriesAnswerLost int
 	// Deposits and Withdrawals count the entries in the banks' journals after the run;
 	// Deposited and Withdrawn are their sums, in minor units.
 	Deposits, Withdrawals int
@@ -201,8 +202,8 @@ func (r *Report) String() string {
 	writeCounts(&b, "same-id retries", r.Retries)
 	writeCounts(&b, "failure reasons", r.FailureReasons)
 	writeCounts(&b, "client errors", r.ClientErrors)
-	fmt.Fprintf(&b, "entries %d (requests %d, answers %d, replays %d): deposits %d for %s, withdrawals %d for %s\n",
-		r.Entries, r.EntryRequests, r.EntryAnswers, r.EntryReplays,
+	fmt.Fprintf(&b, "entries %d (requests %d, answers %d, replays %d, journaled by a request whose answer was lost %d): deposits %d for %s, withdrawals %d for %s\n",
+		r.Entries, r.EntryRequests, r.EntryAnswers, r.EntryReplays, r.EntriesAnswerLost,
 		r.Deposits, money.Format(r.Deposited, "USD"), r.Withdrawals, money.Format(r.Withdrawn, "USD"))
 	writeCounts(&b, "entries refused", r.EntriesRefused)
 	writeCounts(&b, "same-id entry retries", r.EntryRetries)

@@ -98,13 +98,13 @@ func TestBetween(t *testing.T) {
 func TestReportString(t *testing.T) {
 	t.Parallel()
 	r := &Report{Seed: 42, Payments: 3, Faults: map[string]int{"kill_bank": 2, "net_drop": 1, "disk_full_gateway": 1},
-		Entries: 9, EntryRequests: 12, EntryAnswers: 10, EntryReplays: 2, Deposits: 4, Deposited: 1050, Withdrawals: 3, Withdrawn: 7,
+		Entries: 9, EntryRequests: 12, EntryAnswers: 10, EntryReplays: 2, EntriesAnswerLost: 1, Deposits: 4, Deposited: 1050, Withdrawals: 3, Withdrawn: 7,
 		EntriesRefused: map[string]int{"insufficient_funds": 2}, EntryRetries: map[string]int{"ambiguous": 3},
 		Notes: []string{"disk-full faults skipped: cannot mount"}, Violations: []string{"conservation: ..."}}
 	s := r.String()
 	for _, want := range []string{"seed 42", "payments 3", "faults 4", "kill_bank=2", "disk_full_gateway=1",
 		"note: disk-full faults skipped: cannot mount", "invariant violations 1", "VIOLATION conservation",
-		"entries 9 (requests 12, answers 10, replays 2): deposits 4 for 10.50 USD, withdrawals 3 for 0.07 USD",
+		"entries 9 (requests 12, answers 10, replays 2, journaled by a request whose answer was lost 1): deposits 4 for 10.50 USD, withdrawals 3 for 0.07 USD",
 		"entries refused: insufficient_funds=2", "same-id entry retries: ambiguous=3", "entry errors: none"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
@@ -144,11 +144,12 @@ func TestEntryPlansReplay(t *testing.T) {
 		return out
 	}
 	a, b, other := draw(7), draw(7), draw(8)
-	var deposits, withdrawals, large, again int
+	var deposits, withdrawals, large, again, hurried int
 	accounts := map[string]bool{}
 	for k := range a {
 		e := a[k]
-		if e.id != b[k].id || e.account != b[k].account || e.kind != b[k].kind || e.amount != b[k].amount || e.again != b[k].again {
+		if e.id != b[k].id || e.account != b[k].account || e.kind != b[k].kind || e.amount != b[k].amount || e.again != b[k].again ||
+			e.hurry != b[k].hurry {
 			t.Fatalf("entry %d differs between two draws of the same seed: %v, %v", k, &e, &b[k])
 		}
 		if e.id == other[k].id {
@@ -177,9 +178,15 @@ func TestEntryPlansReplay(t *testing.T) {
 		if e.again {
 			again++
 		}
+		if e.hurry != 0 {
+			hurried++
+			if e.hurry < 2*time.Millisecond || e.hurry > 30*time.Millisecond {
+				t.Errorf("entry %v: first deadline %s", &e, e.hurry)
+			}
+		}
 	}
-	if deposits == 0 || withdrawals == 0 || large == 0 || again == 0 {
-		t.Errorf("in 400 entries: %d deposits, %d withdrawals, %d large withdrawals, %d posted again", deposits, withdrawals, large, again)
+	if deposits == 0 || withdrawals == 0 || large == 0 || again == 0 || hurried == 0 {
+		t.Errorf("in 400 entries: %d deposits, %d withdrawals, %d large withdrawals, %d posted again, %d hurried", deposits, withdrawals, large, again, hurried)
 	}
 	if len(accounts) < len(userNames)*len(bankNames)/2 {
 		t.Errorf("400 entries touch only %d accounts", len(accounts))

@@ -192,6 +192,9 @@ func (b *book) fill(r *Report) {
 				r.EntryReplays++
 			}
 		}
+		if len(e.answers) > 0 && e.answers[0].replayed {
+			r.EntriesAnswerLost++
+		}
 	}
 	maps.Copy(r.EntryRetries, b.entryRetries)
 	maps.Copy(r.EntryErrors, b.entryErrors)
