@@ -41,14 +41,16 @@ func newChaosCommand(e *env) *ffcli.Command {
 		LongHelp: "Starts three banks and a gateway as separate processes of this binary, each with its\n" +
 			"own store, the gateway reaching every bank through a TCP fault proxy. Concurrent clients\n" +
 			"make random payments (same bank, across banks, overdrafts, unknown payees, retries with\n" +
-			"the same payment_id) while faults are injected at random times: SIGKILL and restart of\n" +
-			"any process, SIGSTOP/SIGCONT, and latency, dropped connections, resets and blackholes\n" +
-			"between the gateway and the banks. After --duration every fault is healed, the system\n" +
-			"quiesces, and the invariants are checked: money conserved, no overdraft, no hold left,\n" +
-			"every payment at both banks or neither and at most once, every answer a client got\n" +
-			"matches the ledgers, every accepted payment decided. Prints the seed first (replay a run\n" +
-			"with --seed), progress lines, and a report; exits 1 on any violation. See\n" +
-			"docs/RELIABILITY.md.\n\n" +
+			"the same payment_id), and now and then a deposit or a withdrawal straight to a bank\n" +
+			"(retried with the same entry_id), while faults are injected at random times: SIGKILL\n" +
+			"and restart of any process, SIGSTOP/SIGCONT, and latency, dropped connections, resets\n" +
+			"and blackholes between the gateway and the banks. After --duration every fault is\n" +
+			"healed, the system quiesces, and the invariants are checked: money conserved, no\n" +
+			"overdraft, no hold left, every payment at both banks or neither and at most once, every\n" +
+			"account moved by its payments and its journaled entries, every entry journaled once as\n" +
+			"answered, every answer a client got matches the ledgers, every accepted payment\n" +
+			"decided. Prints the seed first (replay a run with --seed), progress lines, and a\n" +
+			"report; exits 1 on any violation. See docs/RELIABILITY.md.\n\n" +
 			"The PostgreSQL profile (--database-url postgres://HOST/NAME) keeps the gateway's store in\n" +
 			"database NAME and each bank's in NAME_<bank>, created when missing, and runs --gateways\n" +
 			"replicas of the gateway on NAME (2 by default). Clients spread over the replicas and\n" +
