@@ -1102,8 +1102,10 @@ func TestStoreAdminMigration(t *testing.T) {
 		session  = `INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES (?, 'old', 'fp', 1, ?)`
 		payment  = `INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint, decision, completed, created_at, deadline, decided_at, completed_at) VALUES (?, 'old', 'a-1', 'b-2', 1, 'USD', ?, 1, ?, 1, 2, 3, 4)`
 		finished = true
+		// A presumed abort as recorded before completed_at was set with it.
+		presumed = `INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint, decision, presumed, completed, created_at, deadline, decided_at) VALUES (?, '', '', '', 0, '', ?, 2, ?, ?, 5, 5, 5)`
 	)
-	id := newPaymentID()
+	id, pid := newPaymentID(), newPaymentID()
 	expires := time.Now().Add(time.Hour).UnixNano()
 	check := func(t *testing.T, s Store) {
 		ctx := context.Background()
@@ -1117,6 +1119,10 @@ func TestStoreAdminMigration(t *testing.T) {
 		p, err := s.Payment(ctx, id)
 		if err != nil || p.DecidedBy != decidedByUnknown || p.CompletedAt.UnixNano() != 4 || p.DecidedAt.UnixNano() != 3 {
 			t.Fatalf("old payment: %+v, %v", p, err)
+		}
+		p, err = s.Payment(ctx, pid)
+		if err != nil || !p.Completed || !p.CompletedAt.IsZero() || !p.Presumed || p.Decision != decisionAbort || p.DecidedBy != decidedByUnknown {
+			t.Fatalf("old presumed abort: %+v, %v", p, err)
 		}
 		if v, err := verifyAudit(ctx, s); err != nil || !v.OK || v.Entries != 0 {
 			t.Fatalf("verify a new audit log: %+v, %v", v, err)
@@ -1133,7 +1139,8 @@ func TestStoreAdminMigration(t *testing.T) {
 		for _, q := range []struct {
 			sql  string
 			args []any
-		}{{user, nil}, {session, []any{tokenHash("tok"), expires}}, {payment, []any{id, []byte{1}, finished}}} {
+		}{{user, nil}, {session, []any{tokenHash("tok"), expires}}, {payment, []any{id, []byte{1}, finished}},
+			{presumed, []any{pid, []byte{}, true, true}}} {
 			if _, err := old.Write.ExecContext(ctx, q.sql, q.args...); err != nil {
 				t.Fatal(err)
 			}
@@ -1167,6 +1174,7 @@ func TestStoreAdminMigration(t *testing.T) {
 			{user, nil},
 			{`INSERT INTO sessions (token_hash, username, cert_fingerprint, created_at, expires_at) VALUES ($1, 'old', 'fp', 1, $2)`, []any{tokenHash("tok"), expires}},
 			{`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint, decision, completed, created_at, deadline, decided_at, completed_at) VALUES ($1, 'old', 'a-1', 'b-2', 1, 'USD', $2, 1, $3, 1, 2, 3, 4)`, []any{id, []byte{1}, finished}},
+			{`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, fingerprint, decision, presumed, completed, created_at, deadline, decided_at) VALUES ($1, '', '', '', 0, '', $2, 2, $3, $4, 5, 5, 5)`, []any{pid, []byte{}, true, true}},
 		} {
 			if _, err := pool.Exec(ctx, q.sql, q.args...); err != nil {
 				pool.Close()
@@ -1176,4 +1184,20 @@ func TestStoreAdminMigration(t *testing.T) {
 		pool.Close()
 		check(t, ctOpenPG(t, url, 10*time.Second))
 	})
+}
+
+// TestStorePGPaymentRowFits: a payment row read on PostgreSQL has at most 16 columns, as many as
+// pgx describes without allocating (see pgPaymentColumns).
+func TestStorePGPaymentRowFits(t *testing.T) {
+	t.Parallel()
+	s := ctOpenPG(t, pgtest.NewDatabase(t, "paygate_store_"), 10*time.Second)
+	rows, err := s.pool.Query(context.Background(), `SELECT `+pgPaymentColumns+` FROM payments LIMIT 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(rows.FieldDescriptions())
+	rows.Close()
+	if n > 16 {
+		t.Fatalf("a payment row has %d columns, want at most 16", n)
+	}
 }

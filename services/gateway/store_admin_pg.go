@@ -373,7 +373,7 @@ func (s *PGStore) SearchPayments(ctx context.Context, q paymentQuery) ([]payment
 	}
 	where, args := paymentQueryWhere(q, "$", "strpos")
 	query := fmt.Sprintf(`SELECT %s FROM payments WHERE %s ORDER BY created_at DESC, payment_id DESC LIMIT $%d`,
-		paymentColumns, where, len(args)+1)
+		pgPaymentColumns, where, len(args)+1)
 	out, err := pgPayments(s.pool.Query(ctx, query, append(args, pgLimit(q.Limit))...))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: search payments: %w", err)
@@ -385,7 +385,7 @@ func (s *PGStore) SearchPayments(ctx context.Context, q paymentQuery) ([]payment
 // oldest deadline first, at most limit.
 func (s *PGStore) InDoubt(ctx context.Context, limit int) ([]paymentRecord, error) {
 	out, err := pgPayments(s.pool.Query(ctx,
-		`SELECT `+paymentColumns+` FROM payments WHERE NOT completed ORDER BY deadline, payment_id LIMIT $1`, pgLimit(limit)))
+		`SELECT `+pgPaymentColumns+` FROM payments WHERE NOT completed ORDER BY deadline, payment_id LIMIT $1`, pgLimit(limit)))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: list in-doubt payments: %w", err)
 	}

@@ -517,28 +517,39 @@ func (s *PGStore) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64
 
 // ---- payments
 
-// pgScanPayment scans a row of paymentColumns, followed by extra.
+// pgPaymentColumns are the columns of paymentColumns as pgScanPayment reads them: two pairs are
+// read as one column each, so that a payment row has 16 columns, as many as pgx describes
+// without allocating (a connection keeps room for 16 field descriptions; a 17th column makes
+// every query of a payment allocate them all): decision with decided_by, as decision + 4 *
+// decided_by; and completed with completed_at, as the completion time when completed (0 when
+// it was not recorded) and NULL while not.
+const pgPaymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
+	fingerprint, decision + 4 * decided_by, failure_reason, failure_message, presumed,
+	CASE WHEN completed THEN coalesce(completed_at, 0) END, created_at, deadline, decided_at`
+
+// pgScanPayment scans a row of pgPaymentColumns, followed by extra.
 func pgScanPayment(row pgx.Row, extra ...any) (paymentRecord, error) {
 	var p paymentRecord
-	var d int16
-	var by int32
+	var state int32
 	var created, deadline int64
 	var decided, completed *int64
 	err := row.Scan(append([]any{&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
-		&p.Fingerprint, &d, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&created, &deadline, &decided, &by, &completed}, extra...)...)
+		&p.Fingerprint, &state, &p.FailureReason, &p.FailureMessage, &p.Presumed, &completed,
+		&created, &deadline, &decided}, extra...)...)
 	if err != nil {
 		return p, err
 	}
-	p.Decision = decision(d)
-	p.DecidedBy = decider(by)
+	p.Decision, p.DecidedBy = decision(state%4), decider(state/4)
 	p.CreatedAt = time.Unix(0, created)
 	p.Deadline = time.Unix(0, deadline)
 	if decided != nil {
 		p.DecidedAt = time.Unix(0, *decided)
 	}
 	if completed != nil {
-		p.CompletedAt = time.Unix(0, *completed)
+		p.Completed = true
+		if *completed != 0 {
+			p.CompletedAt = time.Unix(0, *completed)
+		}
 	}
 	if p.Fingerprint == nil {
 		p.Fingerprint = []byte{}
@@ -553,7 +564,7 @@ type pgQuerier interface {
 }
 
 func pgPayment(ctx context.Context, q pgQuerier, id string) (paymentRecord, error) {
-	p, err := pgScanPayment(q.QueryRow(ctx, `SELECT `+paymentColumns+` FROM payments WHERE payment_id = $1`, id))
+	p, err := pgScanPayment(q.QueryRow(ctx, `SELECT `+pgPaymentColumns+` FROM payments WHERE payment_id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, ErrNotFound
 	}
@@ -637,7 +648,7 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 			fingerprint, created_at, deadline, owner)
 		 SELECT $1, $2, $3, $4, $5, $6, $7, $8, t.now, t.now + $9, $10 FROM t
 		 ON CONFLICT (payment_id) DO NOTHING
-		 RETURNING `+paymentColumns,
+		 RETURNING `+pgPaymentColumns,
 		p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint,
 		p.Deadline.Sub(p.CreatedAt).Nanoseconds(), owner))
 	switch {
@@ -698,7 +709,7 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 			p, err = pgScanPayment(tx.QueryRow(ctx,
 				`UPDATE payments SET decision = $1, failure_reason = $2, failure_message = $3, presumed = $4,
 					decided_at = paygate_now_ns(), decided_by = $6
-				 WHERE payment_id = $5 AND decision = 0 RETURNING `+paymentColumns,
+				 WHERE payment_id = $5 AND decision = 0 RETURNING `+pgPaymentColumns,
 				int16(d), reason, message, presumed, id, int32(by)))
 			if err == nil {
 				changed = true
@@ -716,7 +727,7 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 						decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at,
 						decided_by, completed_at)
 					 SELECT $1, '', '', '', 0, '', '\x'::bytea, $2, $3, $4, true, true, t.now, t.now, t.now, $5, t.now FROM t
-					 ON CONFLICT (payment_id) DO NOTHING RETURNING `+paymentColumns,
+					 ON CONFLICT (payment_id) DO NOTHING RETURNING `+pgPaymentColumns,
 					id, int16(d), reason, message, int32(by)))
 				if err == nil {
 					changed = true
@@ -765,7 +776,7 @@ func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (payment
 		out, err = pgScanPayment(tx.QueryRow(ctx,
 			`UPDATE payments SET username = $1, from_account = $2, to_account = $3, amount = $4, currency = $5,
 				description = $6, fingerprint = $7
-			 WHERE payment_id = $8 AND presumed AND length(fingerprint) = 0 RETURNING `+paymentColumns,
+			 WHERE payment_id = $8 AND presumed AND length(fingerprint) = 0 RETURNING `+pgPaymentColumns,
 			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint, p.PaymentID))
 		if err == nil {
 			changed = true
@@ -817,7 +828,7 @@ func pgLimit(limit int) any {
 // or whose phase two is not acknowledged, oldest deadline first, after the cursor when it is
 // set, at most limit.
 func (s *PGStore) Unfinished(ctx context.Context, after *unfinishedCursor, limit int) ([]paymentRecord, error) {
-	q := `SELECT ` + paymentColumns + ` FROM payments WHERE NOT completed AND owner = $1`
+	q := `SELECT ` + pgPaymentColumns + ` FROM payments WHERE NOT completed AND owner = $1`
 	args := []any{s.Owner(), pgLimit(limit)}
 	if after != nil {
 		q += ` AND (deadline, payment_id) > ($3, $4)`
@@ -837,7 +848,7 @@ func (s *PGStore) ListPayments(ctx context.Context, username string, after *page
 	if unstorable(username) || (after != nil && unstorable(after.PaymentID)) {
 		return nil, nil
 	}
-	q := `SELECT ` + paymentColumns + ` FROM payments WHERE username = $1`
+	q := `SELECT ` + pgPaymentColumns + ` FROM payments WHERE username = $1`
 	args := []any{username, pgLimit(limit)}
 	if after != nil {
 		q += fmt.Sprintf(` AND (created_at, payment_id) < ($%d, $%d)`, len(args)+1, len(args)+2)
@@ -1157,7 +1168,7 @@ func (s *PGStore) Claim(ctx context.Context, id string) (paymentRecord, bool, er
 	var owner string
 	var ownerLive bool
 	p, err := pgScanPayment(s.pool.QueryRow(ctx,
-		`SELECT `+paymentColumns+`, owner, EXISTS (SELECT 1 FROM leases l WHERE l.owner = p.owner AND l.expires_at > paygate_now_ns())
+		`SELECT `+pgPaymentColumns+`, owner, EXISTS (SELECT 1 FROM leases l WHERE l.owner = p.owner AND l.expires_at > paygate_now_ns())
 		 FROM payments p WHERE payment_id = $1`, id), &owner, &ownerLive)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, false, ErrNotFound
@@ -1195,7 +1206,7 @@ func (s *PGStore) Claim(ctx context.Context, id string) (paymentRecord, bool, er
 		if !held || owner == me {
 			return nil
 		}
-		p, err = pgScanPayment(tx.QueryRow(ctx, `UPDATE payments SET owner = $1 WHERE payment_id = $2 RETURNING `+paymentColumns, me, id))
+		p, err = pgScanPayment(tx.QueryRow(ctx, `UPDATE payments SET owner = $1 WHERE payment_id = $2 RETURNING `+pgPaymentColumns, me, id))
 		return err
 	})
 	if err != nil {
@@ -1209,7 +1220,7 @@ func (s *PGStore) Claim(ctx context.Context, id string) (paymentRecord, bool, er
 
 // pgPaymentOwner reads a payment and its owner; forUpdate also locks its row.
 func pgPaymentOwner(ctx context.Context, q pgQuerier, id string, forUpdate bool) (paymentRecord, string, error) {
-	query := `SELECT ` + paymentColumns + `, owner FROM payments WHERE payment_id = $1`
+	query := `SELECT ` + pgPaymentColumns + `, owner FROM payments WHERE payment_id = $1`
 	if forUpdate {
 		query += ` FOR NO KEY UPDATE`
 	}

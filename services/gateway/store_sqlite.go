@@ -335,22 +335,25 @@ func (s *SQLiteStore) exec(ctx context.Context, query string, args ...any) error
 
 // ---- payments
 
-// paymentColumns are the columns of payments that scanPayment and pgScanPayment read, in
-// their order.
+// paymentColumns are the columns of payments that scanPayment reads, in its order (see
+// pgPaymentColumns for PostgreSQL's).
 const paymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
 	fingerprint, decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at,
 	decided_by, completed_at`
 
 func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	var p paymentRecord
-	var created, deadline int64
+	var by, created, deadline int64
 	var decided, completed sql.NullInt64
+	// by is read into an int64 (and converted): database/sql reads an integer into a named
+	// integer type by way of a string.
 	err := row.Scan(&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
 		&p.Fingerprint, &p.Decision, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&created, &deadline, &decided, &p.DecidedBy, &completed)
+		&created, &deadline, &decided, &by, &completed)
 	if err != nil {
 		return p, err
 	}
+	p.DecidedBy = decider(by)
 	p.CreatedAt = time.Unix(0, created)
 	p.Deadline = time.Unix(0, deadline)
 	if decided.Valid {
