@@ -10,6 +10,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/paygate/paygate/client"
+	"github.com/paygate/paygate/internal/money"
 )
 
 func init() {
@@ -47,9 +48,9 @@ func newPayCommand(e *env) *ffcli.Command {
 			if *from == "" || *to == "" || *amount == "" {
 				return usageErrorf("--from, --to and --amount are required")
 			}
-			minor, err := client.ParseAmount(*amount, *currency)
+			minor, err := money.ParseDecimal(*amount, *currency)
 			if err != nil {
-				return usageErrorf("--amount %s %s: %v", *amount, *currency, errors.Unwrap(err))
+				return usageErrorf("--amount %s %s: %v", *amount, *currency, err)
 			}
 			s, err := cf.loggedIn()
 			if err != nil {
