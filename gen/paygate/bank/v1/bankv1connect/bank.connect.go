@@ -125,8 +125,9 @@ type BankServiceClient interface {
 	CloseAccount(context.Context, *connect.Request[v1.CloseAccountRequest]) (*connect.Response[v1.CloseAccountResponse], error)
 	// PostEntry journals a deposit (money entering the system) or a withdrawal (money leaving
 	// it) and applies it to the account's balance, in one write. The same entry_id again returns
-	// the stored entry with replayed = true and changes nothing; the same entry_id with other
-	// parameters is refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
+	// the stored entry with replayed = true and changes nothing (actor and reason are
+	// the first request's); the same entry_id with another kind, account, amount or currency is
+	// refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
 	// the account's available balance is refused with FAILED_PRECONDITION (reason
 	// "insufficient_funds"), a deposit that would overflow the balance with FAILED_PRECONDITION
 	// (reason "balance_overflow"), an entry on a closed account with FAILED_PRECONDITION (reason
@@ -383,8 +384,9 @@ type BankServiceHandler interface {
 	CloseAccount(context.Context, *connect.Request[v1.CloseAccountRequest]) (*connect.Response[v1.CloseAccountResponse], error)
 	// PostEntry journals a deposit (money entering the system) or a withdrawal (money leaving
 	// it) and applies it to the account's balance, in one write. The same entry_id again returns
-	// the stored entry with replayed = true and changes nothing; the same entry_id with other
-	// parameters is refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
+	// the stored entry with replayed = true and changes nothing (actor and reason are
+	// the first request's); the same entry_id with another kind, account, amount or currency is
+	// refused with ALREADY_EXISTS (reason "entry_id_reused"). A withdrawal above
 	// the account's available balance is refused with FAILED_PRECONDITION (reason
 	// "insufficient_funds"), a deposit that would overflow the balance with FAILED_PRECONDITION
 	// (reason "balance_overflow"), an entry on a closed account with FAILED_PRECONDITION (reason

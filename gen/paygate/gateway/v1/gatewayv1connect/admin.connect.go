@@ -143,8 +143,9 @@ type AdminServiceClient interface {
 	ListBankAccounts(context.Context, *connect.Request[v1.ListBankAccountsRequest]) (*connect.Response[v1.ListBankAccountsResponse], error)
 	// Deposit brings money into the system: a journaled ledger entry at the account's bank that
 	// raises its balance, recorded with the admin, the reason and the request_id. Sending the
-	// same request_id again returns the same entry and moves nothing; the same request_id with
-	// other parameters is refused with ALREADY_EXISTS.
+	// same request_id again returns the same entry (with the reason first given) and moves
+	// nothing; the same request_id for another account, amount or currency, or for a withdrawal,
+	// is refused with ALREADY_EXISTS (reason "entry_id_reused").
 	Deposit(context.Context, *connect.Request[v1.DepositRequest]) (*connect.Response[v1.DepositResponse], error)
 	// Withdraw takes money out of the system, as Deposit brings it in. It is refused with
 	// FAILED_PRECONDITION (reason "insufficient_funds") when it would take more than the account's
@@ -493,8 +494,9 @@ type AdminServiceHandler interface {
 	ListBankAccounts(context.Context, *connect.Request[v1.ListBankAccountsRequest]) (*connect.Response[v1.ListBankAccountsResponse], error)
 	// Deposit brings money into the system: a journaled ledger entry at the account's bank that
 	// raises its balance, recorded with the admin, the reason and the request_id. Sending the
-	// same request_id again returns the same entry and moves nothing; the same request_id with
-	// other parameters is refused with ALREADY_EXISTS.
+	// same request_id again returns the same entry (with the reason first given) and moves
+	// nothing; the same request_id for another account, amount or currency, or for a withdrawal,
+	// is refused with ALREADY_EXISTS (reason "entry_id_reused").
 	Deposit(context.Context, *connect.Request[v1.DepositRequest]) (*connect.Response[v1.DepositResponse], error)
 	// Withdraw takes money out of the system, as Deposit brings it in. It is refused with
 	// FAILED_PRECONDITION (reason "insufficient_funds") when it would take more than the account's

@@ -1946,8 +1946,9 @@ export const AdminService: GenService<{
   /**
    * Deposit brings money into the system: a journaled ledger entry at the account's bank that
    * raises its balance, recorded with the admin, the reason and the request_id. Sending the
-   * same request_id again returns the same entry and moves nothing; the same request_id with
-   * other parameters is refused with ALREADY_EXISTS.
+   * same request_id again returns the same entry (with the reason first given) and moves
+   * nothing; the same request_id for another account, amount or currency, or for a withdrawal,
+   * is refused with ALREADY_EXISTS (reason "entry_id_reused").
    *
    * @generated from rpc paygate.gateway.v1.AdminService.Deposit
    */
