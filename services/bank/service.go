@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -127,21 +128,24 @@ var errorCodes = []struct {
 	err    error
 	code   connect.Code
 	reason string
+	// detail: the message is only what the error says after the sentinel's own text (which
+	// names the field or account and the figures), not the action and ids wrapped around it.
+	detail bool
 }{
-	{ErrUnknownTransaction, connect.CodeNotFound, ErrorReasonTransactionNotFound},
-	{ErrAlreadyAborted, connect.CodeFailedPrecondition, ErrorReasonTransactionAlreadyAborted},
-	{ErrAlreadyCommitted, connect.CodeFailedPrecondition, ErrorReasonTransactionAlreadyCommitted},
-	{ErrUnknownAccount, connect.CodeNotFound, ErrorReasonAccountNotFound},
-	{ErrInvalidPageToken, connect.CodeInvalidArgument, ErrorReasonInvalidPageToken},
-	{ErrInvalidArgument, connect.CodeInvalidArgument, ErrorReasonInvalidArgument},
-	{ErrEnrollmentRefused, connect.CodePermissionDenied, ErrorReasonEnrollmentRefused},
-	{ErrRequestIDReused, connect.CodeAlreadyExists, ErrorReasonRequestIDReused},
-	{ErrEntryIDReused, connect.CodeAlreadyExists, ErrorReasonEntryIDReused},
-	{ErrInsufficientFunds, connect.CodeFailedPrecondition, ErrorReasonInsufficientFunds},
-	{ErrBalanceOverflow, connect.CodeFailedPrecondition, ErrorReasonBalanceOverflow},
-	{ErrAccountClosed, connect.CodeFailedPrecondition, ErrorReasonAccountClosed},
-	{ErrCurrencyMismatch, connect.CodeFailedPrecondition, ErrorReasonCurrencyMismatch},
-	{ErrAccountNotEmpty, connect.CodeFailedPrecondition, ErrorReasonAccountNotEmpty},
+	{ErrUnknownTransaction, connect.CodeNotFound, ErrorReasonTransactionNotFound, false},
+	{ErrAlreadyAborted, connect.CodeFailedPrecondition, ErrorReasonTransactionAlreadyAborted, false},
+	{ErrAlreadyCommitted, connect.CodeFailedPrecondition, ErrorReasonTransactionAlreadyCommitted, false},
+	{ErrUnknownAccount, connect.CodeNotFound, ErrorReasonAccountNotFound, false},
+	{ErrInvalidPageToken, connect.CodeInvalidArgument, ErrorReasonInvalidPageToken, false},
+	{ErrInvalidArgument, connect.CodeInvalidArgument, ErrorReasonInvalidArgument, false},
+	{ErrEnrollmentRefused, connect.CodePermissionDenied, ErrorReasonEnrollmentRefused, false},
+	{ErrRequestIDReused, connect.CodeAlreadyExists, ErrorReasonRequestIDReused, true},
+	{ErrEntryIDReused, connect.CodeAlreadyExists, ErrorReasonEntryIDReused, true},
+	{ErrInsufficientFunds, connect.CodeFailedPrecondition, ErrorReasonInsufficientFunds, true},
+	{ErrBalanceOverflow, connect.CodeFailedPrecondition, ErrorReasonBalanceOverflow, true},
+	{ErrAccountClosed, connect.CodeFailedPrecondition, ErrorReasonAccountClosed, true},
+	{ErrCurrencyMismatch, connect.CodeFailedPrecondition, ErrorReasonCurrencyMismatch, true},
+	{ErrAccountNotEmpty, connect.CodeFailedPrecondition, ErrorReasonAccountNotEmpty, true},
 }
 
 // toConnectError turns an error of the ledger into the RPC's error. Context errors pass through
@@ -154,7 +158,13 @@ func (s *Service) toConnectError(ctx context.Context, err error) error {
 	}
 	for _, e := range errorCodes {
 		if errors.Is(err, e.err) {
-			return rpcerr.New(e.code, e.reason, err.Error())
+			msg := err.Error()
+			if e.detail {
+				if _, after, ok := strings.Cut(msg, e.err.Error()+": "); ok {
+					msg = after
+				}
+			}
+			return rpcerr.New(e.code, e.reason, msg)
 		}
 	}
 	if cerr := ctx.Err(); cerr != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
