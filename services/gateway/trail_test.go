@@ -221,17 +221,6 @@ func countKind(events []*gatewayv1.TrailEvent, kind gatewayv1.TrailEventKind) in
 	return n
 }
 
-func hasKinds(kinds ...gatewayv1.TrailEventKind) func(*gatewayv1.GetPaymentTrailResponse) bool {
-	return func(r *gatewayv1.GetPaymentTrailResponse) bool {
-		for _, k := range kinds {
-			if kindAt(r.GetEvents(), k, "") < 0 {
-				return false
-			}
-		}
-		return true
-	}
-}
-
 const (
 	evAdmitted  = gatewayv1.TrailEventKind_TRAIL_EVENT_KIND_ADMITTED
 	evPrepare   = gatewayv1.TrailEventKind_TRAIL_EVENT_KIND_PREPARE_SENT
