@@ -522,34 +522,35 @@ func (s *PGStore) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64
 // without allocating (a connection keeps room for 16 field descriptions; a 17th column makes
 // every query of a payment allocate them all): decision with decided_by, as decision + 4 *
 // decided_by; and completed with completed_at, as the completion time when completed (0 when
-// it was not recorded) and NULL while not.
+// it was not recorded) and -1 while not.
 const pgPaymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
 	fingerprint, decision + 4 * decided_by, failure_reason, failure_message, presumed,
-	CASE WHEN completed THEN coalesce(completed_at, 0) END, created_at, deadline, decided_at`
+	CASE WHEN completed THEN coalesce(completed_at, 0) ELSE -1 END, created_at, deadline, decided_at`
 
 // pgScanPayment scans a row of pgPaymentColumns, followed by extra.
 func pgScanPayment(row pgx.Row, extra ...any) (paymentRecord, error) {
 	var p paymentRecord
-	var state int32
-	var created, deadline int64
-	var decided, completed *int64
+	// The columns read into locals, in one variable: they escape together, one allocation.
+	var v struct {
+		state                         int32
+		created, deadline, completion int64
+		decided                       *int64
+	}
 	err := row.Scan(append([]any{&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
-		&p.Fingerprint, &state, &p.FailureReason, &p.FailureMessage, &p.Presumed, &completed,
-		&created, &deadline, &decided}, extra...)...)
+		&p.Fingerprint, &v.state, &p.FailureReason, &p.FailureMessage, &p.Presumed, &v.completion,
+		&v.created, &v.deadline, &v.decided}, extra...)...)
 	if err != nil {
 		return p, err
 	}
-	p.Decision, p.DecidedBy = decision(state%4), decider(state/4)
-	p.CreatedAt = time.Unix(0, created)
-	p.Deadline = time.Unix(0, deadline)
-	if decided != nil {
-		p.DecidedAt = time.Unix(0, *decided)
+	p.Decision, p.DecidedBy = decision(v.state%4), decider(v.state/4)
+	p.CreatedAt = time.Unix(0, v.created)
+	p.Deadline = time.Unix(0, v.deadline)
+	if v.decided != nil {
+		p.DecidedAt = time.Unix(0, *v.decided)
 	}
-	if completed != nil {
-		p.Completed = true
-		if *completed != 0 {
-			p.CompletedAt = time.Unix(0, *completed)
-		}
+	p.Completed = v.completion >= 0
+	if v.completion > 0 {
+		p.CompletedAt = time.Unix(0, v.completion)
 	}
 	if p.Fingerprint == nil {
 		p.Fingerprint = []byte{}

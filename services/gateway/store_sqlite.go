@@ -343,24 +343,24 @@ const paymentColumns = `payment_id, username, from_account, to_account, amount, 
 
 func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	var p paymentRecord
-	var by, created, deadline int64
-	var decided, completed sql.NullInt64
-	// by is read into an int64 (and converted): database/sql reads an integer into a named
-	// integer type by way of a string.
+	// The columns read into locals, in one variable: they escape together, one allocation.
+	var v struct {
+		created, deadline  int64
+		decided, completed sql.NullInt64
+	}
 	err := row.Scan(&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
 		&p.Fingerprint, &p.Decision, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&created, &deadline, &decided, &by, &completed)
+		&v.created, &v.deadline, &v.decided, &p.DecidedBy, &v.completed)
 	if err != nil {
 		return p, err
 	}
-	p.DecidedBy = decider(by)
-	p.CreatedAt = time.Unix(0, created)
-	p.Deadline = time.Unix(0, deadline)
-	if decided.Valid {
-		p.DecidedAt = time.Unix(0, decided.Int64)
+	p.CreatedAt = time.Unix(0, v.created)
+	p.Deadline = time.Unix(0, v.deadline)
+	if v.decided.Valid {
+		p.DecidedAt = time.Unix(0, v.decided.Int64)
 	}
-	if completed.Valid {
-		p.CompletedAt = time.Unix(0, completed.Int64)
+	if v.completed.Valid {
+		p.CompletedAt = time.Unix(0, v.completed.Int64)
 	}
 	return p, nil
 }
