@@ -391,3 +391,14 @@ func (s *PGStore) InDoubt(ctx context.Context, limit int) ([]paymentRecord, erro
 	}
 	return out, nil
 }
+
+// trailColumns are the columns of payment_trail that scanTrail reads, in its order.
+const trailColumns = `payment_id, at, kind, bank, vote, decision, decided_by, attempt, replica, detail`
+
+func scanTrail(row interface{ Scan(...any) error }) (trailEvent, error) {
+	var e trailEvent
+	var at int64
+	err := row.Scan(&e.PaymentID, &at, &e.Kind, &e.Bank, &e.Vote, &e.Decision, &e.DecidedBy, &e.Attempt, &e.Replica, &e.Detail)
+	e.At = time.Unix(0, at)
+	return e, err
+}

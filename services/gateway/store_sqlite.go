@@ -115,15 +115,7 @@ var migrations = []string{
 	CREATE TABLE payment_trail (
 		id         INTEGER PRIMARY KEY,
 		payment_id TEXT NOT NULL,
-		at         INTEGER NOT NULL,
-		kind       INTEGER NOT NULL,
-		bank       TEXT NOT NULL,
-		vote       TEXT NOT NULL,
-		decision   TEXT NOT NULL,
-		decided_by INTEGER NOT NULL,
-		attempt    INTEGER NOT NULL,
-		replica    TEXT NOT NULL,
-		detail     TEXT NOT NULL
+		events     TEXT NOT NULL
 	);
 	CREATE INDEX payment_trail_by_payment ON payment_trail(payment_id, id);`,
 }
