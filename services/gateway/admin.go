@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -306,32 +304,10 @@ func (l *refusalLimiter) prune(now time.Time) {
 	}
 }
 
-// refusalLimiters holds each Gateway's refusalLimiter, keyed weakly so that an entry goes when
-// its Gateway does (tests run many gateways in one process).
-var refusalLimiters struct {
-	mu sync.Mutex
-	m  map[weak.Pointer[Gateway]]*refusalLimiter
-}
-
 // refusalBudget returns g's budget of audited refusals.
 func (g *Gateway) refusalBudget() *refusalLimiter {
-	key := weak.Make(g)
-	refusalLimiters.mu.Lock()
-	defer refusalLimiters.mu.Unlock()
-	if l, ok := refusalLimiters.m[key]; ok {
-		return l
-	}
-	if refusalLimiters.m == nil {
-		refusalLimiters.m = make(map[weak.Pointer[Gateway]]*refusalLimiter)
-	}
-	l := newRefusalLimiter(refusalAuditBurst, refusalAuditWindow)
-	refusalLimiters.m[key] = l
-	runtime.AddCleanup(g, func(key weak.Pointer[Gateway]) {
-		refusalLimiters.mu.Lock()
-		delete(refusalLimiters.m, key)
-		refusalLimiters.mu.Unlock()
-	}, key)
-	return l
+	g.refusalsOnce.Do(func() { g.refusals = newRefusalLimiter(refusalAuditBurst, refusalAuditWindow) })
+	return g.refusals
 }
 
 // procedureName returns "CreateUser" for "/paygate.gateway.v1.AdminService/CreateUser".

@@ -212,6 +212,10 @@ type Gateway struct {
 	// draining is closed when Shutdown starts; long-lived streams end on it.
 	draining     chan struct{}
 	drainingOnce sync.Once
+
+	// refusals bounds what refused admin calls write to the audit log (refusalBudget).
+	refusals     *refusalLimiter
+	refusalsOnce sync.Once
 }
 
 // Policy is who may call each procedure of the gateway.
