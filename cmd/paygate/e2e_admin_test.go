@@ -456,3 +456,84 @@ func TestAdminAuditVerify(t *testing.T) {
 		t.Errorf("VerifyAuditLog = %v; want broken at 2", r.Msg)
 	}
 }
+
+// TestAdminBadInput: every field of every AdminService request that can be wrong is refused
+// with INVALID_ARGUMENT naming the field, and nothing changes: not the ledger, not the users.
+func TestAdminBadInput(t *testing.T) {
+	t.Parallel()
+	s := newAdminSystem(t, cluster.Options{})
+	adm := s.login(t, map[string]bool{})
+	before := audit(t, s.c)
+	long := strings.Repeat("x", 300)
+	id := newID()
+	type bad struct{ proc, body, field string }
+	P := func(m string) string { return "/paygate.gateway.v1.AdminService/" + m }
+	cases := []bad{
+		{P("ListUsers"), `{"query":"` + long + `"}`, "query"},
+		{P("ListUsers"), `{"role":"root"}`, "role"},
+		{P("ListUsers"), `{"pageSize":501}`, "page_size"},
+		{P("ListUsers"), `{"pageToken":"garbage"}`, "page_token"},
+		{P("GetUser"), `{}`, "username"},
+		{P("CreateUser"), `{"username":"1abc","initialPassword":"long-enough-pass"}`, "username"},
+		{P("CreateUser"), `{"username":"zed","initialPassword":"short"}`, "initial_password"},
+		{P("CreateUser"), `{"username":"zed","initialPassword":"long-enough-pass","role":"root"}`, "role"},
+		{P("CreateUser"), `{"username":"zed","initialPassword":"long-enough-pass","accountIds":["bank1-1003","bank1-1003"]}`, "account_ids"},
+		{P("CreateUser"), `{"username":"zed","initialPassword":"long-enough-pass","accountIds":[""]}`, "account_ids"},
+		{P("DisableUser"), `{"username":"alice"}`, "reason"},
+		{P("DisableUser"), `{"username":"alice","reason":"` + long + `"}`, "reason"},
+		{P("EnableUser"), `{}`, "username"},
+		{P("ResetPassword"), `{"username":"alice","initialPassword":"short"}`, "initial_password"},
+		{P("SetRole"), `{"username":"alice","role":""}`, "role"},
+		{P("SetRole"), `{"username":"alice","role":"owner"}`, "role"},
+		{P("LinkAccount"), `{"username":"alice"}`, "account_id"},
+		{P("UnlinkAccount"), `{"accountId":"bank1-1001"}`, "username"},
+		{P("OpenAccount"), `{"bank":"Bank1","holder":"zed","currency":"USD","requestId":"` + id + `"}`, "bank"},
+		{P("OpenAccount"), `{"bank":"bank1","holder":"","currency":"USD","requestId":"` + id + `"}`, "holder"},
+		{P("OpenAccount"), `{"bank":"bank1","holder":"zed","currency":"usd","requestId":"` + id + `"}`, "currency"},
+		{P("OpenAccount"), `{"bank":"bank1","holder":"zed","currency":"USD","requestId":"again"}`, "request_id"},
+		{P("CloseAccount"), `{"accountId":"bank1-1003"}`, "reason"},
+		{P("ListBankAccounts"), `{"bank":""}`, "bank"},
+		{P("ListBankAccounts"), `{"bank":"bank1","pageSize":5000}`, "page_size"},
+		{P("Deposit"), `{"accountId":"bank1-1001","amount":"0","currency":"USD","reason":"x","requestId":"` + id + `"}`, "amount"},
+		{P("Deposit"), `{"accountId":"bank1-1001","amount":"-5","currency":"USD","reason":"x","requestId":"` + id + `"}`, "amount"},
+		{P("Deposit"), `{"accountId":"bank1-1001","amount":"1000000000000001","currency":"USD","reason":"x","requestId":"` + id + `"}`, "amount"},
+		{P("Deposit"), `{"accountId":"bank1-1001","amount":"100","currency":"US","reason":"x","requestId":"` + id + `"}`, "currency"},
+		{P("Deposit"), `{"accountId":"bank1-1001","amount":"100","currency":"USD","reason":"","requestId":"` + id + `"}`, "reason"},
+		{P("Deposit"), `{"accountId":"","amount":"100","currency":"USD","reason":"x","requestId":"` + id + `"}`, "account_id"},
+		{P("Deposit"), `{"accountId":"bank1-1001","amount":"100","currency":"USD","reason":"x"}`, "request_id"},
+		{P("Withdraw"), `{"accountId":"bank1-1001","amount":"0","currency":"USD","reason":"x","requestId":"` + id + `"}`, "amount"},
+		{P("Withdraw"), `{"accountId":"bank1-1001","amount":"100","currency":"USD","reason":"` + long + `","requestId":"` + id + `"}`, "reason"},
+		{P("ListLedgerEntries"), `{"bank":"bank1","pageSize":501}`, "page_size"},
+		{P("SearchPayments"), `{"status":99}`, "status"},
+		{P("SearchPayments"), `{"failureReason":99}`, "failure_reason"},
+		{P("SearchPayments"), `{"createdAfter":"2026-01-02T00:00:00Z","createdBefore":"2026-01-01T00:00:00Z"}`, "created_before"},
+		{P("SearchPayments"), `{"pageToken":"` + long + `"}`, "page_token"},
+		{P("GetPaymentTrail"), `{}`, "payment_id"},
+		{P("GetOperations"), `{"pageSize":1001}`, "page_size"},
+		{P("RedrivePayment"), `{"paymentId":"` + long + `"}`, "payment_id"},
+		{P("ListAuditLog"), `{"actor":"` + long + `"}`, "actor"},
+		{P("ListAuditLog"), `{"pageSize":501}`, "page_size"},
+	}
+	for _, c := range cases {
+		code, msg := callJSON(t, s.cert, s.apiURL(), adm.Token, c.proc, c.body)
+		if code != "invalid_argument" || !strings.Contains(msg, c.field) {
+			t.Errorf("%s %s: %q %q; want invalid_argument naming %s", procedureOf(c.proc), c.body, code, msg, c.field)
+		}
+	}
+	after := audit(t, s.c)
+	if after.Total != before.Total || after.Deposited != before.Deposited || after.Withdrawn != before.Withdrawn || len(after.Accounts) != len(before.Accounts) {
+		t.Errorf("the ledger changed: total %d → %d, deposited %d → %d, withdrawn %d → %d, accounts %d → %d",
+			before.Total, after.Total, before.Deposited, after.Deposited, before.Withdrawn, after.Withdrawn, len(before.Accounts), len(after.Accounts))
+	}
+	users, err := adm.Admin.ListUsers(ctxT(t, 10*time.Second), connect.NewRequest(&gatewayv1.ListUsersRequest{PageSize: 500}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users.Msg.GetUsers() {
+		if u.GetUsername() == "zed" || u.GetDisabled() || u.GetPasswordChangeRequired() || (u.GetUsername() == "alice" && u.GetRole() != "customer") {
+			t.Errorf("a refused request changed a user: %v", u)
+		}
+	}
+}
+
+func procedureOf(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
