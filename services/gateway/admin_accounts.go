@@ -163,7 +163,7 @@ func (a *adminService) openAccount(ctx context.Context, m *gatewayv1.OpenAccount
 	link := m.GetLinkUsername()
 	if link != "" {
 		if m.GetHolder() != link {
-			return nil, rpcerr.New(connect.CodeInvalidArgument, reasonHolderMismatch,
+			return nil, rpcerr.New(connect.CodeFailedPrecondition, reasonHolderMismatch,
 				fmt.Sprintf("link_username: an account linked to %q must have %q as its holder, not %q", link, link, m.GetHolder()))
 		}
 		if _, err := a.g.store.User(ctx, link); errors.Is(err, ErrNotFound) {

@@ -194,7 +194,7 @@ func TestAdminAccounts(t *testing.T) {
 		reason string
 	}{
 		{"request id reused", &gatewayv1.OpenAccountRequest{Bank: "bank1", Holder: "bob", Currency: "USD", RequestId: rid}, connect.CodeAlreadyExists, "request_id_reused"},
-		{"holder is not the user", &gatewayv1.OpenAccountRequest{Bank: "bank1", Holder: "bob", Currency: "USD", RequestId: uuid.NewString(), LinkUsername: "alice"}, connect.CodeInvalidArgument, "holder_mismatch"},
+		{"holder is not the user", &gatewayv1.OpenAccountRequest{Bank: "bank1", Holder: "bob", Currency: "USD", RequestId: uuid.NewString(), LinkUsername: "alice"}, connect.CodeFailedPrecondition, "holder_mismatch"},
 		{"unknown user", &gatewayv1.OpenAccountRequest{Bank: "bank1", Holder: "nobody", Currency: "USD", RequestId: uuid.NewString(), LinkUsername: "nobody"}, connect.CodeNotFound, "user_not_found"},
 		{"unknown bank", &gatewayv1.OpenAccountRequest{Bank: "bank9", Holder: "alice", Currency: "USD", RequestId: uuid.NewString()}, connect.CodeNotFound, "bank_not_found"},
 	} {
