@@ -108,6 +108,10 @@ type Config struct {
 	AuthorizeAdmin AdminAuthorizer
 	// OnAdminRefused, when set, is told of every refused AccessAdmin call (for an audit log).
 	OnAdminRefused AdminRefusalHook
+	// Interceptors run inside the logging interceptor and outside the error boundary: they see
+	// every call, including those the policy refuses, with the error as the caller will get it
+	// (for metrics).
+	Interceptors []connect.Interceptor
 	// MapError is the service's table from its domain errors to Connect errors with reasons,
 	// applied to every error a handler or Authenticate returns, before the server's own error
 	// boundary (see boundaryInterceptor). Nil: the boundary alone.
@@ -211,13 +215,14 @@ func New(cfg Config) (*Server, error) {
 		draining: make(chan struct{}),
 	}
 	s.options = []connect.HandlerOption{
-		connect.WithInterceptors(
-			&logInterceptor{log: logger, quiet: quiet},
+		connect.WithInterceptors(append(append([]connect.Interceptor{
+			&logInterceptor{log: logger, quiet: quiet}},
+			cfg.Interceptors...),
 			&boundaryInterceptor{log: logger, mapErr: cfg.MapError},
 			&policyInterceptor{policy: policy, authenticate: cfg.Authenticate, authorizeAdmin: cfg.AuthorizeAdmin, onAdminRefused: cfg.OnAdminRefused},
 			reasonInterceptor{},
 			validate.NewInterceptor(),
-		),
+		)...),
 		connect.WithRecover(s.recoverPanic),
 		connect.WithReadMaxBytes(cfg.ReadMaxBytes),
 		// paygate's messages are small: compressing them costs more CPU than the bytes it saves
