@@ -34,6 +34,7 @@ type ErrorMapper func(ctx context.Context, err error) error
 // then errors that are already paygate errors pass, context errors become CANCELED or
 // DEADLINE_EXCEEDED, storage failures that may pass UNAVAILABLE "storage_unavailable", and
 // anything else INTERNAL "internal". What the caller does not see is logged in full at ERROR.
+// The error's ErrorInfo carries the call's request id in its metadata "request_id".
 type boundaryInterceptor struct {
 	log    *slog.Logger
 	mapErr ErrorMapper
@@ -43,7 +44,7 @@ func (b *boundaryInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFun
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		resp, err := next(ctx, req)
 		if err != nil {
-			return nil, b.boundary(ctx, req.Spec().Procedure, err)
+			return nil, withRequestID(b.boundary(ctx, req.Spec().Procedure, err), RequestIDFrom(ctx))
 		}
 		return resp, nil
 	}
@@ -56,7 +57,7 @@ func (b *boundaryInterceptor) WrapStreamingClient(next connect.StreamingClientFu
 func (b *boundaryInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		if err := next(ctx, conn); err != nil {
-			return b.boundary(ctx, conn.Spec().Procedure, err)
+			return withRequestID(b.boundary(ctx, conn.Spec().Procedure, err), RequestIDFrom(ctx))
 		}
 		return nil
 	}

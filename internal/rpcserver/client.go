@@ -70,7 +70,13 @@ func NewGatewayHTTPClient(tlsCfg *tls.Config) *http.Client {
 
 // ClientOptions returns the options of Connect clients between paygate services: they speak the
 // gRPC protocol (connect.WithGRPC), the binary protocol every gRPC tool also speaks, with
-// trailers for status. Append call-specific options after them.
+// trailers for status. A call made in the context of a call a Server is handling forwards that
+// call's request id (RequestIDFrom) in RequestIDHeader, unless the request already has one.
+// Append call-specific options after them.
 func ClientOptions() []connect.ClientOption {
-	return []connect.ClientOption{connect.WithGRPC(), connect.WithCompressMinBytes(compressMinBytes)}
+	return []connect.ClientOption{
+		connect.WithGRPC(),
+		connect.WithCompressMinBytes(compressMinBytes),
+		connect.WithInterceptors(requestIDClientInterceptor{}),
+	}
 }

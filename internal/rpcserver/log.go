@@ -34,7 +34,10 @@ type (
 	usernameGetter      interface{ GetUsername() string }
 )
 
-// logInterceptor writes one line per call when it ends. It implements connect.Interceptor.
+// logInterceptor writes one line per call when it ends. It implements connect.Interceptor. It
+// also gives every call its request id (see RequestIDHeader): it puts the id into the call's
+// context (RequestIDFrom) and into the response's header before the call runs, so that the id is
+// sent whatever the outcome.
 type logInterceptor struct {
 	log *slog.Logger
 	// quiet procedures log successful calls at DEBUG: health checks come every few seconds.
@@ -48,9 +51,15 @@ func (l *logInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		start := time.Now()
 		ctx, ci := NewCallContext(ctx)
+		id := requestIDOf(req.Header().Get(RequestIDHeader))
+		ctx = WithRequestID(ctx, id)
+		if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
+			info.ResponseHeader().Set(RequestIDHeader, id) // sent on success and on error
+		}
 		res, err := next(ctx, req)
 		l.emit(ctx, callRecord{
 			procedure: req.Spec().Procedure,
+			requestID: id,
 			peer:      req.Peer().Addr,
 			header:    req.Header(),
 			msg:       req.Any(),
@@ -70,10 +79,14 @@ func (l *logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
 		ctx, ci := NewCallContext(ctx)
+		id := requestIDOf(conn.RequestHeader().Get(RequestIDHeader))
+		ctx = WithRequestID(ctx, id)
+		conn.ResponseHeader().Set(RequestIDHeader, id) // sent with the first message or the error
 		rc := &recordingConn{StreamingHandlerConn: conn}
 		err := next(ctx, rc)
 		l.emit(ctx, callRecord{
 			procedure: conn.Spec().Procedure,
+			requestID: id,
 			peer:      conn.Peer().Addr,
 			header:    conn.RequestHeader(),
 			msg:       rc.firstMessage(),
@@ -112,6 +125,7 @@ func (c *recordingConn) firstMessage() any {
 
 type callRecord struct {
 	procedure string
+	requestID string
 	peer      string
 	header    http.Header
 	msg       any
@@ -133,7 +147,8 @@ func (l *logInterceptor) emit(ctx context.Context, r callRecord) {
 	}
 
 	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs, slog.String("procedure", clip(r.procedure)), slog.String("peer", clip(r.peer)))
+	attrs = append(attrs, slog.String("procedure", clip(r.procedure)), slog.String("peer", clip(r.peer)),
+		slog.String("request_id", r.requestID)) // well formed: at most 64 bytes
 	if p, ok := identity.PeerFrom(ctx); ok {
 		if id := p.Identity.String(); id != "" {
 			attrs = append(attrs, slog.String("identity", clip(id)))
