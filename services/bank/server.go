@@ -6,16 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/metrics"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcerr"
 	"github.com/paygate/paygate/internal/rpcserver"
@@ -57,6 +61,9 @@ type ServerConfig struct {
 	ResolveAfter time.Duration
 	// ResolveInterval is how often the bank looks for transactions in doubt (default 1s).
 	ResolveInterval time.Duration
+	// Metrics, when set, receives the bank's RPC metrics (metrics.RPCInterceptor). Serving it
+	// is the caller's business (metrics.Listen). Nil: no metrics.
+	Metrics *prometheus.Registry
 }
 
 // Server is a running bank server.
@@ -100,7 +107,11 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := rpcserver.New(rpcserver.Config{Name: cfg.Name, Logger: logger, Policy: Policy, TLS: serverTLS})
+	var interceptors []connect.Interceptor
+	if cfg.Metrics != nil {
+		interceptors = []connect.Interceptor{metrics.NewRPCInterceptor(cfg.Metrics, slices.Collect(maps.Keys(Policy)))}
+	}
+	srv, err := rpcserver.New(rpcserver.Config{Name: cfg.Name, Logger: logger, Policy: Policy, Interceptors: interceptors, TLS: serverTLS})
 	if err != nil {
 		b.Close()
 		return nil, err

@@ -50,6 +50,9 @@ type Coordinator struct {
 	// to the recovery loop.
 	phase2Timeout time.Duration
 
+	// metrics counts decisions and times phases; nil counts nothing.
+	metrics *paymentMetrics
+
 	// work tracks the recovery loop's goroutines, so that Recover returns only when they end.
 	work sync.WaitGroup
 	// background tracks the phase twos that run after the request was answered.
@@ -219,6 +222,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	// a crash before it is durable leaves prepared transactions the gateway never heard of,
 	// which the banks resolve through GetDecision as presumed aborts (DecisionFor).
 	admitCtx := crashpoint.Hold(crashpoint.Hold(ctx, crashpoint.GatewayAfterInsert), crashpoint.GatewayVotesBeforeAdmit)
+	admitStart := time.Now()
 	stored, inserted, durable, err := c.store.StartAdmitPayment(admitCtx, p)
 	if err != nil {
 		return p, false, err, false
@@ -233,7 +237,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	// A shared store sets the payment's times by its own clock.
 	p.CreatedAt, p.Deadline = stored.CreatedAt, stored.Deadline
 	c.noteHeld(p.PaymentID)
-	votes, err := c.prepare(ctx, p)
+	votes, err := c.timedPrepare(ctx, p)
 	if err == nil && !c.holds(p.PaymentID) {
 		err = errLeaseLost // see drive
 	}
@@ -246,6 +250,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 		// Nothing is decided: the banks' prepared transactions end as presumed aborts.
 		return p, false, err, false
 	}
+	c.metrics.since(phaseAdmission, admitStart)
 	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
 	c.events.publish(p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
@@ -413,7 +418,7 @@ func (c *Coordinator) follow(ctx context.Context, p paymentRecord, cl *claim) (o
 // drive runs phases one and two for an admitted, undecided payment this process has claimed;
 // async, by and completed as for decideAndComplete.
 func (c *Coordinator) drive(ctx context.Context, p paymentRecord, async bool, by decider) (out paymentRecord, completed bool, err error) {
-	votes, err := c.prepare(ctx, p)
+	votes, err := c.timedPrepare(ctx, p)
 	if err == nil && !c.holds(p.PaymentID) {
 		// The lease lapsed during phase one (the process was paused, or cut off from the
 		// store): another replica may be driving the payment now. Leave the decision to it;
@@ -441,17 +446,20 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 	} else {
 		d, reason, msg = decide(votes)
 	}
+	decideStart := time.Now()
 	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now(), by)
 	if err != nil {
 		// The decision may or may not be durable; the recovery loop finds out and finishes.
 		return p, false, fmt.Errorf("record decision for %s: %w", p.PaymentID, err)
 	}
+	c.metrics.since(phaseDecision, decideStart)
+	c.countDecided(decided, d, by)
 	crashpoint.Hit(crashpoint.GatewayAfterDecision)
 	c.logger.LogAttrs(ctx, slog.LevelDebug, "payment decided",
 		slog.String("payment_id", p.PaymentID), slog.String("decision", decided.Decision.String()),
 		slog.String("reason", gatewayv1.FailureReason(decided.FailureReason).String()))
 	if !async {
-		completed = c.complete(ctx, decided)
+		completed = c.timedComplete(ctx, decided)
 		c.events.publish(decided)
 		return decided, completed, nil
 	}
@@ -463,7 +471,7 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 		defer c.background.Done()
 		defer c.release(decided.PaymentID)
 		defer c.settle.finish(settling)
-		c.complete(ctx, decided)
+		c.timedComplete(ctx, decided)
 	}()
 	c.events.publish(decided)
 	return decided, false, nil

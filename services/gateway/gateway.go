@@ -6,19 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/metrics"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
 )
@@ -76,6 +81,11 @@ type Config struct {
 	// MaxWatchersPerUser bounds a user's open WatchPayments streams; one more is refused with
 	// too_many_watchers (default 16).
 	MaxWatchersPerUser int
+
+	// Metrics, when set, receives the gateway's metrics: its RPCs (metrics.RPCInterceptor on
+	// both listeners), payments and their phases, and its banks' health. Serving it is the
+	// caller's business (metrics.Listen). Nil: no metrics.
+	Metrics *prometheus.Registry
 
 	Logger *slog.Logger
 }
@@ -287,6 +297,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	batchCtx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
 	g.stopBatchers = func() { stopBatchers(); g.batchers.Wait() }
 	for name, url := range cfg.Banks {
+		// rpcserver.ClientOptions forward the request id of the call a bank call is made for
+		// (a payment's prepare carries the payment's id into the bank's log line). A batched
+		// call carries several payments: it is made in the context of the batch's first
+		// live payment (see (*batcher).send), so it forwards that payment's id.
 		c := bankv1connect.NewBankServiceClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
 		g.banks[name] = c
 		if cfg.NoBatching {
@@ -302,7 +316,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, MapError: mapError, TLS: serverTLS})
+	var interceptors []connect.Interceptor
+	var pm *paymentMetrics
+	if cfg.Metrics != nil {
+		interceptors = []connect.Interceptor{metrics.NewRPCInterceptor(cfg.Metrics, slices.Collect(maps.Keys(Policy)))}
+		pm = newPaymentMetrics(cfg.Metrics, names)
+	}
+	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, MapError: mapError, TLS: serverTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -312,6 +332,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			st = grpchealth.StatusServing
 		}
 		g.api.Health().SetStatus(BankHealthService(bank), st)
+		pm.setBankUp(bank, up)
 		if g.web != nil {
 			g.web.Health().SetStatus(BankHealthService(bank), st)
 		}
@@ -321,6 +342,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.coord = newCoordinator(store, participants, g.health, g.events, g.logger, cfg.TxnTimeout, proofKey)
+	g.coord.metrics = pm
 	g.mount(g.api, true)
 
 	if cfg.WebListen != "" {
@@ -328,7 +350,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		if err != nil {
 			return nil, err
 		}
-		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, MapError: mapError, TLS: webTLS})
+		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, MapError: mapError, TLS: webTLS})
 		if err != nil {
 			return nil, err
 		}
@@ -338,6 +360,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		}
 	}
 	for _, name := range names {
+		pm.setBankUp(name, true)
 		g.api.Health().SetStatus(BankHealthService(name), grpchealth.StatusServing)
 		if g.web != nil {
 			g.web.Health().SetStatus(BankHealthService(name), grpchealth.StatusServing)

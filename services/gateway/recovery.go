@@ -47,6 +47,7 @@ func (c *Coordinator) DecisionFor(ctx context.Context, id, bank string, proof []
 	if err != nil {
 		return p, err
 	}
+	c.countDecided(p, decisionAbort, decidedByGetDecision)
 	c.logger.LogAttrs(ctx, slog.LevelInfo, "presumed abort", slog.String("payment_id", id), slog.String("decision", p.Decision.String()))
 	c.events.publish(p)
 	c.Kick()
@@ -186,9 +187,10 @@ func (c *Coordinator) recoverPayment(ctx context.Context, p paymentRecord) (paym
 				c.logger.LogAttrs(ctx, slog.LevelWarn, "recovery: abort", slog.String("payment_id", p.PaymentID), slog.String("error", err.Error()))
 				return p, false
 			}
+			c.countDecided(decided, decisionAbort, decidedByTimeoutMonitor)
 			c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: aborted payment past its deadline", slog.String("payment_id", p.PaymentID))
 			c.events.publish(decided)
-			return decided, c.complete(ctx, decided)
+			return decided, c.timedComplete(ctx, decided)
 		}
 		// Admitted before a restart and never decided: resume it. Prepare is idempotent at the banks.
 		c.logger.LogAttrs(ctx, slog.LevelInfo, "recovery: resuming undecided payment", slog.String("payment_id", p.PaymentID))
