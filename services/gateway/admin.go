@@ -85,17 +85,18 @@ func (g *Gateway) authorizeAdmin(ctx context.Context, procedure string) error {
 	return nil
 }
 
-// RequestIDHeader carries a caller's request id; the gateway picks one when it is missing or
-// malformed. Admin actions are audited with it.
-const RequestIDHeader = "Paygate-Request-Id"
+// RequestIDHeader carries a call's request id (see rpcserver.RequestIDHeader): the gateway
+// keeps a well-formed one the caller sends and picks one otherwise, answers with it, and audits
+// admin actions with it.
+const RequestIDHeader = rpcserver.RequestIDHeader
 
-// requestID returns the call's request id: the header's when it is a plain token of at most 64
-// characters, a new UUID otherwise.
-func requestID(h string) string {
-	if n := len(h); n > 0 && n <= 64 && strings.Trim(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == "" {
-		return h
+// requestID returns the request id of the call ctx belongs to, the one its answer carries (set
+// by the server, see rpcserver.RequestIDFrom); outside a server, a new one.
+func requestID(ctx context.Context) string {
+	if id := rpcserver.RequestIDFrom(ctx); id != "" {
+		return id
 	}
-	return uuid.NewString()
+	return rpcserver.NewRequestID()
 }
 
 // auditCall is what the audit log records of the caller of an admin call.
@@ -103,8 +104,8 @@ type auditCall struct {
 	actor, cert, peer, requestID string
 }
 
-func callerOf(ctx context.Context, peerAddr, reqID string) auditCall {
-	c := auditCall{peer: hostOf(peerAddr), requestID: requestID(reqID)}
+func callerOf(ctx context.Context, peerAddr string) auditCall {
+	c := auditCall{peer: hostOf(peerAddr), requestID: requestID(ctx)}
 	if p, ok := principalFrom(ctx); ok {
 		c.actor = p.Username
 	}
@@ -120,7 +121,7 @@ func callerOf(ctx context.Context, peerAddr, reqID string) auditCall {
 // returned: an admin action that cannot be audited is reported as failed to the caller (see
 // (*adminService).audited).
 func (a *adminService) record(ctx context.Context, req connect.AnyRequest, action, target string, before, after any, err error) error {
-	c := callerOf(ctx, req.Peer().Addr, req.Header().Get(RequestIDHeader))
+	c := callerOf(ctx, req.Peer().Addr)
 	rec := auditRecord{Actor: c.actor, ActorCert: c.cert, Peer: c.peer, Action: action, Target: target,
 		RequestID: c.requestID, Before: auditJSON(before), After: auditJSON(after), Outcome: "ok"}
 	if err != nil {
@@ -183,7 +184,7 @@ func auditJSON(v any) string {
 // to the audit log, within a budget per client address (see refusalLimiter), so that a
 // stranger cannot flood the log.
 func (g *Gateway) auditRefusal(ctx context.Context, req rpcserver.Request, user string, err error) {
-	c := callerOf(ctx, req.Peer().Addr, req.Header().Get(RequestIDHeader))
+	c := callerOf(ctx, req.Peer().Addr)
 	if c.actor == "" {
 		c.actor = user
 	}
