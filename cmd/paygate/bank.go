@@ -33,6 +33,8 @@ func newBankCommand(e *env) *ffcli.Command {
 	tf.register(fs)
 	var lf logFlags
 	lf.register(fs)
+	var mf metricsFlag
+	mf.register(fs)
 
 	return &ffcli.Command{
 		Name:       "bank",
@@ -71,7 +73,11 @@ func newBankCommand(e *env) *ffcli.Command {
 			if err := checkDatabaseURLFlag(*dbURL); err != nil {
 				return err
 			}
-			return bank.Run(ctx, bank.ServerConfig{
+			reg, ops, err := mf.start(log)
+			if err != nil {
+				return err
+			}
+			return stopMetrics(ops, bank.Run(ctx, bank.ServerConfig{
 				Config: bank.Config{
 					Name:          *name,
 					DataDir:       *data,
@@ -87,7 +93,8 @@ func newBankCommand(e *env) *ffcli.Command {
 				KeyFile:      key,
 				GatewayURLs:  gateways.urls,
 				ResolveAfter: *resolveAfter,
-			})
+				Metrics:      reg,
+			}))
 		},
 	}
 }

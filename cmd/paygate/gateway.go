@@ -35,6 +35,8 @@ func newGatewayCommand(e *env) *ffcli.Command {
 	tf.register(fs)
 	var lf logFlags
 	lf.register(fs)
+	var mf metricsFlag
+	mf.register(fs)
 
 	return &ffcli.Command{
 		Name:       "gateway",
@@ -51,7 +53,10 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			"lease in the database, renewed while it runs; when a replica dies, another takes its\n" +
 			"payments over once the lease has run out (--lease-ttl). Give the banks every\n" +
 			"replica's address (paygate bank --gateway a,b,c) and clients the list too\n" +
-			"(PAYGATE_GATEWAY=a,b,c). --data is not used then. See docs/SCALING.md.",
+			"(PAYGATE_GATEWAY=a,b,c). --data is not used then. See docs/SCALING.md.\n\n" +
+			"--metrics-listen ADDR serves Prometheus metrics at http://ADDR/metrics (plain HTTP,\n" +
+			"nothing of the API): RPCs per procedure, payments by outcome, phase latencies, and\n" +
+			"whether each bank answers its health probes.",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -90,7 +95,12 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%v", err)
 			}
-			return gateway.Run(ctx, cfg)
+			reg, ops, err := mf.start(log)
+			if err != nil {
+				return err
+			}
+			cfg.Metrics = reg
+			return stopMetrics(ops, gateway.Run(ctx, cfg))
 		},
 	}
 }

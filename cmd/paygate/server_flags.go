@@ -1,14 +1,21 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/paygate/paygate/internal/metrics"
 	"github.com/paygate/paygate/services/gateway"
 )
 
@@ -140,4 +147,41 @@ func (l *limitFlags) apply(cfg *gateway.Config) error {
 	}
 	cfg.MaxSessionsPerUser, cfg.MaxWatchersPerUser = l.sessions, l.watchers
 	return nil
+}
+
+// metricsFlag is a server's --metrics-listen: the address of its operations listener, which
+// serves Prometheus metrics at /metrics over plain HTTP (nothing of the API). Empty: off.
+type metricsFlag struct {
+	addr string
+}
+
+func (m *metricsFlag) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.addr, "metrics-listen", "", "address of the operations listener serving Prometheus metrics at http://ADDR/metrics (plain HTTP, no API); empty disables it")
+}
+
+// start returns the process's registry and starts its listener, or returns nils when
+// --metrics-listen is empty. The caller shuts the listener down after the server.
+func (m *metricsFlag) start(log *slog.Logger) (*prometheus.Registry, *metrics.Server, error) {
+	if m.addr == "" {
+		return nil, nil, nil
+	}
+	if _, _, err := net.SplitHostPort(m.addr); err != nil {
+		return nil, nil, usageErrorf("--metrics-listen %q: want HOST:PORT", m.addr)
+	}
+	reg := metrics.NewRegistry()
+	srv, err := metrics.Listen(m.addr, reg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return reg, srv, nil
+}
+
+// stopMetrics shuts the operations listener down, if any, joining its error to err.
+func stopMetrics(srv *metrics.Server, err error) error {
+	if srv == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, srv.Shutdown(ctx))
 }
