@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
@@ -480,6 +481,28 @@ func (c *Client) Ping(ctx context.Context) error {
 // Reason returns the machine-readable reason of a gateway error ("insufficient_funds",
 // "payment_id_reused", "invalid_token"...), or "" when it has none.
 func Reason(err error) string { return rpcerr.Reason(err) }
+
+// RequestID returns the request id of the gateway call that err answered, or "" when err did
+// not come from a paygate server. Quote it when reporting a failure: the server's log line of
+// the call (and the audit entry of an admin call) carries the same id.
+func RequestID(err error) string {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return ""
+	}
+	for _, d := range ce.Details() {
+		v, verr := d.Value()
+		if verr != nil {
+			continue
+		}
+		if info, ok := v.(*errdetails.ErrorInfo); ok && info.GetDomain() == rpcerr.Domain {
+			if id := info.GetMetadata()[rpcserver.RequestIDMetadataKey]; id != "" {
+				return id
+			}
+		}
+	}
+	return ce.Meta().Get(rpcserver.RequestIDHeader)
+}
 
 // errClass is what a failed attempt means for its payment.
 type errClass int
