@@ -43,3 +43,15 @@ if [[ ! -x /usr/bin/chromium ]]; then
 		echo "tools: no /usr/bin/chromium: the browser test will be skipped (install Debian's chromium package, or set PAYGATE_CHROMIUM)" >&2
 	fi
 fi
+
+# promtool, from Debian's prometheus package, lints the metrics scrape of the end-to-end test
+# (cmd/paygate/e2e_metrics_test.go; it skips the lint without one). Installed like Chromium.
+if ! command -v promtool >/dev/null; then
+	if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
+		echo "tools: apt-get install prometheus (for promtool)" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+	else
+		echo "tools: no promtool: the metrics lint will be skipped (install Debian's prometheus package)" >&2
+	fi
+fi
