@@ -26,6 +26,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/paygate/paygate/client"
 	"github.com/paygate/paygate/internal/logging"
 )
 
@@ -136,12 +137,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &coded):
 		if err.Error() != "" {
-			fmt.Fprintf(stderr, "paygate: %v\n", err)
+			printError(stderr, err)
 		}
 		return coded.ExitCode()
 	}
-	fmt.Fprintf(stderr, "paygate: %v\n", err)
+	printError(stderr, err)
 	return exitFailure
+}
+
+// printError prints a command's failure: "paygate: " and err, then, when err is a server's
+// answer, a line "request id: ID" with the id the server logged the call with, to quote when
+// reporting the failure.
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "paygate: %v\n", err)
+	if id := client.RequestID(err); id != "" {
+		fmt.Fprintf(w, "request id: %s\n", id)
+	}
 }
 
 func newRoot(e *env) *ffcli.Command {
