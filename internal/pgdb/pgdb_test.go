@@ -90,18 +90,27 @@ func TestWriteRetriesDeadlocks(t *testing.T) {
 	var wg sync.WaitGroup
 	const n = 2 // one deadlock: the server takes deadlock_timeout (1s by default) to find it
 	errs := make([]error, n)
+	// Each first run holds its first row before either asks for its second, so the two always
+	// deadlock (a sleep instead let one finish first on a loaded machine).
+	var holding sync.WaitGroup
+	holding.Add(n)
 	for i := range n {
 		first, second := "a", "b"
 		if i%2 == 1 {
 			first, second = second, first
 		}
 		wg.Go(func() {
+			attempt := 0
 			errs[i] = pgdb.Write(ctx, pool, func(ctx context.Context, tx pgx.Tx) error {
 				runs.Add(1)
+				attempt++
 				if _, err := tx.Exec(ctx, `UPDATE counters SET n = n + 1 WHERE name = $1`, first); err != nil {
 					return err
 				}
-				time.Sleep(20 * time.Millisecond)
+				if attempt == 1 {
+					holding.Done()
+					holding.Wait()
+				}
 				_, err := tx.Exec(ctx, `UPDATE counters SET n = n + 1 WHERE name = $1`, second)
 				return err
 			})
