@@ -51,9 +51,9 @@ func (l *logInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		start := time.Now()
 		ctx, ci := NewCallContext(ctx)
-		id := requestIDOf(req.Header().Get(RequestIDHeader))
+		id, needsHeader := callRequestID(ctx, req.Header())
 		ctx = WithRequestID(ctx, id)
-		if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
+		if info, ok := connect.CallInfoForHandlerContext(ctx); ok && needsHeader {
 			info.ResponseHeader().Set(RequestIDHeader, id) // sent on success and on error
 		}
 		res, err := next(ctx, req)
@@ -79,9 +79,11 @@ func (l *logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
 		ctx, ci := NewCallContext(ctx)
-		id := requestIDOf(conn.RequestHeader().Get(RequestIDHeader))
+		id, needsHeader := callRequestID(ctx, conn.RequestHeader())
 		ctx = WithRequestID(ctx, id)
-		conn.ResponseHeader().Set(RequestIDHeader, id) // sent with the first message or the error
+		if needsHeader {
+			conn.ResponseHeader().Set(RequestIDHeader, id) // sent with the first message or the error
+		}
 		rc := &recordingConn{StreamingHandlerConn: conn}
 		err := next(ctx, rc)
 		l.emit(ctx, callRecord{

@@ -3,6 +3,7 @@ package rpcserver
 import (
 	"context"
 	"errors"
+	"net/http"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -60,16 +61,46 @@ func requestIDOf(sent string) string {
 
 type requestIDKey struct{}
 
+// requestIDValue is what a call's context holds of its request id: the id, and whether the
+// response's header already carries it (RequestIDMiddleware set it).
+type requestIDValue struct {
+	id       string
+	answered bool
+}
+
 // WithRequestID returns a context carrying the request id id. The logging interceptor calls it
 // for every call; outgoing calls made with the context forward the id (see ClientOptions).
 func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
+	return context.WithValue(ctx, requestIDKey{}, requestIDValue{id: id})
 }
 
 // RequestIDFrom returns the request id of the call ctx belongs to, or "" outside a call.
 func RequestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	v, _ := ctx.Value(requestIDKey{}).(requestIDValue)
+	return v.id
+}
+
+// RequestIDMiddleware gives every request h serves a request id, as the logging interceptor
+// does for RPCs, and sets it in the response's header before h runs, so that answers that no
+// interceptor sees (a static file, a path nothing serves, a request the RPC framework refuses
+// before the interceptors) carry it too. RPCs served inside it keep the same id.
+func RequestIDMiddleware(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := requestIDOf(r.Header.Get(RequestIDHeader))
+		w.Header().Set(RequestIDHeader, id)
+		ctx := context.WithValue(r.Context(), requestIDKey{}, requestIDValue{id: id, answered: true})
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// callRequestID returns the request id of a call whose request header is h, and whether the
+// response's header still needs it: the id RequestIDMiddleware gave the request, or else the
+// header's when well formed, or a new one.
+func callRequestID(ctx context.Context, h http.Header) (id string, needsHeader bool) {
+	if v, ok := ctx.Value(requestIDKey{}).(requestIDValue); ok && v.answered {
+		return v.id, false
+	}
+	return requestIDOf(h.Get(RequestIDHeader)), true
 }
 
 // withRequestID returns err with id in the metadata of its paygate ErrorInfo (RequestIDMetadataKey),

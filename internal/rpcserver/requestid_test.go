@@ -79,6 +79,9 @@ func TestRequestID(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
+					if ids := res.Header().Values(rpcserver.RequestIDHeader); len(ids) != 1 {
+						t.Fatalf("request ids %q; want one", ids)
+					}
 					id := res.Header().Get(rpcserver.RequestIDHeader)
 					check(id, "success")
 					if rec := ts.logs.callRecord(t, bankv1connect.BankServicePrepareTransactionProcedure, "transaction_id", txn); rec["request_id"] != id {
@@ -96,6 +99,9 @@ func TestRequestID(t *testing.T) {
 					}
 					var ce *connect.Error
 					errors.As(err, &ce)
+					if ids := ce.Meta().Values(rpcserver.RequestIDHeader); len(ids) != 1 {
+						t.Fatalf("error's request ids %q; want one", ids)
+					}
 					id = ce.Meta().Get(rpcserver.RequestIDHeader)
 					check(id, "error")
 					if got := errorInfoRequestID(t, err); got != id {
