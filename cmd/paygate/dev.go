@@ -7,19 +7,23 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paygate/paygate/fixtures"
 	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/launch"
+	"github.com/paygate/paygate/internal/metrics"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
@@ -45,6 +49,9 @@ type devInfo struct {
 	Enrollments []devEnrollment `json:"enrollments"`
 	// Admin is the demo admin: its password, second factor and certificate.
 	Admin *devAdmin `json:"admin,omitempty"`
+	// Metrics are the operations listeners, by server ("gateway", "gateway2"..., each bank):
+	// Prometheus metrics at http://ADDR/metrics.
+	Metrics map[string]string `json:"metrics"`
 }
 
 // devAdmin is the admin `paygate dev` makes on the first start of a store (bootstrap): the
@@ -104,7 +111,8 @@ func newDevCommand(e *env) *ffcli.Command {
 		LongHelp: "Runs N banks and the gateway in one process on the embedded SQLite store.\n" +
 			"On the first run it makes a CA and certificates under DIR/certs and imports the\n" +
 			"demo fixtures; later runs keep the data under DIR/data. It writes DIR/dev.json with\n" +
-			"the endpoints, certificate paths and demo users. Ctrl-C shuts down gracefully.\n\n" +
+			"the endpoints, certificate paths, demo users and every server's metrics address\n" +
+			"(\"metrics\": Prometheus at http://ADDR/metrics). Ctrl-C shuts down gracefully.\n\n" +
 			"It also makes an admin, \"admin\", with a random password, a TOTP second factor and\n" +
 			"an admin certificate (DIR/certs/admin-admin.pem), all in dev.json (\"admin\"):\n" +
 			"'paygate login admin' signs in with them, code included, for 'paygate admin'.\n\n" +
@@ -225,6 +233,29 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		}
 	}
 
+	// Every server has its own registry and operations listener, on a port of its own choosing.
+	metricsAddrs := map[string]string{}
+	var opsServers []*metrics.Server
+	startMetrics := func(name string) (*prometheus.Registry, error) {
+		reg := metrics.NewRegistry()
+		ops, err := metrics.Listen("127.0.0.1:0", reg, cfg.log.With("server", name))
+		if err != nil {
+			return nil, err
+		}
+		opsServers = append(opsServers, ops)
+		metricsAddrs[name] = ops.Addr().String()
+		return reg, nil
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, ops := range opsServers {
+			if err := ops.Shutdown(sctx); err != nil {
+				cfg.log.Warn("metrics shutdown", "error", err)
+			}
+		}
+	}()
+
 	// Banks first, on ports of their own choosing; the gateway is told where they are.
 	var servers []*bank.Server
 	shutdownBanks := func() {
@@ -242,6 +273,11 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		gatewayURLs = append(gatewayURLs, "https://"+l)
 	}
 	for _, n := range names {
+		reg, err := startMetrics(n)
+		if err != nil {
+			shutdownBanks()
+			return err
+		}
 		s, err := bank.NewServer(ctx, bank.ServerConfig{
 			Config: bank.Config{
 				Name:         n,
@@ -255,6 +291,7 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 			CertFile:    filepath.Join(certDir, "bank-"+n+".pem"),
 			KeyFile:     filepath.Join(certDir, "bank-"+n+"-key.pem"),
 			GatewayURLs: gatewayURLs,
+			Metrics:     reg,
 		})
 		if err == nil {
 			err = s.Start(ctx)
@@ -297,6 +334,14 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		if len(cfg.listens) > 1 {
 			gcfg.Logger = cfg.log.With("replica", i+1)
 		}
+		name := "gateway"
+		if i > 0 {
+			name = fmt.Sprintf("gateway%d", i+1)
+		}
+		if gcfg.Metrics, err = startMetrics(name); err != nil {
+			shutdownGateways()
+			return err
+		}
 		g, err := gateway.New(ctx, gcfg)
 		if err != nil {
 			shutdownGateways()
@@ -326,7 +371,7 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		// The system works without it; only the admin commands and pages need it.
 		cfg.log.Warn("dev: no admin: "+err.Error(), "error", err)
 	}
-	info, err := writeDevInfo(dir, gws, backend, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments, admin)
+	info, err := writeDevInfo(dir, gws, backend, bankURLs, certDir, filepath.Join(fixDir, "user_details.json"), enrollments, admin, metricsAddrs)
 	if err != nil {
 		shutdownGateways()
 		return err
@@ -356,6 +401,9 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 	if admin != nil {
 		fmt.Fprintf(e.stderr, "  admin       %s  password %s  TOTP secret %s\n", admin.Username, admin.Password, admin.TOTPSecret)
 		fmt.Fprintf(e.stderr, "              (log in with: paygate login %s; then paygate admin --help)\n", admin.Username)
+	}
+	for _, name := range slices.Sorted(maps.Keys(metricsAddrs)) {
+		fmt.Fprintf(e.stderr, "  metrics     %-8s http://%s/metrics\n", name, metricsAddrs[name])
 	}
 	fmt.Fprintln(e.stderr)
 
@@ -451,8 +499,9 @@ func devBootstrapAdmin(ctx context.Context, dir, certDir string, at gateway.Stor
 	return a, nil
 }
 
-func writeDevInfo(dir string, gws []*gateway.Gateway, backend string, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment, admin *devAdmin) (devInfo, error) {
+func writeDevInfo(dir string, gws []*gateway.Gateway, backend string, banks map[string]string, certDir, usersFile string, enrollments []devEnrollment, admin *devAdmin, metricsAddrs map[string]string) (devInfo, error) {
 	info := devInfo{
+		Metrics:     metricsAddrs,
 		API:         gws[0].Addr(),
 		Web:         gws[0].WebAddr(),
 		Backend:     backend,

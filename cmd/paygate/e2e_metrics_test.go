@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"maps"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,4 +183,38 @@ func (s *scraped) mustHave(t *testing.T, prefixes ...string) {
 			t.Errorf("scrape has no series %s...", p)
 		}
 	}
+}
+
+// TestDevServesMetrics checks that `paygate dev` serves every server's metrics, each on its own
+// listener, and lists them in dev.json.
+func TestDevServesMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts a real process")
+	}
+	t.Parallel()
+	bin := cluster.Binary(t)
+	work := t.TempDir()
+	dir := filepath.Join(work, "state")
+	d := startDevProcess(t, bin, work, dir, nil, "dev", "--dir", dir, "--listen", cluster.FreePort(t), "--web", cluster.FreePort(t))
+	want := []string{"bank1", "bank2", "bank3", "gateway"}
+	if got := slices.Sorted(maps.Keys(d.info.Metrics)); !slices.Equal(got, want) {
+		t.Fatalf("dev.json metrics lists %v, want %v", got, want)
+	}
+	seen := map[string]bool{}
+	for _, name := range want {
+		addr := d.info.Metrics[name]
+		if seen[addr] {
+			t.Errorf("%s shares the metrics address %s", name, addr)
+		}
+		seen[addr] = true
+		s := scrape(t, addr)
+		s.mustHave(t, "paygate_build_info{", "paygate_rpc_server_requests_total{")
+		if !strings.Contains(d.out.String(), "http://"+addr+"/metrics") {
+			t.Errorf("the banner does not print %s's metrics address %s", name, addr)
+		}
+		if isGateway := name == "gateway"; isGateway != slices.ContainsFunc(s.lines, func(l string) bool { return strings.HasPrefix(l, "paygate_payments_total{") }) {
+			t.Errorf("%s: paygate_payments_total exposed %v, want %v", name, !isGateway, isGateway)
+		}
+	}
+	d.interrupt()
 }
