@@ -239,7 +239,7 @@ func New(cfg Config) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	s.http = &http.Server{
-		Handler:           identity.Middleware(s.mux),
+		Handler:           identity.Middleware(RequestIDMiddleware(s.mux)),
 		TLSConfig:         cfg.TLS.Clone(),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
