@@ -15,7 +15,7 @@
 //     CallInfoFrom(ctx). Requests and headers are never logged whole, so passwords and tokens
 //     stay out of logs. Every answer carries the call's request id (RequestIDHeader: the
 //     caller's when well formed, else a new one; errors also in their ErrorInfo metadata).
-//  1a. Config.Interceptors, when set (metrics).
+//     Then Config.Interceptors, when set (metrics).
 //  2. error boundary: every error of the layers inside goes through the service's table
 //     (Config.MapError), then becomes a Connect error with a known code and an ErrorInfo reason,
 //     never Unknown and never internal text; what the caller does not see is logged at ERROR.
