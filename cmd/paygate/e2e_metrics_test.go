@@ -87,7 +87,20 @@ func TestMetricsEndToEnd(t *testing.T) {
 			t.Errorf("%s = %v, want 1", series, got)
 		}
 	}
-	after.mustHave(t, "paygate_build_info{", "go_goroutines", "process_cpu_seconds_total")
+	after.mustHave(t, "paygate_build_info{", "go_goroutines", "process_cpu_seconds_total",
+		"paygate_payments_undecided ", "paygate_payments_unacknowledged ")
+	// Every payment is settled: the next recovery round (each second) finds none unfinished.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s := scrape(t, gwMetrics)
+		u, a := s.value("paygate_payments_undecided"), s.value("paygate_payments_unacknowledged")
+		if u == 0 && a == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("settled, yet paygate_payments_undecided %v and paygate_payments_unacknowledged %v after 10s", u, a)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, line := range after.lines {
 		if strings.Contains(line, "alice") || strings.Contains(line, lastOK) {
 			t.Errorf("a label carries a user or payment id: %s", line)

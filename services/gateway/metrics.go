@@ -27,6 +27,8 @@ type paymentMetrics struct {
 	phases    map[string]prometheus.Observer
 
 	banks map[string]prometheus.Gauge // by configured bank; never changed after construction
+
+	undecided, unacknowledged prometheus.Gauge
 }
 
 // newPaymentMetrics registers paygate_payments_total{outcome,failure_reason},
@@ -46,13 +48,24 @@ func newPaymentMetrics(reg prometheus.Registerer, banks []string) *paymentMetric
 		Namespace: metrics.Namespace, Name: "bank_up",
 		Help: "1 when the gateway's health probes find the bank serving, 0 when not.",
 	}, []string{"bank"})
-	reg.MustRegister(total, phase, up)
+	undecided := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: metrics.Namespace, Name: "payments_undecided",
+		Help: "Payments this process holds that are admitted and not decided, as of its last recovery round (every second by default).",
+	})
+	unacked := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: metrics.Namespace, Name: "payments_unacknowledged",
+		Help: "Payments this process holds that are decided but whose phase two not every bank has acknowledged, as of its last recovery round.",
+	})
+	reg.MustRegister(total, phase, up, undecided, unacked)
 
 	m := &paymentMetrics{
 		succeeded: total.WithLabelValues("succeeded", ""),
 		failed:    make(map[int32]prometheus.Counter, len(gatewayv1.FailureReason_name)),
 		phases:    make(map[string]prometheus.Observer, 4),
 		banks:     make(map[string]prometheus.Gauge, len(banks)),
+
+		undecided:      undecided,
+		unacknowledged: unacked,
 	}
 	for v := range gatewayv1.FailureReason_name {
 		m.failed[v] = total.WithLabelValues("failed", failureReasonLabel(v))
@@ -147,4 +160,36 @@ func (c *Coordinator) timedComplete(ctx context.Context, p paymentRecord) bool {
 	done := c.complete(ctx, p)
 	c.metrics.since(phaseTwo, start)
 	return done
+}
+
+// unfinishedCounts are the unfinished payments one recovery round listed.
+type unfinishedCounts struct {
+	undecided, unacknowledged int
+}
+
+// countUnfinished adds a page of the recovery round's unfinished payments to n. The list is
+// read by the round anyway: the gauges cost no query of their own. Payments whose phase two
+// every bank acknowledged, waiting to be recorded as completed, are not counted.
+func (c *Coordinator) countUnfinished(n *unfinishedCounts, list []paymentRecord) {
+	if c.metrics == nil {
+		return
+	}
+	for _, p := range list {
+		switch {
+		case p.Completed:
+		case p.Decision == decisionNone:
+			n.undecided++
+		case !c.isCompleting(p.PaymentID):
+			n.unacknowledged++
+		}
+	}
+}
+
+// setUnfinished publishes a complete recovery round's counts.
+func (m *paymentMetrics) setUnfinished(n unfinishedCounts) {
+	if m == nil {
+		return
+	}
+	m.undecided.Set(float64(n.undecided))
+	m.unacknowledged.Set(float64(n.unacknowledged))
 }

@@ -80,3 +80,33 @@ func (m *paymentMetrics) counter(outcome, reason string) prometheus.Counter {
 	}
 	return nil
 }
+
+func TestPaymentMetricsUnfinished(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	c := &Coordinator{metrics: newPaymentMetrics(reg, nil), completing: map[string]struct{}{"acked": {}}}
+	var n unfinishedCounts
+	c.countUnfinished(&n, []paymentRecord{
+		{PaymentID: "u1"}, {PaymentID: "u2"},
+		{PaymentID: "d1", Decision: decisionCommit},
+		{PaymentID: "d2", Decision: decisionAbort},
+		{PaymentID: "d3", Decision: decisionAbort},
+		{PaymentID: "acked", Decision: decisionCommit},
+		{PaymentID: "done", Decision: decisionCommit, Completed: true},
+	})
+	c.countUnfinished(&n, []paymentRecord{{PaymentID: "u3"}})
+	c.metrics.setUnfinished(n)
+	want := `
+# HELP paygate_payments_unacknowledged Payments this process holds that are decided but whose phase two not every bank has acknowledged, as of its last recovery round.
+# TYPE paygate_payments_unacknowledged gauge
+paygate_payments_unacknowledged 3
+# HELP paygate_payments_undecided Payments this process holds that are admitted and not decided, as of its last recovery round (every second by default).
+# TYPE paygate_payments_undecided gauge
+paygate_payments_undecided 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "paygate_payments_undecided", "paygate_payments_unacknowledged"); err != nil {
+		t.Error(err)
+	}
+	var none *paymentMetrics
+	none.setUnfinished(n)
+}

@@ -108,6 +108,7 @@ func (c *Coordinator) recoverOnce(ctx context.Context) {
 	// Page through every unfinished payment of this process's: payments stuck at a bank that
 	// is down must not keep newer ones from being looked at.
 	var after *unfinishedCursor
+	var counts unfinishedCounts
 	for {
 		list, err := c.store.Unfinished(ctx, after, page)
 		if err != nil {
@@ -116,8 +117,10 @@ func (c *Coordinator) recoverOnce(ctx context.Context) {
 			}
 			return
 		}
+		c.countUnfinished(&counts, list)
 		c.recoverList(ctx, list)
 		if len(list) < page {
+			c.metrics.setUnfinished(counts)
 			return
 		}
 		last := list[len(list)-1]
