@@ -136,11 +136,9 @@ func withRequestID(err error, id string) error {
 	if !found {
 		return err
 	}
-	for k, vs := range ce.Meta() {
-		for _, v := range vs {
-			out.Meta().Add(k, v)
-		}
-	}
+	// The error's own metadata (headers and trailers) is not copied: no paygate server sets any,
+	// and reading it (Error.Meta) writes to the error, which races when the error is one of the
+	// package-level values many calls return at once.
 	return out
 }
 
