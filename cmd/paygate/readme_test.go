@@ -137,6 +137,9 @@ var readmeVariable = []struct {
 	{regexp.MustCompile(`pgt_[A-Za-z0-9_-]{20,}`), "pgt_<token>"},
 	{regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`), "<time>"},
 	{regexp.MustCompile(`\b\d+(\.\d+)?(ns|µs|us|ms|s)\b`), "<duration>"},
+	{regexp.MustCompile(`"request_id": "[^"]*"`), `"request_id": "<request id>"`},
+	// buf curl's error details are base64 protobuf, which holds the request id.
+	{regexp.MustCompile(`"value": "[A-Za-z0-9+/=_-]+"`), `"value": "<base64>"`},
 	{regexp.MustCompile(`\s+`), " "},
 }
 
