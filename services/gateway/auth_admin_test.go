@@ -151,7 +151,9 @@ type session struct {
 
 // tryLoginAt logs username in at url with httpClient (and a TOTP code when code is set).
 func (e *adminEnv) tryLoginAt(httpClient *http.Client, url, username, password, code string) (*session, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Generous: a bootstrapped admin's password has bcrypt's default cost, slow under the race
+	// detector on a busy machine (5 s was not always enough).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	anon := gatewayv1connect.NewAuthServiceClient(httpClient, url)
 	resp, err := anon.Login(ctx, connect.NewRequest(&gatewayv1.LoginRequest{Username: username, Password: password, TotpCode: code}))
