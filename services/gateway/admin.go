@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
 
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/identity"
@@ -128,9 +127,15 @@ func (a *adminService) record(ctx context.Context, req connect.AnyRequest, actio
 		rec.Outcome, rec.Reason = auditOutcome(err)
 		rec.After = ""
 	}
-	if _, aerr := a.g.store.AppendAudit(context.WithoutCancel(ctx), rec); aerr != nil {
-		a.g.logger.LogAttrs(ctx, slog.LevelError, "audit log append failed", slog.String("action", action), slog.String("error", aerr.Error()))
-		return aerr
+	return a.g.appendAudit(context.WithoutCancel(ctx), rec)
+}
+
+// appendAudit appends rec to the audit log, logging a failure at ERROR (the caller decides what
+// the failure means for its answer).
+func (g *Gateway) appendAudit(ctx context.Context, rec auditRecord) error {
+	if _, err := g.store.AppendAudit(ctx, rec); err != nil {
+		g.logger.LogAttrs(ctx, slog.LevelError, "audit log append failed", slog.String("action", rec.Action), slog.String("error", err.Error()))
+		return err
 	}
 	return nil
 }
@@ -195,9 +200,7 @@ func (g *Gateway) auditRefusal(ctx context.Context, req rpcserver.Request, user 
 	rec := auditRecord{Actor: c.actor, ActorCert: c.cert, Peer: c.peer, Action: procedureName(req.Spec().Procedure),
 		RequestID: c.requestID}
 	rec.Outcome, rec.Reason = auditOutcome(err)
-	if _, aerr := g.store.AppendAudit(context.WithoutCancel(ctx), rec); aerr != nil {
-		g.logger.LogAttrs(ctx, slog.LevelError, "audit log append failed", slog.String("action", rec.Action), slog.String("error", aerr.Error()))
-	}
+	g.appendAudit(context.WithoutCancel(ctx), rec) // logged; the refusal is answered either way
 }
 
 // Refused admin calls are audited up to refusalAuditBurst per client address per
@@ -287,13 +290,11 @@ func (l *refusalLimiter) flush(g *Gateway, w *refusalWindow) {
 	}{n, fmt.Sprintf("%d more refused admin calls from %s", n, w.addr),
 		w.start.UTC().Format(time.RFC3339), w.start.Add(l.window).UTC().Format(time.RFC3339)}
 	rec := auditRecord{Peer: w.addr, Action: refusalSummaryAction, Target: "peer:" + w.addr,
-		RequestID: uuid.NewString(), Outcome: connect.CodeResourceExhausted.String(), Reason: "audit_rate_limited",
+		RequestID: rpcserver.NewRequestID(), Outcome: connect.CodeResourceExhausted.String(), Reason: "audit_rate_limited",
 		After: auditJSON(summary)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := g.store.AppendAudit(ctx, rec); err != nil {
-		g.logger.LogAttrs(ctx, slog.LevelError, "audit log append failed", slog.String("action", rec.Action), slog.String("error", err.Error()))
-	}
+	g.appendAudit(ctx, rec) // logged
 }
 
 // prune forgets windows that have ended with nothing left to report; l.mu is held.
