@@ -175,3 +175,67 @@ func BenchmarkRPCInterceptorObserve(b *testing.B) {
 		}
 	})
 }
+
+// TestRPCClientInterceptorCounts: a client's calls are counted by procedure and code, an
+// unregistered procedure as "other".
+func TestRPCClientInterceptorCounts(t *testing.T) {
+	t.Parallel()
+	serverReg := prometheus.NewRegistry()
+	base := newTestServer(t, serverReg)
+	reg := prometheus.NewRegistry()
+	rpc := NewRPCClientInterceptor(reg, []string{procOK, procFail})
+	clientCall := func(proc string) error {
+		c := connect.NewClient[emptypb.Empty, emptypb.Empty](http.DefaultClient, base+proc, connect.WithInterceptors(rpc))
+		_, err := c.CallUnary(context.Background(), connect.NewRequest(&emptypb.Empty{}))
+		return err
+	}
+	for range 2 {
+		if err := clientCall(procOK); err != nil {
+			t.Fatalf("OK: %v", err)
+		}
+	}
+	if err := clientCall(procFail); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("Fail: got %v, want not_found", err)
+	}
+	if err := clientCall(procLost); err == nil {
+		t.Fatal("Unlisted: no error")
+	}
+	want := `
+# HELP paygate_rpc_client_errors_total RPCs this process made as a client that failed, by procedure, Connect code and ErrorInfo reason (empty when none).
+# TYPE paygate_rpc_client_errors_total counter
+paygate_rpc_client_errors_total{code="not_found",procedure="/test.v1.Test/Fail",reason="no_such_thing"} 1
+paygate_rpc_client_errors_total{code="not_found",procedure="other",reason="no_such_thing"} 1
+# HELP paygate_rpc_client_requests_total RPCs this process made as a client, by procedure and Connect code (ok when it succeeded).
+# TYPE paygate_rpc_client_requests_total counter
+paygate_rpc_client_requests_total{code="not_found",procedure="/test.v1.Test/Fail"} 1
+paygate_rpc_client_requests_total{code="not_found",procedure="other"} 1
+paygate_rpc_client_requests_total{code="ok",procedure="/grpc.health.v1.Health/Check"} 0
+paygate_rpc_client_requests_total{code="ok",procedure="/grpc.health.v1.Health/Watch"} 0
+paygate_rpc_client_requests_total{code="ok",procedure="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"} 0
+paygate_rpc_client_requests_total{code="ok",procedure="/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"} 0
+paygate_rpc_client_requests_total{code="ok",procedure="/test.v1.Test/Fail"} 0
+paygate_rpc_client_requests_total{code="ok",procedure="/test.v1.Test/OK"} 2
+paygate_rpc_client_requests_total{code="ok",procedure="other"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"paygate_rpc_client_requests_total", "paygate_rpc_client_errors_total"); err != nil {
+		t.Error(err)
+	}
+	n, err := testutil.GatherAndCount(reg, "paygate_rpc_client_duration_seconds")
+	if err != nil || n != 2+len(builtinProcedures)+1 {
+		t.Errorf("client duration series: %d, %v", n, err)
+	}
+	// The client interceptor counts no server side.
+	if n, _ := testutil.GatherAndCount(reg, "paygate_rpc_server_requests_total"); n != 0 {
+		t.Errorf("the client interceptor registered %d server series", n)
+	}
+}
+
+// BenchmarkRPCClientInterceptorObserve is what the client interceptor adds to a call.
+func BenchmarkRPCClientInterceptorObserve(b *testing.B) {
+	i := NewRPCClientInterceptor(prometheus.NewRegistry(), []string{procOK})
+	b.ReportAllocs()
+	for b.Loop() {
+		i.observe(i.lookup(procOK), time.Now(), nil)
+	}
+}

@@ -36,7 +36,19 @@ var DefBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5
 // paygate_rpc_server_duration_seconds{procedure}. Install it in rpcserver.Config.Interceptors,
 // where it sees the code and reason the caller gets. One interceptor may serve several servers
 // of a process that share procedures.
-type RPCInterceptor struct {
+type RPCInterceptor struct{ rpcMetrics }
+
+// RPCClientInterceptor counts the unary calls a client makes: paygate_rpc_client_requests_total
+// {procedure,code}, paygate_rpc_client_errors_total{procedure,code,reason} and the histogram
+// paygate_rpc_client_duration_seconds{procedure}, each call timed from the request until the
+// answer or the error (the transport's and the server's time together). Install it with
+// connect.WithInterceptors on the clients of one kind of server; one interceptor may serve the
+// clients of several servers of that kind (the gateway's banks). Client streams are not
+// counted.
+type RPCClientInterceptor struct{ rpcMetrics }
+
+// rpcMetrics are the counters of one side (server or client) of a process's RPCs.
+type rpcMetrics struct {
 	procs    map[string]*procMetrics
 	other    *procMetrics
 	requests *prometheus.CounterVec
@@ -56,22 +68,38 @@ type procMetrics struct {
 // health and reflection are added. Any other path is counted as "other", so that no
 // caller-chosen value becomes a label.
 func NewRPCInterceptor(reg prometheus.Registerer, procedures []string) *RPCInterceptor {
+	return &RPCInterceptor{newRPCMetrics(reg, "rpc_server", procedures,
+		"RPCs handled, by procedure and Connect code (ok when it succeeded).",
+		"RPCs that failed, by procedure, Connect code and ErrorInfo reason (empty when none).",
+		"Time to handle an RPC (a stream: until it ends), by procedure.")}
+}
+
+// NewRPCClientInterceptor registers the client RPC metrics in reg and returns their
+// interceptor. procedures are the procedures the clients call (the server's policy keys); health
+// and reflection are added, and any other procedure is counted as "other".
+func NewRPCClientInterceptor(reg prometheus.Registerer, procedures []string) *RPCClientInterceptor {
+	return &RPCClientInterceptor{newRPCMetrics(reg, "rpc_client", procedures,
+		"RPCs this process made as a client, by procedure and Connect code (ok when it succeeded).",
+		"RPCs this process made as a client that failed, by procedure, Connect code and ErrorInfo reason (empty when none).",
+		"Time from sending an RPC until its answer or error, as the client saw it, by procedure.")}
+}
+
+// newRPCMetrics registers one side's metrics, under subsystem, with a pre-resolved child for
+// every procedure, the built-in ones and "other".
+func newRPCMetrics(reg prometheus.Registerer, subsystem string, procedures []string, requestsHelp, errorsHelp, durationHelp string) rpcMetrics {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: Namespace, Subsystem: "rpc_server", Name: "requests_total",
-		Help: "RPCs handled, by procedure and Connect code (ok when it succeeded).",
+		Namespace: Namespace, Subsystem: subsystem, Name: "requests_total", Help: requestsHelp,
 	}, []string{"procedure", "code"})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: Namespace, Subsystem: "rpc_server", Name: "errors_total",
-		Help: "RPCs that failed, by procedure, Connect code and ErrorInfo reason (empty when none).",
+		Namespace: Namespace, Subsystem: subsystem, Name: "errors_total", Help: errorsHelp,
 	}, []string{"procedure", "code", "reason"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: Namespace, Subsystem: "rpc_server", Name: "duration_seconds",
-		Help:    "Time to handle an RPC (a stream: until it ends), by procedure.",
+		Namespace: Namespace, Subsystem: subsystem, Name: "duration_seconds", Help: durationHelp,
 		Buckets: DefBuckets,
 	}, []string{"procedure"})
 	reg.MustRegister(requests, errs, duration)
 
-	i := &RPCInterceptor{procs: make(map[string]*procMetrics), requests: requests, errors: errs}
+	i := rpcMetrics{procs: make(map[string]*procMetrics), requests: requests, errors: errs}
 	child := func(name string) *procMetrics {
 		return &procMetrics{name: name, ok: requests.WithLabelValues(name, codeOK), duration: duration.WithLabelValues(name)}
 	}
@@ -84,14 +112,14 @@ func NewRPCInterceptor(reg prometheus.Registerer, procedures []string) *RPCInter
 	return i
 }
 
-func (i *RPCInterceptor) lookup(procedure string) *procMetrics {
+func (i *rpcMetrics) lookup(procedure string) *procMetrics {
 	if m, ok := i.procs[procedure]; ok {
 		return m
 	}
 	return i.other
 }
 
-func (i *RPCInterceptor) observe(m *procMetrics, start time.Time, err error) {
+func (i *rpcMetrics) observe(m *procMetrics, start time.Time, err error) {
 	m.duration.Observe(time.Since(start).Seconds())
 	if err == nil {
 		m.ok.Inc()
@@ -140,4 +168,28 @@ func (i *RPCInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		i.observe(m, start, err)
 		return err
 	}
+}
+
+// WrapUnary implements connect.Interceptor.
+func (i *RPCClientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if !req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		m := i.lookup(req.Spec().Procedure)
+		start := time.Now()
+		resp, err := next(ctx, req)
+		i.observe(m, start, err)
+		return resp, err
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor; client streams are not counted.
+func (i *RPCClientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler implements connect.Interceptor; it counts nothing (a client interceptor).
+func (i *RPCClientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }

@@ -155,8 +155,53 @@ func Statements(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Con
 // transaction, after a jittered backoff, up to 10 times: fn must set its results afresh on
 // every run.
 func Write(ctx context.Context, db Beginner, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	return WriteObserved(ctx, db, nil, fn)
+}
+
+// Observer takes one measurement; a Prometheus histogram (prometheus.Observer) is one.
+type Observer interface {
+	Observe(float64)
+}
+
+// CommitMetrics observe a store's commits. PostgreSQL has no group commit here: each
+// transaction carries one update.
+type CommitMetrics struct {
+	Updates Observer // 1 per committed transaction
+	Seconds Observer // how long each Commit took, in seconds
+}
+
+// ObserveCommit records a commit that started at start; nil m observes nothing.
+func (m *CommitMetrics) ObserveCommit(start time.Time) {
+	if m == nil {
+		return
+	}
+	m.Seconds.Observe(time.Since(start).Seconds())
+	m.Updates.Observe(1)
+}
+
+// WriteObserved is Write that observes each successful commit with m (nil: none).
+func WriteObserved(ctx context.Context, db Beginner, m *CommitMetrics, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	if m == nil {
+		return retry(ctx, func() error {
+			return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		})
+	}
 	return retry(ctx, func() error {
-		return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		// As pgx.BeginFunc: rolled back when fn fails or panics; after Commit, a no-op.
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		if err := fn(ctx, tx); err != nil {
+			return err
+		}
+		start := time.Now()
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+		m.ObserveCommit(start)
+		return nil
 	})
 }
 

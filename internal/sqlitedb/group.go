@@ -153,7 +153,10 @@ func (db *DB) runAlone(u *update) error {
 		if crashpoint.Enabled {
 			crashpoint.Held(u.ctx) // a crash point that needs this write lost holds its commit
 		}
-		err = stx.Commit()
+		start := db.commits.commitStart()
+		if err = stx.Commit(); err == nil {
+			db.commits.observeCommit(1, start)
+		}
 	}
 	db.learn(tx.missed)
 	return err
@@ -237,7 +240,11 @@ func (db *DB) runBatch(batch []*update) {
 			crashpoint.Held(u.ctx) // a crash point that needs this write lost holds its commit
 		}
 	}
+	start := db.commits.commitStart()
 	commitErr := stx.Commit()
+	if commitErr == nil {
+		db.commits.observeCommit(len(batch), start)
+	}
 	for i, u := range batch {
 		if results[i] == nil {
 			results[i] = commitErr

@@ -35,6 +35,7 @@ type DB struct {
 	updates    chan *update
 	closing    chan struct{}
 	writerDone chan struct{}
+	commits    commitHook // SetCommitMetrics
 }
 
 // Options tune a DB.
