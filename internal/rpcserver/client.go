@@ -72,11 +72,18 @@ func NewGatewayHTTPClient(tlsCfg *tls.Config) *http.Client {
 // gRPC protocol (connect.WithGRPC), the binary protocol every gRPC tool also speaks, with
 // trailers for status. A call made in the context of a call a Server is handling forwards that
 // call's request id (RequestIDFrom) in RequestIDHeader, unless the request already has one.
-// Append call-specific options after them.
-func ClientOptions() []connect.ClientOption {
+// Interceptors, when given, run outside that one, e.g. tracing.ClientInterceptor's; nil ones are
+// skipped. Append call-specific options after them.
+func ClientOptions(interceptors ...connect.Interceptor) []connect.ClientOption {
+	chain := make([]connect.Interceptor, 0, len(interceptors)+1)
+	for _, i := range interceptors {
+		if i != nil {
+			chain = append(chain, i)
+		}
+	}
 	return []connect.ClientOption{
 		connect.WithGRPC(),
 		connect.WithCompressMinBytes(compressMinBytes),
-		connect.WithInterceptors(requestIDClientInterceptor{}),
+		connect.WithInterceptors(append(chain, requestIDClientInterceptor{})...),
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -177,6 +178,9 @@ func (l *logInterceptor) emit(ctx context.Context, r callRecord) {
 		attrs = append(attrs, slog.String("error", clipTo(errorMessage(r.err), maxLoggedMessage)))
 	}
 	attrs = append(attrs, slog.Duration("duration", r.duration))
+	if sc := trace.SpanFromContext(ctx); sc.IsRecording() {
+		attrs = append(attrs, slog.String("trace_id", sc.SpanContext().TraceID().String()))
+	}
 	attrs = append(attrs, r.info.Attrs()...) // clipped by Add
 	l.log.LogAttrs(ctx, level, LogMessage, attrs...)
 }

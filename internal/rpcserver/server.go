@@ -115,6 +115,9 @@ type Config struct {
 	// every call, including those the policy refuses, with the error as the caller will get it
 	// (for metrics).
 	Interceptors []connect.Interceptor
+	// Tracing, when set, is the outermost interceptor (tracing.ServerInterceptor): the call's
+	// span covers every layer, and the call's log line carries its trace_id. Nil: no spans.
+	Tracing connect.Interceptor
 	// MapError is the service's table from its domain errors to Connect errors with reasons,
 	// applied to every error a handler or Authenticate returns, before the server's own error
 	// boundary (see boundaryInterceptor). Nil: the boundary alone.
@@ -217,9 +220,12 @@ func New(cfg Config) (*Server, error) {
 		health:   grpchealth.NewStaticChecker(),
 		draining: make(chan struct{}),
 	}
+	outer := []connect.Interceptor{&logInterceptor{log: logger, quiet: quiet}}
+	if cfg.Tracing != nil {
+		outer = append([]connect.Interceptor{cfg.Tracing}, outer...)
+	}
 	s.options = []connect.HandlerOption{
-		connect.WithInterceptors(append(append([]connect.Interceptor{
-			&logInterceptor{log: logger, quiet: quiet}},
+		connect.WithInterceptors(append(append(outer,
 			cfg.Interceptors...),
 			&boundaryInterceptor{log: logger, mapErr: cfg.MapError},
 			&policyInterceptor{policy: policy, authenticate: cfg.Authenticate, authorizeAdmin: cfg.AuthorizeAdmin, onAdminRefused: cfg.OnAdminRefused},
