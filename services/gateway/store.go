@@ -32,6 +32,7 @@ type Store interface {
 	paymentLog
 	leaseStore
 	adminStore
+	eventLog
 	// Secret returns the store's secret name, creating it with size random bytes on first
 	// use. Processes sharing the store agree on it: the first to create it wins.
 	Secret(ctx context.Context, name string, size int) ([]byte, error)
@@ -109,6 +110,46 @@ type paymentLog interface {
 	// and changes one of accounts: any such payment, or with raising only those that raise
 	// the account's available money (a commit crediting it, an abort releasing its hold).
 	Unsettled(ctx context.Context, accounts []string, raising bool) ([]string, error)
+}
+
+// eventLog is the payments' durable event log: every change of a payment (created, succeeded,
+// failed) is appended, as an eventRecord, in the same write as the change itself (both or
+// neither are stored), exactly once: by StartAdmitPayment when it inserted, by Decide when this
+// call decided (never for the presumed abort of a payment that was never admitted, which is no
+// payment), and by AdoptUnadmitted when it adopted (created, then failed). The store numbers
+// the events with seq, which only grows and is never reused.
+//
+// Readers page through events with seq > after. What a reader sees is always every event up to
+// some seq and none after it: an event is never visible before one with a lower seq, so a
+// reader that passes the last seq it saw misses nothing and sees nothing twice. On a store that
+// is not shared, events get their seq as they are written (one writer commits in seq order).
+// On a shared store, writes on several replicas commit in any order, so events are written
+// without a seq and get one from SequenceEvents, in the order they became visible; readers see
+// only sequenced events.
+type eventLog interface {
+	// Events returns username's events (as payer or payee) with seq > after, in seq order, at
+	// most limit.
+	Events(ctx context.Context, username string, after int64, limit int) ([]eventRecord, error)
+	// EventsAfter returns everyone's events with seq > after, in seq order, at most limit.
+	EventsAfter(ctx context.Context, after int64, limit int) ([]eventRecord, error)
+	// LastEventSeq returns the highest seq given to an event so far (0 when none), whether or
+	// not that event was pruned since.
+	LastEventSeq(ctx context.Context) (int64, error)
+	// PruneEvents deletes the events created before before (by the store's clock) whose seq is
+	// below keepFrom (the caller passes the lowest seq not yet delivered), and returns how many
+	// it deleted. Events without a seq yet are kept.
+	PruneEvents(ctx context.Context, before time.Time, keepFrom int64) (int64, error)
+	// SequenceEvents gives a seq to events written but not numbered yet (at most
+	// eventSequenceBatch of them, oldest first) and returns how many it numbered and the
+	// highest seq given so far. Any process may run it at any time, concurrently with others:
+	// runs take turns. A store that is not shared numbers events as it writes them: it only
+	// returns the last seq.
+	SequenceEvents(ctx context.Context) (assigned int, last int64, err error)
+	// ListenEvents calls appended after events written by this process have committed
+	// (calls are coalesced: one call may stand for many appends), and sequenced with the last
+	// seq another process's SequenceEvents gave, until ctx ends; then it returns nil. One
+	// caller at a time. Notifications may be lost: callers also poll.
+	ListenEvents(ctx context.Context, appended func(), sequenced func(last int64)) error
 }
 
 // leaseStore says which process drives each unfinished payment, so that replicas sharing a

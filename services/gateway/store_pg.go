@@ -47,6 +47,10 @@ const DefaultLeaseTTL = 10 * time.Second
 //     won that insert it tries the UPDATE again (which now sees the admitted row).
 //   - AdoptUnadmitted and MarkCompleted are single UPDATEs whose WHERE is re-checked the same
 //     way (and decision never goes back to none).
+//   - Events (see eventLog) are inserted by the statement that makes the change, from the row it
+//     returned, so only a statement that changed the row appends; seq is given later, by
+//     SequenceEvents, one run at a time under a transaction advisory lock, to rows committed
+//     before its statement started (see store_events.go).
 //   - Leases: a renewal locks its lease row FOR UPDATE before it compares expires_at with the
 //     clock, and whoever takes payments away from an owner (Claim, ClaimOrphans) locks that
 //     owner's lease row FOR SHARE first and reads the clock after: so a lease is either renewed
@@ -116,6 +120,9 @@ type PGStore struct {
 	wake         chan struct{} // a new announcement (capacity 1)
 	stopNotifier context.CancelFunc
 	notifierDone chan struct{}
+	// appended is signalled (without waiting) when events this process appended have
+	// committed, for ListenEvents.
+	appended chan struct{}
 
 	renewedAt atomic.Pointer[time.Time] // local start of the last successful renewal; nil when released
 	offset    atomic.Int64              // the database's clock minus the local one, in nanoseconds
@@ -211,7 +218,7 @@ func OpenPGStore(ctx context.Context, url string, opts PGStoreOptions) (*PGStore
 		host = "gateway"
 	}
 	s := &PGStore{pool: pool, ttl: opts.LeaseTTL, logger: opts.Logger,
-		host: fmt.Sprintf("%s-%d", host, os.Getpid()), past: map[string]struct{}{}}
+		host: fmt.Sprintf("%s-%d", host, os.Getpid()), past: map[string]struct{}{}, appended: make(chan struct{}, 1)}
 	if err := s.newLease(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("gateway: open store: take a lease: %w", err)
@@ -243,8 +250,9 @@ func (s *PGStore) write(ctx context.Context, fn func(ctx context.Context, tx pgx
 }
 
 // announce queues the announcement of a committed change of payment id to the other processes
-// (see runNotifier).
+// (see runNotifier), and tells ListenEvents of this process that events were appended.
 func (s *PGStore) announce(owner, id string) {
+	s.kickEvents()
 	payload := owner + ":" + id
 	if len(payload) >= 8000 { // the server's limit; a lost notification is allowed for
 		return
@@ -643,13 +651,22 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 	}
 	rollback := func() { tx.Rollback(context.WithoutCancel(ctx)) }
 	owner := s.Owner()
+	// The payment.created event is inserted by the same statement, from the row it inserted:
+	// both are in the transaction or neither is, and an insert that did nothing (the id was
+	// taken) appends nothing.
 	stored, err := pgScanPayment(tx.QueryRow(ctx,
-		`WITH t AS (SELECT paygate_now_ns() AS now)
-		 INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
-			fingerprint, created_at, deadline, owner)
-		 SELECT $1, $2, $3, $4, $5, $6, $7, $8, t.now, t.now + $9, $10 FROM t
-		 ON CONFLICT (payment_id) DO NOTHING
-		 RETURNING `+pgPaymentColumns,
+		`WITH t AS (SELECT paygate_now_ns() AS now), i AS (
+			INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
+				fingerprint, created_at, deadline, owner)
+			SELECT $1, $2, $3, $4, $5, $6, $7, $8, t.now, t.now + $9, $10 FROM t
+			ON CONFLICT (payment_id) DO NOTHING
+			RETURNING *
+		 ), e AS (
+			INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
+			SELECT '`+string(eventPaymentCreated)+`', i.payment_id, i.username, `+pgEventPayee("i")+`, i.created_at,
+				`+pgEventSnapshot("i")+` FROM i
+		 )
+		 SELECT `+pgPaymentColumns+` FROM i`,
 		p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint,
 		p.Deadline.Sub(p.CreatedAt).Nanoseconds(), owner))
 	switch {
@@ -687,7 +704,9 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 // returns the payment as stored afterwards: with d when this call decided it, with the earlier
 // decision otherwise. A payment that does not exist is created as a presumed abort when d is an
 // abort, so that it can never commit later. decided_at is the database's clock (now is not
-// used). A decision is announced to the other processes.
+// used). A decision is announced to the other processes. A decision of this call is appended to
+// the event log by the statement that records it (a presumed abort of an unknown payment is no
+// payment: it has no event).
 func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error) {
 	if unstorable(id) {
 		if d == decisionAbort {
@@ -700,7 +719,11 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 	var changed bool
 	owner := s.Owner()
 	// Each statement below is a compare-and-set correct on its own, so they run without a
-	// transaction around them: one round trip each instead of three.
+	// transaction around them: one round trip each instead of three. The decision's event is
+	// inserted by the UPDATE's own statement (a data-modifying WITH): one statement is one
+	// transaction, so the decision and its event commit together or not at all, and the insert
+	// reads only the row the UPDATE changed (RETURNING), so a call that decided nothing (it
+	// lost the compare-and-set, or runs again after a retry) appends nothing.
 	err := pgdb.Statements(ctx, s.pool, func(ctx context.Context, tx pgdb.Querier) error {
 		changed = false
 		// At most three rounds: the UPDATE finds no row, the presumed abort's INSERT meets an
@@ -708,9 +731,16 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 		for range 3 {
 			var err error
 			p, err = pgScanPayment(tx.QueryRow(ctx,
-				`UPDATE payments SET decision = $1, failure_reason = $2, failure_message = $3, presumed = $4,
-					decided_at = paygate_now_ns(), decided_by = $6
-				 WHERE payment_id = $5 AND decision = 0 RETURNING `+pgPaymentColumns,
+				`WITH u AS (
+					UPDATE payments SET decision = $1, failure_reason = $2, failure_message = $3, presumed = $4,
+						decided_at = paygate_now_ns(), decided_by = $6
+					WHERE payment_id = $5 AND decision = 0 RETURNING *
+				 ), e AS (
+					INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
+					SELECT CASE WHEN u.decision = 1 THEN '`+string(eventPaymentSucceeded)+`' ELSE '`+string(eventPaymentFailed)+`' END,
+						u.payment_id, u.username, `+pgEventPayee("u")+`, u.decided_at, `+pgEventSnapshot("u")+` FROM u
+				 )
+				 SELECT `+pgPaymentColumns+` FROM u`,
 				int16(d), reason, message, presumed, id, int32(by)))
 			if err == nil {
 				changed = true
@@ -758,7 +788,8 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 // AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
 // payment itself was never stored (see Decide), and returns the row as stored afterwards: with
 // p's parameters when this call adopted it, with those of an earlier adoption otherwise
-// (compare fingerprints). An adoption is announced to the other processes.
+// (compare fingerprints). An adoption is announced to the other processes, and appends
+// payment.created then payment.failed to the event log in the UPDATE's statement.
 func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error) {
 	if unstorable(p.PaymentID, p.Username, p.From, p.To, p.Currency) {
 		return p, fmt.Errorf("gateway: adopt payment %q: %w", p.PaymentID, errNULText)
@@ -775,9 +806,18 @@ func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (payment
 		var err error
 		changed = false
 		out, err = pgScanPayment(tx.QueryRow(ctx,
-			`UPDATE payments SET username = $1, from_account = $2, to_account = $3, amount = $4, currency = $5,
-				description = $6, fingerprint = $7
-			 WHERE payment_id = $8 AND presumed AND length(fingerprint) = 0 RETURNING `+pgPaymentColumns,
+			`WITH u AS (
+				UPDATE payments SET username = $1, from_account = $2, to_account = $3, amount = $4, currency = $5,
+					description = $6, fingerprint = $7
+				WHERE payment_id = $8 AND presumed AND length(fingerprint) = 0 RETURNING *
+			 ), e AS (
+				INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
+				SELECT x.type, u.payment_id, u.username, `+pgEventPayee("u")+`, x.now, `+pgEventSnapshot("u")+`
+				FROM u, (SELECT paygate_now_ns() AS now) t,
+					LATERAL (VALUES (1, '`+string(eventPaymentCreated)+`', t.now), (2, '`+string(eventPaymentFailed)+`', t.now)) AS x(n, type, now)
+				ORDER BY x.n
+			 )
+			 SELECT `+pgPaymentColumns+` FROM u`,
 			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint, p.PaymentID))
 		if err == nil {
 			changed = true

@@ -118,12 +118,30 @@ var migrations = []string{
 		events     TEXT NOT NULL
 	);
 	CREATE INDEX payment_trail_by_payment ON payment_trail(payment_id, id);`,
+	// The payments' event log (see eventLog and store_events.go): one row per change of a
+	// payment, numbered by seq (AUTOINCREMENT: never reused, even once the newest rows are
+	// pruned), with the payment as of the change (snapshot, JSON), by payer and payee. A store
+	// from before gets the table empty: payments stored before it have no events.
+	`CREATE TABLE events (
+		seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+		type       TEXT NOT NULL,
+		payment_id TEXT NOT NULL,
+		payer      TEXT NOT NULL,
+		payee      TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		snapshot   TEXT NOT NULL
+	);
+	CREATE INDEX events_by_payer ON events(payer, seq);
+	CREATE INDEX events_by_payee ON events(payee, seq);`,
 }
 
 // SQLiteStore is the gateway's store in one SQLite file: the embedded default, for one gateway
 // process (it holds the file's only writer, so every lease is its own).
 type SQLiteStore struct {
 	db *sqlitedb.DB
+	// appended is signalled (without waiting) when events were appended and committed, for
+	// ListenEvents.
+	appended chan struct{}
 }
 
 // OpenStore opens or creates the gateway store at path. noGroupCommit gives every write its
@@ -133,7 +151,7 @@ func OpenStore(ctx context.Context, path string, noGroupCommit bool) (*SQLiteSto
 	if err != nil {
 		return nil, fmt.Errorf("gateway: open store: %w", err)
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLiteStore{db: db, appended: make(chan struct{}, 1)}, nil
 }
 
 // Close closes the store.
@@ -371,10 +389,17 @@ func (s *SQLiteStore) StartAdmitPayment(ctx context.Context, p paymentRecord) (s
 	if err != nil {
 		return p, false, nil, wrap(err)
 	}
-	return stored, inserted, func() error { return wrap(synced()) }, nil
+	return stored, inserted, func() error {
+		err := synced()
+		if err == nil && inserted {
+			s.kickEvents()
+		}
+		return wrap(err)
+	}, nil
 }
 
-// admit is the write of AdmitPayment; it sets *stored and *inserted.
+// admit is the write of AdmitPayment, with its payment.created event; it sets *stored and
+// *inserted.
 func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bool) func(context.Context, *sqlitedb.Tx) error {
 	return func(ctx context.Context, tx *sqlitedb.Tx) error {
 		*stored, *inserted = p, false
@@ -389,7 +414,7 @@ func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bo
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			*inserted = true
-			return nil
+			return sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated)
 		}
 		*stored, err = s.payment(ctx, tx, p.PaymentID)
 		return err
@@ -420,19 +445,27 @@ func (s *SQLiteStore) Payment(ctx context.Context, id string) (paymentRecord, er
 // returns the payment as stored afterwards: with d when this call decided it, with the earlier
 // decision otherwise. A payment that does not exist is created as a presumed abort when d is
 // an abort (a bank asking about a transaction the gateway never admitted), so that it can
-// never commit later.
+// never commit later. A decision of this call is appended to the event log in its transaction
+// (a presumed abort of an unknown payment is no payment: it has no event).
 func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error) {
 	var p paymentRecord
+	var decided bool
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		// The usual case, an undecided payment, is one statement that returns the row.
 		var err error
+		decided = false
 		p, err = scanPayment(tx.QueryRowContext(ctx,
 			`UPDATE payments SET decision = ?, failure_reason = ?, failure_message = ?, presumed = ?, decided_at = ?,
 				decided_by = ?
 			 WHERE payment_id = ? AND decision = 0 RETURNING `+paymentColumns,
 			d, reason, message, presumed, now.UnixNano(), by, id))
 		if err == nil {
-			return nil
+			decided = true
+			typ := eventPaymentSucceeded
+			if d != decisionCommit {
+				typ = eventPaymentFailed
+			}
+			return sqliteAppendEvents(ctx, tx, id, typ)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -454,6 +487,9 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 	})
 	if err != nil {
 		return p, fmt.Errorf("gateway: decide %s: %w", id, err)
+	}
+	if decided {
+		s.kickEvents()
 	}
 	return p, nil
 }
@@ -490,23 +526,35 @@ func (s *SQLiteStore) Secret(ctx context.Context, name string, size int) ([]byte
 // payment itself was never stored (see Decide), so that the payment is the sender's from then
 // on: GetPayment, ListPayments and WatchPayments show it, failed, with its parameters. It
 // returns the row as stored afterwards: with p's parameters when this call adopted it, with
-// those of an earlier adoption otherwise (compare fingerprints).
+// those of an earlier adoption otherwise (compare fingerprints). An adoption appends
+// payment.created and payment.failed to the event log, in its transaction.
 func (s *SQLiteStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error) {
 	var out paymentRecord
+	var adopted bool
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		if _, err := tx.ExecContext(ctx,
+		adopted = false
+		res, err := tx.ExecContext(ctx,
 			`UPDATE payments SET username = ?, from_account = ?, to_account = ?, amount = ?, currency = ?,
 				description = ?, fingerprint = ?
 			 WHERE payment_id = ? AND presumed = 1 AND length(fingerprint) = 0`,
-			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint, p.PaymentID); err != nil {
+			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint, p.PaymentID)
+		if err != nil {
 			return err
 		}
-		var err error
+		if n, _ := res.RowsAffected(); n == 1 {
+			adopted = true
+			if err := sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated, eventPaymentFailed); err != nil {
+				return err
+			}
+		}
 		out, err = s.payment(ctx, tx, p.PaymentID)
 		return err
 	})
 	if err != nil {
 		return out, fmt.Errorf("gateway: adopt payment %s: %w", p.PaymentID, err)
+	}
+	if adopted {
+		s.kickEvents()
 	}
 	return out, nil
 }
