@@ -129,9 +129,10 @@ func TestVerifyMalformed(t *testing.T) {
 		"t=1e9,v1=" + good,
 		"t=99999999999999999999,v1=" + good, // overflows int64
 		"t=" + unix + ",t=" + unix + ",v1=" + good,
-		"t=" + unix + ",v1" + good,  // no '='
-		"T=" + unix + ",V1=" + good, // keys are case-sensitive
-		"t=" + unix + ";v1=" + good, // wrong separator
+		"t=" + unix + ",v1" + good,       // no '='
+		"t=" + unix + ",junk,v1=" + good, // an entry without '='
+		"T=" + unix + ",V1=" + good,      // keys are case-sensitive
+		"t=" + unix + ";v1=" + good,      // wrong separator
 		"t=" + unix + ",v1=" + good + "," + strings.Repeat("x", maxHeaderLen),
 	} {
 		err := VerifyAt(testSecret, header, testBody, -1, testTime)
