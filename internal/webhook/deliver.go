@@ -33,7 +33,7 @@ const SnippetBytes = 1 << 10
 type Request struct {
 	URL       string    // the endpoint's URL
 	Body      []byte    // the event, JSON
-	Secrets   []string  // the endpoint's signing secrets: the current one, and a rotated one during its grace period
+	Secrets   []string  // the signing secrets: the current one, and a rotated one in its grace period
 	EventID   string    // sent as Paygate-Event-Id; the same for every attempt of the event
 	EventType string    // sent as Paygate-Event-Type, e.g. "payment.succeeded"
 	Now       time.Time // the signature's timestamp; zero is the current time

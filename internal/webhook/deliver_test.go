@@ -171,6 +171,35 @@ func TestDeliverSigned(t *testing.T) {
 	}
 }
 
+// HTTP/2 over TLS is negotiated when the endpoint offers it, with the same guards.
+func TestDeliverHTTP2(t *testing.T) {
+	t.Parallel()
+	protos := make(chan int, 2)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if webhook.Verify(testSecret, r.Header.Get(webhook.SignatureHeader), body, 0) != nil {
+			http.Error(w, "bad signature", http.StatusBadRequest)
+		}
+		protos <- r.ProtoMajor
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	c := NewClient(Options{Policy: allowOnly("127.0.0.1"), RootCAs: pool})
+	if a := deliver(t, c, request(srv.URL)); !a.Success {
+		t.Fatalf("attempt = %+v", a)
+	}
+	if p := <-protos; p != 2 {
+		t.Fatalf("the request came over HTTP/%d, want HTTP/2", p)
+	}
+	refused := NewClient(Options{RootCAs: pool}) // DefaultPolicy
+	if a := deliver(t, refused, request(srv.URL)); a.Success || a.Err.Error() != "address refused: loopback" {
+		t.Fatalf("with DefaultPolicy: attempt = %+v", a)
+	}
+}
+
 func TestDeliverStatus(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
