@@ -194,13 +194,15 @@ func (c *Config) Validate() error {
 
 // Gateway is a running payment gateway.
 type Gateway struct {
-	cfg      Config
-	logger   *slog.Logger
-	store    Store
-	banks    map[string]bankv1connect.BankServiceClient
-	coord    *Coordinator
-	health   *bankHealth
-	events   *broker
+	cfg    Config
+	logger *slog.Logger
+	store  Store
+	banks  map[string]bankv1connect.BankServiceClient
+	coord  *Coordinator
+	health *bankHealth
+	events *broker
+	// eventSeq numbers the store's event log and says how far it is numbered (eventseq.go).
+	eventSeq *eventSequencer
 	throttle attemptBudget
 	// registerThrottle limits refused registrations per address and per account.
 	registerThrottle attemptBudget
@@ -259,6 +261,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.store = store
+	g.eventSeq = newEventSequencer(store, g.logger)
 	g.now = store.Now // sessions expire by the store's clock, the same for every replica
 	g.throttle = newThrottle(store, "login", cfg.LoginFailureEvery, cfg.LoginFailuresBurst)
 	g.registerThrottle = newThrottle(store, "register", cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)
@@ -437,12 +440,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.web != nil {
 		g.serve(g.web, g.webLn)
 	}
-	g.wg.Add(5)
+	g.wg.Add(6)
 	go func() { defer g.wg.Done(); g.health.probe(bg, g.healthClients, g.cfg.HealthInterval) }()
 	go func() { defer g.wg.Done(); g.coord.Recover(bg, g.cfg.RecoveryInterval) }()
 	go func() { defer g.wg.Done(); g.expireSessions(bg) }()
 	go func() { defer g.wg.Done(); g.coord.keepLease(bg) }()
 	go func() { defer g.wg.Done(); g.coord.listen(bg) }()
+	go func() { defer g.wg.Done(); g.eventSeq.run(bg) }()
 	g.logger.Info("gateway serving", "api", g.apiLn.Addr().String(), "web", g.WebAddr(), "banks", len(g.banks), "txn_timeout", g.cfg.TxnTimeout)
 	return nil
 }
