@@ -3,26 +3,36 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/cluster"
+	"github.com/paygate/paygate/internal/rpcerr"
 )
 
 // TestMetricsEndToEnd runs a gateway and a bank with --metrics-listen, makes payments of which
 // some fail for insufficient funds, and checks that the scrapes moved by exactly what was
-// done: payments by outcome and reason (a replayed request is no new payment), and requests of
-// ExecutePayment. With promtool on PATH, the scrapes must also pass `promtool check metrics`.
+// done: payments by outcome and reason (a replayed request is no new payment), requests of
+// ExecutePayment, the gateway's calls to the banks (by procedure, by bank and kind, messages per
+// call), logins by result, live sessions, open payment streams and the stores' commits. Every
+// paygate metric the alerting rules use must be in the scrapes. With promtool on PATH, the
+// scrapes must also pass `promtool check metrics`.
 func TestMetricsEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real processes")
@@ -35,6 +45,37 @@ func TestMetricsEndToEnd(t *testing.T) {
 	alice := login(t, c, "alice")
 
 	before := scrape(t, gwMetrics)
+	bankBefore := scrape(t, bankMetrics)
+	// Logins: one that succeeds, then wrong passwords until the throttle refuses one (the
+	// budget of failures per user and address is 5 by default).
+	login(t, c, "bob")
+	const loginBudget = 5
+	for i := range loginBudget + 1 {
+		_, err := c.Login("bob", "wrong-password")
+		want := "invalid_credentials"
+		if i == loginBudget {
+			want = "login_throttled"
+		}
+		if got := rpcerr.Reason(err); got != want {
+			t.Fatalf("wrong password %d: %v (reason %q), want %s", i, err, got, want)
+		}
+	}
+
+	// Payments one at a time, each waited for until its phase two is done (phase two runs
+	// after the answer), so that every message to a bank goes out alone.
+	phaseTwoDone := func(want float64) {
+		t.Helper()
+		series := `paygate_payment_phase_seconds_count{phase="phase_two"}`
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if got := scrape(t, gwMetrics).value(series) - before.value(series); got >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not reach +%v within 10s", series, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	const n, k = 7, 3
 	var lastOK string
 	for i := range n {
@@ -56,6 +97,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 		if got := resp.GetPayment().GetStatus(); got != want {
 			t.Fatalf("payment %d: status %v (%v), want %v", i, got, resp.GetPayment().GetFailureReason(), want)
 		}
+		phaseTwoDone(float64(i + 1))
 	}
 	// A retry of a decided payment gets the stored answer: one more request, no more payments.
 	if _, err := pay(ctxT(t, 10*time.Second), alice, lastOK, "bank1-1001", "bank2-2002", 100); err != nil {
@@ -66,10 +108,41 @@ func TestMetricsEndToEnd(t *testing.T) {
 
 	moved := func(series string) float64 { return after.value(series) - before.value(series) }
 	execOK := `paygate_rpc_server_requests_total{code="ok",procedure="` + gatewayv1connect.PaymentServiceExecutePaymentProcedure + `"}`
+	clientOK := func(proc string) string {
+		return `paygate_rpc_client_requests_total{code="ok",procedure="` + proc + `"}`
+	}
+	bankCalls := func(bank, kind string) string {
+		return `paygate_bank_call_duration_seconds_count{bank="` + bank + `",kind="` + kind + `"}`
+	}
+	// bank1 pays in the n-k payments that succeed, bank3 is paid in the k that fail, bank2 is
+	// in all: each payment is a prepare and a completion (commit or abort) at each of its banks.
 	for _, tc := range []struct {
 		series string
 		want   float64
 	}{
+		{clientOK(bankv1connect.BankServicePrepareTransactionProcedure), 2 * n},
+		{clientOK(bankv1connect.BankServiceCommitTransactionProcedure), 2 * (n - k)},
+		{clientOK(bankv1connect.BankServiceAbortTransactionProcedure), 2 * k},
+		{clientOK(bankv1connect.BankServiceBatchProcedure), 0},
+		{`paygate_rpc_client_duration_seconds_count{procedure="` + bankv1connect.BankServicePrepareTransactionProcedure + `"}`, 2 * n},
+		{bankCalls("bank1", "prepare"), n - k},
+		{bankCalls("bank1", "commit"), n - k},
+		{bankCalls("bank1", "abort"), 0},
+		{bankCalls("bank2", "prepare"), n},
+		{bankCalls("bank2", "commit"), n - k},
+		{bankCalls("bank2", "abort"), k},
+		{bankCalls("bank3", "abort"), k},
+		{bankCalls("bank3", "batch"), 0},
+		{`paygate_bank_batch_size_count{bank="bank1"}`, 2 * (n - k)},
+		{`paygate_bank_batch_size_sum{bank="bank2"}`, 2 * n},
+		{`paygate_bank_batch_size_bucket{bank="bank3",le="1"}`, 2 * k},
+		{`paygate_logins_total{result="succeeded"}`, 1},
+		{`paygate_logins_total{result="failed"}`, loginBudget},
+		{`paygate_logins_total{result="throttled"}`, 1},
+		{`paygate_logins_total{result="error"}`, 0},
+		{"paygate_sessions", 1},
+		{"paygate_recovery_redrives_total", 0},
+		{"paygate_presumed_aborts_total", 0},
 		{`paygate_payments_total{failure_reason="",outcome="succeeded"}`, n - k},
 		{`paygate_payments_total{failure_reason="insufficient_funds",outcome="failed"}`, k},
 		{`paygate_payments_total{failure_reason="timeout",outcome="failed"}`, 0},
@@ -88,7 +161,14 @@ func TestMetricsEndToEnd(t *testing.T) {
 		}
 	}
 	after.mustHave(t, "paygate_build_info{", "go_goroutines", "process_cpu_seconds_total",
-		"paygate_payments_undecided ", "paygate_payments_unacknowledged ")
+		"paygate_payments_undecided ", "paygate_payments_unacknowledged ", "paygate_recovery_backlog ",
+		`paygate_get_decision_total{result="abort"}`, `paygate_registrations_total{result="succeeded"}`)
+	if got := moved(`paygate_store_commit_batch_size_count{store="gateway"}`); got < n {
+		t.Errorf("the gateway's store committed %v transactions for %d payments, want at least one each", got, n)
+	}
+	if moved(`paygate_store_commit_batch_size_sum{store="gateway"}`) < moved(`paygate_store_commit_seconds_count{store="gateway"}`) {
+		t.Error("the gateway's store committed fewer updates than transactions")
+	}
 	// Every payment is settled: the next recovery round (each second) finds none unfinished.
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		s := scrape(t, gwMetrics)
@@ -112,6 +192,26 @@ func TestMetricsEndToEnd(t *testing.T) {
 	if bank.sum("paygate_rpc_server_requests_total{") == 0 {
 		t.Error("bank1 counted no requests")
 	}
+	// bank1's prepares and commits each write its ledger.
+	if got := bank.value(`paygate_store_commit_seconds_count{store="bank"}`) - bankBefore.value(`paygate_store_commit_seconds_count{store="bank"}`); got < 2*(n-k) {
+		t.Errorf("bank1's ledger committed %v transactions for %d prepares and commits, want at least one each", got, 2*(n-k))
+	}
+	if n := bank.sum("paygate_payments_total"); n != 0 {
+		t.Errorf("bank1 exposes gateway metrics: %v", n)
+	}
+
+	// An open WatchPayments stream is counted while it is open.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	stream, err := alice.Payments.WatchPayments(watchCtx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGauge(t, gwMetrics, "paygate_watch_streams", 1)
+	stopWatch()
+	stream.Close()
+	waitGauge(t, gwMetrics, "paygate_watch_streams", 0)
+
+	checkRuleMetrics(t, map[string]*scraped{"gateway": after, "bank1": bank})
 
 	// The operations listener serves /metrics only.
 	resp, err := http.Get("http://" + gwMetrics + gatewayv1connect.PaymentServiceExecutePaymentProcedure)
@@ -135,6 +235,67 @@ func TestMetricsEndToEnd(t *testing.T) {
 			t.Errorf("promtool check metrics on the %s's scrape: %v\n%s", name, err, out)
 		}
 	}
+}
+
+// waitGauge waits up to 10s for the gateway's series to be want.
+func waitGauge(t *testing.T, addr, series string, want float64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got := scrape(t, addr).value(series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v after 10s, want %v", series, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rulesFile is the alerting rules file shipped for Prometheus.
+const rulesFile = "../../deploy/prometheus/paygate-rules.yml"
+
+// paygateMetricName matches the paygate metric names an expression uses.
+var paygateMetricName = regexp.MustCompile(`\bpaygate_[a-z0-9_]+`)
+
+// checkRuleMetrics checks that every paygate metric the alerting rules name (in expressions
+// and annotations) is exposed by one of the scrapes, so that no rule watches a name that does
+// not exist (and never fires).
+func checkRuleMetrics(t *testing.T, scrapes map[string]*scraped) {
+	t.Helper()
+	raw, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := slices.Compact(slices.Sorted(slices.Values(paygateMetricName.FindAllString(string(raw), -1))))
+	if len(names) == 0 {
+		t.Fatalf("%s uses no paygate metric", rulesFile)
+	}
+	for _, name := range names {
+		found := false
+		for _, s := range scrapes {
+			if s.has(name) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("%s uses %s, which no scrape exposes", rulesFile, name)
+		}
+	}
+}
+
+// has says whether the scrape has a sample of the metric name, or of the histogram name (its
+// _count).
+func (s *scraped) has(name string) bool {
+	for series := range s.samples {
+		for _, n := range []string{name, name + "_count"} {
+			if series == n || strings.HasPrefix(series, n+"{") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // scraped is one scrape in the text format: its lines and each sample's value by series (the

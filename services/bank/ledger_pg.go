@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,8 +42,9 @@ const pgMigrationLockKey int64 = 0x7061796761746501 // "paygate" and 01, the ban
 // bank, and opening it for another fails with ErrWrongBank. PostgreSQL text cannot hold NUL
 // bytes, so identifiers containing one are refused (ErrInvalidArgument) or not found.
 type PGLedger struct {
-	pool *pgxpool.Pool
-	bank string
+	pool    *pgxpool.Pool
+	bank    string
+	commits atomic.Pointer[pgdb.CommitMetrics] // observes write's commits; nil: none (observeCommits)
 }
 
 var _ ledgerStore = (*PGLedger)(nil)
@@ -92,7 +94,7 @@ func (l *PGLedger) Bank() string { return l.bank }
 // failure or a deadlock runs fn again in a new transaction, after a backoff: fn must set its
 // results afresh on every run (pgdb.Write).
 func (l *PGLedger) write(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
-	return pgdb.Write(ctx, l.pool, fn)
+	return pgdb.WriteObserved(ctx, l.pool, l.commits.Load(), fn)
 }
 
 // pgUnavailable says whether err means the database cannot be reached or is out of resources

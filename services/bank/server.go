@@ -110,6 +110,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	var interceptors []connect.Interceptor
 	if cfg.Metrics != nil {
 		interceptors = []connect.Interceptor{metrics.NewRPCInterceptor(cfg.Metrics, slices.Collect(maps.Keys(Policy)))}
+		observeCommits(b.Ledger, cfg.Metrics)
 	}
 	srv, err := rpcserver.New(rpcserver.Config{Name: cfg.Name, Logger: logger, Policy: Policy, Interceptors: interceptors, TLS: serverTLS})
 	if err != nil {

@@ -56,7 +56,8 @@ func dummyHashFor(cost int) []byte {
 var errInvalidCredentials = rpcerr.New(connect.CodeUnauthenticated, "invalid_credentials", "invalid username or password")
 
 // Login implements AuthService.Login.
-func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.LoginRequest]) (*connect.Response[gatewayv1.LoginResponse], error) {
+func (g *Gateway) Login(ctx context.Context, req *connect.Request[gatewayv1.LoginRequest]) (_ *connect.Response[gatewayv1.LoginResponse], err error) {
+	defer func() { g.paymentMetrics().login(err) }()
 	username := req.Msg.GetUsername()
 	keys := []string{"user:" + username, "addr:" + hostOf(req.Peer().Addr)}
 	now := g.now()
@@ -180,7 +181,8 @@ func usernameTaken(username string) error {
 // anything is checked and given back when it succeeds (or fails for a reason of the gateway's or
 // a bank's, such as a bank being down), so that refusals count and N concurrent attempts spend
 // N.
-func (g *Gateway) Register(ctx context.Context, req *connect.Request[gatewayv1.RegisterRequest]) (*connect.Response[gatewayv1.RegisterResponse], error) {
+func (g *Gateway) Register(ctx context.Context, req *connect.Request[gatewayv1.RegisterRequest]) (_ *connect.Response[gatewayv1.RegisterResponse], err error) {
+	defer func() { g.paymentMetrics().registered(err) }()
 	// Per account as well as per address: many addresses must not get more guesses at one
 	// account. (Its bank also burns a code after a few wrong ones.)
 	keys := []string{"register:" + hostOf(req.Peer().Addr)}

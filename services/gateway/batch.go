@@ -204,8 +204,9 @@ type bankAnswer struct {
 // prepares and the completions queued together go out as one Batch call, which the bank
 // applies in one write (completions first).
 type batchingParticipant struct {
-	client bankv1connect.BankServiceClient
-	msgs   *batcher[bankMsg, bankAnswer]
+	client  bankv1connect.BankServiceClient
+	msgs    *batcher[bankMsg, bankAnswer]
+	metrics *bankCallMetrics // times the calls and counts their messages; nil: none
 }
 
 // newBatchingParticipant starts a batching participant for client until ctx ends; wg counts
@@ -218,6 +219,7 @@ func newBatchingParticipant(ctx context.Context, wg *sync.WaitGroup, client bank
 
 // single sends a lone message as its own call.
 func (bp *batchingParticipant) single(ctx context.Context, m bankMsg) (bankAnswer, error) {
+	defer bp.metrics.single(m, time.Now())
 	switch {
 	case m.prepare != nil:
 		resp, err := bp.client.PrepareTransaction(ctx, connect.NewRequest(m.prepare))
@@ -242,6 +244,7 @@ func (bp *batchingParticipant) single(ctx context.Context, m bankMsg) (bankAnswe
 
 // multiple sends several messages as one Batch call and hands each its own answer.
 func (bp *batchingParticipant) multiple(ctx context.Context, ms []bankMsg) ([]bankAnswer, []error, error) {
+	defer bp.metrics.multiple(len(ms), time.Now())
 	req := &bankv1.BatchRequest{}
 	var completionAt, prepareAt []int // positions in ms of the request's items
 	for i, m := range ms {

@@ -299,17 +299,27 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	var names []string
 	batchCtx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
 	g.stopBatchers = func() { stopBatchers(); g.batchers.Wait() }
+	var pm *paymentMetrics
+	var clientRPC connect.Interceptor // counts the calls to the banks
+	if cfg.Metrics != nil {
+		pm = newPaymentMetrics(cfg.Metrics, slices.Sorted(maps.Keys(cfg.Banks)))
+		clientRPC = metrics.NewRPCClientInterceptor(cfg.Metrics, bankProcedures())
+		g.registerMetrics(cfg.Metrics)
+	}
+	bankOpts := rpcserver.ClientOptions(clientRPC)
 	for name, url := range cfg.Banks {
 		// rpcserver.ClientOptions forward the request id of the call a bank call is made for
 		// (a payment's prepare carries the payment's id into the bank's log line). A batched
 		// call carries several payments: it is made in the context of the batch's first
 		// live payment (see (*batcher).send), so it forwards that payment's id.
-		c := bankv1connect.NewBankServiceClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
+		c := bankv1connect.NewBankServiceClient(bankHTTP[name], url, bankOpts...)
 		g.banks[name] = c
 		if cfg.NoBatching {
 			participants[name] = c
 		} else {
-			participants[name] = newBatchingParticipant(batchCtx, &g.batchers, c)
+			bp := newBatchingParticipant(batchCtx, &g.batchers, c)
+			bp.metrics = pm.bankCallsOf(name)
+			participants[name] = bp
 		}
 		names = append(names, name)
 	}
@@ -320,10 +330,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	var interceptors []connect.Interceptor
-	var pm *paymentMetrics
 	if cfg.Metrics != nil {
 		interceptors = []connect.Interceptor{metrics.NewRPCInterceptor(cfg.Metrics, slices.Collect(maps.Keys(Policy)))}
-		pm = newPaymentMetrics(cfg.Metrics, names)
 	}
 	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, MapError: mapError, TLS: serverTLS})
 	if err != nil {
@@ -371,7 +379,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.healthClients = make(map[string]*grpchealth.Client, len(names))
 	for name, url := range cfg.Banks {
-		g.healthClients[name] = grpchealth.NewClient(bankHTTP[name], url, rpcserver.ClientOptions()...)
+		g.healthClients[name] = grpchealth.NewClient(bankHTTP[name], url, bankOpts...)
 	}
 	ok = true
 	return g, nil

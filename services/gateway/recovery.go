@@ -25,9 +25,10 @@ var ErrNotParticipant = errors.New("gateway: the bank is not a participant of th
 // (a transaction prepared before proofs existed) a bank is answered only about a payment the
 // store holds with that bank as a participant. Any other request gets ErrNotParticipant, the
 // same whether the id is known or not, and nothing is recorded.
-func (c *Coordinator) DecisionFor(ctx context.Context, id, bank string, proof []byte) (paymentRecord, error) {
+func (c *Coordinator) DecisionFor(ctx context.Context, id, bank string, proof []byte) (p paymentRecord, err error) {
+	defer func() { c.metrics.answeredGetDecision(p, err) }()
 	proven := validProof(c.proofKey, id, bank, proof)
-	p, err := c.store.Payment(ctx, id)
+	p, err = c.store.Payment(ctx, id)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return p, err
 	}
@@ -48,6 +49,7 @@ func (c *Coordinator) DecisionFor(ctx context.Context, id, bank string, proof []
 		return p, err
 	}
 	c.countDecided(p, decisionAbort, decidedByGetDecision)
+	c.metrics.presumedAbort(p)
 	c.logger.LogAttrs(ctx, slog.LevelInfo, "presumed abort", slog.String("payment_id", id), slog.String("decision", p.Decision.String()))
 	c.events.publish(p)
 	c.Kick()
@@ -172,6 +174,9 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 				return
 			}
 			c.noteIfClaimed(fresh.PaymentID, "claimed from a replica whose lease had expired")
+			if fresh.Decision != decisionNone {
+				c.metrics.recoveryRedrive()
+			}
 			c.recoverPayment(ctx, fresh)
 		}()
 	}
@@ -261,6 +266,7 @@ func (c *Coordinator) Redrive(ctx context.Context, id, admin string) (paymentRec
 		return fresh, false, ErrHeldElsewhere
 	}
 	c.noteRedriveRequested(id, admin)
+	c.metrics.adminRedrive()
 	c.noteIfClaimed(id, "claimed for a re-drive from a replica whose lease had expired")
 	c.logger.LogAttrs(ctx, slog.LevelInfo, "re-drive requested", slog.String("payment_id", id), slog.String("admin", admin))
 	// The protocol runs to its end even if the admin goes away, as a request's does.

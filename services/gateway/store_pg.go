@@ -127,6 +127,8 @@ type PGStore struct {
 	renewedAt atomic.Pointer[time.Time] // local start of the last successful renewal; nil when released
 	offset    atomic.Int64              // the database's clock minus the local one, in nanoseconds
 	lastGC    atomic.Int64              // local unix nanoseconds of the last cleanup
+
+	commits atomic.Pointer[pgdb.CommitMetrics] // observes write's commits; nil: none (registerMetrics)
 }
 
 var (
@@ -246,7 +248,7 @@ func (s *PGStore) Shared() bool { return true }
 
 // write runs fn in a transaction with pgdb.Write.
 func (s *PGStore) write(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
-	return pgdb.Write(ctx, s.pool, fn)
+	return pgdb.WriteObserved(ctx, s.pool, s.commits.Load(), fn)
 }
 
 // announce queues the announcement of a committed change of payment id to the other processes
@@ -678,7 +680,9 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 			if crashpoint.Enabled {
 				crashpoint.Held(ctx) // a crash point that needs this write lost holds its commit
 			}
+			start := time.Now()
 			if commitErr = tx.Commit(ctx); commitErr == nil {
+				s.commits.Load().ObserveCommit(start)
 				s.announce(owner, p.PaymentID)
 			}
 		}()
