@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
+	"github.com/paygate/paygate/internal/pgdb/pgtest"
 	"github.com/paygate/paygate/internal/rpcerr"
 )
 
@@ -291,15 +292,26 @@ func TestLoginResult(t *testing.T) {
 }
 
 // TestRegisterMetrics: the metrics read on scrape (open streams, live sessions) and the store's
-// commit histograms, on a real SQLite store.
+// commit histograms, on real SQLite and PostgreSQL stores.
 func TestRegisterMetrics(t *testing.T) {
 	t.Parallel()
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		store, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "gateway.db"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		testRegisterMetrics(t, store)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		testRegisterMetrics(t, ctOpenPG(t, pgtest.NewDatabase(t, "paygate_metrics_"), 10*time.Second))
+	})
+}
+
+func testRegisterMetrics(t *testing.T, store Store) {
 	ctx := context.Background()
-	store, err := OpenStore(ctx, filepath.Join(t.TempDir(), "gateway.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	reg := prometheus.NewRegistry()
 	g := &Gateway{store: store, events: newBroker(), now: store.Now, logger: slog.New(slog.DiscardHandler)}
 	g.registerMetrics(reg)
@@ -360,4 +372,23 @@ func TestRegisterMetrics(t *testing.T) {
 	if sizes := histogramCounts(t, reg, "paygate_store_commit_batch_size"); sizes["store=gateway"] != counts["store=gateway"] {
 		t.Errorf("%d commit sizes for %d commits", sizes["store=gateway"], counts["store=gateway"])
 	}
+}
+
+// BenchmarkBankCallMetrics is what timing a bank call adds to it: a message sent alone, and a
+// batch.
+func BenchmarkBankCallMetrics(b *testing.B) {
+	m := newPaymentMetrics(prometheus.NewRegistry(), []string{"bank1"}).bankCallsOf("bank1")
+	msg := bankMsg{completion: &bankv1.Completion{Outcome: bankv1.Outcome_OUTCOME_COMMIT}}
+	b.Run("single", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m.single(msg, time.Now())
+		}
+	})
+	b.Run("batch", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m.multiple(16, time.Now())
+		}
+	})
 }
