@@ -208,6 +208,13 @@ func On(tp trace.TracerProvider) bool {
 	return !isNoop
 }
 
+// traced says whether a call gets a span: all but health checks and reflection, which come
+// every second from the gateway's probes and from tools, each a trace of its own that nobody
+// wants to see.
+func traced(_ context.Context, spec connect.Spec) bool {
+	return !strings.HasPrefix(spec.Procedure, "/grpc.health.v1.Health/") && !strings.HasPrefix(spec.Procedure, "/grpc.reflection.")
+}
+
 // ServerInterceptor returns the interceptor that gives each call a server span, parented by
 // the caller's trace context when trustRemote (callers that hold paygate's certificates: the
 // banks, the gateway's mTLS API) and otherwise only linked to it (the web listener, open to
@@ -217,7 +224,8 @@ func ServerInterceptor(tp trace.TracerProvider, trustRemote bool) (connect.Inter
 	if !On(tp) {
 		return nil, nil
 	}
-	opts := []otelconnect.Option{otelconnect.WithTracerProvider(tp), otelconnect.WithPropagator(Propagator()), otelconnect.WithoutMetrics()}
+	opts := []otelconnect.Option{otelconnect.WithTracerProvider(tp), otelconnect.WithPropagator(Propagator()), otelconnect.WithoutMetrics(),
+		otelconnect.WithFilter(traced)}
 	if trustRemote {
 		opts = append(opts, otelconnect.WithTrustRemote())
 	}
@@ -234,7 +242,8 @@ func ClientInterceptor(tp trace.TracerProvider) (connect.Interceptor, error) {
 	if !On(tp) {
 		return nil, nil
 	}
-	i, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tp), otelconnect.WithPropagator(Propagator()), otelconnect.WithoutMetrics())
+	i, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tp), otelconnect.WithPropagator(Propagator()), otelconnect.WithoutMetrics(),
+		otelconnect.WithFilter(traced))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: client interceptor: %w", err)
 	}
