@@ -154,6 +154,8 @@ func (b *batcher[Req, Resp]) send(batch []*pending[Req, Resp]) {
 	}
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
 	defer cancel()
+	ctx, span := startBatchSpan(ctx, live)
+	defer span.End()
 	resps, errs, err := b.multiple(ctx, reqs)
 	if err == nil && (len(resps) != len(live) || len(errs) != len(live)) {
 		err = connect.NewError(connect.CodeInternal, fmt.Errorf("batch of %d answered with %d results", len(live), len(resps)))

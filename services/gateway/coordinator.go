@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/trace"
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
+	"github.com/paygate/paygate/internal/tracing"
 )
 
 // participant is what the coordinator needs of a bank. The generated
@@ -52,6 +54,8 @@ type Coordinator struct {
 
 	// metrics counts decisions and times phases; nil counts nothing.
 	metrics *paymentMetrics
+	// tracer makes the payments' spans (see tracing.go); nil makes none.
+	tracer trace.Tracer
 
 	// work tracks the recovery loop's goroutines, so that Recover returns only when they end.
 	work sync.WaitGroup
@@ -223,7 +227,10 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	// which the banks resolve through GetDecision as presumed aborts (DecisionFor).
 	admitCtx := crashpoint.Hold(crashpoint.Hold(ctx, crashpoint.GatewayAfterInsert), crashpoint.GatewayVotesBeforeAdmit)
 	admitStart := time.Now()
-	stored, inserted, durable, err := c.store.StartAdmitPayment(admitCtx, p)
+	tagPayment(ctx, p.PaymentID)
+	spanCtx, admission := c.startSpan(admitCtx, "admission", tracing.AttrPaymentID.String(p.PaymentID))
+	defer admission.End()
+	stored, inserted, durable, err := c.store.StartAdmitPayment(spanCtx, p)
 	if err != nil {
 		return p, false, err, false
 	}
@@ -251,6 +258,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 		return p, false, err, false
 	}
 	c.metrics.since(phaseAdmission, admitStart)
+	admission.End()
 	crashpoint.Hit(crashpoint.GatewayAfterAdmit)
 	c.events.publish(p)
 	crashpoint.Hit(crashpoint.GatewayAfterPrepare)
@@ -447,7 +455,9 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 		d, reason, msg = decide(votes)
 	}
 	decideStart := time.Now()
-	decided, err := c.store.Decide(ctx, p.PaymentID, d, int32(reason), msg, false, c.now(), by)
+	dctx, dspan := c.startSpan(ctx, "decision", tracing.AttrPaymentID.String(p.PaymentID))
+	decided, err := c.store.Decide(dctx, p.PaymentID, d, int32(reason), msg, false, c.now(), by)
+	endDecision(dspan, decided, err)
 	if err != nil {
 		// The decision may or may not be durable; the recovery loop finds out and finishes.
 		return p, false, fmt.Errorf("record decision for %s: %w", p.PaymentID, err)

@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
@@ -86,6 +87,11 @@ type Config struct {
 	// both listeners), payments and their phases, and its banks' health. Serving it is the
 	// caller's business (metrics.Listen). Nil: no metrics.
 	Metrics *prometheus.Registry
+
+	// TracerProvider, when on (tracing.On), traces the gateway: a span for every call to its
+	// listeners and to the banks, and the spans of each payment (see tracing.go). Nil or
+	// no-op: no spans, no interceptor.
+	TracerProvider trace.TracerProvider
 
 	Logger *slog.Logger
 }
@@ -306,7 +312,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		clientRPC = metrics.NewRPCClientInterceptor(cfg.Metrics, bankProcedures())
 		g.registerMetrics(cfg.Metrics)
 	}
-	bankOpts := rpcserver.ClientOptions(clientRPC)
+	apiTrace, webTrace, clientTrace, err := tracingInterceptors(cfg.TracerProvider)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	bankOpts := rpcserver.ClientOptions(clientRPC, clientTrace)
 	for name, url := range cfg.Banks {
 		// rpcserver.ClientOptions forward the request id of the call a bank call is made for
 		// (a payment's prepare carries the payment's id into the bank's log line). A batched
@@ -333,7 +343,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.Metrics != nil {
 		interceptors = []connect.Interceptor{metrics.NewRPCInterceptor(cfg.Metrics, slices.Collect(maps.Keys(Policy)))}
 	}
-	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, MapError: mapError, TLS: serverTLS})
+	g.api, err = rpcserver.New(rpcserver.Config{Name: "gateway", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, Tracing: apiTrace, MapError: mapError, TLS: serverTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +362,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.coord = newCoordinator(store, participants, g.health, g.events, g.logger, cfg.TxnTimeout, proofKey)
+	tracer := coordinatorTracer(cfg.TracerProvider)
+	g.coord = newCoordinator(traceStore(store, tracer), participants, g.health, g.events, g.logger, cfg.TxnTimeout, proofKey)
+	g.coord.tracer = tracer
 	g.coord.metrics = pm
 	g.mount(g.api, true)
 
@@ -361,7 +373,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		if err != nil {
 			return nil, err
 		}
-		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, MapError: mapError, TLS: webTLS})
+		g.web, err = rpcserver.New(rpcserver.Config{Name: "gateway-web", Logger: g.logger, Policy: Policy, Authenticate: g.authenticator, AuthorizeAdmin: g.authorizeAdmin, OnAdminRefused: g.auditRefusal, Interceptors: interceptors, Tracing: webTrace, MapError: mapError, TLS: webTLS})
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
+	"github.com/paygate/paygate/internal/tracing"
 )
 
 // Phase one: asking the participants to prepare, and the decision their votes make.
@@ -32,6 +33,8 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, err
 	}
 	crashpoint.Trace("prepare.begin", p.PaymentID)
 	defer crashpoint.Trace("prepare.end", p.PaymentID)
+	ctx, span := c.startSpan(ctx, "prepare", tracing.AttrPaymentID.String(p.PaymentID))
+	defer span.End()
 	ctx, cancel := context.WithDeadline(ctx, p.Deadline)
 	defer cancel()
 	banks := participantsOf(p)
@@ -66,7 +69,7 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, err
 		reqs[i] = req
 	}
 	each(len(banks), func(i int) {
-		votes[i] = c.prepareOne(ctx, banks[i], reqs[i])
+		votes[i] = c.tracedPrepareOne(ctx, p.PaymentID, banks[i], reqs[i])
 		c.noteVote(p.PaymentID, votes[i])
 	})
 	return votes, nil

@@ -11,6 +11,7 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	"github.com/paygate/paygate/internal/crashpoint"
+	"github.com/paygate/paygate/internal/tracing"
 )
 
 // Phase two: telling the participants the decision until each has acknowledged it, and
@@ -26,10 +27,12 @@ func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
 		// GetDecision, as the one that caused this record did.
 		return true
 	}
+	ctx, span := c.startSpan(ctx, "phase_two", tracing.AttrPaymentID.String(p.PaymentID), tracing.AttrOutcome.String(p.Decision.String()))
+	defer span.End()
 	errs := make([]error, len(banks))
 	var once sync.Once
 	each(len(banks), func(i int) {
-		errs[i] = c.phase2(ctx, banks[i], p)
+		errs[i] = c.tracedPhase2(ctx, banks[i], p)
 		if errs[i] == nil {
 			once.Do(func() { crashpoint.Hit(crashpoint.GatewayAfterFirstPhase2) })
 		}

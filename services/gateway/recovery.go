@@ -177,7 +177,9 @@ func (c *Coordinator) recoverList(ctx context.Context, list []paymentRecord) {
 			if fresh.Decision != decisionNone {
 				c.metrics.recoveryRedrive()
 			}
-			c.recoverPayment(ctx, fresh)
+			rctx, span := c.startRecovery(ctx, fresh.PaymentID)
+			defer span.End()
+			c.recoverPayment(rctx, fresh)
 		}()
 	}
 }
