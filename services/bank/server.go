@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/paygate/paygate/gen/paygate/bank/v1/bankv1connect"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
@@ -23,6 +24,7 @@ import (
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcerr"
 	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/internal/tracing"
 )
 
 // Policy is who may call each procedure of a bank: the gateway role only.
@@ -61,6 +63,10 @@ type ServerConfig struct {
 	ResolveAfter time.Duration
 	// ResolveInterval is how often the bank looks for transactions in doubt (default 1s).
 	ResolveInterval time.Duration
+	// TracerProvider, when on (tracing.On), gives every call to the bank a span, parented by
+	// the gateway's (which holds paygate's certificates), and its ledger writes spans under
+	// it. Nil or no-op: no spans, no interceptor.
+	TracerProvider trace.TracerProvider
 	// Metrics, when set, receives the bank's RPC metrics (metrics.RPCInterceptor). Serving it
 	// is the caller's business (metrics.Listen). Nil: no metrics.
 	Metrics *prometheus.Registry
@@ -112,7 +118,18 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		interceptors = []connect.Interceptor{metrics.NewRPCInterceptor(cfg.Metrics, slices.Collect(maps.Keys(Policy)))}
 		observeCommits(b.Ledger, cfg.Metrics)
 	}
-	srv, err := rpcserver.New(rpcserver.Config{Name: cfg.Name, Logger: logger, Policy: Policy, Interceptors: interceptors, TLS: serverTLS})
+	serverTrace, err := tracing.ServerInterceptor(cfg.TracerProvider, true)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
+	}
+	clientTrace, err := tracing.ClientInterceptor(cfg.TracerProvider)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bank %s: %w", cfg.Name, err)
+	}
+	b.Service.ledger = traceLedger(b.Service.ledger, cfg.Name, cfg.TracerProvider)
+	srv, err := rpcserver.New(rpcserver.Config{Name: cfg.Name, Logger: logger, Policy: Policy, Interceptors: interceptors, Tracing: serverTrace, TLS: serverTLS})
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -129,7 +146,7 @@ func NewServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		hc := rpcserver.NewGatewayHTTPClient(clientTLS)
 		for _, u := range cfg.GatewayURLs {
 			s.coords = append(s.coords, coordinator{url: u,
-				client: gatewayv1connect.NewCoordinatorServiceClient(hc, u, rpcserver.ClientOptions()...)})
+				client: gatewayv1connect.NewCoordinatorServiceClient(hc, u, rpcserver.ClientOptions(clientTrace)...)})
 		}
 	}
 	return s, nil
