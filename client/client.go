@@ -107,7 +107,11 @@ func NewMulti(addrs []string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, http: hc, token: cfg.token, username: cfg.username}
 	c.rep = &replicas{connectTimeout: cfg.connectTimeout, failback: cfg.failback, log: cfg.logger}
-	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(authInterceptor{c})}
+	traceCalls, err := cfg.tracingInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(traceCalls, authInterceptor{c})}
 	for _, u := range urls {
 		c.rep.eps = append(c.rep.eps, newEndpoint(hc, u, copts))
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/paygate/paygate/internal/pki"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Option configures a Client; pass options to New.
@@ -28,6 +29,8 @@ type config struct {
 	onOutcome  func(Result)
 	noSender   bool
 	pollEvery  time.Duration
+	// tracerProvider makes the client's spans (WithTracerProvider); nil: otel's global one.
+	tracerProvider trace.TracerProvider
 
 	connectTimeout time.Duration
 	failback       time.Duration
