@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/paygate/paygate/internal/tracing"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
 )
@@ -73,11 +75,16 @@ func newBankCommand(e *env) *ffcli.Command {
 			if err := checkDatabaseURLFlag(*dbURL); err != nil {
 				return err
 			}
-			reg, ops, err := mf.start(log)
+			tp, stopTrace, err := startTracing(ctx, tracing.Options{Service: tracing.ServiceBank, Instance: *name,
+				Attributes: []attribute.KeyValue{tracing.AttrBank.String(*name)}})
 			if err != nil {
 				return err
 			}
-			return stopMetrics(ops, bank.Run(ctx, bank.ServerConfig{
+			reg, ops, err := mf.start(log)
+			if err != nil {
+				return stopTracing(stopTrace, err)
+			}
+			return stopTracing(stopTrace, stopMetrics(ops, bank.Run(ctx, bank.ServerConfig{
 				Config: bank.Config{
 					Name:          *name,
 					DataDir:       *data,
@@ -87,14 +94,15 @@ func newBankCommand(e *env) *ffcli.Command {
 					Logger:        log,
 					NoGroupCommit: !*groupCommit,
 				},
-				Listen:       *listen,
-				CAFile:       ca,
-				CertFile:     cert,
-				KeyFile:      key,
-				GatewayURLs:  gateways.urls,
-				ResolveAfter: *resolveAfter,
-				Metrics:      reg,
-			}))
+				Listen:         *listen,
+				CAFile:         ca,
+				CertFile:       cert,
+				KeyFile:        key,
+				GatewayURLs:    gateways.urls,
+				ResolveAfter:   *resolveAfter,
+				Metrics:        reg,
+				TracerProvider: tp,
+			})))
 		},
 	}
 }

@@ -19,12 +19,15 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/paygate/paygate/fixtures"
 	"github.com/paygate/paygate/internal/identity"
 	"github.com/paygate/paygate/internal/launch"
 	"github.com/paygate/paygate/internal/metrics"
 	"github.com/paygate/paygate/internal/pki"
+	"github.com/paygate/paygate/internal/tracing"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
 	dashboard "github.com/paygate/paygate/web"
@@ -256,6 +259,24 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		}
 	}()
 
+	// Every server has its own tracer provider (its own service.name), flushed when all have
+	// stopped; all off unless OTEL_* asks (see startTracing).
+	var traceStops []func(context.Context) error
+	startTrace := func(opts tracing.Options) (trace.TracerProvider, error) {
+		tp, stop, err := startTracing(ctx, opts)
+		if err == nil {
+			traceStops = append(traceStops, stop)
+		}
+		return tp, err
+	}
+	defer func() {
+		for _, stop := range traceStops {
+			if err := stopTracing(stop, nil); err != nil {
+				cfg.log.Warn("tracing flush", "error", err)
+			}
+		}
+	}()
+
 	// Banks first, on ports of their own choosing; the gateway is told where they are.
 	var servers []*bank.Server
 	shutdownBanks := func() {
@@ -278,6 +299,11 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 			shutdownBanks()
 			return err
 		}
+		tp, err := startTrace(tracing.Options{Service: tracing.ServiceBank, Instance: n, Attributes: []attribute.KeyValue{tracing.AttrBank.String(n)}})
+		if err != nil {
+			shutdownBanks()
+			return err
+		}
 		s, err := bank.NewServer(ctx, bank.ServerConfig{
 			Config: bank.Config{
 				Name:         n,
@@ -286,12 +312,13 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 				AccountsFile: filepath.Join(fixDir, n+"_server_accounts.json"),
 				Logger:       cfg.log,
 			},
-			Listen:      "127.0.0.1:0",
-			CAFile:      filepath.Join(certDir, "ca.pem"),
-			CertFile:    filepath.Join(certDir, "bank-"+n+".pem"),
-			KeyFile:     filepath.Join(certDir, "bank-"+n+"-key.pem"),
-			GatewayURLs: gatewayURLs,
-			Metrics:     reg,
+			Listen:         "127.0.0.1:0",
+			CAFile:         filepath.Join(certDir, "ca.pem"),
+			CertFile:       filepath.Join(certDir, "bank-"+n+".pem"),
+			KeyFile:        filepath.Join(certDir, "bank-"+n+"-key.pem"),
+			GatewayURLs:    gatewayURLs,
+			Metrics:        reg,
+			TracerProvider: tp,
 		})
 		if err == nil {
 			err = s.Start(ctx)
@@ -339,6 +366,10 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 			name = fmt.Sprintf("gateway%d", i+1)
 		}
 		if gcfg.Metrics, err = startMetrics(name); err != nil {
+			shutdownGateways()
+			return err
+		}
+		if gcfg.TracerProvider, err = startTrace(tracing.Options{Service: tracing.ServiceGateway, Instance: name}); err != nil {
 			shutdownGateways()
 			return err
 		}

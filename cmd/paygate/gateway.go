@@ -6,6 +6,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/paygate/paygate/internal/tracing"
 	"github.com/paygate/paygate/services/bank"
 	"github.com/paygate/paygate/services/gateway"
 	dashboard "github.com/paygate/paygate/web"
@@ -95,12 +96,17 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%v", err)
 			}
-			reg, ops, err := mf.start(log)
+			tp, stopTrace, err := startTracing(ctx, tracing.Options{Service: tracing.ServiceGateway, Instance: cfg.Listen})
 			if err != nil {
 				return err
 			}
+			cfg.TracerProvider = tp
+			reg, ops, err := mf.start(log)
+			if err != nil {
+				return stopTracing(stopTrace, err)
+			}
 			cfg.Metrics = reg
-			return stopMetrics(ops, gateway.Run(ctx, cfg))
+			return stopTracing(stopTrace, stopMetrics(ops, gateway.Run(ctx, cfg)))
 		},
 	}
 }

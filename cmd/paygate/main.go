@@ -123,7 +123,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	err := root.Run(ctx)
+	flushTracing, err := clientTracing(ctx, selectedName(root, args))
+	if err != nil {
+		fmt.Fprintf(stderr, "paygate: %v\n", err)
+		return exitUsage
+	}
+	err = root.Run(ctx)
+	_ = flushTracing() // a failed export is reported by otel's error handler
 	var ue *usageError
 	var coded interface{ ExitCode() int } // e.g. 3 for a refused payment (client_config.go)
 	switch {
