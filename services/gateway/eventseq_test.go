@@ -91,11 +91,14 @@ func TestStorePGEventSequencerFloor(t *testing.T) {
 	t.Parallel()
 	s := ctOpenPG(t, pgtest.NewDatabase(t, "paygate_store_"), 10*time.Second)
 	q := runSequencer(t, s, 20*time.Millisecond)
+	// Once the loop has numbered an event of its own, it waits: for appends, or its floor.
+	ctAdmit(t, s, ctPayment("alice", "bankA-1", "bankB-1", 1))
+	waitSeq(t, q, 1)
 	if _, err := s.pool.Exec(context.Background(), `INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
 		VALUES ('payment.created', 'x', 'alice', '', paygate_now_ns(), '{}')`); err != nil {
 		t.Fatal(err)
 	}
-	waitSeq(t, q, 1)
+	waitSeq(t, q, 2)
 }
 
 // TestEventSequencerNotifier: Last's channel is closed when the numbered seq grows, and only

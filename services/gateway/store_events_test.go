@@ -449,7 +449,7 @@ func TestStorePGEventsCrashAtCommit(t *testing.T) {
 	waitFor(t, 10*time.Second, "the decision's commit to be held", func() bool {
 		var killed bool
 		err := conn.QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event = 'PgSleep' AND query LIKE '%UPDATE payments SET decision%'`).Scan(&killed)
+			WHERE datname = current_database() AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()`).Scan(&killed)
 		return err == nil && killed
 	})
 	select {
