@@ -17,7 +17,6 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
-	"github.com/paygate/paygate/internal/tracing"
 )
 
 // participant is what the coordinator needs of a bank. The generated
@@ -228,7 +227,7 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 	admitCtx := crashpoint.Hold(crashpoint.Hold(ctx, crashpoint.GatewayAfterInsert), crashpoint.GatewayVotesBeforeAdmit)
 	admitStart := time.Now()
 	tagPayment(ctx, p.PaymentID)
-	spanCtx, admission := c.startSpan(admitCtx, "admission", tracing.AttrPaymentID.String(p.PaymentID))
+	spanCtx, admission := c.startSpan(admitCtx, "admission", p.PaymentID)
 	defer admission.End()
 	stored, inserted, durable, err := c.store.StartAdmitPayment(spanCtx, p)
 	if err != nil {
@@ -455,7 +454,7 @@ func (c *Coordinator) decideAndComplete(ctx context.Context, p paymentRecord, vo
 		d, reason, msg = decide(votes)
 	}
 	decideStart := time.Now()
-	dctx, dspan := c.startSpan(ctx, "decision", tracing.AttrPaymentID.String(p.PaymentID))
+	dctx, dspan := c.startSpan(ctx, "decision", p.PaymentID)
 	decided, err := c.store.Decide(dctx, p.PaymentID, d, int32(reason), msg, false, c.now(), by)
 	endDecision(dspan, decided, err)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/crashpoint"
-	"github.com/paygate/paygate/internal/tracing"
 )
 
 // Phase one: asking the participants to prepare, and the decision their votes make.
@@ -33,7 +32,7 @@ func (c *Coordinator) prepare(ctx context.Context, p paymentRecord) ([]vote, err
 	}
 	crashpoint.Trace("prepare.begin", p.PaymentID)
 	defer crashpoint.Trace("prepare.end", p.PaymentID)
-	ctx, span := c.startSpan(ctx, "prepare", tracing.AttrPaymentID.String(p.PaymentID))
+	ctx, span := c.startSpan(ctx, "prepare", p.PaymentID)
 	defer span.End()
 	ctx, cancel := context.WithDeadline(ctx, p.Deadline)
 	defer cancel()

@@ -11,7 +11,6 @@ import (
 
 	bankv1 "github.com/paygate/paygate/gen/paygate/bank/v1"
 	"github.com/paygate/paygate/internal/crashpoint"
-	"github.com/paygate/paygate/internal/tracing"
 )
 
 // Phase two: telling the participants the decision until each has acknowledged it, and
@@ -27,7 +26,7 @@ func (c *Coordinator) complete(ctx context.Context, p paymentRecord) bool {
 		// GetDecision, as the one that caused this record did.
 		return true
 	}
-	ctx, span := c.startSpan(ctx, "phase_two", tracing.AttrPaymentID.String(p.PaymentID), tracing.AttrOutcome.String(p.Decision.String()))
+	ctx, span := c.startPhaseTwo(ctx, p)
 	defer span.End()
 	errs := make([]error, len(banks))
 	var once sync.Once

@@ -40,12 +40,21 @@ import (
 // and ending it does nothing.
 var noSpan = trace.SpanFromContext(context.Background())
 
-// startSpan starts a span of the payment's under ctx's, or returns noSpan when tracing is off.
-func (c *Coordinator) startSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+// startSpan starts a span of payment id under ctx's, or returns noSpan when tracing is off.
+// It takes the id rather than attributes so that, off, it allocates nothing.
+func (c *Coordinator) startSpan(ctx context.Context, name, id string) (context.Context, trace.Span) {
 	if c.tracer == nil {
 		return ctx, noSpan
 	}
-	return c.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	return c.tracer.Start(ctx, name, trace.WithAttributes(tracing.AttrPaymentID.String(id)))
+}
+
+// startPhaseTwo starts the span of p's phase two, with its decision.
+func (c *Coordinator) startPhaseTwo(ctx context.Context, p paymentRecord) (context.Context, trace.Span) {
+	if c.tracer == nil {
+		return ctx, noSpan
+	}
+	return c.tracer.Start(ctx, "phase_two", trace.WithAttributes(tracing.AttrPaymentID.String(p.PaymentID), tracing.AttrOutcome.String(p.Decision.String())))
 }
 
 // startRecovery starts the root span of the recovery loop's work on payment id: recovery acts
