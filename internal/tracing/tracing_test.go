@@ -77,7 +77,16 @@ func TestExporterKind(t *testing.T) {
 
 func TestSetupOff(t *testing.T) {
 	t.Parallel()
-	tp, shutdown, err := setup(context.Background(), Options{Service: ServiceGateway}, env(map[string]string{envExporter: "none"}))
+	for _, vars := range []map[string]string{nil, {envExporter: "none"}, {envExporter: "otlp", envSDKDisabled: "true"}} {
+		setupOff(t, vars)
+	}
+}
+
+// setupOff checks that setup with vars is off: the no-op provider, a shutdown that does
+// nothing, no interceptors.
+func setupOff(t *testing.T, vars map[string]string) {
+	t.Helper()
+	tp, shutdown, err := setup(context.Background(), Options{Service: ServiceGateway}, env(vars))
 	if err != nil {
 		t.Fatal(err)
 	}
