@@ -111,7 +111,11 @@ func NewMulti(addrs []string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(traceCalls, authInterceptor{c})}
+	interceptors := []connect.Interceptor{traceCalls, authInterceptor{c}}
+	if cfg.logger.Enabled(context.Background(), slog.LevelDebug) {
+		interceptors = append(interceptors, callLogInterceptor{cfg.logger})
+	}
+	copts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(interceptors...)}
 	for _, u := range urls {
 		c.rep.eps = append(c.rep.eps, newEndpoint(hc, u, copts))
 	}
