@@ -753,3 +753,50 @@ func evConcurrentPaging(t *testing.T, stores []Store, writers, perWriter int) {
 		t.Fatalf("%d events stored, last %d; the reader saw %d, last %d", len(all), all[len(all)-1].Seq, len(seen), seen[len(seen)-1].Seq)
 	}
 }
+
+// TestStorePGEventsPresumedAbortRacesAdmission: a presumed abort racing the payment's admission
+// on another replica: either the admission won (created, then failed) or the presumed abort
+// did (no payment, no event; the admission inserted nothing).
+func TestStorePGEventsPresumedAbortRacesAdmission(t *testing.T) {
+	t.Parallel()
+	a, b, _ := ctReplicas(t, 10*time.Second, 10*time.Second)
+	ctx := context.Background()
+	outcomes := map[string]int{}
+	for range 30 {
+		p := ctPayment("alice", "bankA-1", "bankB-1", 1)
+		start := make(chan struct{})
+		var inserted bool
+		var errA, errB error
+		var wg sync.WaitGroup
+		wg.Go(func() { <-start; _, inserted, errA = admitPayment(ctx, a, p) })
+		wg.Go(func() {
+			<-start
+			_, errB = b.Decide(ctx, p.PaymentID, decisionAbort, 1, "asked", true, b.Now(), decidedByGetDecision)
+		})
+		close(start)
+		wg.Wait()
+		if errA != nil || errB != nil {
+			t.Fatal(errA, errB)
+		}
+		evSequence(t, a)
+		evs, err := a.EventsAfter(ctx, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range evs {
+			if e.PaymentID == p.PaymentID {
+				got = append(got, string(e.Type))
+			}
+		}
+		want := []string(nil)
+		if inserted {
+			want = []string{string(eventPaymentCreated), string(eventPaymentFailed)}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("admission inserted %v: events %v, want %v", inserted, got, want)
+		}
+		outcomes[fmt.Sprint("inserted=", inserted)]++
+	}
+	t.Logf("outcomes: %v", outcomes)
+}
