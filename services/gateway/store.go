@@ -137,7 +137,7 @@ type eventLog interface {
 	LastEventSeq(ctx context.Context) (int64, error)
 	// PruneEvents deletes the events created before before (by the store's clock) whose seq is
 	// below keepFrom (the caller passes the lowest seq not yet delivered), and returns how many
-	// it deleted. Events without a seq yet are kept.
+	// it deleted. Events without a seq yet are kept, and so is the newest event.
 	PruneEvents(ctx context.Context, before time.Time, keepFrom int64) (int64, error)
 	// SequenceEvents gives a seq to events written but not numbered yet (at most
 	// eventSequenceBatch of them, oldest first) and returns how many it numbered and the

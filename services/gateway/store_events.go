@@ -117,7 +117,7 @@ const sqliteEventSnapshot = `json_object('from', p.from_account, 'to', p.to_acco
 // is in tx now, with the payee read from the account links in the same transaction.
 func sqliteAppendEvents(ctx context.Context, tx *sqlitedb.Tx, id string, types ...eventType) error {
 	for _, typ := range types {
-		// AUTOINCREMENT: a seq is never reused, even after the newest events were pruned.
+		// seq is one more than the largest (see the migration): never reused.
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
 			 SELECT ?1, p.payment_id, p.username,
@@ -179,22 +179,24 @@ func sqliteEvents(rows *sql.Rows, err error) ([]eventRecord, error) {
 	return out, rows.Err()
 }
 
-// LastEventSeq implements eventLog: the events table's AUTOINCREMENT counter.
+// LastEventSeq implements eventLog: the newest event's seq (PruneEvents keeps it).
 func (s *SQLiteStore) LastEventSeq(ctx context.Context) (int64, error) {
 	var last int64
-	err := s.db.Read.QueryRowContext(ctx,
-		`SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`).Scan(&last)
+	err := s.db.Read.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&last)
 	if err != nil {
 		return 0, fmt.Errorf("gateway: last event seq: %w", err)
 	}
 	return last, nil
 }
 
-// PruneEvents implements eventLog.
+// PruneEvents implements eventLog. Keeping the newest event is what keeps its seq from being
+// given again (see the migration).
 func (s *SQLiteStore) PruneEvents(ctx context.Context, before time.Time, keepFrom int64) (int64, error) {
 	var n int64
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq < ? AND created_at < ?`, keepFrom, before.UnixNano())
+		res, err := tx.ExecContext(ctx,
+			`DELETE FROM events WHERE seq < min(?1, (SELECT max(seq) FROM events)) AND created_at < ?2`,
+			keepFrom, before.UnixNano())
 		if err == nil {
 			n, err = res.RowsAffected()
 		}
@@ -356,10 +358,12 @@ func (s *PGStore) LastEventSeq(ctx context.Context) (int64, error) {
 }
 
 // PruneEvents implements eventLog; before is compared with created_at, the database's clock.
+// (The counter keeps seqs from being given twice; the newest event is kept as on SQLite.)
 func (s *PGStore) PruneEvents(ctx context.Context, before time.Time, keepFrom int64) (int64, error) {
 	var n int64
 	err := pgdb.Statements(ctx, s.pool, func(ctx context.Context, q pgdb.Querier) error {
-		tag, err := q.Exec(ctx, `DELETE FROM events WHERE seq < $1 AND created_at < $2`, keepFrom, before.UnixNano())
+		tag, err := q.Exec(ctx, `DELETE FROM events WHERE seq < least($1, (SELECT max(seq) FROM events)) AND created_at < $2`,
+			keepFrom, before.UnixNano())
 		n = tag.RowsAffected()
 		return err
 	})

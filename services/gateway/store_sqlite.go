@@ -119,11 +119,13 @@ var migrations = []string{
 	);
 	CREATE INDEX payment_trail_by_payment ON payment_trail(payment_id, id);`,
 	// The payments' event log (see eventLog and store_events.go): one row per change of a
-	// payment, numbered by seq (AUTOINCREMENT: never reused, even once the newest rows are
-	// pruned), with the payment as of the change (snapshot, JSON), by payer and payee. A store
-	// from before gets the table empty: payments stored before it have no events.
+	// payment, numbered by seq, with the payment as of the change (snapshot, JSON), by payer and
+	// payee. A new row's seq is one more than the largest in the table, and PruneEvents always
+	// keeps the newest row, so a seq is never given twice (without AUTOINCREMENT's extra write
+	// of sqlite_sequence on every insert). A store from before gets the table empty: payments
+	// stored before it have no events.
 	`CREATE TABLE events (
-		seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+		seq        INTEGER PRIMARY KEY,
 		type       TEXT NOT NULL,
 		payment_id TEXT NOT NULL,
 		payer      TEXT NOT NULL,
