@@ -114,25 +114,39 @@ const sqliteEventSnapshot = `json_object('from', p.from_account, 'to', p.to_acco
 	'decided_at', coalesce(p.decided_at, 0), 'decided_by', p.decided_by, 'refunded_amount', 0)`
 
 // sqliteAppendEvents appends an event of each of types (in order) for payment id, as its row
-// is in tx now, with the payee read from the account links in the same transaction.
-func sqliteAppendEvents(ctx context.Context, tx *sqlitedb.Tx, id string, types ...eventType) error {
+// is in tx now, with the payee read from the account links in the same transaction, and
+// returns the last one's seq (for appendedUpTo once tx has committed).
+func sqliteAppendEvents(ctx context.Context, tx *sqlitedb.Tx, id string, types ...eventType) (last int64, err error) {
 	for _, typ := range types {
 		// seq is one more than the largest (see the migration): never reused.
-		if _, err := tx.ExecContext(ctx,
+		res, err := tx.ExecContext(ctx,
 			`INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
 			 SELECT ?1, p.payment_id, p.username,
 				coalesce((SELECT a.username FROM user_accounts a WHERE a.account_id = p.to_account), ''),
 				?2, `+sqliteEventSnapshot+`
 			 FROM payments p WHERE p.payment_id = ?3`,
-			string(typ), time.Now().UnixNano(), id); err != nil {
-			return fmt.Errorf("append event %s: %w", typ, err)
+			string(typ), time.Now().UnixNano(), id)
+		if err == nil {
+			last, err = res.LastInsertId()
+		}
+		if err != nil {
+			return 0, fmt.Errorf("append event %s: %w", typ, err)
 		}
 	}
-	return nil
+	return last, nil
 }
 
-// kickEvents tells ListenEvents that events were appended (without waiting).
-func (s *SQLiteStore) kickEvents() {
+// appendedUpTo records that the events up to seq are durable (their transaction committed) and
+// tells ListenEvents, without waiting. The store's one writer gives seqs in commit order, so
+// the highest seq committed is how far the log is visible: SequenceEvents answers from it
+// without a query.
+func (s *SQLiteStore) appendedUpTo(seq int64) {
+	for {
+		last := s.lastSeq.Load()
+		if seq <= last || s.lastSeq.CompareAndSwap(last, seq) {
+			break
+		}
+	}
 	select {
 	case s.appended <- struct{}{}:
 	default:
@@ -209,10 +223,10 @@ func (s *SQLiteStore) PruneEvents(ctx context.Context, before time.Time, keepFro
 }
 
 // SequenceEvents implements eventLog: the one writer numbers events as it writes them, in the
-// order it commits them, so there is nothing to number.
-func (s *SQLiteStore) SequenceEvents(ctx context.Context) (int, int64, error) {
-	last, err := s.LastEventSeq(ctx)
-	return 0, last, err
+// order it commits them, so there is nothing to number; the last seq is the highest committed
+// (appendedUpTo).
+func (s *SQLiteStore) SequenceEvents(context.Context) (int, int64, error) {
+	return 0, s.lastSeq.Load(), nil
 }
 
 // ListenEvents implements eventLog: no other process writes the store.

@@ -543,7 +543,12 @@ func TestStoreSQLiteEventsCrash(t *testing.T) {
 	}
 	defer s.Close()
 	decisions := map[string]int{}
-	for _, e := range evAll(t, s) {
+	evs := evAll(t, s)
+	// The reopened store knows how far its log goes before anything new is appended.
+	if _, last, err := s.SequenceEvents(ctx); err != nil || len(evs) == 0 || last != evs[len(evs)-1].Seq {
+		t.Errorf("reopened store: SequenceEvents last = %d (%v), want the last event's seq, of %d events", last, err, len(evs))
+	}
+	for _, e := range evs {
 		if e.Type != eventPaymentCreated {
 			decisions[e.PaymentID]++
 		}

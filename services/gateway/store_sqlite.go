@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/paygate/paygate/internal/sqlitedb"
@@ -142,8 +143,9 @@ var migrations = []string{
 type SQLiteStore struct {
 	db *sqlitedb.DB
 	// appended is signalled (without waiting) when events were appended and committed, for
-	// ListenEvents.
+	// ListenEvents; lastSeq is the highest seq committed (see appendedUpTo).
 	appended chan struct{}
+	lastSeq  atomic.Int64
 }
 
 // OpenStore opens or creates the gateway store at path. noGroupCommit gives every write its
@@ -153,7 +155,14 @@ func OpenStore(ctx context.Context, path string, noGroupCommit bool) (*SQLiteSto
 	if err != nil {
 		return nil, fmt.Errorf("gateway: open store: %w", err)
 	}
-	return &SQLiteStore{db: db, appended: make(chan struct{}, 1)}, nil
+	s := &SQLiteStore{db: db, appended: make(chan struct{}, 1)}
+	last, err := s.LastEventSeq(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("gateway: open store: %w", err)
+	}
+	s.lastSeq.Store(last)
+	return s, nil
 }
 
 // Close closes the store.
@@ -387,22 +396,23 @@ func (s *SQLiteStore) StartAdmitPayment(ctx context.Context, p paymentRecord) (s
 		}
 		return nil
 	}
-	synced, err := s.db.UpdateEarly(ctx, s.admit(p, &stored, &inserted))
+	var seq int64
+	synced, err := s.db.UpdateEarly(ctx, s.admit(p, &stored, &inserted, &seq))
 	if err != nil {
 		return p, false, nil, wrap(err)
 	}
 	return stored, inserted, func() error {
 		err := synced()
 		if err == nil && inserted {
-			s.kickEvents()
+			s.appendedUpTo(seq)
 		}
 		return wrap(err)
 	}, nil
 }
 
-// admit is the write of AdmitPayment, with its payment.created event; it sets *stored and
-// *inserted.
-func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bool) func(context.Context, *sqlitedb.Tx) error {
+// admit is the write of AdmitPayment, with its payment.created event; it sets *stored,
+// *inserted and the event's *seq.
+func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bool, seq *int64) func(context.Context, *sqlitedb.Tx) error {
 	return func(ctx context.Context, tx *sqlitedb.Tx) error {
 		*stored, *inserted = p, false
 		res, err := tx.ExecContext(ctx,
@@ -416,7 +426,8 @@ func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bo
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			*inserted = true
-			return sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated)
+			*seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated)
+			return err
 		}
 		*stored, err = s.payment(ctx, tx, p.PaymentID)
 		return err
@@ -452,6 +463,7 @@ func (s *SQLiteStore) Payment(ctx context.Context, id string) (paymentRecord, er
 func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error) {
 	var p paymentRecord
 	var decided bool
+	var seq int64
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		// The usual case, an undecided payment, is one statement that returns the row.
 		var err error
@@ -467,7 +479,8 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 			if d != decisionCommit {
 				typ = eventPaymentFailed
 			}
-			return sqliteAppendEvents(ctx, tx, id, typ)
+			seq, err = sqliteAppendEvents(ctx, tx, id, typ)
+			return err
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -491,7 +504,7 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 		return p, fmt.Errorf("gateway: decide %s: %w", id, err)
 	}
 	if decided {
-		s.kickEvents()
+		s.appendedUpTo(seq)
 	}
 	return p, nil
 }
@@ -533,6 +546,7 @@ func (s *SQLiteStore) Secret(ctx context.Context, name string, size int) ([]byte
 func (s *SQLiteStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error) {
 	var out paymentRecord
 	var adopted bool
+	var seq int64
 	err := s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error {
 		adopted = false
 		res, err := tx.ExecContext(ctx,
@@ -545,7 +559,7 @@ func (s *SQLiteStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (pay
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			adopted = true
-			if err := sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated, eventPaymentFailed); err != nil {
+			if seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated, eventPaymentFailed); err != nil {
 				return err
 			}
 		}
@@ -556,7 +570,7 @@ func (s *SQLiteStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (pay
 		return out, fmt.Errorf("gateway: adopt payment %s: %w", p.PaymentID, err)
 	}
 	if adopted {
-		s.kickEvents()
+		s.appendedUpTo(seq)
 	}
 	return out, nil
 }
