@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"maps"
 	"net/http"
@@ -23,6 +24,8 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/cluster"
+	"github.com/paygate/paygate/internal/identity"
+	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcerr"
 )
 
@@ -223,6 +226,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 		t.Errorf("metrics listener answered an API path with %s, want 404", resp.Status)
 	}
 
+	checkMetricsOverTLS(t, c)
+
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Log("promtool not on PATH (scripts/tools.sh installs it): the scrapes are not linted")
@@ -233,6 +238,49 @@ func TestMetricsEndToEnd(t *testing.T) {
 		cmd.Stdin = bytes.NewReader(s.raw)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("promtool check metrics on the %s's scrape: %v\n%s", name, err, out)
+		}
+	}
+}
+
+// checkMetricsOverTLS restarts bank3 with its operations listener on HTTPS, with its own
+// certificate, admitting only scrapers with a certificate of the cluster's CA: a scraper
+// presenting one reads the metrics, one without is refused, and plain HTTP gets nothing.
+func checkMetricsOverTLS(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	addr := cluster.FreePort(t)
+	bank3 := pki.LeafFiles(c.CertDir, identity.Identity{Role: identity.RoleBank, Name: "bank3"})
+	ca := filepath.Join(c.CertDir, pki.CACertFile)
+	c.Stop("bank3")
+	c.StartBank("bank3", "PAYGATE_METRICS_LISTEN="+addr, "PAYGATE_METRICS_CERT="+bank3.Cert,
+		"PAYGATE_METRICS_KEY="+bank3.Key, "PAYGATE_METRICS_CLIENT_CA="+ca)
+	cli := c.ClientCert("cli")
+	withCert, err := pki.ClientTLS(ca, cli.Cert, cli.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(cfg *tls.Config, url string) (*http.Response, error) {
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		return hc.Get(url)
+	}
+	resp, err := get(withCert, "https://"+addr+"/metrics")
+	if err != nil {
+		t.Fatalf("scrape of bank3 over TLS with a client certificate: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("paygate_build_info")) {
+		t.Fatalf("scrape of bank3 over TLS: %s, %d bytes without paygate_build_info", resp.Status, len(body))
+	}
+	noCert := withCert.Clone()
+	noCert.Certificates, noCert.GetClientCertificate = nil, nil
+	if resp, err := get(noCert, "https://"+addr+"/metrics"); err == nil {
+		resp.Body.Close()
+		t.Errorf("scrape of bank3 without a client certificate: %s, want refused", resp.Status)
+	}
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP scrape of bank3's TLS listener: %s", resp.Status)
 		}
 	}
 }

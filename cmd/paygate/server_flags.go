@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -150,26 +153,68 @@ func (l *limitFlags) apply(cfg *gateway.Config) error {
 }
 
 // metricsFlag is a server's --metrics-listen: the address of its operations listener, which
-// serves Prometheus metrics at /metrics over plain HTTP (nothing of the API). Empty: off.
+// serves Prometheus metrics at /metrics (nothing of the API), over plain HTTP unless
+// --metrics-cert and --metrics-key ask for TLS; --metrics-client-ca then also requires the
+// scraper's certificate. Empty address: off.
 type metricsFlag struct {
-	addr string
+	addr, cert, key, clientCA string
 }
 
 func (m *metricsFlag) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.addr, "metrics-listen", "", "address of the operations listener serving Prometheus metrics at http://ADDR/metrics (plain HTTP, no API); empty disables it")
+	fs.StringVar(&m.addr, "metrics-listen", "", "address of the operations listener serving Prometheus metrics at http://ADDR/metrics (plain HTTP unless --metrics-cert is given; no API); empty disables it")
+	fs.StringVar(&m.cert, "metrics-cert", "", "certificate (PEM) of the operations listener: serve https://ADDR/metrics (with --metrics-key)")
+	fs.StringVar(&m.key, "metrics-key", "", "private key (PEM) of --metrics-cert")
+	fs.StringVar(&m.clientCA, "metrics-client-ca", "", "CA certificate (PEM): the HTTPS operations listener admits only scrapers presenting a certificate it signed")
+}
+
+// tlsConfig is the operations listener's TLS configuration, or nil for plain HTTP.
+func (m *metricsFlag) tlsConfig() (*tls.Config, error) {
+	if m.cert == "" && m.key == "" {
+		if m.clientCA != "" {
+			return nil, usageErrorf("--metrics-client-ca needs --metrics-cert and --metrics-key")
+		}
+		return nil, nil
+	}
+	if m.cert == "" || m.key == "" {
+		return nil, usageErrorf("--metrics-cert and --metrics-key go together")
+	}
+	pair, err := tls.LoadX509KeyPair(m.cert, m.key)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-cert %s, --metrics-key %s: %w", m.cert, m.key, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if m.clientCA != "" {
+		pem, err := os.ReadFile(m.clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--metrics-client-ca %s: no PEM certificate in it", m.clientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }
 
 // start returns the process's registry and starts its listener, or returns nils when
 // --metrics-listen is empty. The caller shuts the listener down after the server.
 func (m *metricsFlag) start(log *slog.Logger) (*prometheus.Registry, *metrics.Server, error) {
 	if m.addr == "" {
+		if m.cert != "" || m.key != "" || m.clientCA != "" {
+			return nil, nil, usageErrorf("--metrics-cert, --metrics-key and --metrics-client-ca need --metrics-listen")
+		}
 		return nil, nil, nil
 	}
 	if _, _, err := net.SplitHostPort(m.addr); err != nil {
 		return nil, nil, usageErrorf("--metrics-listen %q: want HOST:PORT", m.addr)
 	}
+	tlsCfg, err := m.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
 	reg := metrics.NewRegistry()
-	srv, err := metrics.Listen(m.addr, reg, log)
+	srv, err := metrics.ListenTLS(m.addr, reg, log, tlsCfg)
 	if err != nil {
 		return nil, nil, err
 	}

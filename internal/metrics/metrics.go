@@ -1,7 +1,7 @@
 // Package metrics exposes a paygate process's Prometheus metrics: one registry per process
 // (never the global default), with the Go runtime and process collectors and
-// paygate_build_info; a plain-HTTP operations listener that serves /metrics and nothing of the
-// API; and the server interceptor that counts RPCs per procedure.
+// paygate_build_info; an operations listener (plain HTTP, or HTTPS when asked) that serves
+// /metrics and nothing of the API; and the server interceptor that counts RPCs per procedure.
 //
 // Wiring a server:
 //
@@ -14,6 +14,7 @@ package metrics
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,7 +58,7 @@ func Version() string {
 	return "(devel)"
 }
 
-// Server is the operations listener: plain HTTP, GET /metrics only.
+// Server is the operations listener: HTTP (or HTTPS), GET /metrics only.
 type Server struct {
 	ln   net.Listener
 	http *http.Server
@@ -66,12 +67,27 @@ type Server struct {
 
 // Listen serves reg's metrics at http://addr/metrics until Shutdown. Every other path is 404.
 func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+	return ListenTLS(addr, reg, log, nil)
+}
+
+// ListenTLS is Listen over TLS with tlsCfg (https://addr/metrics); a nil tlsCfg serves plain
+// HTTP. A tlsCfg with ClientAuth set admits only scrapers whose certificate it verifies.
+func ListenTLS(addr string, reg *prometheus.Registry, log *slog.Logger, tlsCfg *tls.Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen %s: %w", addr, err)
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		cfg := tlsCfg.Clone()
+		if cfg.MinVersion == 0 {
+			cfg.MinVersion = tls.VersionTLS12
+		}
+		ln = tls.NewListener(ln, cfg)
+		scheme = "https"
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -97,7 +113,7 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, e
 			log.Error("metrics listener stopped", slog.String("addr", ln.Addr().String()), slog.Any("error", err))
 		}
 	}()
-	log.Info("serving metrics", slog.String("addr", ln.Addr().String()), slog.String("path", "/metrics"))
+	log.Info("serving metrics", slog.String("addr", ln.Addr().String()), slog.String("url", scheme+"://"+ln.Addr().String()+"/metrics"))
 	return s, nil
 }
 
