@@ -400,6 +400,10 @@ func (r *replica) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 	}
 }
 
+func (r *replica) ListEvents(context.Context, *connect.Request[gatewayv1.ListEventsRequest]) (*connect.Response[gatewayv1.ListEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, nil)
+}
+
 func (r *replica) FetchBalance(_ context.Context, _ *connect.Request[gatewayv1.FetchBalanceRequest]) (*connect.Response[gatewayv1.FetchBalanceResponse], error) {
 	return connect.NewResponse(&gatewayv1.FetchBalanceResponse{Banks: []*gatewayv1.BankBalances{{Bank: r.name}}}), nil
 }

@@ -9,14 +9,13 @@ import (
 // allowed.
 var errTooManyWatchers = errors.New("gateway: too many payment streams for the user")
 
-// broker fans out payment changes: to requests waiting for one payment's decision, and to
-// WatchPayments streams of the payment's user.
+// broker tells requests waiting for one payment's decision of it, and keeps count of the
+// WatchPayments streams open on this process (which read the event log themselves: see
+// WatchPayments) so that their number is bounded and endUser can end a user's streams.
 type broker struct {
-	mu       sync.Mutex
-	waiters  map[string]map[chan paymentRecord]struct{}
-	watchers map[string]map[chan paymentRecord]struct{}
-	// streams counts each user's watches from watch until their cancel. A watcher dropped for
-	// being too slow leaves watchers at once but holds its slot until its stream has ended.
+	mu      sync.Mutex
+	waiters map[string]map[chan paymentRecord]struct{}
+	// streams counts each user's watches from watch until their cancel.
 	streams map[string]int
 	// ends holds, per user with watches, what endUser closes to end them all; a watch after
 	// endUser gets a new one.
@@ -37,10 +36,9 @@ func (e *streamEnd) Err() error { return e.err }
 
 func newBroker() *broker {
 	return &broker{
-		waiters:  make(map[string]map[chan paymentRecord]struct{}),
-		watchers: make(map[string]map[chan paymentRecord]struct{}),
-		streams:  make(map[string]int),
-		ends:     make(map[string]*streamEnd),
+		waiters: make(map[string]map[chan paymentRecord]struct{}),
+		streams: make(map[string]int),
+		ends:    make(map[string]*streamEnd),
 	}
 }
 
@@ -63,46 +61,26 @@ func (b *broker) waitFor(id string) (<-chan paymentRecord, func()) {
 	}
 }
 
-// watch returns a channel of username's payment changes, or errTooManyWatchers when username
-// has max watches that have not been cancelled yet (max <= 0: no limit). The channel is closed
-// when the watcher falls too far behind (the stream then ends and the client reconnects) or
-// when cancel is called. cancel releases the slot; calling it again does nothing.
-func (b *broker) watch(username string, max int) (<-chan paymentRecord, func(), error) {
-	ch, _, cancel, err := b.watchUser(username, max)
-	return ch, cancel, err
-}
-
-// watchUser is watch that also returns what endUser uses to end the watch.
-func (b *broker) watchUser(username string, max int) (<-chan paymentRecord, *streamEnd, func(), error) {
+// watch takes one of username's stream slots and returns what endUser closes to end the stream,
+// or errTooManyWatchers when username has max watches that have not been cancelled yet (max
+// <= 0: no limit). cancel releases the slot; calling it again does nothing.
+func (b *broker) watch(username string, max int) (*streamEnd, func(), error) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if max > 0 && b.streams[username] >= max {
-		b.mu.Unlock()
-		return nil, nil, nil, errTooManyWatchers
+		return nil, nil, errTooManyWatchers
 	}
-	ch := make(chan paymentRecord, 256)
-	if b.watchers[username] == nil {
-		b.watchers[username] = make(map[chan paymentRecord]struct{})
-	}
-	b.watchers[username][ch] = struct{}{}
 	b.streams[username]++
 	end := b.ends[username]
 	if end == nil {
 		end = &streamEnd{done: make(chan struct{})}
 		b.ends[username] = end
 	}
-	b.mu.Unlock()
 	var once sync.Once
-	return ch, end, func() {
+	return end, func() {
 		once.Do(func() {
 			b.mu.Lock()
 			defer b.mu.Unlock()
-			if _, ok := b.watchers[username][ch]; ok {
-				delete(b.watchers[username], ch)
-				close(ch)
-			}
-			if len(b.watchers[username]) == 0 {
-				delete(b.watchers, username)
-			}
 			if b.streams[username]--; b.streams[username] <= 0 {
 				delete(b.streams, username)
 				delete(b.ends, username)
@@ -122,32 +100,24 @@ func (b *broker) endUser(username string, err error) {
 	}
 }
 
-// publish announces a change of p.
+// publish announces a change of p to the requests waiting for its decision.
 func (b *broker) publish(p paymentRecord) {
+	if p.Decision == decisionNone {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if p.Decision != decisionNone {
-		for ch := range b.waiters[p.PaymentID] {
-			select {
-			case ch <- p:
-			default:
-			}
-		}
-	}
-	for ch := range b.watchers[p.Username] {
+	for ch := range b.waiters[p.PaymentID] {
 		select {
 		case ch <- p:
 		default:
-			// Too slow: end its stream rather than silently skip a change.
-			delete(b.watchers[p.Username], ch)
-			close(ch)
 		}
 	}
 }
 
-// idle says whether nobody waits for a payment or watches a user's payments.
+// idle says whether nobody waits for a payment's decision.
 func (b *broker) idle() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.waiters) == 0 && len(b.watchers) == 0
+	return len(b.waiters) == 0
 }

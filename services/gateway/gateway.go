@@ -246,6 +246,7 @@ var Policy = rpcserver.Policy{
 	gatewayv1connect.PaymentServiceGetPaymentProcedure:      rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceListPaymentsProcedure:    rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceWatchPaymentsProcedure:   rpcserver.AccessUser,
+	gatewayv1connect.PaymentServiceListEventsProcedure:      rpcserver.AccessUser,
 	gatewayv1connect.BalanceServiceFetchBalanceProcedure:    rpcserver.AccessUser,
 	gatewayv1connect.CoordinatorServiceGetDecisionProcedure: rpcserver.AccessBank,
 }

@@ -209,12 +209,11 @@ func TestWatchPaymentsCap(t *testing.T) {
 	}
 }
 
-// broker.watch counts a watch from watch to cancel: a watcher dropped for being too slow keeps
-// its slot until its stream ends (cancel), and calling cancel twice frees one slot.
+// broker.watch counts a watch from watch to cancel, and calling cancel twice frees one slot.
 func TestBrokerWatchSlots(t *testing.T) {
 	t.Parallel()
 	b := newBroker()
-	ch1, cancel1, err := b.watch("u", 2)
+	_, cancel1, err := b.watch("u", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,21 +228,6 @@ func TestBrokerWatchSlots(t *testing.T) {
 		t.Fatalf("another user: %v", err)
 	} else {
 		c()
-	}
-	// Fill ch1 until publish drops it as too slow (ch2 too: neither is read).
-	for i := 0; ; i++ {
-		b.publish(paymentRecord{PaymentID: "p", Username: "u"})
-		if b.watcherCount("u") == 0 {
-			break
-		}
-		if i > 1000 {
-			t.Fatal("a watcher that reads nothing was never dropped")
-		}
-	}
-	for range ch1 {
-	}
-	if _, _, err := b.watch("u", 2); !errors.Is(err, errTooManyWatchers) {
-		t.Fatalf("watch while the dropped streams have not ended: %v; want errTooManyWatchers", err)
 	}
 	cancel1()
 	cancel1()

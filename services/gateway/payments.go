@@ -214,27 +214,28 @@ func (g *Gateway) ListPayments(ctx context.Context, req *connect.Request[gateway
 	return connect.NewResponse(resp), nil
 }
 
-// watch opens a stream of username's payment changes, within the user's limit of open streams:
-// counted in memory, or across every replica in a shared store.
-func (g *Gateway) watch(ctx context.Context, username string) (<-chan paymentRecord, *streamEnd, func(), error) {
+// watch takes one of username's payment stream slots, within the user's limit of open streams:
+// counted in memory, or across every replica in a shared store. It returns what ends the
+// user's streams (endUser) and what releases the slot.
+func (g *Gateway) watch(ctx context.Context, username string) (*streamEnd, func(), error) {
 	limits, ok := g.store.(sharedLimits)
 	if !ok || !g.store.Shared() {
-		return g.events.watchUser(username, g.cfg.MaxWatchersPerUser)
+		return g.events.watch(username, g.cfg.MaxWatchersPerUser)
 	}
 	release, err := limits.OpenStream(ctx, username, g.cfg.MaxWatchersPerUser)
 	if errors.Is(err, ErrTooManyStreams) {
-		return nil, nil, nil, errTooManyWatchers
+		return nil, nil, errTooManyWatchers
 	}
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	ch, end, cancel, err := g.events.watchUser(username, 0)
+	end, cancel, err := g.events.watch(username, 0)
 	if err != nil {
 		release()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	var once sync.Once
-	return ch, end, func() { once.Do(func() { cancel(); release() }) }, nil
+	return end, func() { once.Do(func() { cancel(); release() }) }, nil
 }
 
 // watchSessionCheck is how often a payment stream on a shared store reads its session again,
@@ -261,13 +262,14 @@ func (g *Gateway) streamSessionEnded(ctx context.Context, p principal) error {
 	return nil
 }
 
-// WatchPayments implements PaymentService.WatchPayments.
-func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv1.WatchPaymentsRequest], stream *connect.ServerStream[gatewayv1.WatchPaymentsResponse]) error {
+// WatchPayments implements PaymentService.WatchPayments: the caller's events from the log
+// (followEvents), from after when it is set, otherwise from the last event numbered now.
+func (g *Gateway) WatchPayments(ctx context.Context, req *connect.Request[gatewayv1.WatchPaymentsRequest], stream *connect.ServerStream[gatewayv1.WatchPaymentsResponse]) error {
 	user, err := mustPrincipal(ctx)
 	if err != nil {
 		return err
 	}
-	ch, end, cancel, err := g.watch(ctx, user.Username)
+	end, cancel, err := g.watch(ctx, user.Username)
 	if errors.Is(err, errTooManyWatchers) {
 		return rpcerr.New(connect.CodeResourceExhausted, "too_many_watchers",
 			fmt.Sprintf("this user has %d payment streams open, the most allowed: close one and watch again", g.cfg.MaxWatchersPerUser),
@@ -282,6 +284,12 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 	if err := g.streamSessionEnded(ctx, user); err != nil {
 		return err
 	}
+	pos := req.Msg.GetAfter()
+	if req.Msg.After == nil {
+		if pos, err = g.eventsNow(ctx); err != nil {
+			return err
+		}
+	}
 	// Send the headers now, so that the client knows the stream is open before any change.
 	if err := stream.Send(nil); err != nil {
 		return err
@@ -292,29 +300,9 @@ func (g *Gateway) WatchPayments(ctx context.Context, _ *connect.Request[gatewayv
 		defer t.Stop()
 		check = t.C
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-g.draining:
-			// The gateway is shutting down: end the stream so shutdown need not wait for it;
-			// clients watch again when the gateway is back.
-			return rpcerr.New(connect.CodeUnavailable, "shutting_down", "the gateway is shutting down; watch again")
-		case <-end.Done():
-			return end.Err()
-		case <-check:
-			if err := g.streamSessionEnded(ctx, user); err != nil {
-				return err
-			}
-		case p, ok := <-ch:
-			if !ok {
-				return rpcerr.New(connect.CodeResourceExhausted, "watcher_too_slow", "the stream fell behind; watch again and list payments to catch up")
-			}
-			if err := stream.Send(&gatewayv1.WatchPaymentsResponse{Payment: p.proto()}); err != nil {
-				return err
-			}
-		}
-	}
+	return g.followEvents(ctx, user, pos, end, check, func(ev *gatewayv1.Event) error {
+		return stream.Send(&gatewayv1.WatchPaymentsResponse{Payment: ev.GetPayment(), Event: ev})
+	})
 }
 
 // FetchBalance implements BalanceService.FetchBalance.

@@ -288,25 +288,33 @@ func TestWatchPayments(t *testing.T) {
 			defer stream.Close()
 			waitFor(t, 5*time.Second, "the watcher to subscribe", func() bool { return e.gw.events.watcherCount(me.name) == 1 })
 
-			// The other user pays (to me, even) and finishes before I pay: nothing of it may
-			// reach my stream.
-			theirs.pay(t, newPaymentID(), other.from, other.to, 10)
+			// The other user pays me, then I pay: my stream shows both payments' changes, in
+			// order, the one paid to me without its payer's username.
+			theirID := newPaymentID()
+			theirs.pay(t, theirID, other.from, other.to, 10)
 			id := newPaymentID()
 			mine.pay(t, id, me.from, me.to, 20)
 
-			var got []gatewayv1.PaymentStatus
-			for len(got) < 2 && stream.Receive() {
-				pm := stream.Msg().GetPayment()
-				if pm.GetPaymentId() != id || pm.GetUsername() != me.name {
-					t.Fatalf("%s's stream received %v", me.name, pm)
+			type change struct {
+				id, user string
+				status   gatewayv1.PaymentStatus
+			}
+			var got []change
+			var lastSeq int64
+			for len(got) < 4 && stream.Receive() {
+				pm, ev := stream.Msg().GetPayment(), stream.Msg().GetEvent()
+				if ev.GetSeq() <= lastSeq || ev.GetPayment().GetPaymentId() != pm.GetPaymentId() {
+					t.Fatalf("event %v after seq %d", ev, lastSeq)
 				}
-				got = append(got, pm.GetStatus())
+				lastSeq = ev.GetSeq()
+				got = append(got, change{pm.GetPaymentId(), pm.GetUsername(), pm.GetStatus()})
 			}
 			if err := stream.Err(); err != nil {
 				t.Fatalf("stream: %v", err)
 			}
-			if !slices.Equal(got, []gatewayv1.PaymentStatus{statusProcessing, statusSucceeded}) {
-				t.Fatalf("statuses = %v; want PROCESSING, SUCCEEDED", got)
+			want := []change{{theirID, "", statusProcessing}, {theirID, "", statusSucceeded}, {id, me.name, statusProcessing}, {id, me.name, statusSucceeded}}
+			if !slices.Equal(got, want) {
+				t.Fatalf("changes = %v; want %v", got, want)
 			}
 		})
 	}
@@ -335,11 +343,11 @@ func TestWatchPaymentsAnswersBeforeFirstEvent(t *testing.T) {
 	}
 }
 
-// watcherCount returns how many WatchPayments streams of username are subscribed.
+// watcherCount returns how many WatchPayments streams of username are open.
 func (b *broker) watcherCount(username string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.watchers[username])
+	return b.streams[username]
 }
 
 func TestFetchBalance(t *testing.T) {

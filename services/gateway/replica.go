@@ -42,8 +42,8 @@ func (c *Coordinator) keepLease(ctx context.Context) {
 	}
 }
 
-// listen tells this process's waiters and watchers of payments other replicas admitted or
-// decided, until ctx ends. Nothing is read while nobody waits or watches.
+// listen tells this process's waiters of payments other replicas decided, until ctx ends.
+// Nothing is read while nobody waits. (Payment streams follow the event log instead.)
 func (c *Coordinator) listen(ctx context.Context) {
 	if !c.store.Shared() {
 		return

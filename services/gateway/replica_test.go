@@ -196,31 +196,25 @@ func TestReplicaWithoutLeaseSendsNoPrepare(t *testing.T) {
 	})
 }
 
-// TestReplicaWatcherSeesOtherReplica: a watcher on one replica is told of a payment another
-// replica admitted and decided.
-func TestReplicaWatcherSeesOtherReplica(t *testing.T) {
+// TestReplicaWaiterSeesOtherReplica: a request waiting on one replica for a payment's decision
+// is told of it when another replica admitted and decided the payment.
+func TestReplicaWaiterSeesOtherReplica(t *testing.T) {
 	a, b := newSharedBank(), newSharedBank()
 	rs := newReplicas(t, 2, 5*time.Second, 10*time.Second, true, a, b)
-	ch, cancel, err := rs[1].events.watch("alice", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testPayment("bankA-1", "bankB-1", 100)
+	ch, cancel := rs[1].events.waitFor(p.PaymentID)
 	defer cancel()
 	time.Sleep(300 * time.Millisecond) // the listener is connected
-	p := testPayment("bankA-1", "bankB-1", 100)
 	if _, _, err := execute(t, rs[0], context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case got := <-ch:
-			if got.PaymentID == p.PaymentID && got.Decision == decisionCommit {
-				return
-			}
-		case <-deadline:
-			t.Fatal("the other replica's watcher was not told of the decision")
+	select {
+	case got := <-ch:
+		if got.PaymentID != p.PaymentID || got.Decision != decisionCommit {
+			t.Fatalf("the waiter was told %s %v; want %s committed", got.PaymentID, got.Decision, p.PaymentID)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other replica's waiter was not told of the decision")
 	}
 }
 

@@ -1232,7 +1232,10 @@ func (x *ListPaymentsResponse) GetNextPageToken() string {
 }
 
 type WatchPaymentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replay the caller's events with a greater seq first, then follow new ones. Unset: only
+	// the changes from now on.
+	After         *int64 `protobuf:"varint,1,opt,name=after,proto3,oneof" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1267,10 +1270,19 @@ func (*WatchPaymentsRequest) Descriptor() ([]byte, []int) {
 	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
+func (x *WatchPaymentsRequest) GetAfter() int64 {
+	if x != nil && x.After != nil {
+		return *x.After
+	}
+	return 0
+}
+
 type WatchPaymentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The payment as it is after the change.
-	Payment       *Payment `protobuf:"bytes,1,opt,name=payment,proto3" json:"payment,omitempty"`
+	// The payment as it is after the change (event.payment).
+	Payment *Payment `protobuf:"bytes,1,opt,name=payment,proto3" json:"payment,omitempty"`
+	// The change.
+	Event         *Event `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1312,6 +1324,217 @@ func (x *WatchPaymentsResponse) GetPayment() *Payment {
 	return nil
 }
 
+func (x *WatchPaymentsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// Event is one change of a payment, kept in the gateway's event log in the same transaction as
+// the change itself.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's place in the log: it only grows, and is the same on every replica. Pass the
+	// last one seen as after (ListEvents, WatchPayments) to go on from there.
+	Seq int64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// "evt_" and seq: the same event always has the same id (webhook receivers de-duplicate by
+	// it).
+	EventId string `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// What changed: "payment.created" (admitted, PROCESSING), "payment.succeeded" or
+	// "payment.failed" (decided).
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// When the change was recorded.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The payment as it was right after the change. To the payee, username is empty: only the
+	// payer sees who paid.
+	Payment       *Payment `protobuf:"bytes,5,opt,name=payment,proto3" json:"payment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Event) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Event) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Event) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Event) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Event) GetPayment() *Payment {
+	if x != nil {
+		return x.Payment
+	}
+	return nil
+}
+
+type ListEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events with a greater seq; 0 for the oldest kept.
+	After int64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many events; 0 means 100. At most 500.
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListEventsRequest) GetAfter() int64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *ListEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+type ListEventsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// The seq to pass as after for the next page: the last event's, or the request's after when
+	// there is none.
+	NextAfter int64 `protobuf:"varint,2,opt,name=next_after,json=nextAfter,proto3" json:"next_after,omitempty"`
+	// Whether more events follow now (another page is ready).
+	HasMore       bool `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListEventsResponse) GetNextAfter() int64 {
+	if x != nil {
+		return x.NextAfter
+	}
+	return 0
+}
+
+func (x *ListEventsResponse) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
 type FetchBalanceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1320,7 +1543,7 @@ type FetchBalanceRequest struct {
 
 func (x *FetchBalanceRequest) Reset() {
 	*x = FetchBalanceRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1555,7 @@ func (x *FetchBalanceRequest) String() string {
 func (*FetchBalanceRequest) ProtoMessage() {}
 
 func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1568,7 @@ func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceRequest.ProtoReflect.Descriptor instead.
 func (*FetchBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 // AccountBalance is one account's money.
@@ -1367,7 +1590,7 @@ type AccountBalance struct {
 
 func (x *AccountBalance) Reset() {
 	*x = AccountBalance{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1602,7 @@ func (x *AccountBalance) String() string {
 func (*AccountBalance) ProtoMessage() {}
 
 func (x *AccountBalance) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1615,7 @@ func (x *AccountBalance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountBalance.ProtoReflect.Descriptor instead.
 func (*AccountBalance) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AccountBalance) GetAccountId() string {
@@ -1451,7 +1674,7 @@ type BankBalances struct {
 
 func (x *BankBalances) Reset() {
 	*x = BankBalances{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1686,7 @@ func (x *BankBalances) String() string {
 func (*BankBalances) ProtoMessage() {}
 
 func (x *BankBalances) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1699,7 @@ func (x *BankBalances) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BankBalances.ProtoReflect.Descriptor instead.
 func (*BankBalances) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BankBalances) GetBank() string {
@@ -1521,7 +1744,7 @@ type CurrencyTotal struct {
 
 func (x *CurrencyTotal) Reset() {
 	*x = CurrencyTotal{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1756,7 @@ func (x *CurrencyTotal) String() string {
 func (*CurrencyTotal) ProtoMessage() {}
 
 func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1769,7 @@ func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrencyTotal.ProtoReflect.Descriptor instead.
 func (*CurrencyTotal) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CurrencyTotal) GetCurrency() string {
@@ -1587,7 +1810,7 @@ type FetchBalanceResponse struct {
 
 func (x *FetchBalanceResponse) Reset() {
 	*x = FetchBalanceResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1822,7 @@ func (x *FetchBalanceResponse) String() string {
 func (*FetchBalanceResponse) ProtoMessage() {}
 
 func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1835,7 @@ func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceResponse.ProtoReflect.Descriptor instead.
 func (*FetchBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FetchBalanceResponse) GetBanks() []*BankBalances {
@@ -1642,7 +1865,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1877,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1890,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetDecisionRequest) GetTransactionId() string {
@@ -1695,7 +1918,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1930,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1943,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetDecisionResponse) GetDecision() Decision {
@@ -1823,10 +2046,29 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x0e2!.paygate.gateway.v1.PaymentStatusB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06status\"w\n" +
 	"\x14ListPaymentsResponse\x127\n" +
 	"\bpayments\x18\x01 \x03(\v2\x1b.paygate.gateway.v1.PaymentR\bpayments\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
-	"\x14WatchPaymentsRequest\"N\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"D\n" +
+	"\x14WatchPaymentsRequest\x12\"\n" +
+	"\x05after\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\x05after\x88\x01\x01B\b\n" +
+	"\x06_after\"\x7f\n" +
 	"\x15WatchPaymentsResponse\x125\n" +
-	"\apayment\x18\x01 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\apayment\"\x15\n" +
+	"\apayment\x18\x01 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\apayment\x12/\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.paygate.gateway.v1.EventR\x05event\"\xbc\x01\n" +
+	"\x05Event\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x19\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x125\n" +
+	"\apayment\x18\x05 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\apayment\"[\n" +
+	"\x11ListEventsRequest\x12\x1d\n" +
+	"\x05after\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x05after\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\"\x81\x01\n" +
+	"\x12ListEventsResponse\x121\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.paygate.gateway.v1.EventR\x06events\x12\x1d\n" +
+	"\n" +
+	"next_after\x18\x02 \x01(\x03R\tnextAfter\x12\x19\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\x15\n" +
 	"\x13FetchBalanceRequest\"\xbe\x01\n" +
 	"\x0eAccountBalance\x12\x1d\n" +
 	"\n" +
@@ -1883,13 +2125,15 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x05Login\x12 .paygate.gateway.v1.LoginRequest\x1a!.paygate.gateway.v1.LoginResponse\x12O\n" +
 	"\x06Logout\x12!.paygate.gateway.v1.LogoutRequest\x1a\".paygate.gateway.v1.LogoutResponse\x12U\n" +
 	"\bRegister\x12#.paygate.gateway.v1.RegisterRequest\x1a$.paygate.gateway.v1.RegisterResponse\x12g\n" +
-	"\x0eChangePassword\x12).paygate.gateway.v1.ChangePasswordRequest\x1a*.paygate.gateway.v1.ChangePasswordResponse2\xab\x03\n" +
+	"\x0eChangePassword\x12).paygate.gateway.v1.ChangePasswordRequest\x1a*.paygate.gateway.v1.ChangePasswordResponse2\x8d\x04\n" +
 	"\x0ePaymentService\x12g\n" +
 	"\x0eExecutePayment\x12).paygate.gateway.v1.ExecutePaymentRequest\x1a*.paygate.gateway.v1.ExecutePaymentResponse\x12`\n" +
 	"\n" +
 	"GetPayment\x12%.paygate.gateway.v1.GetPaymentRequest\x1a&.paygate.gateway.v1.GetPaymentResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\fListPayments\x12'.paygate.gateway.v1.ListPaymentsRequest\x1a(.paygate.gateway.v1.ListPaymentsResponse\"\x03\x90\x02\x01\x12f\n" +
-	"\rWatchPayments\x12(.paygate.gateway.v1.WatchPaymentsRequest\x1a).paygate.gateway.v1.WatchPaymentsResponse0\x012x\n" +
+	"\rWatchPayments\x12(.paygate.gateway.v1.WatchPaymentsRequest\x1a).paygate.gateway.v1.WatchPaymentsResponse0\x01\x12`\n" +
+	"\n" +
+	"ListEvents\x12%.paygate.gateway.v1.ListEventsRequest\x1a&.paygate.gateway.v1.ListEventsResponse\"\x03\x90\x02\x012x\n" +
 	"\x0eBalanceService\x12f\n" +
 	"\fFetchBalance\x12'.paygate.gateway.v1.FetchBalanceRequest\x1a(.paygate.gateway.v1.FetchBalanceResponse\"\x03\x90\x02\x012t\n" +
 	"\x12CoordinatorService\x12^\n" +
@@ -1909,7 +2153,7 @@ func file_paygate_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_paygate_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
 	(PaymentStatus)(0),             // 0: paygate.gateway.v1.PaymentStatus
 	(FailureReason)(0),             // 1: paygate.gateway.v1.FailureReason
@@ -1933,57 +2177,66 @@ var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
 	(*ListPaymentsResponse)(nil),   // 19: paygate.gateway.v1.ListPaymentsResponse
 	(*WatchPaymentsRequest)(nil),   // 20: paygate.gateway.v1.WatchPaymentsRequest
 	(*WatchPaymentsResponse)(nil),  // 21: paygate.gateway.v1.WatchPaymentsResponse
-	(*FetchBalanceRequest)(nil),    // 22: paygate.gateway.v1.FetchBalanceRequest
-	(*AccountBalance)(nil),         // 23: paygate.gateway.v1.AccountBalance
-	(*BankBalances)(nil),           // 24: paygate.gateway.v1.BankBalances
-	(*CurrencyTotal)(nil),          // 25: paygate.gateway.v1.CurrencyTotal
-	(*FetchBalanceResponse)(nil),   // 26: paygate.gateway.v1.FetchBalanceResponse
-	(*GetDecisionRequest)(nil),     // 27: paygate.gateway.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),    // 28: paygate.gateway.v1.GetDecisionResponse
-	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(*Event)(nil),                  // 22: paygate.gateway.v1.Event
+	(*ListEventsRequest)(nil),      // 23: paygate.gateway.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),     // 24: paygate.gateway.v1.ListEventsResponse
+	(*FetchBalanceRequest)(nil),    // 25: paygate.gateway.v1.FetchBalanceRequest
+	(*AccountBalance)(nil),         // 26: paygate.gateway.v1.AccountBalance
+	(*BankBalances)(nil),           // 27: paygate.gateway.v1.BankBalances
+	(*CurrencyTotal)(nil),          // 28: paygate.gateway.v1.CurrencyTotal
+	(*FetchBalanceResponse)(nil),   // 29: paygate.gateway.v1.FetchBalanceResponse
+	(*GetDecisionRequest)(nil),     // 30: paygate.gateway.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),    // 31: paygate.gateway.v1.GetDecisionResponse
+	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
 }
 var file_paygate_gateway_v1_gateway_proto_depIdxs = []int32{
-	29, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	32, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
 	11, // 1: paygate.gateway.v1.RegisterRequest.accounts:type_name -> paygate.gateway.v1.AccountEnrollment
 	0,  // 2: paygate.gateway.v1.Payment.status:type_name -> paygate.gateway.v1.PaymentStatus
 	1,  // 3: paygate.gateway.v1.Payment.failure_reason:type_name -> paygate.gateway.v1.FailureReason
-	29, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	29, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
+	32, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	32, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
 	13, // 6: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
 	13, // 7: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
 	0,  // 8: paygate.gateway.v1.ListPaymentsRequest.status:type_name -> paygate.gateway.v1.PaymentStatus
 	13, // 9: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
 	13, // 10: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
-	2,  // 11: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
-	23, // 12: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
-	24, // 13: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
-	25, // 14: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
-	3,  // 15: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
-	4,  // 16: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
-	8,  // 17: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
-	10, // 18: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
-	6,  // 19: paygate.gateway.v1.AuthService.ChangePassword:input_type -> paygate.gateway.v1.ChangePasswordRequest
-	14, // 20: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
-	16, // 21: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
-	18, // 22: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
-	20, // 23: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
-	22, // 24: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
-	27, // 25: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
-	5,  // 26: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
-	9,  // 27: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
-	12, // 28: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
-	7,  // 29: paygate.gateway.v1.AuthService.ChangePassword:output_type -> paygate.gateway.v1.ChangePasswordResponse
-	15, // 30: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
-	17, // 31: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
-	19, // 32: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
-	21, // 33: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
-	26, // 34: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
-	28, // 35: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	22, // 11: paygate.gateway.v1.WatchPaymentsResponse.event:type_name -> paygate.gateway.v1.Event
+	32, // 12: paygate.gateway.v1.Event.create_time:type_name -> google.protobuf.Timestamp
+	13, // 13: paygate.gateway.v1.Event.payment:type_name -> paygate.gateway.v1.Payment
+	22, // 14: paygate.gateway.v1.ListEventsResponse.events:type_name -> paygate.gateway.v1.Event
+	2,  // 15: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
+	26, // 16: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
+	27, // 17: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
+	28, // 18: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
+	3,  // 19: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
+	4,  // 20: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
+	8,  // 21: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
+	10, // 22: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
+	6,  // 23: paygate.gateway.v1.AuthService.ChangePassword:input_type -> paygate.gateway.v1.ChangePasswordRequest
+	14, // 24: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
+	16, // 25: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
+	18, // 26: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
+	20, // 27: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
+	23, // 28: paygate.gateway.v1.PaymentService.ListEvents:input_type -> paygate.gateway.v1.ListEventsRequest
+	25, // 29: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
+	30, // 30: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
+	5,  // 31: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
+	9,  // 32: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
+	12, // 33: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
+	7,  // 34: paygate.gateway.v1.AuthService.ChangePassword:output_type -> paygate.gateway.v1.ChangePasswordResponse
+	15, // 35: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
+	17, // 36: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
+	19, // 37: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
+	21, // 38: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
+	24, // 39: paygate.gateway.v1.PaymentService.ListEvents:output_type -> paygate.gateway.v1.ListEventsResponse
+	29, // 40: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
+	31, // 41: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
+	31, // [31:42] is the sub-list for method output_type
+	20, // [20:31] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_paygate_gateway_v1_gateway_proto_init() }
@@ -1991,13 +2244,14 @@ func file_paygate_gateway_v1_gateway_proto_init() {
 	if File_paygate_gateway_v1_gateway_proto != nil {
 		return
 	}
+	file_paygate_gateway_v1_gateway_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_gateway_v1_gateway_proto_rawDesc), len(file_paygate_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

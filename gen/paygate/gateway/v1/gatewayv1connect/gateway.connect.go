@@ -66,6 +66,9 @@ const (
 	// PaymentServiceWatchPaymentsProcedure is the fully-qualified name of the PaymentService's
 	// WatchPayments RPC.
 	PaymentServiceWatchPaymentsProcedure = "/paygate.gateway.v1.PaymentService/WatchPayments"
+	// PaymentServiceListEventsProcedure is the fully-qualified name of the PaymentService's ListEvents
+	// RPC.
+	PaymentServiceListEventsProcedure = "/paygate.gateway.v1.PaymentService/ListEvents"
 	// BalanceServiceFetchBalanceProcedure is the fully-qualified name of the BalanceService's
 	// FetchBalance RPC.
 	BalanceServiceFetchBalanceProcedure = "/paygate.gateway.v1.BalanceService/FetchBalance"
@@ -258,8 +261,15 @@ type PaymentServiceClient interface {
 	GetPayment(context.Context, *connect.Request[v1.GetPaymentRequest]) (*connect.Response[v1.GetPaymentResponse], error)
 	// ListPayments returns the caller's payments, newest first, a page at a time.
 	ListPayments(context.Context, *connect.Request[v1.ListPaymentsRequest]) (*connect.Response[v1.ListPaymentsResponse], error)
-	// WatchPayments streams the status changes of the caller's payments as they happen.
+	// WatchPayments streams the changes of the caller's payments (those they pay and those paid
+	// to their accounts) as they happen, one event per answer. With after set it first replays
+	// the caller's events after that sequence number: a watcher that passes the seq of the last
+	// event it saw, after a disconnect, a gateway restart or on another replica, misses none and
+	// sees none twice.
 	WatchPayments(context.Context, *connect.Request[v1.WatchPaymentsRequest]) (*connect.ServerStreamForClient[v1.WatchPaymentsResponse], error)
+	// ListEvents returns the caller's events after a sequence number, oldest first, a page at a
+	// time: every change of the payments they pay and of those paid to their accounts.
+	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
 }
 
 // NewPaymentServiceClient constructs a client for the paygate.gateway.v1.PaymentService service. By
@@ -299,6 +309,13 @@ func NewPaymentServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(paymentServiceMethods.ByName("WatchPayments")),
 			connect.WithClientOptions(opts...),
 		),
+		listEvents: connect.NewClient[v1.ListEventsRequest, v1.ListEventsResponse](
+			httpClient,
+			baseURL+PaymentServiceListEventsProcedure,
+			connect.WithSchema(paymentServiceMethods.ByName("ListEvents")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -308,6 +325,7 @@ type paymentServiceClient struct {
 	getPayment     *connect.Client[v1.GetPaymentRequest, v1.GetPaymentResponse]
 	listPayments   *connect.Client[v1.ListPaymentsRequest, v1.ListPaymentsResponse]
 	watchPayments  *connect.Client[v1.WatchPaymentsRequest, v1.WatchPaymentsResponse]
+	listEvents     *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
 }
 
 // ExecutePayment calls paygate.gateway.v1.PaymentService.ExecutePayment.
@@ -330,6 +348,11 @@ func (c *paymentServiceClient) WatchPayments(ctx context.Context, req *connect.R
 	return c.watchPayments.CallServerStream(ctx, req)
 }
 
+// ListEvents calls paygate.gateway.v1.PaymentService.ListEvents.
+func (c *paymentServiceClient) ListEvents(ctx context.Context, req *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
+	return c.listEvents.CallUnary(ctx, req)
+}
+
 // PaymentServiceHandler is an implementation of the paygate.gateway.v1.PaymentService service.
 type PaymentServiceHandler interface {
 	// ExecutePayment pays amount from from_account (which the caller must own) to to_account, with
@@ -342,8 +365,15 @@ type PaymentServiceHandler interface {
 	GetPayment(context.Context, *connect.Request[v1.GetPaymentRequest]) (*connect.Response[v1.GetPaymentResponse], error)
 	// ListPayments returns the caller's payments, newest first, a page at a time.
 	ListPayments(context.Context, *connect.Request[v1.ListPaymentsRequest]) (*connect.Response[v1.ListPaymentsResponse], error)
-	// WatchPayments streams the status changes of the caller's payments as they happen.
+	// WatchPayments streams the changes of the caller's payments (those they pay and those paid
+	// to their accounts) as they happen, one event per answer. With after set it first replays
+	// the caller's events after that sequence number: a watcher that passes the seq of the last
+	// event it saw, after a disconnect, a gateway restart or on another replica, misses none and
+	// sees none twice.
 	WatchPayments(context.Context, *connect.Request[v1.WatchPaymentsRequest], *connect.ServerStream[v1.WatchPaymentsResponse]) error
+	// ListEvents returns the caller's events after a sequence number, oldest first, a page at a
+	// time: every change of the payments they pay and of those paid to their accounts.
+	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
 }
 
 // NewPaymentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -379,6 +409,13 @@ func NewPaymentServiceHandler(svc PaymentServiceHandler, opts ...connect.Handler
 		connect.WithSchema(paymentServiceMethods.ByName("WatchPayments")),
 		connect.WithHandlerOptions(opts...),
 	)
+	paymentServiceListEventsHandler := connect.NewUnaryHandler(
+		PaymentServiceListEventsProcedure,
+		svc.ListEvents,
+		connect.WithSchema(paymentServiceMethods.ByName("ListEvents")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paygate.gateway.v1.PaymentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PaymentServiceExecutePaymentProcedure:
@@ -389,6 +426,8 @@ func NewPaymentServiceHandler(svc PaymentServiceHandler, opts ...connect.Handler
 			paymentServiceListPaymentsHandler.ServeHTTP(w, r)
 		case PaymentServiceWatchPaymentsProcedure:
 			paymentServiceWatchPaymentsHandler.ServeHTTP(w, r)
+		case PaymentServiceListEventsProcedure:
+			paymentServiceListEventsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -412,6 +451,10 @@ func (UnimplementedPaymentServiceHandler) ListPayments(context.Context, *connect
 
 func (UnimplementedPaymentServiceHandler) WatchPayments(context.Context, *connect.Request[v1.WatchPaymentsRequest], *connect.ServerStream[v1.WatchPaymentsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.PaymentService.WatchPayments is not implemented"))
+}
+
+func (UnimplementedPaymentServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.PaymentService.ListEvents is not implemented"))
 }
 
 // BalanceServiceClient is a client for the paygate.gateway.v1.BalanceService service.

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paygate/gateway/v1/gateway.proto.
  */
 export const file_paygate_gateway_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("CiBwYXlnYXRlL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIScGF5Z2F0ZS5nYXRld2F5LnYxInIKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACEicKCXRvdHBfY29kZRgDIAEoCUIUukgRcg8yDV4oWzAtOV17Nn0pPyQiqAEKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAMgASgJEgwKBHJvbGUYBCABKAkSFQoNc2Vjb25kX2ZhY3RvchgFIAEoCBIgChhwYXNzd29yZF9jaGFuZ2VfcmVxdWlyZWQYBiABKAgiXwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiQKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCCrpIB3IFEAEYgAISIAoMbmV3X3Bhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSLAAQoPUmVnaXN0ZXJSZXF1ZXN0EjcKCHVzZXJuYW1lGAEgASgJQiW6SCJyIDIeXlthLXpBLVpdW2EtekEtWjAtOS5fLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACEkMKCGFjY291bnRzGAQgAygLMiUucGF5Z2F0ZS5nYXRld2F5LnYxLkFjY291bnRFbnJvbGxtZW50Qgq6SAeSAQQIARAUSgQIAxAEUgthY2NvdW50X2lkcyJWChFBY2NvdW50RW5yb2xsbWVudBIdCgphY2NvdW50X2lkGAEgASgJQgm6SAZyBBABGEASIgoPZW5yb2xsbWVudF9jb2RlGAIgASgJQgm6SAZyBBABGEAiOQoQUmVnaXN0ZXJSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRITCgthY2NvdW50X2lkcxgCIAMoCSL5AgoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhQKDGZyb21fYWNjb3VudBgCIAEoCRISCgp0b19hY2NvdW50GAMgASgJEg4KBmFtb3VudBgEIAEoAxIQCghjdXJyZW5jeRgFIAEoCRIxCgZzdGF0dXMYBiABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudFN0YXR1cxI5Cg5mYWlsdXJlX3JlYXNvbhgHIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5GYWlsdXJlUmVhc29uEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVjaWRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAwgASgJIssDChVFeGVjdXRlUGF5bWVudFJlcXVlc3QSjgEKCnBheW1lbnRfaWQYASABKAlCerpId3J1MnNeKFswLTlhLWZBLUZdezh9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezEyfXxbMC05QS1ISktNTlAtVFYtWmEtaGprbW5wLXR2LXpdezI2fSkkEh8KDGZyb21fYWNjb3VudBgCIAEoCUIJukgGcgQQARhAEh0KCnRvX2FjY291bnQYAyABKAlCCbpIBnIEEAEYQBIgCgZhbW91bnQYBCABKANCELpIDSILGICAmqbqr+MBIAASIwoIY3VycmVuY3kYBSABKAlCEbpIDnIMMgpeW0EtWl17M30kEh0KC2Rlc2NyaXB0aW9uGAYgASgJQgi6SAVyAxjIATp7ukh4GnYKJGZyb21fYWNjb3VudF9kaWZmZXJzX2Zyb21fdG9fYWNjb3VudBIodG9fYWNjb3VudCBtdXN0IGRpZmZlciBmcm9tIGZyb21fYWNjb3VudBokdGhpcy5mcm9tX2FjY291bnQgIT0gdGhpcy50b19hY2NvdW50IlgKFkV4ZWN1dGVQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhAKCHJlcGxheWVkGAIgASgIIjIKEUdldFBheW1lbnRSZXF1ZXN0Eh0KCnBheW1lbnRfaWQYASABKAlCCbpIBnIEEAEYQCJCChJHZXRQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50Io4BChNMaXN0UGF5bWVudHNSZXF1ZXN0EhwKCXBhZ2Vfc2l6ZRgBIAEoBUIJukgGGgQYZCgAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACEjsKBnN0YXR1cxgDIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50U3RhdHVzQgi6SAWCAQIQASJeChRMaXN0UGF5bWVudHNSZXNwb25zZRItCghwYXltZW50cxgBIAMoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIWChRXYXRjaFBheW1lbnRzUmVxdWVzdCJFChVXYXRjaFBheW1lbnRzUmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50IhUKE0ZldGNoQmFsYW5jZVJlcXVlc3QigAEKDkFjY291bnRCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEAoIY3VycmVuY3kYAiABKAkSDwoHYmFsYW5jZRgDIAEoAxIMCgRoZWxkGAQgASgDEhEKCWF2YWlsYWJsZRgFIAEoAxIWCg5wZW5kaW5nX2NyZWRpdBgGIAEoAyKRAQoMQmFua0JhbGFuY2VzEgwKBGJhbmsYASABKAkSLgoGc3RhdHVzGAIgASgOMh4ucGF5Z2F0ZS5nYXRld2F5LnYxLkJhbmtTdGF0dXMSDQoFZXJyb3IYAyABKAkSNAoIYWNjb3VudHMYBCADKAsyIi5wYXlnYXRlLmdhdGV3YXkudjEuQWNjb3VudEJhbGFuY2UiVgoNQ3VycmVuY3lUb3RhbBIQCghjdXJyZW5jeRgBIAEoCRIPCgdiYWxhbmNlGAIgASgDEhEKCWF2YWlsYWJsZRgDIAEoAxIPCgdwYXJ0aWFsGAQgASgIInoKFEZldGNoQmFsYW5jZVJlc3BvbnNlEi8KBWJhbmtzGAEgAygLMiAucGF5Z2F0ZS5nYXRld2F5LnYxLkJhbmtCYWxhbmNlcxIxCgZ0b3RhbHMYAiADKAsyIS5wYXlnYXRlLmdhdGV3YXkudjEuQ3VycmVuY3lUb3RhbCJPChJHZXREZWNpc2lvblJlcXVlc3QSIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBIWCgVwcm9vZhgCIAEoDEIHukgEegIYQCJXChNHZXREZWNpc2lvblJlc3BvbnNlEi4KCGRlY2lzaW9uGAEgASgOMhwucGF5Z2F0ZS5nYXRld2F5LnYxLkRlY2lzaW9uEhAKCHByZXN1bWVkGAIgASgIKocBCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZUEFZTUVOVF9TVEFUVVNfUFJPQ0VTU0lORxABEhwKGFBBWU1FTlRfU1RBVFVTX1NVQ0NFRURFRBACEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBADKsYCCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASJQohRkFJTFVSRV9SRUFTT05fSU5TVUZGSUNJRU5UX0ZVTkRTEAESIgoeRkFJTFVSRV9SRUFTT05fVU5LTk9XTl9BQ0NPVU5UEAISJAogRkFJTFVSRV9SRUFTT05fQ1VSUkVOQ1lfTUlTTUFUQ0gQAxIhCh1GQUlMVVJFX1JFQVNPTl9BQ0NPVU5UX0NMT1NFRBAEEhoKFkZBSUxVUkVfUkVBU09OX1RJTUVPVVQQBRIjCh9GQUlMVVJFX1JFQVNPTl9CQU5LX1VOQVZBSUxBQkxFEAYSIwofRkFJTFVSRV9SRUFTT05fQkFMQU5DRV9PVkVSRkxPVxAHEhsKF0ZBSUxVUkVfUkVBU09OX0RFQ0xJTkVEEAgqYQoKQmFua1N0YXR1cxIbChdCQU5LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUJBTktfU1RBVFVTX0FWQUlMQUJMRRABEhsKF0JBTktfU1RBVFVTX1VOQVZBSUxBQkxFEAIqTQoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABITCg9ERUNJU0lPTl9DT01NSVQQARISCg5ERUNJU0lPTl9BQk9SVBACMuwCCgtBdXRoU2VydmljZRJMCgVMb2dpbhIgLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dpblJlcXVlc3QaIS5wYXlnYXRlLmdhdGV3YXkudjEuTG9naW5SZXNwb25zZRJPCgZMb2dvdXQSIS5wYXlnYXRlLmdhdGV3YXkudjEuTG9nb3V0UmVxdWVzdBoiLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dvdXRSZXNwb25zZRJVCghSZWdpc3RlchIjLnBheWdhdGUuZ2F0ZXdheS52MS5SZWdpc3RlclJlcXVlc3QaJC5wYXlnYXRlLmdhdGV3YXkudjEuUmVnaXN0ZXJSZXNwb25zZRJnCg5DaGFuZ2VQYXNzd29yZBIpLnBheWdhdGUuZ2F0ZXdheS52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaKi5wYXlnYXRlLmdhdGV3YXkudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZTKrAwoOUGF5bWVudFNlcnZpY2USZwoORXhlY3V0ZVBheW1lbnQSKS5wYXlnYXRlLmdhdGV3YXkudjEuRXhlY3V0ZVBheW1lbnRSZXF1ZXN0GioucGF5Z2F0ZS5nYXRld2F5LnYxLkV4ZWN1dGVQYXltZW50UmVzcG9uc2USYAoKR2V0UGF5bWVudBIlLnBheWdhdGUuZ2F0ZXdheS52MS5HZXRQYXltZW50UmVxdWVzdBomLnBheWdhdGUuZ2F0ZXdheS52MS5HZXRQYXltZW50UmVzcG9uc2UiA5ACARJmCgxMaXN0UGF5bWVudHMSJy5wYXlnYXRlLmdhdGV3YXkudjEuTGlzdFBheW1lbnRzUmVxdWVzdBooLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0UGF5bWVudHNSZXNwb25zZSIDkAIBEmYKDVdhdGNoUGF5bWVudHMSKC5wYXlnYXRlLmdhdGV3YXkudjEuV2F0Y2hQYXltZW50c1JlcXVlc3QaKS5wYXlnYXRlLmdhdGV3YXkudjEuV2F0Y2hQYXltZW50c1Jlc3BvbnNlMAEyeAoOQmFsYW5jZVNlcnZpY2USZgoMRmV0Y2hCYWxhbmNlEicucGF5Z2F0ZS5nYXRld2F5LnYxLkZldGNoQmFsYW5jZVJlcXVlc3QaKC5wYXlnYXRlLmdhdGV3YXkudjEuRmV0Y2hCYWxhbmNlUmVzcG9uc2UiA5ACATJ0ChJDb29yZGluYXRvclNlcnZpY2USXgoLR2V0RGVjaXNpb24SJi5wYXlnYXRlLmdhdGV3YXkudjEuR2V0RGVjaXNpb25SZXF1ZXN0GicucGF5Z2F0ZS5nYXRld2F5LnYxLkdldERlY2lzaW9uUmVzcG9uc2VCzQEKFmNvbS5wYXlnYXRlLmdhdGV3YXkudjFCDEdhdGV3YXlQcm90b1ABWjtnaXRodWIuY29tL3BheWdhdGUvcGF5Z2F0ZS9nZW4vcGF5Z2F0ZS9nYXRld2F5L3YxO2dhdGV3YXl2MaICA1BHWKoCElBheWdhdGUuR2F0ZXdheS5WMcoCElBheWdhdGVcR2F0ZXdheVxWMeICHlBheWdhdGVcR2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCFFBheWdhdGU6OkdhdGV3YXk6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiBwYXlnYXRlL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIScGF5Z2F0ZS5nYXRld2F5LnYxInIKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACEicKCXRvdHBfY29kZRgDIAEoCUIUukgRcg8yDV4oWzAtOV17Nn0pPyQiqAEKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAMgASgJEgwKBHJvbGUYBCABKAkSFQoNc2Vjb25kX2ZhY3RvchgFIAEoCBIgChhwYXNzd29yZF9jaGFuZ2VfcmVxdWlyZWQYBiABKAgiXwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiQKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCCrpIB3IFEAEYgAISIAoMbmV3X3Bhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSLAAQoPUmVnaXN0ZXJSZXF1ZXN0EjcKCHVzZXJuYW1lGAEgASgJQiW6SCJyIDIeXlthLXpBLVpdW2EtekEtWjAtOS5fLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACEkMKCGFjY291bnRzGAQgAygLMiUucGF5Z2F0ZS5nYXRld2F5LnYxLkFjY291bnRFbnJvbGxtZW50Qgq6SAeSAQQIARAUSgQIAxAEUgthY2NvdW50X2lkcyJWChFBY2NvdW50RW5yb2xsbWVudBIdCgphY2NvdW50X2lkGAEgASgJQgm6SAZyBBABGEASIgoPZW5yb2xsbWVudF9jb2RlGAIgASgJQgm6SAZyBBABGEAiOQoQUmVnaXN0ZXJSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRITCgthY2NvdW50X2lkcxgCIAMoCSL5AgoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhQKDGZyb21fYWNjb3VudBgCIAEoCRISCgp0b19hY2NvdW50GAMgASgJEg4KBmFtb3VudBgEIAEoAxIQCghjdXJyZW5jeRgFIAEoCRIxCgZzdGF0dXMYBiABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudFN0YXR1cxI5Cg5mYWlsdXJlX3JlYXNvbhgHIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5GYWlsdXJlUmVhc29uEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVjaWRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAwgASgJIssDChVFeGVjdXRlUGF5bWVudFJlcXVlc3QSjgEKCnBheW1lbnRfaWQYASABKAlCerpId3J1MnNeKFswLTlhLWZBLUZdezh9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezEyfXxbMC05QS1ISktNTlAtVFYtWmEtaGprbW5wLXR2LXpdezI2fSkkEh8KDGZyb21fYWNjb3VudBgCIAEoCUIJukgGcgQQARhAEh0KCnRvX2FjY291bnQYAyABKAlCCbpIBnIEEAEYQBIgCgZhbW91bnQYBCABKANCELpIDSILGICAmqbqr+MBIAASIwoIY3VycmVuY3kYBSABKAlCEbpIDnIMMgpeW0EtWl17M30kEh0KC2Rlc2NyaXB0aW9uGAYgASgJQgi6SAVyAxjIATp7ukh4GnYKJGZyb21fYWNjb3VudF9kaWZmZXJzX2Zyb21fdG9fYWNjb3VudBIodG9fYWNjb3VudCBtdXN0IGRpZmZlciBmcm9tIGZyb21fYWNjb3VudBokdGhpcy5mcm9tX2FjY291bnQgIT0gdGhpcy50b19hY2NvdW50IlgKFkV4ZWN1dGVQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhAKCHJlcGxheWVkGAIgASgIIjIKEUdldFBheW1lbnRSZXF1ZXN0Eh0KCnBheW1lbnRfaWQYASABKAlCCbpIBnIEEAEYQCJCChJHZXRQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50Io4BChNMaXN0UGF5bWVudHNSZXF1ZXN0EhwKCXBhZ2Vfc2l6ZRgBIAEoBUIJukgGGgQYZCgAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACEjsKBnN0YXR1cxgDIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50U3RhdHVzQgi6SAWCAQIQASJeChRMaXN0UGF5bWVudHNSZXNwb25zZRItCghwYXltZW50cxgBIAMoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI9ChRXYXRjaFBheW1lbnRzUmVxdWVzdBIbCgVhZnRlchgBIAEoA0IHukgEIgIoAEgAiAEBQggKBl9hZnRlciJvChVXYXRjaFBheW1lbnRzUmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EigKBWV2ZW50GAIgASgLMhkucGF5Z2F0ZS5nYXRld2F5LnYxLkV2ZW50IpMBCgVFdmVudBILCgNzZXEYASABKAMSEAoIZXZlbnRfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoHcGF5bWVudBgFIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50IkoKEUxpc3RFdmVudHNSZXF1ZXN0EhYKBWFmdGVyGAEgASgDQge6SAQiAigAEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY9AMoACJlChJMaXN0RXZlbnRzUmVzcG9uc2USKQoGZXZlbnRzGAEgAygLMhkucGF5Z2F0ZS5nYXRld2F5LnYxLkV2ZW50EhIKCm5leHRfYWZ0ZXIYAiABKAMSEAoIaGFzX21vcmUYAyABKAgiFQoTRmV0Y2hCYWxhbmNlUmVxdWVzdCKAAQoOQWNjb3VudEJhbGFuY2USEgoKYWNjb3VudF9pZBgBIAEoCRIQCghjdXJyZW5jeRgCIAEoCRIPCgdiYWxhbmNlGAMgASgDEgwKBGhlbGQYBCABKAMSEQoJYXZhaWxhYmxlGAUgASgDEhYKDnBlbmRpbmdfY3JlZGl0GAYgASgDIpEBCgxCYW5rQmFsYW5jZXMSDAoEYmFuaxgBIAEoCRIuCgZzdGF0dXMYAiABKA4yHi5wYXlnYXRlLmdhdGV3YXkudjEuQmFua1N0YXR1cxINCgVlcnJvchgDIAEoCRI0CghhY2NvdW50cxgEIAMoCzIiLnBheWdhdGUuZ2F0ZXdheS52MS5BY2NvdW50QmFsYW5jZSJWCg1DdXJyZW5jeVRvdGFsEhAKCGN1cnJlbmN5GAEgASgJEg8KB2JhbGFuY2UYAiABKAMSEQoJYXZhaWxhYmxlGAMgASgDEg8KB3BhcnRpYWwYBCABKAgiegoURmV0Y2hCYWxhbmNlUmVzcG9uc2USLwoFYmFua3MYASADKAsyIC5wYXlnYXRlLmdhdGV3YXkudjEuQmFua0JhbGFuY2VzEjEKBnRvdGFscxgCIAMoCzIhLnBheWdhdGUuZ2F0ZXdheS52MS5DdXJyZW5jeVRvdGFsIk8KEkdldERlY2lzaW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEhYKBXByb29mGAIgASgMQge6SAR6AhhAIlcKE0dldERlY2lzaW9uUmVzcG9uc2USLgoIZGVjaXNpb24YASABKA4yHC5wYXlnYXRlLmdhdGV3YXkudjEuRGVjaXNpb24SEAoIcHJlc3VtZWQYAiABKAgqhwEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlQQVlNRU5UX1NUQVRVU19QUk9DRVNTSU5HEAESHAoYUEFZTUVOVF9TVEFUVVNfU1VDQ0VFREVEEAISGQoVUEFZTUVOVF9TVEFUVVNfRkFJTEVEEAMqxgIKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFGQUlMVVJFX1JFQVNPTl9JTlNVRkZJQ0lFTlRfRlVORFMQARIiCh5GQUlMVVJFX1JFQVNPTl9VTktOT1dOX0FDQ09VTlQQAhIkCiBGQUlMVVJFX1JFQVNPTl9DVVJSRU5DWV9NSVNNQVRDSBADEiEKHUZBSUxVUkVfUkVBU09OX0FDQ09VTlRfQ0xPU0VEEAQSGgoWRkFJTFVSRV9SRUFTT05fVElNRU9VVBAFEiMKH0ZBSUxVUkVfUkVBU09OX0JBTktfVU5BVkFJTEFCTEUQBhIjCh9GQUlMVVJFX1JFQVNPTl9CQUxBTkNFX09WRVJGTE9XEAcSGwoXRkFJTFVSRV9SRUFTT05fREVDTElORUQQCCphCgpCYW5rU3RhdHVzEhsKF0JBTktfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQkFOS19TVEFUVVNfQVZBSUxBQkxFEAESGwoXQkFOS19TVEFUVVNfVU5BVkFJTEFCTEUQAipNCghEZWNpc2lvbhIYChRERUNJU0lPTl9VTlNQRUNJRklFRBAAEhMKD0RFQ0lTSU9OX0NPTU1JVBABEhIKDkRFQ0lTSU9OX0FCT1JUEAIy7AIKC0F1dGhTZXJ2aWNlEkwKBUxvZ2luEiAucGF5Z2F0ZS5nYXRld2F5LnYxLkxvZ2luUmVxdWVzdBohLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dpblJlc3BvbnNlEk8KBkxvZ291dBIhLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dvdXRSZXF1ZXN0GiIucGF5Z2F0ZS5nYXRld2F5LnYxLkxvZ291dFJlc3BvbnNlElUKCFJlZ2lzdGVyEiMucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZ2lzdGVyUmVxdWVzdBokLnBheWdhdGUuZ2F0ZXdheS52MS5SZWdpc3RlclJlc3BvbnNlEmcKDkNoYW5nZVBhc3N3b3JkEikucGF5Z2F0ZS5nYXRld2F5LnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBoqLnBheWdhdGUuZ2F0ZXdheS52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlMo0ECg5QYXltZW50U2VydmljZRJnCg5FeGVjdXRlUGF5bWVudBIpLnBheWdhdGUuZ2F0ZXdheS52MS5FeGVjdXRlUGF5bWVudFJlcXVlc3QaKi5wYXlnYXRlLmdhdGV3YXkudjEuRXhlY3V0ZVBheW1lbnRSZXNwb25zZRJgCgpHZXRQYXltZW50EiUucGF5Z2F0ZS5nYXRld2F5LnYxLkdldFBheW1lbnRSZXF1ZXN0GiYucGF5Z2F0ZS5nYXRld2F5LnYxLkdldFBheW1lbnRSZXNwb25zZSIDkAIBEmYKDExpc3RQYXltZW50cxInLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0UGF5bWVudHNSZXF1ZXN0GigucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlIgOQAgESZgoNV2F0Y2hQYXltZW50cxIoLnBheWdhdGUuZ2F0ZXdheS52MS5XYXRjaFBheW1lbnRzUmVxdWVzdBopLnBheWdhdGUuZ2F0ZXdheS52MS5XYXRjaFBheW1lbnRzUmVzcG9uc2UwARJgCgpMaXN0RXZlbnRzEiUucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RFdmVudHNSZXF1ZXN0GiYucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RFdmVudHNSZXNwb25zZSIDkAIBMngKDkJhbGFuY2VTZXJ2aWNlEmYKDEZldGNoQmFsYW5jZRInLnBheWdhdGUuZ2F0ZXdheS52MS5GZXRjaEJhbGFuY2VSZXF1ZXN0GigucGF5Z2F0ZS5nYXRld2F5LnYxLkZldGNoQmFsYW5jZVJlc3BvbnNlIgOQAgEydAoSQ29vcmRpbmF0b3JTZXJ2aWNlEl4KC0dldERlY2lzaW9uEiYucGF5Z2F0ZS5nYXRld2F5LnYxLkdldERlY2lzaW9uUmVxdWVzdBonLnBheWdhdGUuZ2F0ZXdheS52MS5HZXREZWNpc2lvblJlc3BvbnNlQs0BChZjb20ucGF5Z2F0ZS5nYXRld2F5LnYxQgxHYXRld2F5UHJvdG9QAVo7Z2l0aHViLmNvbS9wYXlnYXRlL3BheWdhdGUvZ2VuL3BheWdhdGUvZ2F0ZXdheS92MTtnYXRld2F5djGiAgNQR1iqAhJQYXlnYXRlLkdhdGV3YXkuVjHKAhJQYXlnYXRlXEdhdGV3YXlcVjHiAh5QYXlnYXRlXEdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAhRQYXlnYXRlOjpHYXRld2F5OjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message paygate.gateway.v1.LoginRequest
@@ -503,6 +503,13 @@ export const ListPaymentsResponseSchema: GenMessage<ListPaymentsResponse> = /*@_
  * @generated from message paygate.gateway.v1.WatchPaymentsRequest
  */
 export type WatchPaymentsRequest = Message<"paygate.gateway.v1.WatchPaymentsRequest"> & {
+  /**
+   * Replay the caller's events with a greater seq first, then follow new ones. Unset: only
+   * the changes from now on.
+   *
+   * @generated from field: optional int64 after = 1;
+   */
+  after?: bigint | undefined;
 };
 
 /**
@@ -517,11 +524,18 @@ export const WatchPaymentsRequestSchema: GenMessage<WatchPaymentsRequest> = /*@_
  */
 export type WatchPaymentsResponse = Message<"paygate.gateway.v1.WatchPaymentsResponse"> & {
   /**
-   * The payment as it is after the change.
+   * The payment as it is after the change (event.payment).
    *
    * @generated from field: paygate.gateway.v1.Payment payment = 1;
    */
   payment?: Payment | undefined;
+
+  /**
+   * The change.
+   *
+   * @generated from field: paygate.gateway.v1.Event event = 2;
+   */
+  event?: Event | undefined;
 };
 
 /**
@@ -530,6 +544,118 @@ export type WatchPaymentsResponse = Message<"paygate.gateway.v1.WatchPaymentsRes
  */
 export const WatchPaymentsResponseSchema: GenMessage<WatchPaymentsResponse> = /*@__PURE__*/
   messageDesc(file_paygate_gateway_v1_gateway, 17);
+
+/**
+ * Event is one change of a payment, kept in the gateway's event log in the same transaction as
+ * the change itself.
+ *
+ * @generated from message paygate.gateway.v1.Event
+ */
+export type Event = Message<"paygate.gateway.v1.Event"> & {
+  /**
+   * The event's place in the log: it only grows, and is the same on every replica. Pass the
+   * last one seen as after (ListEvents, WatchPayments) to go on from there.
+   *
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * "evt_" and seq: the same event always has the same id (webhook receivers de-duplicate by
+   * it).
+   *
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+
+  /**
+   * What changed: "payment.created" (admitted, PROCESSING), "payment.succeeded" or
+   * "payment.failed" (decided).
+   *
+   * @generated from field: string type = 3;
+   */
+  type: string;
+
+  /**
+   * When the change was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * The payment as it was right after the change. To the payee, username is empty: only the
+   * payer sees who paid.
+   *
+   * @generated from field: paygate.gateway.v1.Payment payment = 5;
+   */
+  payment?: Payment | undefined;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.Event.
+ * Use `create(EventSchema)` to create a new message.
+ */
+export const EventSchema: GenMessage<Event> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 18);
+
+/**
+ * @generated from message paygate.gateway.v1.ListEventsRequest
+ */
+export type ListEventsRequest = Message<"paygate.gateway.v1.ListEventsRequest"> & {
+  /**
+   * Only events with a greater seq; 0 for the oldest kept.
+   *
+   * @generated from field: int64 after = 1;
+   */
+  after: bigint;
+
+  /**
+   * At most this many events; 0 means 100. At most 500.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ListEventsRequest.
+ * Use `create(ListEventsRequestSchema)` to create a new message.
+ */
+export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 19);
+
+/**
+ * @generated from message paygate.gateway.v1.ListEventsResponse
+ */
+export type ListEventsResponse = Message<"paygate.gateway.v1.ListEventsResponse"> & {
+  /**
+   * @generated from field: repeated paygate.gateway.v1.Event events = 1;
+   */
+  events: Event[];
+
+  /**
+   * The seq to pass as after for the next page: the last event's, or the request's after when
+   * there is none.
+   *
+   * @generated from field: int64 next_after = 2;
+   */
+  nextAfter: bigint;
+
+  /**
+   * Whether more events follow now (another page is ready).
+   *
+   * @generated from field: bool has_more = 3;
+   */
+  hasMore: boolean;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ListEventsResponse.
+ * Use `create(ListEventsResponseSchema)` to create a new message.
+ */
+export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 20);
 
 /**
  * @generated from message paygate.gateway.v1.FetchBalanceRequest
@@ -542,7 +668,7 @@ export type FetchBalanceRequest = Message<"paygate.gateway.v1.FetchBalanceReques
  * Use `create(FetchBalanceRequestSchema)` to create a new message.
  */
 export const FetchBalanceRequestSchema: GenMessage<FetchBalanceRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 18);
+  messageDesc(file_paygate_gateway_v1_gateway, 21);
 
 /**
  * AccountBalance is one account's money.
@@ -594,7 +720,7 @@ export type AccountBalance = Message<"paygate.gateway.v1.AccountBalance"> & {
  * Use `create(AccountBalanceSchema)` to create a new message.
  */
 export const AccountBalanceSchema: GenMessage<AccountBalance> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 19);
+  messageDesc(file_paygate_gateway_v1_gateway, 22);
 
 /**
  * BankBalances is the caller's accounts at one bank.
@@ -630,7 +756,7 @@ export type BankBalances = Message<"paygate.gateway.v1.BankBalances"> & {
  * Use `create(BankBalancesSchema)` to create a new message.
  */
 export const BankBalancesSchema: GenMessage<BankBalances> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 20);
+  messageDesc(file_paygate_gateway_v1_gateway, 23);
 
 /**
  * CurrencyTotal sums the caller's accounts in one currency over the banks that answered.
@@ -666,7 +792,7 @@ export type CurrencyTotal = Message<"paygate.gateway.v1.CurrencyTotal"> & {
  * Use `create(CurrencyTotalSchema)` to create a new message.
  */
 export const CurrencyTotalSchema: GenMessage<CurrencyTotal> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 21);
+  messageDesc(file_paygate_gateway_v1_gateway, 24);
 
 /**
  * @generated from message paygate.gateway.v1.FetchBalanceResponse
@@ -688,7 +814,7 @@ export type FetchBalanceResponse = Message<"paygate.gateway.v1.FetchBalanceRespo
  * Use `create(FetchBalanceResponseSchema)` to create a new message.
  */
 export const FetchBalanceResponseSchema: GenMessage<FetchBalanceResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 22);
+  messageDesc(file_paygate_gateway_v1_gateway, 25);
 
 /**
  * @generated from message paygate.gateway.v1.GetDecisionRequest
@@ -714,7 +840,7 @@ export type GetDecisionRequest = Message<"paygate.gateway.v1.GetDecisionRequest"
  * Use `create(GetDecisionRequestSchema)` to create a new message.
  */
 export const GetDecisionRequestSchema: GenMessage<GetDecisionRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 23);
+  messageDesc(file_paygate_gateway_v1_gateway, 26);
 
 /**
  * @generated from message paygate.gateway.v1.GetDecisionResponse
@@ -738,7 +864,7 @@ export type GetDecisionResponse = Message<"paygate.gateway.v1.GetDecisionRespons
  * Use `create(GetDecisionResponseSchema)` to create a new message.
  */
 export const GetDecisionResponseSchema: GenMessage<GetDecisionResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 24);
+  messageDesc(file_paygate_gateway_v1_gateway, 27);
 
 /**
  * PaymentStatus is where a payment stands, as the user sees it.
@@ -1010,7 +1136,11 @@ export const PaymentService: GenService<{
     output: typeof ListPaymentsResponseSchema;
   },
   /**
-   * WatchPayments streams the status changes of the caller's payments as they happen.
+   * WatchPayments streams the changes of the caller's payments (those they pay and those paid
+   * to their accounts) as they happen, one event per answer. With after set it first replays
+   * the caller's events after that sequence number: a watcher that passes the seq of the last
+   * event it saw, after a disconnect, a gateway restart or on another replica, misses none and
+   * sees none twice.
    *
    * @generated from rpc paygate.gateway.v1.PaymentService.WatchPayments
    */
@@ -1018,6 +1148,17 @@ export const PaymentService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchPaymentsRequestSchema;
     output: typeof WatchPaymentsResponseSchema;
+  },
+  /**
+   * ListEvents returns the caller's events after a sequence number, oldest first, a page at a
+   * time: every change of the payments they pay and of those paid to their accounts.
+   *
+   * @generated from rpc paygate.gateway.v1.PaymentService.ListEvents
+   */
+  listEvents: {
+    methodKind: "unary";
+    input: typeof ListEventsRequestSchema;
+    output: typeof ListEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paygate_gateway_v1_gateway, 1);
