@@ -1,0 +1,244 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+)
+
+// listAllEvents pages through c's events after after with pages of size, checking each page's
+// has_more and next_after, and returns them all.
+func listAllEvents(t *testing.T, c *clients, after int64, size int32) []*gatewayv1.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var all []*gatewayv1.Event
+	for range 100 {
+		resp, err := c.payments.ListEvents(ctx, connect.NewRequest(&gatewayv1.ListEventsRequest{After: after, PageSize: size}))
+		if err != nil {
+			t.Fatalf("ListEvents(after=%d) of %s: %v", after, c.username, err)
+		}
+		evs := resp.Msg.GetEvents()
+		want := after
+		if len(evs) > 0 {
+			want = evs[len(evs)-1].GetSeq()
+		}
+		if resp.Msg.GetNextAfter() != want {
+			t.Fatalf("ListEvents(after=%d): next_after %d; want %d", after, resp.Msg.GetNextAfter(), want)
+		}
+		if size > 0 && len(evs) > int(size) {
+			t.Fatalf("ListEvents(page_size=%d) gave %d events", size, len(evs))
+		}
+		all = append(all, evs...)
+		if !resp.Msg.GetHasMore() {
+			return all
+		}
+		if len(evs) == 0 {
+			t.Fatal("ListEvents: has_more with an empty page")
+		}
+		after = resp.Msg.GetNextAfter()
+	}
+	t.Fatal("ListEvents does not end")
+	return nil
+}
+
+// change is what a test compares of an event.
+type change struct {
+	id, typ, user string
+	status        gatewayv1.PaymentStatus
+}
+
+func changesOf(evs []*gatewayv1.Event) []change {
+	var out []change
+	for _, e := range evs {
+		out = append(out, change{e.GetPayment().GetPaymentId(), e.GetType(), e.GetPayment().GetUsername(), e.GetPayment().GetStatus()})
+	}
+	return out
+}
+
+// TestListEvents: a user's events are those of the payments they pay and of those paid to
+// their accounts, oldest first, in pages; the payee does not see who paid; another user sees
+// none of them; a bad page size is refused naming the field.
+func TestListEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := protocols[1]
+	alice := e.login(t, p, "alice", "alice-pass-123")
+	bob := e.login(t, p, "bob", "bob-pass-456")
+	carol := e.login(t, p, "carol", "carol-pass-789")
+	dave := e.login(t, p, "dave", "dave-pass-000")
+
+	p1, p2, p3 := newPaymentID(), newPaymentID(), newPaymentID()
+	alice.pay(t, p1, "bank1-1001", "bank2-2002", 20)   // to bob
+	carol.pay(t, p2, "bank3-3002", "bank1-1003", 5)    // to dave
+	alice.pay(t, p3, "bank1-1001", "bank2-2002", 1e12) // to bob: insufficient funds
+
+	created, succeeded, failed := string(eventPaymentCreated), string(eventPaymentSucceeded), string(eventPaymentFailed)
+	wantAlice := []change{
+		{p1, created, "alice", statusProcessing}, {p1, succeeded, "alice", statusSucceeded},
+		{p3, created, "alice", statusProcessing}, {p3, failed, "alice", gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED},
+	}
+	for _, size := range []int32{0, 1, 3, 500} {
+		got := listAllEvents(t, alice, 0, size)
+		if !slices.Equal(changesOf(got), wantAlice) {
+			t.Fatalf("alice's events (page_size %d) = %v; want %v", size, changesOf(got), wantAlice)
+		}
+	}
+	aliceEvents := listAllEvents(t, alice, 0, 0)
+	for i, ev := range aliceEvents {
+		if i > 0 && ev.GetSeq() <= aliceEvents[i-1].GetSeq() {
+			t.Fatalf("seqs out of order: %d after %d", ev.GetSeq(), aliceEvents[i-1].GetSeq())
+		}
+		if ev.GetEventId() != fmt.Sprintf("evt_%d", ev.GetSeq()) || ev.GetCreateTime() == nil {
+			t.Fatalf("event %v: want event_id evt_<seq> and a create_time", ev)
+		}
+	}
+	// The decision's payment is the payment as GetPayment shows it (but for create_time,
+	// which the snapshot does not hold).
+	got, err := alice.payments.GetPayment(context.Background(), connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: p3}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := proto.Clone(got.Msg.GetPayment()).(*gatewayv1.Payment)
+	want.CreateTime = nil
+	if ev := aliceEvents[3].GetPayment(); !proto.Equal(ev, want) {
+		t.Fatalf("failed event's payment = %v; GetPayment = %v", ev, want)
+	}
+	if ct := aliceEvents[0].GetPayment().GetCreateTime(); ct == nil || !ct.AsTime().Equal(aliceEvents[0].GetCreateTime().AsTime()) {
+		t.Fatalf("created event's payment create_time = %v; want the event's", ct)
+	}
+
+	// Bob, the payee, sees the same events without alice's name.
+	wantBob := slices.Clone(wantAlice)
+	for i := range wantBob {
+		wantBob[i].user = ""
+	}
+	bobEvents := listAllEvents(t, bob, 0, 2)
+	if !slices.Equal(changesOf(bobEvents), wantBob) {
+		t.Fatalf("bob's events = %v; want %v", changesOf(bobEvents), wantBob)
+	}
+	for i := range bobEvents {
+		if bobEvents[i].GetSeq() != aliceEvents[i].GetSeq() {
+			t.Fatalf("bob's event %d has seq %d, alice's %d", i, bobEvents[i].GetSeq(), aliceEvents[i].GetSeq())
+		}
+	}
+	// Carol and dave see only the payment between them; after skips what was seen.
+	if got := changesOf(listAllEvents(t, dave, 0, 0)); !slices.Equal(got, []change{{p2, created, "", statusProcessing}, {p2, succeeded, "", statusSucceeded}}) {
+		t.Fatalf("dave's events = %v", got)
+	}
+	carolEvents := listAllEvents(t, carol, 0, 0)
+	if got := changesOf(carolEvents); !slices.Equal(got, []change{{p2, created, "carol", statusProcessing}, {p2, succeeded, "carol", statusSucceeded}}) {
+		t.Fatalf("carol's events = %v", got)
+	}
+	if got := listAllEvents(t, carol, carolEvents[0].GetSeq(), 0); len(got) != 1 || got[0].GetSeq() != carolEvents[1].GetSeq() {
+		t.Fatalf("carol's events after %d = %v", carolEvents[0].GetSeq(), changesOf(got))
+	}
+	if got := listAllEvents(t, carol, carolEvents[1].GetSeq(), 0); len(got) != 0 {
+		t.Fatalf("carol's events after the last = %v", changesOf(got))
+	}
+
+	for _, bad := range []*gatewayv1.ListEventsRequest{{PageSize: 501}, {PageSize: -1}, {After: -1}} {
+		_, err := alice.payments.ListEvents(context.Background(), connect.NewRequest(bad))
+		wantErr(t, err, connect.CodeInvalidArgument, "invalid_argument")
+		field := "page_size"
+		if bad.After != 0 {
+			field = "after"
+		}
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("ListEvents(%v): %v; want it to name %s", bad, err, field)
+		}
+	}
+	t.Cleanup(func() { e.assertSettled(t) })
+}
+
+// TestWatchPaymentsAfter: a stream with after first replays the caller's events after it, then
+// follows new ones, exactly as ListEvents lists them; one without after shows only the changes
+// made once it is open.
+func TestWatchPaymentsAfter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			acct := map[string]struct{ me, password, from, to string }{
+				"grpc":    {"alice", "alice-pass-123", "bank1-1001", "bank2-2002"},
+				"connect": {"carol", "carol-pass-789", "bank3-3002", "bank1-1003"},
+			}[p.name]
+			me, password, from, to := acct.me, acct.password, acct.from, acct.to
+			u := e.login(t, p, me, password)
+			for range 3 {
+				u.pay(t, newPaymentID(), from, to, 1)
+			}
+			before := listAllEvents(t, u, 0, 0)
+			if len(before) != 6 {
+				t.Fatalf("%d events before the streams; want 6", len(before))
+			}
+			after := before[1].GetSeq() // the first payment's decision
+
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			replay, err := u.payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{After: &after}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer replay.Close()
+			now, err := u.payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer now.Close()
+			for range 2 {
+				u.pay(t, newPaymentID(), from, to, 1)
+			}
+			all := listAllEvents(t, u, 0, 0)
+			if len(all) != 10 {
+				t.Fatalf("%d events; want 10", len(all))
+			}
+			receive := func(s *connect.ServerStreamForClient[gatewayv1.WatchPaymentsResponse], n int) []*gatewayv1.Event {
+				var got []*gatewayv1.Event
+				for len(got) < n && s.Receive() {
+					if !proto.Equal(s.Msg().GetPayment(), s.Msg().GetEvent().GetPayment()) {
+						t.Fatalf("answer's payment %v is not its event's %v", s.Msg().GetPayment(), s.Msg().GetEvent().GetPayment())
+					}
+					got = append(got, s.Msg().GetEvent())
+				}
+				if err := s.Err(); err != nil {
+					t.Fatalf("stream: %v", err)
+				}
+				return got
+			}
+			for _, c := range []struct {
+				name   string
+				stream *connect.ServerStreamForClient[gatewayv1.WatchPaymentsResponse]
+				want   []*gatewayv1.Event
+			}{{"with after", replay, all[2:]}, {"without after", now, all[6:]}} {
+				got := receive(c.stream, len(c.want))
+				if len(got) != len(c.want) {
+					t.Fatalf("stream %s: %d events; want %d", c.name, len(got), len(c.want))
+				}
+				for i := range got {
+					if !proto.Equal(got[i], c.want[i]) {
+						t.Fatalf("stream %s: event %d = %v; ListEvents has %v", c.name, i, got[i], c.want[i])
+					}
+				}
+			}
+			// Nothing more: the next event on both streams is of a new payment.
+			id := newPaymentID()
+			u.pay(t, id, from, to, 1)
+			for _, s := range []*connect.ServerStreamForClient[gatewayv1.WatchPaymentsResponse]{replay, now} {
+				if got := receive(s, 1); len(got) != 1 || got[0].GetPayment().GetPaymentId() != id || got[0].GetType() != string(eventPaymentCreated) {
+					t.Fatalf("next event = %v; want %s created", got, id)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { e.assertSettled(t) })
+}
