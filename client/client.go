@@ -29,6 +29,11 @@ type Payment = gatewayv1.Payment
 // Balances is the user's money: every account, grouped by bank, and totals per currency.
 type Balances = gatewayv1.FetchBalanceResponse
 
+// Event is one change of a payment in the gateway's event log: its Seq (the same on every
+// replica, and only growing), EventId, Type ("payment.created", "payment.succeeded",
+// "payment.failed") and the Payment as of the change.
+type Event = gatewayv1.Event
+
 // Errors of this package. Errors from the gateway are *connect.Error values; use
 // connect.CodeOf and Reason to inspect them.
 var (
@@ -419,27 +424,84 @@ func (c *Client) AllHistory(ctx context.Context, pageSize int) iter.Seq2[*Paymen
 	}
 }
 
-// Watch streams the status changes of the user's payments as they happen, until ctx is done.
-// When the stream breaks because its gateway address stopped answering (a replica stopped or
-// is shutting down) Watch connects at once to the next address, if there is another; when
-// every address failed, or the stream broke otherwise (the watcher fell behind), it connects
-// again after a backoff. Changes made in between are not replayed, so use History to catch up
-// if that matters. It yields an error and stops when the gateway refuses the stream
-// (for example ErrLoginRequired).
+// EventPage is one page of the user's events, oldest first.
+type EventPage struct {
+	Events []*Event
+	// NextAfter is the after of the next page: the last event's Seq, or the query's after
+	// when the page is empty.
+	NextAfter int64
+	// HasMore says whether more events follow now.
+	HasMore bool
+}
+
+// ListEvents returns the user's events with a Seq above after (0: from the oldest kept),
+// oldest first, at most pageSize of them (0 means 100, at most 500): every change of the
+// payments the user pays and of those paid to the user's accounts.
+func (c *Client) ListEvents(ctx context.Context, after int64, pageSize int) (EventPage, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	var resp *connect.Response[gatewayv1.ListEventsResponse]
+	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.payments.ListEvents(ctx, connect.NewRequest(&gatewayv1.ListEventsRequest{After: after, PageSize: int32(pageSize)}))
+		return err
+	})
+	if err != nil {
+		return EventPage{}, fmt.Errorf("list events: %w", err)
+	}
+	return EventPage{Events: resp.Msg.GetEvents(), NextAfter: resp.Msg.GetNextAfter(), HasMore: resp.Msg.GetHasMore()}, nil
+}
+
+// Watch streams the changes of the user's payments (those the user pays and those paid to the
+// user's accounts) from now on, as they happen, until ctx is done: WatchFrom(ctx, -1), yielding
+// each event's payment. Use WatchFrom to see the events themselves.
 func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
 	return func(yield func(*Payment, error) bool) {
+		for ev, err := range c.WatchFrom(ctx, -1) {
+			if !yield(ev.GetPayment(), err) {
+				return
+			}
+		}
+	}
+}
+
+// WatchFrom streams the user's events with a Seq above after (after < 0: only those from now
+// on), oldest first, then every new one as it happens, until ctx is done.
+//
+// When the stream breaks because its gateway address stopped answering (a replica stopped or
+// is shutting down) WatchFrom connects at once to the next address, if there is another; when
+// every address failed, or the stream broke otherwise, it connects again after a backoff. Each
+// reconnection asks for the events after the last one yielded, so across gateway restarts and
+// failovers every event is yielded once, in order, none missing (with after < 0, until the
+// first event is yielded a reconnection starts from its own now). It yields an error and stops
+// when the gateway refuses the stream (for example ErrLoginRequired).
+func (c *Client) WatchFrom(ctx context.Context, after int64) iter.Seq2[*Event, error] {
+	return func(yield func(*Event, error) bool) {
 		failures := 0
 		for ctx.Err() == nil {
 			stopped := false
 			err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) error {
-				stream, err := ep.payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
+				req := &gatewayv1.WatchPaymentsRequest{}
+				if after >= 0 {
+					req.After = &after
+				}
+				stream, err := ep.payments.WatchPayments(ctx, connect.NewRequest(req))
 				if err != nil {
 					return err
 				}
 				defer stream.Close()
 				for stream.Receive() {
 					failures = 0
-					if !yield(stream.Msg().GetPayment(), nil) {
+					msg := stream.Msg()
+					ev := msg.GetEvent()
+					if ev == nil {
+						// A gateway without the event log: the payment only.
+						ev = &Event{Payment: msg.GetPayment()}
+					} else if ev.GetSeq() <= after {
+						continue // seen before (a gateway never sends it again; no harm)
+					} else {
+						after = ev.GetSeq()
+					}
+					if !yield(ev, nil) {
 						stopped = true
 						return nil
 					}
@@ -460,7 +522,7 @@ func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
 				}
 			}
 			failures++
-			c.cfg.logger.Debug("watch: reconnecting", "error", err, "attempt", failures)
+			c.cfg.logger.Debug("watch: reconnecting", "error", err, "attempt", failures, "after", after)
 			if !sleepCtx(ctx, c.cfg.retry.Backoff(failures)) {
 				return
 			}

@@ -55,7 +55,8 @@
 //     and the Paygate-Attempt header count them all.
 //   - Watch reconnects at once to the next address when its stream breaks because its
 //     address stopped answering or its replica shuts down; after every address failed, it
-//     waits for the backoff.
+//     waits for the backoff. It resumes after the last event it yielded: nothing is lost or
+//     repeated across restarts and failovers.
 //
 // Addresses lists the client's addresses and ActiveAddress says where its next call starts.
 //
@@ -109,8 +110,11 @@
 //
 // Balance returns every account of the user at every bank with totals per currency; History
 // pages through the user's payments, newest first (AllHistory iterates over all of them);
-// GetPayment returns one; Watch streams status changes as they happen. A user only ever sees
-// their own payments.
+// GetPayment returns one; Watch streams status changes as they happen. ListEvents pages
+// through the user's events (every change of the payments they pay and of those paid to
+// them, each with a Seq), and WatchFrom streams them from a Seq on, resuming after the last
+// one yielded when it reconnects. A user only ever sees their own payments and those paid to
+// them (without the payer's username).
 //
 // # Operators
 //
