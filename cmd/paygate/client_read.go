@@ -188,19 +188,31 @@ func newWatchCommand(e *env) *ffcli.Command {
 	cf.register(fs)
 	duration := fs.Duration("for", 0, "stop after this long (default: until Ctrl-C)")
 	noSend := fs.Bool("no-send", false, "do not deliver queued payments while watching")
+	after := fs.Int64("after", -1, "first replay your events with a greater seq (see 'paygate events'), then follow")
 	return &ffcli.Command{
 		Name:       "watch",
-		ShortUsage: "paygate watch [flags]",
+		ShortUsage: "paygate watch [--after N] [flags]",
 		ShortHelp:  "stream your payments' status changes; deliver queued payments meanwhile",
-		LongHelp: "Prints outcomes of queued payments not reported yet, then every status change\n" +
-			"of your payments as it happens, one line each (--json: one JSON object per\n" +
-			"line). Meanwhile it delivers the offline queue, so it can run in the background.\n" +
-			"It reconnects when the gateway restarts. Ctrl-C stops it (exit 0).",
+		LongHelp: "Prints outcomes of queued payments not reported yet, then every change of your\n" +
+			"payments and of payments paid to your accounts as it happens, one line each\n" +
+			"ending with the event's seq (--json: one JSON object per line, with seq, event_id\n" +
+			"and type). Meanwhile it delivers the offline queue, so it can run in the\n" +
+			"background. It reconnects when the gateway restarts (or to another replica) and\n" +
+			"goes on after the last event it printed: nothing is missed or printed twice.\n" +
+			"--after N first replays the events after seq N: pass the last seq a previous\n" +
+			"watch printed to go on from there. Ctrl-C stops it (exit 0).\n" +
+			"\n" +
+			"Example:\n" +
+			"  paygate watch --after 41\n" +
+			"  21:04:05  succeeded  0198c2d4-7f1e-7c3a-9b61-2f0e8d5a4c11  bank1-1001 -> bank2-2002  5.00 USD  seq 42",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
 			if err := noArgs(args); err != nil {
 				return err
+			}
+			if *after < -1 {
+				return usageErrorf("--after %d: want 0 or more", *after)
 			}
 			s, err := cf.loggedIn()
 			if err != nil {
@@ -213,7 +225,9 @@ func newWatchCommand(e *env) *ffcli.Command {
 			}
 			var mu sync.Mutex
 			seen := map[string]bool{}
-			show := func(p paymentJSON, fromQueue bool) {
+			// show prints a queued payment's outcome once (the stream's event of the same
+			// change is then not shown again).
+			show := func(p paymentJSON) {
 				mu.Lock()
 				defer mu.Unlock()
 				key := p.PaymentID + "/" + p.Status
@@ -225,13 +239,28 @@ func newWatchCommand(e *env) *ffcli.Command {
 					printJSON(e.stdout, p)
 					return
 				}
-				prefix := time.Now().Format(time.TimeOnly) + "  "
-				if fromQueue {
-					prefix += "queued payment settled: "
-				}
-				fmt.Fprintln(e.stdout, prefix+paymentLine(p))
+				fmt.Fprintln(e.stdout, time.Now().Format(time.TimeOnly)+"  queued payment settled: "+paymentLine(p))
 			}
-			c, _, err := cf.connect(s, true, *noSend, client.WithOutcomes(func(r client.Result) { show(resultToJSON(r), true) }))
+			// showEvent prints an event of the stream, unless it is the decision of a queued
+			// payment shown already. (An adopted payment's created event shows it failed
+			// already: only decisions count as outcomes.)
+			showEvent := func(ev eventJSON) {
+				mu.Lock()
+				defer mu.Unlock()
+				if ev.Type != "payment.created" {
+					key := ev.PaymentID + "/" + ev.Status
+					if seen[key] {
+						return
+					}
+					seen[key] = true
+				}
+				if cf.json {
+					printJSON(e.stdout, ev)
+					return
+				}
+				fmt.Fprintf(e.stdout, "%s  %s  seq %d\n", time.Now().Format(time.TimeOnly), paymentLine(ev.paymentJSON), ev.Seq)
+			}
+			c, _, err := cf.connect(s, true, *noSend, client.WithOutcomes(func(r client.Result) { show(resultToJSON(r)) }))
 			if err != nil {
 				return err
 			}
@@ -239,7 +268,7 @@ func newWatchCommand(e *env) *ffcli.Command {
 			if list, err := c.Queue().Unreported(ctx); err == nil {
 				var ids []string
 				for _, p := range list {
-					show(resultToJSON(p.Result), true)
+					show(resultToJSON(p.Result))
 					ids = append(ids, p.Request.ID)
 				}
 				c.Queue().MarkReported(ctx, ids...)
@@ -247,14 +276,14 @@ func newWatchCommand(e *env) *ffcli.Command {
 			if !cf.json {
 				fmt.Fprintln(e.stderr, "watching payments of "+s.Username+" (Ctrl-C to stop)")
 			}
-			for p, err := range c.Watch(ctx) {
+			for ev, err := range c.WatchFrom(ctx, *after) {
 				if err != nil {
 					if errors.Is(err, client.ErrLoginRequired) {
 						return errors.New("the gateway refused the token: run 'paygate login USERNAME'")
 					}
 					return err
 				}
-				show(paymentToJSON(p), false)
+				showEvent(eventToJSON(ev))
 			}
 			return nil
 		},

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/paygate/paygate/client"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/cluster"
+)
+
+// eventRecorder keeps what a watcher yielded.
+type eventRecorder struct {
+	mu     sync.Mutex
+	events []*client.Event
+	err    error
+}
+
+func (r *eventRecorder) add(ev *client.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+}
+
+func (r *eventRecorder) snapshot() ([]*client.Event, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*client.Event(nil), r.events...), r.err
+}
+
+// lastSeq is the seq of the last event recorded, 0 when none.
+func (r *eventRecorder) lastSeq() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return 0
+	}
+	return r.events[len(r.events)-1].GetSeq()
+}
+
+// allEvents pages through cl's user's events after after with ListEvents.
+func allEvents(t *testing.T, cl *client.Client, after int64) []*client.Event {
+	t.Helper()
+	var out []*client.Event
+	for range 1000 {
+		page, err := cl.ListEvents(ctxT(t, 10*time.Second), after, 7)
+		if err != nil {
+			t.Fatalf("ListEvents(after=%d): %v", after, err)
+		}
+		out = append(out, page.Events...)
+		if !page.HasMore {
+			return out
+		}
+		after = page.NextAfter
+	}
+	t.Fatal("ListEvents does not end")
+	return nil
+}
+
+// sameEvents fails t unless got is exactly want: the same events, once each, in seq order.
+func sameEvents(t *testing.T, what string, got, want []*client.Event) {
+	t.Helper()
+	seqs := func(evs []*client.Event) string {
+		var b strings.Builder
+		for _, e := range evs {
+			fmt.Fprintf(&b, " %d", e.GetSeq())
+		}
+		return b.String()
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d events (seqs%s); ListEvents has %d (seqs%s)", what, len(got), seqs(got), len(want), seqs(want))
+	}
+	for i := range got {
+		if !proto.Equal(got[i], want[i]) {
+			t.Fatalf("%s: event %d is %v; ListEvents has %v (seqs%s / %s)", what, i, got[i], want[i], seqs(got), seqs(want))
+		}
+	}
+}
+
+// TestWatchResumesAcrossGatewayRestart is the event log's promise, on real processes: a watcher
+// that passes the last seq it saw loses nothing and sees nothing twice, across a SIGKILL of the
+// gateway. A Go client's WatchFrom follows alice's events while payments are made (by her and
+// to her); the gateway is killed mid-stream (the watcher holding an event it has not yielded
+// yet) and started again; more payments follow before the watcher reads on. The watcher
+// (which reconnects by itself, with after = the last seq it yielded) must have seen
+// exactly what ListEvents(after=0) lists over the whole run, and a raw WatchPayments with after
+// = the last seq seen before the kill must replay exactly the events after it. The ledger is
+// then audited.
+func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
+	t.Parallel()
+	c := cluster.New(t, cluster.Options{})
+	before := audit(t, c)
+	cl, err := client.New(c.GatewayAddr, client.WithTLSDir(c.CertDir), client.WithTimeout(10*time.Second),
+		client.WithRetry(client.RetryPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Login(ctxT(t, 10*time.Second), "alice", passwords["alice"]); err != nil {
+		t.Fatal(err)
+	}
+	// alice's payments and the raw stream go through clients of their own (another session).
+	alice, bob := login(t, c, "alice"), login(t, c, "bob")
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	rec := &eventRecorder{}
+	watched := make(chan struct{})
+	// While the test holds hold, the watcher stops in the middle of the stream, with an event
+	// received and not yet recorded (held counts it): it reads nothing more until then.
+	var hold sync.Mutex
+	var held atomic.Int32
+	go func() {
+		defer close(watched)
+		for ev, err := range cl.WatchFrom(ctx, 0) {
+			if err != nil {
+				rec.mu.Lock()
+				rec.err = err
+				rec.mu.Unlock()
+				return
+			}
+			held.Add(1)
+			hold.Lock()
+			hold.Unlock()
+			held.Add(-1)
+			rec.add(ev)
+		}
+	}()
+	// payments makes n payments of alice's to bob, one of bob's to alice, and one of alice's
+	// that fails (insufficient funds): each gives a created and a decided event.
+	payments := func(n int) {
+		t.Helper()
+		for range n {
+			if p, err := pay(ctxT(t, 15*time.Second), alice, newID(), "bank1-1001", "bank2-2002", 100); err != nil || p.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+				t.Fatalf("alice pays: %v %v", p, err)
+			}
+		}
+		if p, err := pay(ctxT(t, 15*time.Second), bob, newID(), "bank2-2002", "bank1-1001", 30); err != nil || p.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+			t.Fatalf("bob pays: %v %v", p, err)
+		}
+		p, err := pay(ctxT(t, 15*time.Second), alice, newID(), "bank1-1001", "bank2-2002", 1e12)
+		if err != nil || p.GetPayment().GetFailureReason() != gatewayv1.FailureReason_FAILURE_REASON_INSUFFICIENT_FUNDS {
+			t.Fatalf("an overdraft: %v %v; want insufficient funds", p, err)
+		}
+	}
+	// caughtUp waits until the watcher has recorded as many events as ListEvents lists.
+	caughtUp := func(what string) []*client.Event {
+		t.Helper()
+		want := allEvents(t, cl, 0)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := rec.snapshot()
+			if err != nil {
+				t.Fatalf("watch ended: %v", err)
+			}
+			if len(got) >= len(want) || time.Now().After(deadline) {
+				sameEvents(t, what, got, want)
+				return want
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	payments(3)
+	first := caughtUp("the watcher before the restart")
+	if len(first) != 10 {
+		t.Fatalf("%d events of 5 payments; want 10", len(first))
+	}
+	lastSeen := rec.lastSeq()
+
+	// The watcher stops on the next event; the gateway is killed and started again, and more
+	// payments are made before the watcher reads on: it must reconnect with after = the seq it
+	// yielded last, or lose them (or see some twice).
+	hold.Lock()
+	unhold := sync.OnceFunc(hold.Unlock)
+	defer unhold()
+	if p, err := pay(ctxT(t, 15*time.Second), alice, newID(), "bank1-1001", "bank2-2002", 100); err != nil || p.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+		t.Fatalf("alice pays: %v %v", p, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); held.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher did not receive the payment's event")
+		}
+	}
+	c.Kill("gateway")
+	startGateway(t, c)
+	payments(2)
+	unhold()
+	all := caughtUp("the watcher across the restart")
+	if len(all) != 20 {
+		t.Fatalf("%d events of 10 payments; want 20", len(all))
+	}
+
+	// A raw stream resuming from the last seq seen before the kill replays exactly what came
+	// after it, then follows: one more payment shows up once.
+	after := lastSeen
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	stream, err := alice.Payments.WatchPayments(sctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{After: &after}))
+	if err != nil {
+		t.Fatalf("WatchPayments(after=%d): %v", after, err)
+	}
+	defer stream.Close()
+	receive := func(n int) []*client.Event {
+		var got []*client.Event
+		for len(got) < n && stream.Receive() {
+			got = append(got, stream.Msg().GetEvent())
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatalf("WatchPayments(after=%d): %v", after, err)
+		}
+		return got
+	}
+	sameEvents(t, fmt.Sprintf("WatchPayments(after=%d) after the restart", after), receive(len(all)-len(first)), all[len(first):])
+	payments(1)
+	final := caughtUp("the watcher at the end")
+	sameEvents(t, "the raw stream's new events", receive(len(final)-len(all)), final[len(all):])
+
+	stop()
+	select {
+	case <-watched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("WatchFrom did not stop with its context")
+	}
+	if _, err := rec.snapshot(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("watch: %v", err)
+	}
+	checkSettled(t, c, before, 30*time.Second)
+
+	// The CLI shows the same log: paygate events pages through it, and paygate watch --after
+	// replays what follows a seq.
+	u := newCLIUser(t, c)
+	u.login("alice")
+	seqsOf := func(evs []eventJSON) []int64 {
+		var out []int64
+		for _, e := range evs {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	var wantSeqs []int64
+	for _, e := range final[3:] {
+		wantSeqs = append(wantSeqs, e.GetSeq())
+	}
+	var page struct {
+		Events    []eventJSON `json:"events"`
+		NextAfter int64       `json:"next_after"`
+		HasMore   bool        `json:"has_more"`
+	}
+	from := final[2].GetSeq()
+	lastJSON(t, u.must(0, "events", "--after", fmt.Sprint(from), "--limit", "500", "--json"), &page)
+	if got := seqsOf(page.Events); !slices.Equal(got, wantSeqs) || page.HasMore || page.NextAfter != wantSeqs[len(wantSeqs)-1] {
+		t.Fatalf("paygate events --after %d: seqs %v, next_after %d, has_more %v; want %v", from, got, page.NextAfter, page.HasMore, wantSeqs)
+	}
+	for i, e := range page.Events {
+		if w := final[3+i]; e.Type != w.GetType() || e.PaymentID != w.GetPayment().GetPaymentId() || e.EventID != w.GetEventId() {
+			t.Fatalf("paygate events: %+v; ListEvents has %v", e, w)
+		}
+	}
+	text := u.must(0, "events", "--after", fmt.Sprint(from), "--limit", "2")
+	if want := fmt.Sprintf("next page: paygate events --after %d --limit 2", wantSeqs[1]); !strings.Contains(text, want) ||
+		!strings.Contains(text, fmt.Sprintf("%-6d %-18s %s", wantSeqs[0], final[3].GetType(), "")) {
+		t.Fatalf("paygate events --limit 2:\n%s\nwant the events' lines and %q", text, want)
+	}
+	from = final[len(final)-5].GetSeq()
+	var watchedSeqs []int64
+	for line := range strings.SplitSeq(strings.TrimSpace(u.must(0, "watch", "--after", fmt.Sprint(from), "--for", "2s", "--json", "--no-send")), "\n") {
+		var e eventJSON
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("paygate watch --json: %q: %v", line, err)
+		}
+		watchedSeqs = append(watchedSeqs, e.Seq)
+	}
+	if want := wantSeqs[len(wantSeqs)-4:]; !slices.Equal(watchedSeqs, want) {
+		t.Fatalf("paygate watch --after %d: seqs %v; want %v", from, watchedSeqs, want)
+	}
+	u.must(exitUsage, "events", "--limit", "0")
+	u.must(exitUsage, "events", "--after", "-1")
+	u.must(exitUsage, "watch", "--after", "-2")
+	if out, errOut, code := u.run("events", "--help"); code != 0 || !strings.Contains(out+errOut, "paygate events") || !strings.Contains(out+errOut, "-after") {
+		t.Errorf("paygate events --help: exit %d\n%s%s", code, out, errOut)
+	}
+}
