@@ -117,9 +117,10 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 	defer stop()
 	rec := &eventRecorder{}
 	watched := make(chan struct{})
-	// While the test holds hold, the watcher stops in the middle of the stream, with an event
-	// received and not yet recorded (held counts it): it reads nothing more until then.
-	var hold sync.Mutex
+	// While gate holds a channel, the watcher stops in the middle of the stream, with an event
+	// received and not yet recorded (held counts it): it reads nothing more until the channel
+	// is closed.
+	var gate atomic.Pointer[chan struct{}]
 	var held atomic.Int32
 	go func() {
 		defer close(watched)
@@ -130,10 +131,11 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 				rec.mu.Unlock()
 				return
 			}
-			held.Add(1)
-			hold.Lock()
-			hold.Unlock()
-			held.Add(-1)
+			if g := gate.Load(); g != nil {
+				held.Add(1)
+				<-*g
+				held.Add(-1)
+			}
 			rec.add(ev)
 		}
 	}()
@@ -182,8 +184,9 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 	// The watcher stops on the next event; the gateway is killed and started again, and more
 	// payments are made before the watcher reads on: it must reconnect with after = the seq it
 	// yielded last, or lose them (or see some twice).
-	hold.Lock()
-	unhold := sync.OnceFunc(hold.Unlock)
+	release := make(chan struct{})
+	gate.Store(&release)
+	unhold := sync.OnceFunc(func() { gate.Store(nil); close(release) })
 	defer unhold()
 	if p, err := pay(ctxT(t, 15*time.Second), alice, newID(), "bank1-1001", "bank2-2002", 100); err != nil || p.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
 		t.Fatalf("alice pays: %v %v", p, err)
