@@ -30,6 +30,7 @@ var publicUnary = []string{
 	gatewayv1connect.PaymentServiceExecutePaymentProcedure,
 	gatewayv1connect.PaymentServiceGetPaymentProcedure,
 	gatewayv1connect.PaymentServiceListPaymentsProcedure,
+	gatewayv1connect.PaymentServiceListEventsProcedure,
 	gatewayv1connect.BalanceServiceFetchBalanceProcedure,
 }
 
@@ -131,6 +132,7 @@ func TestBadInput(t *testing.T) {
 			call{gatewayv1connect.PaymentServiceExecutePaymentProcedure, `{"amount": "99999999999999999999"}`},
 			call{gatewayv1connect.AuthServiceLoginProcedure, `{"username": {"$gt": ""}}`},
 			call{gatewayv1connect.PaymentServiceListPaymentsProcedure, `{"pageSize": "many"}`},
+			call{gatewayv1connect.PaymentServiceListEventsProcedure, `{"after": "the start"}`},
 		)
 		for _, cl := range calls {
 			proc, b := cl.proc, cl.body
