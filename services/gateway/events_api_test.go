@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,4 +271,179 @@ func BenchmarkWatchRead(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestWatchPayments64Watchers: 16 streams of each of four users (64, each user's limit) all
+// receive exactly their user's events, as ListEvents lists them, while payments go round the
+// users; the streams find them in the hub's memory: once the hub follows the log, no stream
+// reads the store itself.
+func TestWatchPayments64Watchers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := protocols[1]
+	users := []struct{ name, password, from, to string }{
+		{"alice", "alice-pass-123", "bank1-1001", "bank2-2002"}, // to bob
+		{"bob", "bob-pass-456", "bank2-2002", "bank3-3002"},     // to carol
+		{"carol", "carol-pass-789", "bank3-3002", "bank1-1003"}, // to dave
+		{"dave", "dave-pass-000", "bank1-1003", "bank1-1001"},   // to alice
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logins := map[string]*clients{}
+	type watcher struct {
+		user   string
+		stream *connect.ServerStreamForClient[gatewayv1.WatchPaymentsResponse]
+	}
+	var watchers []watcher
+	for _, u := range users {
+		logins[u.name] = e.login(t, p, u.name, u.password)
+		for range 16 {
+			s, err := logins[u.name].payments.WatchPayments(ctx, connect.NewRequest(&gatewayv1.WatchPaymentsRequest{}))
+			if err != nil {
+				t.Fatalf("stream of %s: %v", u.name, err)
+			}
+			defer s.Close()
+			watchers = append(watchers, watcher{u.name, s})
+		}
+	}
+	hub := e.gw.eventHub
+	waitFor(t, 5*time.Second, "64 streams following the hub", func() bool {
+		hub.mu.Lock()
+		defer hub.mu.Unlock()
+		return hub.streams == 64 && hub.valid
+	})
+	readsBefore := hub.storeReads.Load()
+	start := time.Now()
+	for range 3 {
+		for _, u := range users {
+			logins[u.name].pay(t, newPaymentID(), u.from, u.to, 1)
+		}
+	}
+	want := map[string][]*gatewayv1.Event{}
+	for _, u := range users {
+		want[u.name] = listAllEvents(t, logins[u.name], 0, 0)
+		if len(want[u.name]) != 12 {
+			t.Fatalf("%s has %d events; want 12 (6 payments)", u.name, len(want[u.name]))
+		}
+	}
+	errs := make(chan error, len(watchers))
+	for _, w := range watchers {
+		go func() {
+			var got []*gatewayv1.Event
+			for len(got) < len(want[w.user]) && w.stream.Receive() {
+				got = append(got, w.stream.Msg().GetEvent())
+			}
+			for i := range want[w.user] {
+				if i >= len(got) {
+					errs <- fmt.Errorf("a stream of %s received %d events; want %d (%v)", w.user, len(got), len(want[w.user]), w.stream.Err())
+					return
+				}
+				if !proto.Equal(got[i], want[w.user][i]) {
+					errs <- fmt.Errorf("a stream of %s: event %d = %v; ListEvents has %v", w.user, i, got[i], want[w.user][i])
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range watchers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := hub.storeReads.Load() - readsBefore
+	t.Logf("12 payments, 64 streams, %d events delivered in %v; %d store reads by the streams", 64*12, time.Since(start).Round(time.Millisecond), reads)
+	if reads != 0 {
+		t.Errorf("the streams read the store %d times while the hub followed the log; want 0", reads)
+	}
+	t.Cleanup(func() { e.assertSettled(t) })
+}
+
+// fakeLog is an eventLog of events in memory, for the hub's test: EventsAfter and LastEventSeq.
+type fakeLog struct {
+	eventLog
+	mu     sync.Mutex
+	events []eventRecord
+}
+
+func (f *fakeLog) add(n int) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		seq := int64(len(f.events) + 1)
+		payer := []string{"alice", "bob"}[seq%2]
+		f.events = append(f.events, eventRecord{Seq: seq, Type: eventPaymentCreated, PaymentID: fmt.Sprint("p", seq), Payer: payer, Payee: "carol"})
+	}
+	return int64(len(f.events))
+}
+
+func (f *fakeLog) EventsAfter(_ context.Context, after int64, limit int) ([]eventRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := int(min(after, int64(len(f.events))))
+	return slices.Clone(f.events[i:min(len(f.events), i+limit)]), nil
+}
+
+func (f *fakeLog) LastEventSeq(context.Context) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return int64(len(f.events)), nil
+}
+
+// TestEventHub: the hub follows the log from its end while streams are open, keeps the latest
+// events (every one after base), hands a stream its user's (a page at a time), sends a stream
+// that is further behind to the store, and forgets everything once the last stream closed.
+func TestEventHub(t *testing.T) {
+	t.Parallel()
+	log := &fakeLog{}
+	seq := newEventSequencer(log, nil)
+	seq.advance(log.add(50))
+	h := newEventHub(log, seq, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	state := func() (valid bool, base, pos int64, ring []eventRecord) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.valid, h.base, h.pos, h.ring
+	}
+	if _, _, _, ok := h.since("alice", 50, 100); ok {
+		t.Fatal("since answered before the hub follows the log")
+	}
+	h.open()
+	waitFor(t, 5*time.Second, "the hub to follow", func() bool { v, _, _, _ := state(); return v })
+	if _, base, pos, _ := state(); base != 50 || pos != 50 {
+		t.Fatalf("the hub starts at base %d, pos %d; want the log's end, 50", base, pos)
+	}
+	last := log.add(3 * eventHubKeep)
+	seq.advance(last)
+	waitFor(t, 5*time.Second, "the hub to read the new events", func() bool { _, _, pos, _ := state(); return pos == last })
+	_, base, pos, ring := state()
+	if len(ring) > 2*eventHubKeep || int64(len(ring)) != pos-base || ring[0].Seq != base+1 || ring[len(ring)-1].Seq != pos {
+		t.Fatalf("ring of %d events (%d..%d), base %d, pos %d: want every event after base, at most %d", len(ring), ring[0].Seq, ring[len(ring)-1].Seq, base, pos, 2*eventHubKeep)
+	}
+	if base <= 50 {
+		t.Fatalf("base %d: the oldest events were not let go", base)
+	}
+	if _, _, _, ok := h.since("alice", base-1, 100); ok {
+		t.Fatal("since answered for a stream behind the ring")
+	}
+	evs, upTo, _, ok := h.since("alice", base, 100)
+	if !ok || len(evs) != 100 || upTo != evs[99].Seq || evs[0].Seq <= base {
+		t.Fatalf("since(alice, base): %d events, up to %d, %v; want a page of 100 after base, up to the last", len(evs), upTo, ok)
+	}
+	for i, e := range evs {
+		if e.Payer != "alice" || (i > 0 && e.Seq != evs[i-1].Seq+2) {
+			t.Fatalf("since(alice) gave %+v", e)
+		}
+	}
+	if evs, upTo, _, ok := h.since("carol", pos-3, 100); !ok || len(evs) != 3 || upTo != pos {
+		t.Fatalf("since(carol, pos-3): %d events up to %d, %v; want the payee's 3, up to %d", len(evs), upTo, ok, pos)
+	}
+	if evs, upTo, _, ok := h.since("dave", base, 100); !ok || len(evs) != 0 || upTo != pos {
+		t.Fatalf("since(dave): %d events up to %d, %v; want none, up to %d", len(evs), upTo, ok, pos)
+	}
+	h.close()
+	waitFor(t, 5*time.Second, "the hub to forget", func() bool { v, _, _, r := state(); return !v && r == nil })
 }

@@ -209,6 +209,8 @@ type Gateway struct {
 	events *broker
 	// eventSeq numbers the store's event log and says how far it is numbered (eventseq.go).
 	eventSeq *eventSequencer
+	// eventHub reads the log once for all the payment streams (events_api.go).
+	eventHub *eventHub
 	throttle attemptBudget
 	// registerThrottle limits refused registrations per address and per account.
 	registerThrottle attemptBudget
@@ -269,6 +271,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.store = store
 	g.eventSeq = newEventSequencer(store, g.logger)
+	g.eventHub = newEventHub(store, g.eventSeq, g.logger)
 	g.now = store.Now // sessions expire by the store's clock, the same for every replica
 	g.throttle = newThrottle(store, "login", cfg.LoginFailureEvery, cfg.LoginFailuresBurst)
 	g.registerThrottle = newThrottle(store, "register", cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)
@@ -461,13 +464,14 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.web != nil {
 		g.serve(g.web, g.webLn)
 	}
-	g.wg.Add(6)
+	g.wg.Add(7)
 	go func() { defer g.wg.Done(); g.health.probe(bg, g.healthClients, g.cfg.HealthInterval) }()
 	go func() { defer g.wg.Done(); g.coord.Recover(bg, g.cfg.RecoveryInterval) }()
 	go func() { defer g.wg.Done(); g.expireSessions(bg) }()
 	go func() { defer g.wg.Done(); g.coord.keepLease(bg) }()
 	go func() { defer g.wg.Done(); g.coord.listen(bg) }()
 	go func() { defer g.wg.Done(); g.eventSeq.run(bg) }()
+	go func() { defer g.wg.Done(); g.eventHub.run(bg) }()
 	g.logger.Info("gateway serving", "api", g.apiLn.Addr().String(), "web", g.WebAddr(), "banks", len(g.banks), "txn_timeout", g.cfg.TxnTimeout)
 	return nil
 }
