@@ -156,17 +156,22 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 			t.Fatalf("an overdraft: %v %v; want insufficient funds", p, err)
 		}
 	}
-	// caughtUp waits until the watcher has recorded as many events as ListEvents lists.
-	caughtUp := func(what string) []*client.Event {
+	// caughtUp waits until ListEvents lists n events (on PostgreSQL an event is listed once the
+	// sequencer numbered it, just after its payment's answer) and the watcher has recorded as
+	// many, and checks that they are the same.
+	caughtUp := func(what string, n int) []*client.Event {
 		t.Helper()
-		want := allEvents(t, cl, 0)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
+			want := allEvents(t, cl, 0)
 			got, err := rec.snapshot()
 			if err != nil {
 				t.Fatalf("watch ended: %v", err)
 			}
-			if len(got) >= len(want) || time.Now().After(deadline) {
+			if (len(want) >= n && len(got) >= n) || time.Now().After(deadline) {
+				if len(want) != n {
+					t.Fatalf("%s: ListEvents has %d events; want %d (2 per payment)", what, len(want), n)
+				}
 				sameEvents(t, what, got, want)
 				return want
 			}
@@ -175,10 +180,7 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 	}
 
 	payments(3)
-	first := caughtUp("the watcher before the restart")
-	if len(first) != 10 {
-		t.Fatalf("%d events of 5 payments; want 10", len(first))
-	}
+	first := caughtUp("the watcher before the restart", 10) // 5 payments
 	lastSeen := rec.lastSeq()
 
 	// The watcher stops on the next event; the gateway is killed and started again, and more
@@ -200,10 +202,7 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 	startGateway(t, c)
 	payments(2)
 	unhold()
-	all := caughtUp("the watcher across the restart")
-	if len(all) != 20 {
-		t.Fatalf("%d events of 10 payments; want 20", len(all))
-	}
+	all := caughtUp("the watcher across the restart", 20) // 10 payments
 
 	// A raw stream resuming from the last seq seen before the kill replays exactly what came
 	// after it, then follows: one more payment shows up once.
@@ -227,7 +226,7 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 	}
 	sameEvents(t, fmt.Sprintf("WatchPayments(after=%d) after the restart", after), receive(len(all)-len(first)), all[len(first):])
 	payments(1)
-	final := caughtUp("the watcher at the end")
+	final := caughtUp("the watcher at the end", 26) // 13 payments
 	sameEvents(t, "the raw stream's new events", receive(len(final)-len(all)), final[len(all):])
 
 	stop()
