@@ -30,6 +30,8 @@ export class Dashboard {
   private readonly sending = new Set<string>();
   private refreshTimer: number | undefined;
   private retryTimer: number | undefined;
+  /** The seq of the last event the stream delivered: a reconnect resumes after it. */
+  private lastSeq: bigint | undefined;
 
   constructor(
     root: HTMLElement,
@@ -225,12 +227,18 @@ export class Dashboard {
       // the call has stood for a moment without failing.
       const assumeLive = window.setTimeout(() => this.activity.setLive("live"), 1000);
       try {
-        for await (const ev of paymentClient.watchPayments({}, { signal: attempt.signal })) {
+        const from = this.lastSeq === undefined ? {} : { after: this.lastSeq };
+        for await (const ev of paymentClient.watchPayments(from, { signal: attempt.signal })) {
           this.activity.setLive("live");
           backoff = 500;
+          if (ev.event) this.lastSeq = ev.event.seq;
           if (ev.payment) {
-            this.activity.payment(ev.payment, true);
-            this.payForm.settled(ev.payment);
+            // The stream also tells of payments others make to this user's accounts (their
+            // username is empty): those move the balances, but are not "payments you make".
+            if (ev.payment.username !== "") {
+              this.activity.payment(ev.payment, true);
+              this.payForm.settled(ev.payment);
+            }
             this.refreshSoon();
           }
         }
