@@ -308,9 +308,11 @@ func TestPolicy(t *testing.T) {
 	ts := startServer(t, p, serverOptions{})
 
 	type call func(ctx context.Context, c bankv1connect.BankServiceClient) error
-	prepare := func(req *connect.Request[bankv1.PrepareTransactionRequest]) call {
+	// Each call gets a request of its own: the subtests of both protocols run in parallel, and
+	// a request's headers are written while it is sent.
+	prepare := func(txn string) call {
 		return func(ctx context.Context, c bankv1connect.BankServiceClient) error {
-			res, err := c.PrepareTransaction(ctx, req)
+			res, err := c.PrepareTransaction(ctx, prepareRequest(txn))
 			if err == nil && res.Msg.GetVote() != bankv1.Vote_VOTE_YES {
 				return fmt.Errorf("vote %v", res.Msg.GetVote())
 			}
@@ -335,23 +337,23 @@ func TestPolicy(t *testing.T) {
 		wantReason string
 		wantMsg    string
 	}{
-		{name: "gateway may prepare", caller: gatewayID, call: prepare(prepareRequest("t-1"))},
+		{name: "gateway may prepare", caller: gatewayID, call: prepare("t-1")},
 		{
-			name: "client may not prepare", caller: cliID, call: prepare(prepareRequest("t-1")),
+			name: "client may not prepare", caller: cliID, call: prepare("t-1"),
 			wantCode: connect.CodePermissionDenied, wantReason: rpcserver.ReasonPermissionDenied,
 			wantMsg: "BankService accepts only the gateway role; caller is spiffe://paygate/client/cli",
 		},
 		{
-			name: "bank may not prepare", caller: bank2ID, call: prepare(prepareRequest("t-1")),
+			name: "bank may not prepare", caller: bank2ID, call: prepare("t-1"),
 			wantCode: connect.CodePermissionDenied, wantReason: rpcserver.ReasonPermissionDenied,
 			wantMsg: "caller is spiffe://paygate/bank/bank2",
 		},
 		{
-			name: "invalid request names the field", caller: gatewayID, call: prepare(prepareRequest("")),
+			name: "invalid request names the field", caller: gatewayID, call: prepare(""),
 			wantCode: connect.CodeInvalidArgument, wantMsg: "transaction_id",
 		},
 		{
-			name: "denied before validation", caller: cliID, call: prepare(prepareRequest("")),
+			name: "denied before validation", caller: cliID, call: prepare(""),
 			wantCode: connect.CodePermissionDenied,
 		},
 		{
