@@ -55,8 +55,11 @@ func (e eventRecord) record(viewer string) paymentRecord {
 	default:
 		p.Decision = decisionNone
 	}
-	if e.Type == eventPaymentCreated {
-		p.CreatedAt = e.CreatedAt
+	switch {
+	case s.CreatedAt != 0:
+		p.CreatedAt = time.Unix(0, s.CreatedAt)
+	case e.Type == eventPaymentCreated:
+		p.CreatedAt = e.CreatedAt // an event from before snapshots kept the admission time
 	}
 	if viewer != e.Payer {
 		// Only the payer sees who paid.

@@ -103,19 +103,24 @@ func TestListEvents(t *testing.T) {
 			t.Fatalf("event %v: want event_id evt_<seq> and a create_time", ev)
 		}
 	}
-	// The decision's payment is the payment as GetPayment shows it (but for create_time,
-	// which the snapshot does not hold).
+	// The decision's payment is the payment as GetPayment shows it, create_time included.
 	got, err := alice.payments.GetPayment(context.Background(), connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: p3}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := proto.Clone(got.Msg.GetPayment()).(*gatewayv1.Payment)
-	want.CreateTime = nil
+	want := got.Msg.GetPayment()
 	if ev := aliceEvents[3].GetPayment(); !proto.Equal(ev, want) {
 		t.Fatalf("failed event's payment = %v; GetPayment = %v", ev, want)
 	}
-	if ct := aliceEvents[0].GetPayment().GetCreateTime(); ct == nil || !ct.AsTime().Equal(aliceEvents[0].GetCreateTime().AsTime()) {
-		t.Fatalf("created event's payment create_time = %v; want the event's", ct)
+	// Every event's payment carries the payment's create_time, the one GetPayment shows.
+	for _, ev := range aliceEvents {
+		got, err := alice.payments.GetPayment(context.Background(), connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: ev.GetPayment().GetPaymentId()}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct := ev.GetPayment().GetCreateTime(); ct == nil || !ct.AsTime().Equal(got.Msg.GetPayment().GetCreateTime().AsTime()) {
+			t.Fatalf("%s event's payment create_time = %v; GetPayment's %v", ev.GetType(), ct, got.Msg.GetPayment().GetCreateTime())
+		}
 	}
 
 	// Bob, the payee, sees the same events without alice's name.

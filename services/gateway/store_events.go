@@ -65,6 +65,8 @@ type eventSnapshot struct {
 	Amount      int64  `json:"amount"`
 	Currency    string `json:"currency"`
 	Description string `json:"description"`
+	// CreatedAt is the payment's admission time in unix nanoseconds.
+	CreatedAt int64 `json:"created_at"`
 	// Status is eventStatusProcessing, eventStatusSucceeded or eventStatusFailed.
 	Status         string `json:"status"`
 	FailureReason  int32  `json:"failure_reason"`
@@ -111,7 +113,8 @@ const sqliteEventSnapshot = `json_object('from', p.from_account, 'to', p.to_acco
 	'status', CASE p.decision WHEN 0 THEN '` + eventStatusProcessing + `' WHEN 1 THEN '` + eventStatusSucceeded + `' ELSE '` + eventStatusFailed + `' END,
 	'failure_reason', p.failure_reason, 'failure_message', p.failure_message,
 	'presumed', json(CASE WHEN p.presumed THEN 'true' ELSE 'false' END),
-	'decided_at', coalesce(p.decided_at, 0), 'decided_by', p.decided_by, 'refunded_amount', 0)`
+	'decided_at', coalesce(p.decided_at, 0), 'decided_by', p.decided_by, 'refunded_amount', 0,
+	'created_at', p.created_at)`
 
 // sqliteAppendEvents appends an event of each of types (in order) for payment id, as its row
 // is in tx now, with the payee read from the account links in the same transaction, and
@@ -257,7 +260,7 @@ func pgEventSnapshot(alias string) string {
 		'status', CASE ` + alias + `.decision WHEN 0 THEN '` + eventStatusProcessing + `' WHEN 1 THEN '` + eventStatusSucceeded + `' ELSE '` + eventStatusFailed + `' END,
 		'failure_reason', ` + alias + `.failure_reason, 'failure_message', ` + alias + `.failure_message,
 		'presumed', ` + alias + `.presumed, 'decided_at', coalesce(` + alias + `.decided_at, 0),
-		'decided_by', ` + alias + `.decided_by, 'refunded_amount', 0)`
+		'decided_by', ` + alias + `.decided_by, 'refunded_amount', 0, 'created_at', ` + alias + `.created_at)`
 }
 
 // pgEventPayee is the username the to-account of the payments row named alias is linked to,
