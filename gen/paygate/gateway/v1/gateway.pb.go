@@ -5,7 +5,7 @@
 // source: paygate/gateway/v1/gateway.proto
 
 // Package paygate.gateway.v1 is the API of the payment gateway: what users call (AuthService,
-// PaymentService, BalanceService) and what banks call (CoordinatorService).
+// PaymentService, BalanceService, WebhookService) and what banks call (CoordinatorService).
 //
 // User calls carry the token that Login returns in the Authorization header
 // ("Authorization: Bearer <token>"). Errors use Connect codes with a google.rpc.ErrorInfo detail
@@ -17,6 +17,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -163,6 +164,114 @@ func (FailureReason) EnumDescriptor() ([]byte, []int) {
 	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{1}
 }
 
+// WebhookEndpointStatus says whether events are delivered to an endpoint.
+type WebhookEndpointStatus int32
+
+const (
+	WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_UNSPECIFIED WebhookEndpointStatus = 0
+	WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_ENABLED     WebhookEndpointStatus = 1
+	// Nothing is sent; events are kept for it. disabled_reason says why.
+	WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_DISABLED WebhookEndpointStatus = 2
+)
+
+// Enum value maps for WebhookEndpointStatus.
+var (
+	WebhookEndpointStatus_name = map[int32]string{
+		0: "WEBHOOK_ENDPOINT_STATUS_UNSPECIFIED",
+		1: "WEBHOOK_ENDPOINT_STATUS_ENABLED",
+		2: "WEBHOOK_ENDPOINT_STATUS_DISABLED",
+	}
+	WebhookEndpointStatus_value = map[string]int32{
+		"WEBHOOK_ENDPOINT_STATUS_UNSPECIFIED": 0,
+		"WEBHOOK_ENDPOINT_STATUS_ENABLED":     1,
+		"WEBHOOK_ENDPOINT_STATUS_DISABLED":    2,
+	}
+)
+
+func (x WebhookEndpointStatus) Enum() *WebhookEndpointStatus {
+	p := new(WebhookEndpointStatus)
+	*p = x
+	return p
+}
+
+func (x WebhookEndpointStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WebhookEndpointStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_paygate_gateway_v1_gateway_proto_enumTypes[2].Descriptor()
+}
+
+func (WebhookEndpointStatus) Type() protoreflect.EnumType {
+	return &file_paygate_gateway_v1_gateway_proto_enumTypes[2]
+}
+
+func (x WebhookEndpointStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WebhookEndpointStatus.Descriptor instead.
+func (WebhookEndpointStatus) EnumDescriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{2}
+}
+
+// WebhookDeliveryStatus is where a delivery of one event to one endpoint stands.
+type WebhookDeliveryStatus int32
+
+const (
+	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_UNSPECIFIED WebhookDeliveryStatus = 0
+	// Not delivered yet: the next attempt is due at next_attempt_time.
+	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_PENDING WebhookDeliveryStatus = 1
+	// The endpoint answered 2xx.
+	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_SUCCEEDED WebhookDeliveryStatus = 2
+	// Given up: every attempt failed for the retry period, or the endpoint answered that it is
+	// gone (410). RedeliverWebhook can still send it.
+	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_FAILED WebhookDeliveryStatus = 3
+)
+
+// Enum value maps for WebhookDeliveryStatus.
+var (
+	WebhookDeliveryStatus_name = map[int32]string{
+		0: "WEBHOOK_DELIVERY_STATUS_UNSPECIFIED",
+		1: "WEBHOOK_DELIVERY_STATUS_PENDING",
+		2: "WEBHOOK_DELIVERY_STATUS_SUCCEEDED",
+		3: "WEBHOOK_DELIVERY_STATUS_FAILED",
+	}
+	WebhookDeliveryStatus_value = map[string]int32{
+		"WEBHOOK_DELIVERY_STATUS_UNSPECIFIED": 0,
+		"WEBHOOK_DELIVERY_STATUS_PENDING":     1,
+		"WEBHOOK_DELIVERY_STATUS_SUCCEEDED":   2,
+		"WEBHOOK_DELIVERY_STATUS_FAILED":      3,
+	}
+)
+
+func (x WebhookDeliveryStatus) Enum() *WebhookDeliveryStatus {
+	p := new(WebhookDeliveryStatus)
+	*p = x
+	return p
+}
+
+func (x WebhookDeliveryStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WebhookDeliveryStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_paygate_gateway_v1_gateway_proto_enumTypes[3].Descriptor()
+}
+
+func (WebhookDeliveryStatus) Type() protoreflect.EnumType {
+	return &file_paygate_gateway_v1_gateway_proto_enumTypes[3]
+}
+
+func (x WebhookDeliveryStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WebhookDeliveryStatus.Descriptor instead.
+func (WebhookDeliveryStatus) EnumDescriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
 // BankStatus says whether a bank answered.
 type BankStatus int32
 
@@ -198,11 +307,11 @@ func (x BankStatus) String() string {
 }
 
 func (BankStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_paygate_gateway_v1_gateway_proto_enumTypes[2].Descriptor()
+	return file_paygate_gateway_v1_gateway_proto_enumTypes[4].Descriptor()
 }
 
 func (BankStatus) Type() protoreflect.EnumType {
-	return &file_paygate_gateway_v1_gateway_proto_enumTypes[2]
+	return &file_paygate_gateway_v1_gateway_proto_enumTypes[4]
 }
 
 func (x BankStatus) Number() protoreflect.EnumNumber {
@@ -211,7 +320,7 @@ func (x BankStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BankStatus.Descriptor instead.
 func (BankStatus) EnumDescriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 // Decision is the coordinator's outcome for a transaction.
@@ -248,11 +357,11 @@ func (x Decision) String() string {
 }
 
 func (Decision) Descriptor() protoreflect.EnumDescriptor {
-	return file_paygate_gateway_v1_gateway_proto_enumTypes[3].Descriptor()
+	return file_paygate_gateway_v1_gateway_proto_enumTypes[5].Descriptor()
 }
 
 func (Decision) Type() protoreflect.EnumType {
-	return &file_paygate_gateway_v1_gateway_proto_enumTypes[3]
+	return &file_paygate_gateway_v1_gateway_proto_enumTypes[5]
 }
 
 func (x Decision) Number() protoreflect.EnumNumber {
@@ -261,7 +370,7 @@ func (x Decision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Decision.Descriptor instead.
 func (Decision) EnumDescriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 type LoginRequest struct {
@@ -765,8 +874,13 @@ type Payment struct {
 	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the outcome was decided.
 	DecideTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=decide_time,json=decideTime,proto3" json:"decide_time,omitempty"`
-	// The user who made the payment.
-	Username      string `protobuf:"bytes,12,opt,name=username,proto3" json:"username,omitempty"`
+	// The user who made the payment (of a refund: the payee who refunded).
+	Username string `protobuf:"bytes,12,opt,name=username,proto3" json:"username,omitempty"`
+	// How much of amount has been refunded by succeeded refunds.
+	RefundedAmount int64 `protobuf:"varint,13,opt,name=refunded_amount,json=refundedAmount,proto3" json:"refunded_amount,omitempty"`
+	// Set on a refund: the payment_id of the payment it gives money back for. A refund moves
+	// money from that payment's to_account to its from_account.
+	RefundOf      string `protobuf:"bytes,14,opt,name=refund_of,json=refundOf,proto3" json:"refund_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -881,6 +995,20 @@ func (x *Payment) GetDecideTime() *timestamppb.Timestamp {
 func (x *Payment) GetUsername() string {
 	if x != nil {
 		return x.Username
+	}
+	return ""
+}
+
+func (x *Payment) GetRefundedAmount() int64 {
+	if x != nil {
+		return x.RefundedAmount
+	}
+	return 0
+}
+
+func (x *Payment) GetRefundOf() string {
+	if x != nil {
+		return x.RefundOf
 	}
 	return ""
 }
@@ -1342,7 +1470,9 @@ type Event struct {
 	// it).
 	EventId string `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// What changed: "payment.created" (admitted, PROCESSING), "payment.succeeded" or
-	// "payment.failed" (decided).
+	// "payment.failed" (decided), "payment.refunded" (a refund of it succeeded:
+	// refunded_amount grew); for a refund, "refund.created", "refund.succeeded" and
+	// "refund.failed".
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// When the change was recorded.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
@@ -1535,6 +1665,1206 @@ func (x *ListEventsResponse) GetHasMore() bool {
 	return false
 }
 
+type RefundPaymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client, once per intended refund, as a payment_id is: a UUID or a ULID.
+	// Retries of the same refund send the same refund_id.
+	RefundId string `protobuf:"bytes,1,opt,name=refund_id,json=refundId,proto3" json:"refund_id,omitempty"`
+	// The succeeded payment to refund, made to an account of the caller.
+	PaymentId string `protobuf:"bytes,2,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
+	// Minor units to give back; 0 means all that is not refunded yet.
+	Amount int64 `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	// Why, for both sides' records (the refund's description).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefundPaymentRequest) Reset() {
+	*x = RefundPaymentRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundPaymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundPaymentRequest) ProtoMessage() {}
+
+func (x *RefundPaymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundPaymentRequest.ProtoReflect.Descriptor instead.
+func (*RefundPaymentRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RefundPaymentRequest) GetRefundId() string {
+	if x != nil {
+		return x.RefundId
+	}
+	return ""
+}
+
+func (x *RefundPaymentRequest) GetPaymentId() string {
+	if x != nil {
+		return x.PaymentId
+	}
+	return ""
+}
+
+func (x *RefundPaymentRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *RefundPaymentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RefundPaymentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The refund: a Payment with refund_of set, amount as refunded.
+	Refund *Payment `protobuf:"bytes,1,opt,name=refund,proto3" json:"refund,omitempty"`
+	// The refunded payment as it is after the refund (refunded_amount).
+	Payment *Payment `protobuf:"bytes,2,opt,name=payment,proto3" json:"payment,omitempty"`
+	// True when this answer is the stored outcome of an earlier request with the same refund_id.
+	Replayed      bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefundPaymentResponse) Reset() {
+	*x = RefundPaymentResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundPaymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundPaymentResponse) ProtoMessage() {}
+
+func (x *RefundPaymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundPaymentResponse.ProtoReflect.Descriptor instead.
+func (*RefundPaymentResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RefundPaymentResponse) GetRefund() *Payment {
+	if x != nil {
+		return x.Refund
+	}
+	return nil
+}
+
+func (x *RefundPaymentResponse) GetPayment() *Payment {
+	if x != nil {
+		return x.Payment
+	}
+	return nil
+}
+
+func (x *RefundPaymentResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// WebhookEndpoint is a URL that the caller's events are POSTed to.
+type WebhookEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "we_" and 26 characters.
+	EndpointId string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	Url        string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// The event types delivered ("payment.succeeded", ...), or "*" for all.
+	EventTypes []string              `protobuf:"bytes,3,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	Status     WebhookEndpointStatus `protobuf:"varint,4,opt,name=status,proto3,enum=paygate.gateway.v1.WebhookEndpointStatus" json:"status,omitempty"`
+	// Why a disabled endpoint is disabled: "disabled_by_user" or "failing" (its deliveries kept
+	// failing for days).
+	DisabledReason string                 `protobuf:"bytes,5,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Until when a previous secret is still used to sign too (RotateWebhookSecret); unset when
+	// none is.
+	PreviousSecretExpireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=previous_secret_expire_time,json=previousSecretExpireTime,proto3" json:"previous_secret_expire_time,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *WebhookEndpoint) Reset() {
+	*x = WebhookEndpoint{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookEndpoint) ProtoMessage() {}
+
+func (x *WebhookEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookEndpoint.ProtoReflect.Descriptor instead.
+func (*WebhookEndpoint) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WebhookEndpoint) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetStatus() WebhookEndpointStatus {
+	if x != nil {
+		return x.Status
+	}
+	return WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_UNSPECIFIED
+}
+
+func (x *WebhookEndpoint) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetPreviousSecretExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousSecretExpireTime
+	}
+	return nil
+}
+
+type CreateWebhookEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where to POST: https://host[:port]/path (http:// only when the gateway allows it).
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Event types to deliver, each one of Event.type's, or "*" for all.
+	EventTypes    []string `protobuf:"bytes,2,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhookEndpointRequest) Reset() {
+	*x = CreateWebhookEndpointRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *CreateWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*CreateWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateWebhookEndpointRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateWebhookEndpointRequest) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+type CreateWebhookEndpointResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *WebhookEndpoint       `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The signing secret ("whsec_..."), shown once. Verify each request's Paygate-Signature with it.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebhookEndpointResponse) Reset() {
+	*x = CreateWebhookEndpointResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *CreateWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*CreateWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CreateWebhookEndpointResponse) GetEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+func (x *CreateWebhookEndpointResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ListWebhookEndpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookEndpointsRequest) Reset() {
+	*x = ListWebhookEndpointsRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookEndpointsRequest) ProtoMessage() {}
+
+func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhookEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+}
+
+type ListWebhookEndpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints     []*WebhookEndpoint     `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookEndpointsResponse) Reset() {
+	*x = ListWebhookEndpointsResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookEndpointsResponse) ProtoMessage() {}
+
+func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhookEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListWebhookEndpointsResponse) GetEndpoints() []*WebhookEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type DeleteWebhookEndpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookEndpointRequest) Reset() {
+	*x = DeleteWebhookEndpointRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeleteWebhookEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+type DeleteWebhookEndpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookEndpointResponse) Reset() {
+	*x = DeleteWebhookEndpointResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *DeleteWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{29}
+}
+
+type EnableWebhookEndpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableWebhookEndpointRequest) Reset() {
+	*x = EnableWebhookEndpointRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *EnableWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*EnableWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *EnableWebhookEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+type EnableWebhookEndpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      *WebhookEndpoint       `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableWebhookEndpointResponse) Reset() {
+	*x = EnableWebhookEndpointResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *EnableWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*EnableWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *EnableWebhookEndpointResponse) GetEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+type DisableWebhookEndpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId    string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableWebhookEndpointRequest) Reset() {
+	*x = DisableWebhookEndpointRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *DisableWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*DisableWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DisableWebhookEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+type DisableWebhookEndpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      *WebhookEndpoint       `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableWebhookEndpointResponse) Reset() {
+	*x = DisableWebhookEndpointResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *DisableWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*DisableWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DisableWebhookEndpointResponse) GetEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+type RotateWebhookSecretRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// How long the old secret stays valid beside the new one; unset or 0: it ends now. At most
+	// 24 hours.
+	PreviousSecretTtl *durationpb.Duration `protobuf:"bytes,2,opt,name=previous_secret_ttl,json=previousSecretTtl,proto3" json:"previous_secret_ttl,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretRequest) Reset() {
+	*x = RotateWebhookSecretRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretRequest) ProtoMessage() {}
+
+func (x *RotateWebhookSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RotateWebhookSecretRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *RotateWebhookSecretRequest) GetPreviousSecretTtl() *durationpb.Duration {
+	if x != nil {
+		return x.PreviousSecretTtl
+	}
+	return nil
+}
+
+type RotateWebhookSecretResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *WebhookEndpoint       `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The new signing secret, shown once.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretResponse) Reset() {
+	*x = RotateWebhookSecretResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretResponse) ProtoMessage() {}
+
+func (x *RotateWebhookSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RotateWebhookSecretResponse) GetEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+func (x *RotateWebhookSecretResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// WebhookAttempt is one POST of a delivery.
+type WebhookAttempt struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AttemptTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=attempt_time,json=attemptTime,proto3" json:"attempt_time,omitempty"`
+	// The HTTP status the endpoint answered; 0 when there was no answer.
+	HttpStatus int32 `protobuf:"varint,2,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// Why it failed without an answer (a timeout, a refused address, a TLS error), or the start
+	// of an error answer's body.
+	Error   string               `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Latency *durationpb.Duration `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
+	// Sent by RedeliverWebhook.
+	Manual        bool `protobuf:"varint,5,opt,name=manual,proto3" json:"manual,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookAttempt) Reset() {
+	*x = WebhookAttempt{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookAttempt) ProtoMessage() {}
+
+func (x *WebhookAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookAttempt.ProtoReflect.Descriptor instead.
+func (*WebhookAttempt) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *WebhookAttempt) GetAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttemptTime
+	}
+	return nil
+}
+
+func (x *WebhookAttempt) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *WebhookAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WebhookAttempt) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *WebhookAttempt) GetManual() bool {
+	if x != nil {
+		return x.Manual
+	}
+	return false
+}
+
+// WebhookDelivery is one event for one endpoint.
+type WebhookDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "wd_" and 26 characters.
+	DeliveryId string `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	EndpointId string `protobuf:"bytes,2,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	EventId    string `protobuf:"bytes,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	EventType  string `protobuf:"bytes,4,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	EventSeq   int64  `protobuf:"varint,5,opt,name=event_seq,json=eventSeq,proto3" json:"event_seq,omitempty"`
+	// The payment the event is about.
+	PaymentId string                `protobuf:"bytes,6,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
+	Status    WebhookDeliveryStatus `protobuf:"varint,7,opt,name=status,proto3,enum=paygate.gateway.v1.WebhookDeliveryStatus" json:"status,omitempty"`
+	// Set while PENDING.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	CreateTime      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Oldest first.
+	Attempts      []*WebhookAttempt `protobuf:"bytes,10,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookDelivery) Reset() {
+	*x = WebhookDelivery{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDelivery) ProtoMessage() {}
+
+func (x *WebhookDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDelivery.ProtoReflect.Descriptor instead.
+func (*WebhookDelivery) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WebhookDelivery) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetEventSeq() int64 {
+	if x != nil {
+		return x.EventSeq
+	}
+	return 0
+}
+
+func (x *WebhookDelivery) GetPaymentId() string {
+	if x != nil {
+		return x.PaymentId
+	}
+	return ""
+}
+
+func (x *WebhookDelivery) GetStatus() WebhookDeliveryStatus {
+	if x != nil {
+		return x.Status
+	}
+	return WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_UNSPECIFIED
+}
+
+func (x *WebhookDelivery) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *WebhookDelivery) GetAttempts() []*WebhookAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+type ListWebhookDeliveriesRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// At most this many deliveries; 0 means 20. At most 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only deliveries with this status; unspecified means all.
+	Status        WebhookDeliveryStatus `protobuf:"varint,4,opt,name=status,proto3,enum=paygate.gateway.v1.WebhookDeliveryStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookDeliveriesRequest) Reset() {
+	*x = ListWebhookDeliveriesRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookDeliveriesRequest) ProtoMessage() {}
+
+func (x *ListWebhookDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhookDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListWebhookDeliveriesRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *ListWebhookDeliveriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListWebhookDeliveriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListWebhookDeliveriesRequest) GetStatus() WebhookDeliveryStatus {
+	if x != nil {
+		return x.Status
+	}
+	return WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_UNSPECIFIED
+}
+
+type ListWebhookDeliveriesResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries []*WebhookDelivery     `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookDeliveriesResponse) Reset() {
+	*x = ListWebhookDeliveriesResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookDeliveriesResponse) ProtoMessage() {}
+
+func (x *ListWebhookDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhookDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListWebhookDeliveriesResponse) GetDeliveries() []*WebhookDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *ListWebhookDeliveriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type RedeliverWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId    string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverWebhookRequest) Reset() {
+	*x = RedeliverWebhookRequest{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverWebhookRequest) ProtoMessage() {}
+
+func (x *RedeliverWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverWebhookRequest.ProtoReflect.Descriptor instead.
+func (*RedeliverWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RedeliverWebhookRequest) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+type RedeliverWebhookResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The delivery with the new attempt.
+	Delivery      *WebhookDelivery `protobuf:"bytes,1,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeliverWebhookResponse) Reset() {
+	*x = RedeliverWebhookResponse{}
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeliverWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeliverWebhookResponse) ProtoMessage() {}
+
+func (x *RedeliverWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeliverWebhookResponse.ProtoReflect.Descriptor instead.
+func (*RedeliverWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RedeliverWebhookResponse) GetDelivery() *WebhookDelivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
 type FetchBalanceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1543,7 +2873,7 @@ type FetchBalanceRequest struct {
 
 func (x *FetchBalanceRequest) Reset() {
 	*x = FetchBalanceRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +2885,7 @@ func (x *FetchBalanceRequest) String() string {
 func (*FetchBalanceRequest) ProtoMessage() {}
 
 func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +2898,7 @@ func (x *FetchBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceRequest.ProtoReflect.Descriptor instead.
 func (*FetchBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{42}
 }
 
 // AccountBalance is one account's money.
@@ -1590,7 +2920,7 @@ type AccountBalance struct {
 
 func (x *AccountBalance) Reset() {
 	*x = AccountBalance{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +2932,7 @@ func (x *AccountBalance) String() string {
 func (*AccountBalance) ProtoMessage() {}
 
 func (x *AccountBalance) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[22]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +2945,7 @@ func (x *AccountBalance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountBalance.ProtoReflect.Descriptor instead.
 func (*AccountBalance) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AccountBalance) GetAccountId() string {
@@ -1674,7 +3004,7 @@ type BankBalances struct {
 
 func (x *BankBalances) Reset() {
 	*x = BankBalances{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +3016,7 @@ func (x *BankBalances) String() string {
 func (*BankBalances) ProtoMessage() {}
 
 func (x *BankBalances) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[23]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +3029,7 @@ func (x *BankBalances) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BankBalances.ProtoReflect.Descriptor instead.
 func (*BankBalances) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{23}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BankBalances) GetBank() string {
@@ -1744,7 +3074,7 @@ type CurrencyTotal struct {
 
 func (x *CurrencyTotal) Reset() {
 	*x = CurrencyTotal{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +3086,7 @@ func (x *CurrencyTotal) String() string {
 func (*CurrencyTotal) ProtoMessage() {}
 
 func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +3099,7 @@ func (x *CurrencyTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrencyTotal.ProtoReflect.Descriptor instead.
 func (*CurrencyTotal) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CurrencyTotal) GetCurrency() string {
@@ -1810,7 +3140,7 @@ type FetchBalanceResponse struct {
 
 func (x *FetchBalanceResponse) Reset() {
 	*x = FetchBalanceResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +3152,7 @@ func (x *FetchBalanceResponse) String() string {
 func (*FetchBalanceResponse) ProtoMessage() {}
 
 func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +3165,7 @@ func (x *FetchBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchBalanceResponse.ProtoReflect.Descriptor instead.
 func (*FetchBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FetchBalanceResponse) GetBanks() []*BankBalances {
@@ -1865,7 +3195,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +3207,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +3220,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetDecisionRequest) GetTransactionId() string {
@@ -1918,7 +3248,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +3260,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_paygate_gateway_v1_gateway_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +3273,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
+	return file_paygate_gateway_v1_gateway_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetDecisionResponse) GetDecision() Decision {
@@ -1964,7 +3294,7 @@ var File_paygate_gateway_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	" paygate/gateway/v1/gateway.proto\x12\x12paygate.gateway.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
+	" paygate/gateway/v1/gateway.proto\x12\x12paygate.gateway.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
 	"\fLoginRequest\x12%\n" +
 	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12&\n" +
 	"\bpassword\x18\x02 \x01(\tB\n" +
@@ -2001,7 +3331,7 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1f\n" +
 	"\vaccount_ids\x18\x02 \x03(\tR\n" +
-	"accountIds\"\x84\x04\n" +
+	"accountIds\"\xca\x04\n" +
 	"\aPayment\x12\x1d\n" +
 	"\n" +
 	"payment_id\x18\x01 \x01(\tR\tpaymentId\x12!\n" +
@@ -2019,7 +3349,9 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vdecide_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"decideTime\x12\x1a\n" +
-	"\busername\x18\f \x01(\tR\busername\"\x8d\x04\n" +
+	"\busername\x18\f \x01(\tR\busername\x12'\n" +
+	"\x0frefunded_amount\x18\r \x01(\x03R\x0erefundedAmount\x12\x1b\n" +
+	"\trefund_of\x18\x0e \x01(\tR\brefundOf\"\x8d\x04\n" +
 	"\x15ExecutePaymentRequest\x12\x99\x01\n" +
 	"\n" +
 	"payment_id\x18\x01 \x01(\tBz\xbaHwru2s^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26})$R\tpaymentId\x12,\n" +
@@ -2068,7 +3400,101 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\x19.paygate.gateway.v1.EventR\x06events\x12\x1d\n" +
 	"\n" +
 	"next_after\x18\x02 \x01(\x03R\tnextAfter\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\x15\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xa6\x02\n" +
+	"\x14RefundPaymentRequest\x12\x97\x01\n" +
+	"\trefund_id\x18\x01 \x01(\tBz\xbaHwru2s^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26})$R\brefundId\x12(\n" +
+	"\n" +
+	"payment_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\tpaymentId\x12(\n" +
+	"\x06amount\x18\x03 \x01(\x03B\x10\xbaH\r\"\v\x18\x80\x80\x9a\xa6\xea\xaf\xe3\x01(\x00R\x06amount\x12 \n" +
+	"\x06reason\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x06reason\"\x9f\x01\n" +
+	"\x15RefundPaymentResponse\x123\n" +
+	"\x06refund\x18\x01 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\x06refund\x125\n" +
+	"\apayment\x18\x02 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\apayment\x12\x1a\n" +
+	"\breplayed\x18\x03 \x01(\bR\breplayed\"\xe9\x02\n" +
+	"\x0fWebhookEndpoint\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
+	"\vevent_types\x18\x03 \x03(\tR\n" +
+	"eventTypes\x12A\n" +
+	"\x06status\x18\x04 \x01(\x0e2).paygate.gateway.v1.WebhookEndpointStatusR\x06status\x12'\n" +
+	"\x0fdisabled_reason\x18\x05 \x01(\tR\x0edisabledReason\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12Y\n" +
+	"\x1bprevious_secret_expire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x18previousSecretExpireTime\"\xed\x01\n" +
+	"\x1cCreateWebhookEndpointRequest\x12\x1c\n" +
+	"\x03url\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x03url\x12\xae\x01\n" +
+	"\vevent_types\x18\x02 \x03(\tB\x8c\x01\xbaH\x88\x01\x92\x01\x84\x01\b\x01\x10\x10\x18\x01\"|rzR\x01*R\x0fpayment.createdR\x11payment.succeededR\x0epayment.failedR\x10payment.refundedR\x0erefund.createdR\x10refund.succeededR\rrefund.failedR\n" +
+	"eventTypes\"x\n" +
+	"\x1dCreateWebhookEndpointResponse\x12?\n" +
+	"\bendpoint\x18\x01 \x01(\v2#.paygate.gateway.v1.WebhookEndpointR\bendpoint\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x1d\n" +
+	"\x1bListWebhookEndpointsRequest\"a\n" +
+	"\x1cListWebhookEndpointsResponse\x12A\n" +
+	"\tendpoints\x18\x01 \x03(\v2#.paygate.gateway.v1.WebhookEndpointR\tendpoints\"J\n" +
+	"\x1cDeleteWebhookEndpointRequest\x12*\n" +
+	"\vendpoint_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"endpointId\"\x1f\n" +
+	"\x1dDeleteWebhookEndpointResponse\"J\n" +
+	"\x1cEnableWebhookEndpointRequest\x12*\n" +
+	"\vendpoint_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"endpointId\"`\n" +
+	"\x1dEnableWebhookEndpointResponse\x12?\n" +
+	"\bendpoint\x18\x01 \x01(\v2#.paygate.gateway.v1.WebhookEndpointR\bendpoint\"K\n" +
+	"\x1dDisableWebhookEndpointRequest\x12*\n" +
+	"\vendpoint_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"endpointId\"a\n" +
+	"\x1eDisableWebhookEndpointResponse\x12?\n" +
+	"\bendpoint\x18\x01 \x01(\v2#.paygate.gateway.v1.WebhookEndpointR\bendpoint\"\xa3\x01\n" +
+	"\x1aRotateWebhookSecretRequest\x12*\n" +
+	"\vendpoint_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"endpointId\x12Y\n" +
+	"\x13previous_secret_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x11previousSecretTtl\"v\n" +
+	"\x1bRotateWebhookSecretResponse\x12?\n" +
+	"\bendpoint\x18\x01 \x01(\v2#.paygate.gateway.v1.WebhookEndpointR\bendpoint\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\xd3\x01\n" +
+	"\x0eWebhookAttempt\x12=\n" +
+	"\fattempt_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vattemptTime\x12\x1f\n" +
+	"\vhttp_status\x18\x02 \x01(\x05R\n" +
+	"httpStatus\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x123\n" +
+	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x16\n" +
+	"\x06manual\x18\x05 \x01(\bR\x06manual\"\xd1\x03\n" +
+	"\x0fWebhookDelivery\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12\x1f\n" +
+	"\vendpoint_id\x18\x02 \x01(\tR\n" +
+	"endpointId\x12\x19\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x04 \x01(\tR\teventType\x12\x1b\n" +
+	"\tevent_seq\x18\x05 \x01(\x03R\beventSeq\x12\x1d\n" +
+	"\n" +
+	"payment_id\x18\x06 \x01(\tR\tpaymentId\x12A\n" +
+	"\x06status\x18\a \x01(\x0e2).paygate.gateway.v1.WebhookDeliveryStatusR\x06status\x12F\n" +
+	"\x11next_attempt_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12;\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12>\n" +
+	"\battempts\x18\n" +
+	" \x03(\v2\".paygate.gateway.v1.WebhookAttemptR\battempts\"\xe8\x01\n" +
+	"\x1cListWebhookDeliveriesRequest\x12*\n" +
+	"\vendpoint_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"endpointId\x12&\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12K\n" +
+	"\x06status\x18\x04 \x01(\x0e2).paygate.gateway.v1.WebhookDeliveryStatusB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06status\"\x8c\x01\n" +
+	"\x1dListWebhookDeliveriesResponse\x12C\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2#.paygate.gateway.v1.WebhookDeliveryR\n" +
+	"deliveries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"E\n" +
+	"\x17RedeliverWebhookRequest\x12*\n" +
+	"\vdelivery_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"deliveryId\"[\n" +
+	"\x18RedeliverWebhookResponse\x12?\n" +
+	"\bdelivery\x18\x01 \x01(\v2#.paygate.gateway.v1.WebhookDeliveryR\bdelivery\"\x15\n" +
 	"\x13FetchBalanceRequest\"\xbe\x01\n" +
 	"\x0eAccountBalance\x12\x1d\n" +
 	"\n" +
@@ -2111,7 +3537,16 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x16FAILURE_REASON_TIMEOUT\x10\x05\x12#\n" +
 	"\x1fFAILURE_REASON_BANK_UNAVAILABLE\x10\x06\x12#\n" +
 	"\x1fFAILURE_REASON_BALANCE_OVERFLOW\x10\a\x12\x1b\n" +
-	"\x17FAILURE_REASON_DECLINED\x10\b*a\n" +
+	"\x17FAILURE_REASON_DECLINED\x10\b*\x8b\x01\n" +
+	"\x15WebhookEndpointStatus\x12'\n" +
+	"#WEBHOOK_ENDPOINT_STATUS_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fWEBHOOK_ENDPOINT_STATUS_ENABLED\x10\x01\x12$\n" +
+	" WEBHOOK_ENDPOINT_STATUS_DISABLED\x10\x02*\xb0\x01\n" +
+	"\x15WebhookDeliveryStatus\x12'\n" +
+	"#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n" +
+	"!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x02\x12\"\n" +
+	"\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03*a\n" +
 	"\n" +
 	"BankStatus\x12\x1b\n" +
 	"\x17BANK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2125,7 +3560,7 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x05Login\x12 .paygate.gateway.v1.LoginRequest\x1a!.paygate.gateway.v1.LoginResponse\x12O\n" +
 	"\x06Logout\x12!.paygate.gateway.v1.LogoutRequest\x1a\".paygate.gateway.v1.LogoutResponse\x12U\n" +
 	"\bRegister\x12#.paygate.gateway.v1.RegisterRequest\x1a$.paygate.gateway.v1.RegisterResponse\x12g\n" +
-	"\x0eChangePassword\x12).paygate.gateway.v1.ChangePasswordRequest\x1a*.paygate.gateway.v1.ChangePasswordResponse2\x8d\x04\n" +
+	"\x0eChangePassword\x12).paygate.gateway.v1.ChangePasswordRequest\x1a*.paygate.gateway.v1.ChangePasswordResponse2\xf3\x04\n" +
 	"\x0ePaymentService\x12g\n" +
 	"\x0eExecutePayment\x12).paygate.gateway.v1.ExecutePaymentRequest\x1a*.paygate.gateway.v1.ExecutePaymentResponse\x12`\n" +
 	"\n" +
@@ -2133,7 +3568,17 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\fListPayments\x12'.paygate.gateway.v1.ListPaymentsRequest\x1a(.paygate.gateway.v1.ListPaymentsResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\rWatchPayments\x12(.paygate.gateway.v1.WatchPaymentsRequest\x1a).paygate.gateway.v1.WatchPaymentsResponse0\x01\x12`\n" +
 	"\n" +
-	"ListEvents\x12%.paygate.gateway.v1.ListEventsRequest\x1a&.paygate.gateway.v1.ListEventsResponse\"\x03\x90\x02\x012x\n" +
+	"ListEvents\x12%.paygate.gateway.v1.ListEventsRequest\x1a&.paygate.gateway.v1.ListEventsResponse\"\x03\x90\x02\x01\x12d\n" +
+	"\rRefundPayment\x12(.paygate.gateway.v1.RefundPaymentRequest\x1a).paygate.gateway.v1.RefundPaymentResponse2\xf6\a\n" +
+	"\x0eWebhookService\x12|\n" +
+	"\x15CreateWebhookEndpoint\x120.paygate.gateway.v1.CreateWebhookEndpointRequest\x1a1.paygate.gateway.v1.CreateWebhookEndpointResponse\x12~\n" +
+	"\x14ListWebhookEndpoints\x12/.paygate.gateway.v1.ListWebhookEndpointsRequest\x1a0.paygate.gateway.v1.ListWebhookEndpointsResponse\"\x03\x90\x02\x01\x12|\n" +
+	"\x15DeleteWebhookEndpoint\x120.paygate.gateway.v1.DeleteWebhookEndpointRequest\x1a1.paygate.gateway.v1.DeleteWebhookEndpointResponse\x12|\n" +
+	"\x15EnableWebhookEndpoint\x120.paygate.gateway.v1.EnableWebhookEndpointRequest\x1a1.paygate.gateway.v1.EnableWebhookEndpointResponse\x12\x7f\n" +
+	"\x16DisableWebhookEndpoint\x121.paygate.gateway.v1.DisableWebhookEndpointRequest\x1a2.paygate.gateway.v1.DisableWebhookEndpointResponse\x12v\n" +
+	"\x13RotateWebhookSecret\x12..paygate.gateway.v1.RotateWebhookSecretRequest\x1a/.paygate.gateway.v1.RotateWebhookSecretResponse\x12\x81\x01\n" +
+	"\x15ListWebhookDeliveries\x120.paygate.gateway.v1.ListWebhookDeliveriesRequest\x1a1.paygate.gateway.v1.ListWebhookDeliveriesResponse\"\x03\x90\x02\x01\x12m\n" +
+	"\x10RedeliverWebhook\x12+.paygate.gateway.v1.RedeliverWebhookRequest\x1a,.paygate.gateway.v1.RedeliverWebhookResponse2x\n" +
 	"\x0eBalanceService\x12f\n" +
 	"\fFetchBalance\x12'.paygate.gateway.v1.FetchBalanceRequest\x1a(.paygate.gateway.v1.FetchBalanceResponse\"\x03\x90\x02\x012t\n" +
 	"\x12CoordinatorService\x12^\n" +
@@ -2152,91 +3597,153 @@ func file_paygate_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_paygate_gateway_v1_gateway_proto_rawDescData
 }
 
-var file_paygate_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_paygate_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_paygate_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_paygate_gateway_v1_gateway_proto_goTypes = []any{
-	(PaymentStatus)(0),             // 0: paygate.gateway.v1.PaymentStatus
-	(FailureReason)(0),             // 1: paygate.gateway.v1.FailureReason
-	(BankStatus)(0),                // 2: paygate.gateway.v1.BankStatus
-	(Decision)(0),                  // 3: paygate.gateway.v1.Decision
-	(*LoginRequest)(nil),           // 4: paygate.gateway.v1.LoginRequest
-	(*LoginResponse)(nil),          // 5: paygate.gateway.v1.LoginResponse
-	(*ChangePasswordRequest)(nil),  // 6: paygate.gateway.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil), // 7: paygate.gateway.v1.ChangePasswordResponse
-	(*LogoutRequest)(nil),          // 8: paygate.gateway.v1.LogoutRequest
-	(*LogoutResponse)(nil),         // 9: paygate.gateway.v1.LogoutResponse
-	(*RegisterRequest)(nil),        // 10: paygate.gateway.v1.RegisterRequest
-	(*AccountEnrollment)(nil),      // 11: paygate.gateway.v1.AccountEnrollment
-	(*RegisterResponse)(nil),       // 12: paygate.gateway.v1.RegisterResponse
-	(*Payment)(nil),                // 13: paygate.gateway.v1.Payment
-	(*ExecutePaymentRequest)(nil),  // 14: paygate.gateway.v1.ExecutePaymentRequest
-	(*ExecutePaymentResponse)(nil), // 15: paygate.gateway.v1.ExecutePaymentResponse
-	(*GetPaymentRequest)(nil),      // 16: paygate.gateway.v1.GetPaymentRequest
-	(*GetPaymentResponse)(nil),     // 17: paygate.gateway.v1.GetPaymentResponse
-	(*ListPaymentsRequest)(nil),    // 18: paygate.gateway.v1.ListPaymentsRequest
-	(*ListPaymentsResponse)(nil),   // 19: paygate.gateway.v1.ListPaymentsResponse
-	(*WatchPaymentsRequest)(nil),   // 20: paygate.gateway.v1.WatchPaymentsRequest
-	(*WatchPaymentsResponse)(nil),  // 21: paygate.gateway.v1.WatchPaymentsResponse
-	(*Event)(nil),                  // 22: paygate.gateway.v1.Event
-	(*ListEventsRequest)(nil),      // 23: paygate.gateway.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),     // 24: paygate.gateway.v1.ListEventsResponse
-	(*FetchBalanceRequest)(nil),    // 25: paygate.gateway.v1.FetchBalanceRequest
-	(*AccountBalance)(nil),         // 26: paygate.gateway.v1.AccountBalance
-	(*BankBalances)(nil),           // 27: paygate.gateway.v1.BankBalances
-	(*CurrencyTotal)(nil),          // 28: paygate.gateway.v1.CurrencyTotal
-	(*FetchBalanceResponse)(nil),   // 29: paygate.gateway.v1.FetchBalanceResponse
-	(*GetDecisionRequest)(nil),     // 30: paygate.gateway.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),    // 31: paygate.gateway.v1.GetDecisionResponse
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
+	(PaymentStatus)(0),                     // 0: paygate.gateway.v1.PaymentStatus
+	(FailureReason)(0),                     // 1: paygate.gateway.v1.FailureReason
+	(WebhookEndpointStatus)(0),             // 2: paygate.gateway.v1.WebhookEndpointStatus
+	(WebhookDeliveryStatus)(0),             // 3: paygate.gateway.v1.WebhookDeliveryStatus
+	(BankStatus)(0),                        // 4: paygate.gateway.v1.BankStatus
+	(Decision)(0),                          // 5: paygate.gateway.v1.Decision
+	(*LoginRequest)(nil),                   // 6: paygate.gateway.v1.LoginRequest
+	(*LoginResponse)(nil),                  // 7: paygate.gateway.v1.LoginResponse
+	(*ChangePasswordRequest)(nil),          // 8: paygate.gateway.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),         // 9: paygate.gateway.v1.ChangePasswordResponse
+	(*LogoutRequest)(nil),                  // 10: paygate.gateway.v1.LogoutRequest
+	(*LogoutResponse)(nil),                 // 11: paygate.gateway.v1.LogoutResponse
+	(*RegisterRequest)(nil),                // 12: paygate.gateway.v1.RegisterRequest
+	(*AccountEnrollment)(nil),              // 13: paygate.gateway.v1.AccountEnrollment
+	(*RegisterResponse)(nil),               // 14: paygate.gateway.v1.RegisterResponse
+	(*Payment)(nil),                        // 15: paygate.gateway.v1.Payment
+	(*ExecutePaymentRequest)(nil),          // 16: paygate.gateway.v1.ExecutePaymentRequest
+	(*ExecutePaymentResponse)(nil),         // 17: paygate.gateway.v1.ExecutePaymentResponse
+	(*GetPaymentRequest)(nil),              // 18: paygate.gateway.v1.GetPaymentRequest
+	(*GetPaymentResponse)(nil),             // 19: paygate.gateway.v1.GetPaymentResponse
+	(*ListPaymentsRequest)(nil),            // 20: paygate.gateway.v1.ListPaymentsRequest
+	(*ListPaymentsResponse)(nil),           // 21: paygate.gateway.v1.ListPaymentsResponse
+	(*WatchPaymentsRequest)(nil),           // 22: paygate.gateway.v1.WatchPaymentsRequest
+	(*WatchPaymentsResponse)(nil),          // 23: paygate.gateway.v1.WatchPaymentsResponse
+	(*Event)(nil),                          // 24: paygate.gateway.v1.Event
+	(*ListEventsRequest)(nil),              // 25: paygate.gateway.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),             // 26: paygate.gateway.v1.ListEventsResponse
+	(*RefundPaymentRequest)(nil),           // 27: paygate.gateway.v1.RefundPaymentRequest
+	(*RefundPaymentResponse)(nil),          // 28: paygate.gateway.v1.RefundPaymentResponse
+	(*WebhookEndpoint)(nil),                // 29: paygate.gateway.v1.WebhookEndpoint
+	(*CreateWebhookEndpointRequest)(nil),   // 30: paygate.gateway.v1.CreateWebhookEndpointRequest
+	(*CreateWebhookEndpointResponse)(nil),  // 31: paygate.gateway.v1.CreateWebhookEndpointResponse
+	(*ListWebhookEndpointsRequest)(nil),    // 32: paygate.gateway.v1.ListWebhookEndpointsRequest
+	(*ListWebhookEndpointsResponse)(nil),   // 33: paygate.gateway.v1.ListWebhookEndpointsResponse
+	(*DeleteWebhookEndpointRequest)(nil),   // 34: paygate.gateway.v1.DeleteWebhookEndpointRequest
+	(*DeleteWebhookEndpointResponse)(nil),  // 35: paygate.gateway.v1.DeleteWebhookEndpointResponse
+	(*EnableWebhookEndpointRequest)(nil),   // 36: paygate.gateway.v1.EnableWebhookEndpointRequest
+	(*EnableWebhookEndpointResponse)(nil),  // 37: paygate.gateway.v1.EnableWebhookEndpointResponse
+	(*DisableWebhookEndpointRequest)(nil),  // 38: paygate.gateway.v1.DisableWebhookEndpointRequest
+	(*DisableWebhookEndpointResponse)(nil), // 39: paygate.gateway.v1.DisableWebhookEndpointResponse
+	(*RotateWebhookSecretRequest)(nil),     // 40: paygate.gateway.v1.RotateWebhookSecretRequest
+	(*RotateWebhookSecretResponse)(nil),    // 41: paygate.gateway.v1.RotateWebhookSecretResponse
+	(*WebhookAttempt)(nil),                 // 42: paygate.gateway.v1.WebhookAttempt
+	(*WebhookDelivery)(nil),                // 43: paygate.gateway.v1.WebhookDelivery
+	(*ListWebhookDeliveriesRequest)(nil),   // 44: paygate.gateway.v1.ListWebhookDeliveriesRequest
+	(*ListWebhookDeliveriesResponse)(nil),  // 45: paygate.gateway.v1.ListWebhookDeliveriesResponse
+	(*RedeliverWebhookRequest)(nil),        // 46: paygate.gateway.v1.RedeliverWebhookRequest
+	(*RedeliverWebhookResponse)(nil),       // 47: paygate.gateway.v1.RedeliverWebhookResponse
+	(*FetchBalanceRequest)(nil),            // 48: paygate.gateway.v1.FetchBalanceRequest
+	(*AccountBalance)(nil),                 // 49: paygate.gateway.v1.AccountBalance
+	(*BankBalances)(nil),                   // 50: paygate.gateway.v1.BankBalances
+	(*CurrencyTotal)(nil),                  // 51: paygate.gateway.v1.CurrencyTotal
+	(*FetchBalanceResponse)(nil),           // 52: paygate.gateway.v1.FetchBalanceResponse
+	(*GetDecisionRequest)(nil),             // 53: paygate.gateway.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),            // 54: paygate.gateway.v1.GetDecisionResponse
+	(*timestamppb.Timestamp)(nil),          // 55: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 56: google.protobuf.Duration
 }
 var file_paygate_gateway_v1_gateway_proto_depIdxs = []int32{
-	32, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	11, // 1: paygate.gateway.v1.RegisterRequest.accounts:type_name -> paygate.gateway.v1.AccountEnrollment
+	55, // 0: paygate.gateway.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	13, // 1: paygate.gateway.v1.RegisterRequest.accounts:type_name -> paygate.gateway.v1.AccountEnrollment
 	0,  // 2: paygate.gateway.v1.Payment.status:type_name -> paygate.gateway.v1.PaymentStatus
 	1,  // 3: paygate.gateway.v1.Payment.failure_reason:type_name -> paygate.gateway.v1.FailureReason
-	32, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	32, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
-	13, // 6: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
-	13, // 7: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	55, // 4: paygate.gateway.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	55, // 5: paygate.gateway.v1.Payment.decide_time:type_name -> google.protobuf.Timestamp
+	15, // 6: paygate.gateway.v1.ExecutePaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	15, // 7: paygate.gateway.v1.GetPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
 	0,  // 8: paygate.gateway.v1.ListPaymentsRequest.status:type_name -> paygate.gateway.v1.PaymentStatus
-	13, // 9: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
-	13, // 10: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
-	22, // 11: paygate.gateway.v1.WatchPaymentsResponse.event:type_name -> paygate.gateway.v1.Event
-	32, // 12: paygate.gateway.v1.Event.create_time:type_name -> google.protobuf.Timestamp
-	13, // 13: paygate.gateway.v1.Event.payment:type_name -> paygate.gateway.v1.Payment
-	22, // 14: paygate.gateway.v1.ListEventsResponse.events:type_name -> paygate.gateway.v1.Event
-	2,  // 15: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
-	26, // 16: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
-	27, // 17: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
-	28, // 18: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
-	3,  // 19: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
-	4,  // 20: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
-	8,  // 21: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
-	10, // 22: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
-	6,  // 23: paygate.gateway.v1.AuthService.ChangePassword:input_type -> paygate.gateway.v1.ChangePasswordRequest
-	14, // 24: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
-	16, // 25: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
-	18, // 26: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
-	20, // 27: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
-	23, // 28: paygate.gateway.v1.PaymentService.ListEvents:input_type -> paygate.gateway.v1.ListEventsRequest
-	25, // 29: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
-	30, // 30: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
-	5,  // 31: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
-	9,  // 32: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
-	12, // 33: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
-	7,  // 34: paygate.gateway.v1.AuthService.ChangePassword:output_type -> paygate.gateway.v1.ChangePasswordResponse
-	15, // 35: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
-	17, // 36: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
-	19, // 37: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
-	21, // 38: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
-	24, // 39: paygate.gateway.v1.PaymentService.ListEvents:output_type -> paygate.gateway.v1.ListEventsResponse
-	29, // 40: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
-	31, // 41: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
-	31, // [31:42] is the sub-list for method output_type
-	20, // [20:31] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	15, // 9: paygate.gateway.v1.ListPaymentsResponse.payments:type_name -> paygate.gateway.v1.Payment
+	15, // 10: paygate.gateway.v1.WatchPaymentsResponse.payment:type_name -> paygate.gateway.v1.Payment
+	24, // 11: paygate.gateway.v1.WatchPaymentsResponse.event:type_name -> paygate.gateway.v1.Event
+	55, // 12: paygate.gateway.v1.Event.create_time:type_name -> google.protobuf.Timestamp
+	15, // 13: paygate.gateway.v1.Event.payment:type_name -> paygate.gateway.v1.Payment
+	24, // 14: paygate.gateway.v1.ListEventsResponse.events:type_name -> paygate.gateway.v1.Event
+	15, // 15: paygate.gateway.v1.RefundPaymentResponse.refund:type_name -> paygate.gateway.v1.Payment
+	15, // 16: paygate.gateway.v1.RefundPaymentResponse.payment:type_name -> paygate.gateway.v1.Payment
+	2,  // 17: paygate.gateway.v1.WebhookEndpoint.status:type_name -> paygate.gateway.v1.WebhookEndpointStatus
+	55, // 18: paygate.gateway.v1.WebhookEndpoint.create_time:type_name -> google.protobuf.Timestamp
+	55, // 19: paygate.gateway.v1.WebhookEndpoint.previous_secret_expire_time:type_name -> google.protobuf.Timestamp
+	29, // 20: paygate.gateway.v1.CreateWebhookEndpointResponse.endpoint:type_name -> paygate.gateway.v1.WebhookEndpoint
+	29, // 21: paygate.gateway.v1.ListWebhookEndpointsResponse.endpoints:type_name -> paygate.gateway.v1.WebhookEndpoint
+	29, // 22: paygate.gateway.v1.EnableWebhookEndpointResponse.endpoint:type_name -> paygate.gateway.v1.WebhookEndpoint
+	29, // 23: paygate.gateway.v1.DisableWebhookEndpointResponse.endpoint:type_name -> paygate.gateway.v1.WebhookEndpoint
+	56, // 24: paygate.gateway.v1.RotateWebhookSecretRequest.previous_secret_ttl:type_name -> google.protobuf.Duration
+	29, // 25: paygate.gateway.v1.RotateWebhookSecretResponse.endpoint:type_name -> paygate.gateway.v1.WebhookEndpoint
+	55, // 26: paygate.gateway.v1.WebhookAttempt.attempt_time:type_name -> google.protobuf.Timestamp
+	56, // 27: paygate.gateway.v1.WebhookAttempt.latency:type_name -> google.protobuf.Duration
+	3,  // 28: paygate.gateway.v1.WebhookDelivery.status:type_name -> paygate.gateway.v1.WebhookDeliveryStatus
+	55, // 29: paygate.gateway.v1.WebhookDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	55, // 30: paygate.gateway.v1.WebhookDelivery.create_time:type_name -> google.protobuf.Timestamp
+	42, // 31: paygate.gateway.v1.WebhookDelivery.attempts:type_name -> paygate.gateway.v1.WebhookAttempt
+	3,  // 32: paygate.gateway.v1.ListWebhookDeliveriesRequest.status:type_name -> paygate.gateway.v1.WebhookDeliveryStatus
+	43, // 33: paygate.gateway.v1.ListWebhookDeliveriesResponse.deliveries:type_name -> paygate.gateway.v1.WebhookDelivery
+	43, // 34: paygate.gateway.v1.RedeliverWebhookResponse.delivery:type_name -> paygate.gateway.v1.WebhookDelivery
+	4,  // 35: paygate.gateway.v1.BankBalances.status:type_name -> paygate.gateway.v1.BankStatus
+	49, // 36: paygate.gateway.v1.BankBalances.accounts:type_name -> paygate.gateway.v1.AccountBalance
+	50, // 37: paygate.gateway.v1.FetchBalanceResponse.banks:type_name -> paygate.gateway.v1.BankBalances
+	51, // 38: paygate.gateway.v1.FetchBalanceResponse.totals:type_name -> paygate.gateway.v1.CurrencyTotal
+	5,  // 39: paygate.gateway.v1.GetDecisionResponse.decision:type_name -> paygate.gateway.v1.Decision
+	6,  // 40: paygate.gateway.v1.AuthService.Login:input_type -> paygate.gateway.v1.LoginRequest
+	10, // 41: paygate.gateway.v1.AuthService.Logout:input_type -> paygate.gateway.v1.LogoutRequest
+	12, // 42: paygate.gateway.v1.AuthService.Register:input_type -> paygate.gateway.v1.RegisterRequest
+	8,  // 43: paygate.gateway.v1.AuthService.ChangePassword:input_type -> paygate.gateway.v1.ChangePasswordRequest
+	16, // 44: paygate.gateway.v1.PaymentService.ExecutePayment:input_type -> paygate.gateway.v1.ExecutePaymentRequest
+	18, // 45: paygate.gateway.v1.PaymentService.GetPayment:input_type -> paygate.gateway.v1.GetPaymentRequest
+	20, // 46: paygate.gateway.v1.PaymentService.ListPayments:input_type -> paygate.gateway.v1.ListPaymentsRequest
+	22, // 47: paygate.gateway.v1.PaymentService.WatchPayments:input_type -> paygate.gateway.v1.WatchPaymentsRequest
+	25, // 48: paygate.gateway.v1.PaymentService.ListEvents:input_type -> paygate.gateway.v1.ListEventsRequest
+	27, // 49: paygate.gateway.v1.PaymentService.RefundPayment:input_type -> paygate.gateway.v1.RefundPaymentRequest
+	30, // 50: paygate.gateway.v1.WebhookService.CreateWebhookEndpoint:input_type -> paygate.gateway.v1.CreateWebhookEndpointRequest
+	32, // 51: paygate.gateway.v1.WebhookService.ListWebhookEndpoints:input_type -> paygate.gateway.v1.ListWebhookEndpointsRequest
+	34, // 52: paygate.gateway.v1.WebhookService.DeleteWebhookEndpoint:input_type -> paygate.gateway.v1.DeleteWebhookEndpointRequest
+	36, // 53: paygate.gateway.v1.WebhookService.EnableWebhookEndpoint:input_type -> paygate.gateway.v1.EnableWebhookEndpointRequest
+	38, // 54: paygate.gateway.v1.WebhookService.DisableWebhookEndpoint:input_type -> paygate.gateway.v1.DisableWebhookEndpointRequest
+	40, // 55: paygate.gateway.v1.WebhookService.RotateWebhookSecret:input_type -> paygate.gateway.v1.RotateWebhookSecretRequest
+	44, // 56: paygate.gateway.v1.WebhookService.ListWebhookDeliveries:input_type -> paygate.gateway.v1.ListWebhookDeliveriesRequest
+	46, // 57: paygate.gateway.v1.WebhookService.RedeliverWebhook:input_type -> paygate.gateway.v1.RedeliverWebhookRequest
+	48, // 58: paygate.gateway.v1.BalanceService.FetchBalance:input_type -> paygate.gateway.v1.FetchBalanceRequest
+	53, // 59: paygate.gateway.v1.CoordinatorService.GetDecision:input_type -> paygate.gateway.v1.GetDecisionRequest
+	7,  // 60: paygate.gateway.v1.AuthService.Login:output_type -> paygate.gateway.v1.LoginResponse
+	11, // 61: paygate.gateway.v1.AuthService.Logout:output_type -> paygate.gateway.v1.LogoutResponse
+	14, // 62: paygate.gateway.v1.AuthService.Register:output_type -> paygate.gateway.v1.RegisterResponse
+	9,  // 63: paygate.gateway.v1.AuthService.ChangePassword:output_type -> paygate.gateway.v1.ChangePasswordResponse
+	17, // 64: paygate.gateway.v1.PaymentService.ExecutePayment:output_type -> paygate.gateway.v1.ExecutePaymentResponse
+	19, // 65: paygate.gateway.v1.PaymentService.GetPayment:output_type -> paygate.gateway.v1.GetPaymentResponse
+	21, // 66: paygate.gateway.v1.PaymentService.ListPayments:output_type -> paygate.gateway.v1.ListPaymentsResponse
+	23, // 67: paygate.gateway.v1.PaymentService.WatchPayments:output_type -> paygate.gateway.v1.WatchPaymentsResponse
+	26, // 68: paygate.gateway.v1.PaymentService.ListEvents:output_type -> paygate.gateway.v1.ListEventsResponse
+	28, // 69: paygate.gateway.v1.PaymentService.RefundPayment:output_type -> paygate.gateway.v1.RefundPaymentResponse
+	31, // 70: paygate.gateway.v1.WebhookService.CreateWebhookEndpoint:output_type -> paygate.gateway.v1.CreateWebhookEndpointResponse
+	33, // 71: paygate.gateway.v1.WebhookService.ListWebhookEndpoints:output_type -> paygate.gateway.v1.ListWebhookEndpointsResponse
+	35, // 72: paygate.gateway.v1.WebhookService.DeleteWebhookEndpoint:output_type -> paygate.gateway.v1.DeleteWebhookEndpointResponse
+	37, // 73: paygate.gateway.v1.WebhookService.EnableWebhookEndpoint:output_type -> paygate.gateway.v1.EnableWebhookEndpointResponse
+	39, // 74: paygate.gateway.v1.WebhookService.DisableWebhookEndpoint:output_type -> paygate.gateway.v1.DisableWebhookEndpointResponse
+	41, // 75: paygate.gateway.v1.WebhookService.RotateWebhookSecret:output_type -> paygate.gateway.v1.RotateWebhookSecretResponse
+	45, // 76: paygate.gateway.v1.WebhookService.ListWebhookDeliveries:output_type -> paygate.gateway.v1.ListWebhookDeliveriesResponse
+	47, // 77: paygate.gateway.v1.WebhookService.RedeliverWebhook:output_type -> paygate.gateway.v1.RedeliverWebhookResponse
+	52, // 78: paygate.gateway.v1.BalanceService.FetchBalance:output_type -> paygate.gateway.v1.FetchBalanceResponse
+	54, // 79: paygate.gateway.v1.CoordinatorService.GetDecision:output_type -> paygate.gateway.v1.GetDecisionResponse
+	60, // [60:80] is the sub-list for method output_type
+	40, // [40:60] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_paygate_gateway_v1_gateway_proto_init() }
@@ -2250,10 +3757,10 @@ func file_paygate_gateway_v1_gateway_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paygate_gateway_v1_gateway_proto_rawDesc), len(file_paygate_gateway_v1_gateway_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   28,
+			NumEnums:      6,
+			NumMessages:   49,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_paygate_gateway_v1_gateway_proto_goTypes,
 		DependencyIndexes: file_paygate_gateway_v1_gateway_proto_depIdxs,

@@ -3,7 +3,7 @@
 // Source: paygate/gateway/v1/gateway.proto
 
 // Package paygate.gateway.v1 is the API of the payment gateway: what users call (AuthService,
-// PaymentService, BalanceService) and what banks call (CoordinatorService).
+// PaymentService, BalanceService, WebhookService) and what banks call (CoordinatorService).
 //
 // User calls carry the token that Login returns in the Authorization header
 // ("Authorization: Bearer <token>"). Errors use Connect codes with a google.rpc.ErrorInfo detail
@@ -31,6 +31,8 @@ const (
 	AuthServiceName = "paygate.gateway.v1.AuthService"
 	// PaymentServiceName is the fully-qualified name of the PaymentService service.
 	PaymentServiceName = "paygate.gateway.v1.PaymentService"
+	// WebhookServiceName is the fully-qualified name of the WebhookService service.
+	WebhookServiceName = "paygate.gateway.v1.WebhookService"
 	// BalanceServiceName is the fully-qualified name of the BalanceService service.
 	BalanceServiceName = "paygate.gateway.v1.BalanceService"
 	// CoordinatorServiceName is the fully-qualified name of the CoordinatorService service.
@@ -69,6 +71,33 @@ const (
 	// PaymentServiceListEventsProcedure is the fully-qualified name of the PaymentService's ListEvents
 	// RPC.
 	PaymentServiceListEventsProcedure = "/paygate.gateway.v1.PaymentService/ListEvents"
+	// PaymentServiceRefundPaymentProcedure is the fully-qualified name of the PaymentService's
+	// RefundPayment RPC.
+	PaymentServiceRefundPaymentProcedure = "/paygate.gateway.v1.PaymentService/RefundPayment"
+	// WebhookServiceCreateWebhookEndpointProcedure is the fully-qualified name of the WebhookService's
+	// CreateWebhookEndpoint RPC.
+	WebhookServiceCreateWebhookEndpointProcedure = "/paygate.gateway.v1.WebhookService/CreateWebhookEndpoint"
+	// WebhookServiceListWebhookEndpointsProcedure is the fully-qualified name of the WebhookService's
+	// ListWebhookEndpoints RPC.
+	WebhookServiceListWebhookEndpointsProcedure = "/paygate.gateway.v1.WebhookService/ListWebhookEndpoints"
+	// WebhookServiceDeleteWebhookEndpointProcedure is the fully-qualified name of the WebhookService's
+	// DeleteWebhookEndpoint RPC.
+	WebhookServiceDeleteWebhookEndpointProcedure = "/paygate.gateway.v1.WebhookService/DeleteWebhookEndpoint"
+	// WebhookServiceEnableWebhookEndpointProcedure is the fully-qualified name of the WebhookService's
+	// EnableWebhookEndpoint RPC.
+	WebhookServiceEnableWebhookEndpointProcedure = "/paygate.gateway.v1.WebhookService/EnableWebhookEndpoint"
+	// WebhookServiceDisableWebhookEndpointProcedure is the fully-qualified name of the WebhookService's
+	// DisableWebhookEndpoint RPC.
+	WebhookServiceDisableWebhookEndpointProcedure = "/paygate.gateway.v1.WebhookService/DisableWebhookEndpoint"
+	// WebhookServiceRotateWebhookSecretProcedure is the fully-qualified name of the WebhookService's
+	// RotateWebhookSecret RPC.
+	WebhookServiceRotateWebhookSecretProcedure = "/paygate.gateway.v1.WebhookService/RotateWebhookSecret"
+	// WebhookServiceListWebhookDeliveriesProcedure is the fully-qualified name of the WebhookService's
+	// ListWebhookDeliveries RPC.
+	WebhookServiceListWebhookDeliveriesProcedure = "/paygate.gateway.v1.WebhookService/ListWebhookDeliveries"
+	// WebhookServiceRedeliverWebhookProcedure is the fully-qualified name of the WebhookService's
+	// RedeliverWebhook RPC.
+	WebhookServiceRedeliverWebhookProcedure = "/paygate.gateway.v1.WebhookService/RedeliverWebhook"
 	// BalanceServiceFetchBalanceProcedure is the fully-qualified name of the BalanceService's
 	// FetchBalance RPC.
 	BalanceServiceFetchBalanceProcedure = "/paygate.gateway.v1.BalanceService/FetchBalance"
@@ -270,6 +299,18 @@ type PaymentServiceClient interface {
 	// ListEvents returns the caller's events after a sequence number, oldest first, a page at a
 	// time: every change of the payments they pay and of those paid to their accounts.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// RefundPayment gives back money of a succeeded payment: it moves amount from the payment's
+	// to_account back to its from_account, with the same two-phase commit as a payment, and
+	// answers once the refund's outcome is decided. Only the user the to_account is linked to
+	// may refund. Several partial refunds may be made; the succeeded ones never add up to more
+	// than the payment's amount, however many are sent at once, to any replica: a refund that
+	// would is refused with FAILED_PRECONDITION (reason "refund_exceeds_payment") and nothing is
+	// recorded. A refund the payee's account cannot afford fails (FAILED, with the bank's reason)
+	// and moves nothing. Sending the same refund_id with the same parameters again returns the
+	// stored outcome with replayed = true; with other parameters it is refused with
+	// ALREADY_EXISTS (reason "refund_id_reused"). A refund is also a Payment (with refund_of
+	// set): GetPayment, ListPayments, events and webhooks show it.
+	RefundPayment(context.Context, *connect.Request[v1.RefundPaymentRequest]) (*connect.Response[v1.RefundPaymentResponse], error)
 }
 
 // NewPaymentServiceClient constructs a client for the paygate.gateway.v1.PaymentService service. By
@@ -316,6 +357,12 @@ func NewPaymentServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		refundPayment: connect.NewClient[v1.RefundPaymentRequest, v1.RefundPaymentResponse](
+			httpClient,
+			baseURL+PaymentServiceRefundPaymentProcedure,
+			connect.WithSchema(paymentServiceMethods.ByName("RefundPayment")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -326,6 +373,7 @@ type paymentServiceClient struct {
 	listPayments   *connect.Client[v1.ListPaymentsRequest, v1.ListPaymentsResponse]
 	watchPayments  *connect.Client[v1.WatchPaymentsRequest, v1.WatchPaymentsResponse]
 	listEvents     *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	refundPayment  *connect.Client[v1.RefundPaymentRequest, v1.RefundPaymentResponse]
 }
 
 // ExecutePayment calls paygate.gateway.v1.PaymentService.ExecutePayment.
@@ -353,6 +401,11 @@ func (c *paymentServiceClient) ListEvents(ctx context.Context, req *connect.Requ
 	return c.listEvents.CallUnary(ctx, req)
 }
 
+// RefundPayment calls paygate.gateway.v1.PaymentService.RefundPayment.
+func (c *paymentServiceClient) RefundPayment(ctx context.Context, req *connect.Request[v1.RefundPaymentRequest]) (*connect.Response[v1.RefundPaymentResponse], error) {
+	return c.refundPayment.CallUnary(ctx, req)
+}
+
 // PaymentServiceHandler is an implementation of the paygate.gateway.v1.PaymentService service.
 type PaymentServiceHandler interface {
 	// ExecutePayment pays amount from from_account (which the caller must own) to to_account, with
@@ -374,6 +427,18 @@ type PaymentServiceHandler interface {
 	// ListEvents returns the caller's events after a sequence number, oldest first, a page at a
 	// time: every change of the payments they pay and of those paid to their accounts.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// RefundPayment gives back money of a succeeded payment: it moves amount from the payment's
+	// to_account back to its from_account, with the same two-phase commit as a payment, and
+	// answers once the refund's outcome is decided. Only the user the to_account is linked to
+	// may refund. Several partial refunds may be made; the succeeded ones never add up to more
+	// than the payment's amount, however many are sent at once, to any replica: a refund that
+	// would is refused with FAILED_PRECONDITION (reason "refund_exceeds_payment") and nothing is
+	// recorded. A refund the payee's account cannot afford fails (FAILED, with the bank's reason)
+	// and moves nothing. Sending the same refund_id with the same parameters again returns the
+	// stored outcome with replayed = true; with other parameters it is refused with
+	// ALREADY_EXISTS (reason "refund_id_reused"). A refund is also a Payment (with refund_of
+	// set): GetPayment, ListPayments, events and webhooks show it.
+	RefundPayment(context.Context, *connect.Request[v1.RefundPaymentRequest]) (*connect.Response[v1.RefundPaymentResponse], error)
 }
 
 // NewPaymentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -416,6 +481,12 @@ func NewPaymentServiceHandler(svc PaymentServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	paymentServiceRefundPaymentHandler := connect.NewUnaryHandler(
+		PaymentServiceRefundPaymentProcedure,
+		svc.RefundPayment,
+		connect.WithSchema(paymentServiceMethods.ByName("RefundPayment")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paygate.gateway.v1.PaymentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PaymentServiceExecutePaymentProcedure:
@@ -428,6 +499,8 @@ func NewPaymentServiceHandler(svc PaymentServiceHandler, opts ...connect.Handler
 			paymentServiceWatchPaymentsHandler.ServeHTTP(w, r)
 		case PaymentServiceListEventsProcedure:
 			paymentServiceListEventsHandler.ServeHTTP(w, r)
+		case PaymentServiceRefundPaymentProcedure:
+			paymentServiceRefundPaymentHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -455,6 +528,298 @@ func (UnimplementedPaymentServiceHandler) WatchPayments(context.Context, *connec
 
 func (UnimplementedPaymentServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.PaymentService.ListEvents is not implemented"))
+}
+
+func (UnimplementedPaymentServiceHandler) RefundPayment(context.Context, *connect.Request[v1.RefundPaymentRequest]) (*connect.Response[v1.RefundPaymentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.PaymentService.RefundPayment is not implemented"))
+}
+
+// WebhookServiceClient is a client for the paygate.gateway.v1.WebhookService service.
+type WebhookServiceClient interface {
+	// CreateWebhookEndpoint registers a URL for some event types and returns its signing secret,
+	// shown once. The URL must be HTTPS (unless the gateway allows plain HTTP) and must not name
+	// or resolve to a private, loopback or link-local address (unless the gateway allows them);
+	// a refused URL is INVALID_ARGUMENT with reason "invalid_webhook_url" or
+	// "webhook_address_refused". Events from now on are delivered to it.
+	CreateWebhookEndpoint(context.Context, *connect.Request[v1.CreateWebhookEndpointRequest]) (*connect.Response[v1.CreateWebhookEndpointResponse], error)
+	// ListWebhookEndpoints returns the caller's endpoints, oldest first.
+	ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error)
+	// DeleteWebhookEndpoint removes an endpoint; its pending deliveries are dropped.
+	DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error)
+	// EnableWebhookEndpoint turns delivery to an endpoint back on (after it was disabled by its
+	// failures or by DisableWebhookEndpoint). Deliveries that were pending resume at once.
+	EnableWebhookEndpoint(context.Context, *connect.Request[v1.EnableWebhookEndpointRequest]) (*connect.Response[v1.EnableWebhookEndpointResponse], error)
+	// DisableWebhookEndpoint stops delivery to an endpoint; events go on being recorded for it
+	// and are delivered once it is enabled again.
+	DisableWebhookEndpoint(context.Context, *connect.Request[v1.DisableWebhookEndpointRequest]) (*connect.Response[v1.DisableWebhookEndpointResponse], error)
+	// RotateWebhookSecret gives an endpoint a new secret, returned once. For previous_secret_ttl
+	// the old secret stays valid too: requests carry a v1 signature for each.
+	RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error)
+	// ListWebhookDeliveries returns an endpoint's deliveries, newest first, a page at a time,
+	// each with its attempts.
+	ListWebhookDeliveries(context.Context, *connect.Request[v1.ListWebhookDeliveriesRequest]) (*connect.Response[v1.ListWebhookDeliveriesResponse], error)
+	// RedeliverWebhook sends a delivery again now (whatever its status), as a new attempt.
+	RedeliverWebhook(context.Context, *connect.Request[v1.RedeliverWebhookRequest]) (*connect.Response[v1.RedeliverWebhookResponse], error)
+}
+
+// NewWebhookServiceClient constructs a client for the paygate.gateway.v1.WebhookService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewWebhookServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) WebhookServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	webhookServiceMethods := v1.File_paygate_gateway_v1_gateway_proto.Services().ByName("WebhookService").Methods()
+	return &webhookServiceClient{
+		createWebhookEndpoint: connect.NewClient[v1.CreateWebhookEndpointRequest, v1.CreateWebhookEndpointResponse](
+			httpClient,
+			baseURL+WebhookServiceCreateWebhookEndpointProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("CreateWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
+		listWebhookEndpoints: connect.NewClient[v1.ListWebhookEndpointsRequest, v1.ListWebhookEndpointsResponse](
+			httpClient,
+			baseURL+WebhookServiceListWebhookEndpointsProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("ListWebhookEndpoints")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		deleteWebhookEndpoint: connect.NewClient[v1.DeleteWebhookEndpointRequest, v1.DeleteWebhookEndpointResponse](
+			httpClient,
+			baseURL+WebhookServiceDeleteWebhookEndpointProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("DeleteWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
+		enableWebhookEndpoint: connect.NewClient[v1.EnableWebhookEndpointRequest, v1.EnableWebhookEndpointResponse](
+			httpClient,
+			baseURL+WebhookServiceEnableWebhookEndpointProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("EnableWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
+		disableWebhookEndpoint: connect.NewClient[v1.DisableWebhookEndpointRequest, v1.DisableWebhookEndpointResponse](
+			httpClient,
+			baseURL+WebhookServiceDisableWebhookEndpointProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("DisableWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
+		rotateWebhookSecret: connect.NewClient[v1.RotateWebhookSecretRequest, v1.RotateWebhookSecretResponse](
+			httpClient,
+			baseURL+WebhookServiceRotateWebhookSecretProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("RotateWebhookSecret")),
+			connect.WithClientOptions(opts...),
+		),
+		listWebhookDeliveries: connect.NewClient[v1.ListWebhookDeliveriesRequest, v1.ListWebhookDeliveriesResponse](
+			httpClient,
+			baseURL+WebhookServiceListWebhookDeliveriesProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("ListWebhookDeliveries")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		redeliverWebhook: connect.NewClient[v1.RedeliverWebhookRequest, v1.RedeliverWebhookResponse](
+			httpClient,
+			baseURL+WebhookServiceRedeliverWebhookProcedure,
+			connect.WithSchema(webhookServiceMethods.ByName("RedeliverWebhook")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// webhookServiceClient implements WebhookServiceClient.
+type webhookServiceClient struct {
+	createWebhookEndpoint  *connect.Client[v1.CreateWebhookEndpointRequest, v1.CreateWebhookEndpointResponse]
+	listWebhookEndpoints   *connect.Client[v1.ListWebhookEndpointsRequest, v1.ListWebhookEndpointsResponse]
+	deleteWebhookEndpoint  *connect.Client[v1.DeleteWebhookEndpointRequest, v1.DeleteWebhookEndpointResponse]
+	enableWebhookEndpoint  *connect.Client[v1.EnableWebhookEndpointRequest, v1.EnableWebhookEndpointResponse]
+	disableWebhookEndpoint *connect.Client[v1.DisableWebhookEndpointRequest, v1.DisableWebhookEndpointResponse]
+	rotateWebhookSecret    *connect.Client[v1.RotateWebhookSecretRequest, v1.RotateWebhookSecretResponse]
+	listWebhookDeliveries  *connect.Client[v1.ListWebhookDeliveriesRequest, v1.ListWebhookDeliveriesResponse]
+	redeliverWebhook       *connect.Client[v1.RedeliverWebhookRequest, v1.RedeliverWebhookResponse]
+}
+
+// CreateWebhookEndpoint calls paygate.gateway.v1.WebhookService.CreateWebhookEndpoint.
+func (c *webhookServiceClient) CreateWebhookEndpoint(ctx context.Context, req *connect.Request[v1.CreateWebhookEndpointRequest]) (*connect.Response[v1.CreateWebhookEndpointResponse], error) {
+	return c.createWebhookEndpoint.CallUnary(ctx, req)
+}
+
+// ListWebhookEndpoints calls paygate.gateway.v1.WebhookService.ListWebhookEndpoints.
+func (c *webhookServiceClient) ListWebhookEndpoints(ctx context.Context, req *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error) {
+	return c.listWebhookEndpoints.CallUnary(ctx, req)
+}
+
+// DeleteWebhookEndpoint calls paygate.gateway.v1.WebhookService.DeleteWebhookEndpoint.
+func (c *webhookServiceClient) DeleteWebhookEndpoint(ctx context.Context, req *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error) {
+	return c.deleteWebhookEndpoint.CallUnary(ctx, req)
+}
+
+// EnableWebhookEndpoint calls paygate.gateway.v1.WebhookService.EnableWebhookEndpoint.
+func (c *webhookServiceClient) EnableWebhookEndpoint(ctx context.Context, req *connect.Request[v1.EnableWebhookEndpointRequest]) (*connect.Response[v1.EnableWebhookEndpointResponse], error) {
+	return c.enableWebhookEndpoint.CallUnary(ctx, req)
+}
+
+// DisableWebhookEndpoint calls paygate.gateway.v1.WebhookService.DisableWebhookEndpoint.
+func (c *webhookServiceClient) DisableWebhookEndpoint(ctx context.Context, req *connect.Request[v1.DisableWebhookEndpointRequest]) (*connect.Response[v1.DisableWebhookEndpointResponse], error) {
+	return c.disableWebhookEndpoint.CallUnary(ctx, req)
+}
+
+// RotateWebhookSecret calls paygate.gateway.v1.WebhookService.RotateWebhookSecret.
+func (c *webhookServiceClient) RotateWebhookSecret(ctx context.Context, req *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error) {
+	return c.rotateWebhookSecret.CallUnary(ctx, req)
+}
+
+// ListWebhookDeliveries calls paygate.gateway.v1.WebhookService.ListWebhookDeliveries.
+func (c *webhookServiceClient) ListWebhookDeliveries(ctx context.Context, req *connect.Request[v1.ListWebhookDeliveriesRequest]) (*connect.Response[v1.ListWebhookDeliveriesResponse], error) {
+	return c.listWebhookDeliveries.CallUnary(ctx, req)
+}
+
+// RedeliverWebhook calls paygate.gateway.v1.WebhookService.RedeliverWebhook.
+func (c *webhookServiceClient) RedeliverWebhook(ctx context.Context, req *connect.Request[v1.RedeliverWebhookRequest]) (*connect.Response[v1.RedeliverWebhookResponse], error) {
+	return c.redeliverWebhook.CallUnary(ctx, req)
+}
+
+// WebhookServiceHandler is an implementation of the paygate.gateway.v1.WebhookService service.
+type WebhookServiceHandler interface {
+	// CreateWebhookEndpoint registers a URL for some event types and returns its signing secret,
+	// shown once. The URL must be HTTPS (unless the gateway allows plain HTTP) and must not name
+	// or resolve to a private, loopback or link-local address (unless the gateway allows them);
+	// a refused URL is INVALID_ARGUMENT with reason "invalid_webhook_url" or
+	// "webhook_address_refused". Events from now on are delivered to it.
+	CreateWebhookEndpoint(context.Context, *connect.Request[v1.CreateWebhookEndpointRequest]) (*connect.Response[v1.CreateWebhookEndpointResponse], error)
+	// ListWebhookEndpoints returns the caller's endpoints, oldest first.
+	ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error)
+	// DeleteWebhookEndpoint removes an endpoint; its pending deliveries are dropped.
+	DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error)
+	// EnableWebhookEndpoint turns delivery to an endpoint back on (after it was disabled by its
+	// failures or by DisableWebhookEndpoint). Deliveries that were pending resume at once.
+	EnableWebhookEndpoint(context.Context, *connect.Request[v1.EnableWebhookEndpointRequest]) (*connect.Response[v1.EnableWebhookEndpointResponse], error)
+	// DisableWebhookEndpoint stops delivery to an endpoint; events go on being recorded for it
+	// and are delivered once it is enabled again.
+	DisableWebhookEndpoint(context.Context, *connect.Request[v1.DisableWebhookEndpointRequest]) (*connect.Response[v1.DisableWebhookEndpointResponse], error)
+	// RotateWebhookSecret gives an endpoint a new secret, returned once. For previous_secret_ttl
+	// the old secret stays valid too: requests carry a v1 signature for each.
+	RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error)
+	// ListWebhookDeliveries returns an endpoint's deliveries, newest first, a page at a time,
+	// each with its attempts.
+	ListWebhookDeliveries(context.Context, *connect.Request[v1.ListWebhookDeliveriesRequest]) (*connect.Response[v1.ListWebhookDeliveriesResponse], error)
+	// RedeliverWebhook sends a delivery again now (whatever its status), as a new attempt.
+	RedeliverWebhook(context.Context, *connect.Request[v1.RedeliverWebhookRequest]) (*connect.Response[v1.RedeliverWebhookResponse], error)
+}
+
+// NewWebhookServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewWebhookServiceHandler(svc WebhookServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	webhookServiceMethods := v1.File_paygate_gateway_v1_gateway_proto.Services().ByName("WebhookService").Methods()
+	webhookServiceCreateWebhookEndpointHandler := connect.NewUnaryHandler(
+		WebhookServiceCreateWebhookEndpointProcedure,
+		svc.CreateWebhookEndpoint,
+		connect.WithSchema(webhookServiceMethods.ByName("CreateWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceListWebhookEndpointsHandler := connect.NewUnaryHandler(
+		WebhookServiceListWebhookEndpointsProcedure,
+		svc.ListWebhookEndpoints,
+		connect.WithSchema(webhookServiceMethods.ByName("ListWebhookEndpoints")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceDeleteWebhookEndpointHandler := connect.NewUnaryHandler(
+		WebhookServiceDeleteWebhookEndpointProcedure,
+		svc.DeleteWebhookEndpoint,
+		connect.WithSchema(webhookServiceMethods.ByName("DeleteWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceEnableWebhookEndpointHandler := connect.NewUnaryHandler(
+		WebhookServiceEnableWebhookEndpointProcedure,
+		svc.EnableWebhookEndpoint,
+		connect.WithSchema(webhookServiceMethods.ByName("EnableWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceDisableWebhookEndpointHandler := connect.NewUnaryHandler(
+		WebhookServiceDisableWebhookEndpointProcedure,
+		svc.DisableWebhookEndpoint,
+		connect.WithSchema(webhookServiceMethods.ByName("DisableWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceRotateWebhookSecretHandler := connect.NewUnaryHandler(
+		WebhookServiceRotateWebhookSecretProcedure,
+		svc.RotateWebhookSecret,
+		connect.WithSchema(webhookServiceMethods.ByName("RotateWebhookSecret")),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceListWebhookDeliveriesHandler := connect.NewUnaryHandler(
+		WebhookServiceListWebhookDeliveriesProcedure,
+		svc.ListWebhookDeliveries,
+		connect.WithSchema(webhookServiceMethods.ByName("ListWebhookDeliveries")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	webhookServiceRedeliverWebhookHandler := connect.NewUnaryHandler(
+		WebhookServiceRedeliverWebhookProcedure,
+		svc.RedeliverWebhook,
+		connect.WithSchema(webhookServiceMethods.ByName("RedeliverWebhook")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/paygate.gateway.v1.WebhookService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case WebhookServiceCreateWebhookEndpointProcedure:
+			webhookServiceCreateWebhookEndpointHandler.ServeHTTP(w, r)
+		case WebhookServiceListWebhookEndpointsProcedure:
+			webhookServiceListWebhookEndpointsHandler.ServeHTTP(w, r)
+		case WebhookServiceDeleteWebhookEndpointProcedure:
+			webhookServiceDeleteWebhookEndpointHandler.ServeHTTP(w, r)
+		case WebhookServiceEnableWebhookEndpointProcedure:
+			webhookServiceEnableWebhookEndpointHandler.ServeHTTP(w, r)
+		case WebhookServiceDisableWebhookEndpointProcedure:
+			webhookServiceDisableWebhookEndpointHandler.ServeHTTP(w, r)
+		case WebhookServiceRotateWebhookSecretProcedure:
+			webhookServiceRotateWebhookSecretHandler.ServeHTTP(w, r)
+		case WebhookServiceListWebhookDeliveriesProcedure:
+			webhookServiceListWebhookDeliveriesHandler.ServeHTTP(w, r)
+		case WebhookServiceRedeliverWebhookProcedure:
+			webhookServiceRedeliverWebhookHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedWebhookServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedWebhookServiceHandler struct{}
+
+func (UnimplementedWebhookServiceHandler) CreateWebhookEndpoint(context.Context, *connect.Request[v1.CreateWebhookEndpointRequest]) (*connect.Response[v1.CreateWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.CreateWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.ListWebhookEndpoints is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.DeleteWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) EnableWebhookEndpoint(context.Context, *connect.Request[v1.EnableWebhookEndpointRequest]) (*connect.Response[v1.EnableWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.EnableWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) DisableWebhookEndpoint(context.Context, *connect.Request[v1.DisableWebhookEndpointRequest]) (*connect.Response[v1.DisableWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.DisableWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.RotateWebhookSecret is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) ListWebhookDeliveries(context.Context, *connect.Request[v1.ListWebhookDeliveriesRequest]) (*connect.Response[v1.ListWebhookDeliveriesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.ListWebhookDeliveries is not implemented"))
+}
+
+func (UnimplementedWebhookServiceHandler) RedeliverWebhook(context.Context, *connect.Request[v1.RedeliverWebhookRequest]) (*connect.Response[v1.RedeliverWebhookResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paygate.gateway.v1.WebhookService.RedeliverWebhook is not implemented"))
 }
 
 // BalanceServiceClient is a client for the paygate.gateway.v1.BalanceService service.

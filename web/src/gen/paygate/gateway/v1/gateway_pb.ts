@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 // Package paygate.gateway.v1 is the API of the payment gateway: what users call (AuthService,
-// PaymentService, BalanceService) and what banks call (CoordinatorService).
+// PaymentService, BalanceService, WebhookService) and what banks call (CoordinatorService).
 //
 // User calls carry the token that Login returns in the Authorization header
 // ("Authorization: Bearer <token>"). Errors use Connect codes with a google.rpc.ErrorInfo detail
@@ -12,15 +12,15 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file paygate/gateway/v1/gateway.proto.
  */
 export const file_paygate_gateway_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("CiBwYXlnYXRlL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIScGF5Z2F0ZS5nYXRld2F5LnYxInIKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACEicKCXRvdHBfY29kZRgDIAEoCUIUukgRcg8yDV4oWzAtOV17Nn0pPyQiqAEKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAMgASgJEgwKBHJvbGUYBCABKAkSFQoNc2Vjb25kX2ZhY3RvchgFIAEoCBIgChhwYXNzd29yZF9jaGFuZ2VfcmVxdWlyZWQYBiABKAgiXwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiQKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCCrpIB3IFEAEYgAISIAoMbmV3X3Bhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSLAAQoPUmVnaXN0ZXJSZXF1ZXN0EjcKCHVzZXJuYW1lGAEgASgJQiW6SCJyIDIeXlthLXpBLVpdW2EtekEtWjAtOS5fLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACEkMKCGFjY291bnRzGAQgAygLMiUucGF5Z2F0ZS5nYXRld2F5LnYxLkFjY291bnRFbnJvbGxtZW50Qgq6SAeSAQQIARAUSgQIAxAEUgthY2NvdW50X2lkcyJWChFBY2NvdW50RW5yb2xsbWVudBIdCgphY2NvdW50X2lkGAEgASgJQgm6SAZyBBABGEASIgoPZW5yb2xsbWVudF9jb2RlGAIgASgJQgm6SAZyBBABGEAiOQoQUmVnaXN0ZXJSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRITCgthY2NvdW50X2lkcxgCIAMoCSL5AgoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhQKDGZyb21fYWNjb3VudBgCIAEoCRISCgp0b19hY2NvdW50GAMgASgJEg4KBmFtb3VudBgEIAEoAxIQCghjdXJyZW5jeRgFIAEoCRIxCgZzdGF0dXMYBiABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudFN0YXR1cxI5Cg5mYWlsdXJlX3JlYXNvbhgHIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5GYWlsdXJlUmVhc29uEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVjaWRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAwgASgJIssDChVFeGVjdXRlUGF5bWVudFJlcXVlc3QSjgEKCnBheW1lbnRfaWQYASABKAlCerpId3J1MnNeKFswLTlhLWZBLUZdezh9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezR9LVswLTlhLWZBLUZdezEyfXxbMC05QS1ISktNTlAtVFYtWmEtaGprbW5wLXR2LXpdezI2fSkkEh8KDGZyb21fYWNjb3VudBgCIAEoCUIJukgGcgQQARhAEh0KCnRvX2FjY291bnQYAyABKAlCCbpIBnIEEAEYQBIgCgZhbW91bnQYBCABKANCELpIDSILGICAmqbqr+MBIAASIwoIY3VycmVuY3kYBSABKAlCEbpIDnIMMgpeW0EtWl17M30kEh0KC2Rlc2NyaXB0aW9uGAYgASgJQgi6SAVyAxjIATp7ukh4GnYKJGZyb21fYWNjb3VudF9kaWZmZXJzX2Zyb21fdG9fYWNjb3VudBIodG9fYWNjb3VudCBtdXN0IGRpZmZlciBmcm9tIGZyb21fYWNjb3VudBokdGhpcy5mcm9tX2FjY291bnQgIT0gdGhpcy50b19hY2NvdW50IlgKFkV4ZWN1dGVQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhAKCHJlcGxheWVkGAIgASgIIjIKEUdldFBheW1lbnRSZXF1ZXN0Eh0KCnBheW1lbnRfaWQYASABKAlCCbpIBnIEEAEYQCJCChJHZXRQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50Io4BChNMaXN0UGF5bWVudHNSZXF1ZXN0EhwKCXBhZ2Vfc2l6ZRgBIAEoBUIJukgGGgQYZCgAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACEjsKBnN0YXR1cxgDIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50U3RhdHVzQgi6SAWCAQIQASJeChRMaXN0UGF5bWVudHNSZXNwb25zZRItCghwYXltZW50cxgBIAMoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI9ChRXYXRjaFBheW1lbnRzUmVxdWVzdBIbCgVhZnRlchgBIAEoA0IHukgEIgIoAEgAiAEBQggKBl9hZnRlciJvChVXYXRjaFBheW1lbnRzUmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EigKBWV2ZW50GAIgASgLMhkucGF5Z2F0ZS5nYXRld2F5LnYxLkV2ZW50IpMBCgVFdmVudBILCgNzZXEYASABKAMSEAoIZXZlbnRfaWQYAiABKAkSDAoEdHlwZRgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoHcGF5bWVudBgFIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50IkoKEUxpc3RFdmVudHNSZXF1ZXN0EhYKBWFmdGVyGAEgASgDQge6SAQiAigAEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY9AMoACJlChJMaXN0RXZlbnRzUmVzcG9uc2USKQoGZXZlbnRzGAEgAygLMhkucGF5Z2F0ZS5nYXRld2F5LnYxLkV2ZW50EhIKCm5leHRfYWZ0ZXIYAiABKAMSEAoIaGFzX21vcmUYAyABKAgiFQoTRmV0Y2hCYWxhbmNlUmVxdWVzdCKAAQoOQWNjb3VudEJhbGFuY2USEgoKYWNjb3VudF9pZBgBIAEoCRIQCghjdXJyZW5jeRgCIAEoCRIPCgdiYWxhbmNlGAMgASgDEgwKBGhlbGQYBCABKAMSEQoJYXZhaWxhYmxlGAUgASgDEhYKDnBlbmRpbmdfY3JlZGl0GAYgASgDIpEBCgxCYW5rQmFsYW5jZXMSDAoEYmFuaxgBIAEoCRIuCgZzdGF0dXMYAiABKA4yHi5wYXlnYXRlLmdhdGV3YXkudjEuQmFua1N0YXR1cxINCgVlcnJvchgDIAEoCRI0CghhY2NvdW50cxgEIAMoCzIiLnBheWdhdGUuZ2F0ZXdheS52MS5BY2NvdW50QmFsYW5jZSJWCg1DdXJyZW5jeVRvdGFsEhAKCGN1cnJlbmN5GAEgASgJEg8KB2JhbGFuY2UYAiABKAMSEQoJYXZhaWxhYmxlGAMgASgDEg8KB3BhcnRpYWwYBCABKAgiegoURmV0Y2hCYWxhbmNlUmVzcG9uc2USLwoFYmFua3MYASADKAsyIC5wYXlnYXRlLmdhdGV3YXkudjEuQmFua0JhbGFuY2VzEjEKBnRvdGFscxgCIAMoCzIhLnBheWdhdGUuZ2F0ZXdheS52MS5DdXJyZW5jeVRvdGFsIk8KEkdldERlY2lzaW9uUmVxdWVzdBIhCg50cmFuc2FjdGlvbl9pZBgBIAEoCUIJukgGcgQQARhAEhYKBXByb29mGAIgASgMQge6SAR6AhhAIlcKE0dldERlY2lzaW9uUmVzcG9uc2USLgoIZGVjaXNpb24YASABKA4yHC5wYXlnYXRlLmdhdGV3YXkudjEuRGVjaXNpb24SEAoIcHJlc3VtZWQYAiABKAgqhwEKDVBheW1lbnRTdGF0dXMSHgoaUEFZTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlQQVlNRU5UX1NUQVRVU19QUk9DRVNTSU5HEAESHAoYUEFZTUVOVF9TVEFUVVNfU1VDQ0VFREVEEAISGQoVUEFZTUVOVF9TVEFUVVNfRkFJTEVEEAMqxgIKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFGQUlMVVJFX1JFQVNPTl9JTlNVRkZJQ0lFTlRfRlVORFMQARIiCh5GQUlMVVJFX1JFQVNPTl9VTktOT1dOX0FDQ09VTlQQAhIkCiBGQUlMVVJFX1JFQVNPTl9DVVJSRU5DWV9NSVNNQVRDSBADEiEKHUZBSUxVUkVfUkVBU09OX0FDQ09VTlRfQ0xPU0VEEAQSGgoWRkFJTFVSRV9SRUFTT05fVElNRU9VVBAFEiMKH0ZBSUxVUkVfUkVBU09OX0JBTktfVU5BVkFJTEFCTEUQBhIjCh9GQUlMVVJFX1JFQVNPTl9CQUxBTkNFX09WRVJGTE9XEAcSGwoXRkFJTFVSRV9SRUFTT05fREVDTElORUQQCCphCgpCYW5rU3RhdHVzEhsKF0JBTktfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQkFOS19TVEFUVVNfQVZBSUxBQkxFEAESGwoXQkFOS19TVEFUVVNfVU5BVkFJTEFCTEUQAipNCghEZWNpc2lvbhIYChRERUNJU0lPTl9VTlNQRUNJRklFRBAAEhMKD0RFQ0lTSU9OX0NPTU1JVBABEhIKDkRFQ0lTSU9OX0FCT1JUEAIy7AIKC0F1dGhTZXJ2aWNlEkwKBUxvZ2luEiAucGF5Z2F0ZS5nYXRld2F5LnYxLkxvZ2luUmVxdWVzdBohLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dpblJlc3BvbnNlEk8KBkxvZ291dBIhLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dvdXRSZXF1ZXN0GiIucGF5Z2F0ZS5nYXRld2F5LnYxLkxvZ291dFJlc3BvbnNlElUKCFJlZ2lzdGVyEiMucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZ2lzdGVyUmVxdWVzdBokLnBheWdhdGUuZ2F0ZXdheS52MS5SZWdpc3RlclJlc3BvbnNlEmcKDkNoYW5nZVBhc3N3b3JkEikucGF5Z2F0ZS5nYXRld2F5LnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBoqLnBheWdhdGUuZ2F0ZXdheS52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlMo0ECg5QYXltZW50U2VydmljZRJnCg5FeGVjdXRlUGF5bWVudBIpLnBheWdhdGUuZ2F0ZXdheS52MS5FeGVjdXRlUGF5bWVudFJlcXVlc3QaKi5wYXlnYXRlLmdhdGV3YXkudjEuRXhlY3V0ZVBheW1lbnRSZXNwb25zZRJgCgpHZXRQYXltZW50EiUucGF5Z2F0ZS5nYXRld2F5LnYxLkdldFBheW1lbnRSZXF1ZXN0GiYucGF5Z2F0ZS5nYXRld2F5LnYxLkdldFBheW1lbnRSZXNwb25zZSIDkAIBEmYKDExpc3RQYXltZW50cxInLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0UGF5bWVudHNSZXF1ZXN0GigucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlIgOQAgESZgoNV2F0Y2hQYXltZW50cxIoLnBheWdhdGUuZ2F0ZXdheS52MS5XYXRjaFBheW1lbnRzUmVxdWVzdBopLnBheWdhdGUuZ2F0ZXdheS52MS5XYXRjaFBheW1lbnRzUmVzcG9uc2UwARJgCgpMaXN0RXZlbnRzEiUucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RFdmVudHNSZXF1ZXN0GiYucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RFdmVudHNSZXNwb25zZSIDkAIBMngKDkJhbGFuY2VTZXJ2aWNlEmYKDEZldGNoQmFsYW5jZRInLnBheWdhdGUuZ2F0ZXdheS52MS5GZXRjaEJhbGFuY2VSZXF1ZXN0GigucGF5Z2F0ZS5nYXRld2F5LnYxLkZldGNoQmFsYW5jZVJlc3BvbnNlIgOQAgEydAoSQ29vcmRpbmF0b3JTZXJ2aWNlEl4KC0dldERlY2lzaW9uEiYucGF5Z2F0ZS5nYXRld2F5LnYxLkdldERlY2lzaW9uUmVxdWVzdBonLnBheWdhdGUuZ2F0ZXdheS52MS5HZXREZWNpc2lvblJlc3BvbnNlQs0BChZjb20ucGF5Z2F0ZS5nYXRld2F5LnYxQgxHYXRld2F5UHJvdG9QAVo7Z2l0aHViLmNvbS9wYXlnYXRlL3BheWdhdGUvZ2VuL3BheWdhdGUvZ2F0ZXdheS92MTtnYXRld2F5djGiAgNQR1iqAhJQYXlnYXRlLkdhdGV3YXkuVjHKAhJQYXlnYXRlXEdhdGV3YXlcVjHiAh5QYXlnYXRlXEdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAhRQYXlnYXRlOjpHYXRld2F5OjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiBwYXlnYXRlL2dhdGV3YXkvdjEvZ2F0ZXdheS5wcm90bxIScGF5Z2F0ZS5nYXRld2F5LnYxInIKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACEicKCXRvdHBfY29kZRgDIAEoCUIUukgRcg8yDV4oWzAtOV17Nn0pPyQiqAEKDUxvZ2luUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAMgASgJEgwKBHJvbGUYBCABKAkSFQoNc2Vjb25kX2ZhY3RvchgFIAEoCBIgChhwYXNzd29yZF9jaGFuZ2VfcmVxdWlyZWQYBiABKAgiXwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiQKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCCrpIB3IFEAEYgAISIAoMbmV3X3Bhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSLAAQoPUmVnaXN0ZXJSZXF1ZXN0EjcKCHVzZXJuYW1lGAEgASgJQiW6SCJyIDIeXlthLXpBLVpdW2EtekEtWjAtOS5fLV17MiwzMX0kEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRAKGIACEkMKCGFjY291bnRzGAQgAygLMiUucGF5Z2F0ZS5nYXRld2F5LnYxLkFjY291bnRFbnJvbGxtZW50Qgq6SAeSAQQIARAUSgQIAxAEUgthY2NvdW50X2lkcyJWChFBY2NvdW50RW5yb2xsbWVudBIdCgphY2NvdW50X2lkGAEgASgJQgm6SAZyBBABGEASIgoPZW5yb2xsbWVudF9jb2RlGAIgASgJQgm6SAZyBBABGEAiOQoQUmVnaXN0ZXJSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRITCgthY2NvdW50X2lkcxgCIAMoCSKlAwoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhQKDGZyb21fYWNjb3VudBgCIAEoCRISCgp0b19hY2NvdW50GAMgASgJEg4KBmFtb3VudBgEIAEoAxIQCghjdXJyZW5jeRgFIAEoCRIxCgZzdGF0dXMYBiABKA4yIS5wYXlnYXRlLmdhdGV3YXkudjEuUGF5bWVudFN0YXR1cxI5Cg5mYWlsdXJlX3JlYXNvbhgHIAEoDjIhLnBheWdhdGUuZ2F0ZXdheS52MS5GYWlsdXJlUmVhc29uEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVjaWRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHVzZXJuYW1lGAwgASgJEhcKD3JlZnVuZGVkX2Ftb3VudBgNIAEoAxIRCglyZWZ1bmRfb2YYDiABKAkiywMKFUV4ZWN1dGVQYXltZW50UmVxdWVzdBKOAQoKcGF5bWVudF9pZBgBIAEoCUJ6ukh3cnUyc14oWzAtOWEtZkEtRl17OH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17MTJ9fFswLTlBLUhKS01OUC1UVi1aYS1oamttbnAtdHYtel17MjZ9KSQSHwoMZnJvbV9hY2NvdW50GAIgASgJQgm6SAZyBBABGEASHQoKdG9fYWNjb3VudBgDIAEoCUIJukgGcgQQARhAEiAKBmFtb3VudBgEIAEoA0IQukgNIgsYgICapuqv4wEgABIjCghjdXJyZW5jeRgFIAEoCUIRukgOcgwyCl5bQS1aXXszfSQSHQoLZGVzY3JpcHRpb24YBiABKAlCCLpIBXIDGMgBOnu6SHgadgokZnJvbV9hY2NvdW50X2RpZmZlcnNfZnJvbV90b19hY2NvdW50Eih0b19hY2NvdW50IG11c3QgZGlmZmVyIGZyb20gZnJvbV9hY2NvdW50GiR0aGlzLmZyb21fYWNjb3VudCAhPSB0aGlzLnRvX2FjY291bnQiWAoWRXhlY3V0ZVBheW1lbnRSZXNwb25zZRIsCgdwYXltZW50GAEgASgLMhsucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnQSEAoIcmVwbGF5ZWQYAiABKAgiMgoRR2V0UGF5bWVudFJlcXVlc3QSHQoKcGF5bWVudF9pZBgBIAEoCUIJukgGcgQQARhAIkIKEkdldFBheW1lbnRSZXNwb25zZRIsCgdwYXltZW50GAEgASgLMhsucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnQijgEKE0xpc3RQYXltZW50c1JlcXVlc3QSHAoJcGFnZV9zaXplGAEgASgFQgm6SAYaBBhkKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAISOwoGc3RhdHVzGAMgASgOMiEucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnRTdGF0dXNCCLpIBYIBAhABIl4KFExpc3RQYXltZW50c1Jlc3BvbnNlEi0KCHBheW1lbnRzGAEgAygLMhsucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj0KFFdhdGNoUGF5bWVudHNSZXF1ZXN0EhsKBWFmdGVyGAEgASgDQge6SAQiAigASACIAQFCCAoGX2FmdGVyIm8KFVdhdGNoUGF5bWVudHNSZXNwb25zZRIsCgdwYXltZW50GAEgASgLMhsucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnQSKAoFZXZlbnQYAiABKAsyGS5wYXlnYXRlLmdhdGV3YXkudjEuRXZlbnQikwEKBUV2ZW50EgsKA3NlcRgBIAEoAxIQCghldmVudF9pZBgCIAEoCRIMCgR0eXBlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdwYXltZW50GAUgASgLMhsucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnQiSgoRTGlzdEV2ZW50c1JlcXVlc3QSFgoFYWZ0ZXIYASABKANCB7pIBCICKAASHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRj0AygAImUKEkxpc3RFdmVudHNSZXNwb25zZRIpCgZldmVudHMYASADKAsyGS5wYXlnYXRlLmdhdGV3YXkudjEuRXZlbnQSEgoKbmV4dF9hZnRlchgCIAEoAxIQCghoYXNfbW9yZRgDIAEoCCKBAgoUUmVmdW5kUGF5bWVudFJlcXVlc3QSjQEKCXJlZnVuZF9pZBgBIAEoCUJ6ukh3cnUyc14oWzAtOWEtZkEtRl17OH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17MTJ9fFswLTlBLUhKS01OUC1UVi1aYS1oamttbnAtdHYtel17MjZ9KSQSHQoKcGF5bWVudF9pZBgCIAEoCUIJukgGcgQQARhAEiAKBmFtb3VudBgDIAEoA0IQukgNIgsYgICapuqv4wEoABIYCgZyZWFzb24YBCABKAlCCLpIBXIDGMgBIoQBChVSZWZ1bmRQYXltZW50UmVzcG9uc2USKwoGcmVmdW5kGAEgASgLMhsucGF5Z2F0ZS5nYXRld2F5LnYxLlBheW1lbnQSLAoHcGF5bWVudBgCIAEoCzIbLnBheWdhdGUuZ2F0ZXdheS52MS5QYXltZW50EhAKCHJlcGxheWVkGAMgASgIIo4CCg9XZWJob29rRW5kcG9pbnQSEwoLZW5kcG9pbnRfaWQYASABKAkSCwoDdXJsGAIgASgJEhMKC2V2ZW50X3R5cGVzGAMgAygJEjkKBnN0YXR1cxgEIAEoDjIpLnBheWdhdGUuZ2F0ZXdheS52MS5XZWJob29rRW5kcG9pbnRTdGF0dXMSFwoPZGlzYWJsZWRfcmVhc29uGAUgASgJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/ChtwcmV2aW91c19zZWNyZXRfZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItwBChxDcmVhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0EhcKA3VybBgBIAEoCUIKukgHcgUQARiAEBKiAQoLZXZlbnRfdHlwZXMYAiADKAlCjAG6SIgBkgGEAQgBEBAYASJ8cnpSASpSD3BheW1lbnQuY3JlYXRlZFIRcGF5bWVudC5zdWNjZWVkZWRSDnBheW1lbnQuZmFpbGVkUhBwYXltZW50LnJlZnVuZGVkUg5yZWZ1bmQuY3JlYXRlZFIQcmVmdW5kLnN1Y2NlZWRlZFINcmVmdW5kLmZhaWxlZCJmCh1DcmVhdGVXZWJob29rRW5kcG9pbnRSZXNwb25zZRI1CghlbmRwb2ludBgBIAEoCzIjLnBheWdhdGUuZ2F0ZXdheS52MS5XZWJob29rRW5kcG9pbnQSDgoGc2VjcmV0GAIgASgJIh0KG0xpc3RXZWJob29rRW5kcG9pbnRzUmVxdWVzdCJWChxMaXN0V2ViaG9va0VuZHBvaW50c1Jlc3BvbnNlEjYKCWVuZHBvaW50cxgBIAMoCzIjLnBheWdhdGUuZ2F0ZXdheS52MS5XZWJob29rRW5kcG9pbnQiPgocRGVsZXRlV2ViaG9va0VuZHBvaW50UmVxdWVzdBIeCgtlbmRwb2ludF9pZBgBIAEoCUIJukgGcgQQARhAIh8KHURlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlIj4KHEVuYWJsZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QSHgoLZW5kcG9pbnRfaWQYASABKAlCCbpIBnIEEAEYQCJWCh1FbmFibGVXZWJob29rRW5kcG9pbnRSZXNwb25zZRI1CghlbmRwb2ludBgBIAEoCzIjLnBheWdhdGUuZ2F0ZXdheS52MS5XZWJob29rRW5kcG9pbnQiPwodRGlzYWJsZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QSHgoLZW5kcG9pbnRfaWQYASABKAlCCbpIBnIEEAEYQCJXCh5EaXNhYmxlV2ViaG9va0VuZHBvaW50UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5wYXlnYXRlLmdhdGV3YXkudjEuV2ViaG9va0VuZHBvaW50IoQBChpSb3RhdGVXZWJob29rU2VjcmV0UmVxdWVzdBIeCgtlbmRwb2ludF9pZBgBIAEoCUIJukgGcgQQARhAEkYKE3ByZXZpb3VzX3NlY3JldF90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDrpIC6oBCCIECICjBTIAImQKG1JvdGF0ZVdlYmhvb2tTZWNyZXRSZXNwb25zZRI1CghlbmRwb2ludBgBIAEoCzIjLnBheWdhdGUuZ2F0ZXdheS52MS5XZWJob29rRW5kcG9pbnQSDgoGc2VjcmV0GAIgASgJIqIBCg5XZWJob29rQXR0ZW1wdBIwCgxhdHRlbXB0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2h0dHBfc3RhdHVzGAIgASgFEg0KBWVycm9yGAMgASgJEioKB2xhdGVuY3kYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGbWFudWFsGAUgASgIIuECCg9XZWJob29rRGVsaXZlcnkSEwoLZGVsaXZlcnlfaWQYASABKAkSEwoLZW5kcG9pbnRfaWQYAiABKAkSEAoIZXZlbnRfaWQYAyABKAkSEgoKZXZlbnRfdHlwZRgEIAEoCRIRCglldmVudF9zZXEYBSABKAMSEgoKcGF5bWVudF9pZBgGIAEoCRI5CgZzdGF0dXMYByABKA4yKS5wYXlnYXRlLmdhdGV3YXkudjEuV2ViaG9va0RlbGl2ZXJ5U3RhdHVzEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoIYXR0ZW1wdHMYCiADKAsyIi5wYXlnYXRlLmdhdGV3YXkudjEuV2ViaG9va0F0dGVtcHQivwEKHExpc3RXZWJob29rRGVsaXZlcmllc1JlcXVlc3QSHgoLZW5kcG9pbnRfaWQYASABKAlCCbpIBnIEEAEYQBIcCglwYWdlX3NpemUYAiABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiAAhJDCgZzdGF0dXMYBCABKA4yKS5wYXlnYXRlLmdhdGV3YXkudjEuV2ViaG9va0RlbGl2ZXJ5U3RhdHVzQgi6SAWCAQIQASJxCh1MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZRI3CgpkZWxpdmVyaWVzGAEgAygLMiMucGF5Z2F0ZS5nYXRld2F5LnYxLldlYmhvb2tEZWxpdmVyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoXUmVkZWxpdmVyV2ViaG9va1JlcXVlc3QSHgoLZGVsaXZlcnlfaWQYASABKAlCCbpIBnIEEAEYQCJRChhSZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USNQoIZGVsaXZlcnkYASABKAsyIy5wYXlnYXRlLmdhdGV3YXkudjEuV2ViaG9va0RlbGl2ZXJ5IhUKE0ZldGNoQmFsYW5jZVJlcXVlc3QigAEKDkFjY291bnRCYWxhbmNlEhIKCmFjY291bnRfaWQYASABKAkSEAoIY3VycmVuY3kYAiABKAkSDwoHYmFsYW5jZRgDIAEoAxIMCgRoZWxkGAQgASgDEhEKCWF2YWlsYWJsZRgFIAEoAxIWCg5wZW5kaW5nX2NyZWRpdBgGIAEoAyKRAQoMQmFua0JhbGFuY2VzEgwKBGJhbmsYASABKAkSLgoGc3RhdHVzGAIgASgOMh4ucGF5Z2F0ZS5nYXRld2F5LnYxLkJhbmtTdGF0dXMSDQoFZXJyb3IYAyABKAkSNAoIYWNjb3VudHMYBCADKAsyIi5wYXlnYXRlLmdhdGV3YXkudjEuQWNjb3VudEJhbGFuY2UiVgoNQ3VycmVuY3lUb3RhbBIQCghjdXJyZW5jeRgBIAEoCRIPCgdiYWxhbmNlGAIgASgDEhEKCWF2YWlsYWJsZRgDIAEoAxIPCgdwYXJ0aWFsGAQgASgIInoKFEZldGNoQmFsYW5jZVJlc3BvbnNlEi8KBWJhbmtzGAEgAygLMiAucGF5Z2F0ZS5nYXRld2F5LnYxLkJhbmtCYWxhbmNlcxIxCgZ0b3RhbHMYAiADKAsyIS5wYXlnYXRlLmdhdGV3YXkudjEuQ3VycmVuY3lUb3RhbCJPChJHZXREZWNpc2lvblJlcXVlc3QSIQoOdHJhbnNhY3Rpb25faWQYASABKAlCCbpIBnIEEAEYQBIWCgVwcm9vZhgCIAEoDEIHukgEegIYQCJXChNHZXREZWNpc2lvblJlc3BvbnNlEi4KCGRlY2lzaW9uGAEgASgOMhwucGF5Z2F0ZS5nYXRld2F5LnYxLkRlY2lzaW9uEhAKCHByZXN1bWVkGAIgASgIKocBCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZUEFZTUVOVF9TVEFUVVNfUFJPQ0VTU0lORxABEhwKGFBBWU1FTlRfU1RBVFVTX1NVQ0NFRURFRBACEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBADKsYCCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASJQohRkFJTFVSRV9SRUFTT05fSU5TVUZGSUNJRU5UX0ZVTkRTEAESIgoeRkFJTFVSRV9SRUFTT05fVU5LTk9XTl9BQ0NPVU5UEAISJAogRkFJTFVSRV9SRUFTT05fQ1VSUkVOQ1lfTUlTTUFUQ0gQAxIhCh1GQUlMVVJFX1JFQVNPTl9BQ0NPVU5UX0NMT1NFRBAEEhoKFkZBSUxVUkVfUkVBU09OX1RJTUVPVVQQBRIjCh9GQUlMVVJFX1JFQVNPTl9CQU5LX1VOQVZBSUxBQkxFEAYSIwofRkFJTFVSRV9SRUFTT05fQkFMQU5DRV9PVkVSRkxPVxAHEhsKF0ZBSUxVUkVfUkVBU09OX0RFQ0xJTkVEEAgqiwEKFVdlYmhvb2tFbmRwb2ludFN0YXR1cxInCiNXRUJIT09LX0VORFBPSU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEiMKH1dFQkhPT0tfRU5EUE9JTlRfU1RBVFVTX0VOQUJMRUQQARIkCiBXRUJIT09LX0VORFBPSU5UX1NUQVRVU19ESVNBQkxFRBACKrABChVXZWJob29rRGVsaXZlcnlTdGF0dXMSJwojV0VCSE9PS19ERUxJVkVSWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIjCh9XRUJIT09LX0RFTElWRVJZX1NUQVRVU19QRU5ESU5HEAESJQohV0VCSE9PS19ERUxJVkVSWV9TVEFUVVNfU1VDQ0VFREVEEAISIgoeV0VCSE9PS19ERUxJVkVSWV9TVEFUVVNfRkFJTEVEEAMqYQoKQmFua1N0YXR1cxIbChdCQU5LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUJBTktfU1RBVFVTX0FWQUlMQUJMRRABEhsKF0JBTktfU1RBVFVTX1VOQVZBSUxBQkxFEAIqTQoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABITCg9ERUNJU0lPTl9DT01NSVQQARISCg5ERUNJU0lPTl9BQk9SVBACMuwCCgtBdXRoU2VydmljZRJMCgVMb2dpbhIgLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dpblJlcXVlc3QaIS5wYXlnYXRlLmdhdGV3YXkudjEuTG9naW5SZXNwb25zZRJPCgZMb2dvdXQSIS5wYXlnYXRlLmdhdGV3YXkudjEuTG9nb3V0UmVxdWVzdBoiLnBheWdhdGUuZ2F0ZXdheS52MS5Mb2dvdXRSZXNwb25zZRJVCghSZWdpc3RlchIjLnBheWdhdGUuZ2F0ZXdheS52MS5SZWdpc3RlclJlcXVlc3QaJC5wYXlnYXRlLmdhdGV3YXkudjEuUmVnaXN0ZXJSZXNwb25zZRJnCg5DaGFuZ2VQYXNzd29yZBIpLnBheWdhdGUuZ2F0ZXdheS52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaKi5wYXlnYXRlLmdhdGV3YXkudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZTLzBAoOUGF5bWVudFNlcnZpY2USZwoORXhlY3V0ZVBheW1lbnQSKS5wYXlnYXRlLmdhdGV3YXkudjEuRXhlY3V0ZVBheW1lbnRSZXF1ZXN0GioucGF5Z2F0ZS5nYXRld2F5LnYxLkV4ZWN1dGVQYXltZW50UmVzcG9uc2USYAoKR2V0UGF5bWVudBIlLnBheWdhdGUuZ2F0ZXdheS52MS5HZXRQYXltZW50UmVxdWVzdBomLnBheWdhdGUuZ2F0ZXdheS52MS5HZXRQYXltZW50UmVzcG9uc2UiA5ACARJmCgxMaXN0UGF5bWVudHMSJy5wYXlnYXRlLmdhdGV3YXkudjEuTGlzdFBheW1lbnRzUmVxdWVzdBooLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0UGF5bWVudHNSZXNwb25zZSIDkAIBEmYKDVdhdGNoUGF5bWVudHMSKC5wYXlnYXRlLmdhdGV3YXkudjEuV2F0Y2hQYXltZW50c1JlcXVlc3QaKS5wYXlnYXRlLmdhdGV3YXkudjEuV2F0Y2hQYXltZW50c1Jlc3BvbnNlMAESYAoKTGlzdEV2ZW50cxIlLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0RXZlbnRzUmVxdWVzdBomLnBheWdhdGUuZ2F0ZXdheS52MS5MaXN0RXZlbnRzUmVzcG9uc2UiA5ACARJkCg1SZWZ1bmRQYXltZW50EigucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZnVuZFBheW1lbnRSZXF1ZXN0GikucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZnVuZFBheW1lbnRSZXNwb25zZTL2BwoOV2ViaG9va1NlcnZpY2USfAoVQ3JlYXRlV2ViaG9va0VuZHBvaW50EjAucGF5Z2F0ZS5nYXRld2F5LnYxLkNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QaMS5wYXlnYXRlLmdhdGV3YXkudjEuQ3JlYXRlV2ViaG9va0VuZHBvaW50UmVzcG9uc2USfgoUTGlzdFdlYmhvb2tFbmRwb2ludHMSLy5wYXlnYXRlLmdhdGV3YXkudjEuTGlzdFdlYmhvb2tFbmRwb2ludHNSZXF1ZXN0GjAucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RXZWJob29rRW5kcG9pbnRzUmVzcG9uc2UiA5ACARJ8ChVEZWxldGVXZWJob29rRW5kcG9pbnQSMC5wYXlnYXRlLmdhdGV3YXkudjEuRGVsZXRlV2ViaG9va0VuZHBvaW50UmVxdWVzdBoxLnBheWdhdGUuZ2F0ZXdheS52MS5EZWxldGVXZWJob29rRW5kcG9pbnRSZXNwb25zZRJ8ChVFbmFibGVXZWJob29rRW5kcG9pbnQSMC5wYXlnYXRlLmdhdGV3YXkudjEuRW5hYmxlV2ViaG9va0VuZHBvaW50UmVxdWVzdBoxLnBheWdhdGUuZ2F0ZXdheS52MS5FbmFibGVXZWJob29rRW5kcG9pbnRSZXNwb25zZRJ/ChZEaXNhYmxlV2ViaG9va0VuZHBvaW50EjEucGF5Z2F0ZS5nYXRld2F5LnYxLkRpc2FibGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjIucGF5Z2F0ZS5nYXRld2F5LnYxLkRpc2FibGVXZWJob29rRW5kcG9pbnRSZXNwb25zZRJ2ChNSb3RhdGVXZWJob29rU2VjcmV0Ei4ucGF5Z2F0ZS5nYXRld2F5LnYxLlJvdGF0ZVdlYmhvb2tTZWNyZXRSZXF1ZXN0Gi8ucGF5Z2F0ZS5nYXRld2F5LnYxLlJvdGF0ZVdlYmhvb2tTZWNyZXRSZXNwb25zZRKBAQoVTGlzdFdlYmhvb2tEZWxpdmVyaWVzEjAucGF5Z2F0ZS5nYXRld2F5LnYxLkxpc3RXZWJob29rRGVsaXZlcmllc1JlcXVlc3QaMS5wYXlnYXRlLmdhdGV3YXkudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2UiA5ACARJtChBSZWRlbGl2ZXJXZWJob29rEisucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZGVsaXZlcldlYmhvb2tSZXF1ZXN0GiwucGF5Z2F0ZS5nYXRld2F5LnYxLlJlZGVsaXZlcldlYmhvb2tSZXNwb25zZTJ4Cg5CYWxhbmNlU2VydmljZRJmCgxGZXRjaEJhbGFuY2USJy5wYXlnYXRlLmdhdGV3YXkudjEuRmV0Y2hCYWxhbmNlUmVxdWVzdBooLnBheWdhdGUuZ2F0ZXdheS52MS5GZXRjaEJhbGFuY2VSZXNwb25zZSIDkAIBMnQKEkNvb3JkaW5hdG9yU2VydmljZRJeCgtHZXREZWNpc2lvbhImLnBheWdhdGUuZ2F0ZXdheS52MS5HZXREZWNpc2lvblJlcXVlc3QaJy5wYXlnYXRlLmdhdGV3YXkudjEuR2V0RGVjaXNpb25SZXNwb25zZULNAQoWY29tLnBheWdhdGUuZ2F0ZXdheS52MUIMR2F0ZXdheVByb3RvUAFaO2dpdGh1Yi5jb20vcGF5Z2F0ZS9wYXlnYXRlL2dlbi9wYXlnYXRlL2dhdGV3YXkvdjE7Z2F0ZXdheXYxogIDUEdYqgISUGF5Z2F0ZS5HYXRld2F5LlYxygISUGF5Z2F0ZVxHYXRld2F5XFYx4gIeUGF5Z2F0ZVxHYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIUUGF5Z2F0ZTo6R2F0ZXdheTo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message paygate.gateway.v1.LoginRequest
@@ -319,11 +319,26 @@ export type Payment = Message<"paygate.gateway.v1.Payment"> & {
   decideTime?: Timestamp | undefined;
 
   /**
-   * The user who made the payment.
+   * The user who made the payment (of a refund: the payee who refunded).
    *
    * @generated from field: string username = 12;
    */
   username: string;
+
+  /**
+   * How much of amount has been refunded by succeeded refunds.
+   *
+   * @generated from field: int64 refunded_amount = 13;
+   */
+  refundedAmount: bigint;
+
+  /**
+   * Set on a refund: the payment_id of the payment it gives money back for. A refund moves
+   * money from that payment's to_account to its from_account.
+   *
+   * @generated from field: string refund_of = 14;
+   */
+  refundOf: string;
 };
 
 /**
@@ -570,7 +585,9 @@ export type Event = Message<"paygate.gateway.v1.Event"> & {
 
   /**
    * What changed: "payment.created" (admitted, PROCESSING), "payment.succeeded" or
-   * "payment.failed" (decided).
+   * "payment.failed" (decided), "payment.refunded" (a refund of it succeeded:
+   * refunded_amount grew); for a refund, "refund.created", "refund.succeeded" and
+   * "refund.failed".
    *
    * @generated from field: string type = 3;
    */
@@ -658,6 +675,582 @@ export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PUR
   messageDesc(file_paygate_gateway_v1_gateway, 20);
 
 /**
+ * @generated from message paygate.gateway.v1.RefundPaymentRequest
+ */
+export type RefundPaymentRequest = Message<"paygate.gateway.v1.RefundPaymentRequest"> & {
+  /**
+   * Chosen by the client, once per intended refund, as a payment_id is: a UUID or a ULID.
+   * Retries of the same refund send the same refund_id.
+   *
+   * @generated from field: string refund_id = 1;
+   */
+  refundId: string;
+
+  /**
+   * The succeeded payment to refund, made to an account of the caller.
+   *
+   * @generated from field: string payment_id = 2;
+   */
+  paymentId: string;
+
+  /**
+   * Minor units to give back; 0 means all that is not refunded yet.
+   *
+   * @generated from field: int64 amount = 3;
+   */
+  amount: bigint;
+
+  /**
+   * Why, for both sides' records (the refund's description).
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.RefundPaymentRequest.
+ * Use `create(RefundPaymentRequestSchema)` to create a new message.
+ */
+export const RefundPaymentRequestSchema: GenMessage<RefundPaymentRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 21);
+
+/**
+ * @generated from message paygate.gateway.v1.RefundPaymentResponse
+ */
+export type RefundPaymentResponse = Message<"paygate.gateway.v1.RefundPaymentResponse"> & {
+  /**
+   * The refund: a Payment with refund_of set, amount as refunded.
+   *
+   * @generated from field: paygate.gateway.v1.Payment refund = 1;
+   */
+  refund?: Payment | undefined;
+
+  /**
+   * The refunded payment as it is after the refund (refunded_amount).
+   *
+   * @generated from field: paygate.gateway.v1.Payment payment = 2;
+   */
+  payment?: Payment | undefined;
+
+  /**
+   * True when this answer is the stored outcome of an earlier request with the same refund_id.
+   *
+   * @generated from field: bool replayed = 3;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.RefundPaymentResponse.
+ * Use `create(RefundPaymentResponseSchema)` to create a new message.
+ */
+export const RefundPaymentResponseSchema: GenMessage<RefundPaymentResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 22);
+
+/**
+ * WebhookEndpoint is a URL that the caller's events are POSTed to.
+ *
+ * @generated from message paygate.gateway.v1.WebhookEndpoint
+ */
+export type WebhookEndpoint = Message<"paygate.gateway.v1.WebhookEndpoint"> & {
+  /**
+   * "we_" and 26 characters.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * The event types delivered ("payment.succeeded", ...), or "*" for all.
+   *
+   * @generated from field: repeated string event_types = 3;
+   */
+  eventTypes: string[];
+
+  /**
+   * @generated from field: paygate.gateway.v1.WebhookEndpointStatus status = 4;
+   */
+  status: WebhookEndpointStatus;
+
+  /**
+   * Why a disabled endpoint is disabled: "disabled_by_user" or "failing" (its deliveries kept
+   * failing for days).
+   *
+   * @generated from field: string disabled_reason = 5;
+   */
+  disabledReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Until when a previous secret is still used to sign too (RotateWebhookSecret); unset when
+   * none is.
+   *
+   * @generated from field: google.protobuf.Timestamp previous_secret_expire_time = 7;
+   */
+  previousSecretExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.WebhookEndpoint.
+ * Use `create(WebhookEndpointSchema)` to create a new message.
+ */
+export const WebhookEndpointSchema: GenMessage<WebhookEndpoint> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 23);
+
+/**
+ * @generated from message paygate.gateway.v1.CreateWebhookEndpointRequest
+ */
+export type CreateWebhookEndpointRequest = Message<"paygate.gateway.v1.CreateWebhookEndpointRequest"> & {
+  /**
+   * Where to POST: https://host[:port]/path (http:// only when the gateway allows it).
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * Event types to deliver, each one of Event.type's, or "*" for all.
+   *
+   * @generated from field: repeated string event_types = 2;
+   */
+  eventTypes: string[];
+};
+
+/**
+ * Describes the message paygate.gateway.v1.CreateWebhookEndpointRequest.
+ * Use `create(CreateWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const CreateWebhookEndpointRequestSchema: GenMessage<CreateWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 24);
+
+/**
+ * @generated from message paygate.gateway.v1.CreateWebhookEndpointResponse
+ */
+export type CreateWebhookEndpointResponse = Message<"paygate.gateway.v1.CreateWebhookEndpointResponse"> & {
+  /**
+   * @generated from field: paygate.gateway.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+
+  /**
+   * The signing secret ("whsec_..."), shown once. Verify each request's Paygate-Signature with it.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.CreateWebhookEndpointResponse.
+ * Use `create(CreateWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const CreateWebhookEndpointResponseSchema: GenMessage<CreateWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 25);
+
+/**
+ * @generated from message paygate.gateway.v1.ListWebhookEndpointsRequest
+ */
+export type ListWebhookEndpointsRequest = Message<"paygate.gateway.v1.ListWebhookEndpointsRequest"> & {
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ListWebhookEndpointsRequest.
+ * Use `create(ListWebhookEndpointsRequestSchema)` to create a new message.
+ */
+export const ListWebhookEndpointsRequestSchema: GenMessage<ListWebhookEndpointsRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 26);
+
+/**
+ * @generated from message paygate.gateway.v1.ListWebhookEndpointsResponse
+ */
+export type ListWebhookEndpointsResponse = Message<"paygate.gateway.v1.ListWebhookEndpointsResponse"> & {
+  /**
+   * @generated from field: repeated paygate.gateway.v1.WebhookEndpoint endpoints = 1;
+   */
+  endpoints: WebhookEndpoint[];
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ListWebhookEndpointsResponse.
+ * Use `create(ListWebhookEndpointsResponseSchema)` to create a new message.
+ */
+export const ListWebhookEndpointsResponseSchema: GenMessage<ListWebhookEndpointsResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 27);
+
+/**
+ * @generated from message paygate.gateway.v1.DeleteWebhookEndpointRequest
+ */
+export type DeleteWebhookEndpointRequest = Message<"paygate.gateway.v1.DeleteWebhookEndpointRequest"> & {
+  /**
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.DeleteWebhookEndpointRequest.
+ * Use `create(DeleteWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const DeleteWebhookEndpointRequestSchema: GenMessage<DeleteWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 28);
+
+/**
+ * @generated from message paygate.gateway.v1.DeleteWebhookEndpointResponse
+ */
+export type DeleteWebhookEndpointResponse = Message<"paygate.gateway.v1.DeleteWebhookEndpointResponse"> & {
+};
+
+/**
+ * Describes the message paygate.gateway.v1.DeleteWebhookEndpointResponse.
+ * Use `create(DeleteWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const DeleteWebhookEndpointResponseSchema: GenMessage<DeleteWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 29);
+
+/**
+ * @generated from message paygate.gateway.v1.EnableWebhookEndpointRequest
+ */
+export type EnableWebhookEndpointRequest = Message<"paygate.gateway.v1.EnableWebhookEndpointRequest"> & {
+  /**
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.EnableWebhookEndpointRequest.
+ * Use `create(EnableWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const EnableWebhookEndpointRequestSchema: GenMessage<EnableWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 30);
+
+/**
+ * @generated from message paygate.gateway.v1.EnableWebhookEndpointResponse
+ */
+export type EnableWebhookEndpointResponse = Message<"paygate.gateway.v1.EnableWebhookEndpointResponse"> & {
+  /**
+   * @generated from field: paygate.gateway.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.EnableWebhookEndpointResponse.
+ * Use `create(EnableWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const EnableWebhookEndpointResponseSchema: GenMessage<EnableWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 31);
+
+/**
+ * @generated from message paygate.gateway.v1.DisableWebhookEndpointRequest
+ */
+export type DisableWebhookEndpointRequest = Message<"paygate.gateway.v1.DisableWebhookEndpointRequest"> & {
+  /**
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.DisableWebhookEndpointRequest.
+ * Use `create(DisableWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const DisableWebhookEndpointRequestSchema: GenMessage<DisableWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 32);
+
+/**
+ * @generated from message paygate.gateway.v1.DisableWebhookEndpointResponse
+ */
+export type DisableWebhookEndpointResponse = Message<"paygate.gateway.v1.DisableWebhookEndpointResponse"> & {
+  /**
+   * @generated from field: paygate.gateway.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.DisableWebhookEndpointResponse.
+ * Use `create(DisableWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const DisableWebhookEndpointResponseSchema: GenMessage<DisableWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 33);
+
+/**
+ * @generated from message paygate.gateway.v1.RotateWebhookSecretRequest
+ */
+export type RotateWebhookSecretRequest = Message<"paygate.gateway.v1.RotateWebhookSecretRequest"> & {
+  /**
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * How long the old secret stays valid beside the new one; unset or 0: it ends now. At most
+   * 24 hours.
+   *
+   * @generated from field: google.protobuf.Duration previous_secret_ttl = 2;
+   */
+  previousSecretTtl?: Duration | undefined;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.RotateWebhookSecretRequest.
+ * Use `create(RotateWebhookSecretRequestSchema)` to create a new message.
+ */
+export const RotateWebhookSecretRequestSchema: GenMessage<RotateWebhookSecretRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 34);
+
+/**
+ * @generated from message paygate.gateway.v1.RotateWebhookSecretResponse
+ */
+export type RotateWebhookSecretResponse = Message<"paygate.gateway.v1.RotateWebhookSecretResponse"> & {
+  /**
+   * @generated from field: paygate.gateway.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+
+  /**
+   * The new signing secret, shown once.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.RotateWebhookSecretResponse.
+ * Use `create(RotateWebhookSecretResponseSchema)` to create a new message.
+ */
+export const RotateWebhookSecretResponseSchema: GenMessage<RotateWebhookSecretResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 35);
+
+/**
+ * WebhookAttempt is one POST of a delivery.
+ *
+ * @generated from message paygate.gateway.v1.WebhookAttempt
+ */
+export type WebhookAttempt = Message<"paygate.gateway.v1.WebhookAttempt"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp attempt_time = 1;
+   */
+  attemptTime?: Timestamp | undefined;
+
+  /**
+   * The HTTP status the endpoint answered; 0 when there was no answer.
+   *
+   * @generated from field: int32 http_status = 2;
+   */
+  httpStatus: number;
+
+  /**
+   * Why it failed without an answer (a timeout, a refused address, a TLS error), or the start
+   * of an error answer's body.
+   *
+   * @generated from field: string error = 3;
+   */
+  error: string;
+
+  /**
+   * @generated from field: google.protobuf.Duration latency = 4;
+   */
+  latency?: Duration | undefined;
+
+  /**
+   * Sent by RedeliverWebhook.
+   *
+   * @generated from field: bool manual = 5;
+   */
+  manual: boolean;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.WebhookAttempt.
+ * Use `create(WebhookAttemptSchema)` to create a new message.
+ */
+export const WebhookAttemptSchema: GenMessage<WebhookAttempt> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 36);
+
+/**
+ * WebhookDelivery is one event for one endpoint.
+ *
+ * @generated from message paygate.gateway.v1.WebhookDelivery
+ */
+export type WebhookDelivery = Message<"paygate.gateway.v1.WebhookDelivery"> & {
+  /**
+   * "wd_" and 26 characters.
+   *
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+
+  /**
+   * @generated from field: string endpoint_id = 2;
+   */
+  endpointId: string;
+
+  /**
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string event_type = 4;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: int64 event_seq = 5;
+   */
+  eventSeq: bigint;
+
+  /**
+   * The payment the event is about.
+   *
+   * @generated from field: string payment_id = 6;
+   */
+  paymentId: string;
+
+  /**
+   * @generated from field: paygate.gateway.v1.WebhookDeliveryStatus status = 7;
+   */
+  status: WebhookDeliveryStatus;
+
+  /**
+   * Set while PENDING.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 8;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 9;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated paygate.gateway.v1.WebhookAttempt attempts = 10;
+   */
+  attempts: WebhookAttempt[];
+};
+
+/**
+ * Describes the message paygate.gateway.v1.WebhookDelivery.
+ * Use `create(WebhookDeliverySchema)` to create a new message.
+ */
+export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 37);
+
+/**
+ * @generated from message paygate.gateway.v1.ListWebhookDeliveriesRequest
+ */
+export type ListWebhookDeliveriesRequest = Message<"paygate.gateway.v1.ListWebhookDeliveriesRequest"> & {
+  /**
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * At most this many deliveries; 0 means 20. At most 100.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * Only deliveries with this status; unspecified means all.
+   *
+   * @generated from field: paygate.gateway.v1.WebhookDeliveryStatus status = 4;
+   */
+  status: WebhookDeliveryStatus;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ListWebhookDeliveriesRequest.
+ * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 38);
+
+/**
+ * @generated from message paygate.gateway.v1.ListWebhookDeliveriesResponse
+ */
+export type ListWebhookDeliveriesResponse = Message<"paygate.gateway.v1.ListWebhookDeliveriesResponse"> & {
+  /**
+   * @generated from field: repeated paygate.gateway.v1.WebhookDelivery deliveries = 1;
+   */
+  deliveries: WebhookDelivery[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.ListWebhookDeliveriesResponse.
+ * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 39);
+
+/**
+ * @generated from message paygate.gateway.v1.RedeliverWebhookRequest
+ */
+export type RedeliverWebhookRequest = Message<"paygate.gateway.v1.RedeliverWebhookRequest"> & {
+  /**
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.RedeliverWebhookRequest.
+ * Use `create(RedeliverWebhookRequestSchema)` to create a new message.
+ */
+export const RedeliverWebhookRequestSchema: GenMessage<RedeliverWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 40);
+
+/**
+ * @generated from message paygate.gateway.v1.RedeliverWebhookResponse
+ */
+export type RedeliverWebhookResponse = Message<"paygate.gateway.v1.RedeliverWebhookResponse"> & {
+  /**
+   * The delivery with the new attempt.
+   *
+   * @generated from field: paygate.gateway.v1.WebhookDelivery delivery = 1;
+   */
+  delivery?: WebhookDelivery | undefined;
+};
+
+/**
+ * Describes the message paygate.gateway.v1.RedeliverWebhookResponse.
+ * Use `create(RedeliverWebhookResponseSchema)` to create a new message.
+ */
+export const RedeliverWebhookResponseSchema: GenMessage<RedeliverWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_paygate_gateway_v1_gateway, 41);
+
+/**
  * @generated from message paygate.gateway.v1.FetchBalanceRequest
  */
 export type FetchBalanceRequest = Message<"paygate.gateway.v1.FetchBalanceRequest"> & {
@@ -668,7 +1261,7 @@ export type FetchBalanceRequest = Message<"paygate.gateway.v1.FetchBalanceReques
  * Use `create(FetchBalanceRequestSchema)` to create a new message.
  */
 export const FetchBalanceRequestSchema: GenMessage<FetchBalanceRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 21);
+  messageDesc(file_paygate_gateway_v1_gateway, 42);
 
 /**
  * AccountBalance is one account's money.
@@ -720,7 +1313,7 @@ export type AccountBalance = Message<"paygate.gateway.v1.AccountBalance"> & {
  * Use `create(AccountBalanceSchema)` to create a new message.
  */
 export const AccountBalanceSchema: GenMessage<AccountBalance> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 22);
+  messageDesc(file_paygate_gateway_v1_gateway, 43);
 
 /**
  * BankBalances is the caller's accounts at one bank.
@@ -756,7 +1349,7 @@ export type BankBalances = Message<"paygate.gateway.v1.BankBalances"> & {
  * Use `create(BankBalancesSchema)` to create a new message.
  */
 export const BankBalancesSchema: GenMessage<BankBalances> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 23);
+  messageDesc(file_paygate_gateway_v1_gateway, 44);
 
 /**
  * CurrencyTotal sums the caller's accounts in one currency over the banks that answered.
@@ -792,7 +1385,7 @@ export type CurrencyTotal = Message<"paygate.gateway.v1.CurrencyTotal"> & {
  * Use `create(CurrencyTotalSchema)` to create a new message.
  */
 export const CurrencyTotalSchema: GenMessage<CurrencyTotal> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 24);
+  messageDesc(file_paygate_gateway_v1_gateway, 45);
 
 /**
  * @generated from message paygate.gateway.v1.FetchBalanceResponse
@@ -814,7 +1407,7 @@ export type FetchBalanceResponse = Message<"paygate.gateway.v1.FetchBalanceRespo
  * Use `create(FetchBalanceResponseSchema)` to create a new message.
  */
 export const FetchBalanceResponseSchema: GenMessage<FetchBalanceResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 25);
+  messageDesc(file_paygate_gateway_v1_gateway, 46);
 
 /**
  * @generated from message paygate.gateway.v1.GetDecisionRequest
@@ -840,7 +1433,7 @@ export type GetDecisionRequest = Message<"paygate.gateway.v1.GetDecisionRequest"
  * Use `create(GetDecisionRequestSchema)` to create a new message.
  */
 export const GetDecisionRequestSchema: GenMessage<GetDecisionRequest> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 26);
+  messageDesc(file_paygate_gateway_v1_gateway, 47);
 
 /**
  * @generated from message paygate.gateway.v1.GetDecisionResponse
@@ -864,7 +1457,7 @@ export type GetDecisionResponse = Message<"paygate.gateway.v1.GetDecisionRespons
  * Use `create(GetDecisionResponseSchema)` to create a new message.
  */
 export const GetDecisionResponseSchema: GenMessage<GetDecisionResponse> = /*@__PURE__*/
-  messageDesc(file_paygate_gateway_v1_gateway, 27);
+  messageDesc(file_paygate_gateway_v1_gateway, 48);
 
 /**
  * PaymentStatus is where a payment stands, as the user sees it.
@@ -981,6 +1574,76 @@ export const FailureReasonSchema: GenEnum<FailureReason> = /*@__PURE__*/
   enumDesc(file_paygate_gateway_v1_gateway, 1);
 
 /**
+ * WebhookEndpointStatus says whether events are delivered to an endpoint.
+ *
+ * @generated from enum paygate.gateway.v1.WebhookEndpointStatus
+ */
+export enum WebhookEndpointStatus {
+  /**
+   * @generated from enum value: WEBHOOK_ENDPOINT_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: WEBHOOK_ENDPOINT_STATUS_ENABLED = 1;
+   */
+  ENABLED = 1,
+
+  /**
+   * Nothing is sent; events are kept for it. disabled_reason says why.
+   *
+   * @generated from enum value: WEBHOOK_ENDPOINT_STATUS_DISABLED = 2;
+   */
+  DISABLED = 2,
+}
+
+/**
+ * Describes the enum paygate.gateway.v1.WebhookEndpointStatus.
+ */
+export const WebhookEndpointStatusSchema: GenEnum<WebhookEndpointStatus> = /*@__PURE__*/
+  enumDesc(file_paygate_gateway_v1_gateway, 2);
+
+/**
+ * WebhookDeliveryStatus is where a delivery of one event to one endpoint stands.
+ *
+ * @generated from enum paygate.gateway.v1.WebhookDeliveryStatus
+ */
+export enum WebhookDeliveryStatus {
+  /**
+   * @generated from enum value: WEBHOOK_DELIVERY_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not delivered yet: the next attempt is due at next_attempt_time.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The endpoint answered 2xx.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATUS_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * Given up: every attempt failed for the retry period, or the endpoint answered that it is
+   * gone (410). RedeliverWebhook can still send it.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATUS_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum paygate.gateway.v1.WebhookDeliveryStatus.
+ */
+export const WebhookDeliveryStatusSchema: GenEnum<WebhookDeliveryStatus> = /*@__PURE__*/
+  enumDesc(file_paygate_gateway_v1_gateway, 3);
+
+/**
  * BankStatus says whether a bank answered.
  *
  * @generated from enum paygate.gateway.v1.BankStatus
@@ -1008,7 +1671,7 @@ export enum BankStatus {
  * Describes the enum paygate.gateway.v1.BankStatus.
  */
 export const BankStatusSchema: GenEnum<BankStatus> = /*@__PURE__*/
-  enumDesc(file_paygate_gateway_v1_gateway, 2);
+  enumDesc(file_paygate_gateway_v1_gateway, 4);
 
 /**
  * Decision is the coordinator's outcome for a transaction.
@@ -1036,7 +1699,7 @@ export enum Decision {
  * Describes the enum paygate.gateway.v1.Decision.
  */
 export const DecisionSchema: GenEnum<Decision> = /*@__PURE__*/
-  enumDesc(file_paygate_gateway_v1_gateway, 3);
+  enumDesc(file_paygate_gateway_v1_gateway, 5);
 
 /**
  * AuthService signs users in and out and registers new users.
@@ -1160,8 +1823,129 @@ export const PaymentService: GenService<{
     input: typeof ListEventsRequestSchema;
     output: typeof ListEventsResponseSchema;
   },
+  /**
+   * RefundPayment gives back money of a succeeded payment: it moves amount from the payment's
+   * to_account back to its from_account, with the same two-phase commit as a payment, and
+   * answers once the refund's outcome is decided. Only the user the to_account is linked to
+   * may refund. Several partial refunds may be made; the succeeded ones never add up to more
+   * than the payment's amount, however many are sent at once, to any replica: a refund that
+   * would is refused with FAILED_PRECONDITION (reason "refund_exceeds_payment") and nothing is
+   * recorded. A refund the payee's account cannot afford fails (FAILED, with the bank's reason)
+   * and moves nothing. Sending the same refund_id with the same parameters again returns the
+   * stored outcome with replayed = true; with other parameters it is refused with
+   * ALREADY_EXISTS (reason "refund_id_reused"). A refund is also a Payment (with refund_of
+   * set): GetPayment, ListPayments, events and webhooks show it.
+   *
+   * @generated from rpc paygate.gateway.v1.PaymentService.RefundPayment
+   */
+  refundPayment: {
+    methodKind: "unary";
+    input: typeof RefundPaymentRequestSchema;
+    output: typeof RefundPaymentResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_paygate_gateway_v1_gateway, 1);
+
+/**
+ * WebhookService registers the caller's webhook endpoints: URLs the gateway POSTs the caller's
+ * events to (the events ListEvents returns), each signed with the endpoint's secret in the
+ * Paygate-Signature header ("t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">"). Delivery
+ * is at least once (receivers de-duplicate by event_id), in order per payment, retried with
+ * exponential backoff and jitter for up to 3 days; an endpoint that keeps failing is disabled.
+ *
+ * @generated from service paygate.gateway.v1.WebhookService
+ */
+export const WebhookService: GenService<{
+  /**
+   * CreateWebhookEndpoint registers a URL for some event types and returns its signing secret,
+   * shown once. The URL must be HTTPS (unless the gateway allows plain HTTP) and must not name
+   * or resolve to a private, loopback or link-local address (unless the gateway allows them);
+   * a refused URL is INVALID_ARGUMENT with reason "invalid_webhook_url" or
+   * "webhook_address_refused". Events from now on are delivered to it.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.CreateWebhookEndpoint
+   */
+  createWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof CreateWebhookEndpointRequestSchema;
+    output: typeof CreateWebhookEndpointResponseSchema;
+  },
+  /**
+   * ListWebhookEndpoints returns the caller's endpoints, oldest first.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.ListWebhookEndpoints
+   */
+  listWebhookEndpoints: {
+    methodKind: "unary";
+    input: typeof ListWebhookEndpointsRequestSchema;
+    output: typeof ListWebhookEndpointsResponseSchema;
+  },
+  /**
+   * DeleteWebhookEndpoint removes an endpoint; its pending deliveries are dropped.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.DeleteWebhookEndpoint
+   */
+  deleteWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof DeleteWebhookEndpointRequestSchema;
+    output: typeof DeleteWebhookEndpointResponseSchema;
+  },
+  /**
+   * EnableWebhookEndpoint turns delivery to an endpoint back on (after it was disabled by its
+   * failures or by DisableWebhookEndpoint). Deliveries that were pending resume at once.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.EnableWebhookEndpoint
+   */
+  enableWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof EnableWebhookEndpointRequestSchema;
+    output: typeof EnableWebhookEndpointResponseSchema;
+  },
+  /**
+   * DisableWebhookEndpoint stops delivery to an endpoint; events go on being recorded for it
+   * and are delivered once it is enabled again.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.DisableWebhookEndpoint
+   */
+  disableWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof DisableWebhookEndpointRequestSchema;
+    output: typeof DisableWebhookEndpointResponseSchema;
+  },
+  /**
+   * RotateWebhookSecret gives an endpoint a new secret, returned once. For previous_secret_ttl
+   * the old secret stays valid too: requests carry a v1 signature for each.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.RotateWebhookSecret
+   */
+  rotateWebhookSecret: {
+    methodKind: "unary";
+    input: typeof RotateWebhookSecretRequestSchema;
+    output: typeof RotateWebhookSecretResponseSchema;
+  },
+  /**
+   * ListWebhookDeliveries returns an endpoint's deliveries, newest first, a page at a time,
+   * each with its attempts.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.ListWebhookDeliveries
+   */
+  listWebhookDeliveries: {
+    methodKind: "unary";
+    input: typeof ListWebhookDeliveriesRequestSchema;
+    output: typeof ListWebhookDeliveriesResponseSchema;
+  },
+  /**
+   * RedeliverWebhook sends a delivery again now (whatever its status), as a new attempt.
+   *
+   * @generated from rpc paygate.gateway.v1.WebhookService.RedeliverWebhook
+   */
+  redeliverWebhook: {
+    methodKind: "unary";
+    input: typeof RedeliverWebhookRequestSchema;
+    output: typeof RedeliverWebhookResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_paygate_gateway_v1_gateway, 2);
 
 /**
  * BalanceService reports the caller's money across all banks.
@@ -1181,7 +1965,7 @@ export const BalanceService: GenService<{
     output: typeof FetchBalanceResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_paygate_gateway_v1_gateway, 2);
+  serviceDesc(file_paygate_gateway_v1_gateway, 3);
 
 /**
  * CoordinatorService is called by banks (bank-role certificates only) to learn the outcome of a
@@ -1205,5 +1989,5 @@ export const CoordinatorService: GenService<{
     output: typeof GetDecisionResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_paygate_gateway_v1_gateway, 3);
+  serviceDesc(file_paygate_gateway_v1_gateway, 4);
 
