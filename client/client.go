@@ -464,6 +464,10 @@ func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
 	}
 }
 
+// EventsAfterHeader is the response header of WatchPayments that says after which seq the
+// stream starts: the request's after, or for a stream from now the last seq given so far.
+const EventsAfterHeader = "Paygate-Events-After"
+
 // WatchFrom streams the user's events with a Seq above after (after < 0: only those from now
 // on), oldest first, then every new one as it happens, until ctx is done.
 //
@@ -471,9 +475,9 @@ func (c *Client) Watch(ctx context.Context) iter.Seq2[*Payment, error] {
 // is shutting down) WatchFrom connects at once to the next address, if there is another; when
 // every address failed, or the stream broke otherwise, it connects again after a backoff. Each
 // reconnection asks for the events after the last one yielded, so across gateway restarts and
-// failovers every event is yielded once, in order, none missing (with after < 0, until the
-// first event is yielded a reconnection starts from its own now). It yields an error and stops
-// when the gateway refuses the stream (for example ErrLoginRequired).
+// failovers every event is yielded once, in order, none missing (with after < 0, from the seq
+// the first stream started at). It yields an error and stops when the gateway refuses the
+// stream (for example ErrLoginRequired).
 func (c *Client) WatchFrom(ctx context.Context, after int64) iter.Seq2[*Event, error] {
 	return func(yield func(*Event, error) bool) {
 		failures := 0
@@ -489,6 +493,15 @@ func (c *Client) WatchFrom(ctx context.Context, after int64) iter.Seq2[*Event, e
 					return err
 				}
 				defer stream.Close()
+				if after < 0 {
+					// A stream from now says in its headers where now is in the log: from
+					// there a reconnection asks for what came after, even before the first
+					// event (the headers come at once; a stream that failed has none).
+					if v, err := strconv.ParseInt(stream.ResponseHeader().Get(EventsAfterHeader), 10, 64); err == nil && v >= 0 {
+						after = v
+					}
+				}
+				c.cfg.logger.Debug("watch: following", "after", after)
 				for stream.Receive() {
 					failures = 0
 					msg := stream.Msg()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/paygate/paygate/client"
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/internal/cluster"
+	"github.com/paygate/paygate/internal/faultproxy"
 )
 
 // eventRecorder keeps what a watcher yielded.
@@ -293,4 +295,116 @@ func TestWatchResumesAcrossGatewayRestart(t *testing.T) {
 	if out, errOut, code := u.run("events", "--help"); code != 0 || !strings.Contains(out+errOut, "paygate events") || !strings.Contains(out+errOut, "-after") {
 		t.Errorf("paygate events --help: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// followingHandler is a slog handler that reports the after of each "watch: following" record
+// a client logs (a stream of WatchFrom's has opened).
+type followingHandler struct{ after chan int64 }
+
+func (h followingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h followingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h followingHandler) WithGroup(string) slog.Handler            { return h }
+func (h followingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "watch: following" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "after" {
+			select {
+			case h.after <- a.Value.Int64():
+			default:
+			}
+		}
+		return true
+	})
+	return nil
+}
+
+// TestWatchFromNowResumesBeforeTheFirstEvent: a watcher from now (after unset) whose stream
+// breaks before it saw any event loses nothing either. carol's Go client watches through a
+// TCP proxy; once her stream is open the proxy cuts it and refuses reconnections while bob pays
+// her; when the proxy lets her through again, the watcher must yield that payment's events
+// (the stream's headers said where "now" was in the log, and the reconnection asks for what
+// came after it, not for a new now). The ledger is then audited.
+func TestWatchFromNowResumesBeforeTheFirstEvent(t *testing.T) {
+	t.Parallel()
+	c := cluster.New(t, cluster.Options{})
+	before := audit(t, c)
+	proxy, err := faultproxy.New(c.GatewayAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	following := followingHandler{after: make(chan int64, 16)}
+	cl, err := client.New(proxy.Addr(), client.WithTLSDir(c.CertDir), client.WithTimeout(10*time.Second),
+		client.WithLogger(slog.New(following)),
+		client.WithRetry(client.RetryPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Login(ctxT(t, 10*time.Second), "carol", passwords["carol"]); err != nil {
+		t.Fatal(err)
+	}
+	bob := login(t, c, "bob")
+	// An event of someone else's first, so that "now" is not the start of the log.
+	if p, err := pay(ctxT(t, 15*time.Second), login(t, c, "alice"), newID(), "bank1-1001", "bank2-2002", 100); err != nil || p.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+		t.Fatalf("alice pays: %v %v", p, err)
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	got := make(chan *client.Event, 16)
+	go func() {
+		for ev, err := range cl.WatchFrom(ctx, -1) {
+			if err != nil {
+				return
+			}
+			got <- ev
+		}
+	}()
+	wait := func(what string) int64 {
+		t.Helper()
+		select {
+		case after := <-following.after:
+			return after
+		case <-time.After(15 * time.Second):
+			t.Fatalf("carol's watcher did not %s", what)
+			return 0
+		}
+	}
+	start := wait("open its stream")
+	if start <= 0 {
+		t.Fatalf("carol's stream from now started after seq %d; want the seq of alice's events", start)
+	}
+
+	proxy.SetMode(faultproxy.Drop, 0)
+	id := newID()
+	if p, err := pay(ctxT(t, 15*time.Second), bob, id, "bank2-2002", "bank1-1002", 250); err != nil || p.GetPayment().GetStatus() != gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+		t.Fatalf("bob pays carol: %v %v", p, err)
+	}
+	// On PostgreSQL the events are listed once sequenced: let that happen while carol is cut
+	// off, so that a reconnection from a new now would start after them.
+	time.Sleep(300 * time.Millisecond)
+	proxy.SetMode(faultproxy.Pass, 0)
+	if after := wait("reconnect"); after != start {
+		t.Fatalf("carol's watcher reconnected after seq %d; want %d, where its first stream started", after, start)
+	}
+	var types []string
+	for len(types) < 2 {
+		select {
+		case ev := <-got:
+			if ev.GetPayment().GetPaymentId() != id {
+				t.Fatalf("carol's watcher yielded %v; want only the events of bob's payment %s", ev, id)
+			}
+			types = append(types, ev.GetType())
+		case <-time.After(15 * time.Second):
+			t.Fatalf("carol's watcher yielded %v of bob's payment made while it was cut off; want payment.created and payment.succeeded", types)
+		}
+	}
+	if !slices.Equal(types, []string{"payment.created", "payment.succeeded"}) {
+		t.Fatalf("carol's watcher yielded %v; want payment.created, payment.succeeded", types)
+	}
+	stop()
+	checkSettled(t, c, before, 30*time.Second)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -290,7 +291,10 @@ func (g *Gateway) WatchPayments(ctx context.Context, req *connect.Request[gatewa
 			return err
 		}
 	}
-	// Send the headers now, so that the client knows the stream is open before any change.
+	// Send the headers now, so that the client knows the stream is open before any change,
+	// and where in the log it starts: a client that reconnects before any event asks for what
+	// came after that.
+	stream.ResponseHeader().Set(eventsAfterHeader, strconv.FormatInt(pos, 10))
 	if err := stream.Send(nil); err != nil {
 		return err
 	}
@@ -304,6 +308,10 @@ func (g *Gateway) WatchPayments(ctx context.Context, req *connect.Request[gatewa
 		return stream.Send(&gatewayv1.WatchPaymentsResponse{Payment: ev.GetPayment(), Event: ev})
 	})
 }
+
+// eventsAfterHeader is WatchPayments' response header saying after which seq the stream
+// starts (client.EventsAfterHeader).
+const eventsAfterHeader = "Paygate-Events-After"
 
 // FetchBalance implements BalanceService.FetchBalance.
 func (g *Gateway) FetchBalance(ctx context.Context, _ *connect.Request[gatewayv1.FetchBalanceRequest]) (*connect.Response[gatewayv1.FetchBalanceResponse], error) {
