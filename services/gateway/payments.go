@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
