@@ -1337,9 +1337,10 @@ func TestStorePGThrottleShared(t *testing.T) {
 // released streams and those of dead replicas free their slots.
 func TestStorePGStreams(t *testing.T) {
 	t.Parallel()
-	const ttl = 300 * time.Millisecond
+	// The dying replica's lease is never renewed: it must outlive the few writes from its
+	// opening to the check that its streams count, however loaded the machine.
+	const ttl = 1500 * time.Millisecond
 	a, b, dbURL := ctReplicas(t, 10*time.Second, 10*time.Second)
-	dying := ctOpenPG(t, dbURL, ttl)
 	ctx := context.Background()
 	r1, err := a.OpenStream(ctx, "alice", 2)
 	if err != nil {
@@ -1369,6 +1370,7 @@ func TestStorePGStreams(t *testing.T) {
 	}
 
 	// A dead replica's streams stop counting when its lease expires.
+	dying := ctOpenPG(t, dbURL, ttl)
 	for range 2 {
 		if _, err := dying.OpenStream(ctx, "carol", 2); err != nil {
 			t.Fatal(err)
