@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -298,7 +299,16 @@ type paymentRecord struct {
 	// DecidedBy is who recorded the decision (decidedByUnknown while undecided).
 	DecidedBy   decider
 	CompletedAt time.Time
+	// RefundOf is, on a refund, the payment_id of the payment it gives money back for ("" on
+	// a payment). A refund is a payment like any other, from the refunded payment's to-account
+	// back to its from-account, made by the payee.
+	RefundOf string
+	// Refunded is how much of Amount succeeded refunds gave back (always 0 on a refund).
+	Refunded int64
 }
+
+// isRefund says whether p is a refund of another payment.
+func (p paymentRecord) isRefund() bool { return p.RefundOf != "" }
 
 // paymentFingerprint identifies a payment's parameters: the same payment_id may be sent again
 // only with the same fingerprint.
@@ -314,6 +324,70 @@ func paymentFingerprint(username, from, to string, amount int64, currency string
 	binary.BigEndian.PutUint64(a[:], uint64(amount))
 	h.Write(a[:])
 	return h.Sum(nil)
+}
+
+// refundFingerprint identifies a refund's parameters, as paymentFingerprint does a payment's:
+// the refunder, the refunded payment and the amount asked for (0 for "what is left"). It is
+// domain-separated from payments' fingerprints, so that a refund_id can never replay a payment
+// that has the same id, nor a payment_id a refund.
+func refundFingerprint(username, paymentID string, amount int64) []byte {
+	h := sha256.New()
+	h.Write([]byte("paygate refund\x00"))
+	for _, s := range []string{username, paymentID} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var a [8]byte
+	binary.BigEndian.PutUint64(a[:], uint64(amount))
+	h.Write(a[:])
+	return h.Sum(nil)
+}
+
+// Refund admission refusals (StartAdmitPayment of a refund): nothing was recorded.
+var (
+	// ErrRefundExceedsPayment: the refund's amount is more than what is left of the payment
+	// once the refunds admitted and not failed are counted (errors.As a *RefundLeftError
+	// says how much is left).
+	ErrRefundExceedsPayment = errors.New("gateway: refund exceeds what is left of the payment")
+	// ErrRefundNotSucceeded: the refunded payment is not decided commit.
+	ErrRefundNotSucceeded = errors.New("gateway: refunded payment has not succeeded")
+	// ErrRefundOfRefund: the refunded payment is itself a refund.
+	ErrRefundOfRefund = errors.New("gateway: a refund cannot be refunded")
+)
+
+// RefundLeftError is ErrRefundExceedsPayment with what is left to refund of the payment: its
+// amount less the refunds admitted and not failed.
+type RefundLeftError struct{ Left int64 }
+
+func (e *RefundLeftError) Error() string {
+	return fmt.Sprintf("%s (%d left)", ErrRefundExceedsPayment, e.Left)
+}
+
+// Is makes errors.Is(err, ErrRefundExceedsPayment) hold.
+func (e *RefundLeftError) Is(target error) bool { return target == ErrRefundExceedsPayment }
+
+// refundReservation is what admitting refund takes from its payment, whose amount is amount
+// with reserved of it taken by refunds admitted and not failed, decided as d and itself a
+// refund of refundOf: the refund's amount (refund.Amount, or all that is left when it is 0), or
+// the refusal. Both stores call it with the payment's row locked.
+func refundReservation(refund paymentRecord, amount, reserved int64, d decision, refundOf string) (int64, error) {
+	switch {
+	case refundOf != "":
+		return 0, ErrRefundOfRefund
+	case d != decisionCommit:
+		return 0, ErrRefundNotSucceeded
+	}
+	left := amount - reserved
+	want := refund.Amount
+	if want == 0 {
+		want = left
+	}
+	if want <= 0 || want > left {
+		return 0, &RefundLeftError{Left: left}
+	}
+	return want, nil
 }
 
 // pageCursor is where a page of ListPayments ends.
