@@ -139,7 +139,7 @@ func refundError(err error, refund, parent paymentRecord) error {
 				"left", "0")
 		}
 		return rpcerr.New(connect.CodeFailedPrecondition, "refund_exceeds_payment",
-			fmt.Sprintf("amount: %s is more than is left to refund of payment %s: %s of %s",
+			fmt.Sprintf("amount: %s is more than is left to refund of payment %s: %s of %s left",
 				money.Format(refund.Amount, refund.Currency), parent.PaymentID,
 				money.Format(left.Left, parent.Currency), money.Format(parent.Amount, parent.Currency)),
 			"left", fmt.Sprint(left.Left))
