@@ -11,6 +11,7 @@ import (
 
 	"github.com/paygate/paygate/client"
 	"github.com/paygate/paygate/internal/money"
+	"github.com/paygate/paygate/internal/payid"
 )
 
 func init() { register(newRefundCommand) }
@@ -64,6 +65,9 @@ func newRefundCommand(e *env) *ffcli.Command {
 			}
 			if err := noArgs(fs.Args()); err != nil {
 				return err
+			}
+			if _, ok := payid.Canonical(*id); *id != "" && !ok {
+				return usageErrorf("--refund-id %q: want a UUID or a ULID", *id)
 			}
 			_, c, err := cf.connectLoggedIn()
 			if err != nil {
