@@ -83,6 +83,16 @@ type paymentLog interface {
 	// durable returns nil. If durable returns an error, nothing was written. A payment it
 	// inserts is leased to this process (see leaseStore). A shared store sets CreatedAt and
 	// Deadline from its own clock (keeping p's Deadline - CreatedAt): the stored row has them.
+	//
+	// A refund (p.RefundOf set) is admitted only with its amount taken from what is left of
+	// the payment it refunds, in the same write: the payment's refund_reserved (the sum of its
+	// refunds admitted and not failed) rises by p.Amount, or, when p.Amount is 0, by all that
+	// is left (the stored row has that amount). Otherwise nothing is written and the error is
+	// ErrRefundExceedsPayment (a *RefundLeftError), ErrRefundNotSucceeded, ErrRefundOfRefund or
+	// ErrNotFound (no such payment), decided under a lock of the payment's row (or the one
+	// writer), so that concurrent admissions, on any replica, never reserve more than its
+	// amount. A refund whose id is taken is not refused: the stored row is returned, as for a
+	// payment.
 	StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error)
 	// Payment returns a payment by id, or ErrNotFound.
 	Payment(ctx context.Context, id string) (paymentRecord, error)
@@ -91,12 +101,16 @@ type paymentLog interface {
 	// with the earlier decision otherwise. A payment that does not exist is created as a presumed abort when d is an abort (a bank asking about a
 	// transaction the gateway never admitted), so that it can never commit later.
 	// by says which part of the gateway decides, kept with the decision for the payment's
-	// trail.
+	// trail. When this call decides a refund, the same write moves its reservation on the
+	// refunded payment: an abort gives it back, a commit adds the amount to the payment's
+	// refunded and appends payment.refunded for it. A presumed abort of an unknown id made
+	// no reservation and touches none.
 	Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error)
 	// AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
 	// payment itself was never stored (see Decide), and returns the row as stored afterwards:
 	// with p's parameters when this call adopted it, with those of an earlier adoption
-	// otherwise (compare fingerprints).
+	// otherwise (compare fingerprints). Adopting a refund touches no reservation (its
+	// admission, which would have made one, was never stored).
 	AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error)
 	// MarkCompleted records that every participant acknowledged phase two of the payments ids.
 	MarkCompleted(ctx context.Context, ids []string, now time.Time) error
@@ -114,7 +128,7 @@ type paymentLog interface {
 }
 
 // eventLog is the payments' durable event log: every change of a payment (created, succeeded,
-// failed) is appended, as an eventRecord, in the same write as the change itself (both or
+// failed, refunded; a refund's are refund.created, refund.succeeded and refund.failed) is appended, as an eventRecord, in the same write as the change itself (both or
 // neither are stored), exactly once: by StartAdmitPayment when it inserted, by Decide when this
 // call decided (never for the presumed abort of a payment that was never admitted, which is no
 // payment), and by AdoptUnadmitted when it adopted (created, then failed). The store numbers
