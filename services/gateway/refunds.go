@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/internal/account"
 	"github.com/paygate/paygate/internal/money"
 	"github.com/paygate/paygate/internal/payid"
 	"github.com/paygate/paygate/internal/rpcerr"
@@ -64,8 +65,7 @@ func (g *Gateway) RefundPayment(ctx context.Context, req *connect.Request[gatewa
 		Fingerprint: refundFingerprint(user.Username, parent.PaymentID, m.GetAmount()),
 		RefundOf:    parent.PaymentID,
 	}
-	tagPayment(ctx, refund.PaymentID)
-	addCallAttrs(ctx, slog.String("refund_of", parent.PaymentID))
+	addCallAttrs(ctx, slog.String("refund_id", refund.PaymentID), slog.String("refund_of", parent.PaymentID))
 	out, replayed, err := g.coord.Execute(ctx, refund)
 	if err != nil {
 		return nil, refundError(err, refund, parent)
@@ -122,6 +122,13 @@ func (g *Gateway) refundable(ctx context.Context, user principal, paymentID stri
 	if p.Decision != decisionCommit {
 		return p, rpcerr.New(connect.CodeFailedPrecondition, "payment_not_succeeded",
 			fmt.Sprintf("payment_id: %s is %s; only a succeeded payment can be refunded", p.PaymentID, statusWord(p.Decision)))
+	}
+	for _, a := range []string{p.To, p.From} {
+		if _, ok := g.banks[account.Bank(a)]; !ok {
+			// A bank removed from the configuration since: the refund could never be prepared.
+			return p, rpcerr.New(connect.CodeNotFound, "unknown_bank",
+				fmt.Sprintf("payment_id: %s involves %s, whose bank %q this gateway does not know", p.PaymentID, a, account.Bank(a)))
+		}
 	}
 	return p, nil
 }

@@ -473,6 +473,11 @@ func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bo
 			*seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated.of(p))
 			return err
 		}
+		if p.isRefund() {
+			// Cannot happen (the id was free just above, and this is the one writer); should it,
+			// roll the reservation back with the rest.
+			return fmt.Errorf("refund id %s taken during its admission", p.PaymentID)
+		}
 		*stored, err = s.payment(ctx, tx, p.PaymentID)
 		return err
 	}
