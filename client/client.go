@@ -31,7 +31,8 @@ type Balances = gatewayv1.FetchBalanceResponse
 
 // Event is one change of a payment in the gateway's event log: its Seq (the same on every
 // replica, and only growing), EventId, Type ("payment.created", "payment.succeeded",
-// "payment.failed") and the Payment as of the change.
+// "payment.failed", "payment.refunded"; for a refund "refund.created", "refund.succeeded",
+// "refund.failed") and the Payment as of the change.
 type Event = gatewayv1.Event
 
 // Errors of this package. Errors from the gateway are *connect.Error values; use

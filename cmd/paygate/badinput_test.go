@@ -31,6 +31,7 @@ var publicUnary = []string{
 	gatewayv1connect.PaymentServiceGetPaymentProcedure,
 	gatewayv1connect.PaymentServiceListPaymentsProcedure,
 	gatewayv1connect.PaymentServiceListEventsProcedure,
+	gatewayv1connect.PaymentServiceRefundPaymentProcedure,
 	gatewayv1connect.BalanceServiceFetchBalanceProcedure,
 }
 

@@ -37,27 +37,31 @@ func newChaosCommand(e *env) *ffcli.Command {
 	return &ffcli.Command{
 		Name:       "chaos",
 		ShortUsage: "paygate chaos [--duration 30m] [--seed N] [flags]",
-		ShortHelp:  "randomized fault run: payments under kills, pauses and network faults, then the invariants",
+		ShortHelp:  "randomized fault run: payments and refunds under kills, pauses and network faults, then the invariants",
 		LongHelp: "Starts three banks and a gateway as separate processes of this binary, each with its\n" +
 			"own store, the gateway reaching every bank through a TCP fault proxy. Concurrent clients\n" +
 			"make random payments (same bank, across banks, overdrafts, unknown payees, retries with\n" +
-			"the same payment_id), and now and then a deposit or a withdrawal straight to a bank\n" +
-			"(retried with the same entry_id), while faults are injected at random times: SIGKILL\n" +
-			"and restart of any process, SIGSTOP/SIGCONT, and latency, dropped connections, resets\n" +
-			"and blackholes between the gateway and the banks. After --duration every fault is\n" +
-			"healed, the system quiesces, and the invariants are checked: money conserved, no\n" +
-			"overdraft, no hold left, every payment at both banks or neither and at most once, every\n" +
-			"account moved by its payments and its journaled entries, every entry journaled once as\n" +
-			"answered, every answer a client got matches the ledgers, every accepted payment\n" +
-			"decided. Prints the seed first (replay a run with --seed), progress lines, and a\n" +
-			"report; exits 1 on any violation. See docs/RELIABILITY.md.\n\n" +
+			"the same payment_id), refunds of payments made to them (partial, of all that is left,\n" +
+			"over the cap, several of one payment at once, retried with the same refund_id), and now\n" +
+			"and then a deposit or a withdrawal straight to a bank (retried with the same entry_id),\n" +
+			"while faults are injected at random times: SIGKILL and restart of any process,\n" +
+			"SIGSTOP/SIGCONT, and latency, dropped connections, resets and blackholes between the\n" +
+			"gateway and the banks. After --duration every fault is healed, the system quiesces, and\n" +
+			"the invariants are checked: money conserved, no overdraft, no hold left, every payment\n" +
+			"and refund at both banks or neither and at most once, every account moved by its\n" +
+			"payments, its refunds and its journaled entries, every entry journaled once as answered,\n" +
+			"every answer a client got matches the ledgers, every accepted payment and refund\n" +
+			"decided, each payment's succeeded refunds adding up to its refunded_amount and never to\n" +
+			"more than its amount. Prints the seed first (replay a run with --seed), progress lines,\n" +
+			"and a report (refunds counted by outcome); exits 1 on any violation. See\n" +
+			"docs/RELIABILITY.md.\n\n" +
 			"The PostgreSQL profile (--database-url postgres://HOST/NAME) keeps the gateway's store in\n" +
 			"database NAME and each bank's in NAME_<bank>, created when missing, and runs --gateways\n" +
 			"replicas of the gateway on NAME (2 by default). Clients spread over the replicas and\n" +
 			"send each retry to the next one; replicas are killed (and restarted) and paused like\n" +
 			"any process; there are no disk-full faults. The checks add: every replica answers\n" +
-			"GetPayment with the same outcome for every payment. The run audits the money its own\n" +
-			"payments moved, so it needs databases of its own: give a fresh NAME each time (it\n" +
+			"GetPayment with the same outcome for every payment and refund. The run audits the money\n" +
+			"its own payments moved, so it needs databases of its own: give a fresh NAME each time (it\n" +
 			"refuses databases that hold stores already; they are kept after the run, for\n" +
 			"inspection: drop them with dropdb when done).",
 		FlagSet: fs,

@@ -19,10 +19,11 @@ var chaosReplicasDuration = flag.Duration("chaos.replicas-duration", 50*time.Sec
 
 // TestChaosReplicas is the PostgreSQL profile of the randomized fault run: two gateway replicas
 // on one PostgreSQL database and the banks on databases of their own, clients spread over the
-// replicas (retries and concurrent duplicates at the other one), and random SIGKILLs with
+// replicas (retries and concurrent duplicates at the other one; refunds of one payment sent at
+// once to different replicas, which share its cap), and random SIGKILLs with
 // restarts and SIGSTOP pauses of any process, replicas included, and network faults between
 // the gateways and the banks. Then every invariant, and every replica's answer for every
-// payment. It skips when no PostgreSQL server can be reached; replay a failure with
+// payment (its refunded_amount too) and every refund. It skips when no PostgreSQL server can be reached; replay a failure with
 // -chaos.seed=<the seed it logged>.
 func TestChaosReplicas(t *testing.T) {
 	if testing.Short() {
@@ -71,6 +72,9 @@ func TestChaosReplicas(t *testing.T) {
 	}
 	if rep.Succeeded == 0 || rep.Failed == 0 {
 		t.Errorf("a mix of outcomes was expected (succeeded %d, failed %d)", rep.Succeeded, rep.Failed)
+	}
+	if rep.RefundOutcomes["succeeded"] == 0 || rep.RefundOutcomes["refused/refund_exceeds_payment"] == 0 {
+		t.Errorf("refunds that succeed and refunds over the cap were expected: %v", rep.RefundOutcomes)
 	}
 	replicaFaults := 0
 	for kind, n := range rep.Faults {

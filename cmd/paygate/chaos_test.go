@@ -19,8 +19,9 @@ var (
 
 // TestChaosShort is the short profile of the randomized fault run (see internal/chaos and
 // docs/RELIABILITY.md): three banks and a gateway as real processes, six concurrent clients
-// paying at random, and for -chaos.duration random SIGKILLs and restarts, SIGSTOP pauses and
-// network faults between the gateway and the banks. Then every invariant is checked. Replay a
+// paying at random and refunding payments made to them, and for -chaos.duration random
+// SIGKILLs and restarts, SIGSTOP pauses and network faults between the gateway and the banks.
+// Then every invariant is checked, the refunds' included. Replay a
 // failure with -chaos.seed=<the seed it logged>; run longer with -chaos.duration or
 // `paygate chaos --duration 30m`.
 func TestChaosShort(t *testing.T) {
@@ -50,6 +51,9 @@ func TestChaosShort(t *testing.T) {
 	}
 	if rep.Succeeded == 0 || rep.Failed == 0 {
 		t.Errorf("a mix of outcomes was expected (succeeded %d, failed %d)", rep.Succeeded, rep.Failed)
+	}
+	if rep.RefundOutcomes["succeeded"] == 0 || rep.RefundOutcomes["refused/refund_exceeds_payment"] == 0 {
+		t.Errorf("refunds that succeed and refunds over the cap were expected: %v", rep.RefundOutcomes)
 	}
 	total := 0
 	for _, n := range rep.Faults {

@@ -325,6 +325,10 @@ type paymentJSON struct {
 	Attempts      int        `json:"attempts,omitempty"`
 	CreateTime    *time.Time `json:"create_time,omitempty"`
 	DecideTime    *time.Time `json:"decide_time,omitempty"`
+	// RefundedAmount is how much of Amount succeeded refunds gave back.
+	RefundedAmount int64 `json:"refunded_amount,omitempty"`
+	// RefundOf is set on a refund: the payment it gives money back for.
+	RefundOf string `json:"refund_of,omitempty"`
 }
 
 func statusName(s gatewayv1.PaymentStatus) string {
@@ -342,7 +346,8 @@ func statusName(s gatewayv1.PaymentStatus) string {
 func paymentToJSON(p *client.Payment) paymentJSON {
 	out := paymentJSON{PaymentID: p.GetPaymentId(), Status: statusName(p.GetStatus()), From: p.GetFromAccount(), To: p.GetToAccount(),
 		Amount: p.GetAmount(), AmountDecimal: client.FormatAmount(p.GetAmount(), p.GetCurrency()), Currency: p.GetCurrency(),
-		Description: p.GetDescription(), Message: p.GetFailureMessage()}
+		Description: p.GetDescription(), Message: p.GetFailureMessage(),
+		RefundedAmount: p.GetRefundedAmount(), RefundOf: p.GetRefundOf()}
 	if p.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED {
 		out.Reason = client.FailureReasonName(p.GetFailureReason())
 	}
@@ -368,11 +373,19 @@ func resultToJSON(r client.Result) paymentJSON {
 	return out
 }
 
-// paymentLine is a payment in text output:
+// paymentLine is a payment in text output, with what was refunded of it, or the payment a
+// refund gives money back for:
 //
-//	succeeded  0198c2d4-...  bank1-1001 -> bank2-2002  25.00 USD
+//	succeeded  0198c2d4-...  bank1-1001 -> bank2-2002  25.00 USD  refunded 5.00
+//	succeeded  0198c2d5-...  bank2-2002 -> bank1-1001  5.00 USD  refund of 0198c2d4-...
 func paymentLine(p paymentJSON) string {
 	s := fmt.Sprintf("%-10s %s  %s -> %s  %s %s", p.Status, p.PaymentID, p.From, p.To, p.AmountDecimal, p.Currency)
+	if p.RefundOf != "" {
+		s += "  refund of " + p.RefundOf
+	}
+	if p.RefundedAmount > 0 {
+		s += "  refunded " + client.FormatAmount(p.RefundedAmount, p.Currency)
+	}
 	if p.Reason != "" {
 		s += "  " + p.Reason
 		if p.Message != "" {

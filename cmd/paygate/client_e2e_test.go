@@ -497,7 +497,7 @@ func TestCLIHistoryPaginatesAndShowsOnlyOwnPayments(t *testing.T) {
 func TestCLIClientCommandsHaveHelpAndUsageErrors(t *testing.T) {
 	t.Parallel()
 	bin := cluster.Binary(t)
-	for _, name := range []string{"register", "login", "logout", "pay", "balance", "history", "queue", "watch"} {
+	for _, name := range []string{"register", "login", "logout", "pay", "balance", "history", "queue", "watch", "refund"} {
 		cmd := exec.Command(bin, name, "--help")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "paygate "+name) || !strings.Contains(string(out), "-json") ||
@@ -515,6 +515,9 @@ func TestCLIClientCommandsHaveHelpAndUsageErrors(t *testing.T) {
 		{"balance", "--gateway", "127.0.0.1:1,127.0.0.1:1"},
 		{"balance", "--gateway", "127.0.0.1:1,http://127.0.0.1:2"},
 		{"login", "--gateway", "127.0.0.1", "--password", "x", "alice"},
+		{"refund"},
+		{"refund", "0198c2d4-5a1e-7c3b-9f00-1b2c3d4e5f60", "extra"},
+		{"refund", "0198c2d4-5a1e-7c3b-9f00-1b2c3d4e5f60", "--refund-id", "nope"},
 	} {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), "PAYGATE_CONFIG_DIR="+dir, "PAYGATE_STATE_DIR="+dir)

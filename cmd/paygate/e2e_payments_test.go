@@ -252,6 +252,8 @@ func TestPaymentsEndToEnd(t *testing.T) {
 			t.Errorf("gateway log lines marking the replay: %d, want 1", len(lines))
 		}
 	})
+
+	refundsEndToEnd(t, c) // e2e_refunds_test.go
 }
 
 // TestConcurrentPaymentsNeverOverdraw sends 50 concurrent payments from one account that

@@ -236,6 +236,11 @@ func TestReplicasDuplicateAtOnce(t *testing.T) {
 	if succeeded == 0 {
 		t.Error("no payment succeeded")
 	}
+	// Two full refunds of one payment at once, each to a different replica: exactly one
+	// succeeds (e2e_refunds_test.go).
+	t.Run("concurrent full refunds", func(t *testing.T) {
+		concurrentFullRefunds(t, c, users["alice"], users["bob"], 8)
+	})
 }
 
 // TestReplicaWatchSeesOtherReplicas opens alice's WatchPayments (a stream of the caller's own

@@ -2,7 +2,9 @@
 // three banks and a gateway, each with its own SQLite store, the gateway reaching every bank
 // through a faultproxy. Concurrent clients make random payments (same bank, across banks,
 // overdrafts, unknown payees, retries with the same payment_id, sequential, concurrent and
-// late) while a scheduler injects faults at random times: SIGKILL and restart of any process,
+// late), refund payments made to them (partly, in full, over the cap, several at once, retried
+// with the same refund_id), and post deposits and withdrawals, while a scheduler injects
+// faults at random times: SIGKILL and restart of any process,
 // SIGSTOP/SIGCONT pauses, latency, dropped connections, resets and blackholes between the
 // gateway and the banks, and a full disk under the gateway's or a bank's store (each process's
 // data directory is a small tmpfs, filled with a filler file and emptied again; where a tmpfs
@@ -176,6 +178,25 @@ type Report struct {
 	EntryRetries map[string]int
 	// EntryErrors counts the errors PostEntry calls got, by Connect code (and reason).
 	EntryErrors map[string]int
+	// Refunds counts the refunds the clients sent (distinct refund_ids), RefundRequests the
+	// RefundPayment calls (retries included), RefundAnswers the calls answered with an outcome
+	// or a refusal. Refunded is the sum of the succeeded refunds, in minor units;
+	// RefundedPayments the payments with something refunded, RefundedInFull those refunded in
+	// full.
+	Refunds, RefundRequests, RefundAnswers, RefundedPayments, RefundedInFull int
+	Refunded                                                                 int64
+	// RefundOutcomes counts the refunds by how they ended: "succeeded", "failed/<reason>"
+	// (the payee's account could not afford it), "refused/<reason>" (nothing recorded:
+	// refund_exceeds_payment for one over the cap), "unresolved" (a violation).
+	RefundOutcomes map[string]int
+	// RefundKinds counts the refunds by kind: partial, all_left (amount 0), rest (the amount
+	// left, given), over_cap, concurrent (two or three of one payment at once).
+	RefundKinds map[string]int
+	// RefundRetries counts repeated sends of one refund_id by why: "ambiguous",
+	// "concurrent" (twice at once), "sequential" (again after the answer), "after_faults".
+	RefundRetries map[string]int
+	// RefundErrors counts the errors RefundPayment calls got, by Connect code (and reason).
+	RefundErrors map[string]int
 	// Faults counts the injected faults by kind.
 	Faults map[string]int
 	// Notes say what the run could not do here, e.g. a fault kind it skipped and why.
@@ -208,6 +229,11 @@ func (r *Report) String() string {
 	writeCounts(&b, "entries refused", r.EntriesRefused)
 	writeCounts(&b, "same-id entry retries", r.EntryRetries)
 	writeCounts(&b, "entry errors", r.EntryErrors)
+	fmt.Fprintf(&b, "%s\n", r.refundSummary())
+	writeCounts(&b, "refund outcomes", r.RefundOutcomes)
+	writeCounts(&b, "refund kinds", r.RefundKinds)
+	writeCounts(&b, "same-id refund retries", r.RefundRetries)
+	writeCounts(&b, "refund errors", r.RefundErrors)
 	total := 0
 	for _, n := range r.Faults {
 		total += n

@@ -100,12 +100,18 @@ func TestReportString(t *testing.T) {
 	r := &Report{Seed: 42, Payments: 3, Faults: map[string]int{"kill_bank": 2, "net_drop": 1, "disk_full_gateway": 1},
 		Entries: 9, EntryRequests: 12, EntryAnswers: 10, EntryReplays: 2, EntriesAnswerLost: 1, Deposits: 4, Deposited: 1050, Withdrawals: 3, Withdrawn: 7,
 		EntriesRefused: map[string]int{"insufficient_funds": 2}, EntryRetries: map[string]int{"ambiguous": 3},
+		Refunds: 7, RefundRequests: 9, RefundAnswers: 8, Refunded: 1234, RefundedPayments: 3, RefundedInFull: 1,
+		RefundOutcomes: map[string]int{"succeeded": 4, "refused/refund_exceeds_payment": 2, "failed/FAILURE_REASON_INSUFFICIENT_FUNDS": 1},
+		RefundKinds:    map[string]int{"over_cap": 2, "partial": 5}, RefundRetries: map[string]int{"sequential": 1},
 		Notes: []string{"disk-full faults skipped: cannot mount"}, Violations: []string{"conservation: ..."}}
 	s := r.String()
 	for _, want := range []string{"seed 42", "payments 3", "faults 4", "kill_bank=2", "disk_full_gateway=1",
 		"note: disk-full faults skipped: cannot mount", "invariant violations 1", "VIOLATION conservation",
 		"entries 9 (requests 12, answers 10, replays 2, journaled by a request whose answer was lost 1): deposits 4 for 10.50 USD, withdrawals 3 for 0.07 USD",
-		"entries refused: insufficient_funds=2", "same-id entry retries: ambiguous=3", "entry errors: none"} {
+		"entries refused: insufficient_funds=2", "same-id entry retries: ambiguous=3", "entry errors: none",
+		"refunds 7 (requests 9, answers 8): succeeded 4 for 12.34 USD; payments refunded 3 (in full 1)",
+		"refund outcomes: failed/FAILURE_REASON_INSUFFICIENT_FUNDS=1 refused/refund_exceeds_payment=2 succeeded=4",
+		"refund kinds: over_cap=2 partial=5", "same-id refund retries: sequential=1", "refund errors: none"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
 		}
@@ -275,5 +281,40 @@ func TestCheckEntries(t *testing.T) {
 		if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, tc.want) }) {
 			t.Errorf("%s: violations %q, want one with %q", name, got, tc.want)
 		}
+	}
+}
+
+func TestOwnerOf(t *testing.T) {
+	t.Parallel()
+	for i := range userNames {
+		for _, a := range userAccounts(i) {
+			if got := ownerOf(a); got != i {
+				t.Errorf("ownerOf(%s) = %d, want %d", a, got, i)
+			}
+		}
+	}
+	for _, a := range []string{"bank1-1999", "bank2-2000", "bank4-4001", "bank1-x", "bank1", ""} {
+		if got := ownerOf(a); got != -1 {
+			t.Errorf("ownerOf(%q) = %d, want -1", a, got)
+		}
+	}
+}
+
+// TestRefundDrawsApart checks that the refund generator is a stream of its own: drawing
+// refunds does not change a seed's payments.
+func TestRefundDrawsApart(t *testing.T) {
+	t.Parallel()
+	want := plans(7, 2, 50)
+	c := &client{user: userNames[2], accounts: userAccounts(2), cfg: DefaultConfig(), rng: rand.New(rand.NewPCG(7, 3)),
+		refundRng: rand.New(rand.NewPCG(7, refundStream+2))}
+	for k := range want {
+		c.newRefundID()
+		c.refundRng.IntN(refundEvery)
+		if got := c.plan(); got.id != want[k].id || got.amount != want[k].amount || got.to != want[k].to {
+			t.Fatalf("payment %d with refund draws in between: %+v, want %+v", k, *got, want[k])
+		}
+	}
+	if a, b := c.newRefundID(), c.newID(); a == b || len(a) != 36 {
+		t.Errorf("refund id %q, payment id %q", a, b)
 	}
 }

@@ -26,7 +26,10 @@ import (
 //   - atomicity: each payment is committed at all of its banks or at none;
 //   - outcomes match the ledgers: SUCCEEDED is committed where it should be, FAILED nowhere;
 //   - exactly once: each account moved by exactly the sum of the SUCCEEDED payments touching it
-//     plus its deposits minus its withdrawals as the banks journaled them;
+//     and of the SUCCEEDED refunds touching it (from the refunded payment's payee back to its
+//     payer), plus its deposits minus its withdrawals as the banks journaled them;
+//   - atomicity of refunds too: each refund, a transaction of its own, committed at both of its
+//     banks or at neither, as its outcome says (checkRefunds checks the refunds' amounts);
 //   - every answer a client got for a payment_id is its final outcome;
 //   - every accepted payment has a final outcome (resolveAll reports the ones without);
 //   - the journals hold exactly the entries the workload made, each once and as answered
@@ -86,11 +89,13 @@ func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b 
 			v.addf("journals: deposits %d and withdrawals %d journaled, the banks' summaries say %d and %d",
 				totals.deposited, totals.withdrawn, after.Deposited, after.Withdrawn)
 		}
+		refunds := map[string]int64{}
+		refundMoves(b, refunds)
 		for _, id := range sortedKeys(after.Accounts) {
 			got := after.Accounts[id].GetBalance() - before.Accounts[id].GetBalance()
-			if got != want[id]+entries[id] {
-				v.addf("exactly once: %s moved by %d; the succeeded payments add up to %d, its deposits minus its withdrawals to %d",
-					id, got, want[id], entries[id])
+			if got != want[id]+refunds[id]+entries[id] {
+				v.addf("exactly once: %s moved by %d; the succeeded payments add up to %d, the succeeded refunds to %d, its deposits minus its withdrawals to %d",
+					id, got, want[id], refunds[id], entries[id])
 			}
 		}
 	}
@@ -112,6 +117,7 @@ func check(ctx context.Context, c *launch.System, before, after audit.Ledger, b 
 	}
 	close(work)
 	wg.Wait()
+	checkRefundsAtomic(ctx, c, b, v)
 }
 
 // checkEntries checks the deposits and withdrawals the workload sent against the banks'
@@ -199,13 +205,21 @@ func checkAtomic(ctx context.Context, c *launch.System, p *payment, b *book, v *
 	b.mu.Lock()
 	final := p.final
 	b.mu.Unlock()
+	checkTxn(ctx, c, "payment "+p.id, p.id, p.from, p.to, final, v)
+}
+
+// checkTxn checks the banks' records of transaction id (what, in violations), which moves money
+// from one account to another and ended as final (nil when unknown): committed at both of its
+// banks or at none, nowhere else, nothing left prepared, and committed exactly when final is
+// SUCCEEDED.
+func checkTxn(ctx context.Context, c *launch.System, what, id, from, to string, final *gatewayv1.Payment, v *violations) {
 	var (
 		states map[string]bankv1.TransactionState
 		err    error
 	)
 	for range 5 {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		states, err = c.TransactionStates(cctx, p.id)
+		states, err = c.TransactionStates(cctx, id)
 		cancel()
 		if err == nil {
 			break
@@ -213,37 +227,37 @@ func checkAtomic(ctx context.Context, c *launch.System, p *payment, b *book, v *
 		time.Sleep(200 * time.Millisecond)
 	}
 	if err != nil {
-		v.addf("payment %s: transaction states: %v", p.id, err)
+		v.addf("%s: transaction states: %v", what, err)
 		return
 	}
-	participants := map[string]bool{account.Bank(p.from): true, account.Bank(p.to): true}
+	participants := map[string]bool{account.Bank(from): true, account.Bank(to): true}
 	committed := 0
 	for bank, s := range states {
 		switch s {
 		case bankv1.TransactionState_TRANSACTION_STATE_COMMITTED:
 			committed++
 			if !participants[bank] {
-				v.addf("payment %s: committed at %s, which is not one of its banks", p.id, bank)
+				v.addf("%s: committed at %s, which is not one of its banks", what, bank)
 			}
 		case bankv1.TransactionState_TRANSACTION_STATE_ABORTED:
 		default:
-			v.addf("payment %s: %s at %s after quiescence", p.id, s, bank)
+			v.addf("%s: %s at %s after quiescence", what, s, bank)
 		}
 	}
 	switch {
 	case committed != 0 && committed != len(participants):
-		v.addf("atomicity: payment %s committed at %d of its %d banks: %v", p.id, committed, len(participants), states)
+		v.addf("atomicity: %s committed at %d of its %d banks: %v", what, committed, len(participants), states)
 	case final == nil:
 	case final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED && committed != len(participants):
-		v.addf("payment %s SUCCEEDED but committed at %d of its %d banks: %v", p.id, committed, len(participants), states)
+		v.addf("%s SUCCEEDED but committed at %d of its %d banks: %v", what, committed, len(participants), states)
 	case final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED && committed != 0:
-		v.addf("payment %s FAILED but committed at %d banks: %v", p.id, committed, states)
+		v.addf("%s FAILED but committed at %d banks: %v", what, committed, states)
 	}
 }
 
 // checkReplicas asks every gateway replica for every payment (GetPayment, as its sender) and
-// checks that each answers the payment's final outcome: replicas share one payment log, so a
-// payment has one outcome whichever replica is asked.
+// checks that each answers the payment's final outcome and refunded_amount: replicas share one
+// payment log, so a payment has one outcome whichever replica is asked.
 func checkReplicas(ctx context.Context, clients []*client, b *book, v *violations, log *logger) {
 	byUser := map[string]*client{}
 	for _, c := range clients {
@@ -259,10 +273,15 @@ func checkReplicas(ctx context.Context, clients []*client, b *book, v *violation
 			defer wg.Done()
 			for p := range work {
 				b.mu.Lock()
-				final := p.final
+				final, again := p.final, p.refunded
 				b.mu.Unlock()
 				if final == nil {
 					continue // reported by resolveAll
+				}
+				// A payment with refunds was read again after them (checkRefunds).
+				refunded := final.GetRefundedAmount()
+				if again != nil {
+					refunded = again.GetRefundedAmount()
 				}
 				uc := byUser[p.user].clients()
 				for r, pc := range uc.replicas {
@@ -275,6 +294,8 @@ func checkReplicas(ctx context.Context, clients []*client, b *book, v *violation
 						v.addf("payment %s: replica %d answers %v %v (%s → %s %d), another %v %v (%s → %s %d)", p.id, r+1,
 							got.GetStatus(), got.GetFailureReason(), got.GetFromAccount(), got.GetToAccount(), got.GetAmount(),
 							final.GetStatus(), final.GetFailureReason(), final.GetFromAccount(), final.GetToAccount(), final.GetAmount())
+					case got.GetRefundedAmount() != refunded:
+						v.addf("payment %s: replica %d answers refunded_amount %d, another %d", p.id, r+1, got.GetRefundedAmount(), refunded)
 					}
 				}
 			}

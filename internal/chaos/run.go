@@ -224,6 +224,7 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	rep = &Report{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: map[string]int{}, Retries: map[string]int{},
 		FailureReasons: map[string]int{}, ClientErrors: map[string]int{}, Faults: map[string]int{},
 		EntriesRefused: map[string]int{}, EntryRetries: map[string]int{}, EntryErrors: map[string]int{},
+		RefundOutcomes: map[string]int{}, RefundKinds: map[string]int{}, RefundRetries: map[string]int{}, RefundErrors: map[string]int{},
 		Backend: "sqlite", Gateways: cfg.gateways()}
 	if cfg.DatabaseURL != "" {
 		rep.Backend = "postgres"
@@ -256,7 +257,8 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	for i := range clients {
 		cl := &client{
 			home: i, user: userNames[i], accounts: userAccounts(i), sys: s, cfg: cfg, book: book, v: v,
-			rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i+1))),
+			rng:       rand.New(rand.NewPCG(cfg.Seed, uint64(i+1))),
+			refundRng: rand.New(rand.NewPCG(cfg.Seed, uint64(refundStream+i))),
 		}
 		if err := cl.login(ctx); err != nil {
 			return nil, fmt.Errorf("chaos: login %s: %w", cl.user, err)
@@ -292,8 +294,8 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 				return
 			case <-tick.C:
 				st := book.stats()
-				log.printf("progress: %d payments, %d requests, %d final answers; %d entries; faults %d %v",
-					st.payments, st.requests, st.answers, st.entries, faults.total(), faults.snapshot())
+				log.printf("progress: %d payments, %d requests, %d final answers; %d entries; %d refunds; faults %d %v",
+					st.payments, st.requests, st.answers, st.entries, st.refunds, faults.total(), faults.snapshot())
 			}
 		}
 	}()
@@ -308,13 +310,14 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	healStart := time.Now()
 	faults.healAll()
 	wg.Wait()
-	log.printf("clients stopped; resolving every accepted payment and every entry")
+	log.printf("clients stopped; resolving every accepted payment, every entry and every refund")
 
 	if err := s.waitHealthy(cfg.SettleTimeout); err != nil {
 		v.addf("system not healthy %s after the faults stopped: %v", cfg.SettleTimeout, err)
 	}
 	settleCtx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
 	resolveAll(settleCtx, clients, book, v, log)
+	resolveRefunds(settleCtx, clients, book, v, log)
 	resolveEntries(settleCtx, directBanks(s.c), book, v, log)
 	cancel()
 	remaining := max(cfg.SettleTimeout-time.Since(healStart), 5*time.Second)
@@ -329,8 +332,10 @@ func Run(ctx context.Context, t TB, cfg Config) (rep *Report, err error) {
 	}
 	log.printf("quiesced %s after the faults stopped; checking the invariants", rep.Settled.Round(100*time.Millisecond))
 	check(ctx, s.c, before, after, book, v)
+	checkRefunds(ctx, clients, book, v)
 	if len(s.urls) > 1 {
 		checkReplicas(ctx, clients, book, v, log)
+		checkReplicaRefunds(ctx, clients, book, v)
 	}
 
 	maps.Copy(rep.Faults, faults.snapshot())

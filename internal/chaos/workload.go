@@ -27,6 +27,13 @@ type payment struct {
 	requests int                       // ExecutePayment calls sent
 	answers  []gatewayv1.PaymentStatus // final outcomes the gateway answered
 	final    *gatewayv1.Payment        // the outcome read after quiescence
+	// refundable: a client was answered SUCCEEDED, so its payee's client may refund it.
+	refundable bool
+	// refundedKnown is the sum of the refunds of it that clients were answered SUCCEEDED:
+	// never more than what the gateway has refunded.
+	refundedKnown int64
+	refunds       []*refund          // the refunds sent of it
+	refunded      *gatewayv1.Payment // with refunds: the payment read again after theirs were resolved
 }
 
 // book records every payment and every entry the clients sent.
@@ -41,6 +48,13 @@ type book struct {
 	entries      []*entry
 	entryRetries map[string]int
 	entryErrors  map[string]int
+
+	// received are the payments that can be refunded, by the user of their payee account.
+	received      map[string][]*payment
+	refunds       []*refund
+	refundKinds   map[string]int
+	refundRetries map[string]int
+	refundErrors  map[string]int
 	// journal is what check found in the banks' journals; notes are what it found worth
 	// saying that is no violation.
 	journal journalTotals
@@ -55,7 +69,8 @@ type journalTotals struct {
 
 func newBook() *book {
 	return &book{payments: map[string]*payment{}, retries: map[string]int{}, errors: map[string]int{}, kinds: map[string]int{},
-		entryRetries: map[string]int{}, entryErrors: map[string]int{}}
+		entryRetries: map[string]int{}, entryErrors: map[string]int{},
+		received: map[string][]*payment{}, refundKinds: map[string]int{}, refundRetries: map[string]int{}, refundErrors: map[string]int{}}
 }
 
 // addEntry records e, which the client is about to send; it reports false, recording nothing,
@@ -120,6 +135,9 @@ func (b *book) answered(p *payment, s gatewayv1.PaymentStatus) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p.answers = append(p.answers, s)
+	if s == gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED {
+		b.succeededLocked(p)
+	}
 }
 
 func (b *book) retry(why string) {
@@ -141,7 +159,7 @@ func (b *book) all() []*payment {
 	return append([]*payment(nil), b.order...)
 }
 
-type bookStats struct{ payments, requests, answers, entries int }
+type bookStats struct{ payments, requests, answers, entries, refunds int }
 
 func (b *book) stats() bookStats {
 	b.mu.Lock()
@@ -153,6 +171,7 @@ func (b *book) stats() bookStats {
 		s.answers += len(p.answers)
 	}
 	s.entries = len(b.entries)
+	s.refunds = len(b.refunds)
 	return s
 }
 
@@ -200,6 +219,7 @@ func (b *book) fill(r *Report) {
 	maps.Copy(r.EntryErrors, b.entryErrors)
 	r.Deposits, r.Withdrawals = b.journal.deposits, b.journal.withdrawals
 	r.Deposited, r.Withdrawn = b.journal.deposited, b.journal.withdrawn
+	b.fillRefundsLocked(r)
 	r.Notes = append(r.Notes, b.notes...)
 }
 
@@ -216,6 +236,9 @@ type client struct {
 	book     *book
 	v        *violations
 	rng      *rand.Rand // used by the client's own goroutine only
+	// refundRng draws the client's refunds (whether to make one, of what, how much), apart
+	// from rng so that a seed's payments and entries do not depend on what was refundable.
+	refundRng *rand.Rand
 
 	mu     sync.Mutex
 	uc     *userClients
@@ -304,9 +327,15 @@ func bankIndex(account string) int {
 	return -1
 }
 
-// run makes payments, and now and then a deposit or a withdrawal, until ctx is done.
+// run makes payments, and now and then a deposit, a withdrawal or a refund, until ctx is done.
 func (c *client) run(ctx context.Context) {
 	for ctx.Err() == nil {
+		// About one operation in refundEvery is a refund of a payment made to the client's
+		// user (refunds.go), drawn from the refund generator only.
+		if c.refundRng != nil && c.refundRng.IntN(refundEvery) == 0 {
+			c.refundOnce()
+			continue
+		}
 		// Now and then, send an old payment again: a late retry must replay, not pay twice.
 		c.mu.Lock()
 		n := len(c.mine)

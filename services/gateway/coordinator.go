@@ -240,8 +240,9 @@ func (c *Coordinator) run(ctx context.Context, p paymentRecord) (out paymentReco
 		return c.rerun(ctx, stored, p)
 	}
 	crashpoint.HitHeld(admitCtx, crashpoint.GatewayAfterInsert)
-	// A shared store sets the payment's times by its own clock.
-	p.CreatedAt, p.Deadline = stored.CreatedAt, stored.Deadline
+	// A shared store sets the payment's times by its own clock; a refund of "what is left" is
+	// stored with the amount that was.
+	p.CreatedAt, p.Deadline, p.Amount = stored.CreatedAt, stored.Deadline, stored.Amount
 	c.noteHeld(p.PaymentID)
 	votes, err := c.timedPrepare(ctx, p)
 	if err == nil && !c.holds(p.PaymentID) {

@@ -37,4 +37,11 @@
 // Outcomes are kept
 // for as long as the store is: payment rows are never deleted, so a payment_id can never be
 // applied twice, however late the retry.
+//
+// # Refunds
+//
+// A refund (RefundPayment) is a payment from the refunded payment's payee back to its payer,
+// run by the same coordinator; the store admits it only if it fits in what is left of the
+// payment, reserving its amount in the admission's write, and its decision moves or gives back
+// that reservation in the decision's write. See refunds.go.
 package gateway

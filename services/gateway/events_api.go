@@ -46,6 +46,8 @@ func (e eventRecord) record(viewer string) paymentRecord {
 		Presumed:       s.Presumed,
 		DecidedAt:      s.Decided(),
 		DecidedBy:      s.DecidedBy,
+		RefundOf:       s.RefundOf,
+		Refunded:       s.RefundedAmount,
 	}
 	switch s.Status {
 	case eventStatusSucceeded:

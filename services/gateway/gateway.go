@@ -249,6 +249,7 @@ var Policy = rpcserver.Policy{
 	gatewayv1connect.PaymentServiceListPaymentsProcedure:    rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceWatchPaymentsProcedure:   rpcserver.AccessUser,
 	gatewayv1connect.PaymentServiceListEventsProcedure:      rpcserver.AccessUser,
+	gatewayv1connect.PaymentServiceRefundPaymentProcedure:   rpcserver.AccessUser,
 	gatewayv1connect.BalanceServiceFetchBalanceProcedure:    rpcserver.AccessUser,
 	gatewayv1connect.CoordinatorServiceGetDecisionProcedure: rpcserver.AccessBank,
 }

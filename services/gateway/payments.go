@@ -25,14 +25,16 @@ import (
 
 func (p paymentRecord) proto() *gatewayv1.Payment {
 	out := &gatewayv1.Payment{
-		PaymentId:   p.PaymentID,
-		FromAccount: p.From,
-		ToAccount:   p.To,
-		Amount:      p.Amount,
-		Currency:    p.Currency,
-		Description: p.Description,
-		Username:    p.Username,
-		CreateTime:  timestamppb.New(p.CreatedAt),
+		PaymentId:      p.PaymentID,
+		FromAccount:    p.From,
+		ToAccount:      p.To,
+		Amount:         p.Amount,
+		Currency:       p.Currency,
+		Description:    p.Description,
+		Username:       p.Username,
+		CreateTime:     timestamppb.New(p.CreatedAt),
+		RefundedAmount: p.Refunded,
+		RefundOf:       p.RefundOf,
 	}
 	switch p.Decision {
 	case decisionNone:
@@ -46,6 +48,16 @@ func (p paymentRecord) proto() *gatewayv1.Payment {
 	}
 	if !p.DecidedAt.IsZero() {
 		out.DecideTime = timestamppb.New(p.DecidedAt)
+	}
+	return out
+}
+
+// protoFor is p as the API shows it to viewer: only its payer (and an admin, who is shown
+// p.proto()) sees who paid; its payee sees it with username empty, as events show it.
+func (p paymentRecord) protoFor(viewer string) *gatewayv1.Payment {
+	out := p.proto()
+	if viewer != p.Username {
+		out.Username = ""
 	}
 	return out
 }
@@ -149,14 +161,31 @@ func (g *Gateway) GetPayment(ctx context.Context, req *connect.Request[gatewayv1
 		return nil, err
 	}
 	p, err := g.store.Payment(ctx, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && p.Username != user.Username && user.Role != RoleAdmin) {
-		// Another user's payment is reported exactly like a missing one.
-		return nil, rpcerr.New(connect.CodeNotFound, "payment_not_found", fmt.Sprintf("payment_id: no payment %s", req.Msg.GetPaymentId()))
+	notFound := rpcerr.New(connect.CodeNotFound, "payment_not_found", fmt.Sprintf("payment_id: no payment %s", req.Msg.GetPaymentId()))
+	if errors.Is(err, ErrNotFound) {
+		return nil, notFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&gatewayv1.GetPaymentResponse{Payment: p.proto()}), nil
+	if user.Role == RoleAdmin {
+		return connect.NewResponse(&gatewayv1.GetPaymentResponse{Payment: p.proto()}), nil
+	}
+	if p.Username != user.Username {
+		// Its payee sees it too (so that a merchant can look up, and refund, what it was
+		// paid), without who paid. Anyone else's payment is reported exactly like a missing
+		// one.
+		payee := ""
+		if !isUnadmittedAbort(p) {
+			if payee, err = g.accountOwner(ctx, p.To); err != nil && !errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+		}
+		if payee == "" || payee != user.Username {
+			return nil, notFound
+		}
+	}
+	return connect.NewResponse(&gatewayv1.GetPaymentResponse{Payment: p.protoFor(user.Username)}), nil
 }
 
 type listToken struct {

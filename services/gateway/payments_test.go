@@ -106,6 +106,7 @@ func TestGetPayment(t *testing.T) {
 			ctx := context.Background()
 			alice := e.login(t, p, "alice", "alice-pass-123")
 			bob := e.login(t, p, "bob", "bob-pass-456")
+			carol := e.login(t, p, "carol", "carol-pass-789")
 			id := newPaymentID()
 			paid := alice.pay(t, id, "bank1-1001", "bank2-2002", 777)
 
@@ -123,11 +124,20 @@ func TestGetPayment(t *testing.T) {
 				t.Errorf("create_time %v differs from ExecutePayment's %v", got.GetCreateTime().AsTime(), paid.GetCreateTime().AsTime())
 			}
 
+			// Its payee (bank2-2002 is bob's) sees it too, without who paid.
+			resp, err = bob.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
+			if err != nil {
+				t.Fatalf("GetPayment by the payee: %v", err)
+			}
+			if got := resp.Msg.GetPayment(); got.GetPaymentId() != id || got.GetAmount() != 777 || got.GetUsername() != "" {
+				t.Fatalf("GetPayment by the payee = %v, want the payment without its username", got)
+			}
+
 			// Another user's payment looks exactly like a missing one.
-			_, errOther := bob.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
+			_, errOther := carol.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: id}))
 			wantErr(t, errOther, connect.CodeNotFound, "payment_not_found")
 			missing := newPaymentID()
-			_, errMissing := bob.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: missing}))
+			_, errMissing := carol.payments.GetPayment(ctx, connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: missing}))
 			wantErr(t, errMissing, connect.CodeNotFound, "payment_not_found")
 			if a, b := connect.CodeOf(errOther), connect.CodeOf(errMissing); a != b {
 				t.Errorf("codes differ: %v vs %v", a, b)

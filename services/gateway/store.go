@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -82,6 +83,16 @@ type paymentLog interface {
 	// durable returns nil. If durable returns an error, nothing was written. A payment it
 	// inserts is leased to this process (see leaseStore). A shared store sets CreatedAt and
 	// Deadline from its own clock (keeping p's Deadline - CreatedAt): the stored row has them.
+	//
+	// A refund (p.RefundOf set) is admitted only with its amount taken from what is left of
+	// the payment it refunds, in the same write: the payment's refund_reserved (the sum of its
+	// refunds admitted and not failed) rises by p.Amount, or, when p.Amount is 0, by all that
+	// is left (the stored row has that amount). Otherwise nothing is written and the error is
+	// ErrRefundExceedsPayment (a *RefundLeftError), ErrRefundNotSucceeded, ErrRefundOfRefund or
+	// ErrNotFound (no such payment), decided under a lock of the payment's row (or the one
+	// writer), so that concurrent admissions, on any replica, never reserve more than its
+	// amount. A refund whose id is taken is not refused: the stored row is returned, as for a
+	// payment.
 	StartAdmitPayment(ctx context.Context, p paymentRecord) (stored paymentRecord, inserted bool, durable func() error, err error)
 	// Payment returns a payment by id, or ErrNotFound.
 	Payment(ctx context.Context, id string) (paymentRecord, error)
@@ -90,12 +101,16 @@ type paymentLog interface {
 	// with the earlier decision otherwise. A payment that does not exist is created as a presumed abort when d is an abort (a bank asking about a
 	// transaction the gateway never admitted), so that it can never commit later.
 	// by says which part of the gateway decides, kept with the decision for the payment's
-	// trail.
+	// trail. When this call decides a refund, the same write moves its reservation on the
+	// refunded payment: an abort gives it back, a commit adds the amount to the payment's
+	// refunded and appends payment.refunded for it. A presumed abort of an unknown id made
+	// no reservation and touches none.
 	Decide(ctx context.Context, id string, d decision, reason int32, message string, presumed bool, now time.Time, by decider) (paymentRecord, error)
 	// AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
 	// payment itself was never stored (see Decide), and returns the row as stored afterwards:
 	// with p's parameters when this call adopted it, with those of an earlier adoption
-	// otherwise (compare fingerprints).
+	// otherwise (compare fingerprints). Adopting a refund touches no reservation (its
+	// admission, which would have made one, was never stored).
 	AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error)
 	// MarkCompleted records that every participant acknowledged phase two of the payments ids.
 	MarkCompleted(ctx context.Context, ids []string, now time.Time) error
@@ -113,7 +128,7 @@ type paymentLog interface {
 }
 
 // eventLog is the payments' durable event log: every change of a payment (created, succeeded,
-// failed) is appended, as an eventRecord, in the same write as the change itself (both or
+// failed, refunded; a refund's are refund.created, refund.succeeded and refund.failed) is appended, as an eventRecord, in the same write as the change itself (both or
 // neither are stored), exactly once: by StartAdmitPayment when it inserted, by Decide when this
 // call decided (never for the presumed abort of a payment that was never admitted, which is no
 // payment), and by AdoptUnadmitted when it adopted (created, then failed). The store numbers
@@ -298,7 +313,16 @@ type paymentRecord struct {
 	// DecidedBy is who recorded the decision (decidedByUnknown while undecided).
 	DecidedBy   decider
 	CompletedAt time.Time
+	// RefundOf is, on a refund, the payment_id of the payment it gives money back for ("" on
+	// a payment). A refund is a payment like any other, from the refunded payment's to-account
+	// back to its from-account, made by the payee.
+	RefundOf string
+	// Refunded is how much of Amount succeeded refunds gave back (always 0 on a refund).
+	Refunded int64
 }
+
+// isRefund says whether p is a refund of another payment.
+func (p paymentRecord) isRefund() bool { return p.RefundOf != "" }
 
 // paymentFingerprint identifies a payment's parameters: the same payment_id may be sent again
 // only with the same fingerprint.
@@ -314,6 +338,70 @@ func paymentFingerprint(username, from, to string, amount int64, currency string
 	binary.BigEndian.PutUint64(a[:], uint64(amount))
 	h.Write(a[:])
 	return h.Sum(nil)
+}
+
+// refundFingerprint identifies a refund's parameters, as paymentFingerprint does a payment's:
+// the refunder, the refunded payment and the amount asked for (0 for "what is left"). It is
+// domain-separated from payments' fingerprints, so that a refund_id can never replay a payment
+// that has the same id, nor a payment_id a refund.
+func refundFingerprint(username, paymentID string, amount int64) []byte {
+	h := sha256.New()
+	h.Write([]byte("paygate refund\x00"))
+	for _, s := range []string{username, paymentID} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var a [8]byte
+	binary.BigEndian.PutUint64(a[:], uint64(amount))
+	h.Write(a[:])
+	return h.Sum(nil)
+}
+
+// Refund admission refusals (StartAdmitPayment of a refund): nothing was recorded.
+var (
+	// ErrRefundExceedsPayment: the refund's amount is more than what is left of the payment
+	// once the refunds admitted and not failed are counted (errors.As a *RefundLeftError
+	// says how much is left).
+	ErrRefundExceedsPayment = errors.New("gateway: refund exceeds what is left of the payment")
+	// ErrRefundNotSucceeded: the refunded payment is not decided commit.
+	ErrRefundNotSucceeded = errors.New("gateway: refunded payment has not succeeded")
+	// ErrRefundOfRefund: the refunded payment is itself a refund.
+	ErrRefundOfRefund = errors.New("gateway: a refund cannot be refunded")
+)
+
+// RefundLeftError is ErrRefundExceedsPayment with what is left to refund of the payment: its
+// amount less the refunds admitted and not failed.
+type RefundLeftError struct{ Left int64 }
+
+func (e *RefundLeftError) Error() string {
+	return fmt.Sprintf("%s (%d left)", ErrRefundExceedsPayment, e.Left)
+}
+
+// Is makes errors.Is(err, ErrRefundExceedsPayment) hold.
+func (e *RefundLeftError) Is(target error) bool { return target == ErrRefundExceedsPayment }
+
+// refundReservation is what admitting refund takes from its payment, whose amount is amount
+// with reserved of it taken by refunds admitted and not failed, decided as d and itself a
+// refund of refundOf: the refund's amount (refund.Amount, or all that is left when it is 0), or
+// the refusal. Both stores call it with the payment's row locked.
+func refundReservation(refund paymentRecord, amount, reserved int64, d decision, refundOf string) (int64, error) {
+	switch {
+	case refundOf != "":
+		return 0, ErrRefundOfRefund
+	case d != decisionCommit:
+		return 0, ErrRefundNotSucceeded
+	}
+	left := amount - reserved
+	want := refund.Amount
+	if want == 0 {
+		want = left
+	}
+	if want <= 0 || want > left {
+		return 0, &RefundLeftError{Left: left}
+	}
+	return want, nil
 }
 
 // pageCursor is where a page of ListPayments ends.

@@ -21,7 +21,8 @@ import (
 // (store_sqlite.go, store_pg.go), in the same transaction or statement.
 
 // eventType is what an event says happened to its payment: "payment.created",
-// "payment.succeeded" or "payment.failed" (a string column: refunds will add theirs).
+// "payment.succeeded", "payment.failed" or "payment.refunded" (a refund of it succeeded); a
+// refund's own are "refund.created", "refund.succeeded" and "refund.failed".
 type eventType string
 
 // The event types.
@@ -29,7 +30,38 @@ const (
 	eventPaymentCreated   eventType = "payment.created"
 	eventPaymentSucceeded eventType = "payment.succeeded"
 	eventPaymentFailed    eventType = "payment.failed"
+	eventPaymentRefunded  eventType = "payment.refunded"
+	eventRefundCreated    eventType = "refund.created"
+	eventRefundSucceeded  eventType = "refund.succeeded"
+	eventRefundFailed     eventType = "refund.failed"
 )
+
+// of is t (a payment's created, succeeded or failed) as it is named for p: a refund's own type
+// when p is a refund.
+func (t eventType) of(p paymentRecord) eventType {
+	if !p.isRefund() {
+		return t
+	}
+	return refundEventType(t)
+}
+
+// refundEventType is a refund's name for a payment's event type t.
+func refundEventType(t eventType) eventType {
+	switch t {
+	case eventPaymentCreated:
+		return eventRefundCreated
+	case eventPaymentSucceeded:
+		return eventRefundSucceeded
+	case eventPaymentFailed:
+		return eventRefundFailed
+	}
+	return t
+}
+
+// pgEventType is the SQL expression of t's name for the payments row named alias (see of).
+func pgEventType(t eventType, alias string) string {
+	return `CASE WHEN ` + alias + `.refund_of = '' THEN '` + string(t) + `' ELSE '` + string(refundEventType(t)) + `' END`
+}
 
 // Payment statuses in an event's snapshot.
 const (
@@ -75,8 +107,10 @@ type eventSnapshot struct {
 	// DecidedAt is the decision's time in unix nanoseconds (0 while undecided).
 	DecidedAt int64   `json:"decided_at"`
 	DecidedBy decider `json:"decided_by"`
-	// RefundedAmount is how much of Amount was refunded (0 until refunds exist).
+	// RefundedAmount is how much of Amount succeeded refunds gave back.
 	RefundedAmount int64 `json:"refunded_amount"`
+	// RefundOf is, on a refund, the payment_id of the payment it refunds.
+	RefundOf string `json:"refund_of,omitempty"`
 }
 
 // Decided is the snapshot's decision time, zero while undecided.
@@ -113,8 +147,8 @@ const sqliteEventSnapshot = `json_object('from', p.from_account, 'to', p.to_acco
 	'status', CASE p.decision WHEN 0 THEN '` + eventStatusProcessing + `' WHEN 1 THEN '` + eventStatusSucceeded + `' ELSE '` + eventStatusFailed + `' END,
 	'failure_reason', p.failure_reason, 'failure_message', p.failure_message,
 	'presumed', json(CASE WHEN p.presumed THEN 'true' ELSE 'false' END),
-	'decided_at', coalesce(p.decided_at, 0), 'decided_by', p.decided_by, 'refunded_amount', 0,
-	'created_at', p.created_at)`
+	'decided_at', coalesce(p.decided_at, 0), 'decided_by', p.decided_by, 'refunded_amount', p.refunded,
+	'refund_of', p.refund_of, 'created_at', p.created_at)`
 
 // sqliteAppendEvents appends an event of each of types (in order) for payment id, as its row
 // is in tx now, with the payee read from the account links in the same transaction, and
@@ -260,7 +294,8 @@ func pgEventSnapshot(alias string) string {
 		'status', CASE ` + alias + `.decision WHEN 0 THEN '` + eventStatusProcessing + `' WHEN 1 THEN '` + eventStatusSucceeded + `' ELSE '` + eventStatusFailed + `' END,
 		'failure_reason', ` + alias + `.failure_reason, 'failure_message', ` + alias + `.failure_message,
 		'presumed', ` + alias + `.presumed, 'decided_at', coalesce(` + alias + `.decided_at, 0),
-		'decided_by', ` + alias + `.decided_by, 'refunded_amount', 0, 'created_at', ` + alias + `.created_at)`
+		'decided_by', ` + alias + `.decided_by, 'refunded_amount', ` + alias + `.refunded,
+		'refund_of', ` + alias + `.refund_of, 'created_at', ` + alias + `.created_at)`
 }
 
 // pgEventPayee is the username the to-account of the payments row named alias is linked to,

@@ -76,7 +76,7 @@ func evCheckSnapshot(t testing.TB, e eventRecord, p paymentRecord, status string
 	t.Helper()
 	want := eventSnapshot{From: p.From, To: p.To, Amount: p.Amount, Currency: p.Currency, Description: p.Description,
 		Status: status, FailureReason: p.FailureReason, FailureMessage: p.FailureMessage, Presumed: p.Presumed,
-		DecidedBy: p.DecidedBy, CreatedAt: p.CreatedAt.UnixNano()}
+		DecidedBy: p.DecidedBy, CreatedAt: p.CreatedAt.UnixNano(), RefundedAmount: p.Refunded, RefundOf: p.RefundOf}
 	if !p.DecidedAt.IsZero() {
 		want.DecidedAt = p.DecidedAt.UnixNano()
 	}

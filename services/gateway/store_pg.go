@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"errors"
@@ -45,6 +46,11 @@ const DefaultLeaseTTL = 10 * time.Second
 //     re-checks decision = 0 against the committed row, and changes nothing. When no row exists
 //     it inserts the presumed abort with ON CONFLICT DO NOTHING, and when a concurrent admission
 //     won that insert it tries the UPDATE again (which now sees the admitted row).
+//   - A refund's admission first locks the refunded payment's row (SELECT ... FOR UPDATE), so
+//     that the admissions of its refunds, on any replica, run one after the other: each then
+//     reads the refund_reserved the previous one committed, takes its amount only if it fits,
+//     and inserts the refund row, in one transaction. A refund's decision moves or gives back
+//     its reservation in Decide's own statement (a data-modifying WITH on the refunded row).
 //   - AdoptUnadmitted and MarkCompleted are single UPDATEs whose WHERE is re-checked the same
 //     way (and decision never goes back to none).
 //   - Events (see eventLog) are inserted by the statement that makes the change, from the row it
@@ -527,32 +533,36 @@ func (s *PGStore) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64
 
 // ---- payments
 
-// pgPaymentColumns are the columns of paymentColumns as pgScanPayment reads them: two pairs are
-// read as one column each, so that a payment row has 16 columns, as many as pgx describes
+// pgPaymentColumns are the columns of paymentColumns as pgScanPayment reads them: some are
+// read several in one column, so that a payment row has 16 columns, as many as pgx describes
 // without allocating (a connection keeps room for 16 field descriptions; a 17th column makes
 // every query of a payment allocate them all): decision with decided_by, as decision + 4 *
-// decided_by; and completed with completed_at, as the completion time when completed (0 when
-// it was not recorded) and -1 while not.
+// decided_by; failure_reason with presumed, as 2 * failure_reason + presumed; completed with
+// completed_at, as the completion time when completed (0 when it was not recorded) and -1 while
+// not; and fingerprint with refund_of, as the fingerprint's bytes followed by refund_of's (a
+// fingerprint is a SHA-256, or empty on a presumed abort, which is no refund).
 const pgPaymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
-	fingerprint, decision + 4 * decided_by, failure_reason, failure_message, presumed,
-	CASE WHEN completed THEN coalesce(completed_at, 0) ELSE -1 END, created_at, deadline, decided_at`
+	fingerprint || convert_to(refund_of, 'UTF8'), decision + 4 * decided_by, 2 * failure_reason + presumed::int,
+	failure_message, CASE WHEN completed THEN coalesce(completed_at, 0) ELSE -1 END, created_at, deadline,
+	decided_at, refunded`
 
 // pgScanPayment scans a row of pgPaymentColumns, followed by extra.
 func pgScanPayment(row pgx.Row, extra ...any) (paymentRecord, error) {
 	var p paymentRecord
 	// The columns read into locals, in one variable: they escape together, one allocation.
 	var v struct {
-		state                         int32
+		state, failure                int32
 		created, deadline, completion int64
 		decided                       *int64
 	}
 	err := row.Scan(append([]any{&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
-		&p.Fingerprint, &v.state, &p.FailureReason, &p.FailureMessage, &p.Presumed, &v.completion,
-		&v.created, &v.deadline, &v.decided}, extra...)...)
+		&p.Fingerprint, &v.state, &v.failure, &p.FailureMessage, &v.completion,
+		&v.created, &v.deadline, &v.decided, &p.Refunded}, extra...)...)
 	if err != nil {
 		return p, err
 	}
 	p.Decision, p.DecidedBy = decision(v.state%4), decider(v.state/4)
+	p.FailureReason, p.Presumed = v.failure>>1, v.failure&1 == 1
 	p.CreatedAt = time.Unix(0, v.created)
 	p.Deadline = time.Unix(0, v.deadline)
 	if v.decided != nil {
@@ -561,6 +571,9 @@ func pgScanPayment(row pgx.Row, extra ...any) (paymentRecord, error) {
 	p.Completed = v.completion >= 0
 	if v.completion > 0 {
 		p.CompletedAt = time.Unix(0, v.completion)
+	}
+	if len(p.Fingerprint) > sha256.Size {
+		p.Fingerprint, p.RefundOf = p.Fingerprint[:sha256.Size:sha256.Size], string(p.Fingerprint[sha256.Size:])
 	}
 	if p.Fingerprint == nil {
 		p.Fingerprint = []byte{}
@@ -622,7 +635,7 @@ func (s *PGStore) StartAdmitPayment(ctx context.Context, p paymentRecord) (store
 		}
 		return nil
 	}
-	if unstorable(p.PaymentID, p.Username, p.From, p.To, p.Currency) {
+	if unstorable(p.PaymentID, p.Username, p.From, p.To, p.Currency, p.RefundOf) {
 		return p, false, nil, wrap(errNULText)
 	}
 	p.Description = pgText(p.Description)
@@ -645,32 +658,49 @@ func (s *PGStore) StartAdmitPayment(ctx context.Context, p paymentRecord) (store
 
 // startAdmit runs the INSERT of an admission in a new transaction. When it inserted the row, it
 // announces it and starts the commit in the background, for durable to wait for; otherwise it
-// reads the existing row and commits before returning.
+// reads the existing row and commits before returning. A refund's admission first takes its
+// amount from the refunded payment (pgReserveRefund), in the same transaction; it refuses the
+// refund, writing nothing, when it does not fit.
 func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint []byte) (paymentRecord, bool, func() error, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return p, false, nil, err
 	}
 	rollback := func() { tx.Rollback(context.WithoutCancel(ctx)) }
+	if p.isRefund() {
+		existing, err := pgReserveRefund(ctx, tx, &p)
+		switch {
+		case err == nil:
+		case errors.Is(err, errRefundExists):
+			// A retry, or a reuse of the id: the caller compares.
+			if err := tx.Commit(ctx); err != nil {
+				return p, false, nil, err
+			}
+			return existing, false, func() error { return nil }, nil
+		default:
+			rollback()
+			return p, false, nil, err
+		}
+	}
 	owner := s.Owner()
-	// The payment.created event is inserted by the same statement, from the row it inserted:
-	// both are in the transaction or neither is, and an insert that did nothing (the id was
-	// taken) appends nothing.
+	// The payment.created (refund.created) event is inserted by the same statement, from the
+	// row it inserted: both are in the transaction or neither is, and an insert that did
+	// nothing (the id was taken) appends nothing.
 	stored, err := pgScanPayment(tx.QueryRow(ctx,
 		`WITH t AS (SELECT paygate_now_ns() AS now), i AS (
 			INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
-				fingerprint, created_at, deadline, owner)
-			SELECT $1, $2, $3, $4, $5, $6, $7, $8, t.now, t.now + $9, $10 FROM t
+				fingerprint, created_at, deadline, owner, refund_of)
+			SELECT $1, $2, $3, $4, $5, $6, $7, $8, t.now, t.now + $9, $10, $11 FROM t
 			ON CONFLICT (payment_id) DO NOTHING
 			RETURNING *
 		 ), e AS (
 			INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
-			SELECT '`+string(eventPaymentCreated)+`', i.payment_id, i.username, `+pgEventPayee("i")+`, i.created_at,
+			SELECT `+pgEventType(eventPaymentCreated, "i")+`, i.payment_id, i.username, `+pgEventPayee("i")+`, i.created_at,
 				`+pgEventSnapshot("i")+` FROM i
 		 )
 		 SELECT `+pgPaymentColumns+` FROM i`,
 		p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint,
-		p.Deadline.Sub(p.CreatedAt).Nanoseconds(), owner))
+		p.Deadline.Sub(p.CreatedAt).Nanoseconds(), owner, p.RefundOf))
 	switch {
 	case err == nil:
 		done := make(chan struct{})
@@ -687,6 +717,15 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 			}
 		}()
 		return stored, true, func() error { <-done; return commitErr }, nil
+	case errors.Is(err, pgx.ErrNoRows) && p.isRefund():
+		// Taken by a payment admitted meanwhile (a refund's would have been seen under the
+		// lock): give the reservation back, then read its row.
+		rollback()
+		stored, err = pgPayment(ctx, s.pool, p.PaymentID)
+		if err != nil {
+			return p, false, nil, err
+		}
+		return stored, false, func() error { return nil }, nil
 	case errors.Is(err, pgx.ErrNoRows):
 		// Taken: the conflict waited for the inserter's commit, so this reads its row.
 		stored, err = pgPayment(ctx, tx, p.PaymentID)
@@ -702,6 +741,52 @@ func (s *PGStore) startAdmit(ctx context.Context, p paymentRecord, fingerprint [
 		rollback()
 		return p, false, nil, err
 	}
+}
+
+// errRefundExists is pgReserveRefund's report that the refund's id is taken already.
+var errRefundExists = errors.New("gateway: refund id taken")
+
+// pgReserveRefund takes refund's amount from what is left of the payment it refunds, in tx: it
+// locks the payment's row, so that refunds of one payment are admitted one after the other on
+// every replica; then, if refund's id is taken already (by this refund admitted before the
+// lock was granted, or anything else), it returns that row with errRefundExists and changes
+// nothing; otherwise it raises the payment's refund_reserved by the refund's amount (resolving
+// 0 into what is left) if refundReservation allows, or returns its refusal. The UPDATE's own
+// condition repeats the cap, so that no path can over-reserve.
+func pgReserveRefund(ctx context.Context, tx pgx.Tx, refund *paymentRecord) (paymentRecord, error) {
+	var amount, reserved int64
+	var d int16
+	var refundOf string
+	err := tx.QueryRow(ctx,
+		`SELECT amount, refund_reserved, decision, refund_of FROM payments WHERE payment_id = $1 FOR UPDATE`,
+		refund.RefundOf).Scan(&amount, &reserved, &d, &refundOf)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return paymentRecord{}, fmt.Errorf("refunded payment %s: %w", refund.RefundOf, ErrNotFound)
+	}
+	if err != nil {
+		return paymentRecord{}, err
+	}
+	if existing, err := pgPayment(ctx, tx, refund.PaymentID); err == nil {
+		return existing, errRefundExists
+	} else if !errors.Is(err, ErrNotFound) {
+		return paymentRecord{}, err
+	}
+	want, err := refundReservation(*refund, amount, reserved, decision(d), refundOf)
+	if err != nil {
+		return paymentRecord{}, err
+	}
+	tag, err := tx.Exec(ctx,
+		`UPDATE payments SET refund_reserved = refund_reserved + $2
+		 WHERE payment_id = $1 AND decision = 1 AND refund_of = '' AND refund_reserved + $2 <= amount`,
+		refund.RefundOf, want)
+	if err != nil {
+		return paymentRecord{}, err
+	}
+	if tag.RowsAffected() != 1 {
+		return paymentRecord{}, fmt.Errorf("refunded payment %s changed under its lock", refund.RefundOf)
+	}
+	refund.Amount = want
+	return paymentRecord{}, nil
 }
 
 // Decide records d for an undecided payment (the compare-and-set that is the commit point) and
@@ -734,18 +819,7 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 		// admission that committed meanwhile, and the UPDATE then finds the admitted row.
 		for range 3 {
 			var err error
-			p, err = pgScanPayment(tx.QueryRow(ctx,
-				`WITH u AS (
-					UPDATE payments SET decision = $1, failure_reason = $2, failure_message = $3, presumed = $4,
-						decided_at = paygate_now_ns(), decided_by = $6
-					WHERE payment_id = $5 AND decision = 0 RETURNING *
-				 ), e AS (
-					INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
-					SELECT CASE WHEN u.decision = 1 THEN '`+string(eventPaymentSucceeded)+`' ELSE '`+string(eventPaymentFailed)+`' END,
-						u.payment_id, u.username, `+pgEventPayee("u")+`, u.decided_at, `+pgEventSnapshot("u")+` FROM u
-				 )
-				 SELECT `+pgPaymentColumns+` FROM u`,
-				int16(d), reason, message, presumed, id, int32(by)))
+			p, err = pgScanPayment(tx.QueryRow(ctx, pgDecide, int16(d), reason, message, presumed, id, int32(by)))
 			if err == nil {
 				changed = true
 				return nil
@@ -789,13 +863,42 @@ func (s *PGStore) Decide(ctx context.Context, id string, d decision, reason int3
 	return p, nil
 }
 
+// pgDecide is Decide's UPDATE of an undecided payment, with its event. For a refund (refund_of
+// set) the same statement applies the decision to the refunded payment (r): a commit raises its
+// refunded by the refund's amount and appends payment.refunded for it (after the refund's own
+// event), an abort gives the refund's reservation back. Only the row the UPDATE decided feeds
+// r, so a presumed abort of an unknown id (an INSERT, not this) and an adoption never touch a
+// reservation: they made none.
+var pgDecide = `WITH u AS (
+		UPDATE payments SET decision = $1, failure_reason = $2, failure_message = $3, presumed = $4,
+			decided_at = paygate_now_ns(), decided_by = $6
+		WHERE payment_id = $5 AND decision = 0 RETURNING *
+	 ), r AS (
+		UPDATE payments q SET
+			refunded = q.refunded + CASE WHEN u.decision = 1 THEN u.amount ELSE 0 END,
+			refund_reserved = q.refund_reserved - CASE WHEN u.decision = 1 THEN 0 ELSE u.amount END
+		FROM u WHERE u.refund_of <> '' AND q.payment_id = u.refund_of RETURNING q.*
+	 ), e AS (
+		INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
+		SELECT x.type, x.payment_id, x.payer, x.payee, x.at, x.snapshot FROM (
+			SELECT 1 AS n, CASE WHEN u.decision = 1 THEN ` + pgEventType(eventPaymentSucceeded, "u") + `
+				ELSE ` + pgEventType(eventPaymentFailed, "u") + ` END AS type,
+				u.payment_id, u.username AS payer, ` + pgEventPayee("u") + ` AS payee, u.decided_at AS at,
+				` + pgEventSnapshot("u") + ` AS snapshot FROM u
+			UNION ALL
+			SELECT 2, '` + string(eventPaymentRefunded) + `', r.payment_id, r.username, ` + pgEventPayee("r") + `,
+				u.decided_at, ` + pgEventSnapshot("r") + ` FROM r, u WHERE u.decision = 1
+		) x ORDER BY x.n
+	 )
+	 SELECT ` + pgPaymentColumns + ` FROM u`
+
 // AdoptUnadmitted gives p's parameters to the presumed abort recorded for its id when the
 // payment itself was never stored (see Decide), and returns the row as stored afterwards: with
 // p's parameters when this call adopted it, with those of an earlier adoption otherwise
 // (compare fingerprints). An adoption is announced to the other processes, and appends
 // payment.created then payment.failed to the event log in the UPDATE's statement.
 func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (paymentRecord, error) {
-	if unstorable(p.PaymentID, p.Username, p.From, p.To, p.Currency) {
+	if unstorable(p.PaymentID, p.Username, p.From, p.To, p.Currency, p.RefundOf) {
 		return p, fmt.Errorf("gateway: adopt payment %q: %w", p.PaymentID, errNULText)
 	}
 	p.Description = pgText(p.Description)
@@ -812,17 +915,17 @@ func (s *PGStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (payment
 		out, err = pgScanPayment(tx.QueryRow(ctx,
 			`WITH u AS (
 				UPDATE payments SET username = $1, from_account = $2, to_account = $3, amount = $4, currency = $5,
-					description = $6, fingerprint = $7
+					description = $6, fingerprint = $7, refund_of = $9
 				WHERE payment_id = $8 AND presumed AND length(fingerprint) = 0 RETURNING *
 			 ), e AS (
 				INSERT INTO events (type, payment_id, payer, payee, created_at, snapshot)
 				SELECT x.type, u.payment_id, u.username, `+pgEventPayee("u")+`, x.now, `+pgEventSnapshot("u")+`
 				FROM u, (SELECT paygate_now_ns() AS now) t,
-					LATERAL (VALUES (1, '`+string(eventPaymentCreated)+`', t.now), (2, '`+string(eventPaymentFailed)+`', t.now)) AS x(n, type, now)
+					LATERAL (VALUES (1, '`+string(eventPaymentCreated.of(p))+`', t.now), (2, '`+string(eventPaymentFailed.of(p))+`', t.now)) AS x(n, type, now)
 				ORDER BY x.n
 			 )
 			 SELECT `+pgPaymentColumns+` FROM u`,
-			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint, p.PaymentID))
+			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, fingerprint, p.PaymentID, p.RefundOf))
 		if err == nil {
 			changed = true
 			return nil

@@ -136,6 +136,15 @@ var migrations = []string{
 	);
 	CREATE INDEX events_by_payer ON events(payer, seq);
 	CREATE INDEX events_by_payee ON events(payee, seq);`,
+	// Refunds (see refunds.go): a refund is a payment row with refund_of, the payment_id of the
+	// payment it gives money back for ('' on a payment). On the refunded payment, refunded is
+	// the sum of its succeeded refunds and refund_reserved that of its refunds admitted and not
+	// failed: a refund is admitted only if it fits (refund_reserved + amount <= amount), in the
+	// admission's transaction, and its decision moves the reservation to refunded or gives it
+	// back, in the decision's.
+	`ALTER TABLE payments ADD COLUMN refund_of TEXT NOT NULL DEFAULT '';
+	ALTER TABLE payments ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE payments ADD COLUMN refund_reserved INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SQLiteStore is the gateway's store in one SQLite file: the embedded default, for one gateway
@@ -360,7 +369,7 @@ func (s *SQLiteStore) exec(ctx context.Context, query string, args ...any) error
 // pgPaymentColumns for PostgreSQL's).
 const paymentColumns = `payment_id, username, from_account, to_account, amount, currency, description,
 	fingerprint, decision, failure_reason, failure_message, presumed, completed, created_at, deadline, decided_at,
-	decided_by, completed_at`
+	decided_by, completed_at, refund_of, refunded`
 
 func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	var p paymentRecord
@@ -371,7 +380,7 @@ func scanPayment(row interface{ Scan(...any) error }) (paymentRecord, error) {
 	}
 	err := row.Scan(&p.PaymentID, &p.Username, &p.From, &p.To, &p.Amount, &p.Currency, &p.Description,
 		&p.Fingerprint, &p.Decision, &p.FailureReason, &p.FailureMessage, &p.Presumed, &p.Completed,
-		&v.created, &v.deadline, &v.decided, &p.DecidedBy, &v.completed)
+		&v.created, &v.deadline, &v.decided, &p.DecidedBy, &v.completed, &p.RefundOf, &p.Refunded)
 	if err != nil {
 		return p, err
 	}
@@ -410,24 +419,64 @@ func (s *SQLiteStore) StartAdmitPayment(ctx context.Context, p paymentRecord) (s
 	}, nil
 }
 
-// admit is the write of AdmitPayment, with its payment.created event; it sets *stored,
-// *inserted and the event's *seq.
+// admit is the write of AdmitPayment, with its payment.created (or refund.created) event; it
+// sets *stored, *inserted and the event's *seq. A refund's write also takes its amount from
+// what is left of the refunded payment (refund_reserved), or refuses it (refundReservation)
+// and writes nothing; an amount of 0 is stored as what was left. The store's one writer runs
+// it alone, so what it reads stays true until it commits.
 func (s *SQLiteStore) admit(p paymentRecord, stored *paymentRecord, inserted *bool, seq *int64) func(context.Context, *sqlitedb.Tx) error {
 	return func(ctx context.Context, tx *sqlitedb.Tx) error {
+		p := p // a run rolled back and run again starts from the amount asked for
 		*stored, *inserted = p, false
+		if p.isRefund() {
+			existing, err := s.payment(ctx, tx, p.PaymentID)
+			if err == nil {
+				*stored = existing // a retry, or a reuse of the id: the caller compares
+				return nil
+			}
+			if !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			var amount, reserved int64
+			var d decision
+			var refundOf string
+			err = tx.QueryRowContext(ctx,
+				`SELECT amount, refund_reserved, decision, refund_of FROM payments WHERE payment_id = ?`,
+				p.RefundOf).Scan(&amount, &reserved, &d, &refundOf)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("refunded payment %s: %w", p.RefundOf, ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			if p.Amount, err = refundReservation(p, amount, reserved, d, refundOf); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx,
+				`UPDATE payments SET refund_reserved = refund_reserved + ? WHERE payment_id = ?`,
+				p.Amount, p.RefundOf); err != nil {
+				return err
+			}
+			*stored = p
+		}
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO payments (payment_id, username, from_account, to_account, amount, currency, description,
-				fingerprint, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				fingerprint, created_at, deadline, refund_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			 ON CONFLICT (payment_id) DO NOTHING`,
 			p.PaymentID, p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint,
-			p.CreatedAt.UnixNano(), p.Deadline.UnixNano())
+			p.CreatedAt.UnixNano(), p.Deadline.UnixNano(), p.RefundOf)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			*inserted = true
-			*seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated)
+			*seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated.of(p))
 			return err
+		}
+		if p.isRefund() {
+			// Cannot happen (the id was free just above, and this is the one writer); should it,
+			// roll the reservation back with the rest.
+			return fmt.Errorf("refund id %s taken during its admission", p.PaymentID)
 		}
 		*stored, err = s.payment(ctx, tx, p.PaymentID)
 		return err
@@ -479,8 +528,10 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 			if d != decisionCommit {
 				typ = eventPaymentFailed
 			}
-			seq, err = sqliteAppendEvents(ctx, tx, id, typ)
-			return err
+			if seq, err = sqliteAppendEvents(ctx, tx, id, typ.of(p)); err != nil || !p.isRefund() {
+				return err
+			}
+			return sqliteSettleRefund(ctx, tx, p, &seq)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -507,6 +558,27 @@ func (s *SQLiteStore) Decide(ctx context.Context, id string, d decision, reason 
 		s.appendedUpTo(seq)
 	}
 	return p, nil
+}
+
+// sqliteSettleRefund applies the decision of refund to the payment it refunds, in the
+// decision's transaction: a commit moves its amount from the reservation to refunded and
+// appends payment.refunded for the payment (its snapshot shows the new refunded amount); an
+// abort gives the reservation back. Only a refund admitted (which reserved its amount) is ever
+// decided here: a presumed abort of an unknown id and an adoption reserved nothing and
+// never get here.
+func sqliteSettleRefund(ctx context.Context, tx *sqlitedb.Tx, refund paymentRecord, seq *int64) error {
+	if refund.Decision != decisionCommit {
+		_, err := tx.ExecContext(ctx,
+			`UPDATE payments SET refund_reserved = refund_reserved - ? WHERE payment_id = ?`, refund.Amount, refund.RefundOf)
+		return err
+	}
+	if _, err := tx.ExecContext(ctx,
+		`UPDATE payments SET refunded = refunded + ? WHERE payment_id = ?`, refund.Amount, refund.RefundOf); err != nil {
+		return err
+	}
+	var err error
+	*seq, err = sqliteAppendEvents(ctx, tx, refund.RefundOf, eventPaymentRefunded)
+	return err
 }
 
 // Secret returns the store's secret name, creating it with size random bytes on first use.
@@ -551,15 +623,15 @@ func (s *SQLiteStore) AdoptUnadmitted(ctx context.Context, p paymentRecord) (pay
 		adopted = false
 		res, err := tx.ExecContext(ctx,
 			`UPDATE payments SET username = ?, from_account = ?, to_account = ?, amount = ?, currency = ?,
-				description = ?, fingerprint = ?
+				description = ?, fingerprint = ?, refund_of = ?
 			 WHERE payment_id = ? AND presumed = 1 AND length(fingerprint) = 0`,
-			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint, p.PaymentID)
+			p.Username, p.From, p.To, p.Amount, p.Currency, p.Description, p.Fingerprint, p.RefundOf, p.PaymentID)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			adopted = true
-			if seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated, eventPaymentFailed); err != nil {
+			if seq, err = sqliteAppendEvents(ctx, tx, p.PaymentID, eventPaymentCreated.of(p), eventPaymentFailed.of(p)); err != nil {
 				return err
 			}
 		}

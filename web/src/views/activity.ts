@@ -1,5 +1,6 @@
-// Live status: the payments of this session as they change, from the WatchPayments stream and
-// from the outbox (payments queued in this browser while the gateway cannot be reached).
+// Live status: the payments of this session as they change (the refunds the user makes too),
+// from the WatchPayments stream and from the outbox (payments queued in this browser while the
+// gateway cannot be reached).
 
 import { formatTime, h, replace } from "../dom";
 import type { Payment } from "../gen/paygate/gateway/v1/gateway_pb";
@@ -87,6 +88,8 @@ export class ActivityView {
       note: status === "failed" ? `Failed: ${failureText(p)}${p.failureMessage ? ` (${p.failureMessage})` : ""}` : undefined,
       time,
       timeText: formatTime(time),
+      direction: p.refundOf !== "" ? "refund" : "out",
+      refundOf: p.refundOf || undefined,
       watched: watched || (prev?.watched ?? false),
       order: prev?.order ?? ++this.order,
     });

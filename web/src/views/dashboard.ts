@@ -1,6 +1,8 @@
-// The signed-in page: balances, pay, live status and history, and the machinery behind them:
-// the WatchPayments stream and the outbox that sends queued payments. An admin whose sign-in
-// passed the second factor also gets the admin pages, in the top bar.
+// The signed-in page: balances, pay, live status, the payments received (with their refunds
+// and the Refund dialog) and history, and the machinery behind them: the user's events (read
+// with ListEvents when the page opens, then followed with WatchPayments) and the outbox that
+// sends queued payments. An admin whose sign-in passed the second factor also gets the admin
+// pages, in the top bar.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -8,15 +10,21 @@ import { authClient, isRetryable, isUnreachable, paymentClient, rawMessage, repo
 import { h, replace } from "../dom";
 import type { Payment } from "../gen/paygate/gateway/v1/gateway_pb";
 import { listQueued, putQueued, type QueuedPayment, removeQueued } from "../outbox";
+import { PaymentBook } from "../refunds";
 import { isAdmin, type Session } from "../session";
 import { ActivityView } from "./activity";
 import { AdminPages } from "./admin";
 import { BalancesView } from "./balances";
 import { HistoryView } from "./history";
 import { type PayRequest, type PayResult, PayForm, payErrorText } from "./payform";
+import { ReceivedView, refundOutcomeText } from "./received";
+import { type RefundOutcome, RefundDialog } from "./refund";
 
 /** How often queued payments are tried again while some are waiting. */
 const retryEveryMs = 2000;
+
+/** The page size of the ListEvents calls that read the user's events when the page opens. */
+const eventsPageSize = 500;
 
 export class Dashboard {
   private readonly stop = new AbortController();
@@ -24,6 +32,11 @@ export class Dashboard {
   private readonly payForm: PayForm;
   private readonly activity = new ActivityView();
   private readonly history: HistoryView;
+  private readonly book = new PaymentBook();
+  private readonly received: ReceivedView;
+  private readonly refundDialog: RefundDialog;
+  /** The user's accounts, as the balances last listed them. */
+  private ownAccounts = new Set<string>();
   private readonly banner = h("div", { id: "offline-banner", class: "banner", role: "alert", hidden: true });
   private readonly home: HTMLElement;
   private readonly admin: AdminPages | undefined;
@@ -40,8 +53,23 @@ export class Dashboard {
   ) {
     const reachable = (ok: boolean) => this.setReachable(ok);
     this.payForm = new PayForm((req) => this.pay(req));
-    this.balances = new BalancesView((accounts) => this.payForm.setAccounts(accounts), reachable);
-    this.history = new HistoryView(reachable);
+    this.balances = new BalancesView((accounts) => {
+      this.payForm.setAccounts(accounts);
+      const ids = new Set(accounts.map((a) => a.accountId));
+      if ([...ids].some((id) => !this.ownAccounts.has(id))) {
+        this.ownAccounts = ids;
+        this.history.redraw();
+      }
+    }, reachable);
+    const refund = (p: Payment) => this.refundDialog.open(p);
+    this.refundDialog = new RefundDialog((o) => this.refunded(o));
+    this.received = new ReceivedView(this.book, refund);
+    this.history = new HistoryView(reachable, this.book, (a) => this.ownAccounts.has(a), refund);
+    this.book.subscribe(() => {
+      const shown = this.refundDialog.shown;
+      const p = shown && this.book.get(shown);
+      if (p) this.refundDialog.update(p);
+    });
 
     const signOut = h("button", { type: "button", id: "logout", class: "button ghost small" }, "Sign out");
     signOut.addEventListener("click", () => void this.signOut());
@@ -55,7 +83,8 @@ export class Dashboard {
             "You signed in without your authenticator code, so the admin pages are not available. Sign out and sign in again with the code to use them.")
         : null,
       h("div", { class: "col" }, this.balances.el, this.payForm.el),
-      h("div", { class: "col" }, this.activity.el, this.history.el),
+      h("div", { class: "col" }, this.activity.el, this.received.el, this.history.el),
+      this.refundDialog.el,
     );
     replace(
       root,
@@ -132,6 +161,34 @@ export class Dashboard {
       void this.balances.refresh();
       if (this.history.onFirstPage) void this.history.refresh();
     }, 150);
+  }
+
+  /** Records what RefundPayment answered and shows it; the balances and history follow. */
+  private refunded(o: RefundOutcome): void {
+    this.book.put(o.refund);
+    if (o.payment) this.book.put(o.payment);
+    this.activity.payment(o.refund, false);
+    const { kind, text } = refundOutcomeText(o.refund, o.replayed);
+    this.received.showResult(kind, text);
+    this.refreshSoon();
+  }
+
+  /**
+   * Reads every event of the user kept by the gateway (ListEvents, a page at a time) into the
+   * book: the payments others made to the user's accounts and the refunds are known only from
+   * events. The stream then resumes after the last one.
+   */
+  private async catchUp(signal: AbortSignal): Promise<void> {
+    let after = 0n;
+    for (;;) {
+      const resp = await paymentClient.listEvents({ after, pageSize: eventsPageSize }, { timeoutMs: 15000, signal });
+      for (const ev of resp.events) {
+        if (ev.payment) this.book.put(ev.payment, ev.payment.username === "");
+      }
+      after = resp.nextAfter;
+      if (!resp.hasMore) break;
+    }
+    this.lastSeq = after;
   }
 
   /** Submits a payment: it goes into the outbox first, then is sent. */
@@ -225,16 +282,30 @@ export class Dashboard {
       this.stop.signal.addEventListener("abort", onStop);
       // connect-go sends the stream's headers with its first event, so "live" is assumed once
       // the call has stood for a moment without failing.
-      const assumeLive = window.setTimeout(() => this.activity.setLive("live"), 1000);
+      let assumeLive: number | undefined;
       try {
+        if (this.lastSeq === undefined) {
+          try {
+            await this.catchUp(attempt.signal);
+          } catch (e) {
+            // Unreachable or signed out: handled below, like a failed stream. Any other error
+            // (a gateway without the event log): follow from now, and read the events again at
+            // the next reconnect.
+            if (isUnreachable(e) || ConnectError.from(e).code === Code.Unauthenticated || this.stop.signal.aborted) throw e;
+          }
+        }
+        assumeLive = window.setTimeout(() => this.activity.setLive("live"), 1000);
         const from = this.lastSeq === undefined ? {} : { after: this.lastSeq };
         for await (const ev of paymentClient.watchPayments(from, { signal: attempt.signal })) {
           this.activity.setLive("live");
           backoff = 500;
           if (ev.event) this.lastSeq = ev.event.seq;
           if (ev.payment) {
-            // The stream also tells of payments others make to this user's accounts (their
-            // username is empty): those move the balances, but are not "payments you make".
+            // The stream also tells of payments others make to this user's accounts, and of
+            // refunds of the user's payments (their username is empty): those move the
+            // balances and are listed under Received and History, but are not "payments you
+            // make".
+            this.book.put(ev.payment, ev.payment.username === "");
             if (ev.payment.username !== "") {
               this.activity.payment(ev.payment, true);
               this.payForm.settled(ev.payment);

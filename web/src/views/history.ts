@@ -1,10 +1,12 @@
-// The history of the user's payments, newest first, a page at a time.
+// The history of the user's payments, newest first, a page at a time: the payments they made,
+// each with what was refunded of it and its refunds, and the refunds they made.
 
 import { isUnreachable, paymentClient, rawMessage } from "../api";
-import { formatTime, h, replace } from "../dom";
+import { h, replace } from "../dom";
 import type { Payment } from "../gen/paygate/gateway/v1/gateway_pb";
-import { createdAt, failureText, statusOf } from "../payments";
-import { paymentRow } from "./rows";
+import type { PaymentBook } from "../refunds";
+import { refundButton } from "./received";
+import { paymentRow, refundLines, rowOf } from "./rows";
 
 const pageSize = 8;
 
@@ -21,8 +23,20 @@ export class HistoryView {
   private next = "";
   private loading = false;
   private again = false;
+  /** The page last listed, for drawing it again when the book learns of refunds. */
+  private shown: Payment[] = [];
 
-  constructor(private readonly onReachable: (ok: boolean) => void) {
+  /**
+   * owns says whether an account is the user's: a payment they made to their own account is
+   * theirs to refund too.
+   */
+  constructor(
+    private readonly onReachable: (ok: boolean) => void,
+    private readonly book: PaymentBook,
+    private readonly owns: (account: string) => boolean,
+    private readonly onRefund: (p: Payment) => void,
+  ) {
+    book.subscribe(() => this.render(this.shown));
     this.newer.addEventListener("click", () => {
       if (this.page > 0) {
         this.page -= 1;
@@ -79,23 +93,20 @@ export class HistoryView {
     }
   }
 
+  /** Draws the listed page again (what the page knows of the user's accounts changed). */
+  redraw(): void {
+    this.render(this.shown);
+  }
+
   private render(payments: Payment[]): void {
+    this.shown = payments;
     this.status.textContent = payments.length === 0 && this.page === 0 ? "No payments yet." : "";
     replace(
       this.list,
-      payments.map((p) => {
-        const status = statusOf(p);
-        return paymentRow({
-          paymentId: p.paymentId,
-          fromAccount: p.fromAccount,
-          toAccount: p.toAccount,
-          amount: p.amount,
-          currency: p.currency,
-          description: p.description,
-          status,
-          note: status === "failed" ? `Failed: ${failureText(p)}` : undefined,
-          timeText: formatTime(createdAt(p)),
-        });
+      payments.map((listed) => {
+        const p = this.book.freshest(listed);
+        const extra = p.refundOf === "" ? [...refundLines(p, this.book.refundsOf(p.paymentId)), this.owns(p.toAccount) ? refundButton(p, this.onRefund) : null] : [];
+        return paymentRow({ ...rowOf(p), extra }, { "data-refunded": p.refundedAmount.toString() });
       }),
     );
   }
