@@ -1,0 +1,260 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/paygate/paygate/client/webhook"
+	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
+	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
+	"github.com/paygate/paygate/internal/rpcerr"
+)
+
+// webhookClient returns a WebhookService client of c's user.
+func (e *env) webhookClient(c *clients) gatewayv1connect.WebhookServiceClient {
+	return gatewayv1connect.NewWebhookServiceClient(e.cliHTTP, e.url, connect.WithInterceptors(bearer("Bearer "+c.token)))
+}
+
+// receiver is a webhook endpoint of a test: it records what it is sent, answering with the
+// status that status returns (200 when nil).
+type receiver struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	requests []receivedHook
+	status   func(n int) int
+	inFlight int
+	maxIn    int
+}
+
+// receivedHook is one request a receiver got.
+type receivedHook struct {
+	eventID, signature string
+	body               []byte
+	at                 time.Time
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.inFlight++
+		r.maxIn = max(r.maxIn, r.inFlight)
+		n := len(r.requests)
+		r.requests = append(r.requests, receivedHook{eventID: req.Header.Get("Paygate-Event-Id"),
+			signature: req.Header.Get(webhook.SignatureHeader), body: body, at: time.Now()})
+		status := r.status
+		r.mu.Unlock()
+		code := 200
+		if status != nil {
+			code = status(n)
+		}
+		r.mu.Lock()
+		r.inFlight--
+		r.mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) got() []receivedHook {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]receivedHook(nil), r.requests...)
+}
+
+// fastWebhooks is the configuration of a test's webhooks: loopback endpoints over plain HTTP,
+// short backoff.
+func fastWebhooks(c *Config) {
+	c.WebhookAllowPrivate, c.WebhookAllowHTTP = true, true
+	c.WebhookBackoffMin, c.WebhookBackoffMax = 50*time.Millisecond, 200*time.Millisecond
+	c.WebhookTimeout = time.Second
+}
+
+func TestWebhookEndpointsAPI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{config: fastWebhooks})
+	p := protocols[1]
+	alice, bob := e.login(t, p, "alice", "alice-pass-123"), e.login(t, p, "bob", "bob-pass-456")
+	wa, wb := e.webhookClient(alice), e.webhookClient(bob)
+	ctx := context.Background()
+	rcv := newReceiver(t)
+
+	created, err := wb.CreateWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.CreateWebhookEndpointRequest{
+		Url: rcv.srv.URL + "/hooks", EventTypes: []string{"payment.succeeded"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, secret := created.Msg.GetEndpoint(), created.Msg.GetSecret()
+	if !strings.HasPrefix(ep.GetEndpointId(), "we_") || len(ep.GetEndpointId()) != 29 || !strings.HasPrefix(secret, "whsec_") ||
+		ep.GetStatus() != gatewayv1.WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_ENABLED {
+		t.Fatalf("created %v, secret %q", ep, secret)
+	}
+
+	// Another user's endpoint looks missing, for every procedure.
+	id := ep.GetEndpointId()
+	for name, call := range map[string]func() error{
+		"delete": func() error {
+			_, err := wa.DeleteWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.DeleteWebhookEndpointRequest{EndpointId: id}))
+			return err
+		},
+		"enable": func() error {
+			_, err := wa.EnableWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.EnableWebhookEndpointRequest{EndpointId: id}))
+			return err
+		},
+		"disable": func() error {
+			_, err := wa.DisableWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.DisableWebhookEndpointRequest{EndpointId: id}))
+			return err
+		},
+		"rotate": func() error {
+			_, err := wa.RotateWebhookSecret(ctx, connect.NewRequest(&gatewayv1.RotateWebhookSecretRequest{EndpointId: id}))
+			return err
+		},
+		"list": func() error {
+			_, err := wa.ListWebhookDeliveries(ctx, connect.NewRequest(&gatewayv1.ListWebhookDeliveriesRequest{EndpointId: id}))
+			return err
+		},
+	} {
+		if err := call(); connect.CodeOf(err) != connect.CodeNotFound || rpcerr.Reason(err) != reasonWebhookEndpointNotFound {
+			t.Errorf("alice's %s of bob's endpoint: %v; want NOT_FOUND %s", name, err, reasonWebhookEndpointNotFound)
+		}
+	}
+	if list, err := wa.ListWebhookEndpoints(ctx, connect.NewRequest(&gatewayv1.ListWebhookEndpointsRequest{})); err != nil || len(list.Msg.GetEndpoints()) != 0 {
+		t.Fatalf("alice's endpoints: %v, %v; want none", list, err)
+	}
+
+	// alice pays bob twice (one succeeds, one fails): bob's endpoint gets the succeeded one.
+	p1, p2 := newPaymentID(), newPaymentID()
+	alice.pay(t, p1, "bank1-1001", "bank2-2002", 20)
+	alice.pay(t, p2, "bank1-1001", "bank2-2002", 1e12)
+	waitFor(t, 10*time.Second, "the delivery", func() bool { return len(rcv.got()) >= 1 })
+	h := rcv.got()[0]
+	if err := webhook.Verify(secret, h.signature, h.body, time.Minute); err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	var ev gatewayv1.Event
+	if err := protojson.Unmarshal(h.body, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetType() != "payment.succeeded" || ev.GetPayment().GetPaymentId() != p1 || ev.GetPayment().GetUsername() != "" || h.eventID != ev.GetEventId() {
+		t.Fatalf("bob was sent %v (event id header %q); want payment.succeeded of %s without the payer's name", &ev, h.eventID, p1)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(h.body, &raw); err != nil || raw["eventId"] == nil {
+		t.Fatalf("body %s: want protojson with eventId", h.body)
+	}
+
+	ds, err := wb.ListWebhookDeliveries(ctx, connect.NewRequest(&gatewayv1.ListWebhookDeliveriesRequest{EndpointId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ds.Msg.GetDeliveries()); n != 1 {
+		t.Fatalf("%d deliveries; want 1: %v", n, ds.Msg)
+	}
+	d := ds.Msg.GetDeliveries()[0]
+	waitFor(t, 5*time.Second, "the delivery's success", func() bool {
+		ds, err := wb.ListWebhookDeliveries(ctx, connect.NewRequest(&gatewayv1.ListWebhookDeliveriesRequest{EndpointId: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = ds.Msg.GetDeliveries()[0]
+		return d.GetStatus() == gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_SUCCEEDED
+	})
+	if len(d.GetAttempts()) != 1 || d.GetAttempts()[0].GetHttpStatus() != 200 || d.GetEventId() != ev.GetEventId() || d.GetPaymentId() != p1 {
+		t.Fatalf("delivery %v", d)
+	}
+
+	// Redelivery: a manual attempt, answered with it; alice cannot redeliver bob's.
+	if _, err := wa.RedeliverWebhook(ctx, connect.NewRequest(&gatewayv1.RedeliverWebhookRequest{DeliveryId: d.GetDeliveryId()})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("alice redelivers bob's delivery: %v; want NOT_FOUND", err)
+	}
+	rd, err := wb.RedeliverWebhook(ctx, connect.NewRequest(&gatewayv1.RedeliverWebhookRequest{DeliveryId: d.GetDeliveryId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at := rd.Msg.GetDelivery().GetAttempts(); len(at) != 2 || !at[1].GetManual() || at[1].GetHttpStatus() != 200 {
+		t.Fatalf("redelivered: %v", rd.Msg.GetDelivery())
+	}
+	if got := rcv.got(); len(got) != 2 || got[1].eventID != h.eventID {
+		t.Fatalf("receiver got %d requests; want the event twice", len(got))
+	}
+
+	// Rotation with a grace period: both secrets sign; the old one alone verifies too.
+	rot, err := wb.RotateWebhookSecret(ctx, connect.NewRequest(&gatewayv1.RotateWebhookSecretRequest{EndpointId: id, PreviousSecretTtl: durationpb.New(time.Hour)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.Msg.GetSecret() == secret || rot.Msg.GetEndpoint().GetPreviousSecretExpireTime() == nil {
+		t.Fatalf("rotated: %v", rot.Msg)
+	}
+	if _, err := wb.RedeliverWebhook(ctx, connect.NewRequest(&gatewayv1.RedeliverWebhookRequest{DeliveryId: d.GetDeliveryId()})); err != nil {
+		t.Fatal(err)
+	}
+	h3 := rcv.got()[2]
+	for _, s := range []string{secret, rot.Msg.GetSecret()} {
+		if err := webhook.Verify(s, h3.signature, h3.body, time.Minute); err != nil {
+			t.Fatalf("after rotation, signature with %.10s...: %v", s, err)
+		}
+	}
+
+	// Disabled: events are kept, and delivered once enabled.
+	dis, err := wb.DisableWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.DisableWebhookEndpointRequest{EndpointId: id}))
+	if err != nil || dis.Msg.GetEndpoint().GetDisabledReason() != disabledByUser {
+		t.Fatalf("disable: %v, %v", dis, err)
+	}
+	if _, err := wb.RedeliverWebhook(ctx, connect.NewRequest(&gatewayv1.RedeliverWebhookRequest{DeliveryId: d.GetDeliveryId()})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("redeliver to a disabled endpoint: %v; want FAILED_PRECONDITION", err)
+	}
+	p3 := newPaymentID()
+	alice.pay(t, p3, "bank1-1001", "bank2-2002", 5)
+	waitFor(t, 5*time.Second, "the delivery while disabled", func() bool {
+		ds, err := wb.ListWebhookDeliveries(ctx, connect.NewRequest(&gatewayv1.ListWebhookDeliveriesRequest{EndpointId: id}))
+		return err == nil && len(ds.Msg.GetDeliveries()) == 2
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := len(rcv.got()); n != 3 {
+		t.Fatalf("a disabled endpoint was sent something: %d requests", n)
+	}
+	if _, err := wb.EnableWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.EnableWebhookEndpointRequest{EndpointId: id})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the delivery after enabling", func() bool { return len(rcv.got()) == 4 })
+
+	// Refusals: bad URLs, private addresses without the flag (see TestWebhookSSRF), too many.
+	for _, u := range []string{"ftp://example.com/", "https://user:pw@example.com/", "not a url", "https://example.com/#x"} {
+		_, err := wa.CreateWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.CreateWebhookEndpointRequest{Url: u, EventTypes: []string{"*"}}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || rpcerr.Reason(err) != reasonInvalidWebhookURL {
+			t.Errorf("create %q: %v; want INVALID_ARGUMENT %s", u, err, reasonInvalidWebhookURL)
+		}
+	}
+	for i := range maxWebhookEndpoints {
+		if _, err := wa.CreateWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.CreateWebhookEndpointRequest{
+			Url: rcv.srv.URL + "/a", EventTypes: []string{"*"}})); err != nil {
+			t.Fatalf("endpoint %d: %v", i, err)
+		}
+	}
+	_, err = wa.CreateWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.CreateWebhookEndpointRequest{Url: rcv.srv.URL, EventTypes: []string{"*"}}))
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || rpcerr.Reason(err) != reasonTooManyWebhookEndpoints {
+		t.Fatalf("endpoint %d: %v; want RESOURCE_EXHAUSTED", maxWebhookEndpoints+1, err)
+	}
+	if _, err := wb.DeleteWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.DeleteWebhookEndpointRequest{EndpointId: id})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wb.ListWebhookDeliveries(ctx, connect.NewRequest(&gatewayv1.ListWebhookDeliveriesRequest{EndpointId: id})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("deliveries of a deleted endpoint: %v", err)
+	}
+	e.audit(t, ctx)
+}
