@@ -100,6 +100,9 @@ type Config struct {
 	WebhookBackoffMin, WebhookBackoffMax time.Duration
 	// WebhookRootCAs verifies the endpoints' certificates; nil is the system's roots. For tests.
 	WebhookRootCAs *x509.CertPool
+	// testWebhookPolicy replaces the address policy that WebhookAllowPrivate chooses, in tests
+	// (one loopback address allowed, another not).
+	testWebhookPolicy webhook.AddressPolicy
 	// EventRetention is how long events, and ended webhook deliveries, are kept; 0 keeps them
 	// forever. DefaultConfig sets 30 days. Events not fanned out to webhooks yet are kept.
 	EventRetention time.Duration

@@ -130,10 +130,7 @@ type webhookEngine struct {
 func newWebhookEngine(cfg Config, store Store, seq *eventSequencer, logger *slog.Logger) *webhookEngine {
 	var b [8]byte
 	rand.Read(b[:])
-	policy := webhook.DefaultPolicy
-	if cfg.WebhookAllowPrivate {
-		policy = webhook.AllowAll
-	}
+	policy := cfg.webhookPolicy()
 	return &webhookEngine{
 		store: store, seq: seq, logger: logger,
 		client: webhook.NewClient(webhook.Options{Policy: policy, AllowHTTP: cfg.WebhookAllowHTTP,
@@ -147,13 +144,20 @@ func newWebhookEngine(cfg Config, store Store, seq *eventSequencer, logger *slog
 	}
 }
 
-// webhookPolicy is the address policy of endpoint URLs.
-func (g *Gateway) webhookPolicy() webhook.AddressPolicy {
-	if g.cfg.WebhookAllowPrivate {
+// webhookPolicy is the address policy of endpoint URLs, at registration and on every
+// connection.
+func (c *Config) webhookPolicy() webhook.AddressPolicy {
+	switch {
+	case c.testWebhookPolicy != nil:
+		return c.testWebhookPolicy
+	case c.WebhookAllowPrivate:
 		return webhook.AllowAll
 	}
 	return webhook.DefaultPolicy
 }
+
+// webhookPolicy is the gateway's policy of endpoint addresses.
+func (g *Gateway) webhookPolicy() webhook.AddressPolicy { return g.cfg.webhookPolicy() }
 
 // kick wakes the delivery loop (a redelivery was asked for, an endpoint enabled).
 func (w *webhookEngine) kick() {
@@ -337,6 +341,8 @@ func (w *webhookEngine) attempt(ctx context.Context, job webhookJob) {
 		} else {
 			outcome = webhookOutcomeRetry
 			res.NextAttemptAt = next
+			// Wake the loop when it is due, rather than at the next poll.
+			time.AfterFunc(next.Sub(now), w.kick)
 		}
 	}
 	w.metrics.observe(outcome, a.Latency)

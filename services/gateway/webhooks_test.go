@@ -2,12 +2,16 @@ package gateway
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +23,7 @@ import (
 	gatewayv1 "github.com/paygate/paygate/gen/paygate/gateway/v1"
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/rpcerr"
+	iwebhook "github.com/paygate/paygate/internal/webhook"
 )
 
 // webhookClient returns a WebhookService client of c's user.
@@ -257,4 +262,173 @@ func TestWebhookEndpointsAPI(t *testing.T) {
 		t.Fatalf("deliveries of a deleted endpoint: %v", err)
 	}
 	e.audit(t, ctx)
+}
+
+// listDeliveries returns the deliveries of endpoint id, newest first.
+func listDeliveries(t *testing.T, w gatewayv1connect.WebhookServiceClient, id string) []*gatewayv1.WebhookDelivery {
+	t.Helper()
+	ds, err := w.ListWebhookDeliveries(context.Background(), connect.NewRequest(&gatewayv1.ListWebhookDeliveriesRequest{EndpointId: id, PageSize: 100}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds.Msg.GetDeliveries()
+}
+
+// createEndpoint creates an endpoint of w's user at url for every event type.
+func createEndpoint(t *testing.T, w gatewayv1connect.WebhookServiceClient, url string) (*gatewayv1.WebhookEndpoint, string) {
+	t.Helper()
+	resp, err := w.CreateWebhookEndpoint(context.Background(), connect.NewRequest(&gatewayv1.CreateWebhookEndpointRequest{Url: url, EventTypes: []string{"payment.succeeded"}}))
+	if err != nil {
+		t.Fatalf("create endpoint %s: %v", url, err)
+	}
+	return resp.Msg.GetEndpoint(), resp.Msg.GetSecret()
+}
+
+// TestWebhookSSRF: without --webhook-allow-private and --webhook-allow-http, endpoints at
+// private, loopback and link-local literals are refused at registration, and a name that
+// resolves to loopback is refused when connecting: the attempt records the refusal and the
+// receiver gets nothing.
+func TestWebhookSSRF(t *testing.T) {
+	t.Parallel()
+	rcv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(rcv.Close)
+	var hits atomic.Int64
+	rcv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
+	roots := x509.NewCertPool()
+	roots.AddCert(rcv.Certificate())
+	e := newEnv(t, envOptions{config: func(c *Config) { c.WebhookRootCAs = roots }})
+	p := protocols[0]
+	alice, bob := e.login(t, p, "alice", "alice-pass-123"), e.login(t, p, "bob", "bob-pass-456")
+	wb := e.webhookClient(bob)
+	ctx := context.Background()
+	for u, reason := range map[string]string{
+		"http://127.0.0.1/hook":       reasonInvalidWebhookURL, // plain http
+		"https://127.0.0.1/hook":      reasonWebhookAddressRefused,
+		"https://10.0.0.1/hook":       reasonWebhookAddressRefused,
+		"https://[::1]:8443/hook":     reasonWebhookAddressRefused,
+		"https://169.254.169.254/":    reasonWebhookAddressRefused,
+		"https://192.168.1.10/hook":   reasonWebhookAddressRefused,
+		"https://[::ffff:10.0.0.1]/x": reasonWebhookAddressRefused,
+	} {
+		_, err := wb.CreateWebhookEndpoint(ctx, connect.NewRequest(&gatewayv1.CreateWebhookEndpointRequest{Url: u, EventTypes: []string{"*"}}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || rpcerr.Reason(err) != reason {
+			t.Errorf("create %s: %v; want INVALID_ARGUMENT %s", u, err, reason)
+		}
+	}
+	_, port, _ := net.SplitHostPort(rcv.Listener.Addr().String())
+	ep, _ := createEndpoint(t, wb, "https://localhost:"+port+"/hook")
+	alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 7)
+	var d *gatewayv1.WebhookDelivery
+	waitFor(t, 10*time.Second, "the refused attempt", func() bool {
+		ds := listDeliveries(t, wb, ep.GetEndpointId())
+		if len(ds) == 1 && len(ds[0].GetAttempts()) > 0 {
+			d = ds[0]
+			return true
+		}
+		return false
+	})
+	a := d.GetAttempts()[0]
+	if a.GetHttpStatus() != 0 || !strings.Contains(a.GetError(), "address refused: loopback") || hits.Load() != 0 {
+		t.Fatalf("attempt to localhost: %v (receiver hit %d times); want the address refused, nothing sent", a, hits.Load())
+	}
+	if d.GetStatus() != gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_PENDING {
+		t.Fatalf("delivery %v: want it pending (DNS answers change)", d)
+	}
+	e.audit(t, ctx)
+}
+
+// allowOnly is an address policy that allows one address.
+func allowOnly(addr string) iwebhook.AddressPolicy {
+	allowed := netip.MustParseAddr(addr)
+	return func(a netip.Addr) error {
+		if a == allowed {
+			return nil
+		}
+		return &iwebhook.AddressError{Addr: a, Class: "loopback"}
+	}
+}
+
+// TestWebhookRetriesAndRedirects: a receiver that answers after the timeout is retried with
+// backoff (the waits between attempts grow), then succeeds once it answers in time; a receiver
+// that redirects to an address the policy refuses has the redirect refused, and the target is
+// sent nothing.
+func TestWebhookRetriesAndRedirects(t *testing.T) {
+	t.Parallel()
+	var slowHits atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slowHits.Add(1) <= 5 {
+			select { // past the gateway's timeout
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(slow.Close)
+	var targetHits atomic.Int64
+	target := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { targetHits.Add(1) }))
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2: %v", err)
+	}
+	target.Listener = ln
+	target.Start()
+	t.Cleanup(target.Close)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/internal", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+
+	e := newEnv(t, envOptions{config: func(c *Config) {
+		c.WebhookAllowHTTP = true
+		c.testWebhookPolicy = allowOnly("127.0.0.1")
+		c.WebhookTimeout = 300 * time.Millisecond
+		c.WebhookBackoffMin, c.WebhookBackoffMax = 200*time.Millisecond, 2*time.Second
+	}})
+	p := protocols[1]
+	alice, bob := e.login(t, p, "alice", "alice-pass-123"), e.login(t, p, "bob", "bob-pass-456")
+	wb := e.webhookClient(bob)
+	slowEP, _ := createEndpoint(t, wb, slow.URL+"/hook")
+	redirEP, _ := createEndpoint(t, wb, redirector.URL+"/hook")
+	alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 9)
+
+	var d *gatewayv1.WebhookDelivery
+	waitFor(t, 20*time.Second, "the slow receiver's delivery to succeed", func() bool {
+		ds := listDeliveries(t, wb, slowEP.GetEndpointId())
+		if len(ds) == 1 && ds[0].GetStatus() == gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_SUCCEEDED {
+			d = ds[0]
+			return true
+		}
+		return false
+	})
+	at := d.GetAttempts()
+	if len(at) != 6 {
+		t.Fatalf("%d attempts; want 5 timeouts and a success: %v", len(at), at)
+	}
+	for i, a := range at[:5] {
+		if a.GetHttpStatus() != 0 || a.GetError() != "timeout" || a.GetManual() {
+			t.Fatalf("attempt %d: %v; want a timeout", i, a)
+		}
+	}
+	if at[5].GetHttpStatus() != 200 || at[5].GetError() != "" {
+		t.Fatalf("last attempt: %v", at[5])
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(at); i++ {
+		gaps = append(gaps, at[i].GetAttemptTime().AsTime().Sub(at[i-1].GetAttemptTime().AsTime()))
+	}
+	t.Logf("gaps between attempts: %v", gaps)
+	// Waits of [100ms, 200ms), [200, 400), [400, 800), [800, 1600), [1s, 2s), after a 300ms timeout.
+	if gaps[0] < 400*time.Millisecond || gaps[3] <= gaps[0] || gaps[4] <= gaps[1] || gaps[4] < 1300*time.Millisecond {
+		t.Fatalf("gaps between attempts %v: want them growing with the backoff", gaps)
+	}
+
+	ds := listDeliveries(t, wb, redirEP.GetEndpointId())
+	if len(ds) != 1 || len(ds[0].GetAttempts()) == 0 {
+		t.Fatalf("redirecting endpoint's deliveries: %v", ds)
+	}
+	a := ds[0].GetAttempts()[0]
+	if a.GetHttpStatus() != http.StatusTemporaryRedirect || !strings.Contains(a.GetError(), "redirect refused: address refused") || targetHits.Load() != 0 {
+		t.Fatalf("redirect to a refused address: %v (target hit %d times); want it refused", a, targetHits.Load())
+	}
+	e.audit(t, context.Background())
 }
