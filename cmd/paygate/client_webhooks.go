@@ -419,6 +419,9 @@ func webhookDeliveryToJSON(d *client.WebhookDelivery) webhookDeliveryJSON {
 // attemptSummary is an attempt in a few words: "200 in 12ms", "503: upstream down", "no
 // answer: dial tcp ...: connection refused", cut to fit a table.
 func attemptSummary(at webhookAttemptJSON) string {
+	if at.Error == fmt.Sprintf("HTTP %d", at.HTTPStatus) {
+		at.Error = "" // the gateway's words for an answer without a body: nothing more
+	}
 	var s string
 	switch {
 	case at.HTTPStatus != 0 && at.Error != "":
@@ -556,7 +559,7 @@ func newWebhooksRedeliverCommand(e *env) *ffcli.Command {
 				return err
 			}
 			if last.HTTPStatus < 200 || last.HTTPStatus > 299 {
-				return &exitError{code: exitFailure}
+				return &exitError{code: exitFailure, msg: "webhooks redeliver: the endpoint did not accept it (no 2xx answer)"}
 			}
 			return nil
 		},

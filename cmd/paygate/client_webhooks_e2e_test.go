@@ -319,7 +319,7 @@ func TestWebhooksCLI(t *testing.T) {
 		}
 		// A redelivery the endpoint refuses exits 1.
 		rcv.status.Store(http.StatusInternalServerError)
-		if out, errOut, code := alice.run("webhooks", "redeliver", d1.DeliveryID); code != exitFailure || !strings.Contains(out, "500") {
+		if out, errOut, code := alice.run("webhooks", "redeliver", d1.DeliveryID); code != exitFailure || !strings.Contains(out, "500") || !strings.Contains(errOut, "did not accept it") {
 			t.Errorf("redeliver to a failing endpoint: exit %d, stdout %q, stderr %q; want exit 1 showing the 500", code, out, errOut)
 		}
 		rcv.status.Store(http.StatusOK)

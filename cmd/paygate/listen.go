@@ -89,7 +89,7 @@ func newListenCommand(e *env) *ffcli.Command {
 			"\n" +
 			"Example:\n" +
 			"  paygate listen --events payment.succeeded,payment.failed\n" +
-			"  listening on http://127.0.0.1:41234/ for payment.succeeded,payment.failed: endpoint we_01JD8ZQ3K4M5N6P7Q8R9S0T1V2 (deleted at exit; Ctrl-C to stop)\n" +
+			"  listening on http://127.0.0.1:41234/ for events payment.succeeded,payment.failed: endpoint we_01JD8ZQ3K4M5N6P7Q8R9S0T1V2 (deleted at exit; Ctrl-C to stop)\n" +
 			"  21:04:05  evt_42  payment.succeeded  0198c2d4-7f1e-7c3a-9b61-2f0e8d5a4c11  succeeded  5.00 USD",
 		FlagSet: fs,
 		Options: ffOptions(),
@@ -209,7 +209,7 @@ func (l *listener) run(ctx context.Context, addr string, types []string, printSe
 				err = derr
 			}
 		}()
-		what = strings.Join(types, ",") + ": endpoint " + ep.GetEndpointId() + " (deleted at exit"
+		what = "events " + strings.Join(types, ",") + ": endpoint " + ep.GetEndpointId() + " (deleted at exit"
 		if printSecret != nil && *printSecret {
 			fmt.Fprintf(l.e.stderr, "signing secret of %s: %s\n", ep.GetEndpointId(), l.secret)
 		}
@@ -380,6 +380,13 @@ func (l *listener) printEvent(body []byte, note string) {
 // 0198c2d4-...  succeeded  5.00 USD".
 func webhookEventLine(ev *gatewayv1.Event) string {
 	p := ev.GetPayment()
-	return fmt.Sprintf("%s  %-17s  %s  %-10s %s %s", ev.GetEventId(), ev.GetType(), p.GetPaymentId(), statusName(p.GetStatus()),
+	s := fmt.Sprintf("%s  %-17s  %s  %-10s %s %s", ev.GetEventId(), ev.GetType(), p.GetPaymentId(), statusName(p.GetStatus()),
 		client.FormatAmount(p.GetAmount(), p.GetCurrency()), p.GetCurrency())
+	if p.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED {
+		s += "  " + client.FailureReasonName(p.GetFailureReason())
+	}
+	if p.GetRefundOf() != "" {
+		s += "  refund of " + p.GetRefundOf()
+	}
+	return s
 }
