@@ -74,9 +74,9 @@ type webhookStore interface {
 	// FanOutWebhooks reads up to limit events after the fan-out cursor, creates a delivery of
 	// each for every endpoint of its payer and payee that takes its type and was created
 	// before it, due at now, and moves the cursor past them, in one transaction. It returns
-	// how many events it read and deliveries it created. Processes sharing the store take
-	// turns.
-	FanOutWebhooks(ctx context.Context, limit int, now time.Time) (events, deliveries int, err error)
+	// how many events it read, deliveries it created, and the cursor after. Processes sharing
+	// the store take turns.
+	FanOutWebhooks(ctx context.Context, limit int, now time.Time) (events, deliveries int, cursor int64, err error)
 	// WebhookCursor returns the seq of the last event fanned out.
 	WebhookCursor(ctx context.Context) (int64, error)
 	// ClaimWebhookDeliveries leases up to limit enabled endpoints that have a delivery due at
@@ -584,14 +584,15 @@ func whDeleteEndpoint(ctx context.Context, b whBackend, username, id string) err
 	return err
 }
 
-func whFanOut(ctx context.Context, b whBackend, limit int, now time.Time) (events, deliveries int, err error) {
+func whFanOut(ctx context.Context, b whBackend, limit int, now time.Time) (events, deliveries int, cursor int64, err error) {
 	err = b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		events, deliveries = 0, 0
 		stmt := `SELECT seq FROM webhook_cursor WHERE one = 1`
 		if b.whPG() {
 			stmt += ` FOR UPDATE` // replicas take turns
 		}
-		cursor, err := scalar(ctx, q, stmt)
+		var err error
+		cursor, err = scalar(ctx, q, stmt)
 		if err != nil {
 			return err
 		}
@@ -641,14 +642,14 @@ func whFanOut(ctx context.Context, b whBackend, limit int, now time.Time) (event
 				}
 			}
 		}
-		events = len(evs)
+		events, cursor = len(evs), last
 		_, err = q.exec(ctx, `UPDATE webhook_cursor SET seq = $1 WHERE one = 1`, last)
 		return err
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("gateway: fan out webhooks: %w", err)
+		return 0, 0, 0, fmt.Errorf("gateway: fan out webhooks: %w", err)
 	}
-	return events, deliveries, nil
+	return events, deliveries, cursor, nil
 }
 
 // whDue is the condition of a delivery d that is due at $1 (see ClaimWebhookDeliveries).
@@ -657,12 +658,18 @@ const whDue = `(d.redeliver > 0 OR (d.status = 1 AND d.next_attempt_at <= $1 AND
 	AND o.status = 1 AND o.event_seq < d.event_seq)))`
 
 func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Time, limit int) ([]webhookJob, error) {
+	const candidates = `FROM webhook_endpoints e WHERE e.status = 1 AND e.lease_until < $1
+		AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ` + whDue + `)`
+	// A read first, so that an idle store is not written to on every poll.
+	if _, err := scalar(ctx, b.whRead(), `SELECT 1 `+candidates+` LIMIT 1`, nanos(now)); errors.Is(err, ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("gateway: claim webhook deliveries: %w", err)
+	}
 	var jobs []webhookJob
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		jobs = nil
-		stmt := `SELECT ` + endpointColumns + ` FROM webhook_endpoints e WHERE e.status = 1 AND e.lease_until < $1
-			AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ` + whDue + `)
-			ORDER BY e.lease_until, e.id LIMIT $2`
+		stmt := `SELECT ` + endpointColumns + ` ` + candidates + ` ORDER BY e.lease_until, e.id LIMIT $2`
 		if b.whPG() {
 			stmt += ` FOR UPDATE SKIP LOCKED` // another replica claiming one skips it
 		}
@@ -863,7 +870,7 @@ func (s *SQLiteStore) DeleteWebhookEndpoint(ctx context.Context, username, id st
 }
 
 // FanOutWebhooks implements webhookStore.
-func (s *SQLiteStore) FanOutWebhooks(ctx context.Context, limit int, now time.Time) (int, int, error) {
+func (s *SQLiteStore) FanOutWebhooks(ctx context.Context, limit int, now time.Time) (int, int, int64, error) {
 	return whFanOut(ctx, s, limit, now)
 }
 
@@ -953,7 +960,7 @@ func (s *PGStore) DeleteWebhookEndpoint(ctx context.Context, username, id string
 }
 
 // FanOutWebhooks implements webhookStore.
-func (s *PGStore) FanOutWebhooks(ctx context.Context, limit int, now time.Time) (int, int, error) {
+func (s *PGStore) FanOutWebhooks(ctx context.Context, limit int, now time.Time) (int, int, int64, error) {
 	return whFanOut(ctx, s, limit, now)
 }
 

@@ -46,7 +46,7 @@ func whFanOutAll(t testing.TB, s Store) int {
 	t.Helper()
 	total := 0
 	for {
-		n, created, err := s.FanOutWebhooks(context.Background(), 2, s.Now())
+		n, created, _, err := s.FanOutWebhooks(context.Background(), 2, s.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

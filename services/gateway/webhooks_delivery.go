@@ -215,9 +215,20 @@ func wait(ctx context.Context, d time.Duration, chs ...<-chan struct{}) bool {
 // fanOutLoop creates deliveries from the event log until ctx ends.
 func (w *webhookEngine) fanOutLoop(ctx context.Context) {
 	var lastWarned time.Time
+	cursor := int64(-1)
 	for ctx.Err() == nil {
-		_, advanced := w.seq.Last()
-		n, created, err := w.store.FanOutWebhooks(ctx, webhookFanOutBatch, w.store.Now())
+		last, advanced := w.seq.Last()
+		if last > 0 && last <= cursor {
+			// Nothing new: no transaction (the store's writer has better things to do).
+			if !wait(ctx, webhookPoll, advanced) {
+				return
+			}
+			continue
+		}
+		n, created, c, err := w.store.FanOutWebhooks(ctx, webhookFanOutBatch, w.store.Now())
+		if err == nil {
+			cursor = c
+		}
 		if err != nil {
 			if ctx.Err() == nil && time.Since(lastWarned) > 10*time.Second {
 				lastWarned = time.Now()
@@ -341,8 +352,10 @@ func (w *webhookEngine) attempt(ctx context.Context, job webhookJob) {
 		} else {
 			outcome = webhookOutcomeRetry
 			res.NextAttemptAt = next
-			// Wake the loop when it is due, rather than at the next poll.
-			time.AfterFunc(next.Sub(now), w.kick)
+			if wait := next.Sub(now); wait < webhookPoll {
+				// Wake the loop when it is due, rather than at the next poll.
+				time.AfterFunc(wait, w.kick)
+			}
 		}
 	}
 	w.metrics.observe(outcome, a.Latency)
