@@ -474,6 +474,33 @@ func TestWebhooksCLI(t *testing.T) {
 		if strings.Contains(p.err.String(), "rejected") {
 			t.Errorf("listen rejected requests of the gateway:\n%s", p.err)
 		}
+
+		// --print-secret and --forward-to: the application gets each event with the
+		// gateway's signature, verifies it with the printed secret, and its answer is the
+		// gateway's: refused once, the event comes again.
+		app := newHookReceiver(t)
+		app.status.Store(http.StatusServiceUnavailable)
+		p = startListen(t, c.Bin, alice.env(), "--events", "payment.succeeded", "--print-secret", "--forward-to", app.srv.URL+"/app")
+		m = regexp.MustCompile(`signing secret of (we_\S+): (whsec_\S+)`).FindStringSubmatch(p.err.String())
+		if m == nil {
+			t.Fatalf("listen --print-secret printed no secret:\n%s", p.err)
+		}
+		app.setSecrets(m[2])
+		pid = payOne(t, u, 175)
+		app.waitFor(pid, 20*time.Second, func(r hookRequest) bool { return r.answered == http.StatusServiceUnavailable })
+		app.status.Store(http.StatusOK)
+		app.waitFor(pid, 20*time.Second, func(r hookRequest) bool { return r.answered == http.StatusOK })
+		p.waitOutput(pid+"  succeeded  1.75 USD  -> 503", false, 10*time.Second)
+		p.waitOutput(pid+"  succeeded  1.75 USD  -> 200  (again)", false, 10*time.Second)
+		for _, r := range app.requests(pid) {
+			if r.eventType != "payment.succeeded" {
+				t.Errorf("listen --events payment.succeeded forwarded a %s event", r.eventType)
+			}
+		}
+		app.checkNoRejections()
+		if code := p.interrupt(); code != 0 || !strings.Contains(p.err.String(), "deleted endpoint "+m[1]) {
+			t.Errorf("listen --forward-to: exit %d after SIGINT, want 0 and its endpoint deleted:\n%s", code, p.err)
+		}
 	})
 
 	checkSettled(t, c, before, 20*time.Second)
