@@ -24,6 +24,8 @@ import (
 	"github.com/paygate/paygate/gen/paygate/gateway/v1/gatewayv1connect"
 	"github.com/paygate/paygate/internal/rpcerr"
 	iwebhook "github.com/paygate/paygate/internal/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // webhookClient returns a WebhookService client of c's user.
@@ -354,9 +356,22 @@ func allowOnly(addr string) iwebhook.AddressPolicy {
 // sent nothing.
 func TestWebhookRetriesAndRedirects(t *testing.T) {
 	t.Parallel()
-	var slowHits atomic.Int64
+	// The slow receiver answers the first event it sees only after the gateway's timeout, five
+	// times; the others at once.
+	var slowMu sync.Mutex
+	var slowFirst string
+	var slowHits int
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if slowHits.Add(1) <= 5 {
+		slowMu.Lock()
+		if slowFirst == "" {
+			slowFirst = r.Header.Get("Paygate-Event-Id")
+		}
+		if r.Header.Get("Paygate-Event-Id") == slowFirst {
+			slowHits++
+		}
+		late := r.Header.Get("Paygate-Event-Id") == slowFirst && slowHits <= 5
+		slowMu.Unlock()
+		if late {
 			select { // past the gateway's timeout
 			case <-time.After(2 * time.Second):
 			case <-r.Context().Done():
@@ -377,8 +392,16 @@ func TestWebhookRetriesAndRedirects(t *testing.T) {
 		http.Redirect(w, r, target.URL+"/internal", http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(redirector.Close)
+	var goneHits atomic.Int64
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		goneHits.Add(1)
+		w.WriteHeader(http.StatusGone)
+	}))
+	t.Cleanup(gone.Close)
 
+	reg := prometheus.NewRegistry()
 	e := newEnv(t, envOptions{config: func(c *Config) {
+		c.Metrics = reg
 		c.WebhookAllowHTTP = true
 		c.testWebhookPolicy = allowOnly("127.0.0.1")
 		c.WebhookTimeout = 300 * time.Millisecond
@@ -389,14 +412,21 @@ func TestWebhookRetriesAndRedirects(t *testing.T) {
 	wb := e.webhookClient(bob)
 	slowEP, _ := createEndpoint(t, wb, slow.URL+"/hook")
 	redirEP, _ := createEndpoint(t, wb, redirector.URL+"/hook")
+	goneEP, _ := createEndpoint(t, wb, gone.URL+"/hook")
 	alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 9)
+	alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 8)
 
 	var d *gatewayv1.WebhookDelivery
 	waitFor(t, 20*time.Second, "the slow receiver's delivery to succeed", func() bool {
 		ds := listDeliveries(t, wb, slowEP.GetEndpointId())
-		if len(ds) == 1 && ds[0].GetStatus() == gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_SUCCEEDED {
-			d = ds[0]
-			return true
+		slowMu.Lock()
+		first := slowFirst
+		slowMu.Unlock()
+		for _, x := range ds {
+			if x.GetEventId() == first && x.GetStatus() == gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_SUCCEEDED {
+				d = x
+				return len(ds) == 2
+			}
 		}
 		return false
 	})
@@ -422,13 +452,53 @@ func TestWebhookRetriesAndRedirects(t *testing.T) {
 		t.Fatalf("gaps between attempts %v: want them growing with the backoff", gaps)
 	}
 
-	ds := listDeliveries(t, wb, redirEP.GetEndpointId())
-	if len(ds) != 1 || len(ds[0].GetAttempts()) == 0 {
+	// 410 Gone: the delivery failed at once, the endpoint is disabled, and the second event is
+	// kept for it (pending) and not sent.
+	ds := listDeliveries(t, wb, goneEP.GetEndpointId())
+	if len(ds) != 2 || ds[1].GetStatus() != gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_FAILED ||
+		len(ds[1].GetAttempts()) != 1 || ds[1].GetAttempts()[0].GetHttpStatus() != http.StatusGone ||
+		ds[0].GetStatus() != gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_PENDING || goneHits.Load() != 1 {
+		t.Fatalf("after a 410: deliveries %v, %d requests; want the first failed, the second pending and unsent", ds, goneHits.Load())
+	}
+	eps, err := wb.ListWebhookEndpoints(context.Background(), connect.NewRequest(&gatewayv1.ListWebhookEndpointsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range eps.Msg.GetEndpoints() {
+		disabled := ep.GetStatus() == gatewayv1.WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_DISABLED
+		if (ep.GetEndpointId() == goneEP.GetEndpointId()) != disabled || (disabled && ep.GetDisabledReason() != disabledByFailing) {
+			t.Errorf("endpoint %s (%s): %v %q", ep.GetEndpointId(), ep.GetUrl(), ep.GetStatus(), ep.GetDisabledReason())
+		}
+	}
+
+	ds = listDeliveries(t, wb, redirEP.GetEndpointId())
+	if len(ds) != 2 || len(ds[1].GetAttempts()) == 0 {
 		t.Fatalf("redirecting endpoint's deliveries: %v", ds)
 	}
-	a := ds[0].GetAttempts()[0]
+	a := ds[1].GetAttempts()[0]
 	if a.GetHttpStatus() != http.StatusTemporaryRedirect || !strings.Contains(a.GetError(), "redirect refused: address refused") || targetHits.Load() != 0 {
 		t.Fatalf("redirect to a refused address: %v (target hit %d times); want it refused", a, targetHits.Load())
+	}
+	// The metrics: five timeouts retried and two successes at the slow endpoint, at least one
+	// refused redirect retried; the redirecting endpoint's two deliveries and the disabled
+	// one's second pending.
+	m := e.gw.webhooks.metrics
+	if got := testutil.ToFloat64(m.attempts[webhookOutcomeSucceeded]); got != 2 {
+		t.Errorf("succeeded attempts %v; want 2", got)
+	}
+	if got := testutil.ToFloat64(m.attempts[webhookOutcomeRetry]); got < 6 {
+		t.Errorf("retried attempts %v; want at least 6", got)
+	}
+	want := `
+# HELP paygate_webhook_deliveries_pending Webhook deliveries not delivered yet (of every replica): counted in the store on each scrape (bounded by 2s).
+# TYPE paygate_webhook_deliveries_pending gauge
+paygate_webhook_deliveries_pending 3
+# HELP paygate_webhook_endpoints_disabled Webhook endpoints disabled, by their users or for failing: counted in the store on each scrape.
+# TYPE paygate_webhook_endpoints_disabled gauge
+paygate_webhook_endpoints_disabled 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "paygate_webhook_deliveries_pending", "paygate_webhook_endpoints_disabled"); err != nil {
+		t.Error(err)
 	}
 	e.audit(t, context.Background())
 }
