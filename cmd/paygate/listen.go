@@ -80,12 +80,13 @@ func newListenCommand(e *env) *ffcli.Command {
 			"\n" +
 			"With --no-register it only receives, on --addr (default " + listenAddrNoRegister + "), for an\n" +
 			"endpoint you registered yourself ('paygate webhooks create'), verifying with its\n" +
-			"secret: --secret, --secret-file or " + secretEnv + ".\n" +
+			"secret: --secret-file or " + secretEnv + " (or --secret, which other users of the\n" +
+			"machine can read in the process list).\n" +
 			"\n" +
 			"Every request's Paygate-Signature is verified: a request that fails gets 400 and\n" +
 			"a line on stderr saying why; a verified one gets 200 (with --forward-to, the\n" +
 			"application's answer, so that the gateway retries what it refuses). An event\n" +
-			"delivered again (delivery is at least once) is marked 'again'.\n" +
+			"delivered again (delivery is at least once) is marked '(again)'.\n" +
 			"\n" +
 			"Example:\n" +
 			"  paygate listen --events payment.succeeded,payment.failed\n" +
