@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,4 +324,60 @@ func TestStorePGWebhookLeases(t *testing.T) {
 		t.Fatalf("%d overlapping leases; %d of 40 delivered", overlap.Load(), delivered.Load())
 	}
 	_ = eps
+}
+
+// TestWebhookRetention: retention prunes the events that were fanned out and the deliveries
+// that ended, never an event the fan-out has not read (its deliveries do not exist yet), nor
+// a pending delivery.
+func TestWebhookRetention(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		evUsers(t, s, "alice:bank1-1001", "bob:bank2-2002")
+		ep := whCreate(t, s, whEndpointOf("bob", "*"))
+		for range 3 {
+			whPaid(t, s, decisionCommit) // 6 events
+		}
+		// Fan out the first 4 events only.
+		if _, _, _, err := s.FanOutWebhooks(ctx, 4, s.Now()); err != nil {
+			t.Fatal(err)
+		}
+		now := s.Now()
+		jobs, err := s.ClaimWebhookDeliveries(ctx, "A", now, now.Add(time.Minute), 1)
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("claim: %d, %v", len(jobs), err)
+		}
+		if err := s.RecordWebhookAttempt(ctx, "A", jobs[0], webhookResult{Attempt: webhookAttempt{At: now, HTTPStatus: 200},
+			Status: deliverySucceeded, FinishedAt: now, Success: true}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		w := &webhookEngine{store: s, retention: time.Nanosecond, logger: slog.New(slog.DiscardHandler)}
+		w.prune(ctx)
+		evs, err := s.EventsAfter(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cursor, _ := s.WebhookCursor(ctx)
+		if len(evs) != 2 || evs[0].Seq != cursor+1 {
+			t.Fatalf("after pruning, events %v (cursor %d); want the 2 not fanned out", summaryEvents(evs), cursor)
+		}
+		ds, err := s.WebhookDeliveries(ctx, "bob", ep.ID, 0, 0, 100)
+		if err != nil || len(ds) != 3 {
+			t.Fatalf("after pruning, %d deliveries (%v); want the 3 pending", len(ds), err)
+		}
+		for _, d := range ds {
+			if d.Status != deliveryPending {
+				t.Fatalf("delivery %s is %d after pruning", d.ID, d.Status)
+			}
+		}
+	})
+}
+
+func summaryEvents(evs []eventRecord) []int64 {
+	var out []int64
+	for _, e := range evs {
+		out = append(out, e.Seq)
+	}
+	return out
 }
