@@ -255,7 +255,11 @@ func (l *listener) registerEndpoint(ctx context.Context, local string, types []s
 	if err != nil {
 		return nil, nil, err
 	}
-	ep, secret, err := c.CreateWebhookEndpoint(ctx, local, types...)
+	// Not canceled by Ctrl-C: an endpoint created as the command stops would be left behind
+	// without its id. Once it is made, run sees ctx done and deletes it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	ep, secret, err := c.CreateWebhookEndpoint(cctx, local, types...)
 	if err != nil {
 		c.Close()
 		switch client.Reason(err) {
