@@ -285,6 +285,7 @@ type sqliteQ struct {
 // sqliteQuery turns the statements' $N placeholders into SQLite's ?N.
 func sqliteQuery(q string) string { return strings.ReplaceAll(q, "$", "?") }
 
+// exec implements whQuerier.
 func (s sqliteQ) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	var res sql.Result
 	var err error
@@ -299,6 +300,7 @@ func (s sqliteQ) exec(ctx context.Context, q string, args ...any) (int64, error)
 	return res.RowsAffected()
 }
 
+// query implements whQuerier.
 func (s sqliteQ) query(ctx context.Context, q string, args ...any) (whRows, error) {
 	var rows *sql.Rows
 	var err error
@@ -316,14 +318,18 @@ func (s sqliteQ) query(ctx context.Context, q string, args ...any) (whRows, erro
 // sqlRows are database/sql rows as whRows.
 type sqlRows struct{ *sql.Rows }
 
+// Close closes the rows (their error is the one Err reports).
 func (r sqlRows) Close() { r.Rows.Close() }
 
+// whWrite implements whBackend: fn runs in the writer's transaction (sqlitedb.Update).
 func (s *SQLiteStore) whWrite(ctx context.Context, fn func(ctx context.Context, q whQuerier) error) error {
 	return s.db.Update(ctx, func(ctx context.Context, tx *sqlitedb.Tx) error { return fn(ctx, sqliteQ{tx: tx}) })
 }
 
+// whRead implements whBackend: the read pool.
 func (s *SQLiteStore) whRead() whQuerier { return sqliteQ{db: s.db.Read} }
 
+// whPG implements whBackend.
 func (s *SQLiteStore) whPG() bool { return false }
 
 // pgQ is a whQuerier of PostgreSQL, in a transaction (tx) or on the pool.
@@ -332,6 +338,7 @@ type pgQ struct {
 	pool *pgxpool.Pool
 }
 
+// exec implements whQuerier.
 func (p pgQ) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	if p.tx != nil {
 		tag, err := p.tx.Exec(ctx, q, args...)
@@ -341,6 +348,7 @@ func (p pgQ) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	return tag.RowsAffected(), err
 }
 
+// query implements whQuerier.
 func (p pgQ) query(ctx context.Context, q string, args ...any) (whRows, error) {
 	if p.tx != nil {
 		return p.tx.Query(ctx, q, args...)
@@ -348,19 +356,25 @@ func (p pgQ) query(ctx context.Context, q string, args ...any) (whRows, error) {
 	return p.pool.Query(ctx, q, args...)
 }
 
+// whWrite implements whBackend: fn runs in a transaction, retried on serialization failures
+// and deadlocks (pgdb.Write).
 func (s *PGStore) whWrite(ctx context.Context, fn func(ctx context.Context, q whQuerier) error) error {
 	return s.write(ctx, func(ctx context.Context, tx pgx.Tx) error { return fn(ctx, pgQ{tx: tx}) })
 }
 
+// whRead implements whBackend: the pool, each statement on its own.
 func (s *PGStore) whRead() whQuerier { return pgQ{pool: s.pool} }
 
+// whPG implements whBackend.
 func (s *PGStore) whPG() bool { return true }
 
 // ---- statements and scans
 
+// endpointColumns are the columns of webhook_endpoints that scanEndpoint reads, in its order.
 const endpointColumns = `id, username, url, event_types, secret, previous_secret, previous_expires_at,
 	status, disabled_reason, created_at, consecutive_failures, failing_since, start_seq`
 
+// scanEndpoint scans a row of endpointColumns.
 func scanEndpoint(r whRows) (webhookEndpoint, error) {
 	var ep webhookEndpoint
 	var types string
@@ -374,6 +388,7 @@ func scanEndpoint(r whRows) (webhookEndpoint, error) {
 	return ep, err
 }
 
+// queryEndpoints runs a query of endpointColumns.
 func queryEndpoints(ctx context.Context, q whQuerier, stmt string, args ...any) ([]webhookEndpoint, error) {
 	rows, err := q.query(ctx, stmt, args...)
 	if err != nil {
@@ -391,9 +406,11 @@ func queryEndpoints(ctx context.Context, q whQuerier, stmt string, args ...any) 
 	return out, rows.Err()
 }
 
+// deliveryColumns are the columns of webhook_deliveries (as d) that queryDeliveries reads.
 const deliveryColumns = `d.id, d.endpoint_id, d.event_seq, d.event_type, d.payment_id, d.body, d.status,
 	d.next_attempt_at, d.created_at, d.first_attempt_at, d.attempts, d.redeliver, d.finished_at`
 
+// queryDeliveries runs a query of deliveryColumns, without the attempts.
 func queryDeliveries(ctx context.Context, q whQuerier, stmt string, args ...any) ([]webhookDelivery, error) {
 	rows, err := q.query(ctx, stmt, args...)
 	if err != nil {
@@ -464,6 +481,8 @@ func scalar(ctx context.Context, q whQuerier, stmt string, args ...any) (int64, 
 
 // ---- the operations, on either store
 
+// whCreateEndpoint is CreateWebhookEndpoint. On PostgreSQL the user's row is locked first, so
+// that concurrent creations of one user's endpoints count one after the other.
 func whCreateEndpoint(ctx context.Context, b whBackend, ep webhookEndpoint, max int) (webhookEndpoint, error) {
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		if b.whPG() {
@@ -502,6 +521,7 @@ func whCreateEndpoint(ctx context.Context, b whBackend, ep webhookEndpoint, max 
 	return ep, nil
 }
 
+// whEndpoints is WebhookEndpoints.
 func whEndpoints(ctx context.Context, b whBackend, username string) ([]webhookEndpoint, error) {
 	out, err := queryEndpoints(ctx, b.whRead(), `SELECT `+endpointColumns+` FROM webhook_endpoints
 		WHERE username = $1 ORDER BY created_at, id`, username)
@@ -511,6 +531,7 @@ func whEndpoints(ctx context.Context, b whBackend, username string) ([]webhookEn
 	return out, nil
 }
 
+// whEndpoint reads one of username's endpoints with q, locking its row when lock is set.
 func whEndpoint(ctx context.Context, q whQuerier, username, id string, lock bool) (webhookEndpoint, error) {
 	stmt := `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE id = $1 AND username = $2`
 	if lock {
@@ -526,6 +547,8 @@ func whEndpoint(ctx context.Context, q whQuerier, username, id string, lock bool
 	return eps[0], nil
 }
 
+// whUpdateEndpoint is UpdateWebhookEndpoint: read (locked on PostgreSQL), changed by fn,
+// written back, in one transaction.
 func whUpdateEndpoint(ctx context.Context, b whBackend, username, id string, now time.Time, fn func(*webhookEndpoint) error) (webhookEndpoint, error) {
 	var out webhookEndpoint
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
@@ -562,6 +585,7 @@ func whUpdateEndpoint(ctx context.Context, b whBackend, username, id string, now
 	return out, nil
 }
 
+// whDeleteEndpoint is DeleteWebhookEndpoint.
 func whDeleteEndpoint(ctx context.Context, b whBackend, username, id string) error {
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		n, err := q.exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1 AND username = $2`, id, username)
@@ -584,6 +608,8 @@ func whDeleteEndpoint(ctx context.Context, b whBackend, username, id string) err
 	return err
 }
 
+// whFanOut is FanOutWebhooks. On PostgreSQL the cursor's row is locked first: replicas fan out
+// one after the other, each from where the one before left the cursor.
 func whFanOut(ctx context.Context, b whBackend, limit int, now time.Time) (events, deliveries int, cursor int64, err error) {
 	err = b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		events, deliveries = 0, 0
@@ -657,6 +683,9 @@ const whDue = `(d.redeliver > 0 OR (d.status = 1 AND d.next_attempt_at <= $1 AND
 	SELECT 1 FROM webhook_deliveries o WHERE o.endpoint_id = d.endpoint_id AND o.payment_id = d.payment_id
 	AND o.status = 1 AND o.event_seq < d.event_seq)))`
 
+// whClaim is ClaimWebhookDeliveries. On PostgreSQL the candidate endpoints are locked FOR
+// UPDATE SKIP LOCKED: of replicas claiming at once, each takes other endpoints, and an endpoint
+// whose lease another replica has just taken is re-checked against its new lease_until.
 func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Time, limit int) ([]webhookJob, error) {
 	const candidates = `FROM webhook_endpoints e WHERE e.status = 1 AND e.lease_until < $1
 		AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ` + whDue + `)`
@@ -700,6 +729,7 @@ func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Tim
 	return jobs, nil
 }
 
+// whRecord is RecordWebhookAttempt.
 func whRecord(ctx context.Context, b whBackend, owner string, job webhookJob, res webhookResult) error {
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		d := job.Delivery
@@ -746,6 +776,7 @@ func whRecord(ctx context.Context, b whBackend, owner string, job webhookJob, re
 	return nil
 }
 
+// whRelease is ReleaseWebhookLeases.
 func whRelease(ctx context.Context, b whBackend, owner string) error {
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
 		var err error
@@ -762,6 +793,7 @@ func whRelease(ctx context.Context, b whBackend, owner string) error {
 	return nil
 }
 
+// whDeliveries is WebhookDeliveries.
 func whDeliveries(ctx context.Context, b whBackend, username, endpointID string, before int64, status int32, limit int) ([]webhookDelivery, error) {
 	q := b.whRead()
 	if _, err := whEndpoint(ctx, q, username, endpointID, false); err != nil {
@@ -782,6 +814,7 @@ func whDeliveries(ctx context.Context, b whBackend, username, endpointID string,
 	return ds, nil
 }
 
+// whDelivery reads one of username's deliveries with its attempts.
 func whDelivery(ctx context.Context, q whQuerier, username, id string) (webhookDelivery, error) {
 	ds, err := queryDeliveries(ctx, q, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
 		JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 AND e.username = $2`, id, username)
@@ -797,6 +830,8 @@ func whDelivery(ctx context.Context, q whQuerier, username, id string) (webhookD
 	return ds[0], nil
 }
 
+// whRedeliver is RequestRedelivery: the delivery's count of redeliveries asked for grows by
+// one (the worker that attempts it subtracts what it answered).
 func whRedeliver(ctx context.Context, b whBackend, username, id string) (webhookDelivery, error) {
 	var out webhookDelivery
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {
@@ -814,6 +849,7 @@ func whRedeliver(ctx context.Context, b whBackend, username, id string) (webhook
 	return out, err
 }
 
+// whCounts is WebhookCounts.
 func whCounts(ctx context.Context, b whBackend) (pending, disabled int64, err error) {
 	q := b.whRead()
 	if pending, err = scalar(ctx, q, `SELECT count(*) FROM webhook_deliveries WHERE status = 1`); err != nil {
@@ -825,6 +861,7 @@ func whCounts(ctx context.Context, b whBackend) (pending, disabled int64, err er
 	return pending, disabled, nil
 }
 
+// whPrune is PruneWebhookDeliveries.
 func whPrune(ctx context.Context, b whBackend, before time.Time) (int64, error) {
 	var n int64
 	err := b.whWrite(ctx, func(ctx context.Context, q whQuerier) error {

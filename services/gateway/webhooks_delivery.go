@@ -78,6 +78,7 @@ func newWebhookMetrics(reg prometheus.Registerer, store webhookStore, logger *sl
 	return m
 }
 
+// observe counts an attempt with its outcome and latency.
 func (m *webhookMetrics) observe(outcome string, latency time.Duration) {
 	if m == nil {
 		return
@@ -93,8 +94,11 @@ type webhookCollector struct {
 	pending, disabled *prometheus.Desc
 }
 
+// Describe implements prometheus.Collector.
 func (c *webhookCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.pending; ch <- c.disabled }
 
+// Collect implements prometheus.Collector: one query of the store, bounded by 2s; no sample
+// when it fails.
 func (c *webhookCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -120,10 +124,8 @@ type webhookEngine struct {
 	// owner names this process's endpoint leases.
 	owner   string
 	metrics *webhookMetrics
-	kickCh  chan struct{}
-	// fanned is closed, and replaced, after every fan-out that created deliveries.
-	mu     sync.Mutex
-	fanned chan struct{}
+	// kickCh wakes the delivery loop (capacity 1).
+	kickCh chan struct{}
 }
 
 // newWebhookEngine returns the engine of cfg's webhooks on store.
@@ -140,7 +142,6 @@ func newWebhookEngine(cfg Config, store Store, seq *eventSequencer, logger *slog
 		retention: cfg.EventRetention,
 		owner:     "wh-" + hex.EncodeToString(b[:]),
 		kickCh:    make(chan struct{}, 1),
-		fanned:    make(chan struct{}),
 	}
 }
 
@@ -191,8 +192,9 @@ func (w *webhookEngine) run(ctx context.Context) {
 	}
 }
 
-// wait waits for d, a channel or ctx; it returns false when ctx ended.
-func wait(ctx context.Context, d time.Duration, chs ...<-chan struct{}) bool {
+// sleepOrWake waits for d, or until one of chs (at most two) is ready, or ctx ends; it
+// returns false when ctx ended.
+func sleepOrWake(ctx context.Context, d time.Duration, chs ...<-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	var a, b <-chan struct{}
@@ -220,7 +222,7 @@ func (w *webhookEngine) fanOutLoop(ctx context.Context) {
 		last, advanced := w.seq.Last()
 		if last > 0 && last <= cursor {
 			// Nothing new: no transaction (the store's writer has better things to do).
-			if !wait(ctx, webhookPoll, advanced) {
+			if !sleepOrWake(ctx, webhookPoll, advanced) {
 				return
 			}
 			continue
@@ -241,7 +243,7 @@ func (w *webhookEngine) fanOutLoop(ctx context.Context) {
 		if n == webhookFanOutBatch {
 			continue
 		}
-		if !wait(ctx, webhookPoll, advanced) {
+		if !sleepOrWake(ctx, webhookPoll, advanced) {
 			return
 		}
 	}
@@ -400,7 +402,7 @@ func (w *webhookEngine) retentionLoop(ctx context.Context) {
 	if w.retention <= 0 {
 		return
 	}
-	for wait(ctx, retentionEvery) {
+	for sleepOrWake(ctx, retentionEvery) {
 		w.prune(ctx)
 	}
 }
