@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -127,6 +128,11 @@ type webhookEndpoint struct {
 	FailingSince        time.Time
 	// StartSeq is the last event seq when the endpoint was created: it receives later ones.
 	StartSeq int64
+}
+
+// LogValue keeps the secrets out of logs: an endpoint logs as its id, user and URL.
+func (ep webhookEndpoint) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", ep.ID), slog.String("username", ep.Username), slog.String("url", ep.URL))
 }
 
 // takes says whether the endpoint receives events of type typ.
