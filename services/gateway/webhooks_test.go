@@ -502,3 +502,66 @@ paygate_webhook_endpoints_disabled 1
 	}
 	e.audit(t, context.Background())
 }
+
+// TestWebhookDisabledForFailing: an endpoint that answers 500 to everything has each delivery
+// retried for the retry period and then failed, and once it has failed 15 times in a row over
+// a whole retry period it is disabled ("failing"): what is still pending stays pending and is
+// not sent.
+func TestWebhookDisabledForFailing(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int64
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(rcv.Close)
+	e := newEnv(t, envOptions{config: func(c *Config) {
+		fastWebhooks(c)
+		c.WebhookRetryFor = 500 * time.Millisecond
+	}})
+	p := protocols[0]
+	alice, bob := e.login(t, p, "alice", "alice-pass-123"), e.login(t, p, "bob", "bob-pass-456")
+	wb := e.webhookClient(bob)
+	ep, _ := createEndpoint(t, wb, rcv.URL+"/hook")
+	var disabled *gatewayv1.WebhookEndpoint
+	for i := 0; disabled == nil; i++ {
+		if i == 100 {
+			t.Fatalf("endpoint not disabled after %d payments and %d requests", i, hits.Load())
+		}
+		alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 3)
+		time.Sleep(100 * time.Millisecond)
+		eps, err := wb.ListWebhookEndpoints(context.Background(), connect.NewRequest(&gatewayv1.ListWebhookEndpointsRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x := eps.Msg.GetEndpoints()[0]; x.GetStatus() == gatewayv1.WebhookEndpointStatus_WEBHOOK_ENDPOINT_STATUS_DISABLED {
+			disabled = x
+		}
+	}
+	if disabled.GetDisabledReason() != disabledByFailing {
+		t.Fatalf("disabled: %v; want reason %q", disabled, disabledByFailing)
+	}
+	// Nothing more is sent; a payment after it is kept pending.
+	alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 3)
+	time.Sleep(300 * time.Millisecond) // let an attempt in flight end
+	n := hits.Load()
+	time.Sleep(500 * time.Millisecond)
+	if hits.Load() != n {
+		t.Fatalf("a disabled endpoint was sent %d more requests", hits.Load()-n)
+	}
+	var failed, pending, attempts int
+	for _, d := range listDeliveries(t, wb, ep.GetEndpointId()) {
+		attempts += len(d.GetAttempts())
+		switch d.GetStatus() {
+		case gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_FAILED:
+			failed++
+		case gatewayv1.WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_PENDING:
+			pending++
+		}
+	}
+	if failed == 0 || pending == 0 || attempts < iwebhook.DisableAfterFailures {
+		t.Fatalf("%d failed, %d pending deliveries, %d attempts; want some failed for good, the rest pending, at least %d attempts",
+			failed, pending, attempts, iwebhook.DisableAfterFailures)
+	}
+	e.audit(t, context.Background())
+}
