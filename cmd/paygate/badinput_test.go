@@ -33,6 +33,14 @@ var publicUnary = []string{
 	gatewayv1connect.PaymentServiceListEventsProcedure,
 	gatewayv1connect.PaymentServiceRefundPaymentProcedure,
 	gatewayv1connect.BalanceServiceFetchBalanceProcedure,
+	gatewayv1connect.WebhookServiceCreateWebhookEndpointProcedure,
+	gatewayv1connect.WebhookServiceListWebhookEndpointsProcedure,
+	gatewayv1connect.WebhookServiceDeleteWebhookEndpointProcedure,
+	gatewayv1connect.WebhookServiceEnableWebhookEndpointProcedure,
+	gatewayv1connect.WebhookServiceDisableWebhookEndpointProcedure,
+	gatewayv1connect.WebhookServiceRotateWebhookSecretProcedure,
+	gatewayv1connect.WebhookServiceListWebhookDeliveriesProcedure,
+	gatewayv1connect.WebhookServiceRedeliverWebhookProcedure,
 }
 
 // rawCall posts body to procedure on the gateway's API listener with the client certificate

@@ -357,6 +357,8 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 		gcfg.CertFile = filepath.Join(certDir, "gateway.pem")
 		gcfg.KeyFile = filepath.Join(certDir, "gateway-key.pem")
 		gcfg.TxnTimeout = cfg.txnTimeout
+		// Everything runs on loopback: so may the webhook endpoints being developed.
+		gcfg.WebhookAllowPrivate, gcfg.WebhookAllowHTTP = true, true
 		gcfg.Logger = cfg.log
 		if len(cfg.listens) > 1 {
 			gcfg.Logger = cfg.log.With("replica", i+1)
@@ -436,6 +438,8 @@ func runDev(ctx context.Context, e *env, cfg devConfig) error {
 	for _, name := range slices.Sorted(maps.Keys(metricsAddrs)) {
 		fmt.Fprintf(e.stderr, "  metrics     %-8s http://%s/metrics\n", name, metricsAddrs[name])
 	}
+	fmt.Fprint(e.stderr, "  webhooks    endpoints may be http:// and at loopback or private addresses (dev only:\n"+
+		"              --webhook-allow-http --webhook-allow-private)\n")
 	fmt.Fprintln(e.stderr)
 
 	<-ctx.Done()

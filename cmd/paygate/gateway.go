@@ -32,6 +32,8 @@ func newGatewayCommand(e *env) *ffcli.Command {
 	bcryptCost := fs.Int("bcrypt-cost", d.BcryptCost, "bcrypt cost of password hashes (4 to 31)")
 	var limits limitFlags
 	limits.register(fs, d)
+	var hooks webhookFlags
+	hooks.register(fs, d)
 	var tf tlsFlags
 	tf.register(fs)
 	var lf logFlags
@@ -55,6 +57,9 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			"payments over once the lease has run out (--lease-ttl). Give the banks every\n" +
 			"replica's address (paygate bank --gateway a,b,c) and clients the list too\n" +
 			"(PAYGATE_GATEWAY=a,b,c). --data is not used then. See docs/SCALING.md.\n\n" +
+			"Webhooks: users' events are POSTed to the endpoints they register, signed, retried\n" +
+			"with backoff for --webhook-retry-for. Endpoints must be https:// URLs at public\n" +
+			"addresses unless --webhook-allow-http and --webhook-allow-private say otherwise.\n\n" +
 			"--metrics-listen ADDR serves Prometheus metrics at http://ADDR/metrics (plain HTTP,\n" +
 			"nothing of the API): RPCs per procedure, payments by outcome, phase latencies, and\n" +
 			"whether each bank answers its health probes.",
@@ -90,6 +95,9 @@ func newGatewayCommand(e *env) *ffcli.Command {
 			cfg.TxnTimeout, cfg.TokenTTL, cfg.BcryptCost = *txnTimeout, *tokenTTL, *bcryptCost
 			cfg.NoGroupCommit, cfg.NoBatching = !*groupCommit, !*batch
 			if err := limits.apply(&cfg); err != nil {
+				return err
+			}
+			if err := hooks.apply(&cfg); err != nil {
 				return err
 			}
 			cfg.Logger = log

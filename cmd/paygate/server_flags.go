@@ -152,6 +152,46 @@ func (l *limitFlags) apply(cfg *gateway.Config) error {
 	return nil
 }
 
+// webhookFlags are the gateway's webhook delivery flags: the outbound guard (what endpoint
+// URLs may name), the attempt timeout, the retry period and schedule, and the event log's
+// retention.
+type webhookFlags struct {
+	allowPrivate, allowHTTP             bool
+	timeout, retryFor, backoffMin, back time.Duration
+	retention                           time.Duration
+}
+
+func (w *webhookFlags) register(fs *flag.FlagSet, d gateway.Config) {
+	fs.BoolVar(&w.allowPrivate, "webhook-allow-private", false, "let webhook endpoints be at private, loopback and link-local addresses (development and tests; by default only public addresses are reached, checked at registration and on every connection and redirect)")
+	fs.BoolVar(&w.allowHTTP, "webhook-allow-http", false, "let webhook endpoints be plain http:// URLs (development and tests; by default https only)")
+	fs.DurationVar(&w.timeout, "webhook-timeout", d.WebhookTimeout, "bound of one webhook attempt: connecting, TLS, the request, redirects and reading the answer")
+	fs.DurationVar(&w.retryFor, "webhook-retry-for", d.WebhookRetryFor, "how long a webhook delivery is retried after its first attempt before it fails for good")
+	fs.DurationVar(&w.backoffMin, "webhook-backoff-min", d.WebhookBackoffMin, "tuning: the wait after a webhook delivery's first failed attempt; it doubles with each failure, with jitter")
+	fs.DurationVar(&w.back, "webhook-backoff-max", d.WebhookBackoffMax, "tuning: the longest wait between two attempts of a webhook delivery")
+	fs.DurationVar(&w.retention, "event-retention", d.EventRetention, "how long events, and webhook deliveries that ended, are kept (0 keeps them forever); events not yet fanned out to webhooks are kept")
+}
+
+// apply copies the flags into cfg.
+func (w *webhookFlags) apply(cfg *gateway.Config) error {
+	for name, d := range map[string]time.Duration{"--webhook-timeout": w.timeout, "--webhook-retry-for": w.retryFor,
+		"--webhook-backoff-min": w.backoffMin, "--webhook-backoff-max": w.back} {
+		if d <= 0 {
+			return usageErrorf("%s %s: want a positive duration", name, d)
+		}
+	}
+	if w.back < w.backoffMin {
+		return usageErrorf("--webhook-backoff-max %s: less than --webhook-backoff-min %s", w.back, w.backoffMin)
+	}
+	if w.retention < 0 {
+		return usageErrorf("--event-retention %s: want a positive duration, or 0 to keep events forever", w.retention)
+	}
+	cfg.WebhookAllowPrivate, cfg.WebhookAllowHTTP = w.allowPrivate, w.allowHTTP
+	cfg.WebhookTimeout, cfg.WebhookRetryFor = w.timeout, w.retryFor
+	cfg.WebhookBackoffMin, cfg.WebhookBackoffMax = w.backoffMin, w.back
+	cfg.EventRetention = w.retention
+	return nil
+}
+
 // metricsFlag is a server's --metrics-listen: the address of its operations listener, which
 // serves Prometheus metrics at /metrics (nothing of the API), over plain HTTP unless
 // --metrics-cert and --metrics-key ask for TLS; --metrics-client-ca then also requires the

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"github.com/paygate/paygate/internal/metrics"
 	"github.com/paygate/paygate/internal/pki"
 	"github.com/paygate/paygate/internal/rpcserver"
+	"github.com/paygate/paygate/internal/webhook"
 )
 
 // Config configures a gateway. Zero durations take the defaults in DefaultConfig.
@@ -83,6 +85,28 @@ type Config struct {
 	// too_many_watchers (default 16).
 	MaxWatchersPerUser int
 
+	// WebhookAllowPrivate lets webhook endpoints be at private, loopback and link-local
+	// addresses (development, tests, or endpoints on the operator's own network); by default
+	// only public addresses are, checked at registration and on every connection.
+	WebhookAllowPrivate bool
+	// WebhookAllowHTTP lets webhook endpoints be plain http:// URLs; by default only https.
+	WebhookAllowHTTP bool
+	// WebhookTimeout bounds one webhook attempt (default 10s).
+	WebhookTimeout time.Duration
+	// WebhookRetryFor is how long a delivery is retried after its first attempt (default 72h).
+	WebhookRetryFor time.Duration
+	// WebhookBackoffMin and WebhookBackoffMax are the wait after a delivery's first failed
+	// attempt and the longest wait, doubling in between, with jitter (defaults 30s and 6h).
+	WebhookBackoffMin, WebhookBackoffMax time.Duration
+	// WebhookRootCAs verifies the endpoints' certificates; nil is the system's roots. For tests.
+	WebhookRootCAs *x509.CertPool
+	// testWebhookPolicy replaces the address policy that WebhookAllowPrivate chooses, in tests
+	// (one loopback address allowed, another not).
+	testWebhookPolicy webhook.AddressPolicy
+	// EventRetention is how long events, and ended webhook deliveries, are kept; 0 keeps them
+	// forever. DefaultConfig sets 30 days. Events not fanned out to webhooks yet are kept.
+	EventRetention time.Duration
+
 	// Metrics, when set, receives the gateway's metrics: its RPCs (metrics.RPCInterceptor on
 	// both listeners), payments and their phases, and its banks' health. Serving it is the
 	// caller's business (metrics.Listen). Nil: no metrics.
@@ -111,8 +135,16 @@ func DefaultConfig() Config {
 		MaxSessionsPerUser: 100,
 		MaxWatchersPerUser: 16,
 		LeaseTTL:           DefaultLeaseTTL,
+		WebhookTimeout:     webhook.DefaultTimeout,
+		WebhookRetryFor:    webhook.DefaultHorizon,
+		WebhookBackoffMin:  webhook.DefaultBase,
+		WebhookBackoffMax:  webhook.DefaultMax,
+		EventRetention:     DefaultEventRetention,
 	}
 }
+
+// DefaultEventRetention is how long events are kept unless configured.
+const DefaultEventRetention = 30 * 24 * time.Hour
 
 func (c *Config) applyDefaults() {
 	d := DefaultConfig()
@@ -148,6 +180,18 @@ func (c *Config) applyDefaults() {
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = d.LeaseTTL
+	}
+	if c.WebhookTimeout == 0 {
+		c.WebhookTimeout = d.WebhookTimeout
+	}
+	if c.WebhookRetryFor == 0 {
+		c.WebhookRetryFor = d.WebhookRetryFor
+	}
+	if c.WebhookBackoffMin == 0 {
+		c.WebhookBackoffMin = d.WebhookBackoffMin
+	}
+	if c.WebhookBackoffMax == 0 {
+		c.WebhookBackoffMax = d.WebhookBackoffMax
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -192,6 +236,15 @@ func (c *Config) Validate() error {
 	if c.MaxSessionsPerUser < 0 {
 		errs = append(errs, fmt.Errorf("--max-sessions-per-user %d: want at least 1", c.MaxSessionsPerUser))
 	}
+	if c.WebhookTimeout < 0 || c.WebhookRetryFor < 0 || c.WebhookBackoffMin < 0 || c.WebhookBackoffMax < 0 {
+		errs = append(errs, errors.New("--webhook-timeout, --webhook-retry-for, --webhook-backoff-min and --webhook-backoff-max must be positive"))
+	}
+	if c.WebhookBackoffMax != 0 && c.WebhookBackoffMax < c.WebhookBackoffMin {
+		errs = append(errs, fmt.Errorf("--webhook-backoff-max %s: less than --webhook-backoff-min %s", c.WebhookBackoffMax, c.WebhookBackoffMin))
+	}
+	if c.EventRetention < 0 {
+		errs = append(errs, errors.New("--event-retention: must be positive, or 0 to keep events forever"))
+	}
 	if c.MaxWatchersPerUser < 0 {
 		errs = append(errs, fmt.Errorf("--max-watchers-per-user %d: want at least 1", c.MaxWatchersPerUser))
 	}
@@ -211,6 +264,8 @@ type Gateway struct {
 	eventSeq *eventSequencer
 	// eventHub reads the log once for all the payment streams (events_api.go).
 	eventHub *eventHub
+	// webhooks fans events out to webhook endpoints and delivers them (webhooks_delivery.go).
+	webhooks *webhookEngine
 	throttle attemptBudget
 	// registerThrottle limits refused registrations per address and per account.
 	registerThrottle attemptBudget
@@ -252,6 +307,15 @@ var Policy = rpcserver.Policy{
 	gatewayv1connect.PaymentServiceRefundPaymentProcedure:   rpcserver.AccessUser,
 	gatewayv1connect.BalanceServiceFetchBalanceProcedure:    rpcserver.AccessUser,
 	gatewayv1connect.CoordinatorServiceGetDecisionProcedure: rpcserver.AccessBank,
+
+	gatewayv1connect.WebhookServiceCreateWebhookEndpointProcedure:  rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceListWebhookEndpointsProcedure:   rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceDeleteWebhookEndpointProcedure:  rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceEnableWebhookEndpointProcedure:  rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceDisableWebhookEndpointProcedure: rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceRotateWebhookSecretProcedure:    rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceListWebhookDeliveriesProcedure:  rpcserver.AccessUser,
+	gatewayv1connect.WebhookServiceRedeliverWebhookProcedure:       rpcserver.AccessUser,
 }
 
 // BankHealthService is the name under which the gateway's health service reports a bank:
@@ -273,6 +337,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.store = store
 	g.eventSeq = newEventSequencer(store, g.logger)
 	g.eventHub = newEventHub(store, g.eventSeq, g.logger)
+	g.webhooks = newWebhookEngine(cfg, store, g.eventSeq, g.logger)
 	g.now = store.Now // sessions expire by the store's clock, the same for every replica
 	g.throttle = newThrottle(store, "login", cfg.LoginFailureEvery, cfg.LoginFailuresBurst)
 	g.registerThrottle = newThrottle(store, "register", cfg.LoginFailureEvery, 4*cfg.LoginFailuresBurst)
@@ -316,6 +381,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		pm = newPaymentMetrics(cfg.Metrics, slices.Sorted(maps.Keys(cfg.Banks)))
 		clientRPC = metrics.NewRPCClientInterceptor(cfg.Metrics, bankProcedures())
 		g.registerMetrics(cfg.Metrics)
+		g.webhooks.metrics = newWebhookMetrics(cfg.Metrics, store, g.logger)
 	}
 	apiTrace, webTrace, clientTrace, err := tracingInterceptors(cfg.TracerProvider)
 	if err != nil {
@@ -425,6 +491,7 @@ func (g *Gateway) mount(srv *rpcserver.Server, withCoordinator bool) {
 	srv.Handle(gatewayv1connect.NewAuthServiceHandler(g, opts...))
 	srv.Handle(gatewayv1connect.NewPaymentServiceHandler(g, opts...))
 	srv.Handle(gatewayv1connect.NewBalanceServiceHandler(g, opts...))
+	srv.Handle(gatewayv1connect.NewWebhookServiceHandler(&webhookService{g: g}, opts...))
 	srv.Handle(gatewayv1connect.NewAdminServiceHandler(&adminService{g: g}, opts...))
 	if withCoordinator {
 		srv.Handle(gatewayv1connect.NewCoordinatorServiceHandler(g, opts...))
@@ -465,7 +532,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.web != nil {
 		g.serve(g.web, g.webLn)
 	}
-	g.wg.Add(7)
+	g.wg.Add(8)
 	go func() { defer g.wg.Done(); g.health.probe(bg, g.healthClients, g.cfg.HealthInterval) }()
 	go func() { defer g.wg.Done(); g.coord.Recover(bg, g.cfg.RecoveryInterval) }()
 	go func() { defer g.wg.Done(); g.expireSessions(bg) }()
@@ -473,6 +540,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go func() { defer g.wg.Done(); g.coord.listen(bg) }()
 	go func() { defer g.wg.Done(); g.eventSeq.run(bg) }()
 	go func() { defer g.wg.Done(); g.eventHub.run(bg) }()
+	go func() { defer g.wg.Done(); g.webhooks.run(bg) }()
 	g.logger.Info("gateway serving", "api", g.apiLn.Addr().String(), "web", g.WebAddr(), "banks", len(g.banks), "txn_timeout", g.cfg.TxnTimeout)
 	return nil
 }

@@ -34,6 +34,7 @@ type Store interface {
 	leaseStore
 	adminStore
 	eventLog
+	webhookStore
 	// Secret returns the store's secret name, creating it with size random bytes on first
 	// use. Processes sharing the store agree on it: the first to create it wins.
 	Secret(ctx context.Context, name string, size int) ([]byte, error)

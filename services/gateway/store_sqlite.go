@@ -145,6 +145,63 @@ var migrations = []string{
 	`ALTER TABLE payments ADD COLUMN refund_of TEXT NOT NULL DEFAULT '';
 	ALTER TABLE payments ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE payments ADD COLUMN refund_reserved INTEGER NOT NULL DEFAULT 0;`,
+	// Webhooks (see webhookStore and store_webhooks.go): users' endpoints, with the lease of
+	// the worker sending to one (lease_owner, lease_until: one delivery at a time per
+	// endpoint); one delivery per endpoint and event, its body built once at fan-out; every
+	// attempt; and the fan-out cursor, the last event seq fanned out, starting at the log's
+	// end (there are no endpoints before). Times are unix nanoseconds, 0 for none.
+	`CREATE TABLE webhook_endpoints (
+		id                   TEXT PRIMARY KEY,
+		username             TEXT NOT NULL,
+		url                  TEXT NOT NULL,
+		event_types          TEXT NOT NULL,
+		secret               TEXT NOT NULL,
+		previous_secret      TEXT NOT NULL DEFAULT '',
+		previous_expires_at  INTEGER NOT NULL DEFAULT 0,
+		status               INTEGER NOT NULL DEFAULT 1,
+		disabled_reason      TEXT NOT NULL DEFAULT '',
+		created_at           INTEGER NOT NULL,
+		consecutive_failures INTEGER NOT NULL DEFAULT 0,
+		failing_since        INTEGER NOT NULL DEFAULT 0,
+		start_seq            INTEGER NOT NULL,
+		lease_owner          TEXT NOT NULL DEFAULT '',
+		lease_until          INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX webhook_endpoints_by_user ON webhook_endpoints(username, created_at, id);
+	CREATE TABLE webhook_deliveries (
+		id               TEXT PRIMARY KEY,
+		endpoint_id      TEXT NOT NULL,
+		event_seq        INTEGER NOT NULL,
+		event_type       TEXT NOT NULL,
+		payment_id       TEXT NOT NULL,
+		body             BLOB NOT NULL,
+		status           INTEGER NOT NULL DEFAULT 1,
+		next_attempt_at  INTEGER NOT NULL,
+		created_at       INTEGER NOT NULL,
+		first_attempt_at INTEGER NOT NULL DEFAULT 0,
+		attempts         INTEGER NOT NULL DEFAULT 0,
+		redeliver        INTEGER NOT NULL DEFAULT 0,
+		finished_at      INTEGER NOT NULL DEFAULT 0,
+		UNIQUE (endpoint_id, event_seq)
+	);
+	CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(endpoint_id, payment_id, event_seq) WHERE status = 1;
+	CREATE INDEX webhook_deliveries_redeliver ON webhook_deliveries(endpoint_id) WHERE redeliver > 0;
+	CREATE INDEX webhook_deliveries_finished ON webhook_deliveries(finished_at) WHERE status != 1;
+	CREATE TABLE webhook_attempts (
+		id          INTEGER PRIMARY KEY,
+		delivery_id TEXT NOT NULL,
+		at          INTEGER NOT NULL,
+		http_status INTEGER NOT NULL,
+		error       TEXT NOT NULL,
+		latency     INTEGER NOT NULL,
+		manual      INTEGER NOT NULL
+	);
+	CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts(delivery_id, id);
+	CREATE TABLE webhook_cursor (
+		one INTEGER PRIMARY KEY CHECK (one = 1),
+		seq INTEGER NOT NULL
+	);
+	INSERT INTO webhook_cursor (one, seq) VALUES (1, coalesce((SELECT max(seq) FROM events), 0));`,
 }
 
 // SQLiteStore is the gateway's store in one SQLite file: the embedded default, for one gateway
