@@ -504,8 +504,16 @@ func whCreateEndpoint(ctx context.Context, b whBackend, ep webhookEndpoint, max 
 		if max > 0 && n >= int64(max) {
 			return ErrTooManyEndpoints
 		}
+		// The endpoint receives the events after the log's last seq now. A fan-out running at
+		// this moment could already have read some of those without seeing the endpoint, and
+		// moved the cursor past them: on PostgreSQL the cursor's row is locked first (the
+		// fan-out holds it until it commits), so that the last seq is read after any fan-out
+		// in flight, and the next one sees the endpoint. On SQLite the writes take turns.
 		last := `SELECT coalesce(max(seq), 0) FROM events`
 		if b.whPG() {
+			if _, err := q.exec(ctx, `SELECT 1 FROM webhook_cursor WHERE one = 1 FOR SHARE`); err != nil {
+				return err
+			}
 			last = `SELECT last FROM event_counter`
 		}
 		if ep.StartSeq, err = scalar(ctx, q, last); err != nil {

@@ -381,3 +381,52 @@ func summaryEvents(evs []eventRecord) []int64 {
 	}
 	return out
 }
+
+// TestStorePGWebhookCreateDuringFanOut: an endpoint created while another replica's fan-out
+// is running misses none of the events after its start. The fan-out is played by a
+// transaction that holds the cursor's row (as FanOutWebhooks does) while a new event is
+// numbered, then moves the cursor past it, as a fan-out that read the event before the
+// endpoint was visible would. The endpoint must start after that event (so a later fan-out
+// is not needed for it) or the event is lost to it.
+func TestStorePGWebhookCreateDuringFanOut(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t, "paygate_store_")
+	a := ctOpenPG(t, dbURL, 10*time.Second)
+	ctx := context.Background()
+	evUsers(t, a, "alice:bank1-1001", "bob:bank2-2002")
+	whPaid(t, a, decisionCommit)
+
+	fanOut, err := a.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fanOut.Rollback(ctx)
+	if _, err := fanOut.Exec(ctx, `SELECT seq FROM webhook_cursor WHERE one = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan webhookEndpoint, 1)
+	go func() {
+		ep, err := a.CreateWebhookEndpoint(ctx, whEndpointOf("bob", "*"), maxWebhookEndpoints)
+		if err != nil {
+			t.Error(err)
+		}
+		created <- ep
+	}()
+	time.Sleep(300 * time.Millisecond) // the creation runs (or waits for the cursor)
+	whPaid(t, a, decisionCommit)
+	last, err := a.LastEventSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fanOut.Exec(ctx, `UPDATE webhook_cursor SET seq = $1 WHERE one = 1`, last); err != nil {
+		t.Fatal(err)
+	}
+	if err := fanOut.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ep := <-created
+	if ep.StartSeq < last {
+		t.Fatalf("an endpoint created during a fan-out that moved the cursor to %d starts after %d: events %d..%d are never delivered to it",
+			last, ep.StartSeq, ep.StartSeq+1, last)
+	}
+}
