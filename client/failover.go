@@ -55,6 +55,7 @@ type endpoint struct {
 	payments gatewayv1connect.PaymentServiceClient
 	balance  gatewayv1connect.BalanceServiceClient
 	admin    gatewayv1connect.AdminServiceClient
+	webhooks gatewayv1connect.WebhookServiceClient
 	health   *grpchealth.Client
 }
 
@@ -65,6 +66,7 @@ func newEndpoint(hc *http.Client, url string, opts []connect.ClientOption) *endp
 		payments: gatewayv1connect.NewPaymentServiceClient(hc, url, opts...),
 		balance:  gatewayv1connect.NewBalanceServiceClient(hc, url, opts...),
 		admin:    gatewayv1connect.NewAdminServiceClient(hc, url, opts...),
+		webhooks: gatewayv1connect.NewWebhookServiceClient(hc, url, opts...),
 		health:   grpchealth.NewClient(hc, url, connect.WithGRPC()),
 	}
 }

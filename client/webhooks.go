@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"iter"
-	"log/slog"
 	"time"
 
 	"connectrpc.com/connect"
@@ -58,37 +57,17 @@ func webhookCall[Req, Res any](ctx context.Context, c *Client, kind callKind, ms
 	if c.Token() == "" {
 		return nil, ErrNotLoggedIn
 	}
-	opts, err := c.webhookOptions()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
 	var resp *connect.Response[Res]
-	err = c.call(ctx, kind, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = f(gatewayv1connect.NewWebhookServiceClient(c.http, ep.url, opts...), ctx, connect.NewRequest(msg))
+	err := c.call(ctx, kind, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = f(ep.webhooks, ctx, connect.NewRequest(msg))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return resp.Msg, nil
-}
-
-// webhookOptions returns the Connect options of a WebhookService client: those NewMulti gives
-// the clients of the other services (gRPC, the tracing, token and call-log interceptors).
-// WebhookService clients are made per call from them: making one costs a few allocations,
-// nothing next to the call.
-func (c *Client) webhookOptions() ([]connect.ClientOption, error) {
-	traceCalls, err := c.cfg.tracingInterceptor()
-	if err != nil {
-		return nil, err
-	}
-	interceptors := []connect.Interceptor{traceCalls, authInterceptor{c}}
-	if c.cfg.logger.Enabled(context.Background(), slog.LevelDebug) {
-		interceptors = append(interceptors, callLogInterceptor{c.cfg.logger})
-	}
-	return []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(interceptors...)}, nil
 }
 
 // CreateWebhookEndpoint registers url for the user's events of eventTypes ("payment.succeeded",
