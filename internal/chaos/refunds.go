@@ -24,8 +24,10 @@ import (
 // nothing), or two or three refunds of the same payment at once, at different replicas, that
 // together may pass the cap. An ambiguous error is retried with the same refund_id, at the next
 // replica, for up to Config.RetryFor; some refunds are sent twice at once, or again after their
-// answer, with the same refund_id, and must be answered alike (replayed). After the faults, a
-// refund without an answer is sent once more, and every refund is looked up (GetPayment).
+// answer, with the same refund_id, and must be answered alike (replayed); the first request of
+// some has a deadline of a few milliseconds, so that its answer is lost while the gateway
+// decides it. After the faults, a refund without an answer is sent once more, and every refund
+// is looked up (GetPayment).
 const (
 	// refundEvery: one operation in refundEvery of a client is a refund (when its user has
 	// been paid at all).
