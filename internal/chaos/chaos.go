@@ -180,11 +180,12 @@ type Report struct {
 	EntryErrors map[string]int
 	// Refunds counts the refunds the clients sent (distinct refund_ids), RefundRequests the
 	// RefundPayment calls (retries included), RefundAnswers the calls answered with an outcome
-	// or a refusal. Refunded is the sum of the succeeded refunds, in minor units;
-	// RefundedPayments the payments with something refunded, RefundedInFull those refunded in
-	// full.
-	Refunds, RefundRequests, RefundAnswers, RefundedPayments, RefundedInFull int
-	Refunded                                                                 int64
+	// or a refusal, RefundsAnswerLost the refunds whose first answer was a replay (a request
+	// recorded them, and its answer was lost; refunds sent twice at once are not counted). Refunded is the sum of the succeeded refunds, in
+	// minor units; RefundedPayments the payments with something refunded, RefundedInFull those
+	// refunded in full.
+	Refunds, RefundRequests, RefundAnswers, RefundsAnswerLost, RefundedPayments, RefundedInFull int
+	Refunded                                                                                    int64
 	// RefundOutcomes counts the refunds by how they ended: "succeeded", "failed/<reason>"
 	// (the payee's account could not afford it), "refused/<reason>" (nothing recorded:
 	// refund_exceeds_payment for one over the cap), "unresolved" (a violation).

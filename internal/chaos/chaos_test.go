@@ -100,7 +100,7 @@ func TestReportString(t *testing.T) {
 	r := &Report{Seed: 42, Payments: 3, Faults: map[string]int{"kill_bank": 2, "net_drop": 1, "disk_full_gateway": 1},
 		Entries: 9, EntryRequests: 12, EntryAnswers: 10, EntryReplays: 2, EntriesAnswerLost: 1, Deposits: 4, Deposited: 1050, Withdrawals: 3, Withdrawn: 7,
 		EntriesRefused: map[string]int{"insufficient_funds": 2}, EntryRetries: map[string]int{"ambiguous": 3},
-		Refunds: 7, RefundRequests: 9, RefundAnswers: 8, Refunded: 1234, RefundedPayments: 3, RefundedInFull: 1,
+		Refunds: 7, RefundRequests: 9, RefundAnswers: 8, RefundsAnswerLost: 1, Refunded: 1234, RefundedPayments: 3, RefundedInFull: 1,
 		RefundOutcomes: map[string]int{"succeeded": 4, "refused/refund_exceeds_payment": 2, "failed/FAILURE_REASON_INSUFFICIENT_FUNDS": 1},
 		RefundKinds:    map[string]int{"over_cap": 2, "partial": 5}, RefundRetries: map[string]int{"sequential": 1},
 		Notes: []string{"disk-full faults skipped: cannot mount"}, Violations: []string{"conservation: ..."}}
@@ -109,7 +109,7 @@ func TestReportString(t *testing.T) {
 		"note: disk-full faults skipped: cannot mount", "invariant violations 1", "VIOLATION conservation",
 		"entries 9 (requests 12, answers 10, replays 2, journaled by a request whose answer was lost 1): deposits 4 for 10.50 USD, withdrawals 3 for 0.07 USD",
 		"entries refused: insufficient_funds=2", "same-id entry retries: ambiguous=3", "entry errors: none",
-		"refunds 7 (requests 9, answers 8): succeeded 4 for 12.34 USD; payments refunded 3 (in full 1)",
+		"refunds 7 (requests 9, answers 8, recorded by a request whose answer was lost 1): succeeded 4 for 12.34 USD; payments refunded 3 (in full 1)",
 		"refund outcomes: failed/FAILURE_REASON_INSUFFICIENT_FUNDS=1 refused/refund_exceeds_payment=2 succeeded=4",
 		"refund kinds: over_cap=2 partial=5", "same-id refund retries: sequential=1", "refund errors: none"} {
 		if !strings.Contains(s, want) {

@@ -24,8 +24,10 @@ import (
 // nothing), or two or three refunds of the same payment at once, at different replicas, that
 // together may pass the cap. An ambiguous error is retried with the same refund_id, at the next
 // replica, for up to Config.RetryFor; some refunds are sent twice at once, or again after their
-// answer, with the same refund_id, and must be answered alike (replayed). After the faults, a
-// refund without an answer is sent once more, and every refund is looked up (GetPayment).
+// answer, with the same refund_id, and must be answered alike (replayed); the first request of
+// some has a deadline of a few milliseconds, so that its answer is lost while the gateway
+// decides it. After the faults, a refund without an answer is sent once more, and every refund
+// is looked up (GetPayment).
 const (
 	// refundEvery: one operation in refundEvery of a client is a refund (when its user has
 	// been paid at all).
@@ -47,6 +49,13 @@ type refund struct {
 	kind   string
 
 	// Guarded by book.mu.
+
+	// hurry, when not 0, is the deadline of the refund's first request: a few milliseconds, so
+	// that the gateway sometimes decides the refund after its caller gave up, and the retry
+	// must find its outcome (a replay), not refund twice.
+	hurry time.Duration
+	// together: sent twice at once with the same refund_id (either answer may be the replay).
+	together bool
 	requests int            // RefundPayment calls sent
 	lost     int            // calls without an answer (ambiguous errors, PROCESSING)
 	answers  []refundAnswer // the answers, in order
@@ -196,10 +205,20 @@ func (c *client) refundOnce() {
 }
 
 // sendRefundOnce sends r, and with one chance in ten each sends it twice at once or again
-// after its answer (same refund_id).
+// after its answer (same refund_id). The first request of one refund in eight has a deadline
+// of 2 to 30 ms.
 func (c *client) sendRefundOnce(r *refund, rng *rand.Rand) {
+	if rng.IntN(8) == 0 {
+		hurry := between(rng, 2*time.Millisecond, 30*time.Millisecond)
+		c.book.mu.Lock()
+		r.hurry = hurry
+		c.book.mu.Unlock()
+	}
 	switch k := rng.IntN(10); k {
 	case 0:
+		c.book.mu.Lock()
+		r.together = true
+		c.book.mu.Unlock()
 		c.book.refundRetry("concurrent")
 		var wg sync.WaitGroup
 		wg.Add(2)
@@ -264,8 +283,12 @@ func (c *client) requestRefund(r *refund, attempt, replica int, first bool) (boo
 	b, p := c.book, r.of
 	b.mu.Lock()
 	r.requests++
+	timeout := c.cfg.TxnTimeout + 5*time.Second
+	if r.requests == 1 && r.hurry > 0 {
+		timeout = r.hurry
+	}
 	b.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.TxnTimeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req := connect.NewRequest(&gatewayv1.RefundPaymentRequest{RefundId: r.id, PaymentId: p.id, Amount: r.amount, Reason: "chaos " + r.kind})
 	req.Header().Set("Paygate-Attempt", strconv.Itoa(attempt))
@@ -594,6 +617,9 @@ func (b *book) fillRefundsLocked(r *Report) {
 	for _, f := range b.refunds {
 		r.RefundRequests += f.requests
 		r.RefundAnswers += len(f.answers)
+		if len(f.answers) > 0 && f.answers[0].replayed && !f.together {
+			r.RefundsAnswerLost++
+		}
 		switch {
 		case f.final != nil && f.final.GetStatus() == gatewayv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED:
 			r.RefundOutcomes["succeeded"]++
@@ -628,7 +654,7 @@ func (b *book) fillRefundsLocked(r *Report) {
 
 // refundSummary is the report's line about refunds.
 func (r *Report) refundSummary() string {
-	return fmt.Sprintf("refunds %d (requests %d, answers %d): succeeded %d for %s; payments refunded %d (in full %d)",
-		r.Refunds, r.RefundRequests, r.RefundAnswers, r.RefundOutcomes["succeeded"], money.Format(r.Refunded, "USD"),
+	return fmt.Sprintf("refunds %d (requests %d, answers %d, recorded by a request whose answer was lost %d): succeeded %d for %s; payments refunded %d (in full %d)",
+		r.Refunds, r.RefundRequests, r.RefundAnswers, r.RefundsAnswerLost, r.RefundOutcomes["succeeded"], money.Format(r.Refunded, "USD"),
 		r.RefundedPayments, r.RefundedInFull)
 }

@@ -51,6 +51,8 @@ export function refundErrorText(err: unknown, p?: Payment): { text: string; fiel
       return { text: "Only a succeeded payment can be refunded." };
     case "refund_of_refund":
       return { text: "A refund cannot be refunded." };
+    case "unknown_bank":
+      return { text: `This payment cannot be refunded: the gateway no longer works with the bank of one of its accounts (${err.rawMessage}).` };
   }
   switch (err.code) {
     case Code.InvalidArgument: {
