@@ -1250,7 +1250,11 @@ type ListPaymentsRequest struct {
 	// The next_page_token of the previous page; empty for the first page.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only payments with this status; unspecified means all.
-	Status        PaymentStatus `protobuf:"varint,3,opt,name=status,proto3,enum=paygate.gateway.v1.PaymentStatus" json:"status,omitempty"`
+	Status PaymentStatus `protobuf:"varint,3,opt,name=status,proto3,enum=paygate.gateway.v1.PaymentStatus" json:"status,omitempty"`
+	// List the payments others made to the caller's accounts (as events show them to a payee:
+	// username empty) instead of those the caller made. A merchant finds here what it was paid,
+	// to refund it.
+	Received      bool `protobuf:"varint,4,opt,name=received,proto3" json:"received,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1304,6 +1308,13 @@ func (x *ListPaymentsRequest) GetStatus() PaymentStatus {
 		return x.Status
 	}
 	return PaymentStatus_PAYMENT_STATUS_UNSPECIFIED
+}
+
+func (x *ListPaymentsRequest) GetReceived() bool {
+	if x != nil {
+		return x.Received
+	}
+	return false
 }
 
 type ListPaymentsResponse struct {
@@ -3370,12 +3381,13 @@ const file_paygate_gateway_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"payment_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\tpaymentId\"K\n" +
 	"\x12GetPaymentResponse\x125\n" +
-	"\apayment\x18\x01 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\apayment\"\xab\x01\n" +
+	"\apayment\x18\x01 \x01(\v2\x1b.paygate.gateway.v1.PaymentR\apayment\"\xc7\x01\n" +
 	"\x13ListPaymentsRequest\x12&\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12C\n" +
-	"\x06status\x18\x03 \x01(\x0e2!.paygate.gateway.v1.PaymentStatusB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06status\"w\n" +
+	"\x06status\x18\x03 \x01(\x0e2!.paygate.gateway.v1.PaymentStatusB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06status\x12\x1a\n" +
+	"\breceived\x18\x04 \x01(\bR\breceived\"w\n" +
 	"\x14ListPaymentsResponse\x127\n" +
 	"\bpayments\x18\x01 \x03(\v2\x1b.paygate.gateway.v1.PaymentR\bpayments\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"D\n" +

@@ -288,7 +288,9 @@ type PaymentServiceClient interface {
 	ExecutePayment(context.Context, *connect.Request[v1.ExecutePaymentRequest]) (*connect.Response[v1.ExecutePaymentResponse], error)
 	// GetPayment returns one of the caller's payments.
 	GetPayment(context.Context, *connect.Request[v1.GetPaymentRequest]) (*connect.Response[v1.GetPaymentResponse], error)
-	// ListPayments returns the caller's payments, newest first, a page at a time.
+	// ListPayments returns the caller's payments, newest first, a page at a time: those the
+	// caller made, or with received set those others made to the caller's accounts (refunds of
+	// the caller's payments among them).
 	ListPayments(context.Context, *connect.Request[v1.ListPaymentsRequest]) (*connect.Response[v1.ListPaymentsResponse], error)
 	// WatchPayments streams the changes of the caller's payments (those they pay and those paid
 	// to their accounts) as they happen, one event per answer. With after set it first replays
@@ -416,7 +418,9 @@ type PaymentServiceHandler interface {
 	ExecutePayment(context.Context, *connect.Request[v1.ExecutePaymentRequest]) (*connect.Response[v1.ExecutePaymentResponse], error)
 	// GetPayment returns one of the caller's payments.
 	GetPayment(context.Context, *connect.Request[v1.GetPaymentRequest]) (*connect.Response[v1.GetPaymentResponse], error)
-	// ListPayments returns the caller's payments, newest first, a page at a time.
+	// ListPayments returns the caller's payments, newest first, a page at a time: those the
+	// caller made, or with received set those others made to the caller's accounts (refunds of
+	// the caller's payments among them).
 	ListPayments(context.Context, *connect.Request[v1.ListPaymentsRequest]) (*connect.Response[v1.ListPaymentsResponse], error)
 	// WatchPayments streams the changes of the caller's payments (those they pay and those paid
 	// to their accounts) as they happen, one event per answer. With after set it first replays
