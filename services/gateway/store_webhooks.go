@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,7 +85,8 @@ type webhookStore interface {
 	// now and no live lease, to owner until until, and returns each with its delivery due
 	// first: a redelivery asked for, or else the pending one of lowest event seq due by
 	// next_attempt_time that no older pending delivery of the same endpoint and payment
-	// precedes.
+	// precedes. A user holds at most maxWebhookAttemptsPerUser leases at once: endpoints of a
+	// user at that count are passed over.
 	ClaimWebhookDeliveries(ctx context.Context, owner string, now, until time.Time, limit int) ([]webhookJob, error)
 	// RecordWebhookAttempt records the attempt of job's delivery and its outcome, updates
 	// the endpoint's failure count (and disables it when res says so) and ends owner's lease
@@ -697,12 +699,21 @@ const whDue = `(d.redeliver > 0 OR (d.status = 1 AND d.next_attempt_at <= $1 AND
 	SELECT 1 FROM webhook_deliveries o WHERE o.endpoint_id = d.endpoint_id AND o.payment_id = d.payment_id
 	AND o.status = 1 AND o.event_seq < d.event_seq)))`
 
+// maxWebhookAttemptsPerUser is how many of a user's endpoints may be leased (have an attempt
+// in flight) at once, over every replica; a claim running at the same moment on another
+// replica may add one or two more.
+const maxWebhookAttemptsPerUser = 4
+
 // whClaim is ClaimWebhookDeliveries. On PostgreSQL the candidate endpoints are locked FOR
 // UPDATE SKIP LOCKED: of replicas claiming at once, each takes other endpoints, and an endpoint
 // whose lease another replica has just taken is re-checked against its new lease_until.
 func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Time, limit int) ([]webhookJob, error) {
-	const candidates = `FROM webhook_endpoints e WHERE e.status = 1 AND e.lease_until < $1
-		AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ` + whDue + `)`
+	// Endpoints of users who hold maxWebhookAttemptsPerUser leases already are left out: one
+	// user's many slow endpoints cannot take every sender of every replica from the others.
+	candidates := `FROM webhook_endpoints e WHERE e.status = 1 AND e.lease_until < $1
+		AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ` + whDue + `)
+		AND (SELECT count(*) FROM webhook_endpoints x WHERE x.username = e.username AND x.lease_until >= $1) < ` +
+		strconv.Itoa(maxWebhookAttemptsPerUser)
 	// A read first, so that an idle store is not written to on every poll.
 	if _, err := scalar(ctx, b.whRead(), `SELECT 1 `+candidates+` LIMIT 1`, nanos(now)); errors.Is(err, ErrNotFound) {
 		return nil, nil
@@ -720,7 +731,11 @@ func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Tim
 		if err != nil {
 			return err
 		}
+		perUser := map[string]int{} // leases taken in this claim, by user
 		for _, ep := range eps {
+			if perUser[ep.Username] >= maxWebhookAttemptsPerUser {
+				continue // the user's others were leased before: the count above cannot see these
+			}
 			ds, err := queryDeliveries(ctx, q, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
 				WHERE d.endpoint_id = $2 AND `+whDue+` ORDER BY d.redeliver DESC, d.event_seq LIMIT 1`, nanos(now), ep.ID)
 			if err != nil {
@@ -734,6 +749,7 @@ func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Tim
 				return err
 			}
 			jobs = append(jobs, webhookJob{Endpoint: ep, Delivery: ds[0]})
+			perUser[ep.Username]++
 		}
 		return nil
 	})

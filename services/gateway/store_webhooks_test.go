@@ -430,3 +430,43 @@ func TestStorePGWebhookCreateDuringFanOut(t *testing.T) {
 			last, ep.StartSeq, ep.StartSeq+1, last)
 	}
 }
+
+// TestStoreWebhookClaimsPerUser: one user's many endpoints cannot take every sender. alice has
+// eight endpoints with a delivery due and bob one; a claim of up to 16 leases at most
+// maxWebhookAttemptsPerUser of alice's and bob's too, and while those leases live another
+// claim takes none of alice's others.
+func TestStoreWebhookClaimsPerUser(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		evUsers(t, s, "alice:bank1-1001", "bob:bank2-2002")
+		for range 8 {
+			whCreate(t, s, whEndpointOf("alice", "*"))
+		}
+		bob := whCreate(t, s, whEndpointOf("bob", "*"))
+		whPaid(t, s, decisionCommit)
+		whFanOutAll(t, s)
+		perUser := func(jobs []webhookJob) map[string]int {
+			n := map[string]int{}
+			for _, j := range jobs {
+				n[j.Endpoint.Username]++
+			}
+			return n
+		}
+		now := s.Now()
+		jobs, err := s.ClaimWebhookDeliveries(ctx, "o_one", now, now.Add(time.Minute), 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := perUser(jobs); n["alice"] != maxWebhookAttemptsPerUser || n["bob"] != 1 {
+			t.Fatalf("one claim leased %v (%s); want %d of alice's endpoints and bob's %s", n, summary(jobs), maxWebhookAttemptsPerUser, bob.ID)
+		}
+		more, err := s.ClaimWebhookDeliveries(ctx, "o_two", now, now.Add(time.Minute), 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(more) != 0 {
+			t.Fatalf("a second claim while alice holds %d leases took %s; want none", maxWebhookAttemptsPerUser, summary(more))
+		}
+	})
+}
