@@ -189,9 +189,9 @@ func TestSecurityMatrix(t *testing.T) {
 
 	alice := login(t, c, "alice")
 	bob := login(t, c, "bob")
-	// A payment of alice's, which bob must not see.
+	// A payment of alice's to carol, which bob (neither its payer nor its payee) must not see.
 	alicePay := newID()
-	if _, err := pay(ctx(), alice, alicePay, "bank1-1001", "bank2-2002", 100); err != nil {
+	if _, err := pay(ctx(), alice, alicePay, "bank1-1001", "bank1-1002", 100); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.WaitSettled(30 * time.Second); err != nil {
@@ -320,6 +320,15 @@ func TestSecurityMatrix(t *testing.T) {
 		{"another user's payment", func(t *testing.T) {
 			_, err := bob.Payments.GetPayment(ctx(), connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: alicePay}))
 			wantCode(t, err, connect.CodeNotFound, "payment_not_found")
+			// Nor may he refund it: to him it does not exist.
+			_, err = bob.Payments.RefundPayment(ctx(), connect.NewRequest(&gatewayv1.RefundPaymentRequest{RefundId: newID(), PaymentId: alicePay}))
+			wantCode(t, err, connect.CodeNotFound, "payment_not_found")
+			// Its payee sees it, without who paid.
+			carol := login(t, c, "carol")
+			if r, err := carol.Payments.GetPayment(ctx(), connect.NewRequest(&gatewayv1.GetPaymentRequest{PaymentId: alicePay})); err != nil ||
+				r.Msg.GetPayment().GetUsername() != "" || r.Msg.GetPayment().GetAmount() != 100 {
+				t.Fatalf("the payee's GetPayment: %v, %v; want the payment without its payer's username", r, err)
+			}
 			// Replaying alice's payment_id as bob is refused, not answered with her payment.
 			_, err = bob.Payments.ExecutePayment(ctx(), connect.NewRequest(&gatewayv1.ExecutePaymentRequest{
 				PaymentId: alicePay, FromAccount: "bank2-2002", ToAccount: "bank1-1001", Amount: 100, Currency: "USD"}))
