@@ -448,7 +448,7 @@ func TestListReceivedPayments(t *testing.T) {
 	}
 	want = append(want, failed.GetPaymentId())
 	want = append(want, carol.pay(t, newPaymentID(), "bank3-3002", "bank3-3001", 200).GetPaymentId())
-	bob.pay(t, newPaymentID(), "bank2-2002", "bank3-3001", 300)  // his own, to his own account
+	bob.pay(t, newPaymentID(), "bank2-2002", "bank3-3001", 300)   // his own, to his own account
 	alice.pay(t, newPaymentID(), "bank1-1001", "bank1-1002", 400) // to carol
 	refund := bob.mustRefund(t, newPaymentID(), paid.GetPaymentId(), 1500).GetRefund()
 	slices.Reverse(want)
