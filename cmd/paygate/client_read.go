@@ -116,7 +116,7 @@ func newHistoryCommand(e *env) *ffcli.Command {
 		ShortUsage: "paygate history [--received] [flags]",
 		ShortHelp:  "list your payments, or those paid to you, newest first, a page at a time",
 		LongHelp: "Lists your payments newest first. Each page ends with the command that fetches\n" +
-			"the next one; --all fetches them all. Only your own payments are ever listed.\n" +
+			"the next one; --all fetches them all. Nobody else's payments are ever listed.\n" +
 			"\n" +
 			"--received lists instead the payments others made to your accounts (refunds of\n" +
 			"your payments among them), with how much of each is refunded already, without\n" +
