@@ -786,8 +786,8 @@ func (s *SQLiteStore) ListPayments(ctx context.Context, username string, after *
 // user's accounts to find the newest few, so each account's newest are read instead (the
 // payments_by_payee index, in its order, limit rows at most) and the lists merged. The reads
 // are not one snapshot (the read pool's transactions would take the write lock): a payment
-// stored meanwhile is newer than every one listed, so it is on this page or on none, as
-// with ListPayments.
+// stored meanwhile is newer than those listed before it, so it may miss this page and shows
+// at the top of the next listing, as with ListPayments.
 func (s *SQLiteStore) ListReceived(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error) {
 	accounts, err := s.Accounts(ctx, username)
 	if err != nil {
