@@ -375,6 +375,10 @@ type HistoryQuery struct {
 	PageToken string
 	// Status keeps only payments with this status; unspecified keeps all.
 	Status gatewayv1.PaymentStatus
+	// Received lists the payments others made to the user's accounts (refunds of the user's
+	// payments among them), shown without who paid (Username ""), instead of those the user
+	// made. A page token belongs to its listing: it fetches no page of the other one.
+	Received bool
 }
 
 // HistoryPage is one page of payments, newest first.
@@ -384,14 +388,15 @@ type HistoryPage struct {
 	NextPageToken string
 }
 
-// History returns one page of the user's payments, newest first.
+// History returns one page of the user's payments, newest first: those the user made, or
+// with q.Received those others made to the user's accounts.
 func (c *Client) History(ctx context.Context, q HistoryQuery) (HistoryPage, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
 	var resp *connect.Response[gatewayv1.ListPaymentsResponse]
 	err := c.call(ctx, idempotent, func(ctx context.Context, ep *endpoint) (err error) {
 		resp, err = ep.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{
-			PageSize: int32(q.PageSize), PageToken: q.PageToken, Status: q.Status,
+			PageSize: int32(q.PageSize), PageToken: q.PageToken, Status: q.Status, Received: q.Received,
 		}))
 		return err
 	})
@@ -404,8 +409,19 @@ func (c *Client) History(ctx context.Context, q HistoryQuery) (HistoryPage, erro
 // AllHistory iterates over all the user's payments, newest first, fetching pages of pageSize
 // as needed. It stops at the first error, which it yields.
 func (c *Client) AllHistory(ctx context.Context, pageSize int) iter.Seq2[*Payment, error] {
+	return c.allHistory(ctx, HistoryQuery{PageSize: pageSize})
+}
+
+// AllReceived iterates over all the payments others made to the user's accounts (see
+// HistoryQuery.Received), newest first, fetching pages of pageSize as needed. It stops at the
+// first error, which it yields.
+func (c *Client) AllReceived(ctx context.Context, pageSize int) iter.Seq2[*Payment, error] {
+	return c.allHistory(ctx, HistoryQuery{PageSize: pageSize, Received: true})
+}
+
+// allHistory iterates over the listing of q from its first page.
+func (c *Client) allHistory(ctx context.Context, q HistoryQuery) iter.Seq2[*Payment, error] {
 	return func(yield func(*Payment, error) bool) {
-		q := HistoryQuery{PageSize: pageSize}
 		for {
 			page, err := c.History(ctx, q)
 			if err != nil {

@@ -109,7 +109,8 @@
 // # Reading
 //
 // Balance returns every account of the user at every bank with totals per currency; History
-// pages through the user's payments, newest first (AllHistory iterates over all of them);
+// pages through the user's payments, newest first (AllHistory iterates over all of them), or
+// with HistoryQuery.Received those others made to the user's accounts (AllReceived);
 // GetPayment returns one; Watch streams status changes as they happen. ListEvents pages
 // through the user's events (every change of the payments they pay and of those paid to
 // them, each with a Seq), and WatchFrom streams them from a Seq on, resuming after the last

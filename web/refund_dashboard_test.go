@@ -209,6 +209,35 @@ func TestDashboardRefundInChromium(t *testing.T) {
 	}
 	b.shot("payer")
 
+	// More received payments than a page: carol pays alice 0.01 eleven times. After a reload
+	// the card lists the newest ten (ListPayments with received, not her whole event log),
+	// and Show older the eleventh.
+	carol, err := c.Login("carol", "carol-pass-789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cents []string
+	for range 11 {
+		cents = append(cents, apiPay(t, carol, "bank1-1002", "bank1-1001", 1))
+	}
+	rows := `document.querySelectorAll("#received-list > li").length`
+	b.do("reload alice's page", chromedp.Reload())
+	b.waitBalance("bank1-1001", "997.11 USD")
+	b.waitFor("the newest page of received payments", present(received(cents[10]))+` && `+rows+` === 10`, 15*time.Second)
+	b.waitFor("Show older", `!document.getElementById("received-older").hidden`, 5*time.Second)
+	if eval[bool](b, present(received(cents[0]))) {
+		t.Errorf("the oldest of eleven received payments is listed before Show older")
+	}
+	b.do("click Show older", chromedp.Click(chromedp.CSS("#received-older")))
+	b.waitFor("the older page", present(received(cents[0]))+` && `+rows+` === 11`, 15*time.Second)
+	b.waitFor("no Show older after the oldest", `document.getElementById("received-older").hidden`, 5*time.Second)
+	order := eval[[]string](b, `[...document.querySelectorAll("#received-list > li")].map((li) => li.dataset.paymentId)`)
+	for i, id := range order {
+		if want := cents[10-i]; id != want {
+			t.Errorf("received row %d is %s, want %s (newest first)", i, id, want)
+		}
+	}
+
 	end := settle(t, c, start)
-	checkDelta(t, "the whole test", start, end, map[string]int64{"bank1-1001": -300, "bank2-2002": 300})
+	checkDelta(t, "the whole test", start, end, map[string]int64{"bank1-1001": -300 + 11, "bank2-2002": 300, "bank1-1002": -11})
 }

@@ -110,12 +110,22 @@ func newHistoryCommand(e *env) *ffcli.Command {
 	pageToken := fs.String("page-token", "", "the next-page token printed by the previous page")
 	all := fs.Bool("all", false, "fetch every page")
 	status := fs.String("status", "", "only payments with this status: processing, succeeded or failed")
+	received := fs.Bool("received", false, "list the payments others made to your accounts instead of yours")
 	return &ffcli.Command{
 		Name:       "history",
-		ShortUsage: "paygate history [flags]",
-		ShortHelp:  "list your payments, newest first, a page at a time",
+		ShortUsage: "paygate history [--received] [flags]",
+		ShortHelp:  "list your payments, or those paid to you, newest first, a page at a time",
 		LongHelp: "Lists your payments newest first. Each page ends with the command that fetches\n" +
-			"the next one; --all fetches them all. Only your own payments are ever listed.",
+			"the next one; --all fetches them all. Nobody else's payments are ever listed.\n" +
+			"\n" +
+			"--received lists instead the payments others made to your accounts (refunds of\n" +
+			"your payments among them), with how much of each is refunded already, without\n" +
+			"who paid: pick one there to give money back with 'paygate refund'.\n" +
+			"\n" +
+			"Example:\n" +
+			"  paygate history --received --status succeeded\n" +
+			"  2026-12-01 21:04:05  succeeded  0198c2d4-7f1e-7c3a-9b61-2f0e8d5a4c11  bank1-1001 -> bank2-2002  40.00 USD  refunded 12.50\n" +
+			"  paygate refund 0198c2d4-7f1e-7c3a-9b61-2f0e8d5a4c11 --amount 27.50",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
@@ -142,7 +152,7 @@ func newHistoryCommand(e *env) *ffcli.Command {
 				return err
 			}
 			defer c.Close()
-			q := client.HistoryQuery{PageSize: *pageSize, PageToken: *pageToken, Status: st}
+			q := client.HistoryQuery{PageSize: *pageSize, PageToken: *pageToken, Status: st, Received: *received}
 			out := struct {
 				Payments      []paymentJSON `json:"payments"`
 				NextPageToken string        `json:"next_page_token"`
@@ -172,10 +182,23 @@ func newHistoryCommand(e *env) *ffcli.Command {
 				fmt.Fprintln(e.stdout, when+paymentLine(p))
 			}
 			if len(out.Payments) == 0 {
-				fmt.Fprintln(e.stdout, "no payments")
+				if *received {
+					fmt.Fprintln(e.stdout, "no payments received")
+				} else {
+					fmt.Fprintln(e.stdout, "no payments")
+				}
 			}
 			if out.NextPageToken != "" {
-				fmt.Fprintf(e.stdout, "next page: paygate history --page-size %d --page-token %s\n", *pageSize, out.NextPageToken)
+				// The next page's command repeats the listing's flags: a token fetches
+				// only the next page of its own listing.
+				next := fmt.Sprintf("paygate history --page-size %d", *pageSize)
+				if *received {
+					next += " --received"
+				}
+				if *status != "" {
+					next += " --status " + *status
+				}
+				fmt.Fprintf(e.stdout, "next page: %s --page-token %s\n", next, out.NextPageToken)
 			}
 			return nil
 		},

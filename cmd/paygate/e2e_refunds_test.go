@@ -142,6 +142,31 @@ func refundsEndToEnd(t *testing.T, c *cluster.Cluster) {
 		if out := payer.must(0, "history"); !strings.Contains(out, id+"  bank1-1001 -> bank2-2002  20.00 USD  refunded 20.00") {
 			t.Errorf("alice's history does not show %s refunded:\n%s", id, out)
 		}
+		// What was paid to each, to pick one to refund: bob received the payment, refunded in
+		// full, and not the refunds he made; alice received those refunds.
+		recv := u.must(0, "history", "--received")
+		if !strings.Contains(recv, id+"  bank1-1001 -> bank2-2002  20.00 USD  refunded 20.00") || strings.Contains(recv, "refund of "+id) {
+			t.Errorf("bob's history --received does not list %s refunded, or lists his refunds:\n%s", id, recv)
+		}
+		if recv := payer.must(0, "history", "--received", "--status", "succeeded"); strings.Count(recv, "bank2-2002 -> bank1-1001") < 2 ||
+			!strings.Contains(recv, "5.00 USD  refund of "+id) || !strings.Contains(recv, "15.00 USD  refund of "+id) {
+			t.Errorf("alice's history --received does not list bob's two refunds of %s:\n%s", id, recv)
+		}
+		var page struct {
+			Payments      []paymentJSON `json:"payments"`
+			NextPageToken string        `json:"next_page_token"`
+		}
+		lastJSON(t, u.must(0, "history", "--received", "--page-size", "1", "--json"), &page)
+		if len(page.Payments) != 1 || page.Payments[0].PaymentID != id || page.NextPageToken == "" {
+			t.Fatalf("bob's first received page of one: %+v, want %s and a next page", page, id)
+		}
+		if out := u.must(0, "history", "--received", "--page-size", "1"); !strings.Contains(out, "next page: paygate history --page-size 1 --received --page-token ") {
+			t.Errorf("history --received does not end with the command for its next page:\n%s", out)
+		}
+		// A received page's token fetches no page of bob's own payments.
+		if _, errOut, code := u.run("history", "--page-token", page.NextPageToken); code == 0 || !strings.Contains(errOut, "not a token from the previous page of this listing") {
+			t.Errorf("history with a --received token: exit %d, %s; want the token refused", code, errOut)
+		}
 		if _, errOut, code := u.run("refund"); code != exitUsage || !strings.Contains(errOut, "PAYMENT_ID") {
 			t.Errorf("refund without a payment id: exit %d, %s; want a usage error", code, errOut)
 		}

@@ -188,10 +188,14 @@ func (g *Gateway) GetPayment(ctx context.Context, req *connect.Request[gatewayv1
 	return connect.NewResponse(&gatewayv1.GetPaymentResponse{Payment: p.protoFor(user.Username)}), nil
 }
 
+// listToken is a ListPayments page token: where the page ended, and which listing it is of
+// (the status filter, and whether the payments received), so that a token is refused by
+// any other listing.
 type listToken struct {
 	CreatedAt int64  `json:"t"`
 	PaymentID string `json:"id"`
 	Status    int32  `json:"s"`
+	Received  bool   `json:"r,omitempty"`
 }
 
 // ListPayments implements PaymentService.ListPayments.
@@ -212,7 +216,7 @@ func (g *Gateway) ListPayments(ctx context.Context, req *connect.Request[gateway
 		if err == nil {
 			err = json.Unmarshal(raw, &tok)
 		}
-		if err != nil || tok.Status != int32(m.GetStatus()) {
+		if err != nil || tok.Status != int32(m.GetStatus()) || tok.Received != m.GetReceived() {
 			return nil, rpcerr.New(connect.CodeInvalidArgument, "invalid_page_token",
 				"page_token: not a token from the previous page of this listing")
 		}
@@ -227,19 +231,25 @@ func (g *Gateway) ListPayments(ctx context.Context, req *connect.Request[gateway
 	case gatewayv1.PaymentStatus_PAYMENT_STATUS_FAILED:
 		filter = &decisionFilter{decisionAbort}
 	}
-	list, err := g.store.ListPayments(ctx, user.Username, after, filter, size+1)
+	list := g.store.ListPayments
+	if m.GetReceived() {
+		list = g.store.ListReceived
+	}
+	payments, err := list(ctx, user.Username, after, filter, size+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &gatewayv1.ListPaymentsResponse{}
-	if len(list) > size {
-		list = list[:size]
-		last := list[len(list)-1]
-		raw, _ := json.Marshal(listToken{CreatedAt: last.CreatedAt.UnixNano(), PaymentID: last.PaymentID, Status: int32(m.GetStatus())})
+	if len(payments) > size {
+		payments = payments[:size]
+		last := payments[len(payments)-1]
+		raw, _ := json.Marshal(listToken{CreatedAt: last.CreatedAt.UnixNano(), PaymentID: last.PaymentID,
+			Status: int32(m.GetStatus()), Received: m.GetReceived()})
 		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(raw)
 	}
-	for _, p := range list {
-		resp.Payments = append(resp.Payments, p.proto())
+	for _, p := range payments {
+		// Received payments are shown as their payee sees them: without who paid.
+		resp.Payments = append(resp.Payments, p.protoFor(user.Username))
 	}
 	return connect.NewResponse(resp), nil
 }

@@ -392,3 +392,116 @@ func TestFetchBalance(t *testing.T) {
 		})
 	}
 }
+
+// listReceived pages through the payments others made to c's accounts and returns them in the
+// order received, failing the test unless each is shown without who paid.
+func listReceived(t *testing.T, c *clients, status gatewayv1.PaymentStatus, pageSize int32) []*gatewayv1.Payment {
+	t.Helper()
+	var out []*gatewayv1.Payment
+	token := ""
+	for pages := 1; ; pages++ {
+		resp, err := c.payments.ListPayments(context.Background(), connect.NewRequest(&gatewayv1.ListPaymentsRequest{
+			PageSize: pageSize, PageToken: token, Status: status, Received: true,
+		}))
+		if err != nil {
+			t.Fatalf("ListPayments received, page %d: %v", pages, err)
+		}
+		for _, p := range resp.Msg.GetPayments() {
+			if p.GetUsername() != "" {
+				t.Fatalf("%s received %s showing its payer %q", c.username, p.GetPaymentId(), p.GetUsername())
+			}
+		}
+		if len(resp.Msg.GetPayments()) > int(pageSize) {
+			t.Fatalf("page of %d payments, page_size %d", len(resp.Msg.GetPayments()), pageSize)
+		}
+		out = append(out, resp.Msg.GetPayments()...)
+		if token = resp.Msg.GetNextPageToken(); token == "" {
+			return out
+		}
+		if pages > 100 {
+			t.Fatal("ListPayments received does not end")
+		}
+	}
+}
+
+// TestListReceivedPayments: ListPayments with received lists what others paid to the caller's
+// accounts, newest first, without who paid, refunds of the caller's payments among them, with
+// their refunded amounts; never the caller's own payments nor others' to other accounts; and a
+// page token of one listing is refused by the other.
+func TestListReceivedPayments(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := protocols[0]
+	ctx := context.Background()
+	alice := e.login(t, p, "alice", "alice-pass-123")
+	bob := e.login(t, p, "bob", "bob-pass-456")
+	carol := e.login(t, p, "carol", "carol-pass-789")
+	dave := e.login(t, p, "dave", "dave-pass-000")
+
+	var want []string // bob's received, in creation order
+	paid := alice.pay(t, newPaymentID(), "bank1-1001", "bank2-2002", 5000)
+	want = append(want, paid.GetPaymentId())
+	want = append(want, dave.pay(t, newPaymentID(), "bank1-1003", "bank2-2002", 100).GetPaymentId())
+	failed := carol.pay(t, newPaymentID(), "bank3-3002", "bank3-3001", 100_000_000) // beyond carol's balance
+	if failed.GetStatus() != statusFailed {
+		t.Fatalf("payment beyond the balance = %v", failed)
+	}
+	want = append(want, failed.GetPaymentId())
+	want = append(want, carol.pay(t, newPaymentID(), "bank3-3002", "bank3-3001", 200).GetPaymentId())
+	bob.pay(t, newPaymentID(), "bank2-2002", "bank3-3001", 300)   // his own, to his own account
+	alice.pay(t, newPaymentID(), "bank1-1001", "bank1-1002", 400) // to carol
+	refund := bob.mustRefund(t, newPaymentID(), paid.GetPaymentId(), 1500).GetRefund()
+	slices.Reverse(want)
+
+	got := listReceived(t, bob, 0, 3)
+	var ids []string
+	for _, q := range got {
+		ids = append(ids, q.GetPaymentId())
+		if q.GetPaymentId() == paid.GetPaymentId() && q.GetRefundedAmount() != 1500 {
+			t.Errorf("bob received %v, want refunded_amount 1500", q)
+		}
+	}
+	if !slices.Equal(ids, want) {
+		t.Fatalf("bob received %v, want newest first %v", ids, want)
+	}
+	var succeeded []string
+	for _, id := range want {
+		if id != failed.GetPaymentId() {
+			succeeded = append(succeeded, id)
+		}
+	}
+	ids = nil
+	for _, q := range listReceived(t, bob, statusSucceeded, 1) {
+		ids = append(ids, q.GetPaymentId())
+	}
+	if !slices.Equal(ids, succeeded) {
+		t.Fatalf("bob received, succeeded: %v, want %v", ids, succeeded)
+	}
+	// alice received bob's refund of her payment.
+	back := listReceived(t, alice, 0, 10)
+	if len(back) != 1 || back[0].GetPaymentId() != refund.GetPaymentId() || back[0].GetRefundOf() != paid.GetPaymentId() ||
+		back[0].GetAmount() != 1500 {
+		t.Fatalf("alice received %v, want bob's refund %s", back, refund.GetPaymentId())
+	}
+	if got := listReceived(t, dave, 0, 10); len(got) != 0 {
+		t.Fatalf("dave received %v", got)
+	}
+
+	// A page token belongs to its listing.
+	recv, err := bob.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{PageSize: 1, Received: true}))
+	if err != nil || recv.Msg.GetNextPageToken() == "" {
+		t.Fatalf("first received page: %v, %v", recv, err)
+	}
+	made, err := alice.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{PageSize: 1}))
+	if err != nil || made.Msg.GetNextPageToken() == "" {
+		t.Fatalf("first page: %v, %v", made, err)
+	}
+	_, err = bob.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{PageToken: recv.Msg.GetNextPageToken()}))
+	wantErr(t, err, connect.CodeInvalidArgument, "invalid_page_token")
+	_, err = alice.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{PageToken: made.Msg.GetNextPageToken(), Received: true}))
+	wantErr(t, err, connect.CodeInvalidArgument, "invalid_page_token")
+	_, err = bob.payments.ListPayments(ctx, connect.NewRequest(&gatewayv1.ListPaymentsRequest{
+		PageToken: recv.Msg.GetNextPageToken(), Received: true, Status: statusSucceeded}))
+	wantErr(t, err, connect.CodeInvalidArgument, "invalid_page_token")
+	e.assertSettled(t)
+}

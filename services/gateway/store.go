@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -122,6 +124,12 @@ type paymentLog interface {
 	// ListPayments returns username's payments, newest first, starting after the cursor
 	// (created_at, payment_id) when it is set, filtered by decision when filter is set.
 	ListPayments(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error)
+	// ListReceived returns the payments others made to username's accounts: those whose
+	// to_account is linked to username now and whose username is another's (a refund of
+	// username's payment, made by its payee, is one). Newest first, after the cursor when it
+	// is set, filtered by decision when filter is set, like ListPayments. A presumed abort of
+	// an id never admitted has no accounts and is never listed.
+	ListReceived(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error)
 	// Unsettled returns the ids of decided payments whose phase two is not acknowledged yet
 	// and changes one of accounts: any such payment, or with raising only those that raise
 	// the account's available money (a commit crediting it, an abort releasing its hold).
@@ -409,6 +417,21 @@ func refundReservation(refund paymentRecord, amount, reserved int64, d decision,
 type pageCursor struct {
 	CreatedAt int64
 	PaymentID string
+}
+
+// newestFirst sorts payments newest first (created_at, then payment_id, descending: the
+// listings' order) and keeps the first limit.
+func newestFirst(list []paymentRecord, limit int) []paymentRecord {
+	slices.SortFunc(list, func(a, b paymentRecord) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.PaymentID, a.PaymentID)
+	})
+	if limit >= 0 && len(list) > limit {
+		list = list[:limit]
+	}
+	return list
 }
 
 // unfinishedCursor is where a page of Unfinished ends.

@@ -453,6 +453,90 @@ func TestStoreListPayments(t *testing.T) {
 	})
 }
 
+// TestStoreListReceived: the payments others made to a user's accounts (refunds of the user's
+// payments among them), newest first, across all its accounts, paged and filtered like
+// ListPayments; never the user's own payments, nor others' to other accounts, nor presumed
+// aborts of unknown ids; and by the links the user has now.
+func TestStoreListReceived(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		ctUsers(t, s, "alice", "bob", "carol")
+		for _, l := range [][2]string{{"alice", "bankA-1"}, {"alice", "bankA-2"}, {"bob", "bankB-1"}, {"carol", "bankC-1"}} {
+			if err := s.LinkAccount(ctx, l[0], l[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var want []paymentRecord
+		for i, from := range []string{"bankB-1", "bankC-1", "bankB-1", "bankC-1", "bankB-1"} {
+			to := []string{"bankA-1", "bankA-2"}[i%2]
+			user := map[string]string{"bankB-1": "bob", "bankC-1": "carol"}[from]
+			want = append(want, ctAdmit(t, s, ctPayment(user, from, to, int64(i+1))))
+		}
+		ctAdmit(t, s, ctPayment("alice", "bankA-1", "bankA-2", 1)) // her own, to her own account
+		ctAdmit(t, s, ctPayment("carol", "bankC-1", "bankB-1", 1)) // others', to another's
+		ctAdmit(t, s, ctPayment("bob", "bankB-1", "bankZ-9", 1))   // to an account nobody has
+		ctDecide(t, s, newPaymentID(), decisionAbort)              // a presumed abort is nobody's
+		// A refund of alice's payment to bob is made by bob, to alice's account.
+		paid := ctDecide(t, s, ctAdmit(t, s, ctPayment("alice", "bankA-1", "bankB-1", 50)).PaymentID, decisionCommit)
+		want = append(want, ctAdmit(t, s, rfRefund(paid, "bob", 20)))
+		ctDecide(t, s, want[1].PaymentID, decisionCommit)
+		ctDecide(t, s, want[2].PaymentID, decisionAbort)
+		ctDecide(t, s, want[5].PaymentID, decisionCommit)
+		want = newestFirst(want, -1)
+		pages := func(user string, filter *decisionFilter) []string {
+			var out []string
+			var after *pageCursor
+			for range 10 {
+				list, err := s.ListReceived(ctx, user, after, filter, 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, ctIDs(list)...)
+				if len(list) < 2 {
+					return out
+				}
+				last := list[len(list)-1]
+				after = &pageCursor{CreatedAt: last.CreatedAt.UnixNano(), PaymentID: last.PaymentID}
+			}
+			t.Fatal("paging does not end")
+			return nil
+		}
+		if got := pages("alice", nil); !slices.Equal(got, ctIDs(want)) {
+			t.Fatalf("alice received %v, want newest first %v", got, ctIDs(want))
+		}
+		commits := []string{}
+		for _, p := range want {
+			if got := stored(t, s, p.PaymentID); got.Decision == decisionCommit {
+				commits = append(commits, p.PaymentID)
+			}
+		}
+		if got := pages("alice", &decisionFilter{decisionCommit}); !slices.Equal(got, commits) || len(got) != 2 {
+			t.Fatalf("alice received commits %v, want %v", got, commits)
+		}
+		// bob received alice's payment and carol's; the refund he made is not his to receive.
+		if got := pages("bob", nil); len(got) != 2 {
+			t.Fatalf("bob received %v, want alice's payment and carol's", got)
+		}
+		// An account unlinked takes its payments out of the listing.
+		if err := s.UnlinkAccount(ctx, "alice", "bankA-2"); err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, p := range want {
+			if p.To == "bankA-1" {
+				left = append(left, p.PaymentID)
+			}
+		}
+		if got := pages("alice", nil); !slices.Equal(got, left) {
+			t.Fatalf("alice received after unlinking bankA-2: %v, want %v", got, left)
+		}
+		if got := pages("nobody", nil); len(got) != 0 {
+			t.Fatalf("an unknown user received %v", got)
+		}
+	})
+}
+
 func TestStoreUnsettled(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, s Store) {

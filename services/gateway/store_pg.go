@@ -1014,6 +1014,37 @@ func (s *PGStore) ListPayments(ctx context.Context, username string, after *page
 	return out, nil
 }
 
+// ListReceived implements paymentLog: each of the user's accounts' newest payments
+// (payments_by_payee, in its order, limit rows at most per account), merged, in one statement.
+func (s *PGStore) ListReceived(ctx context.Context, username string, after *pageCursor, filter *decisionFilter, limit int) ([]paymentRecord, error) {
+	if unstorable(username) || (after != nil && unstorable(after.PaymentID)) {
+		return nil, nil
+	}
+	cond := ``
+	args := []any{username, pgLimit(limit)}
+	if after != nil {
+		cond += fmt.Sprintf(` AND (q.created_at, q.payment_id) < ($%d, $%d)`, len(args)+1, len(args)+2)
+		args = append(args, after.CreatedAt, after.PaymentID)
+	}
+	if filter != nil {
+		cond += fmt.Sprintf(` AND q.decision = $%d`, len(args)+1)
+		args = append(args, int16(filter.decision))
+	}
+	q := `SELECT ` + pgPaymentColumns + ` FROM (
+		SELECT p.* FROM user_accounts ua CROSS JOIN LATERAL (
+			SELECT * FROM payments q
+			WHERE q.to_account = ua.account_id AND q.username <> $1` + cond + `
+			ORDER BY q.created_at DESC, q.payment_id DESC LIMIT $2
+		) p
+		WHERE ua.username = $1 AND ua.account_id <> ''
+	) payments ORDER BY created_at DESC, payment_id DESC LIMIT $2`
+	out, err := pgPayments(s.pool.Query(ctx, q, args...))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: list received payments: %w", err)
+	}
+	return out, nil
+}
+
 // Unsettled returns the ids of decided payments whose phase two is not acknowledged yet and
 // that change one of accounts: any such payment, or with raising only those that raise the
 // account's available money (a commit crediting it, an abort releasing its hold).

@@ -1,7 +1,9 @@
 // What the page knows of refunds and of the payments others make to the user's accounts. It
-// learns them from the user's events (ListEvents when the page opens, then WatchPayments) and
-// from RefundPayment's answers; ListPayments lists only the payments the user made (and the
-// refunds the user made, which are payments of theirs).
+// learns them from ListPayments with received (the payments others made to the user's
+// accounts, the refunds of the user's payments among them, a page at a time, newest first),
+// from the user's events followed with WatchPayments, from the pages of the user's own
+// payments (the refunds the user made are payments of theirs) and from RefundPayment's
+// answers.
 //
 // A refund is a Payment with refund_of set: it moves money from the refunded payment's payee
 // (to_account) back to its payer (from_account), and the refunded payment's refunded_amount
@@ -41,8 +43,7 @@ export function mergePayment(prev: Payment | undefined, next: Payment): Payment 
  */
 export class PaymentBook {
   private readonly latest = new Map<string, Payment>();
-  /** payment_ids of payments others made to the user's accounts, in the order first seen. */
-  private readonly receivedIds: string[] = [];
+  /** payment_ids of payments others made to the user's accounts. */
   private readonly receivedSet = new Set<string>();
   /** refund_ids by the payment_id they refund. */
   private readonly refundIds = new Map<string, Set<string>>();
@@ -66,9 +67,8 @@ export class PaymentBook {
       let ids = this.refundIds.get(p.refundOf);
       if (!ids) this.refundIds.set(p.refundOf, (ids = new Set()));
       ids.add(p.paymentId);
-    } else if (received && !this.receivedSet.has(p.paymentId)) {
+    } else if (received) {
       this.receivedSet.add(p.paymentId);
-      this.receivedIds.push(p.paymentId);
     }
     this.changed();
   }
@@ -84,9 +84,12 @@ export class PaymentBook {
     return known ? mergePayment(known, p) : p;
   }
 
-  /** The payments others made to the user's accounts, newest first. */
+  /**
+   * The payments others made to the user's accounts, newest first (by create_time, then
+   * payment_id: ListPayments' order, whatever order they were learnt in).
+   */
   received(): Payment[] {
-    return this.receivedIds.map((id) => this.latest.get(id)!).reverse();
+    return [...this.receivedSet].map((id) => this.latest.get(id)!).sort(newestFirst);
   }
 
   /** The refunds of a payment, oldest first. */
@@ -104,4 +107,15 @@ export class PaymentBook {
       for (const f of this.listeners) f();
     });
   }
+}
+
+/** Orders payments newest first: by create_time, then payment_id, both descending. */
+export function newestFirst(a: Payment, b: Payment): number {
+  const as = a.createTime?.seconds ?? 0n;
+  const bs = b.createTime?.seconds ?? 0n;
+  if (as !== bs) return as > bs ? -1 : 1;
+  const an = a.createTime?.nanos ?? 0;
+  const bn = b.createTime?.nanos ?? 0;
+  if (an !== bn) return bn - an;
+  return a.paymentId < b.paymentId ? 1 : a.paymentId > b.paymentId ? -1 : 0;
 }

@@ -1,7 +1,6 @@
 // The signed-in page: balances, pay, live status, the payments received (with their refunds
-// and the Refund dialog) and history, and the machinery behind them: the user's events (read
-// with ListEvents when the page opens, then followed with WatchPayments) and the outbox that
-// sends queued payments. An admin whose sign-in passed the second factor also gets the admin
+// and the Refund dialog) and history, and the machinery behind them: the user's events
+// (followed with WatchPayments) and the outbox that sends queued payments. An admin whose sign-in passed the second factor also gets the admin
 // pages, in the top bar.
 
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -22,9 +21,6 @@ import { type RefundOutcome, RefundDialog } from "./refund";
 
 /** How often queued payments are tried again while some are waiting. */
 const retryEveryMs = 2000;
-
-/** The page size of the ListEvents calls that read the user's events when the page opens. */
-const eventsPageSize = 500;
 
 export class Dashboard {
   private readonly stop = new AbortController();
@@ -63,7 +59,7 @@ export class Dashboard {
     }, reachable);
     const refund = (p: Payment) => this.refundDialog.open(p);
     this.refundDialog = new RefundDialog((o) => this.refunded(o));
-    this.received = new ReceivedView(this.book, refund);
+    this.received = new ReceivedView(this.book, refund, reachable);
     this.history = new HistoryView(reachable, this.book, (a) => this.ownAccounts.has(a), refund);
     this.book.subscribe(() => {
       const shown = this.refundDialog.shown;
@@ -114,6 +110,7 @@ export class Dashboard {
     for (const q of listQueued(session.username)) this.activity.queued(q, "queued", "Queued in this browser; sending…");
     void this.balances.refresh();
     void this.history.refresh();
+    void this.received.refresh();
     void this.watch();
     void this.flushOutbox();
     window.addEventListener("online", this.onOnline, { signal: this.stop.signal });
@@ -171,24 +168,6 @@ export class Dashboard {
     const { kind, text } = refundOutcomeText(o.refund, o.replayed);
     this.received.showResult(kind, text);
     this.refreshSoon();
-  }
-
-  /**
-   * Reads every event of the user kept by the gateway (ListEvents, a page at a time) into the
-   * book: the payments others made to the user's accounts and the refunds are known only from
-   * events. The stream then resumes after the last one.
-   */
-  private async catchUp(signal: AbortSignal): Promise<void> {
-    let after = 0n;
-    for (;;) {
-      const resp = await paymentClient.listEvents({ after, pageSize: eventsPageSize }, { timeoutMs: 15000, signal });
-      for (const ev of resp.events) {
-        if (ev.payment) this.book.put(ev.payment, ev.payment.username === "");
-      }
-      after = resp.nextAfter;
-      if (!resp.hasMore) break;
-    }
-    this.lastSeq = after;
   }
 
   /** Submits a payment: it goes into the outbox first, then is sent. */
@@ -284,18 +263,15 @@ export class Dashboard {
       // the call has stood for a moment without failing.
       let assumeLive: number | undefined;
       try {
-        if (this.lastSeq === undefined) {
-          try {
-            await this.catchUp(attempt.signal);
-          } catch (e) {
-            // Unreachable or signed out: handled below, like a failed stream. Any other error
-            // (a gateway without the event log): follow from now, and read the events again at
-            // the next reconnect.
-            if (isUnreachable(e) || ConnectError.from(e).code === Code.Unauthenticated || this.stop.signal.aborted) throw e;
-          }
-        }
-        assumeLive = window.setTimeout(() => this.activity.setLive("live"), 1000);
-        const from = this.lastSeq === undefined ? {} : { after: this.lastSeq };
+        // Until the stream has delivered an event it follows from now: what happened before
+        // it stood is learnt by listing the newest received payments again once it does (the
+        // balances and history refresh with every event, and after a reconnect).
+        const fromNow = this.lastSeq === undefined;
+        assumeLive = window.setTimeout(() => {
+          this.activity.setLive("live");
+          if (fromNow) void this.received.refresh();
+        }, 1000);
+        const from = fromNow ? {} : { after: this.lastSeq };
         for await (const ev of paymentClient.watchPayments(from, { signal: attempt.signal })) {
           this.activity.setLive("live");
           backoff = 500;

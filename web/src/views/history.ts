@@ -80,6 +80,9 @@ export class HistoryView {
           const resp = await paymentClient.listPayments({ pageSize, pageToken: this.tokens[this.page] ?? "" }, { timeoutMs: 15000 });
           this.onReachable(true);
           this.next = resp.nextPageToken;
+          // The refunds the user made are payments of theirs: the book files them under the
+          // payment they refund, for the Received card.
+          for (const p of resp.payments) if (p.refundOf !== "") this.book.put(p);
           this.render(resp.payments);
         } catch (e) {
           if (isUnreachable(e)) this.onReachable(false);
