@@ -40,13 +40,14 @@ fi
 #   - TestChaosShort, TestBench*, TestDev*, TestReadme*: they start systems of their own, not
 #     the harness's (their PostgreSQL variants, TestChaosReplicas and the replica tests, ran in
 #     the first pass);
-#   - TestPostgres*, TestReplica*, TestChaosReplicas: on PostgreSQL already, in the first pass;
+#   - TestPostgres*, TestReplica*, TestChaosReplicas, TestWebhooksEndToEndReplicas: on
+#     PostgreSQL already, in the first pass;
 #   - TestTrace*, TestCLIVerbose*: what they check (spans, request ids) does not depend on
 #     where the stores are.
 if [[ ,$backends, == *,postgres,* ]]; then
 	pgstart=$SECONDS
 	# Without a reachable server every test of this pass skips, saying why.
-	skip='^(TestDiskFull.*|TestChaosShort|TestChaosReplicas|TestBench.*|TestDev.*|TestReadme.*|TestPostgres.*|TestReplica.*|TestTrace.*|TestCLIVerbose.*)$'
+	skip='^(TestDiskFull.*|TestChaosShort|TestChaosReplicas|TestBench.*|TestDev.*|TestReadme.*|TestPostgres.*|TestReplica.*|TestWebhooksEndToEndReplicas|TestTrace.*|TestCLIVerbose.*)$'
 	echo "test: PAYGATE_TEST_BACKEND=postgres go test -race ./cmd/paygate ./internal/cluster (skipping $skip)" >&2
 	PAYGATE_TEST_BACKEND=postgres go test -race -count=1 -timeout 20m -skip "$skip" "$@" ./cmd/paygate ./internal/cluster
 	echo "test: PostgreSQL pass took $((SECONDS - pgstart))s" >&2
