@@ -271,19 +271,25 @@ func (c *Client) attempt(ctx context.Context, req PaymentRequest, n int, note fu
 	}
 	class := classify(err)
 	if class == classDefinitive {
-		r.Status, r.Reason = StatusFailed, Reason(err)
-		if r.Reason == "" {
-			r.Reason = strings.ReplaceAll(connect.CodeOf(err).String(), " ", "_")
-		}
-		var ce *connect.Error
-		if errors.As(err, &ce) {
-			r.Message = ce.Message()
-		} else {
-			r.Message = err.Error()
-		}
+		r.Reason, r.Message = refusalOf(err)
+		r.Status = StatusFailed
 		return r, class, nil
 	}
 	return r, class, err
+}
+
+// refusalOf returns the reason (the error's, or its code's name in snake_case) and the
+// message of err, a definitive refusal: what a failed result says.
+func refusalOf(err error) (reason, message string) {
+	reason = Reason(err)
+	if reason == "" {
+		reason = strings.ReplaceAll(connect.CodeOf(err).String(), " ", "_")
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return reason, ce.Message()
+	}
+	return reason, err.Error()
 }
 
 // FailureReasonName returns the snake_case name of a failure reason: "insufficient_funds" for

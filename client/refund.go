@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -159,16 +158,8 @@ func (c *Client) refundAttempt(ctx context.Context, req RefundRequest, n int) (R
 	}
 	class := classify(err)
 	if class == classDefinitive {
-		r.Status, r.Reason = StatusFailed, Reason(err)
-		if r.Reason == "" {
-			r.Reason = strings.ReplaceAll(connect.CodeOf(err).String(), " ", "_")
-		}
-		var ce *connect.Error
-		if errors.As(err, &ce) {
-			r.Message = ce.Message()
-		} else {
-			r.Message = err.Error()
-		}
+		r.Reason, r.Message = refusalOf(err)
+		r.Status = StatusFailed
 		return r, class, nil
 	}
 	return r, class, err
