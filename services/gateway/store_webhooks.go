@@ -86,7 +86,7 @@ type webhookStore interface {
 	// first: a redelivery asked for, or else the pending one of lowest event seq due by
 	// next_attempt_time that no older pending delivery of the same endpoint and payment
 	// precedes. A user holds at most maxWebhookAttemptsPerUser leases at once: endpoints of a
-	// user at that count are passed over.
+	// user at that count are passed over, and so are those of a disabled user.
 	ClaimWebhookDeliveries(ctx context.Context, owner string, now, until time.Time, limit int) ([]webhookJob, error)
 	// RecordWebhookAttempt records the attempt of job's delivery and its outcome, updates
 	// the endpoint's failure count (and disables it when res says so) and ends owner's lease
@@ -710,7 +710,10 @@ const maxWebhookAttemptsPerUser = 4
 func whClaim(ctx context.Context, b whBackend, owner string, now, until time.Time, limit int) ([]webhookJob, error) {
 	// Endpoints of users who hold maxWebhookAttemptsPerUser leases already are left out: one
 	// user's many slow endpoints cannot take every sender of every replica from the others.
+	// Nor is anything sent for a user an admin disabled: the deliveries wait, as those of a
+	// disabled endpoint do, until the user is enabled again.
 	candidates := `FROM webhook_endpoints e WHERE e.status = 1 AND e.lease_until < $1
+		AND NOT EXISTS (SELECT 1 FROM users u WHERE u.username = e.username AND u.disabled)
 		AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ` + whDue + `)
 		AND (SELECT count(*) FROM webhook_endpoints x WHERE x.username = e.username AND x.lease_until >= $1) < ` +
 		strconv.Itoa(maxWebhookAttemptsPerUser)

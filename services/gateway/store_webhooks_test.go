@@ -470,3 +470,39 @@ func TestStoreWebhookClaimsPerUser(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreWebhookClaimsSkipDisabledUsers: nothing is sent for a user an admin disabled; the
+// delivery waits and is claimed once the user is enabled again.
+func TestStoreWebhookClaimsSkipDisabledUsers(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		evUsers(t, s, "alice:bank1-1001", "bob:bank2-2002")
+		whCreate(t, s, whEndpointOf("bob", "payment.succeeded"))
+		whPaid(t, s, decisionCommit)
+		whFanOutAll(t, s)
+		setDisabled := func(disabled bool) {
+			t.Helper()
+			if _, _, _, err := s.UpdateUser(ctx, "bob", func(u *userRecord) error { u.Disabled = disabled; return nil }, disabled, s.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setDisabled(true)
+		now := s.Now()
+		jobs, err := s.ClaimWebhookDeliveries(ctx, "o_one", now, now.Add(time.Minute), 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) != 0 {
+			t.Fatalf("claimed %s for a disabled user; want nothing", summary(jobs))
+		}
+		setDisabled(false)
+		jobs, err = s.ClaimWebhookDeliveries(ctx, "o_one", now, now.Add(time.Minute), 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) != 1 || jobs[0].Endpoint.Username != "bob" {
+			t.Fatalf("claimed %s once bob is enabled again; want his one delivery", summary(jobs))
+		}
+	})
+}
